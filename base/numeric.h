@@ -1,0 +1,35 @@
+// Scalar number formats shared by the loader (stored dtypes), the CPU backend and the tests:
+// bfloat16 and IEEE half conversions, and overflow-checked size arithmetic for untrusted sizes.
+#ifndef GRIFFIN_BASE_NUMERIC_H_
+#define GRIFFIN_BASE_NUMERIC_H_
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+
+namespace griffin {
+
+// bfloat16 is the top half of a float32; widening is exact.
+inline float Bf16ToFloat(uint16_t bits) {
+  uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// Rounds to nearest, ties to even (what PyTorch, JAX and CUDA's __float2bfloat16 do); NaN stays NaN.
+uint16_t FloatToBf16(float f);
+
+// Rounds `f` to the nearest bfloat16 value and returns it as a float.
+inline float RoundToBf16(float f) { return Bf16ToFloat(FloatToBf16(f)); }
+
+// IEEE 754 binary16 → float32, exact (subnormals, infinities and NaN included).
+float HalfToFloat(uint16_t bits);
+
+// Checked arithmetic for sizes read from files or requests: nullopt on overflow.
+std::optional<uint64_t> CheckedMul(uint64_t a, uint64_t b);
+std::optional<uint64_t> CheckedAdd(uint64_t a, uint64_t b);
+
+}  // namespace griffin
+
+#endif  // GRIFFIN_BASE_NUMERIC_H_

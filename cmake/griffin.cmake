@@ -1,0 +1,28 @@
+# One helper per kind of target, in the spirit of absl_cc_library: every C++ folder is one
+# library `griffin_<folder>` declared with griffin_component(), its tests with griffin_test().
+
+set(GRIFFIN_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers)
+
+# griffin_component(NAME SRCS a.cc b.cc DEPS x y): library griffin_NAME, alias griffin::NAME.
+function(griffin_component NAME)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(griffin_${NAME} STATIC ${ARG_SRCS})
+  add_library(griffin::${NAME} ALIAS griffin_${NAME})
+  target_include_directories(griffin_${NAME} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(griffin_${NAME} PUBLIC ${ARG_DEPS})
+  target_compile_options(griffin_${NAME} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${GRIFFIN_WARNINGS}>)
+endfunction()
+
+# griffin_test(NAME SRCS a_test.cc DEPS x y [LABELS l]): a GoogleTest binary registered with ctest.
+function(griffin_test NAME)
+  if(NOT GRIFFIN_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${NAME} ${ARG_SRCS})
+  target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
+  target_compile_options(${NAME} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${GRIFFIN_WARNINGS}>)
+  target_compile_definitions(${NAME} PRIVATE
+      GRIFFIN_SOURCE_DIR="${PROJECT_SOURCE_DIR}" GRIFFIN_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  gtest_discover_tests(${NAME} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
+endfunction()

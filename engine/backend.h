@@ -1,0 +1,69 @@
+// The engine step: the one contract every backend (CPU reference, CUDA) implements and the
+// scheduler drives. A backend owns a fixed pool of state slots; each slot holds one sequence's
+// whole decode state (RG-LRU state, conv tail, local-attention KV ring, next position), whose size
+// does not depend on the sequence's length.
+#ifndef GRIFFIN_ENGINE_BACKEND_H_
+#define GRIFFIN_ENGINE_BACKEND_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "loader/model_config.h"
+
+namespace griffin::engine {
+
+// Which logits a step entry returns.
+enum class LogitsRequest {
+  kNone,  // none (a prefill chunk that does not end the prompt)
+  kLast,  // the distribution after the last token (decode, end of prefill)
+  kAll,   // one row per token (scoring, prompt log-probabilities)
+};
+
+// One sequence's share of a step: a prefill chunk (many tokens) or a decode token (one).
+struct StepEntry {
+  int slot = 0;                        // state slot in [0, num_slots)
+  int64_t position = 0;                // position of tokens[0]; must equal the slot's next position.
+                                       // 0 starts a new sequence: the slot's state is reset first.
+  absl::Span<const int32_t> tokens;    // at least one id in [0, vocab_size)
+  LogitsRequest logits = LogitsRequest::kLast;
+};
+
+// Rows of logits a step over `entries` returns.
+int64_t LogitsRows(absl::Span<const StepEntry> entries);
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const = 0;
+  virtual const loader::ModelConfig& config() const = 0;
+  virtual int num_slots() const = 0;
+  // Device bytes that one slot's state occupies (what admission control budgets with).
+  virtual int64_t state_bytes_per_sequence() const = 0;
+
+  // Advances every entry's slot by its tokens, as if each sequence ran alone: results do not depend
+  // on the batch's composition or on how a prompt was cut into chunks.
+  // `logits` receives rows of vocab_size floats (soft-capped, float32) in entry order: none, one or
+  // tokens.size() per entry as its `logits` asks; it must hold exactly LogitsRows(entries) rows.
+  //
+  // Errors and the state left after each:
+  //  - INVALID_ARGUMENT (slot out of range or repeated in the step, a position that is not the
+  //    slot's next position, an empty token run, a token id out of range, a wrong logits size):
+  //    checked before any work, so no slot changes.
+  //  - INTERNAL (a device failure): the slots named in the step are undefined and must be reset;
+  //    other slots are unchanged.
+  // Not thread-safe: one engine thread calls it.
+  virtual absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) = 0;
+
+  // Zeroes the slot's state and sets its next position to 0 (a freed slot starts clean).
+  virtual absl::Status ResetSlot(int slot) = 0;
+
+  // The position the slot's next token will have (its sequence's length so far).
+  virtual int64_t NextPosition(int slot) const = 0;
+};
+
+}  // namespace griffin::engine
+
+#endif  // GRIFFIN_ENGINE_BACKEND_H_

@@ -1,0 +1,116 @@
+#include "loader/tokenizer.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "loader/sentencepiece_shim.h"
+#include "base/utf8.h"
+
+namespace griffin::loader {
+namespace {
+
+constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581 '▁'
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(std::unique_ptr<SentencePieceShim> shim) : shim_(std::move(shim)) {}
+
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
+  const std::string file = SafeBaseName(path);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) {
+      return absl::NotFoundError(absl::StrCat(file, ": no such file"));
+    }
+    return absl::Status(absl::ErrnoToStatusCode(err),
+                        absl::StrCat(file, ": cannot stat: ", std::strerror(err)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": not a regular file"));
+  }
+  std::string error;
+  std::unique_ptr<SentencePieceShim> shim = SentencePieceShim::Load(path, &error);
+  if (shim == nullptr) return absl::InvalidArgumentError(absl::StrCat(file, ": ", error));
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(shim)));
+}
+
+absl::StatusOr<std::vector<int>> Tokenizer::Encode(std::string_view text) const {
+  size_t bad = 0;
+  if (!IsValidUtf8(text, &bad)) {
+    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 (at byte ", bad, ")"));
+  }
+  std::vector<int> ids;
+  std::string error;
+  if (!shim_->Encode(text, &ids, &error)) return absl::InternalError(error);
+  return ids;
+}
+
+std::string Tokenizer::Decode(absl::Span<const int> ids) const {
+  const int n = shim_->piece_size();
+  std::vector<int> kept;
+  kept.reserve(ids.size());
+  for (const int id : ids) {
+    if (id >= 0 && id < n) kept.push_back(id);
+  }
+  return shim_->Decode(kept);
+}
+
+std::string Tokenizer::TokenBytes(int id) const {
+  if (id < 0 || id >= shim_->piece_size()) return std::string();
+  if (shim_->IsControl(id)) return std::string();
+  if (shim_->IsUnknown(id)) return shim_->unk_surface();  // what Decode() writes for it
+  const std::string& piece = shim_->IdToPiece(id);
+  if (shim_->IsByte(id)) {
+    // "<0xNN>"
+    if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>') {
+      const int hi = HexDigit(piece[3]);
+      const int lo = HexDigit(piece[4]);
+      if (hi >= 0 && lo >= 0) return std::string(1, static_cast<char>(hi * 16 + lo));
+    }
+    return std::string();
+  }
+  std::string out;
+  out.reserve(piece.size());
+  size_t pos = 0;
+  while (pos < piece.size()) {
+    const size_t next = piece.find(kSpaceSymbol, pos);
+    if (next == std::string::npos) {
+      out.append(piece, pos, std::string::npos);
+      break;
+    }
+    out.append(piece, pos, next - pos);
+    out.push_back(' ');
+    pos = next + kSpaceSymbol.size();
+  }
+  return out;
+}
+
+int Tokenizer::vocab_size() const { return shim_->piece_size(); }
+
+int Tokenizer::PieceToId(std::string_view piece) const {
+  const int id = shim_->PieceToId(piece);
+  if (id < 0 || id >= shim_->piece_size()) return -1;
+  if (shim_->IdToPiece(id) != piece) return -1;  // SentencePiece answers unk for unknown pieces
+  return id;
+}
+
+int Tokenizer::bos_id() const { return shim_->bos_id(); }
+int Tokenizer::eos_id() const { return shim_->eos_id(); }
+int Tokenizer::pad_id() const { return shim_->pad_id(); }
+
+}  // namespace griffin::loader
