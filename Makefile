@@ -13,6 +13,8 @@ BUILD_DIR := build/$(PRESET)
 MODEL ?= tests/data/griffin
 PROMPT ?= The licence
 PYTHON ?= python3
+# Every folder that holds pytest tests.
+PYTEST_DIRS := $(wildcard tests/python train/tests)
 
 .PHONY: all deps configure build test serve clean
 
@@ -29,8 +31,9 @@ build: configure
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure --no-tests=error -j 2
-	@if command -v $(PYTHON) >/dev/null 2>&1 && ls tests/python/test_*.py >/dev/null 2>&1; then \
-	  GRIFFIN_CLI=$(CURDIR)/$(BUILD_DIR)/bin/griffin-cli $(PYTHON) -m pytest -q tests/python; \
+	@if command -v $(PYTHON) >/dev/null 2>&1; then \
+	  GRIFFIN_BIN=$(CURDIR)/$(BUILD_DIR)/bin GRIFFIN_CLI=$(CURDIR)/$(BUILD_DIR)/bin/griffin-cli \
+	    $(PYTHON) -m pytest -q $(PYTEST_DIRS); \
 	else echo "pytest: no Python 3 here, Python tests skipped"; fi
 
 serve: build

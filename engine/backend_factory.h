@@ -1,0 +1,41 @@
+// Chooses and builds a Backend: the float32 CPU reference everywhere, the CUDA backend where this
+// build has it and a GPU is present. The server and tools build backends only through here.
+#ifndef GRIFFIN_ENGINE_BACKEND_FACTORY_H_
+#define GRIFFIN_ENGINE_BACKEND_FACTORY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "loader/checkpoint.h"
+
+namespace griffin::engine {
+
+enum class BackendKind { kCpu, kCuda };
+
+// "cpu", "cuda", or "auto" (cuda when CudaBackendAvailable(), else cpu). INVALID_ARGUMENT otherwise.
+absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name);
+std::string_view BackendKindName(BackendKind kind);
+
+// True when this binary was built with the CUDA backend and a CUDA device is visible.
+bool CudaBackendAvailable();
+
+// Device (or host, for the CPU backend) bytes one sequence's state takes on `kind`, including the
+// backend's per-slot overhead: what a memory budget is divided by to get the slot count.
+int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config);
+
+struct BackendOptions {
+  BackendKind kind = BackendKind::kCpu;
+  int num_slots = 1;  // ≥ 1; state for all of them is allocated up front
+};
+
+// FAILED_PRECONDITION when `kind` is not built in or cannot run this model (checked here, at load,
+// never mid-request); the loader's and backend's errors otherwise.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint& checkpoint,
+                                                       const BackendOptions& options);
+
+}  // namespace griffin::engine
+
+#endif  // GRIFFIN_ENGINE_BACKEND_FACTORY_H_
