@@ -9,12 +9,14 @@ export PATH := $(PATH):/usr/local/cuda/bin
 # The CUDA preset when a CUDA compiler exists (the CUDA code compiles even without a GPU), else CPU.
 PRESET ?= $(shell command -v nvcc >/dev/null 2>&1 && echo cuda || echo cpu)
 BUILD_DIR := build/$(PRESET)
-# Until the trained demo model lands (train/, issue 3), serve the random-weight Griffin fixture.
-MODEL ?= tests/data/griffin
+# The bundled demo model (train/, issue 3) when it exists, else the random-weight Griffin fixture.
+MODEL ?= $(if $(wildcard models/demo/config.json),models/demo,tests/data/griffin)
 PROMPT ?= The licence
+# griffin-server flags for `make serve` (e.g. SERVE_FLAGS="--http_port 9000 --backend cpu").
+SERVE_FLAGS ?=
 PYTHON ?= python3
 # Every folder that holds pytest tests.
-PYTEST_DIRS := $(wildcard tests/python train/tests)
+PYTEST_DIRS := $(wildcard tests/python tests/deploy train/tests)
 
 .PHONY: all deps configure build test serve clean
 
@@ -26,8 +28,9 @@ deps:
 configure: deps
 	@cmake --preset $(PRESET) >/dev/null
 
-build: configure
-	@cmake --build --preset $(PRESET)
+# deploy/build.sh is the one build recipe (the Dockerfiles run it too).
+build:
+	@deploy/build.sh $(PRESET)
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure --no-tests=error -j 2
@@ -36,10 +39,9 @@ test: build
 	    $(PYTHON) -m pytest -q $(PYTEST_DIRS); \
 	else echo "pytest: no Python 3 here, Python tests skipped"; fi
 
+# Runs griffin-server in the foreground on 127.0.0.1 (HTTP :8000, gRPC :50051); Ctrl-C drains.
 serve: build
-	@$(BUILD_DIR)/bin/griffin-cli info --model $(MODEL)
-	@$(BUILD_DIR)/bin/griffin-cli generate --model $(MODEL) --prompt "$(PROMPT)" \
-	  --max_tokens 64 --temperature 0.8 --top_p 0.95 --seed 1
+	@exec $(BUILD_DIR)/bin/griffin-server --model $(MODEL) $(SERVE_FLAGS)
 
 clean:
 	rm -rf build

@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 
@@ -57,7 +58,8 @@ void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out) {
 }
 
 absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingParams& params,
-                                absl::Span<const int32_t> context, uint64_t step) {
+                                absl::Span<const int32_t> context, uint64_t step,
+                                absl::Span<const int32_t> output) {
   const int vocab = static_cast<int>(logits.size());
   bool any_finite = false;
   for (float v : logits) {
@@ -75,6 +77,14 @@ absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingPa
       if (id < 0 || id >= vocab) continue;
       float& l = work[id];
       l = l > 0.0f ? l / params.repetition_penalty : l * params.repetition_penalty;
+    }
+  }
+  if (params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
+    absl::flat_hash_map<int32_t, int> counts;
+    for (int32_t id : output) ++counts[id];
+    for (const auto& [id, count] : counts) {
+      if (id < 0 || id >= vocab || !std::isfinite(work[id])) continue;
+      work[id] -= params.presence_penalty + params.frequency_penalty * static_cast<float>(count);
     }
   }
   if (params.greedy()) return ArgMax(work);

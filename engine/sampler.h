@@ -26,6 +26,10 @@ struct SamplingParams {
   float min_p = 0.0f;              // [0, 1]: drop tokens below min_p × the top probability
   float repetition_penalty = 1.0f; // > 0; 1 = off. Logits of seen tokens: l > 0 ? l / r : l · r
   uint64_t seed = 0;
+  // OpenAI-style penalties on the generated tokens only (`output` of SampleToken), applied after
+  // the repetition penalty: l -= presence · [count > 0] + frequency · count. 0 = off; [-2, 2].
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
 
   bool greedy() const { return temperature < kGreedyTemperature; }
 };
@@ -43,10 +47,12 @@ int ArgMax(absl::Span<const float> logits);
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out);
 
 // Samples one token from `logits` ([vocab], soft-capped model output) for draw `step` of a request.
-// `context` holds the prompt and generated ids the repetition penalty applies to.
+// `context` holds the prompt and generated ids the repetition penalty applies to; `output` the
+// generated ids alone, which the presence and frequency penalties apply to.
 // INTERNAL if the logits hold NaN or +inf, or nothing is finite (NUM-4: the request fails alone).
 absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingParams& params,
-                                absl::Span<const int32_t> context, uint64_t step);
+                                absl::Span<const int32_t> context, uint64_t step,
+                                absl::Span<const int32_t> output = {});
 
 }  // namespace griffin::engine
 

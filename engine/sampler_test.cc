@@ -122,3 +122,27 @@ TEST(SamplerTest, LogSoftmaxNormalises) {
 
 }  // namespace
 }  // namespace griffin::engine
+
+namespace griffin::engine {
+namespace {
+
+TEST(SamplerPenaltyTest, PresenceAndFrequencyApplyToOutputOnly) {
+  std::vector<float> logits = {1.0f, 1.5f, 0.0f};
+  SamplingParams greedy{.temperature = 0.0f};
+  std::vector<int32_t> output = {1};
+  EXPECT_EQ(*SampleToken(logits, greedy, output, 0, output), 1);  // penalties off
+  greedy.presence_penalty = 1.0f;
+  EXPECT_EQ(*SampleToken(logits, greedy, output, 0, output), 0);  // 1.5 - 1 < 1
+  EXPECT_EQ(*SampleToken(logits, greedy, output, 0, {}), 1);      // prompt-only ids: no penalty
+  SamplingParams freq{.temperature = 0.0f};
+  freq.frequency_penalty = 0.3f;
+  std::vector<int32_t> once = {1}, twice = {1, 1};
+  EXPECT_EQ(*SampleToken(logits, freq, once, 0, once), 1);   // 1.2 > 1
+  EXPECT_EQ(*SampleToken(logits, freq, twice, 0, twice), 0); // 0.9 < 1
+  freq.frequency_penalty = -2.0f;                            // negative favours repeats
+  std::vector<int32_t> zero = {2};
+  EXPECT_EQ(*SampleToken(logits, freq, zero, 0, zero), 2);
+}
+
+}  // namespace
+}  // namespace griffin::engine

@@ -1,0 +1,399 @@
+#include "engine/engine_core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <numeric>
+
+#include "engine/scheduler.h"
+
+namespace griffin::engine {
+
+struct EngineCore::Seq {
+  uint64_t id = 0;
+  ValidatedRequest req;
+  OutputCallback callback;
+  int slot = -1;
+  int64_t fed = 0;               // tokens fed to the slot so far (its next position)
+  std::vector<int32_t> context;  // prompt + generated (repetition penalty)
+  std::vector<int32_t> output;   // generated
+  int32_t next_token = -1;       // sampled, not yet fed
+  RequestTimings timings;
+  bool prefilling() const { return fed < static_cast<int64_t>(req.prompt.size()); }
+};
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
+  }
+  return "none";
+}
+
+absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(std::unique_ptr<Backend> backend,
+                                                               const EngineOptions& options) {
+  if (backend == nullptr) return absl::InvalidArgumentError("no backend");
+  if (options.token_budget < 1 || options.max_batch < 1 || options.max_queue < 0) {
+    return absl::InvalidArgumentError("engine budgets must be positive");
+  }
+  // Warm-up (readiness, OPS-1): one real step through slot 0, then a clean slot.
+  const int vocab = backend->config().vocab_size;
+  std::vector<int32_t> bos = {std::clamp(backend->config().bos_token_id, 0, vocab - 1)};
+  std::vector<float> logits(vocab);
+  StepEntry entry{.slot = 0, .position = 0, .tokens = bos, .logits = LogitsRequest::kLast};
+  absl::Status status = backend->Step({&entry, 1}, absl::MakeSpan(logits));
+  if (!status.ok()) return status;
+  status = backend->ResetSlot(0);
+  if (!status.ok()) return status;
+  std::unique_ptr<EngineCore> core(new EngineCore(std::move(backend), options));
+  core->thread_ = std::thread([c = core.get()] { c->Loop(); });
+  return core;
+}
+
+EngineCore::EngineCore(std::unique_ptr<Backend> backend, const EngineOptions& options)
+    : backend_(std::move(backend)),
+      options_(options),
+      vocab_(backend_->config().vocab_size),
+      eos_id_(backend_->config().eos_token_id) {
+  for (int s = backend_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
+}
+
+EngineCore::~EngineCore() { Stop(); }
+
+absl::StatusOr<uint64_t> EngineCore::Submit(ValidatedRequest request, OutputCallback callback) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return absl::UnavailableError("the engine is shutting down");
+  if (static_cast<int>(waiting_.size()) >= options_.max_queue) {
+    return absl::ResourceExhaustedError("the request queue is full");
+  }
+  const int64_t tokens = static_cast<int64_t>(request.prompt.size());
+  if (waiting_tokens_ + tokens > options_.max_queued_tokens && !waiting_.empty()) {
+    return absl::ResourceExhaustedError("the request queue holds too many prompt tokens");
+  }
+  waiting_tokens_ += tokens;
+  auto seq = std::make_unique<Seq>();
+  seq->id = next_id_++;
+  seq->req = std::move(request);
+  seq->callback = std::move(callback);
+  seq->timings.arrival = absl::Now();
+  const uint64_t id = seq->id;
+  waiting_.push_back(std::move(seq));
+  cv_.notify_one();
+  return id;
+}
+
+void EngineCore::Abort(uint64_t id, absl::Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborts_.emplace(id, std::move(status));
+  cv_.notify_one();
+}
+
+void EngineCore::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+EngineStats EngineCore::stats() const {
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.waiting = static_cast<int>(waiting_.size());
+  }
+  s.running = num_running_.load();
+  s.slots_used = slots_used_.load();
+  s.slots_total = backend_->num_slots();
+  s.steps = steps_.load();
+  return s;
+}
+
+void EngineCore::FreeSlot(Seq& seq) {
+  if (seq.slot < 0) return;
+  // ResetSlot only fails for an out-of-range slot, a programmer error.
+  if (!backend_->ResetSlot(seq.slot).ok()) std::abort();
+  free_slots_.push_back(seq.slot);
+  seq.slot = -1;
+  slots_used_.fetch_sub(1);
+}
+
+void EngineCore::FinishSeq(Seq& seq, FinishReason reason, absl::Status status, EngineOutput* out) {
+  FreeSlot(seq);
+  seq.timings.finished = absl::Now();
+  if (seq.timings.scheduled == absl::Time()) seq.timings.scheduled = seq.timings.finished;
+  if (seq.timings.first_token == absl::Time()) seq.timings.first_token = seq.timings.finished;
+  out->finished = true;
+  out->reason = reason;
+  out->status = std::move(status);
+  out->prompt_tokens = static_cast<int64_t>(seq.req.prompt.size());
+  out->completion_tokens = static_cast<int64_t>(seq.output.size());
+  out->timings = seq.timings;
+}
+
+namespace {
+
+TokenLogprobs ComputeLogprobs(absl::Span<const float> row, int32_t chosen, int top_n,
+                              std::vector<float>* scratch) {
+  scratch->resize(row.size());
+  LogSoftmax(row, absl::MakeSpan(*scratch));
+  TokenLogprobs lp;
+  lp.id = chosen;
+  lp.logprob = (*scratch)[chosen];
+  if (top_n > 0) {
+    const int n = std::min<int>(top_n, static_cast<int>(row.size()));
+    std::vector<int32_t> order(row.size());
+    std::iota(order.begin(), order.end(), 0);
+    const auto& v = *scratch;
+    std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+      // NaN-safe: NaN sorts last.
+      const bool an = std::isnan(v[a]), bn = std::isnan(v[b]);
+      if (an != bn) return bn;
+      return v[a] > v[b] || (v[a] == v[b] && a < b);
+    });
+    for (int i = 0; i < n; ++i) lp.top.emplace_back(order[i], v[order[i]]);
+  }
+  return lp;
+}
+
+}  // namespace
+
+bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* outputs,
+                         std::vector<std::unique_ptr<Seq>>* done) {
+  const absl::Time now = absl::Now();
+  auto finish = [&](std::unique_ptr<Seq> seq, FinishReason reason, absl::Status status) {
+    EngineOutput out;
+    FinishSeq(*seq, reason, std::move(status), &out);
+    outputs->emplace_back(&seq->callback, std::move(out));
+    done->push_back(std::move(seq));
+  };
+  auto abort_reason = [](const absl::Status& s) {
+    return s.ok() || s.code() == absl::StatusCode::kCancelled ||
+                   s.code() == absl::StatusCode::kDeadlineExceeded ||
+                   s.code() == absl::StatusCode::kUnavailable
+               ? FinishReason::kAbort
+               : FinishReason::kError;
+  };
+
+  // 1. Aborts and deadlines: queued requests (under the lock), then running ones.
+  absl::flat_hash_map<uint64_t, absl::Status> aborts;
+  std::vector<WaitingSeq> waiting_view;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    aborts.swap(aborts_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      auto found = aborts.find((*it)->id);
+      if (found != aborts.end()) {
+        absl::Status s = found->second;
+        aborts.erase(found);
+        std::unique_ptr<Seq> seq = std::move(*it);
+        it = waiting_.erase(it);
+        waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
+        finish(std::move(seq), abort_reason(s), s);
+      } else if ((*it)->req.deadline <= now ||
+                 (*it)->timings.arrival + options_.queue_timeout <= now) {
+        std::unique_ptr<Seq> seq = std::move(*it);
+        it = waiting_.erase(it);
+        waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
+        finish(std::move(seq), FinishReason::kAbort,
+               absl::DeadlineExceededError(
+                   "the request waited past its deadline or the queue timeout"));
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto it = running_.begin(); it != running_.end();) {
+    auto found = aborts.find((*it)->id);
+    if (found != aborts.end() || (*it)->req.deadline <= now) {
+      absl::Status s = found != aborts.end()
+                           ? found->second
+                           : absl::DeadlineExceededError("the request's deadline passed");
+      std::unique_ptr<Seq> seq = std::move(*it);
+      it = running_.erase(it);
+      finish(std::move(seq), abort_reason(s), s);
+    } else {
+      ++it;
+    }
+  }
+
+  // 2. Plan.
+  std::vector<RunningSeq> running_view;
+  running_view.reserve(running_.size());
+  for (const auto& seq : running_) {
+    running_view.push_back({seq->id, static_cast<int64_t>(seq->req.prompt.size()) - seq->fed});
+  }
+  BatchPlan plan;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const size_t n = std::min(waiting_.size(), free_slots_.size());
+    for (size_t i = 0; i < n; ++i) {
+      waiting_view.push_back(
+          {waiting_[i]->id, static_cast<int64_t>(waiting_[i]->req.prompt.size())});
+    }
+    plan = PlanStep(waiting_view, running_view,
+                    {.free_slots = static_cast<int>(free_slots_.size()),
+                     .token_budget = options_.token_budget,
+                     .max_batch = options_.max_batch});
+    for (int i = 0; i < plan.num_admitted; ++i) {
+      std::unique_ptr<Seq> seq = std::move(waiting_.front());
+      waiting_.pop_front();
+      waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
+      seq->slot = free_slots_.back();
+      free_slots_.pop_back();
+      slots_used_.fetch_add(1);
+      seq->timings.scheduled = now;
+      seq->context = seq->req.prompt;
+      running_.push_back(std::move(seq));
+    }
+  }
+  num_running_.store(static_cast<int>(running_.size()));
+  if (plan.entries.empty()) return !outputs->empty();
+
+  // 3. Step.
+  absl::flat_hash_map<uint64_t, Seq*> by_id;
+  for (auto& seq : running_) by_id[seq->id] = seq.get();
+  std::vector<StepEntry> entries;
+  std::vector<Seq*> entry_seq;
+  entries.reserve(plan.entries.size());
+  for (const PlanEntry& pe : plan.entries) {
+    Seq* seq = by_id.at(pe.id);
+    StepEntry e;
+    e.slot = seq->slot;
+    e.position = seq->fed;
+    if (pe.prefill) {
+      e.tokens = absl::MakeConstSpan(seq->req.prompt).subspan(seq->fed, pe.num_tokens);
+      const bool last = seq->fed + pe.num_tokens == static_cast<int64_t>(seq->req.prompt.size());
+      e.logits = last ? LogitsRequest::kLast : LogitsRequest::kNone;
+    } else {
+      e.tokens = absl::MakeConstSpan(&seq->next_token, 1);
+      e.logits = LogitsRequest::kLast;
+    }
+    entries.push_back(e);
+    entry_seq.push_back(seq);
+  }
+  const int64_t rows = LogitsRows(entries);
+  logits_.resize(static_cast<size_t>(rows) * vocab_);
+  absl::Status status = backend_->Step(entries, absl::MakeSpan(logits_));
+  steps_.fetch_add(1);
+  absl::flat_hash_map<uint64_t, std::pair<FinishReason, absl::Status>> ended;
+  if (!status.ok()) {
+    // The slots named in the step are undefined: fail those requests; FinishSeq resets the slots.
+    for (Seq* seq : entry_seq) {
+      ended[seq->id] = {FinishReason::kError, absl::InternalError("the engine step failed")};
+    }
+  } else {
+    // 4. Update: sample, check stops, emit.
+    const absl::Time sampled_at = absl::Now();
+    int64_t row = 0;
+    std::vector<float> masked, scratch;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      Seq& seq = *entry_seq[i];
+      seq.fed += static_cast<int64_t>(entries[i].tokens.size());
+      if (entries[i].logits == LogitsRequest::kNone) continue;
+      absl::Span<const float> logits(logits_.data() + row * vocab_, vocab_);
+      ++row;
+      const ValidatedRequest& req = seq.req;
+      absl::Span<const float> sample_from = logits;
+      if (static_cast<int>(seq.output.size()) < req.min_tokens) {
+        masked.assign(logits.begin(), logits.end());
+        const float ninf = -std::numeric_limits<float>::infinity();
+        if (!req.ignore_eos && eos_id_ >= 0 && eos_id_ < vocab_) masked[eos_id_] = ninf;
+        for (int32_t id : req.stop_token_ids) masked[id] = ninf;
+        sample_from = masked;
+      }
+      absl::StatusOr<int> token =
+          SampleToken(sample_from, req.sampling, seq.context, seq.output.size(), seq.output);
+      if (!token.ok()) {
+        ended[seq.id] = {FinishReason::kError, token.status()};  // NUM-4: this request alone
+        continue;
+      }
+      const int32_t t = *token;
+      if (seq.timings.first_token == absl::Time()) seq.timings.first_token = sampled_at;
+      seq.output.push_back(t);
+      seq.context.push_back(t);
+      seq.next_token = t;
+      EngineOutput out;
+      out.tokens.push_back(t);
+      if (req.top_logprobs >= 0) {
+        out.logprobs.push_back(ComputeLogprobs(logits, t, req.top_logprobs, &scratch));
+      }
+      const bool stop_id = (!req.ignore_eos && t == eos_id_) ||
+                           std::find(req.stop_token_ids.begin(), req.stop_token_ids.end(), t) !=
+                               req.stop_token_ids.end();
+      if (stop_id) {
+        out.stop_token_id = t;
+        ended[seq.id] = {FinishReason::kStop, absl::OkStatus()};
+        FinishSeq(seq, FinishReason::kStop, absl::OkStatus(), &out);
+      } else if (static_cast<int>(seq.output.size()) >= req.max_tokens) {
+        ended[seq.id] = {FinishReason::kLength, absl::OkStatus()};
+        FinishSeq(seq, FinishReason::kLength, absl::OkStatus(), &out);
+      }
+      outputs->emplace_back(&seq.callback, std::move(out));
+    }
+  }
+  if (!ended.empty()) {
+    for (auto it = running_.begin(); it != running_.end();) {
+      auto found = ended.find((*it)->id);
+      if (found == ended.end()) {
+        ++it;
+        continue;
+      }
+      std::unique_ptr<Seq> seq = std::move(*it);
+      it = running_.erase(it);
+      if (found->second.first == FinishReason::kError) {
+        finish(std::move(seq), FinishReason::kError, found->second.second);
+      } else {
+        done->push_back(std::move(seq));  // its final output is already queued
+      }
+    }
+  }
+  num_running_.store(static_cast<int>(running_.size()));
+  return true;
+}
+
+void EngineCore::Loop() {
+  std::vector<std::pair<OutputCallback*, EngineOutput>> outputs;
+  std::vector<std::unique_ptr<Seq>> done;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock,
+               [&] { return stop_ || !waiting_.empty() || !aborts_.empty() || !running_.empty(); });
+      if (stop_) break;
+    }
+    RunStep(&outputs, &done);
+    for (auto& [callback, out] : outputs) (*callback)(std::move(out));
+    outputs.clear();
+    done.clear();  // after the callbacks: they point into these sequences
+  }
+  // Stopped: everything still queued or running ends UNAVAILABLE.
+  std::deque<std::unique_ptr<Seq>> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting.swap(waiting_);
+    waiting_tokens_ = 0;
+  }
+  for (auto& seq : waiting) running_.push_back(std::move(seq));
+  for (auto& seq : running_) {
+    EngineOutput out;
+    FinishSeq(*seq, FinishReason::kAbort, absl::UnavailableError("the server is shutting down"),
+              &out);
+    seq->callback(std::move(out));
+  }
+  running_.clear();
+  num_running_.store(0);
+}
+
+}  // namespace griffin::engine

@@ -1,0 +1,159 @@
+// The engine thread: owns the Backend and every sequence's state, runs schedule → step → update in
+// a loop (vLLM v1's EngineCore), and streams sampled token ids back through per-request callbacks.
+//
+// Threads: Submit, Abort and stats() may be called from any thread. Everything else, including
+// every OutputCallback, runs on the one engine thread, which never holds the queue lock while it
+// calls a callback (so a callback may call Abort). Callbacks must not block.
+//
+// Requests arrive already validated (server/validation.h builds ValidatedRequest); the engine
+// trusts them (STYLE.md rule 11) and only CHECKs programmer invariants.
+#ifndef GRIFFIN_ENGINE_ENGINE_CORE_H_
+#define GRIFFIN_ENGINE_ENGINE_CORE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/backend.h"
+#include "engine/sampler.h"
+
+namespace griffin::engine {
+
+// Everything the engine needs about one request, checked by the server before enqueue.
+struct ValidatedRequest {
+  std::vector<int32_t> prompt;          // ≥ 1 ids, each in [0, vocab_size)
+  SamplingParams sampling;              // VAL-2 ranges
+  int max_tokens = 16;                  // ≥ 1
+  int min_tokens = 0;                   // [0, max_tokens]: eos and stop ids are masked until then
+  std::vector<int32_t> stop_token_ids;  // ids in [0, vocab_size)
+  bool ignore_eos = false;
+  int top_logprobs = -1;  // -1: no logprobs; ≥ 0: chosen token + this many others
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+
+struct TokenLogprobs {
+  int32_t id = 0;
+  float logprob = 0.0f;                        // log-softmax of the model's logits (≤ 0)
+  std::vector<std::pair<int32_t, float>> top;  // the most likely ids, best first
+};
+
+struct RequestTimings {
+  absl::Time arrival;      // Submit
+  absl::Time scheduled;    // admitted into a slot (end of queueing)
+  absl::Time first_token;  // first sampled token (end of prefill)
+  absl::Time finished;
+};
+
+// One callback's worth: the tokens one step produced for a request, and/or its end.
+struct EngineOutput {
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;  // one per token when top_logprobs ≥ 0
+  bool finished = false;
+  FinishReason reason = FinishReason::kNone;
+  int32_t stop_token_id = -1;  // the id that ended it, for kStop
+  // OK unless the request ended without finishing: CANCELLED / DEADLINE_EXCEEDED / UNAVAILABLE
+  // (engine stopped) / INTERNAL (numeric failure in this request alone, NUM-4). Set with
+  // reason kAbort (or kError for INTERNAL).
+  absl::Status status;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  RequestTimings timings;
+};
+
+using OutputCallback = std::function<void(EngineOutput)>;
+
+struct EngineOptions {
+  int64_t token_budget = 512;  // tokens per step (decodes + prefill chunks), ≥ 1
+  int max_batch = 256;         // sequences per step, ≥ 1
+  int max_queue = 256;         // waiting requests before Submit answers RESOURCE_EXHAUSTED
+  int64_t max_queued_tokens = int64_t{1} << 40;  // prompt tokens waiting, same answer (OVL-1)
+  // A request still waiting for a slot this long ends DEADLINE_EXCEEDED (OVL-2).
+  absl::Duration queue_timeout = absl::InfiniteDuration();
+};
+
+struct EngineStats {
+  int waiting = 0;
+  int running = 0;
+  int slots_used = 0;
+  int slots_total = 0;
+  int64_t steps = 0;
+};
+
+class EngineCore {
+ public:
+  // Runs one warm-up step (a BOS token through slot 0, then a reset) and starts the engine thread.
+  // The warm-up's error if it fails.
+  static absl::StatusOr<std::unique_ptr<EngineCore>> Create(std::unique_ptr<Backend> backend,
+                                                            const EngineOptions& options);
+  ~EngineCore();  // Stop()
+
+  // Queues a request; `callback` receives its outputs on the engine thread, the last one with
+  // finished = true (exactly once, whatever happens). Returns the engine's id for Abort.
+  // RESOURCE_EXHAUSTED when the queue holds max_queue requests (nothing is allocated, OVL-1);
+  // (also when the queued prompt tokens would pass max_queued_tokens); UNAVAILABLE after Stop.
+  // On error the callback is never called.
+  absl::StatusOr<uint64_t> Submit(ValidatedRequest request, OutputCallback callback);
+
+  // Ends the request within one step: it leaves the queue or its slot (reset and freed), and its
+  // callback gets finished with `status` (OK means an orderly abort: reason kAbort, status OK).
+  // A no-op for an unknown or finished id.
+  void Abort(uint64_t id, absl::Status status);
+
+  // Finishes every request with UNAVAILABLE and joins the engine thread. Idempotent.
+  void Stop();
+
+  EngineStats stats() const;
+  const Backend& backend() const { return *backend_; }
+
+ private:
+  struct Seq;
+  EngineCore(std::unique_ptr<Backend> backend, const EngineOptions& options);
+  void Loop();
+  // One schedule → step → update round; false when there was nothing to do.
+  bool RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* outputs,
+               std::vector<std::unique_ptr<Seq>>* done);
+  void FinishSeq(Seq& seq, FinishReason reason, absl::Status status, EngineOutput* out);
+  void FreeSlot(Seq& seq);
+
+  std::unique_ptr<Backend> backend_;
+  const EngineOptions options_;
+  const int vocab_;
+  const int32_t eos_id_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                                   // guarded by mu_
+  uint64_t next_id_ = 1;                                // guarded by mu_
+  std::deque<std::unique_ptr<Seq>> waiting_;            // guarded by mu_
+  int64_t waiting_tokens_ = 0;                          // guarded by mu_: prompt tokens in waiting_
+  absl::flat_hash_map<uint64_t, absl::Status> aborts_;  // guarded by mu_
+
+  // Engine thread only.
+  std::vector<std::unique_ptr<Seq>> running_;
+  std::vector<int> free_slots_;
+  std::vector<float> logits_;
+
+  std::atomic<int> num_running_{0};
+  std::atomic<int> slots_used_{0};
+  std::atomic<int64_t> steps_{0};
+  std::thread thread_;
+};
+
+const char* FinishReasonName(FinishReason reason);
+
+}  // namespace griffin::engine
+
+#endif  // GRIFFIN_ENGINE_ENGINE_CORE_H_

@@ -1,0 +1,324 @@
+#include "engine/engine_core.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "engine/backend_factory.h"
+#include "gtest/gtest.h"
+#include "loader/checkpoint.h"
+
+namespace griffin::engine {
+namespace {
+
+struct Collected {
+  std::vector<int32_t> tokens;
+  EngineOutput last;
+};
+
+class Collector {
+ public:
+  OutputCallback Callback() {
+    return [this](EngineOutput out) {
+      std::lock_guard<std::mutex> lock(mu_);
+      result_.tokens.insert(result_.tokens.end(), out.tokens.begin(), out.tokens.end());
+      if (out.finished) {
+        result_.last = std::move(out);
+        done_ = true;
+        cv_.notify_all();
+      }
+    };
+  }
+  Collected Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, std::chrono::seconds(60), [&] { return done_; }));
+    return result_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  Collected result_;
+};
+
+class EngineCoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto checkpoint =
+        loader::Checkpoint::Open(std::string(GRIFFIN_SOURCE_DIR) + "/tests/data/griffin");
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    checkpoint_ = std::move(*checkpoint);
+  }
+  std::unique_ptr<EngineCore> Make(int slots, EngineOptions options = {}) {
+    auto backend = CreateBackend(*checkpoint_, {.kind = BackendKind::kCpu, .num_slots = slots});
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    auto core = EngineCore::Create(std::move(*backend), options);
+    EXPECT_TRUE(core.ok()) << core.status();
+    return std::move(*core);
+  }
+  static ValidatedRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
+    ValidatedRequest r;
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = 0.0f;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    return r;
+  }
+  std::unique_ptr<loader::Checkpoint> checkpoint_;
+};
+
+TEST_F(EngineCoreTest, GreedyAloneEqualsGreedyInBusyBatch) {  // NUM-1 at the engine level
+  std::vector<int32_t> prompt = {2, 17, 33, 5, 90, 41, 7, 7, 12, 200, 3, 64};
+  std::vector<int32_t> alone;
+  {
+    auto core = Make(1);
+    Collector c;
+    ASSERT_TRUE(core->Submit(Greedy(prompt, 20), c.Callback()).ok());
+    Collected r = c.Wait();
+    EXPECT_EQ(r.last.reason, FinishReason::kLength);
+    EXPECT_EQ(r.last.completion_tokens, 20);
+    alone = r.tokens;
+  }
+  // Budget 5: the prompt is chunked and shares steps with 7 other sequences.
+  auto core = Make(8, {.token_budget = 5});
+  std::vector<std::unique_ptr<Collector>> others;
+  for (int i = 0; i < 7; ++i) {
+    others.push_back(std::make_unique<Collector>());
+    ValidatedRequest r = Greedy({2, static_cast<int32_t>(100 + i), 9, 9}, 30);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = i;
+    ASSERT_TRUE(core->Submit(r, others.back()->Callback()).ok());
+  }
+  Collector c;
+  ASSERT_TRUE(core->Submit(Greedy(prompt, 20), c.Callback()).ok());
+  EXPECT_EQ(c.Wait().tokens, alone);
+  for (auto& o : others) EXPECT_EQ(o->Wait().tokens.size(), 30u);
+  EngineStats s = core->stats();
+  EXPECT_EQ(s.running, 0);
+  EXPECT_EQ(s.waiting, 0);
+  EXPECT_EQ(s.slots_used, 0);
+}
+
+TEST_F(EngineCoreTest, SameSeedSameTokens) {  // NUM-2
+  auto core = Make(2);
+  auto run = [&](uint64_t seed) {
+    ValidatedRequest r = Greedy({2, 5, 6}, 16);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = seed;
+    Collector c;
+    EXPECT_TRUE(core->Submit(r, c.Callback()).ok());
+    return c.Wait().tokens;
+  };
+  EXPECT_EQ(run(7), run(7));
+  EXPECT_NE(run(7), run(8));
+}
+
+TEST_F(EngineCoreTest, AbortFreesSlotAndQueueBound) {
+  auto core = Make(1, {.max_queue = 2});
+  Collector long_one;
+  auto id = core->Submit(Greedy({2, 5}, 1000000), long_one.Callback());
+  ASSERT_TRUE(id.ok());
+  // Wait for it to run, then fill the queue.
+  for (int i = 0; i < 1000 && core->stats().running == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  Collector q1, q2, q3;
+  ASSERT_TRUE(core->Submit(Greedy({2, 5}, 3), q1.Callback()).ok());
+  ASSERT_TRUE(core->Submit(Greedy({2, 5}, 3), q2.Callback()).ok());
+  auto full = core->Submit(Greedy({2, 5}, 3), q3.Callback());
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  core->Abort(*id, absl::CancelledError("client cancelled"));
+  Collected r = long_one.Wait();
+  EXPECT_EQ(r.last.reason, FinishReason::kAbort);
+  EXPECT_EQ(r.last.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(q1.Wait().tokens.size(), 3u);
+  EXPECT_EQ(q2.Wait().tokens.size(), 3u);
+  EXPECT_EQ(core->stats().slots_used, 0);
+}
+
+TEST_F(EngineCoreTest, DeadlineAndStopTokenAndMinTokens) {
+  auto core = Make(2);
+  ValidatedRequest late = Greedy({2, 5}, 1000000);
+  late.deadline = absl::Now() + absl::Milliseconds(50);
+  Collector c;
+  ASSERT_TRUE(core->Submit(late, c.Callback()).ok());
+  EXPECT_EQ(c.Wait().last.status.code(), absl::StatusCode::kDeadlineExceeded);
+
+  // Learn the first greedy token, then make it a stop id: generation stops at once.
+  Collector first;
+  ASSERT_TRUE(core->Submit(Greedy({2, 5, 6}, 4), first.Callback()).ok());
+  std::vector<int32_t> tokens = first.Wait().tokens;
+  ASSERT_EQ(tokens.size(), 4u);
+  ValidatedRequest stop = Greedy({2, 5, 6}, 4);
+  stop.stop_token_ids = {tokens[0]};
+  Collector s;
+  ASSERT_TRUE(core->Submit(stop, s.Callback()).ok());
+  Collected sr = s.Wait();
+  EXPECT_EQ(sr.last.reason, FinishReason::kStop);
+  EXPECT_EQ(sr.last.stop_token_id, tokens[0]);
+  EXPECT_EQ(sr.tokens.size(), 1u);
+  // With min_tokens the stop id is masked until then.
+  stop.min_tokens = 2;
+  Collector m;
+  ASSERT_TRUE(core->Submit(stop, m.Callback()).ok());
+  Collected mr = m.Wait();
+  EXPECT_GE(mr.tokens.size(), 2u);
+  EXPECT_NE(mr.tokens[0], tokens[0]);
+}
+
+TEST_F(EngineCoreTest, LogprobsAreNormalised) {  // NUM-5
+  auto core = Make(1);
+  ValidatedRequest r = Greedy({2, 5, 6}, 3);
+  r.top_logprobs = 5;
+  std::vector<EngineOutput> outs;
+  std::promise<void> done;
+  ASSERT_TRUE(core->Submit(r,
+                           [&](EngineOutput o) {
+                             bool fin = o.finished;
+                             outs.push_back(std::move(o));
+                             if (fin) done.set_value();
+                           })
+                  .ok());
+  done.get_future().wait();
+  int n = 0;
+  for (const EngineOutput& o : outs) {
+    for (const TokenLogprobs& lp : o.logprobs) {
+      ++n;
+      EXPECT_LE(lp.logprob, 0.0f);
+      ASSERT_EQ(lp.top.size(), 5u);
+      EXPECT_EQ(lp.top[0].first, lp.id);  // greedy: the chosen one is the most likely
+      for (size_t i = 1; i < lp.top.size(); ++i) EXPECT_LE(lp.top[i].second, lp.top[i - 1].second);
+    }
+  }
+  EXPECT_EQ(n, 3);
+}
+
+TEST_F(EngineCoreTest, StopFinishesEverythingUnavailable) {
+  auto core = Make(1);
+  Collector a, b;
+  ASSERT_TRUE(core->Submit(Greedy({2, 5}, 1000000), a.Callback()).ok());
+  ASSERT_TRUE(core->Submit(Greedy({2, 5}, 1000000), b.Callback()).ok());
+  core->Stop();
+  EXPECT_EQ(a.Wait().last.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(b.Wait().last.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(core->Submit(Greedy({2}, 1), a.Callback()).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace griffin::engine
+
+namespace griffin::engine {
+namespace {
+
+// A backend without a model, for fault injection: the greedy next token is (last token + 1) mod
+// 16; a prompt holding token 13 (fed from position 0) gives NaN logits; fail_next makes one step
+// fail INTERNAL.
+class FakeBackend : public Backend {
+ public:
+  explicit FakeBackend(int slots) : positions_(slots, 0) {
+    config_.vocab_size = 16;
+    config_.eos_token_id = 1;
+    config_.bos_token_id = 2;
+  }
+  std::string_view name() const override { return "fake"; }
+  const loader::ModelConfig& config() const override { return config_; }
+  int num_slots() const override { return static_cast<int>(positions_.size()); }
+  int64_t state_bytes_per_sequence() const override { return 8; }
+  absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
+    if (fail_next.exchange(false)) return absl::InternalError("injected device failure");
+    int64_t row = 0;
+    for (const StepEntry& e : entries) {
+      if (e.position != positions_[e.slot]) return absl::InvalidArgumentError("position");
+      positions_[e.slot] += static_cast<int64_t>(e.tokens.size());
+      if (e.logits == LogitsRequest::kNone) continue;
+      const int32_t last = e.tokens.back();
+      const bool poison =
+          e.position == 0 && std::find(e.tokens.begin(), e.tokens.end(), 13) != e.tokens.end();
+      for (int i = 0; i < 16; ++i) {
+        const float d = static_cast<float>(i - (last + 1) % 16);
+        logits[row * 16 + i] = poison ? std::nanf("") : -d * d;
+      }
+      ++row;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ResetSlot(int slot) override {
+    positions_[slot] = 0;
+    return absl::OkStatus();
+  }
+  int64_t NextPosition(int slot) const override { return positions_[slot]; }
+
+  std::atomic<bool> fail_next{false};
+
+ private:
+  loader::ModelConfig config_;
+  std::vector<int64_t> positions_;
+};
+
+ValidatedRequest Req(std::vector<int32_t> prompt, int max_tokens) {
+  ValidatedRequest r;
+  r.prompt = std::move(prompt);
+  r.sampling.temperature = 0.0f;
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  return r;
+}
+
+TEST(EngineFaultTest, NanLogitsFailOneRequestAlone) {  // NUM-4
+  auto fake = std::make_unique<FakeBackend>(4);
+  auto core = *EngineCore::Create(std::move(fake), {});
+  Collector poisoned, normal;
+  ASSERT_TRUE(core->Submit(Req({2, 13}, 5), poisoned.Callback()).ok());
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 5), normal.Callback()).ok());
+  Collected p = poisoned.Wait();
+  EXPECT_EQ(p.last.status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(p.last.reason, FinishReason::kError);
+  Collected n = normal.Wait();
+  EXPECT_TRUE(n.last.status.ok());
+  EXPECT_EQ(n.tokens, (std::vector<int32_t>{4, 5, 6, 7, 8}));
+  EXPECT_EQ(core->stats().slots_used, 0);
+}
+
+TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4
+  auto fake = std::make_unique<FakeBackend>(2);
+  FakeBackend* raw = fake.get();
+  auto core = *EngineCore::Create(std::move(fake), {});
+  raw->fail_next = true;
+  Collector a;
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 3), a.Callback()).ok());
+  EXPECT_EQ(a.Wait().last.status.code(), absl::StatusCode::kInternal);
+  Collector b;  // the slot was reset: a new request starts from position 0 and is correct
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 3), b.Callback()).ok());
+  Collected r = b.Wait();
+  EXPECT_TRUE(r.last.status.ok());
+  EXPECT_EQ(r.tokens, (std::vector<int32_t>{4, 5, 6}));
+}
+
+TEST(EngineFaultTest, QueuedTokenLimitAndQueueTimeout) {  // OVL-1 (tokens), OVL-2
+  auto fake = std::make_unique<FakeBackend>(1);
+  auto core = *EngineCore::Create(
+      std::move(fake),
+      {.max_queue = 100, .max_queued_tokens = 10, .queue_timeout = absl::Milliseconds(100)});
+  Collector running;
+  auto id = core->Submit(Req({2, 3}, 100000000), running.Callback());
+  ASSERT_TRUE(id.ok());
+  for (int i = 0; i < 1000 && core->stats().running == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  Collector q1, q2;
+  ASSERT_TRUE(core->Submit(Req(std::vector<int32_t>(8, 3), 2), q1.Callback()).ok());
+  EXPECT_EQ(core->Submit(Req(std::vector<int32_t>(3, 3), 2), q2.Callback()).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // q1 cannot get the slot: it ends DEADLINE_EXCEEDED at the queue timeout, never waits forever.
+  EXPECT_EQ(q1.Wait().last.status.code(), absl::StatusCode::kDeadlineExceeded);
+  core->Abort(*id, absl::CancelledError("done"));
+  running.Wait();
+  EXPECT_EQ(core->stats().waiting, 0);
+}
+
+}  // namespace
+}  // namespace griffin::engine

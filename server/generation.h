@@ -1,0 +1,132 @@
+// One generation request on the front-end side, shared by the gRPC and HTTP front ends: submits a
+// ValidatedRequest to the engine, receives its token ids on the engine thread, and turns them into
+// events on the caller's thread: UTF-8-safe text (TXT-2), stop strings matched across token
+// boundaries and never emitted (TXT-5), finish reasons, usage, timings, metrics and the one log
+// line per request.
+#ifndef GRIFFIN_SERVER_GENERATION_H_
+#define GRIFFIN_SERVER_GENERATION_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "engine/engine_core.h"
+#include "loader/tokenizer.h"
+#include "server/detokenizer.h"
+#include "server/metrics.h"
+#include "server/validation.h"
+
+namespace griffin::server {
+
+class Generation;
+
+// What every front-end thread shares. Fields are set once at startup, except the atomics.
+struct ServerState {
+  engine::EngineCore* engine = nullptr;
+  const loader::Tokenizer* tokenizer = nullptr;  // null: the model serves token ids only
+  Metrics* metrics = nullptr;
+  Limits limits;
+  ModelLimits model;
+  std::string model_name;
+  std::string backend_name;
+  int64_t state_bytes_per_sequence = 0;
+  int num_slots = 0;
+  int max_queue = 0;
+  int end_of_turn_id = -1;  // <end_of_turn>, a chat stop id, when the vocabulary has it
+  bool json_logs = false;
+  absl::Duration request_timeout = absl::InfiniteDuration();  // --request_timeout
+
+  // Set once (release) after every field above is filled; handlers check it (acquire) before
+  // touching engine, tokenizer or model fields. Until then the listeners answer "not ready".
+  std::atomic<bool> loaded{false};
+  std::atomic<bool> ready{false};  // weights loaded and warm-up step done, not draining
+  std::atomic<bool> draining{false};
+
+  // Request ids in flight (the gRPC Abort RPC).
+  std::mutex mu;
+  absl::flat_hash_map<std::string, std::weak_ptr<Generation>> by_id;
+  std::atomic<uint64_t> next_id{1};
+  std::string NewRequestId(const char* prefix);
+};
+
+class Generation : public std::enable_shared_from_this<Generation> {
+ public:
+  struct Event {
+    std::vector<int32_t> token_ids;               // new ids (all generated ids, stop ids included)
+    std::string text;                             // new complete UTF-8 text
+    std::vector<engine::TokenLogprobs> logprobs;  // one per id when asked for
+    bool finished = false;
+    // "stop" (eos or stop id), "length", "stop_string", "abort", "error".
+    std::string finish_reason;
+    absl::Status status;  // non-OK: CANCELLED, DEADLINE_EXCEEDED, ...
+    std::string stop_string;
+    int32_t stop_token_id = -1;
+    int64_t prompt_tokens = 0;
+    int64_t completion_tokens = 0;
+    engine::RequestTimings timings;
+  };
+
+  // Submits to the engine. RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (stopping), with
+  // nothing left behind. `notify` is called on the engine thread when new output is ready; it
+  // must not block (it may call Poll). `api` names the front end in the log line.
+  static absl::StatusOr<std::shared_ptr<Generation>> Start(ServerState* state,
+                                                           engine::ValidatedRequest request,
+                                                           std::vector<std::string> stop_strings,
+                                                           std::string request_id, std::string api,
+                                                           std::function<void()> notify);
+
+  // Moves everything ready into one merged event; false when nothing is new. The event with
+  // finished = true comes exactly once, after the engine freed the request's slot.
+  bool Poll(Event* event);
+
+  // Asks the engine to end the request (within one step). OK status: an orderly abort.
+  void Cancel(absl::Status status);
+  // After this returns, `notify` is never called again (the gRPC reactor calls it in OnDone).
+  void ClearNotify();
+
+  const std::string& request_id() const { return request_id_; }
+  bool finished() const { return final_returned_.load(); }
+
+ private:
+  Generation() = default;
+  void OnOutput(engine::EngineOutput out);
+  void AddText(const std::string& text, bool final, Event* event);
+  void Finish(const engine::EngineOutput& out, Event* event);
+  std::string Reason(const engine::EngineOutput& out) const;
+  void Account(const engine::EngineOutput& out);  // engine thread: metrics, log, id registry
+
+  ServerState* state_ = nullptr;
+  std::string request_id_;
+  std::string api_;
+  uint64_t engine_id_ = 0;
+  std::vector<std::string> stop_strings_;
+  absl::Time start_;
+
+  std::mutex mu_;
+  std::deque<engine::EngineOutput> raw_;  // guarded by mu_
+  absl::Time last_token_;                 // engine thread only
+  bool got_token_ = false;                // engine thread only
+
+  std::mutex notify_mu_;
+  std::function<void()> notify_;  // guarded by notify_mu_
+
+  std::mutex poll_mu_;  // Poll's state below
+  std::unique_ptr<IncrementalDetokenizer> detok_;
+  std::string held_;
+  std::atomic<bool> stopped_by_string_{false};
+  std::string matched_stop_;
+  std::atomic<bool> final_returned_{false};
+};
+
+// Prometheus label for a finish reason ("stop_string" counts as "stop").
+std::string MetricReason(const std::string& finish_reason);
+
+}  // namespace griffin::server
+
+#endif  // GRIFFIN_SERVER_GENERATION_H_

@@ -1,0 +1,299 @@
+// griffin-server: gRPC (griffin.v1.Generation, grpc.health.v1, reflection) and OpenAI-compatible
+// HTTP over the continuous-batching engine. See server/README.md for flags and examples.
+//
+// Lifecycle: load → warm-up step → ready. SIGTERM or SIGINT drains: readiness goes false, new
+// requests get UNAVAILABLE / 503, in-flight requests finish within --drain_timeout (then they
+// are aborted), and the process exits 0. Startup errors exit 1.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/utf8.h"
+#include "engine/backend_factory.h"
+#include "engine/engine_core.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "loader/checkpoint.h"
+#include "loader/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "server/generation.h"
+#include "server/grpc_service.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, model, "",
+          "model folder (Hugging Face RecurrentGemma layout); default: models/demo if it exists, "
+          "else the random-weight test fixture tests/data/griffin");
+ABSL_FLAG(std::string, model_name, "", "name clients use in `model`; default: the folder's name");
+ABSL_FLAG(std::string, backend, "auto", "cpu, cuda, or auto (cuda when a GPU is present)");
+ABSL_FLAG(std::string, host, "127.0.0.1", "bind address for both ports (loopback by default)");
+ABSL_FLAG(int, http_port, 8000, "HTTP port (OpenAI API, health, metrics)");
+ABSL_FLAG(int, grpc_port, 50051, "gRPC port");
+ABSL_FLAG(int, slots, 0, "state slots (concurrent sequences); 0: from --state_memory_mib");
+ABSL_FLAG(int64_t, state_memory_mib, 4096, "memory budget for sequence state when --slots=0");
+ABSL_FLAG(int, max_slots, 256, "upper bound on slots derived from the memory budget");
+ABSL_FLAG(int64_t, token_budget, 512, "tokens per engine step (decodes + prefill chunks)");
+ABSL_FLAG(int, max_batch, 256, "sequences per engine step");
+ABSL_FLAG(int, max_queue, 256, "queued requests before RESOURCE_EXHAUSTED / 429");
+ABSL_FLAG(int64_t, max_queued_prompt_tokens, int64_t{1} << 22,
+          "prompt tokens waiting for a slot before RESOURCE_EXHAUSTED / 429");
+ABSL_FLAG(double, queue_timeout, 0.0,
+          "seconds a request may wait for a slot before DEADLINE_EXCEEDED / 504; 0 = no limit");
+ABSL_FLAG(double, request_timeout, 0.0,
+          "seconds a request may take in all (HTTP and gRPC; a shorter gRPC deadline wins); 0 = no "
+          "limit");
+ABSL_FLAG(int64_t, max_prompt_tokens, 8192,
+          "longest prompt accepted (policy: state is fixed-size)");
+ABSL_FLAG(int64_t, max_output_tokens, 4096, "largest max_tokens accepted");
+ABSL_FLAG(int64_t, default_max_tokens, 256, "max_tokens when a request does not say");
+ABSL_FLAG(int64_t, max_n, 8, "largest n (choices per HTTP request)");
+ABSL_FLAG(int64_t, max_top_logprobs, 20, "largest top_logprobs / logprobs");
+ABSL_FLAG(double, drain_timeout, 30.0, "seconds in-flight requests get to finish after SIGTERM");
+ABSL_FLAG(int, http_threads, 0, "HTTP worker threads; 0: slots + max_queue + 16");
+ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message / HTTP body accepted");
+ABSL_FLAG(double, debug_load_delay, 0.0,
+          "test hook: seconds to wait, listening but not ready, before loading the model");
+ABSL_FLAG(std::string, log_format, "text", "text or json");
+
+namespace griffin {
+namespace {
+
+bool IsModelDir(const std::string& dir) {
+  struct stat st;
+  return stat((dir + "/config.json").c_str(), &st) == 0;
+}
+
+std::string DefaultModel() {
+  for (const std::string& dir :
+       {std::string("models/demo"), std::string(GRIFFIN_SOURCE_DIR "/models/demo"),
+        std::string("tests/data/griffin"), std::string(GRIFFIN_SOURCE_DIR "/tests/data/griffin")}) {
+    if (IsModelDir(dir)) return dir;
+  }
+  return "models/demo";
+}
+
+std::string BaseName(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const size_t slash = dir.rfind('/');
+  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+bool g_json_logs = false;
+void Log(spdlog::level::level_enum level, const std::string& message) {
+  spdlog::log(level, "{}", g_json_logs ? nlohmann::json(message).dump() : message);
+}
+
+int Run() {
+  g_json_logs = absl::GetFlag(FLAGS_log_format) == "json";
+  if (g_json_logs) {
+    spdlog::set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":%v})",
+                        spdlog::pattern_time_type::utc);
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
+  }
+  if (absl::GetFlag(FLAGS_log_format) != "text" && !g_json_logs) {
+    Log(spdlog::level::err, "--log_format must be text or json");
+    return 1;
+  }
+  std::string model_dir = absl::GetFlag(FLAGS_model);
+  if (model_dir.empty()) model_dir = DefaultModel();
+
+  const std::string model_name = absl::GetFlag(FLAGS_model_name).empty()
+                                     ? BaseName(model_dir)
+                                     : absl::GetFlag(FLAGS_model_name);
+  const int max_queue = absl::GetFlag(FLAGS_max_queue);
+
+  // Both listeners start first, so /health answers and /ready (and gRPC health) say "not ready"
+  // while the weights load and the warm-up step runs (OPS-1).
+  server::ServerState state;
+  state.model_name = model_name;
+  state.max_queue = max_queue;
+  state.json_logs = g_json_logs;
+  if (absl::GetFlag(FLAGS_request_timeout) > 0) {
+    state.request_timeout = absl::Seconds(absl::GetFlag(FLAGS_request_timeout));
+  }
+  state.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  state.limits.max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens);
+  state.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  state.limits.max_n = absl::GetFlag(FLAGS_max_n);
+  state.limits.max_top_logprobs = absl::GetFlag(FLAGS_max_top_logprobs);
+  server::Metrics metrics(model_name);
+  state.metrics = &metrics;
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  server::GenerationService service(&state);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(
+      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_grpc_port)),
+      grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (grpc_server == nullptr || grpc_port == 0) {
+    Log(spdlog::level::err, absl::StrCat("startup failed: cannot listen on gRPC port ",
+                                         absl::GetFlag(FLAGS_grpc_port)));
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(false);
+
+  int http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (http_threads <= 0) {
+    const int slot_bound = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots)
+                                                          : absl::GetFlag(FLAGS_max_slots);
+    http_threads = slot_bound + max_queue + 16;
+  }
+  server::HttpServer http(
+      &state, {.host = absl::GetFlag(FLAGS_host),
+               .port = absl::GetFlag(FLAGS_http_port),
+               .threads = http_threads,
+               .max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_message_bytes))});
+  if (!http.Bind()) {
+    grpc_server->Shutdown();
+    Log(spdlog::level::err, absl::StrCat("startup failed: cannot listen on HTTP port ",
+                                         absl::GetFlag(FLAGS_http_port)));
+    return 1;
+  }
+  std::thread http_thread([&http] { http.Listen(); });
+  auto fail = [&](const std::string& what, const absl::Status& s) {
+    Log(spdlog::level::err, absl::StrCat("startup failed: ", what, ": ", s.ToString()));
+    grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    http.Stop();
+    http_thread.join();
+    return 1;
+  };
+
+  // Load, build the backend, warm up.
+  if (absl::GetFlag(FLAGS_debug_load_delay) > 0) {
+    absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_debug_load_delay)));
+  }
+  absl::StatusOr<engine::BackendKind> kind = engine::ParseBackendKind(absl::GetFlag(FLAGS_backend));
+  if (!kind.ok()) return fail("--backend", kind.status());
+  absl::StatusOr<std::unique_ptr<loader::Checkpoint>> checkpoint =
+      loader::Checkpoint::Open(model_dir);
+  if (!checkpoint.ok()) return fail("model", checkpoint.status());
+  std::unique_ptr<loader::Tokenizer> tokenizer;
+  if (!(*checkpoint)->tokenizer_path().empty()) {
+    absl::StatusOr<std::unique_ptr<loader::Tokenizer>> t =
+        loader::Tokenizer::Load((*checkpoint)->tokenizer_path());
+    if (!t.ok()) return fail("tokenizer", t.status());
+    tokenizer = std::move(*t);
+  }
+  const loader::ModelConfig& config = (*checkpoint)->config();
+  const int64_t state_bytes = engine::StateBytesPerSequence(*kind, config);
+  int slots = absl::GetFlag(FLAGS_slots);
+  if (slots <= 0) {
+    const int64_t budget = absl::GetFlag(FLAGS_state_memory_mib) << 20;
+    slots = static_cast<int>(std::min<int64_t>(absl::GetFlag(FLAGS_max_slots),
+                                               budget / std::max<int64_t>(state_bytes, 1)));
+    if (slots < 1) {
+      return fail("--state_memory_mib",
+                  absl::FailedPreconditionError("the memory budget holds no sequence state"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<engine::Backend>> backend =
+      engine::CreateBackend(**checkpoint, {.kind = *kind, .num_slots = slots});
+  if (!backend.ok()) return fail("backend", backend.status());
+  const std::string backend_name((*backend)->name());
+  absl::StatusOr<std::unique_ptr<engine::EngineCore>> engine = engine::EngineCore::Create(
+      std::move(*backend), {.token_budget = absl::GetFlag(FLAGS_token_budget),
+                            .max_batch = absl::GetFlag(FLAGS_max_batch),
+                            .max_queue = max_queue,
+                            .max_queued_tokens = absl::GetFlag(FLAGS_max_queued_prompt_tokens),
+                            .queue_timeout = absl::GetFlag(FLAGS_queue_timeout) > 0
+                                                 ? absl::Seconds(absl::GetFlag(FLAGS_queue_timeout))
+                                                 : absl::InfiniteDuration()});
+  if (!engine.ok()) return fail("engine warm-up", engine.status());
+
+  state.engine = engine->get();
+  state.tokenizer = tokenizer.get();
+  state.backend_name = backend_name;
+  state.state_bytes_per_sequence = state_bytes;
+  state.num_slots = slots;
+  state.model = {.vocab_size = config.vocab_size,
+                 .bos_id = config.bos_token_id,
+                 .eos_id = config.eos_token_id,
+                 .pad_id = config.pad_token_id};
+  if (tokenizer != nullptr) state.end_of_turn_id = tokenizer->PieceToId("<end_of_turn>");
+  metrics.SetModel(state_bytes, slots);
+  state.loaded.store(true, std::memory_order_release);  // publishes every field above
+  state.ready.store(true);
+  if (health != nullptr) health->SetServingStatus(true);
+  Log(spdlog::level::info,
+      absl::StrCat("ready: model=", SafeName(state.model_name), " backend=", backend_name,
+                   " slots=", slots, " state_bytes_per_sequence=", state_bytes,
+                   " http=", absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_http_port),
+                   " grpc=", absl::GetFlag(FLAGS_host), ":", grpc_port));
+
+  // Wait for SIGTERM / SIGINT (blocked in every thread; taken here).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int sig = 0;
+  sigwait(&signals, &sig);
+
+  // Drain (CAN-6).
+  state.draining.store(true);
+  state.ready.store(false);
+  if (health != nullptr) health->SetServingStatus(false);
+  Log(spdlog::level::info, absl::StrCat("draining: signal ", sig));
+  const absl::Time drain_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
+  // gRPC stops taking calls now (GOAWAY, then the listener closes) rather than answering them
+  // UNAVAILABLE: a load balancer can only retry a call elsewhere when the transport refused it.
+  // Calls in flight run on until they finish or the drain ends.
+  std::thread grpc_shutdown([&] { grpc_server->Shutdown(absl::ToChronoTime(drain_end)); });
+  while (absl::Now() < drain_end) {
+    engine::EngineStats s = state.engine->stats();
+    bool ids_empty;
+    {
+      std::lock_guard<std::mutex> lock(state.mu);
+      ids_empty = state.by_id.empty();
+    }
+    if (s.waiting == 0 && s.running == 0 && ids_empty) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const engine::EngineStats left = state.engine->stats();
+  if (left.waiting + left.running > 0) {
+    Log(spdlog::level::warn,
+        absl::StrCat("drain timeout: aborting ", left.waiting + left.running, " requests"));
+  }
+  state.engine->Stop();  // anything left ends UNAVAILABLE
+  grpc_shutdown.join();
+  http.Stop();
+  http_thread.join();
+  grpc_server->Wait();
+  Log(spdlog::level::info, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace griffin
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so only sigwait in Run() takes them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  absl::SetProgramUsageMessage("griffin-server [--model DIR] [--backend auto|cpu|cuda] [flags]");
+  absl::ParseCommandLine(argc, argv);
+  return griffin::Run();
+}

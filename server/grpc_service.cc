@@ -1,0 +1,337 @@
+#include "server/grpc_service.h"
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/utf8.h"
+
+namespace griffin::server {
+namespace {
+
+namespace pb = ::griffin::v1;
+
+std::atomic<int64_t> g_created{0};
+std::atomic<int64_t> g_destroyed{0};
+
+pb::FinishReason ToProto(const std::string& reason) {
+  if (reason == "stop") return pb::FINISH_REASON_STOP;
+  if (reason == "length") return pb::FINISH_REASON_LENGTH;
+  if (reason == "stop_string") return pb::FINISH_REASON_STOP_STRING;
+  if (reason == "abort") return pb::FINISH_REASON_ABORT;
+  return pb::FINISH_REASON_UNSPECIFIED;
+}
+
+// Fills the neutral GenerateInput from the proto (VAL-8: the oneof must be set).
+absl::StatusOr<GenerateInput> FromProto(const pb::GenerateRequest& req) {
+  GenerateInput in;
+  switch (req.input_case()) {
+    case pb::GenerateRequest::kText:
+      in.text = req.text();
+      break;
+    case pb::GenerateRequest::kTokenIds:
+      in.token_ids =
+          std::vector<int64_t>(req.token_ids().ids().begin(), req.token_ids().ids().end());
+      break;
+    default:
+      return absl::InvalidArgumentError("input must set text or token_ids");
+  }
+  const pb::SamplingParams& s = req.sampling();
+  if (s.has_temperature()) in.temperature = s.temperature();
+  if (s.has_top_k()) in.top_k = s.top_k();
+  if (s.has_top_p()) in.top_p = s.top_p();
+  if (s.has_min_p()) in.min_p = s.min_p();
+  if (s.has_repetition_penalty()) in.repetition_penalty = s.repetition_penalty();
+  if (s.has_presence_penalty()) in.presence_penalty = s.presence_penalty();
+  if (s.has_frequency_penalty()) in.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) in.seed = s.seed();
+  const pb::StoppingCriteria& st = req.stopping();
+  if (st.has_max_tokens()) in.max_tokens = st.max_tokens();
+  if (st.has_min_tokens()) in.min_tokens = st.min_tokens();
+  in.stop.assign(st.stop().begin(), st.stop().end());
+  in.stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
+  in.ignore_eos = st.ignore_eos();
+  if (req.has_top_logprobs()) in.top_logprobs = req.top_logprobs();
+  return in;
+}
+
+class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
+ public:
+  GenerateReactor(ServerState* state, grpc::CallbackServerContext* context,
+                  const pb::GenerateRequest* request)
+      : state_(state), context_(context) {
+    g_created.fetch_add(1);
+    absl::Status status = StartGeneration(*request);
+    if (!status.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        finished_ = true;
+      }
+      Finish(ToGrpcStatus(status));
+    }
+  }
+  ~GenerateReactor() override { g_destroyed.fetch_add(1); }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!pending_.empty()) pending_.pop_front();
+    if (!ok) {
+      // The stream broke (client gone): the engine request ends through OnCancel or here.
+      if (generation_ != nullptr) generation_->Cancel(absl::CancelledError("the client went away"));
+      if (!finished_) {
+        finished_ = true;
+        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      }
+      return;
+    }
+    MaybeWriteLocked();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<Generation> g;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      g = generation_;
+    }
+    if (g == nullptr) return;
+    const bool past_deadline = context_->deadline() <= std::chrono::system_clock::now();
+    g->Cancel(past_deadline ? absl::DeadlineExceededError("the deadline passed")
+                            : absl::CancelledError("the client cancelled"));
+  }
+
+  void OnDone() override {
+    std::shared_ptr<Generation> g;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      g = generation_;
+    }
+    if (g != nullptr) {
+      g->ClearNotify();  // no more calls into this reactor
+      if (!g->finished()) g->Cancel(absl::CancelledError("the call ended"));
+    }
+    delete this;
+  }
+
+ private:
+  absl::Status StartGeneration(const pb::GenerateRequest& request) {
+    if (state_->draining.load() || !state_->ready.load()) {
+      state_->metrics->Rejected("unavailable");
+      return absl::UnavailableError("the server is not accepting requests");
+    }
+    std::string id = request.request_id();
+    if (id.empty()) {
+      id = state_->NewRequestId("gen-");
+    } else if (!IsValidRequestId(id)) {
+      state_->metrics->Rejected("invalid");
+      return absl::InvalidArgumentError("request_id must be 1 to 64 of [A-Za-z0-9._:-]");
+    }
+    request_id_ = id;
+    absl::StatusOr<GenerateInput> in = FromProto(request);
+    absl::StatusOr<ValidatedGenerate> v =
+        in.ok() ? ValidateGenerate(*in, state_->limits, state_->model, state_->tokenizer)
+                : absl::StatusOr<ValidatedGenerate>(in.status());
+    if (!v.ok()) {
+      state_->metrics->Rejected("invalid");
+      return v.status();
+    }
+    const auto deadline = context_->deadline();
+    v->request.deadline = absl::Now() + state_->request_timeout;
+    if (deadline != std::chrono::system_clock::time_point::max()) {
+      v->request.deadline = std::min(v->request.deadline, absl::FromChrono(deadline));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
+        state_, std::move(v->request), std::move(v->stop_strings), id, "grpc", [this] {
+          std::lock_guard<std::mutex> inner(mu_);
+          MaybeWriteLocked();
+        });
+    if (!g.ok()) {
+      state_->metrics->Rejected(
+          g.status().code() == absl::StatusCode::kResourceExhausted ? "queue_full"
+          : g.status().code() == absl::StatusCode::kUnavailable     ? "unavailable"
+                                                                    : "invalid");
+      return g.status();
+    }
+    generation_ = *g;
+    return absl::OkStatus();
+  }
+
+  // Starts the next write, or finishes the call once the final message is written.
+  void MaybeWriteLocked() {
+    if (writing_ || finished_ || generation_ == nullptr) return;
+    if (pending_.empty()) {
+      Generation::Event ev;
+      while (generation_->Poll(&ev)) {
+        if (!ev.token_ids.empty() || !ev.text.empty()) {
+          pb::GenerateResponse& r = pending_.emplace_back();
+          r.set_request_id(request_id_);
+          pb::Chunk* chunk = r.mutable_chunk();
+          for (int32_t t : ev.token_ids) chunk->add_token_ids(t);
+          chunk->set_text(ev.text);
+          for (const engine::TokenLogprobs& lp : ev.logprobs) {
+            pb::PositionLogprobs* p = chunk->add_logprobs();
+            p->mutable_chosen()->set_token_id(lp.id);
+            p->mutable_chosen()->set_logprob(lp.logprob);
+            for (const auto& [id, logprob] : lp.top) {
+              pb::TokenLogprob* t = p->add_top();
+              t->set_token_id(id);
+              t->set_logprob(logprob);
+            }
+          }
+        }
+        if (ev.finished) {
+          if (ev.status.ok()) {
+            pb::GenerateResponse& r = pending_.emplace_back();
+            r.set_request_id(request_id_);
+            pb::Complete* c = r.mutable_complete();
+            c->set_finish_reason(ToProto(ev.finish_reason));
+            c->mutable_usage()->set_prompt_tokens(ev.prompt_tokens);
+            c->mutable_usage()->set_completion_tokens(ev.completion_tokens);
+            const auto& t = ev.timings;
+            c->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(t.scheduled - t.arrival));
+            c->mutable_timings()->set_prefill_seconds(
+                absl::ToDoubleSeconds(t.first_token - t.scheduled));
+            c->mutable_timings()->set_decode_seconds(
+                absl::ToDoubleSeconds(t.finished - t.first_token));
+            c->set_stop_string(ev.stop_string);
+            c->set_stop_token_id(ev.stop_token_id);
+            final_status_ = grpc::Status::OK;
+          } else {
+            // The request failed after it started (INTERNAL, UNAVAILABLE at shutdown, ...): an
+            // `error` message says so in-band, then the call ends with the same status. A client
+            // that cancelled or whose deadline passed is not listening: no message for it.
+            const absl::StatusCode code = ev.status.code();
+            if (code != absl::StatusCode::kCancelled && code != absl::StatusCode::kDeadlineExceeded) {
+              pb::GenerateResponse& r = pending_.emplace_back();
+              r.set_request_id(request_id_);
+              r.mutable_error()->set_code(static_cast<int32_t>(code));
+              r.mutable_error()->set_message(std::string(ev.status.message()));
+            }
+            final_status_ = ToGrpcStatus(ev.status);
+          }
+          break;
+        }
+      }
+    }
+    if (!pending_.empty()) {
+      writing_ = true;
+      StartWrite(&pending_.front());
+    } else if (final_status_.has_value()) {
+      finished_ = true;
+      Finish(*final_status_);
+    }
+  }
+
+  ServerState* const state_;
+  grpc::CallbackServerContext* const context_;
+  std::string request_id_;
+  std::mutex mu_;
+  std::shared_ptr<Generation> generation_;    // guarded by mu_
+  std::deque<pb::GenerateResponse> pending_;  // guarded by mu_; front() is being written
+  bool writing_ = false;                      // guarded by mu_
+  bool finished_ = false;                     // guarded by mu_
+  std::optional<grpc::Status> final_status_;  // guarded by mu_
+};
+
+}  // namespace
+
+int64_t GenerationService::reactors_created() { return g_created.load(); }
+int64_t GenerationService::reactors_destroyed() { return g_destroyed.load(); }
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+grpc::ServerWriteReactor<pb::GenerateResponse>* GenerationService::Generate(
+    grpc::CallbackServerContext* context, const pb::GenerateRequest* request) {
+  return new GenerateReactor(state_, context, request);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
+                                                      const pb::TokenizeRequest* request,
+                                                      pb::TokenizeResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!state_->loaded.load(std::memory_order_acquire)) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading"));
+    return reactor;
+  }
+  if (state_->tokenizer == nullptr) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer"));
+    return reactor;
+  }
+  if (!IsValidUtf8(request->text())) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text must be valid UTF-8"));
+    return reactor;
+  }
+  absl::StatusOr<std::vector<int>> ids = state_->tokenizer->Encode(request->text());
+  if (!ids.ok()) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text could not be tokenized"));
+    return reactor;
+  }
+  if (request->add_bos()) response->add_token_ids(state_->model.bos_id);
+  for (int id : *ids) response->add_token_ids(id);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* context,
+                                                   const pb::AbortRequest* request,
+                                                   pb::AbortResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::shared_ptr<Generation> g;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    auto it = state_->by_id.find(request->request_id());
+    if (it != state_->by_id.end()) g = it->second.lock();
+  }
+  if (g != nullptr) g->Cancel(absl::OkStatus());
+  response->set_found(g != nullptr);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                          const pb::GetModelInfoRequest*,
+                                                          pb::GetModelInfoResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!state_->loaded.load(std::memory_order_acquire)) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading"));
+    return reactor;
+  }
+  const loader::ModelConfig& c = state_->engine->backend().config();
+  response->set_model_name(state_->model_name);
+  response->set_backend(state_->backend_name);
+  pb::ModelConfig* m = response->mutable_config();
+  m->set_vocab_size(c.vocab_size);
+  m->set_hidden_size(c.hidden_size);
+  m->set_mlp_width(c.mlp_width);
+  m->set_num_layers(c.num_layers);
+  m->set_num_heads(c.num_heads);
+  m->set_num_kv_heads(c.num_kv_heads);
+  m->set_head_dim(c.head_dim);
+  m->set_lru_width(c.lru_width);
+  m->set_attention_window(c.attention_window);
+  m->set_conv1d_width(c.conv1d_width);
+  std::string pattern;
+  for (loader::BlockType t : c.block_types)
+    pattern += t == loader::BlockType::kRecurrent ? 'R' : 'A';
+  m->set_block_pattern(pattern);
+  m->set_bos_token_id(c.bos_token_id);
+  m->set_eos_token_id(c.eos_token_id);
+  response->set_state_bytes_per_sequence(state_->state_bytes_per_sequence);
+  response->set_num_slots(state_->num_slots);
+  response->set_max_prompt_tokens(state_->limits.max_prompt_tokens);
+  response->set_max_output_tokens(state_->limits.max_output_tokens);
+  response->set_max_queue(state_->max_queue);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace griffin::server

@@ -1,0 +1,817 @@
+#include "server/http_server.h"
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/utf8.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "server/grpc_service.h"
+#include "spdlog/spdlog.h"
+
+namespace griffin::server {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+int HttpCode(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    default:
+      return 500;
+  }
+}
+
+const char* ErrorType(int http) {
+  switch (http) {
+    case 400:
+      return "invalid_request_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_error";
+    case 503:
+      return "service_unavailable";
+    default:
+      return "server_error";
+  }
+}
+
+void SendError(httplib::Response& res, const absl::Status& status) {
+  const int http = HttpCode(status.code());
+  res.status = http;
+  if (http == 429) res.set_header("Retry-After", "1");
+  json j = {{"error",
+             {{"message", std::string(status.message())},
+              {"type", ErrorType(http)},
+              {"param", nullptr},
+              {"code", http}}}};
+  res.set_content(Dump(j), "application/json");
+}
+
+absl::Status Invalid(const std::string& field, const char* what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
+}
+
+// ---- JSON field readers: absent or null leaves the optional empty; a wrong type names the field.
+
+absl::Status ReadDouble(const json& b, const char* key, std::optional<double>* out) {
+  auto it = b.find(key);
+  if (it == b.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return Invalid(key, "must be a number");
+  *out = it->get<double>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadInt(const json& b, const char* key, std::optional<int64_t>* out) {
+  auto it = b.find(key);
+  if (it == b.end() || it->is_null()) return absl::OkStatus();
+  if (it->is_number_unsigned()) {
+    if (it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return Invalid(key, "is out of range");
+    }
+    *out = static_cast<int64_t>(it->get<uint64_t>());
+    return absl::OkStatus();
+  }
+  if (!it->is_number_integer()) return Invalid(key, "must be an integer");
+  *out = it->get<int64_t>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadBool(const json& b, const char* key, bool* out) {
+  auto it = b.find(key);
+  if (it == b.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return Invalid(key, "must be a boolean");
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadIdList(const json& v, const char* key, std::vector<int64_t>* out) {
+  if (!v.is_array()) return Invalid(key, "must be an array of integers");
+  for (const json& e : v) {
+    if (e.is_number_unsigned()) {
+      if (e.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        out->push_back(std::numeric_limits<int64_t>::max());  // out of range: validation rejects it
+        continue;
+      }
+      out->push_back(static_cast<int64_t>(e.get<uint64_t>()));
+    } else if (e.is_number_integer()) {
+      out->push_back(e.get<int64_t>());
+    } else {
+      return Invalid(key, "must be an array of integers");
+    }
+  }
+  return absl::OkStatus();
+}
+
+#define RETURN_IF_ERROR_HTTP(expr) \
+  do {                             \
+    absl::Status s_ = (expr);      \
+    if (!s_.ok()) return s_;       \
+  } while (0)
+
+struct OpenAiRequest {
+  GenerateInput input;
+  bool chat = false;
+  bool stream = false;
+  bool include_usage = false;
+  bool logprobs = false;
+  int top_logprobs = 0;
+};
+
+// Fields both endpoints share.
+absl::Status ReadCommon(const json& b, const ServerState& state, OpenAiRequest* r) {
+  auto model = b.find("model");
+  if (model != b.end() && !model->is_null()) {
+    // VAL-9: the name is never used as a path; it must be the served model's name.
+    if (!model->is_string() || model->get<std::string>() != state.model_name) {
+      return absl::InvalidArgumentError("model must be the served model's name (see /v1/models)");
+    }
+  }
+  GenerateInput& in = r->input;
+  RETURN_IF_ERROR_HTTP(ReadDouble(b, "temperature", &in.temperature));
+  RETURN_IF_ERROR_HTTP(ReadDouble(b, "top_p", &in.top_p));
+  RETURN_IF_ERROR_HTTP(ReadDouble(b, "min_p", &in.min_p));
+  RETURN_IF_ERROR_HTTP(ReadDouble(b, "repetition_penalty", &in.repetition_penalty));
+  RETURN_IF_ERROR_HTTP(ReadDouble(b, "presence_penalty", &in.presence_penalty));
+  RETURN_IF_ERROR_HTTP(ReadDouble(b, "frequency_penalty", &in.frequency_penalty));
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "top_k", &in.top_k));
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "min_tokens", &in.min_tokens));
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "n", &in.n));
+  std::optional<int64_t> seed;
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "seed", &seed));
+  if (seed) in.seed = static_cast<uint64_t>(*seed);
+  RETURN_IF_ERROR_HTTP(ReadBool(b, "ignore_eos", &in.ignore_eos));
+  RETURN_IF_ERROR_HTTP(ReadBool(b, "stream", &r->stream));
+  auto so = b.find("stream_options");
+  if (so != b.end() && !so->is_null()) {
+    if (!so->is_object()) return Invalid("stream_options", "must be an object");
+    RETURN_IF_ERROR_HTTP(ReadBool(*so, "include_usage", &r->include_usage));
+  }
+  auto stop = b.find("stop");
+  if (stop != b.end() && !stop->is_null()) {
+    if (stop->is_string()) {
+      in.stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      if (stop->size() > static_cast<size_t>(state.limits.max_stop_strings)) {
+        return Invalid("stop", "holds too many strings");
+      }
+      for (const json& s : *stop) {
+        if (!s.is_string()) return Invalid("stop", "must be a string or an array of strings");
+        in.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      return Invalid("stop", "must be a string or an array of strings");
+    }
+  }
+  auto stop_ids = b.find("stop_token_ids");
+  if (stop_ids != b.end() && !stop_ids->is_null()) {
+    RETURN_IF_ERROR_HTTP(ReadIdList(*stop_ids, "stop_token_ids", &in.stop_token_ids));
+  }
+  std::optional<int64_t> best_of;
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "best_of", &best_of));
+  if (best_of && *best_of != in.n.value_or(1)) return Invalid("best_of", "must equal n");
+  auto bias = b.find("logit_bias");
+  if (bias != b.end() && !bias->is_null() && !bias->empty()) {
+    return Invalid("logit_bias", "is not supported");
+  }
+  auto fmt = b.find("response_format");
+  if (fmt != b.end() && !fmt->is_null()) {
+    if (!fmt->is_object() || fmt->value("type", std::string("text")) != "text") {
+      return Invalid("response_format", "supports only type text");  // VAL-6: no constraints
+    }
+  }
+  for (const char* key : {"tools", "functions", "guided_json", "guided_regex", "guided_grammar"}) {
+    auto it = b.find(key);
+    if (it != b.end() && !it->is_null() && !it->empty()) return Invalid(key, "is not supported");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseCompletion(const json& b, const ServerState& state, OpenAiRequest* r) {
+  RETURN_IF_ERROR_HTTP(ReadCommon(b, state, r));
+  GenerateInput& in = r->input;
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "max_tokens", &in.max_tokens));
+  auto prompt = b.find("prompt");
+  if (prompt == b.end() || prompt->is_null()) return Invalid("prompt", "is required");
+  if (prompt->is_string()) {
+    in.text = prompt->get<std::string>();
+  } else if (prompt->is_array()) {
+    if (prompt->empty()) return Invalid("prompt", "has no tokens");
+    const json& first = prompt->front();
+    if (first.is_string() || first.is_array()) {
+      if (prompt->size() != 1) return Invalid("prompt", "may hold one prompt (use n for more)");
+      if (first.is_string()) {
+        in.text = first.get<std::string>();
+      } else {
+        in.token_ids.emplace();
+        RETURN_IF_ERROR_HTTP(ReadIdList(first, "prompt", &*in.token_ids));
+      }
+    } else {
+      in.token_ids.emplace();
+      RETURN_IF_ERROR_HTTP(ReadIdList(*prompt, "prompt", &*in.token_ids));
+    }
+  } else {
+    return Invalid("prompt", "must be a string or an array of token ids");
+  }
+  bool echo = false;
+  RETURN_IF_ERROR_HTTP(ReadBool(b, "echo", &echo));
+  if (echo) return Invalid("echo", "is not supported");
+  auto suffix = b.find("suffix");
+  if (suffix != b.end() && !suffix->is_null()) return Invalid("suffix", "is not supported");
+  std::optional<int64_t> logprobs;
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "logprobs", &logprobs));
+  if (logprobs) {
+    r->logprobs = true;
+    in.top_logprobs = *logprobs;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseChat(const json& b, const ServerState& state, OpenAiRequest* r) {
+  r->chat = true;
+  RETURN_IF_ERROR_HTTP(ReadCommon(b, state, r));
+  GenerateInput& in = r->input;
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "max_tokens", &in.max_tokens));
+  if (!in.max_tokens) RETURN_IF_ERROR_HTTP(ReadInt(b, "max_completion_tokens", &in.max_tokens));
+  RETURN_IF_ERROR_HTTP(ReadBool(b, "logprobs", &r->logprobs));
+  std::optional<int64_t> top;
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "top_logprobs", &top));
+  if (top && !r->logprobs) return Invalid("top_logprobs", "needs logprobs: true");
+  if (r->logprobs) in.top_logprobs = top.value_or(0);
+  auto msgs = b.find("messages");
+  if (msgs == b.end() || !msgs->is_array()) return Invalid("messages", "must be an array");
+  if (state.tokenizer == nullptr) return Invalid("messages", "need a model with a tokenizer");
+  std::vector<ChatMessage> messages;
+  for (const json& m : *msgs) {
+    if (!m.is_object()) return Invalid("messages", "must hold objects");
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) return Invalid("messages.role", "must be a string");
+    ChatMessage cm;
+    cm.role = role->get<std::string>();
+    auto content = m.find("content");
+    if (content == m.end() || content->is_null()) {
+      cm.content = "";
+    } else if (content->is_string()) {
+      cm.content = content->get<std::string>();
+    } else if (content->is_array()) {
+      for (const json& part : *content) {
+        if (!part.is_object() || part.value("type", std::string()) != "text" ||
+            !part.contains("text") || !part["text"].is_string()) {
+          return Invalid("messages.content", "supports only text parts");
+        }
+        cm.content += part["text"].get<std::string>();
+      }
+    } else {
+      return Invalid("messages.content", "must be a string or an array of text parts");
+    }
+    messages.push_back(std::move(cm));
+  }
+  absl::StatusOr<std::vector<int64_t>> ids =
+      ApplyGemmaChatTemplate(messages, *state.tokenizer, state.model.bos_id);
+  if (!ids.ok()) return ids.status();
+  in.token_ids = std::move(*ids);
+  in.text_is_chat = true;
+  if (state.end_of_turn_id >= 0) in.stop_token_ids.push_back(state.end_of_turn_id);
+  return absl::OkStatus();
+}
+
+// ---- Client disconnect: the socket that carries `req`, found by its two ports.
+
+int FindConnectionFd(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    const int fd = std::atoi(e->d_name);
+    if (fd <= 2) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0) continue;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
+    auto port = [](const sockaddr_storage& a) -> int {
+      if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+      if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+      return -1;
+    };
+    if (port(local) == req.local_port && port(peer) == req.remote_port) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+bool ConnectionClosed(int fd) {
+  if (fd < 0) return false;
+  pollfd p{.fd = fd, .events = POLLRDHUP, .revents = 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+// ---- Running one OpenAI request: n generations and what they produced.
+
+struct Waiter {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool signaled = false;
+  void Notify() {
+    std::lock_guard<std::mutex> lock(mu);
+    signaled = true;
+    cv.notify_all();
+  }
+  void Wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, timeout, [&] { return signaled; });
+    signaled = false;
+  }
+};
+
+struct Choice {
+  std::shared_ptr<Generation> generation;
+  std::string text;
+  json logprob_entries = json::array();  // chat: content entries; completions: built at the end
+  std::vector<engine::TokenLogprobs> logprobs;
+  std::string finish_reason;
+  absl::Status status;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  bool done = false;
+  bool sent_role = false;
+};
+
+struct Run {
+  ServerState* state = nullptr;
+  OpenAiRequest request;
+  std::string id;
+  int64_t created = 0;
+  std::shared_ptr<Waiter> waiter = std::make_shared<Waiter>();
+  std::vector<Choice> choices;
+  int fd = -1;
+  bool cancelled = false;
+
+  bool AllDone() const {
+    for (const Choice& c : choices) {
+      if (!c.done) return false;
+    }
+    return true;
+  }
+  void CancelAll(const absl::Status& status) {
+    cancelled = true;
+    for (Choice& c : choices) {
+      if (!c.done) c.generation->Cancel(status);
+    }
+  }
+  // Waits (bounded: every generation ends within one engine step once cancelled) for the rest.
+  void DrainAfterCancel() {
+    for (int i = 0; i < 20000 && !AllDone(); ++i) {
+      Generation::Event ev;
+      for (Choice& c : choices) {
+        while (!c.done && c.generation->Poll(&ev)) c.done = ev.finished;
+      }
+      if (!AllDone()) waiter->Wait(std::chrono::milliseconds(5));
+    }
+  }
+  ~Run() {
+    if (!AllDone()) {
+      CancelAll(absl::CancelledError("the client went away"));
+      DrainAfterCancel();
+    }
+  }
+};
+
+std::string TokenText(const ServerState& state, int32_t id) {
+  if (state.tokenizer == nullptr) return absl::StrCat("token_id:", id);
+  return SanitizeUtf8(state.tokenizer->TokenBytes(id));
+}
+
+json TokenBytesJson(const ServerState& state, int32_t id) {
+  json bytes = json::array();
+  if (state.tokenizer != nullptr) {
+    for (unsigned char c : state.tokenizer->TokenBytes(id)) bytes.push_back(static_cast<int>(c));
+  }
+  return bytes;
+}
+
+json ChatLogprobEntries(const ServerState& state, const std::vector<engine::TokenLogprobs>& lps) {
+  json content = json::array();
+  for (const auto& lp : lps) {
+    json top = json::array();
+    for (const auto& [id, logprob] : lp.top) {
+      top.push_back({{"token", TokenText(state, id)},
+                     {"logprob", logprob},
+                     {"bytes", TokenBytesJson(state, id)}});
+    }
+    content.push_back({{"token", TokenText(state, lp.id)},
+                       {"logprob", lp.logprob},
+                       {"bytes", TokenBytesJson(state, lp.id)},
+                       {"top_logprobs", top}});
+  }
+  return content;
+}
+
+json CompletionLogprobs(const ServerState& state, const std::vector<engine::TokenLogprobs>& lps,
+                        int64_t* offset) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  for (const auto& lp : lps) {
+    const std::string text = TokenText(state, lp.id);
+    tokens.push_back(text);
+    token_logprobs.push_back(lp.logprob);
+    json t = json::object();
+    for (const auto& [id, logprob] : lp.top) t[TokenText(state, id)] = logprob;
+    top.push_back(t);
+    offsets.push_back(*offset);
+    *offset += static_cast<int64_t>(text.size());
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
+}
+
+std::string OpenAiFinish(const std::string& reason) {
+  if (reason == "stop_string") return "stop";
+  return reason;
+}
+
+absl::StatusOr<std::unique_ptr<Run>> StartRun(ServerState* state, const httplib::Request& req,
+                                              bool chat) {
+  if (state->draining.load() || !state->ready.load()) {
+    state->metrics->Rejected("unavailable");
+    return absl::UnavailableError("the server is not accepting requests");
+  }
+  auto run = std::make_unique<Run>();
+  run->state = state;
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object()) {
+    state->metrics->Rejected("invalid");
+    return absl::InvalidArgumentError("the body must be a JSON object");
+  }
+  absl::Status parsed;
+  try {  // the readers check types; this catches any nlohmann type error they did not foresee
+    parsed = chat ? ParseChat(body, *state, &run->request)
+                  : ParseCompletion(body, *state, &run->request);
+  } catch (const json::exception&) {
+    parsed = absl::InvalidArgumentError("the body has a field of the wrong type");
+  }
+  absl::StatusOr<ValidatedGenerate> v =
+      parsed.ok()
+          ? ValidateGenerate(run->request.input, state->limits, state->model, state->tokenizer)
+          : absl::StatusOr<ValidatedGenerate>(parsed);
+  if (!v.ok()) {
+    state->metrics->Rejected("invalid");
+    return v.status();
+  }
+  run->id = state->NewRequestId(chat ? "chatcmpl-" : "cmpl-");
+  run->created = absl::ToUnixSeconds(absl::Now());
+  run->choices.resize(v->n);
+  for (int i = 0; i < v->n; ++i) {
+    engine::ValidatedRequest r = v->request;
+    r.deadline = absl::Now() + state->request_timeout;
+    r.sampling.seed += static_cast<uint64_t>(i);  // n choices differ; the same seed repeats them
+    std::shared_ptr<Waiter> waiter = run->waiter;
+    absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
+        state, std::move(r), v->stop_strings, v->n == 1 ? run->id : absl::StrCat(run->id, "-", i),
+        chat ? "chat" : "completions", [waiter] { waiter->Notify(); });
+    if (!g.ok()) {
+      state->metrics->Rejected(
+          g.status().code() == absl::StatusCode::kResourceExhausted ? "queue_full" : "unavailable");
+      run->choices.resize(i);
+      run->CancelAll(absl::CancelledError("a sibling was rejected"));
+      run->DrainAfterCancel();
+      return g.status();
+    }
+    run->choices[i].generation = *g;
+  }
+  run->fd = FindConnectionFd(req);
+  return run;
+}
+
+// Applies one event to a choice; returns the chat/completion logprobs JSON for this delta.
+void Apply(Choice& c, Generation::Event& ev) {
+  c.text += ev.text;
+  for (auto& lp : ev.logprobs) c.logprobs.push_back(lp);
+  if (ev.finished) {
+    c.done = true;
+    c.finish_reason = OpenAiFinish(ev.finish_reason);
+    c.status = ev.status;
+    c.prompt_tokens = ev.prompt_tokens;
+    c.completion_tokens = ev.completion_tokens;
+  }
+}
+
+json Usage(const Run& run) {
+  int64_t prompt = 0, completion = 0;
+  for (const Choice& c : run.choices) {
+    prompt = c.prompt_tokens;  // the same prompt for every choice
+    completion += c.completion_tokens;
+  }
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion}};
+}
+
+void Respond(ServerState* state, const httplib::Request& req, httplib::Response& res, bool chat) {
+  absl::StatusOr<std::unique_ptr<Run>> started = StartRun(state, req, chat);
+  if (!started.ok()) {
+    SendError(res, started.status());
+    return;
+  }
+  std::shared_ptr<Run> run = std::move(*started);
+
+  if (!run->request.stream) {
+    while (!run->AllDone()) {
+      run->waiter->Wait(std::chrono::milliseconds(50));
+      Generation::Event ev;
+      for (Choice& c : run->choices) {
+        while (!c.done && c.generation->Poll(&ev)) Apply(c, ev);
+      }
+      if (!run->AllDone() && !run->cancelled && ConnectionClosed(run->fd)) {
+        run->CancelAll(absl::CancelledError("the client went away"));
+      }
+    }
+    for (const Choice& c : run->choices) {
+      if (!c.status.ok()) {
+        SendError(res, c.status);
+        return;
+      }
+    }
+    json choices = json::array();
+    for (size_t i = 0; i < run->choices.size(); ++i) {
+      const Choice& c = run->choices[i];
+      json lp = nullptr;
+      if (run->request.logprobs) {
+        int64_t offset = 0;
+        lp = chat ? json{{"content", ChatLogprobEntries(*state, c.logprobs)}}
+                  : CompletionLogprobs(*state, c.logprobs, &offset);
+      }
+      if (chat) {
+        choices.push_back({{"index", i},
+                           {"message", {{"role", "assistant"}, {"content", c.text}}},
+                           {"logprobs", lp},
+                           {"finish_reason", c.finish_reason}});
+      } else {
+        choices.push_back(
+            {{"index", i}, {"text", c.text}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
+      }
+    }
+    json body = {
+        {"id", run->id},           {"object", chat ? "chat.completion" : "text_completion"},
+        {"created", run->created}, {"model", state->model_name},
+        {"choices", choices},      {"usage", Usage(*run)}};
+    res.set_content(Dump(body), "application/json");
+    return;
+  }
+
+  // SSE: the provider runs on this worker thread after the handler returns.
+  res.set_header("Cache-Control", "no-cache");
+  auto offsets = std::make_shared<std::vector<int64_t>>(run->choices.size(), 0);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [run, state, chat, offsets](size_t, httplib::DataSink& sink) -> bool {
+        auto send = [&](const json& j) {
+          const std::string line = absl::StrCat("data: ", Dump(j), "\n\n");
+          return sink.write(line.data(), line.size());
+        };
+        auto chunk = [&](json choices) {
+          return json{{"id", run->id},
+                      {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                      {"created", run->created},
+                      {"model", state->model_name},
+                      {"choices", std::move(choices)}};
+        };
+        while (true) {
+          for (size_t i = 0; i < run->choices.size(); ++i) {
+            Choice& c = run->choices[i];
+            Generation::Event ev;
+            while (!c.done && c.generation->Poll(&ev)) {
+              Apply(c, ev);
+              if (!c.status.ok()) {
+                const int http = HttpCode(c.status.code());
+                send({{"error",
+                       {{"message", std::string(c.status.message())},
+                        {"type", ErrorType(http)},
+                        {"code", http}}}});
+                run->CancelAll(absl::CancelledError("a sibling failed"));
+                const std::string done = "data: [DONE]\n\n";  // end the stream cleanly
+                sink.write(done.data(), done.size());
+                sink.done();
+                return true;
+              }
+              json lp = nullptr;
+              if (run->request.logprobs && !ev.logprobs.empty()) {
+                lp = chat ? json{{"content", ChatLogprobEntries(*state, ev.logprobs)}}
+                          : CompletionLogprobs(*state, ev.logprobs, &(*offsets)[i]);
+              }
+              json finish = ev.finished ? json(OpenAiFinish(ev.finish_reason)) : json(nullptr);
+              json choice;
+              bool role_now = false;
+              if (chat) {
+                json delta = json::object();
+                if (!c.sent_role) {
+                  delta["role"] = "assistant";
+                  c.sent_role = true;
+                  role_now = true;
+                }
+                if (!ev.text.empty() || !ev.finished) delta["content"] = ev.text;
+                choice = {
+                    {"index", i}, {"delta", delta}, {"logprobs", lp}, {"finish_reason", finish}};
+              } else {
+                choice = {
+                    {"index", i}, {"text", ev.text}, {"logprobs", lp}, {"finish_reason", finish}};
+              }
+              if (ev.text.empty() && !ev.finished && lp.is_null() && !role_now) {
+                continue;  // nothing to say yet (text held back)
+              }
+              if (!send(chunk(json::array({choice})))) {
+                run->CancelAll(absl::CancelledError("the client went away"));
+                return false;
+              }
+            }
+          }
+          if (run->AllDone()) {
+            if (run->request.include_usage) {
+              json last = chunk(json::array());
+              last["usage"] = Usage(*run);
+              if (!send(last)) return false;
+            }
+            const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+            return true;
+          }
+          if (ConnectionClosed(run->fd)) {
+            run->CancelAll(absl::CancelledError("the client went away"));
+            return false;
+          }
+          run->waiter->Wait(std::chrono::milliseconds(50));
+        }
+      },
+      [run](bool success) {
+        if (!success && !run->AllDone())
+          run->CancelAll(absl::CancelledError("the client went away"));
+      });
+}
+
+}  // namespace
+
+HttpServer::HttpServer(ServerState* state, const HttpOptions& options)
+    : state_(state), options_(options), server_(std::make_unique<httplib::Server>()) {
+  httplib::Server& s = *server_;
+  const int threads = std::max(options_.threads, 8);
+  s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s.set_payload_max_length(options_.max_body_bytes);
+  s.set_keep_alive_timeout(2);
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    SendError(res, absl::InternalError("internal error"));
+  });
+  s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 404) {
+      SendError(res, absl::NotFoundError("no such route"));
+    } else if (res.status == 413) {
+      res.set_content(Dump({{"error",
+                             {{"message", "the request body is too large"},
+                              {"type", "invalid_request_error"},
+                              {"code", 413}}}}),
+                      "application/json");
+    }
+  });
+  ServerState* st = state_;
+  s.Post("/v1/completions", [st](const httplib::Request& req, httplib::Response& res) {
+    Respond(st, req, res, /*chat=*/false);
+  });
+  s.Post("/v1/chat/completions", [st](const httplib::Request& req, httplib::Response& res) {
+    Respond(st, req, res, /*chat=*/true);
+  });
+  s.Get("/v1/models", [st](const httplib::Request&, httplib::Response& res) {
+    if (!st->loaded.load(std::memory_order_acquire)) {
+      return SendError(res, absl::UnavailableError("the model is loading"));
+    }
+    json m = {{"id", st->model_name},
+              {"object", "model"},
+              {"created", 0},
+              {"owned_by", "griffin"},
+              {"max_model_len", st->limits.max_prompt_tokens + st->limits.max_output_tokens}};
+    res.set_content(Dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
+  });
+  s.Post("/tokenize", [st](const httplib::Request& req, httplib::Response& res) {
+    if (!st->loaded.load(std::memory_order_acquire)) {
+      return SendError(res, absl::UnavailableError("the model is loading"));
+    }
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("prompt") ||
+        !body["prompt"].is_string()) {
+      return SendError(res, absl::InvalidArgumentError("prompt must be a string"));
+    }
+    if (st->tokenizer == nullptr) {
+      return SendError(res, absl::FailedPreconditionError("this model has no tokenizer"));
+    }
+    bool add_special = true;
+    if (absl::Status s = ReadBool(body, "add_special_tokens", &add_special); !s.ok()) {
+      return SendError(res, s);
+    }
+    absl::StatusOr<std::vector<int>> ids = st->tokenizer->Encode(body["prompt"].get<std::string>());
+    if (!ids.ok())
+      return SendError(res, absl::InvalidArgumentError("prompt could not be tokenized"));
+    json tokens = json::array();
+    if (add_special) tokens.push_back(st->model.bos_id);
+    for (int id : *ids) tokens.push_back(id);
+    res.set_content(Dump({{"tokens", tokens},
+                          {"count", tokens.size()},
+                          {"max_model_len", st->limits.max_prompt_tokens}}),
+                    "application/json");
+  });
+  s.Post("/detokenize", [st](const httplib::Request& req, httplib::Response& res) {
+    if (!st->loaded.load(std::memory_order_acquire)) {
+      return SendError(res, absl::UnavailableError("the model is loading"));
+    }
+    json body = json::parse(req.body, nullptr, false);
+    std::vector<int64_t> ids;
+    if (body.is_discarded() || !body.is_object() || !body.contains("tokens")) {
+      return SendError(res, absl::InvalidArgumentError("tokens must be an array of integers"));
+    }
+    if (absl::Status s = ReadIdList(body["tokens"], "tokens", &ids); !s.ok())
+      return SendError(res, s);
+    if (st->tokenizer == nullptr) {
+      return SendError(res, absl::FailedPreconditionError("this model has no tokenizer"));
+    }
+    const int vocab = std::min(st->model.vocab_size, st->tokenizer->vocab_size());
+    std::vector<int> v;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= vocab) {
+        return SendError(res, absl::InvalidArgumentError(
+                                  absl::StrCat("tokens holds an id outside [0, ", vocab, ")")));
+      }
+      v.push_back(static_cast<int>(id));
+    }
+    res.set_content(Dump({{"prompt", SanitizeUtf8(st->tokenizer->Decode(v))}}), "application/json");
+  });
+  s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  s.Get("/ready", [st](const httplib::Request&, httplib::Response& res) {
+    const bool ready = st->loaded.load() && st->ready.load() && !st->draining.load();
+    res.status = ready ? 200 : 503;
+    res.set_content(ready ? "ready\n" : (st->draining.load() ? "draining\n" : "not ready\n"),
+                    "text/plain");
+  });
+  s.Get("/metrics", [st](const httplib::Request&, httplib::Response& res) {
+    st->metrics->SetCallObjects(GenerationService::reactors_created(),
+                                GenerationService::reactors_destroyed());
+    if (st->loaded.load(std::memory_order_acquire)) {
+      const engine::EngineStats stats = st->engine->stats();
+      res.set_content(st->metrics->Serialize(&stats), "text/plain; version=0.0.4");
+    } else {
+      res.set_content(st->metrics->Serialize(nullptr), "text/plain; version=0.0.4");
+    }
+  });
+}
+
+HttpServer::~HttpServer() = default;
+
+bool HttpServer::Bind() {
+  if (!server_->bind_to_port(options_.host, options_.port)) {
+    spdlog::error("http: cannot bind {}:{}", options_.host, options_.port);
+    return false;
+  }
+  return true;
+}
+
+void HttpServer::Listen() { server_->listen_after_bind(); }
+
+void HttpServer::Stop() { server_->stop(); }
+
+}  // namespace griffin::server

@@ -1,0 +1,168 @@
+#include "server/metrics.h"
+
+#include <sstream>
+
+#include "prometheus/text_serializer.h"
+
+namespace griffin::server {
+namespace {
+
+// vLLM's buckets.
+const prometheus::Histogram::BucketBoundaries kTtftBuckets = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
+    1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+const prometheus::Histogram::BucketBoundaries kItlBuckets = {
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
+    0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
+    30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+
+}  // namespace
+
+Metrics::Metrics(const std::string& model_name)
+    : registry_(std::make_shared<prometheus::Registry>()), labels_{{"model_name", model_name}} {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  auto& r = *registry_;
+  success_ = &BuildCounter()
+                  .Name("griffin:request_success_total")
+                  .Help("Finished requests by finish reason.")
+                  .Register(r);
+  for (const char* reason : {"stop", "length", "abort", "error"}) {
+    auto labels = labels_;
+    labels["finished_reason"] = reason;
+    success_->Add(labels);
+  }
+  rejected_ = &BuildCounter()
+                   .Name("griffin:request_rejected_total")
+                   .Help("Requests rejected before enqueue, by reason.")
+                   .Register(r);
+  for (const char* reason : {"invalid", "queue_full", "unavailable", "too_large"}) {
+    auto labels = labels_;
+    labels["reason"] = reason;
+    rejected_->Add(labels);
+  }
+  ttft_ = &BuildHistogram()
+               .Name("griffin:time_to_first_token_seconds")
+               .Help("Time from arrival to the first generated token.")
+               .Register(r)
+               .Add(labels_, kTtftBuckets);
+  itl_ = &BuildHistogram()
+              .Name("griffin:inter_token_latency_seconds")
+              .Help("Time between consecutive generated tokens.")
+              .Register(r)
+              .Add(labels_, kItlBuckets);
+  e2e_ = &BuildHistogram()
+              .Name("griffin:e2e_request_latency_seconds")
+              .Help("Time from arrival to the end of a request.")
+              .Register(r)
+              .Add(labels_, kLatencyBuckets);
+  queue_ = &BuildHistogram()
+                .Name("griffin:request_queue_time_seconds")
+                .Help("Time a request waited for a state slot.")
+                .Register(r)
+                .Add(labels_, kLatencyBuckets);
+  prefill_ = &BuildHistogram()
+                  .Name("griffin:request_prefill_time_seconds")
+                  .Help("Time from admission to the first token.")
+                  .Register(r)
+                  .Add(labels_, kLatencyBuckets);
+  decode_ = &BuildHistogram()
+                 .Name("griffin:request_decode_time_seconds")
+                 .Help("Time from the first token to the end.")
+                 .Register(r)
+                 .Add(labels_, kLatencyBuckets);
+  prompt_tokens_ = &BuildCounter()
+                        .Name("griffin:prompt_tokens_total")
+                        .Help("Prompt tokens processed.")
+                        .Register(r)
+                        .Add(labels_);
+  generation_tokens_ = &BuildCounter()
+                            .Name("griffin:generation_tokens_total")
+                            .Help("Tokens generated.")
+                            .Register(r)
+                            .Add(labels_);
+  running_ = &BuildGauge()
+                  .Name("griffin:num_requests_running")
+                  .Help("Requests holding a state slot.")
+                  .Register(r)
+                  .Add(labels_);
+  waiting_ = &BuildGauge()
+                  .Name("griffin:num_requests_waiting")
+                  .Help("Requests queued for a state slot.")
+                  .Register(r)
+                  .Add(labels_);
+  slots_used_ = &BuildGauge()
+                     .Name("griffin:state_slots_used")
+                     .Help("State slots held by running requests.")
+                     .Register(r)
+                     .Add(labels_);
+  slots_total_ = &BuildGauge()
+                      .Name("griffin:state_slots_total")
+                      .Help("State slots allocated.")
+                      .Register(r)
+                      .Add(labels_);
+  state_bytes_ = &BuildGauge()
+                      .Name("griffin:state_bytes_per_sequence")
+                      .Help("Bytes of state one sequence holds (fixed).")
+                      .Register(r)
+                      .Add(labels_);
+  calls_created_ = &BuildGauge()
+                        .Name("griffin:grpc_generate_calls_created")
+                        .Help("gRPC Generate handler objects created (CAN-4).")
+                        .Register(r)
+                        .Add(labels_);
+  calls_destroyed_ = &BuildGauge()
+                          .Name("griffin:grpc_generate_calls_destroyed")
+                          .Help("gRPC Generate handler objects destroyed (CAN-4).")
+                          .Register(r)
+                          .Add(labels_);
+}
+
+void Metrics::SetModel(int64_t state_bytes_per_sequence, int slots_total) {
+  slots_total_->Set(slots_total);
+  state_bytes_->Set(static_cast<double>(state_bytes_per_sequence));
+}
+
+void Metrics::RequestFinished(const std::string& finished_reason, int64_t prompt_tokens,
+                              int64_t completion_tokens, const engine::RequestTimings& t) {
+  auto labels = labels_;
+  labels["finished_reason"] = finished_reason;
+  success_->Add(labels).Increment();
+  prompt_tokens_->Increment(static_cast<double>(prompt_tokens));
+  generation_tokens_->Increment(static_cast<double>(completion_tokens));
+  e2e_->Observe(absl::ToDoubleSeconds(t.finished - t.arrival));
+  queue_->Observe(absl::ToDoubleSeconds(t.scheduled - t.arrival));
+  prefill_->Observe(absl::ToDoubleSeconds(t.first_token - t.scheduled));
+  decode_->Observe(absl::ToDoubleSeconds(t.finished - t.first_token));
+}
+
+void Metrics::FirstToken(double seconds) { ttft_->Observe(seconds); }
+void Metrics::InterToken(double seconds) { itl_->Observe(seconds); }
+
+void Metrics::Rejected(const std::string& reason) {
+  auto labels = labels_;
+  labels["reason"] = reason;
+  rejected_->Add(labels).Increment();
+}
+
+void Metrics::SetCallObjects(int64_t created, int64_t destroyed) {
+  calls_created_->Set(static_cast<double>(created));
+  calls_destroyed_->Set(static_cast<double>(destroyed));
+}
+
+std::string Metrics::Serialize(const engine::EngineStats* stats) {
+  if (stats != nullptr) {
+    running_->Set(stats->running);
+    waiting_->Set(stats->waiting);
+    slots_used_->Set(stats->slots_used);
+    slots_total_->Set(stats->slots_total);
+  }
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+}  // namespace griffin::server

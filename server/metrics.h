@@ -1,0 +1,62 @@
+// Prometheus metrics with vLLM's stems under `griffin:` (DESIGN.md), plus the state-slot gauges.
+// Thread-safe: observations come from front-end and engine threads, Serialize from the HTTP
+// /metrics handler. Every series carries the label model_name.
+#ifndef GRIFFIN_SERVER_METRICS_H_
+#define GRIFFIN_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "engine/engine_core.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace griffin::server {
+
+class Metrics {
+ public:
+  explicit Metrics(const std::string& model_name);
+  // Once the model is loaded.
+  void SetModel(int64_t state_bytes_per_sequence, int slots_total);
+
+  // Request ended: finished_reason is "stop", "length", "abort" or "error".
+  void RequestFinished(const std::string& finished_reason, int64_t prompt_tokens,
+                       int64_t completion_tokens, const engine::RequestTimings& timings);
+  void FirstToken(double seconds_since_arrival);
+  void InterToken(double seconds);
+  // reason: "invalid", "queue_full", "unavailable", "too_large".
+  void Rejected(const std::string& reason);
+
+  // Per-call objects of the gRPC Generate handler, created and destroyed so far (CAN-4).
+  void SetCallObjects(int64_t created, int64_t destroyed);
+
+  // Sets the gauges from `stats` (null before the model is loaded) and returns the text format.
+  std::string Serialize(const engine::EngineStats* stats);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Labels labels_;
+  prometheus::Family<prometheus::Counter>* success_;
+  prometheus::Family<prometheus::Counter>* rejected_;
+  prometheus::Histogram* ttft_;
+  prometheus::Histogram* itl_;
+  prometheus::Histogram* e2e_;
+  prometheus::Histogram* queue_;
+  prometheus::Histogram* prefill_;
+  prometheus::Histogram* decode_;
+  prometheus::Counter* prompt_tokens_;
+  prometheus::Counter* generation_tokens_;
+  prometheus::Gauge* running_;
+  prometheus::Gauge* waiting_;
+  prometheus::Gauge* slots_used_;
+  prometheus::Gauge* slots_total_;
+  prometheus::Gauge* state_bytes_;
+  prometheus::Gauge* calls_created_;
+  prometheus::Gauge* calls_destroyed_;
+};
+
+}  // namespace griffin::server
+
+#endif  // GRIFFIN_SERVER_METRICS_H_

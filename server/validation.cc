@@ -1,0 +1,254 @@
+#include "server/validation.h"
+
+#include <cmath>
+#include <random>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "base/utf8.h"
+
+namespace griffin::server {
+namespace {
+
+absl::Status Invalid(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
+}
+
+bool IsBlank(const std::string& text) {
+  for (unsigned char c : text) {
+    if (!absl::ascii_isspace(c)) return false;
+  }
+  return true;
+}
+
+absl::Status CheckFiniteRange(const std::optional<double>& v, const char* field, double lo,
+                              double hi, bool lo_open, bool hi_open) {
+  if (!v) return absl::OkStatus();
+  const double x = *v;
+  if (!std::isfinite(x)) return Invalid(field, "must be a finite number");
+  if ((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi)) {
+    return Invalid(
+        field, absl::StrCat("must be in ", lo_open ? "(" : "[", lo, ", ", hi, hi_open ? ")" : "]"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool IsValidRequestId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (unsigned char c : id) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-' && c != ':') return false;
+  }
+  return true;
+}
+
+absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, const Limits& limits,
+                                                   const ModelLimits& model,
+                                                   const loader::Tokenizer* tokenizer) {
+  ValidatedGenerate out;
+  engine::ValidatedRequest& r = out.request;
+  int vocab = model.vocab_size;
+  if (tokenizer != nullptr) vocab = std::min(vocab, tokenizer->vocab_size());
+
+  // Sampling fields (VAL-2). Defaults: OpenAI's (temperature 1, top_p 1).
+  const double temperature = in.temperature.value_or(1.0);
+  if (!std::isfinite(temperature) || temperature < 0.0) {
+    return Invalid("temperature", "must be a finite number >= 0");
+  }
+  if (temperature > 1e6) return Invalid("temperature", "must be at most 1000000");
+  if (auto s = CheckFiniteRange(in.top_p, "top_p", 0.0, 1.0, true, false); !s.ok()) return s;
+  if (auto s = CheckFiniteRange(in.min_p, "min_p", 0.0, 1.0, false, false); !s.ok()) return s;
+  if (in.repetition_penalty) {
+    const double v = *in.repetition_penalty;
+    if (!std::isfinite(v) || v <= 0.0 || v > 1e6) {
+      return Invalid("repetition_penalty", "must be a finite number in (0, 1000000]");
+    }
+  }
+  if (auto s = CheckFiniteRange(in.presence_penalty, "presence_penalty", -2.0, 2.0, false, false);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = CheckFiniteRange(in.frequency_penalty, "frequency_penalty", -2.0, 2.0, false, false);
+      !s.ok()) {
+    return s;
+  }
+  if (in.top_k && (*in.top_k < -1 || *in.top_k == 0)) {
+    return Invalid("top_k", "must be -1 (off) or >= 1");
+  }
+  r.sampling.temperature = static_cast<float>(temperature);
+  r.sampling.top_p = static_cast<float>(in.top_p.value_or(1.0));
+  r.sampling.min_p = static_cast<float>(in.min_p.value_or(0.0));
+  r.sampling.repetition_penalty = static_cast<float>(in.repetition_penalty.value_or(1.0));
+  r.sampling.presence_penalty = static_cast<float>(in.presence_penalty.value_or(0.0));
+  r.sampling.frequency_penalty = static_cast<float>(in.frequency_penalty.value_or(0.0));
+  const int64_t top_k = in.top_k.value_or(-1);
+  r.sampling.top_k = top_k >= vocab ? -1 : static_cast<int>(top_k);
+  out.seeded = in.seed.has_value();
+  if (in.seed) {
+    r.sampling.seed = *in.seed;
+  } else {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    r.sampling.seed = rng();
+  }
+
+  // Fan-out and lengths (VAL-4, VAL-7: every bound checked before any arithmetic).
+  const int64_t n = in.n.value_or(1);
+  if (n < 1 || n > limits.max_n)
+    return Invalid("n", absl::StrCat("must be in [1, ", limits.max_n, "]"));
+  out.n = static_cast<int>(n);
+  const int64_t max_tokens =
+      in.max_tokens.value_or(std::min(limits.default_max_tokens, limits.max_output_tokens));
+  if (max_tokens < 1 || max_tokens > limits.max_output_tokens) {
+    return Invalid("max_tokens", absl::StrCat("must be in [1, ", limits.max_output_tokens, "]"));
+  }
+  r.max_tokens = static_cast<int>(max_tokens);
+  const int64_t min_tokens = in.min_tokens.value_or(0);
+  if (min_tokens < 0 || min_tokens > max_tokens) {
+    return Invalid("min_tokens", "must be in [0, max_tokens]");
+  }
+  r.min_tokens = static_cast<int>(min_tokens);
+  if (in.top_logprobs) {
+    if (*in.top_logprobs < 0 || *in.top_logprobs > limits.max_top_logprobs) {
+      return Invalid("top_logprobs", absl::StrCat("must be in [0, ", limits.max_top_logprobs, "]"));
+    }
+    r.top_logprobs = static_cast<int>(*in.top_logprobs);
+  }
+  if (static_cast<int64_t>(in.stop.size()) > limits.max_stop_strings) {
+    return Invalid("stop", absl::StrCat("may hold at most ", limits.max_stop_strings, " strings"));
+  }
+  if (!in.stop.empty() && tokenizer == nullptr) {
+    return Invalid("stop", "needs a model with a tokenizer");
+  }
+  for (const std::string& s : in.stop) {
+    if (s.empty()) return Invalid("stop", "must not hold an empty string");
+    if (static_cast<int64_t>(s.size()) > limits.max_stop_string_bytes) {
+      return Invalid(
+          "stop", absl::StrCat("strings may be at most ", limits.max_stop_string_bytes, " bytes"));
+    }
+    if (!IsValidUtf8(s)) return Invalid("stop", "must be valid UTF-8");
+    out.stop_strings.push_back(s);
+  }
+  if (static_cast<int64_t>(in.stop_token_ids.size()) > limits.max_stop_token_ids) {
+    return Invalid("stop_token_ids",
+                   absl::StrCat("may hold at most ", limits.max_stop_token_ids, " ids"));
+  }
+  for (int64_t id : in.stop_token_ids) {
+    if (id < 0 || id >= vocab) {
+      return Invalid("stop_token_ids", absl::StrCat("holds an id outside [0, ", vocab, ")"));
+    }
+    r.stop_token_ids.push_back(static_cast<int32_t>(id));
+  }
+  r.ignore_eos = in.ignore_eos;
+
+  // The prompt (VAL-1, VAL-5, TXT-1, LEN-1).
+  if (in.text.has_value() == in.token_ids.has_value()) {
+    return Invalid("prompt", "must be given as exactly one of text or token ids");
+  }
+  if (in.text) {
+    const std::string& text = *in.text;
+    if (!IsValidUtf8(text)) return Invalid("prompt", "must be valid UTF-8");
+    if (IsBlank(text)) return Invalid("prompt", "is empty or only whitespace");
+    if (tokenizer == nullptr)
+      return Invalid("prompt", "must be token ids: this model has no tokenizer");
+    // A token holds at least one byte of text except for the byte-fallback splits, which need
+    // at most 4 tokens per byte: this bounds the work before tokenizing.
+    if (static_cast<int64_t>(text.size()) > limits.max_prompt_tokens * 64) {
+      return Invalid("prompt", absl::StrCat("is longer than the limit of ",
+                                            limits.max_prompt_tokens, " tokens"));
+    }
+    absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(text);
+    if (!ids.ok()) return Invalid("prompt", "could not be tokenized");
+    if (ids->empty()) return Invalid("prompt", "has no tokens");
+    r.prompt.reserve(ids->size() + 1);
+    r.prompt.push_back(model.bos_id);
+    for (int id : *ids) r.prompt.push_back(id);
+  } else {
+    const std::vector<int64_t>& ids = *in.token_ids;
+    if (ids.empty()) return Invalid("prompt", "has no tokens");
+    if (static_cast<int64_t>(ids.size()) > limits.max_prompt_tokens) {
+      return Invalid("prompt", absl::StrCat("has ", ids.size(), " tokens, more than the limit of ",
+                                            limits.max_prompt_tokens));
+    }
+    bool all_special = true;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= vocab) {
+        return Invalid("prompt", absl::StrCat("holds a token id outside [0, ", vocab, ")"));
+      }
+      if (id != model.bos_id && id != model.eos_id && id != model.pad_id) all_special = false;
+    }
+    if (all_special) return Invalid("prompt", "holds only special tokens");
+    r.prompt.assign(ids.begin(), ids.end());
+  }
+  if (static_cast<int64_t>(r.prompt.size()) > limits.max_prompt_tokens) {
+    return Invalid("prompt",
+                   absl::StrCat("has ", r.prompt.size(), " tokens, more than the limit of ",
+                                limits.max_prompt_tokens));
+  }
+  for (int32_t id : r.prompt) {
+    if (id < 0 || id >= vocab) return Invalid("prompt", "holds a token id outside the vocabulary");
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> ApplyGemmaChatTemplate(
+    const std::vector<ChatMessage>& messages, const loader::Tokenizer& tokenizer, int bos_id) {
+  if (messages.empty()) return Invalid("messages", "must not be empty");
+  const int start = tokenizer.PieceToId("<start_of_turn>");
+  const int end = tokenizer.PieceToId("<end_of_turn>");
+  std::vector<int64_t> ids = {bos_id};
+  auto append_text = [&](const std::string& text) -> absl::Status {
+    if (text.empty()) return absl::OkStatus();
+    absl::StatusOr<std::vector<int>> enc = tokenizer.Encode(text);
+    if (!enc.ok()) return Invalid("messages", "could not be tokenized");
+    ids.insert(ids.end(), enc->begin(), enc->end());
+    return absl::OkStatus();
+  };
+  auto append_marker = [&](int id, const char* literal) -> absl::Status {
+    if (id >= 0) {
+      ids.push_back(id);
+      return absl::OkStatus();
+    }
+    return append_text(literal);
+  };
+  std::string system;
+  bool any_text = false;
+  for (const ChatMessage& m : messages) {
+    if (!IsValidUtf8(m.content)) return Invalid("messages.content", "must be valid UTF-8");
+    if (!IsBlank(m.content)) any_text = true;
+    if (m.role == "system" || m.role == "developer") {
+      system += m.content;
+      system += "\n\n";
+      continue;
+    }
+    std::string role;
+    if (m.role == "user")
+      role = "user";
+    else if (m.role == "assistant")
+      role = "model";
+    else
+      return Invalid("messages.role", "must be system, user or assistant");
+    std::string body = role + "\n";
+    if (role == "user" && !system.empty()) {
+      body += system;
+      system.clear();
+    }
+    body += m.content;
+    if (auto s = append_marker(start, "<start_of_turn>"); !s.ok()) return s;
+    if (auto s = append_text(body); !s.ok()) return s;
+    if (auto s = append_marker(end, "<end_of_turn>"); !s.ok()) return s;
+    if (auto s = append_text("\n"); !s.ok()) return s;
+  }
+  if (!any_text) return Invalid("messages", "hold no text");
+  if (!system.empty()) {  // only a system message: render it as the user turn
+    if (auto s = append_marker(start, "<start_of_turn>"); !s.ok()) return s;
+    if (auto s = append_text("user\n" + system); !s.ok()) return s;
+    if (auto s = append_marker(end, "<end_of_turn>"); !s.ok()) return s;
+    if (auto s = append_text("\n"); !s.ok()) return s;
+  }
+  if (auto s = append_marker(start, "<start_of_turn>"); !s.ok()) return s;
+  if (auto s = append_text("model\n"); !s.ok()) return s;
+  return ids;
+}
+
+}  // namespace griffin::server

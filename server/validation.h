@@ -1,0 +1,83 @@
+// Validation of every client-controlled field before anything reaches the engine
+// (RELIABILITY.md VAL-1..9, TXT-1, TXT-7, LEN-1/2). Both front ends (gRPC and HTTP) fill a
+// GenerateInput with the raw values they parsed and get back either a ValidatedGenerate, which
+// the engine trusts, or INVALID_ARGUMENT whose message names the field and holds only fixed text
+// and numbers (never the client's bytes).
+#ifndef GRIFFIN_SERVER_VALIDATION_H_
+#define GRIFFIN_SERVER_VALIDATION_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/engine_core.h"
+#include "loader/tokenizer.h"
+
+namespace griffin::server {
+
+// Server policy. One value each, read by validation and by the engine's configuration (LEN-2).
+struct Limits {
+  int64_t max_prompt_tokens = 8192;
+  int64_t max_output_tokens = 4096;
+  int64_t default_max_tokens = 256;
+  int64_t max_n = 8;
+  int64_t max_top_logprobs = 20;
+  int64_t max_stop_strings = 16;
+  int64_t max_stop_string_bytes = 256;
+  int64_t max_stop_token_ids = 64;
+};
+
+// What the model accepts.
+struct ModelLimits {
+  int vocab_size = 0;  // token ids in [0, vocab_size); the tokenizer's vocabulary if smaller
+  int bos_id = 2;
+  int eos_id = 1;
+  int pad_id = 0;
+};
+
+// Raw request values as parsed (wide integer types so out-of-range values reach the checks).
+struct GenerateInput {
+  std::optional<std::string> text;                // UTF-8 prompt, BOS prepended
+  std::optional<std::vector<int64_t>> token_ids;  // prompt ids, used as given
+  bool text_is_chat = false;  // token_ids come from the chat template (server-built)
+  std::optional<double> temperature, top_p, min_p, repetition_penalty, presence_penalty,
+      frequency_penalty;
+  std::optional<int64_t> top_k, max_tokens, min_tokens, top_logprobs, n;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  std::vector<int64_t> stop_token_ids;
+  bool ignore_eos = false;
+};
+
+struct ValidatedGenerate {
+  engine::ValidatedRequest request;
+  std::vector<std::string> stop_strings;
+  int n = 1;
+  bool seeded = false;  // the client gave a seed (else the server drew one)
+};
+
+// INVALID_ARGUMENT naming the field. `tokenizer` may be null (then text prompts and stop strings
+// are INVALID_ARGUMENT: the model serves token ids only).
+absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& input, const Limits& limits,
+                                                   const ModelLimits& model,
+                                                   const loader::Tokenizer* tokenizer);
+
+// A client-chosen request id: 1..64 of [A-Za-z0-9._:-].
+bool IsValidRequestId(const std::string& id);
+
+// The Gemma chat template for -it models, as token ids:
+//   BOS <start_of_turn>user\n{msg}<end_of_turn>\n ... <start_of_turn>model\n
+// Roles: "user", "assistant" (rendered "model"), "system" (prepended to the first user turn).
+// INVALID_ARGUMENT naming the field for an unknown role, invalid UTF-8 or all-empty content.
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+absl::StatusOr<std::vector<int64_t>> ApplyGemmaChatTemplate(
+    const std::vector<ChatMessage>& messages, const loader::Tokenizer& tokenizer, int bos_id);
+
+}  // namespace griffin::server
+
+#endif  // GRIFFIN_SERVER_VALIDATION_H_

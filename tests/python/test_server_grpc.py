@@ -1,0 +1,312 @@
+"""griffin-server over gRPC with Python grpcio: Generate/Tokenize/Abort/GetModelInfo, health,
+validation (VAL-*, TXT-1, LEN-4), deadlines (CAN-3), NUM-1, NUM-2 and a burst of concurrent
+requests with random cancellations (CAN-1)."""
+
+import random
+import threading
+import time
+
+import grpc
+import pytest
+
+
+def gen_request(pb2, ids=None, text=None, max_tokens=8, temperature=0.0, seed=None, **kw):
+    req = pb2.GenerateRequest(**kw)
+    if text is not None:
+        req.text = text
+    else:
+        req.token_ids.ids.extend(ids or [2, 17, 33, 5])
+    req.sampling.temperature = temperature
+    if seed is not None:
+        req.sampling.seed = seed
+    req.stopping.max_tokens = max_tokens
+    req.stopping.ignore_eos = True
+    return req
+
+
+def collect(stub, req, timeout=60):
+    ids, text, complete = [], b"", None
+    for r in stub.Generate(req, timeout=timeout):
+        kind = r.WhichOneof("output")
+        if kind == "chunk":
+            ids.extend(r.chunk.token_ids)
+            text += r.chunk.text
+        elif kind == "complete":
+            complete = r.complete
+    return ids, text, complete
+
+
+def test_generate_streams_chunks_and_complete(stub, pb):
+    pb2, _ = pb
+    ids, text, complete = collect(stub, gen_request(pb2, max_tokens=12))
+    assert len(ids) == 12
+    assert complete.finish_reason == pb2.FINISH_REASON_LENGTH
+    assert complete.usage.completion_tokens == 12 and complete.usage.prompt_tokens == 4
+    assert complete.timings.queue_seconds >= 0 and complete.timings.decode_seconds >= 0
+    text.decode("utf-8")
+    ids2, _, c2 = collect(stub, gen_request(pb2, text=b"Once upon a time", max_tokens=5))
+    assert len(ids2) == 5 and c2.usage.prompt_tokens > 1
+
+
+def test_logprobs_and_stop_ids(stub, pb):  # NUM-5
+    pb2, _ = pb
+    req = gen_request(pb2, max_tokens=4, top_logprobs=3)
+    lps = []
+    for r in stub.Generate(req, timeout=60):
+        if r.WhichOneof("output") == "chunk":
+            lps.extend(r.chunk.logprobs)
+    assert len(lps) == 4
+    for p in lps:
+        assert p.chosen.logprob <= 0 and len(p.top) == 3
+        assert p.top[0].token_id == p.chosen.token_id
+    first = lps[0].chosen.token_id
+    req = gen_request(pb2, max_tokens=4)
+    req.stopping.stop_token_ids.append(first)
+    ids, _, c = collect(stub, req)
+    assert ids == [first] and c.finish_reason == pb2.FINISH_REASON_STOP and c.stop_token_id == first
+
+
+def test_tokenize_and_model_info(stub, pb):
+    pb2, _ = pb
+    r = stub.Tokenize(pb2.TokenizeRequest(text=b"hello world", add_bos=True), timeout=10)
+    assert r.token_ids[0] == 2 and len(r.token_ids) > 1
+    info = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+    assert info.config.vocab_size == 512 and info.num_slots == 8
+    assert info.state_bytes_per_sequence > 0 and info.backend == "cpu"
+    assert info.config.block_pattern.startswith("RRA")
+
+
+def test_health_service(server):  # OPS-2
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda r: setattr(r.sampling, "temperature", float("nan")), "temperature"),
+    (lambda r: setattr(r.sampling, "temperature", float("inf")), "temperature"),
+    (lambda r: setattr(r.sampling, "temperature", -1.0), "temperature"),
+    (lambda r: setattr(r.sampling, "top_p", 0.0), "top_p"),
+    (lambda r: setattr(r.sampling, "top_k", 0), "top_k"),
+    (lambda r: setattr(r.sampling, "repetition_penalty", 0.0), "repetition_penalty"),
+    (lambda r: setattr(r.sampling, "presence_penalty", 2.01), "presence_penalty"),
+    (lambda r: setattr(r.stopping, "max_tokens", 0), "max_tokens"),
+    (lambda r: setattr(r.stopping, "max_tokens", 2**62), "max_tokens"),
+    (lambda r: setattr(r, "top_logprobs", 21), "top_logprobs"),
+    (lambda r: r.stopping.stop_token_ids.append(512), "stop_token_ids"),
+    (lambda r: r.stopping.stop_token_ids.append(-1), "stop_token_ids"),
+    (lambda r: r.token_ids.ids.append(2**32 - 1), "prompt"),
+    (lambda r: r.token_ids.ids.append(512), "prompt"),
+    (lambda r: r.token_ids.ids.extend([7] * 64), "prompt"),
+    (lambda r: setattr(r, "text", b"ab\xff"), "prompt"),           # TXT-1: bytes field
+    (lambda r: setattr(r, "text", b"   "), "prompt"),              # VAL-1
+    (lambda r: r.ClearField("token_ids"), "input"),                # VAL-8: empty oneof
+    (lambda r: r.stopping.stop.append(b"\xc3"), "stop"),
+    (lambda r: setattr(r, "request_id", "../x"), "request_id"),
+])
+def test_invalid_arguments(server, stub, pb, edit, field):
+    pb2, _ = pb
+    req = gen_request(pb2, max_tokens=4)
+    edit(req)
+    with pytest.raises(grpc.RpcError) as e:
+        collect(stub, req)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith(field), e.value.details()
+    assert "\\x" not in e.value.details()
+
+
+def test_unknown_method_and_message_too_large(server, stub, pb):  # VAL-8, LEN-4
+    pb2, _ = pb
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        call = ch.unary_unary("/griffin.v1.Generation/NoSuchMethod")
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    big = pb2.GenerateRequest(text=b"a" * (5 << 20))
+    with pytest.raises(grpc.RpcError) as e:
+        collect(stub, big)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    server.assert_healthy()
+
+
+def test_deadline(server, stub, pb):  # CAN-3
+    pb2, _ = pb
+    with pytest.raises(grpc.RpcError) as e:
+        collect(stub, gen_request(pb2, max_tokens=100000), timeout=0.3)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    server.wait_idle()
+    server.assert_healthy()
+
+
+def test_abort_rpc(server, stub, pb):
+    pb2, _ = pb
+    req = gen_request(pb2, max_tokens=100000, request_id="abort-me-1")
+    stream = stub.Generate(req, timeout=60)
+    first = next(stream)
+    assert first.WhichOneof("output") == "chunk"
+    assert stub.Abort(pb2.AbortRequest(request_id="abort-me-1"), timeout=10).found
+    complete = None
+    for r in stream:
+        if r.WhichOneof("output") == "complete":
+            complete = r.complete
+    assert complete.finish_reason == pb2.FINISH_REASON_ABORT
+    assert not stub.Abort(pb2.AbortRequest(request_id="abort-me-1"), timeout=10).found
+    server.wait_idle()
+    # The id is reusable once finished.
+    ids, _, _ = collect(stub, gen_request(pb2, max_tokens=3, request_id="abort-me-1"))
+    assert len(ids) == 3
+
+
+def test_greedy_alone_equals_busy_batch(server, stub, pb):  # NUM-1
+    pb2, _ = pb
+    prompt = [2, 17, 33, 5, 90, 41, 7, 7, 12, 200, 3, 64, 99, 100, 101, 102, 103, 104, 105, 106]
+    alone, _, _ = collect(stub, gen_request(pb2, ids=prompt, max_tokens=32))
+    server.wait_idle()
+    results, errors = {}, []
+
+    def noise(i):
+        try:
+            collect(stub, gen_request(pb2, ids=[2, 50 + i, 7], max_tokens=64, temperature=1.0, seed=i))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=noise, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    busy, _, _ = collect(stub, gen_request(pb2, ids=prompt, max_tokens=32))
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert busy == alone
+
+
+def test_same_seed_same_output(stub, pb):  # NUM-2
+    pb2, _ = pb
+    a, _, _ = collect(stub, gen_request(pb2, max_tokens=24, temperature=1.0, seed=1234))
+    b, _, _ = collect(stub, gen_request(pb2, max_tokens=24, temperature=1.0, seed=1234))
+    c, _, _ = collect(stub, gen_request(pb2, max_tokens=24, temperature=1.0, seed=1235))
+    assert a == b
+    assert a != c
+
+
+def test_burst_with_random_cancellations(server, stub, pb):  # CAN-1, OPS-3
+    pb2, _ = pb
+    rng = random.Random(5)
+    n = 100
+    cancel = set(rng.sample(range(n), 10))
+    results = [None] * n
+    lock = threading.Lock()
+
+    def run(i):
+        max_tokens = 20 + (i % 7) * 10
+        req = gen_request(pb2, ids=[2, 5 + i % 300, 9], max_tokens=max_tokens,
+                          temperature=1.0, seed=i, request_id=f"burst-{i}")
+        call = stub.Generate(req, timeout=120)
+        got = 0
+        try:
+            if i in cancel:
+                # Cancel at a random point: before the first chunk (queued) or mid-stream.
+                stop_after = rng.randint(0, 3)
+                if stop_after == 0:
+                    call.cancel()
+                for r in call:
+                    if r.WhichOneof("output") == "chunk":
+                        got += len(r.chunk.token_ids)
+                        if got >= stop_after:
+                            call.cancel()
+                with lock:
+                    results[i] = ("finished", got, max_tokens)
+            else:
+                for r in call:
+                    if r.WhichOneof("output") == "chunk":
+                        got += len(r.chunk.token_ids)
+                with lock:
+                    results[i] = ("ok", got, max_tokens)
+        except grpc.RpcError as e:
+            with lock:
+                results[i] = (e.code(), got, max_tokens)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, (status, got, max_tokens) in enumerate(results):
+        if i in cancel:
+            assert status in (grpc.StatusCode.CANCELLED, "finished"), (i, status)
+        else:
+            assert status == "ok", (i, status)
+            assert got == max_tokens, (i, got, max_tokens)
+    server.wait_idle()
+    # Request ids are reusable.
+    ids, _, _ = collect(stub, gen_request(pb2, max_tokens=2, request_id="burst-0"))
+    assert len(ids) == 2
+    # CAN-4: every per-call object created was destroyed (bounded wait: OnDone runs after the
+    # client saw the status).
+    deadline = time.time() + 20
+    while True:
+        created = server.gauge("griffin:grpc_generate_calls_created")
+        destroyed = server.gauge("griffin:grpc_generate_calls_destroyed")
+        if created == destroyed or time.time() > deadline:
+            break
+        time.sleep(0.02)
+    assert created == destroyed and created >= n
+
+
+def test_server_reflection(server):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        db = ProtoReflectionDescriptorDatabase(ch)
+        services = set(db.get_services())
+        assert "griffin.v1.Generation" in services
+        assert "grpc.health.v1.Health" in services
+        desc = db.FindFileContainingSymbol("griffin.v1.Generation")
+        assert desc.package == "griffin.v1"
+
+
+def test_tiny_temperatures_and_top_p(server, stub, pb):  # VAL-3
+    pb2, _ = pb
+    greedy, _, _ = collect(stub, gen_request(pb2, max_tokens=16))
+    for t in (1e-8, 1e-6):
+        ids, _, _ = collect(stub, gen_request(pb2, max_tokens=16, temperature=t, seed=9))
+        assert ids == greedy, t
+    for t in (1e-4, 1e-3):
+        ids, _, c = collect(stub, gen_request(pb2, max_tokens=16, temperature=t, seed=9))
+        assert len(ids) == 16 and c.finish_reason == pb2.FINISH_REASON_LENGTH
+    for p in (1e-8, 1e-4):
+        req = gen_request(pb2, max_tokens=16, temperature=1.0, seed=9)
+        req.sampling.top_p = p
+        ids, _, _ = collect(stub, req)
+        assert ids == greedy, p
+
+
+def test_extreme_neighbour_leaves_others_unchanged(server, stub, pb):  # NUM-3
+    pb2, _ = pb
+    normal = gen_request(pb2, ids=[2, 60, 61, 62], max_tokens=24)
+    alone, _, _ = collect(stub, normal)
+    extreme = gen_request(pb2, ids=[2, 511, 510, 0], max_tokens=200, temperature=1.0, seed=3)
+    extreme.sampling.repetition_penalty = 1e6
+    extreme.sampling.presence_penalty = -2.0
+    extreme.sampling.frequency_penalty = 2.0
+    extreme.sampling.top_k = 1
+    extreme.stopping.stop_token_ids.append(511)
+    extreme.stopping.min_tokens = 200
+    errors = []
+
+    def run_extreme():
+        try:
+            collect(stub, extreme)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run_extreme) for _ in range(4)]
+    for t in threads:
+        t.start()
+    busy, _, _ = collect(stub, normal)
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert busy == alone
+    server.wait_idle()

@@ -1,0 +1,340 @@
+"""griffin-server over HTTP: the official openai client, raw requests and curl (SSE), validation
+(VAL-*, TXT-*, LEN-1), stop strings (TXT-5), streaming vs unary (TXT-4), logprobs (NUM-5),
+metrics (OPS-3) and R-SHARED-1 after each negative test."""
+
+import json
+import math
+import subprocess
+
+import openai
+import pytest
+import requests
+
+
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def post(server, path, body, **kw):
+    return requests.post(server.url + path, json=body, timeout=60, **kw)
+
+
+def sse_events(response):
+    """Parses an SSE body; every data line must be valid UTF-8 on its own (TXT-2)."""
+    events = []
+    for raw in response.iter_lines():
+        if not raw:
+            continue
+        line = raw.decode("utf-8")  # strict: raises on invalid UTF-8
+        assert line.startswith("data: "), line
+        events.append(line[len("data: "):])
+    return events
+
+
+# ---- OpenAI client: completions and chat, streaming and not
+
+def test_openai_completions(server):
+    c = client(server)
+    r = c.completions.create(model=server.model, prompt="Once upon a time", max_tokens=16,
+                             temperature=0, extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length"
+    assert isinstance(r.choices[0].text, str)
+    assert r.usage.completion_tokens == 16
+    assert r.usage.prompt_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 16
+
+
+def test_openai_completions_stream_equals_unary(server):  # TXT-4
+    c = client(server)
+    kw = dict(model=server.model, prompt="The licence", max_tokens=40, temperature=0.9, seed=11)
+    unary = c.completions.create(**kw)
+    chunks = list(c.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+    finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert text == unary.choices[0].text
+    assert finish == [unary.choices[0].finish_reason]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == unary.usage.completion_tokens
+
+
+def test_openai_chat(server):
+    c = client(server)
+    r = c.chat.completions.create(model=server.model, max_tokens=12, temperature=0,
+                                  messages=[{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Hi there"}])
+    assert r.choices[0].message.role == "assistant"
+    assert isinstance(r.choices[0].message.content, str)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert 1 <= r.usage.completion_tokens <= 12
+
+
+def test_openai_chat_stream(server):
+    c = client(server)
+    kw = dict(model=server.model, max_tokens=20, temperature=0,
+              messages=[{"role": "user", "content": "Tell me a story"}])
+    unary = c.chat.completions.create(**kw)
+    stream = c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == unary.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == unary.usage.completion_tokens
+
+
+def test_models_tokenize_detokenize(server):
+    models = requests.get(server.url + "/v1/models", timeout=5).json()
+    assert models["object"] == "list" and models["data"][0]["id"] == server.model
+    tok = post(server, "/tokenize", {"prompt": "hello world"}).json()
+    assert tok["tokens"][0] == 2 and tok["count"] == len(tok["tokens"])
+    detok = post(server, "/detokenize", {"tokens": tok["tokens"][1:]}).json()
+    assert detok["prompt"] == "hello world"
+    for bad in ([-1], [512], [2**31 - 1], [2**32 - 1], ["x"]):  # VAL-5
+        r = post(server, "/detokenize", {"tokens": bad})
+        assert r.status_code == 400, bad
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200
+
+
+def test_n_choices_and_limit(server):  # VAL-4 for n
+    r = post(server, "/v1/completions", {"prompt": "abc", "n": 8, "max_tokens": 5, "seed": 3,
+                                         "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert sorted(c["index"] for c in choices) == list(range(8))
+    assert r.json()["usage"]["completion_tokens"] == 40
+    r = post(server, "/v1/completions", {"prompt": "abc", "n": 9, "max_tokens": 5})
+    assert r.status_code == 400 and "n " in r.json()["error"]["message"]
+    server.assert_healthy()
+
+
+def test_logprobs(server):  # NUM-5
+    r = post(server, "/v1/completions", {"prompt": "abc", "max_tokens": 6, "logprobs": 3,
+                                         "temperature": 0, "ignore_eos": True}).json()
+    lp = r["choices"][0]["logprobs"]
+    assert len(lp["token_logprobs"]) == 6
+    for value, top in zip(lp["token_logprobs"], lp["top_logprobs"]):
+        assert value <= 0
+        assert 1 <= len(top) <= 3   # distinct token strings; byte pieces may share "\ufffd"
+        assert all(v <= 0 for v in top.values())
+    chat = post(server, "/v1/chat/completions",
+                {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4, "logprobs": True,
+                 "top_logprobs": 5, "temperature": 0}).json()
+    for entry in chat["choices"][0]["logprobs"]["content"]:
+        assert entry["logprob"] <= 0 and 0 <= math.exp(entry["logprob"]) <= 1
+        assert len(entry["top_logprobs"]) == 5
+        assert entry["top_logprobs"][0]["logprob"] >= entry["logprob"]   # greedy: the top one
+    r = post(server, "/v1/completions", {"prompt": "abc", "logprobs": 21})
+    assert r.status_code == 400
+
+
+def test_curl_sse(server):
+    out = subprocess.run(
+        ["curl", "-sN", "--max-time", "60", server.url + "/v1/completions", "-H",
+         "Content-Type: application/json", "-d",
+         json.dumps({"model": server.model, "prompt": "Once", "max_tokens": 10, "stream": True,
+                     "stream_options": {"include_usage": True}, "ignore_eos": True})],
+        capture_output=True, check=True, timeout=90)
+    lines = [l for l in out.stdout.decode("utf-8").split("\n\n") if l.strip()]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(l[len("data: "):]) for l in lines[:-1]]
+    assert events[-1]["usage"]["completion_tokens"] == 10
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+
+
+# ---- Validation: every bad field is a 400 naming it, and the server stays healthy (R-SHARED-1)
+
+BAD_FIELDS = [
+    ("temperature", -0.5), ("temperature", "hot"), ("top_p", 0), ("top_p", 1.5),
+    ("top_k", 0), ("top_k", -2), ("min_p", 1.5), ("min_p", -0.1),
+    ("repetition_penalty", 0), ("presence_penalty", 2.5), ("frequency_penalty", -3),
+    ("max_tokens", 0), ("max_tokens", -1), ("max_tokens", 2**63 - 1), ("max_tokens", 2**64 - 1),
+    ("max_tokens", 100001), ("n", 0), ("min_tokens", -1), ("stop", ["x"] * 17),
+    ("stop", [""]), ("stop", ["a" * 257]), ("stop", 5), ("stop_token_ids", [-1]),
+    ("stop_token_ids", [512]), ("stop_token_ids", [2**32 - 1]), ("logit_bias", {"5": 10}),
+    ("best_of", 3), ("echo", True), ("model", "../../etc/passwd"), ("model", ""),
+    ("model", "/abs/path"), ("response_format", {"type": "json_schema"}), ("seed", "x"),
+    ("stream", "yes"),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_FIELDS)
+def test_bad_field_is_400_naming_it(server, field, value):  # VAL-2, VAL-4, VAL-5, VAL-6, VAL-7, VAL-9
+    body = {"model": server.model, "prompt": "hello", "max_tokens": 4, field: value}
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == 400, (field, value, r.text)
+    message = r.json()["error"]["message"]
+    assert message.startswith(field), message
+    assert "passwd" not in message   # TXT-7: no user bytes echoed
+
+
+def test_non_finite_numbers_are_400(server):  # VAL-2: NaN / inf in JSON (Python's json writes them)
+    for token in ("NaN", "Infinity", "-Infinity", "1e999"):
+        raw = '{"prompt": "hi", "temperature": %s}' % token
+        r = requests.post(server.url + "/v1/completions", data=raw, timeout=30,
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (token, r.text)
+    server.assert_healthy()
+
+
+def test_bad_prompts(server):  # VAL-1, VAL-5, TXT-1, LEN-1
+    cases = [{"prompt": ""}, {"prompt": "   \n\t "}, {"prompt": []}, {"prompt": [2, 1, 0]},
+             {"prompt": [2, -1]}, {"prompt": [2, 512]}, {"prompt": [2, 513]},
+             {"prompt": [2**31 - 1]}, {"prompt": [2**32 - 1]}, {"prompt": 17}, {},
+             {"prompt": [7] * 65}]
+    for body in cases:
+        r = post(server, "/v1/completions", {**body, "max_tokens": 2})
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["message"].startswith("prompt"), r.text
+    for n in (63, 64):  # at and below the limit
+        r = post(server, "/v1/completions", {"prompt": [7] * n, "max_tokens": 2})
+        assert r.status_code == 200, r.text
+    # Invalid UTF-8 in the body: a clean 400 (TXT-1).
+    r = requests.post(server.url + "/v1/completions", data=b'{"prompt": "ab\xff\xfe"}', timeout=30,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    r = requests.post(server.url + "/v1/completions", data=b"{not json", timeout=30)
+    assert r.status_code == 400
+    # Chat: unknown role, no text.
+    for msgs in ([{"role": "robot", "content": "x"}], [{"role": "user", "content": "  "}], []):
+        r = post(server, "/v1/chat/completions", {"messages": msgs})
+        assert r.status_code == 400, msgs
+    assert requests.get(server.url + "/nope", timeout=5).status_code == 404
+    server.assert_healthy()
+
+
+def test_special_characters_round_trip(server):  # TXT-3
+    text = "a\x00b \U0001F600 c\r\nd\te"
+    r = post(server, "/v1/completions", {"prompt": text, "max_tokens": 3, "stop": ["\U0001F600", "\x00"]})
+    assert r.status_code == 200, r.text
+    tok = post(server, "/tokenize", {"prompt": text, "add_special_tokens": False}).json()["tokens"]
+    assert post(server, "/detokenize", {"tokens": tok}).json()["prompt"] == text
+
+
+# ---- Stop strings (TXT-5)
+
+def greedy_with_tokens(server, prompt, n=60):
+    r = post(server, "/v1/completions", {"prompt": prompt, "max_tokens": n, "temperature": 0,
+                                         "logprobs": 0, "ignore_eos": True}).json()
+    return r["choices"][0]["text"], r["choices"][0]["logprobs"]["tokens"]
+
+
+def test_stop_string_spanning_tokens(server):
+    found = None
+    for prompt in ("Once upon a time", "The licence", "hello world", "abc", "zebra"):
+        text, tokens = greedy_with_tokens(server, prompt)
+        for k in range(len(tokens) - 1):
+            a, b = tokens[k], tokens[k + 1]
+            if a and b and a.isascii() and b.isascii() and a[-1].isalnum() and b[0].isalnum():
+                found = (prompt, text, a[-1] + b[0])
+                break
+        if found:
+            break
+    assert found, "no ASCII token boundary in the greedy outputs"
+    prompt, text, stop = found
+    expected = text[:text.index(stop)]
+    body = {"prompt": prompt, "max_tokens": 60, "temperature": 0, "ignore_eos": True, "stop": [stop]}
+    r = post(server, "/v1/completions", body).json()
+    assert r["choices"][0]["text"] == expected
+    assert r["choices"][0]["finish_reason"] == "stop"
+    streamed = requests.post(server.url + "/v1/completions", json={**body, "stream": True},
+                             stream=True, timeout=60)
+    events = sse_events(streamed)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == expected
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    # A stop string that is a prefix of the output: nothing is emitted.
+    if len(text) >= 2:
+        r = post(server, "/v1/completions", {**body, "stop": [text[:2]]}).json()
+        assert r["choices"][0]["text"] == "" and r["choices"][0]["finish_reason"] == "stop"
+    server.wait_idle()
+
+
+def test_streamed_chunks_are_valid_utf8_and_match_unary(server):  # TXT-2, TXT-4, FUZ-3 (small)
+    for seed in range(8):
+        body = {"prompt": [2, 10 + seed, 300 + seed], "max_tokens": 48, "temperature": 1.0,
+                "seed": seed, "ignore_eos": True}
+        unary = post(server, "/v1/completions", body).json()["choices"][0]
+        r = requests.post(server.url + "/v1/completions", json={**body, "stream": True},
+                          stream=True, timeout=60)
+        events = sse_events(r)
+        text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+        assert text == unary["text"]
+        text.encode("utf-8")
+
+
+# ---- Metrics (OPS-3)
+
+def test_metrics_names_and_idle(server):
+    server.wait_idle()
+    m = server.metrics()
+    names = {k.split("{")[0] for k in m}
+    for name in ["griffin:time_to_first_token_seconds_bucket", "griffin:inter_token_latency_seconds_bucket",
+                 "griffin:e2e_request_latency_seconds_bucket", "griffin:request_queue_time_seconds_bucket",
+                 "griffin:num_requests_running", "griffin:num_requests_waiting",
+                 "griffin:prompt_tokens_total", "griffin:generation_tokens_total",
+                 "griffin:request_success_total", "griffin:request_rejected_total",
+                 "griffin:state_slots_used", "griffin:state_slots_total",
+                 "griffin:state_bytes_per_sequence"]:
+        assert name in names, name
+    assert server.gauge("griffin:state_slots_total") == 8
+    assert server.gauge("griffin:state_bytes_per_sequence") > 0
+    assert any(k.startswith("griffin:request_success_total") and 'finished_reason="length"' in k
+               and v > 0 for k, v in m.items())
+    assert any(k.startswith("griffin:request_rejected_total") and 'reason="invalid"' in k
+               for k in m)
+
+
+def test_body_too_large_is_413(server):  # LEN-4 over HTTP
+    r = requests.post(server.url + "/v1/completions", data=b"x" * (5 << 20), timeout=60,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    server.assert_healthy()
+
+
+def test_streaming_n_choices(server):
+    r = requests.post(server.url + "/v1/chat/completions", stream=True, timeout=60,
+                      json={"messages": [{"role": "user", "content": "Hi"}], "n": 3, "max_tokens": 6,
+                            "seed": 1, "stream": True, "ignore_eos": True,
+                            "stream_options": {"include_usage": True}})
+    events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    finished = {c["choices"][0]["index"]: c["choices"][0]["finish_reason"]
+                for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]}
+    assert finished == {0: "length", 1: "length", 2: "length"}
+    assert chunks[-1]["usage"]["completion_tokens"] == 18
+
+
+def test_wrongly_typed_nested_fields_are_400(server):  # R-SHARED-1 on odd shapes
+    bodies = [
+        {"prompt": "hi", "response_format": {"type": 5}},
+        {"messages": [{"role": "user", "content": [{"type": 5, "text": "x"}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        {"messages": [{"role": 5, "content": "x"}]},
+        {"messages": "x"},
+        {"messages": [5]},
+        {"prompt": [[1, 2], [3]]},
+        {"prompt": [2, "x"]},
+        {"prompt": "hi", "stream_options": 5},
+        {"prompt": "hi", "stop": [5]},
+    ]
+    for body in bodies:
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        r = post(server, path, body)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+    server.assert_healthy()
+
+
+def test_prompt_lengths_around_the_limit(server):  # LEN-1, LEN-2: one limit, checked before enqueue
+    import random
+    rng = random.Random(7)
+    for _ in range(40):
+        n = rng.randint(60, 68)
+        ids = [2] + [rng.randint(3, 511) for _ in range(n - 1)]
+        r = post(server, "/v1/completions", {"prompt": ids, "max_tokens": 2, "ignore_eos": True})
+        if n <= 64:
+            assert r.status_code == 200, (n, r.text)
+            assert r.json()["usage"]["prompt_tokens"] == n
+        else:
+            assert r.status_code == 400 and "64" in r.json()["error"]["message"], (n, r.text)
+    server.assert_healthy()
