@@ -3,6 +3,9 @@
 #include "base/status_macros.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
+#if defined(GRIFFIN_HAVE_CUDA)
+#include "engine/cuda_backend.h"
+#endif
 
 namespace griffin::engine {
 
@@ -17,9 +20,19 @@ std::string_view BackendKindName(BackendKind kind) {
   return kind == BackendKind::kCuda ? "cuda" : "cpu";
 }
 
-bool CudaBackendAvailable() { return false; }
+bool CudaBackendAvailable() {
+#if defined(GRIFFIN_HAVE_CUDA)
+  return CudaDeviceAvailable();
+#else
+  return false;
+#endif
+}
 
 int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config) {
+#if defined(GRIFFIN_HAVE_CUDA)
+  // The CUDA pool's per-slot bytes: the state rounded up to 256 (no other per-slot overhead).
+  if (kind == BackendKind::kCuda) return CudaStateBytesPerSlot(config);
+#endif
   return ComputeStateSize(config, kind == BackendKind::kCuda ? 2 : 4).total();
 }
 
@@ -32,8 +45,18 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
                        CpuBackend::Create(checkpoint, options.num_slots));
       return std::unique_ptr<Backend>(std::move(backend));
     }
-    case BackendKind::kCuda:
+    case BackendKind::kCuda: {
+#if defined(GRIFFIN_HAVE_CUDA)
+      if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
+      CudaBackendOptions cuda_options;
+      cuda_options.num_slots = options.num_slots;
+      ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
+                       CudaBackend::Create(checkpoint, cuda_options));
+      return std::unique_ptr<Backend>(std::move(backend));
+#else
       return absl::FailedPreconditionError("this build has no CUDA backend");
+#endif
+    }
   }
   return absl::InvalidArgumentError("unknown backend kind");
 }

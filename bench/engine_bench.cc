@@ -1,0 +1,222 @@
+// engine_bench: the CUDA backend on recurrentgemma-2b and -9b shapes with random bf16 weights
+// generated on the GPU (no checkpoint, no download). Prints every figure beside its floor
+// (shared/PERF.md): decode step time at batch 1, 8, 64, 256, 1024 and positions 128 and 4096;
+// prefill tokens/s for 1 x 2048 and 16 x 2048; time to first token for a 2048-token prompt; device
+// bytes per live sequence and how many fit in 100 GiB.
+//
+//   engine_bench [--model=2b|9b|all] [--quick] [--reps=N]
+//
+// Timing: each figure is the median over N repetitions after 3 warm-ups, host wall-clock around
+// Backend calls that end in a stream synchronisation (so it includes the host-side step
+// preparation and the copy of the sampled tokens back, as a server would see it). Decode steps
+// sample greedily on the GPU (StepSample), so no logits cross PCIe.
+// Floors: bytes over 4.3 TB/s (measured device-to-device copy, PERF.md), FLOPs over 790 TFLOP/s
+// (measured cuBLAS bf16), the larger of the two.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/cuda_backend.h"
+#include "engine/griffin_model.h"
+
+namespace griffin {
+namespace {
+
+using engine::CudaBackend;
+using engine::StepEntry;
+using loader::BlockType;
+
+constexpr double kBandwidth = 4.3e12;  // bytes/s, PERF.md
+constexpr double kFlops = 790e12;      // bf16 FLOP/s, PERF.md
+
+loader::ModelConfig Preset(const std::string& name) {
+  loader::ModelConfig c;  // defaults are recurrentgemma-2b
+  if (name == "9b") {
+    c.hidden_size = 4096;
+    c.mlp_width = 12288;
+    c.num_layers = 38;
+    c.num_heads = 16;
+    c.lru_width = 4096;
+  }
+  c.block_types.clear();
+  for (int l = 0; l < c.num_layers; ++l) {
+    c.block_types.push_back(l % 3 == 2 ? BlockType::kAttention : BlockType::kRecurrent);
+  }
+  return c;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Model {
+  loader::ModelConfig c;
+  double weight_bytes;  // read once per step (tied head counted once)
+  double params;        // distinct parameters
+  double embed_params;
+};
+
+// FLOPs of one token through the body (no head), attending to `keys` keys.
+double BodyFlops(const Model& m, double keys) {
+  const auto& c = m.c;
+  const double attn = 4.0 * c.num_heads * c.head_dim * keys * c.num_attention_layers();
+  return 2.0 * (m.params - m.embed_params) + attn;
+}
+double HeadFlops(const Model& m) { return 2.0 * m.c.vocab_size * m.c.hidden_size; }
+double KvReadBytes(const Model& m, int64_t pos) {
+  const auto& c = m.c;
+  const double keys = std::min<int64_t>(pos, c.attention_window) + 1;
+  return c.num_attention_layers() * 2.0 * keys * c.num_kv_heads * c.head_dim * 2;
+}
+
+int Run(const std::string& name, bool quick, int reps) {
+  Model m;
+  m.c = Preset(name);
+  m.params = double(engine::GriffinParameterCount(m.c));
+  m.embed_params = double(m.c.vocab_size) * m.c.hidden_size;
+  const std::vector<int> batches = quick ? std::vector<int>{1, 64, 256} : std::vector<int>{1, 8, 64, 256, 1024};
+  const int max_batch = batches.back();
+  engine::CudaBackendOptions opt;
+  opt.num_slots = std::max(max_batch, 16);
+  opt.max_decode_batch = max_batch;
+  opt.max_tokens_per_step = 16 * 2048;
+  const auto t_create = std::chrono::steady_clock::now();
+  auto backend_or = CudaBackend::CreateRandom(m.c, opt, 42);
+  if (!backend_or.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name.c_str(), backend_or.status().ToString().c_str());
+    return 1;
+  }
+  auto& backend = *backend_or;
+  const double create_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_create).count();
+  m.weight_bytes = double(backend->weight_bytes());
+  const int64_t state = backend->state_bytes_per_sequence();
+  const int64_t exact = engine::ComputeStateSize(m.c, 2).total();
+  std::printf("\n## recurrentgemma-%s shapes (%.3f B params, %.2f GB bf16 weights on device)\n\n",
+              name.c_str(), m.params / 1e9, m.weight_bytes / 1e9);
+  std::printf("start-up (random weights, %d slots, graphs for decode buckets up to %d): %.1f s\n\n",
+              opt.num_slots, max_batch, create_s);
+  std::printf("| figure | measured | floor | measured / floor |\n| --- | --- | --- | --- |\n");
+
+  std::vector<int32_t> tokens(size_t(16) * 2048);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % m.c.vocab_size);
+  auto time_it = [&](auto&& fn, int n) {
+    for (int i = 0; i < 3; ++i) fn();
+    std::vector<double> t;
+    for (int i = 0; i < n; ++i) {
+      const auto a = std::chrono::steady_clock::now();
+      fn();
+      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+    }
+    return Median(t);
+  };
+  int failures = 0;
+
+  // Decode.
+  for (int64_t pos : {int64_t{128}, int64_t{4096}}) {
+    for (int B : batches) {
+      for (int s = 0; s < B; ++s) (void)backend->SetNextPositionForBenchmark(s, pos);
+      std::vector<int32_t> tok(B, 5);
+      std::vector<engine::GpuSampleRequest> req(B);
+      for (auto& r : req) r.params.temperature = 0.0f;
+      std::vector<StepEntry> entries(B);
+      absl::Status status;
+      auto step = [&]() {
+        for (int s = 0; s < B; ++s) {
+          entries[s] = StepEntry{.slot = s, .position = backend->NextPosition(s),
+                                 .tokens = absl::MakeConstSpan(&tok[s], 1)};
+          if (tok[s] < 0) tok[s] = 5;
+        }
+        status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+      };
+      const double t = time_it(step, B >= 256 ? std::max(5, reps / 2) : reps);
+      if (!status.ok()) {
+        std::printf("| decode B=%d pos=%lld | error: %s | | |\n", B, (long long)pos,
+                    std::string(status.message()).c_str());
+        ++failures;
+        continue;
+      }
+      const double bytes = m.weight_bytes + B * (KvReadBytes(m, pos) + 2.0 * double(state - engine::ComputeStateSize(m.c, 2).kv_bytes));
+      const double flops = B * (BodyFlops(m, std::min<int64_t>(pos, m.c.attention_window) + 1) + HeadFlops(m));
+      const double floor = std::max(bytes / kBandwidth, flops / kFlops);
+      std::printf("| decode step, batch %d, position %lld | %.3f ms (%.0f tok/s) | %.3f ms (%.0f tok/s) | %.2f |\n",
+                  B, (long long)pos, t * 1e3, B / t, floor * 1e3, B / floor, t / floor);
+      std::fflush(stdout);
+    }
+  }
+
+  // Prefill and time to first token.
+  for (int S : {1, 16}) {
+    const int T = 2048;
+    std::vector<StepEntry> entries(S);
+    std::vector<engine::GpuSampleRequest> req(S);
+    for (auto& r : req) r.params.temperature = 0.0f;
+    std::vector<int32_t> tok(S);
+    absl::Status status;
+    auto step = [&]() {
+      for (int s = 0; s < S; ++s) {
+        entries[s] = StepEntry{.slot = s, .position = 0,
+                               .tokens = absl::MakeConstSpan(tokens).subspan(size_t(s) * T, T)};
+      }
+      status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+    };
+    const double t = time_it(step, S == 1 ? reps : std::max(3, reps / 4));
+    if (!status.ok()) {
+      std::printf("| prefill %dx%d | error: %s | | |\n", S, T, std::string(status.message()).c_str());
+      ++failures;
+      continue;
+    }
+    const double avg_keys = 0.5 * (T + 1);
+    const double flops = double(S) * T * BodyFlops(m, avg_keys) + S * HeadFlops(m);
+    const double floor = std::max(flops / kFlops, m.weight_bytes / kBandwidth);
+    std::printf("| prefill %d x %d | %.1f ms (%.0f tok/s) | %.1f ms (%.0f tok/s) | %.2f |\n", S, T,
+                t * 1e3, S * T / t, floor * 1e3, S * T / floor, t / floor);
+    if (S == 1) {
+      std::printf("| time to first token, 1 x 2048 prompt | %.1f ms | %.1f ms | %.2f |\n", t * 1e3,
+                  floor * 1e3, t / floor);
+    }
+    std::fflush(stdout);
+  }
+
+  // Memory.
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  std::printf("| device bytes per live sequence | %lld B (%.2f MiB) | %lld B state | %.4f |\n",
+              (long long)state, state / 1048576.0, (long long)exact, double(state) / exact);
+  std::printf("| sequences in 100 GiB of state memory | %lld | %lld | %.4f |\n",
+              (long long)(100 * gib / state), (long long)(100 * gib / exact),
+              double(int64_t(100 * gib / state)) / double(int64_t(100 * gib / exact)));
+  std::printf("\nfixed device bytes (workspaces, logits buffer, scratch slot, cuBLASLt workspace): %.2f GB; weights %.2f GB\n",
+              backend->fixed_device_bytes() / 1e9, m.weight_bytes / 1e9);
+  return failures;
+}
+
+}  // namespace
+}  // namespace griffin
+
+int main(int argc, char** argv) {
+  std::string model = "2b";
+  bool quick = false;
+  int reps = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--model=", 0) == 0) model = a.substr(8);
+    else if (a == "--quick") quick = true;
+    else if (a.rfind("--reps=", 0) == 0) reps = std::max(3, std::atoi(a.c_str() + 7));
+    else {
+      std::fprintf(stderr, "usage: engine_bench [--model=2b|9b|all] [--quick] [--reps=N]\n");
+      return 2;
+    }
+  }
+  if (!griffin::engine::CudaDeviceAvailable()) {
+    std::printf("no CUDA device: engine_bench skipped\n");
+    return 0;
+  }
+  int failures = 0;
+  if (model == "2b" || model == "all") failures += griffin::Run("2b", quick, reps);
+  if (model == "9b" || model == "all") failures += griffin::Run("9b", quick, reps);
+  return failures == 0 ? 0 : 1;
+}

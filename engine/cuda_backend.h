@@ -1,0 +1,106 @@
+// The CUDA backend: the engine's Backend on one NVIDIA GPU (Hopper build: sm_90a + compute_90 PTX).
+//
+// Numerics (SPEC.md §8.4): weight matrices in bf16 (fp16/fp32 checkpoints converted at load; norm
+// scales, biases, conv taps and a_param kept in float32, 0.1% of the bytes), GEMMs through cuBLASLt
+// with float32 accumulation, a float32 residual stream, bf16 GEMM inputs, float32 RG-LRU state,
+// float32 softmax, float32 logits. Conv tail and KV ring in bf16 (the reference's activation dtype).
+//
+// Memory: every slot's state lives in one device pool allocated at creation:
+// state_bytes_per_sequence() = ComputeStateSize(config, 2).total() rounded up to 256 bytes (for the
+// 2B and 9B shapes the rounding adds nothing), plus one scratch slot that pads decode batches to
+// their graph bucket. Weights, activation workspace (sized by max_tokens_per_step), logits buffer
+// (max_decode_batch rows) and the cuBLASLt workspace are fixed costs reported by
+// fixed_device_bytes(). No device allocation happens on the request path.
+//
+// Execution: Step() validates everything first (INVALID_ARGUMENT leaves every slot unchanged),
+// resets slots whose entry starts at position 0, then runs the step as one or more forward passes of
+// at most max_tokens_per_step tokens (an entry may be cut between passes: chunked prefill gives the
+// same state). A step of single-token entries (pure decode) of at most max_decode_batch entries is
+// one CUDA-graph replay of the bucket (1, 2, 4, ... max_decode_batch) it fits, padded with the
+// scratch slot. Any CUDA error is INTERNAL, the slots in the step are undefined and the backend is
+// marked unhealthy: every later call returns INTERNAL (the process should exit, STYLE.md rule 12).
+// Not thread-safe: one engine thread owns it.
+#ifndef GRIFFIN_ENGINE_CUDA_BACKEND_H_
+#define GRIFFIN_ENGINE_CUDA_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/backend.h"
+#include "engine/sampler.h"
+#include "loader/checkpoint.h"
+#include "loader/model_config.h"
+
+namespace griffin::engine {
+
+struct CudaBackendOptions {
+  int num_slots = 1;               // >= 1 state slots, allocated up front
+  int max_tokens_per_step = 4096;  // tokens per forward pass (activation workspace size)
+  int max_decode_batch = 256;      // largest decode graph bucket; logits rows per head pass
+  bool use_cuda_graphs = true;
+};
+
+// True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).
+bool CudaDeviceAvailable();
+
+// FAILED_PRECONDITION naming the limit when the kernels cannot run `config` (checked at load).
+absl::Status CudaCanImplement(const loader::ModelConfig& config);
+
+// Device bytes of one slot's state, including the backend's per-slot overhead (alignment only).
+int64_t CudaStateBytesPerSlot(const loader::ModelConfig& config);
+
+// Slots that fit in `budget_bytes` of state memory.
+int CudaSlotsForBudget(const loader::ModelConfig& config, int64_t budget_bytes);
+
+// One row's sampling request for StepSample.
+struct GpuSampleRequest {
+  SamplingParams params;
+  absl::Span<const int32_t> context;  // ids the repetition penalty applies to
+  uint64_t step = 0;                  // draw index of the request (Philox counter)
+};
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const loader::Checkpoint& checkpoint,
+                                                            const CudaBackendOptions& options);
+  // Random bf16 weights generated on the GPU (benchmarks; no checkpoint file).
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> CreateRandom(
+      const loader::ModelConfig& config, const CudaBackendOptions& options, uint64_t seed);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  const loader::ModelConfig& config() const override;
+  int num_slots() const override;
+  int64_t state_bytes_per_sequence() const override;
+  absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override;
+  absl::Status ResetSlot(int slot) override;
+  int64_t NextPosition(int slot) const override;
+
+  // Like Step, but samples on the GPU and returns one token per row instead of logits
+  // (`requests` and `tokens`: one per entry whose logits is kLast; kAll is INVALID_ARGUMENT).
+  // A row whose logits hold NaN or +inf (or nothing finite) gets token -1: that request failed
+  // (NUM-4), the others are unaffected. Greedy rows are an argmax inside the decode graph.
+  absl::Status StepSample(absl::Span<const StepEntry> entries,
+                          absl::Span<const GpuSampleRequest> requests, absl::Span<int32_t> tokens);
+
+  // Device bytes not proportional to the slot count (weights, workspaces, graphs' buffers).
+  int64_t fixed_device_bytes() const;
+  int64_t weight_bytes() const;
+  // Benchmarks only: moves a slot to `position` without running its prefix (state left as is).
+  absl::Status SetNextPositionForBenchmark(int slot, int64_t position);
+  // Tests: run decode steps eagerly instead of replaying graphs.
+  void set_use_cuda_graphs(bool use);
+
+ private:
+  struct Impl;
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace griffin::engine
+
+#endif  // GRIFFIN_ENGINE_CUDA_BACKEND_H_

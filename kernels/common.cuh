@@ -1,0 +1,46 @@
+// Shared device helpers for the kernels: bf16 conversion, the scalar nonlinearities exactly as the
+// float32 CPU reference (engine/cpu_ops.cc) writes them, and block reductions. Device code only.
+#ifndef GRIFFIN_KERNELS_COMMON_CUH_
+#define GRIFFIN_KERNELS_COMMON_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace griffin::kernels {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float ToF(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ bf16 ToB(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ float RoundBf16(float v) { return ToF(ToB(v)); }
+
+__device__ __forceinline__ float GeluTanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float Softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block; `scratch` holds at least 32 floats. All threads get the result.
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = WarpSum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  float total = 0.0f;
+  for (int w = 0; w < warps; ++w) total += scratch[w];
+  return total;
+}
+
+}  // namespace griffin::kernels
+
+#endif  // GRIFFIN_KERNELS_COMMON_CUH_
