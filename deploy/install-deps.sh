@@ -13,6 +13,8 @@ build_pkgs=(
   libspdlog-dev libfmt-dev prometheus-cpp-dev libsentencepiece-dev libcpp-httplib-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   curl
+  # Test tools: the deployment test runs a real nginx and Prometheus (promtool) on loopback.
+  nginx prometheus
 )
 runtime_pkgs=(
   libabsl20220623 libgrpc++1.51 libprotobuf32 libspdlog1.10 libfmt9
@@ -32,17 +34,29 @@ if ((${#missing[@]})); then
   sudo=""
   if [[ $(id -u) != 0 ]]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
+  # Install services (nginx, prometheus) without starting them: tests start their own instances.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy"
+    added_policy=1
+  fi
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if ((added_policy)); then $sudo rm -f "$policy"; fi
 else
   echo "install-deps: Debian packages present"
 fi
 
 # Python test dependencies, only where a Python 3 exists (the C++ build does not need it).
+# pip runs again only when requirements-test.txt changes (a stamp keyed by its hash).
 if [[ ${1:-} != --runtime ]] && command -v python3 >/dev/null 2>&1; then
-  req="$(dirname "$0")/requirements-test.txt"
-  if ! python3 -c 'import pytest, numpy, safetensors' >/dev/null 2>&1; then
-    echo "install-deps: installing Python test packages"
-    python3 -m pip install -q --disable-pip-version-check -r "$req"
+  req="$(cd "$(dirname "$0")" && pwd)/requirements-test.txt"
+  stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/griffin"
+  stamp="$stamp_dir/requirements-$(sha256sum "$req" | cut -c1-16)-$(python3 -c 'import sys; print(sys.prefix.replace("/", "_"))')"
+  if [[ ! -e $stamp ]]; then
+    echo "install-deps: installing Python test packages (deploy/requirements-test.txt)"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$req"
+    mkdir -p "$stamp_dir" && touch "$stamp"
   fi
 fi
