@@ -15,7 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/random_checkpoint.h"
 #include "gtest/gtest.h"
-#include "loader/safetensors.h"
+#include "tests/golden_data.h"
 #include "nlohmann/json.hpp"
 
 namespace griffin {
@@ -44,9 +44,7 @@ Result RunCli(const std::string& args) {
   return r;
 }
 
-std::string Fixture(const std::string& name) {
-  return std::string(GRIFFIN_SOURCE_DIR) + "/tests/data/" + name;
-}
+std::string Fixture(const std::string& name) { return golden::FixtureDir(name); }
 
 class TempDir {
  public:
@@ -88,27 +86,14 @@ TEST(CliTest, InfoOnConfigAloneReports2BFigures) {
   EXPECT_EQ(info["block_pattern"].get<std::string>(), "RRARRARRARRARRARRARRARRARR");
 }
 
-std::vector<std::pair<std::vector<int32_t>, std::vector<float>>> Golden(const std::string& name,
-                                                                       int vocab) {
-  auto file = loader::SafetensorsFile::Open(Fixture(name) + "/golden.safetensors");
-  EXPECT_TRUE(file.ok()) << file.status();
-  std::vector<std::pair<std::vector<int32_t>, std::vector<float>>> out;
-  const loader::TensorView* tokens = (*file)->Find("tokens.0");
-  const loader::TensorView* logprobs = (*file)->Find("logprobs.0");
-  std::vector<int32_t> t(tokens->num_elements());
-  std::memcpy(t.data(), tokens->data, tokens->nbytes);
-  std::vector<float> l(logprobs->num_elements());
-  EXPECT_TRUE(loader::CopyToFloat32(*logprobs, absl::MakeSpan(l)).ok());
-  out.emplace_back(std::move(t), std::move(l));
-  return out;
-}
-
 // `griffin-cli score` reproduces the reference's log-probabilities, by prefill, decode and chunks.
 TEST(CliTest, ScoreReproducesGolden) {
   for (const std::string name : {"griffin", "hawk", "attnfirst"}) {
     std::ifstream config_file(Fixture(name) + "/config.json");
     const int vocab = nlohmann::json::parse(config_file)["vocab_size"].get<int>();
-    for (const auto& [tokens, logprobs] : Golden(name, vocab)) {
+    auto loaded = golden::LoadGolden(Fixture(name), vocab);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    for (const auto& [tokens, logprobs] : *loaded) {
       const std::string ids = absl::StrJoin(tokens, ",");
       for (const std::string mode : {"", "--decode", "--chunk 3"}) {
         Result r = RunCli(absl::StrCat("score --model ", Fixture(name), " --ids ", ids, " ", mode));

@@ -22,7 +22,7 @@
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
-#include "loader/safetensors.h"
+#include "tests/golden_data.h"
 
 namespace griffin {
 namespace {
@@ -34,34 +34,8 @@ using engine::StepEntry;
 #define SKIP_WITHOUT_GPU() \
   if (!engine::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped"
 
-std::string FixtureDir(const std::string& name) {
-  const char* env = std::getenv("GRIFFIN_SOURCE_DIR");
-  return std::string(env != nullptr ? env : GRIFFIN_SOURCE_DIR) + "/tests/data/" + name;
-}
-
-struct GoldenSequence {
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;  // [T, V]
-};
-
-std::vector<GoldenSequence> LoadGolden(const std::string& dir, int vocab) {
-  auto file = loader::SafetensorsFile::Open(dir + "/golden.safetensors");
-  EXPECT_TRUE(file.ok()) << file.status();
-  std::vector<GoldenSequence> out;
-  if (!file.ok()) return out;
-  for (int k = 0;; ++k) {
-    const loader::TensorView* tokens = (*file)->Find(absl::StrCat("tokens.", k));
-    const loader::TensorView* logprobs = (*file)->Find(absl::StrCat("logprobs.", k));
-    if (tokens == nullptr || logprobs == nullptr) break;
-    GoldenSequence g;
-    g.tokens.resize(tokens->num_elements());
-    std::memcpy(g.tokens.data(), tokens->data, tokens->nbytes);
-    g.logprobs.resize(logprobs->num_elements());
-    EXPECT_TRUE(loader::CopyToFloat32(*logprobs, absl::MakeSpan(g.logprobs)).ok());
-    out.push_back(std::move(g));
-  }
-  return out;
-}
+using golden::FixtureDir;
+using golden::GoldenSequence;
 
 struct Agreement {
   double mean_abs = 0, max_abs = 0, top1 = 1;
@@ -110,8 +84,9 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
     backend_ = std::move(*backend);
     vocab_ = checkpoint_->config().vocab_size;
     window_ = checkpoint_->config().attention_window;
-    golden_ = LoadGolden(dir_, vocab_);
-    ASSERT_GE(golden_.size(), 1u);
+    auto loaded = golden::LoadGolden(dir_, vocab_);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    golden_ = std::move(*loaded);
   }
 
   // Log-probabilities of every position, in chunks of `chunk` tokens (0: all at once) on `slot`.

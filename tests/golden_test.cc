@@ -14,7 +14,7 @@
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
-#include "loader/safetensors.h"
+#include "tests/golden_data.h"
 
 namespace griffin {
 namespace {
@@ -22,35 +22,8 @@ namespace {
 using engine::LogitsRequest;
 using engine::StepEntry;
 
-struct GoldenSequence {
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;  // [T, V]
-};
-
-std::string FixtureDir(const std::string& name) {
-  return std::string(GRIFFIN_SOURCE_DIR) + "/tests/data/" + name;
-}
-
-std::vector<GoldenSequence> LoadGolden(const std::string& dir, int vocab) {
-  auto file = loader::SafetensorsFile::Open(dir + "/golden.safetensors");
-  EXPECT_TRUE(file.ok()) << file.status();
-  std::vector<GoldenSequence> out;
-  if (!file.ok()) return out;
-  for (int k = 0;; ++k) {
-    const loader::TensorView* tokens = (*file)->Find(absl::StrCat("tokens.", k));
-    const loader::TensorView* logprobs = (*file)->Find(absl::StrCat("logprobs.", k));
-    if (tokens == nullptr || logprobs == nullptr) break;
-    EXPECT_EQ(tokens->dtype, loader::DType::kI32);
-    GoldenSequence g;
-    g.tokens.resize(tokens->num_elements());
-    std::memcpy(g.tokens.data(), tokens->data, tokens->nbytes);
-    EXPECT_EQ(logprobs->shape, (std::vector<int64_t>{int64_t(g.tokens.size()), vocab}));
-    g.logprobs.resize(logprobs->num_elements());
-    EXPECT_TRUE(loader::CopyToFloat32(*logprobs, absl::MakeSpan(g.logprobs)).ok());
-    out.push_back(std::move(g));
-  }
-  return out;
-}
+using golden::FixtureDir;
+using golden::GoldenSequence;
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -63,8 +36,9 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
     ASSERT_TRUE(backend.ok()) << backend.status();
     backend_ = std::move(*backend);
     vocab_ = checkpoint_->config().vocab_size;
-    golden_ = LoadGolden(dir_, vocab_);
-    ASSERT_GE(golden_.size(), 1u);
+    auto loaded = golden::LoadGolden(dir_, vocab_);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    golden_ = std::move(*loaded);
   }
 
   // Log-probabilities of every position, feeding in chunks of `chunk` tokens (0: all at once).
