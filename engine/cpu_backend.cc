@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "base/numeric.h"
 #include "base/status_macros.h"
 #include "engine/cpu_ops.h"
 #include "engine/griffin_model.h"
@@ -14,11 +15,14 @@ namespace griffin::engine {
 namespace {
 
 absl::StatusOr<std::vector<float>> Widen(const loader::Checkpoint& checkpoint,
-                                         const std::string& name) {
+                                         const std::string& name, CpuNumerics numerics) {
   const loader::TensorView* view = checkpoint.Find(name);
   if (view == nullptr) return absl::FailedPreconditionError(absl::StrCat("missing tensor ", name));
   std::vector<float> values(static_cast<size_t>(view->num_elements()));
   RETURN_IF_ERROR(loader::CopyToFloat32(*view, absl::MakeSpan(values)));
+  if (numerics == CpuNumerics::kEmulateBf16Gemm && view->shape.size() >= 2) {
+    for (float& v : values) v = RoundToBf16(v);  // matrices are bf16 on the GPU; vectors float32
+  }
   return values;
 }
 
@@ -38,21 +42,22 @@ int64_t LogitsRows(absl::Span<const StepEntry> entries) {
   return rows;
 }
 
-absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint) {
+absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint,
+                                          CpuNumerics numerics) {
   const loader::ModelConfig& c = checkpoint.config();
   RETURN_IF_ERROR(checkpoint.Validate(GriffinTensorSpecs(c)));
   CpuWeights w;
-  ASSIGN_OR_RETURN(w.embedding, Widen(checkpoint, "model.embed_tokens.weight"));
+  ASSIGN_OR_RETURN(w.embedding, Widen(checkpoint, "model.embed_tokens.weight", numerics));
   if (checkpoint.Find("lm_head.weight") != nullptr) {
-    ASSIGN_OR_RETURN(w.lm_head, Widen(checkpoint, "lm_head.weight"));
+    ASSIGN_OR_RETURN(w.lm_head, Widen(checkpoint, "lm_head.weight", numerics));
   }
-  ASSIGN_OR_RETURN(w.final_norm, Widen(checkpoint, "model.final_norm.weight"));
+  ASSIGN_OR_RETURN(w.final_norm, Widen(checkpoint, "model.final_norm.weight", numerics));
   w.layers.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     CpuLayerWeights& lw = w.layers[l];
     lw.type = c.block_types[l];
     auto get = [&](const std::string& suffix, std::vector<float>& dst) -> absl::Status {
-      ASSIGN_OR_RETURN(dst, Widen(checkpoint, LayerTensorName(l, suffix)));
+      ASSIGN_OR_RETURN(dst, Widen(checkpoint, LayerTensorName(l, suffix), numerics));
       return absl::OkStatus();
     };
     RETURN_IF_ERROR(get("temporal_pre_norm.weight", lw.temporal_norm));
@@ -89,24 +94,26 @@ absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint) 
 }
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
-    const loader::Checkpoint& checkpoint, int num_slots) {
-  ASSIGN_OR_RETURN(CpuWeights weights, LoadCpuWeights(checkpoint));
-  return Create(checkpoint.config(), std::move(weights), num_slots);
+    const loader::Checkpoint& checkpoint, int num_slots, CpuNumerics numerics) {
+  ASSIGN_OR_RETURN(CpuWeights weights, LoadCpuWeights(checkpoint, numerics));
+  return Create(checkpoint.config(), std::move(weights), num_slots, numerics);
 }
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const loader::ModelConfig& config,
-                                                               CpuWeights weights,
-                                                               int num_slots) {
+                                                               CpuWeights weights, int num_slots,
+                                                               CpuNumerics numerics) {
   if (num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
   if (config.block_types.size() != static_cast<size_t>(config.num_layers) ||
       weights.layers.size() != static_cast<size_t>(config.num_layers)) {
     return absl::FailedPreconditionError("weights do not match the config's layer count");
   }
-  return std::unique_ptr<CpuBackend>(new CpuBackend(config, std::move(weights), num_slots));
+  return std::unique_ptr<CpuBackend>(
+      new CpuBackend(config, std::move(weights), num_slots, numerics));
 }
 
-CpuBackend::CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots)
-    : config_(config), weights_(std::move(weights)), slots_(num_slots) {
+CpuBackend::CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots,
+                       CpuNumerics numerics)
+    : config_(config), weights_(std::move(weights)), numerics_(numerics), slots_(num_slots) {
   int recurrent = 0, attention = 0;
   for (BlockType type : config_.block_types) {
     layer_index_.push_back(type == BlockType::kRecurrent ? recurrent++ : attention++);
@@ -120,6 +127,15 @@ CpuBackend::CpuBackend(const loader::ModelConfig& config, CpuWeights weights, in
     slot.keys.assign(ring, 0.0f);
     slot.values.assign(ring, 0.0f);
   }
+}
+
+void CpuBackend::Linear(absl::Span<const float> x, absl::Span<const float> w,
+                        absl::Span<const float> bias, int T, int in, int out,
+                        absl::Span<float> y) const {
+  if (numerics_ == CpuNumerics::kFloat32) return cpu::Linear(x, w, bias, T, in, out, y);
+  std::vector<float> rounded(x.begin(), x.end());
+  for (float& v : rounded) v = RoundToBf16(v);
+  cpu::Linear(rounded, w, bias, T, in, out, y);
 }
 
 int64_t CpuBackend::state_bytes_per_sequence() const {
@@ -229,10 +245,10 @@ void CpuBackend::ForwardEntry(const StepEntry& entry, bool all_positions, float*
 
     // GeGLU MLP: down(gelu_tanh(gate(x)) * up(x)) (SPEC.md §2.6).
     cpu::RmsNorm(x, w.channel_norm, c.rms_norm_eps, T, absl::MakeSpan(normed));
-    cpu::Linear(normed, w.gate_w, w.gate_b, T, d, m, absl::MakeSpan(gate));
-    cpu::Linear(normed, w.up_w, w.up_b, T, d, m, absl::MakeSpan(up));
+    Linear(normed, w.gate_w, w.gate_b, T, d, m, absl::MakeSpan(gate));
+    Linear(normed, w.up_w, w.up_b, T, d, m, absl::MakeSpan(up));
     for (size_t i = 0; i < gate.size(); ++i) gate[i] = cpu::GeluTanh(gate[i]) * up[i];
-    cpu::Linear(gate, w.down_w, w.down_b, T, m, d, absl::MakeSpan(mlp));
+    Linear(gate, w.down_w, w.down_b, T, m, d, absl::MakeSpan(mlp));
     Observe(prefix + "mlp", mlp, T, d);
     for (size_t i = 0; i < x.size(); ++i) x[i] += mlp[i];
     Observe(prefix + "residual", x, T, d);
@@ -249,7 +265,7 @@ void CpuBackend::ForwardEntry(const StepEntry& entry, bool all_positions, float*
   Observe("final_norm", final_normed, rows, d);
   const std::vector<float>& head = weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head;
   absl::Span<float> out(logits, int64_t{rows} * c.vocab_size);
-  cpu::Linear(final_normed, head, {}, rows, d, c.vocab_size, out);
+  Linear(final_normed, head, {}, rows, d, c.vocab_size, out);
   if (c.logits_soft_cap > 0.0f) {
     const float cap = c.logits_soft_cap;
     for (float& v : out) v = std::tanh(v / cap) * cap;
@@ -263,9 +279,9 @@ void CpuBackend::RecurrentBlock(const CpuLayerWeights& w, int recurrent_index, S
   const int d = c.hidden_size, L = c.lru_width, K = c.conv1d_width;
   std::vector<float> y(int64_t{T} * L), xb(int64_t{T} * L), conv(int64_t{T} * L),
       lru(int64_t{T} * L);
-  cpu::Linear(normed, w.y_w, w.y_b, T, d, L, absl::MakeSpan(y));
+  Linear(normed, w.y_w, w.y_b, T, d, L, absl::MakeSpan(y));
   for (float& v : y) v = cpu::GeluTanh(v);
-  cpu::Linear(normed, w.x_w, w.x_b, T, d, L, absl::MakeSpan(xb));
+  Linear(normed, w.x_w, w.x_b, T, d, L, absl::MakeSpan(xb));
   absl::Span<float> tail =
       absl::MakeSpan(slot.conv).subspan(int64_t{recurrent_index} * (K - 1) * L, int64_t{K - 1} * L);
   cpu::Conv1dCausal(xb, w.conv_w, w.conv_b, T, L, K, tail, absl::MakeSpan(conv));
@@ -276,7 +292,7 @@ void CpuBackend::RecurrentBlock(const CpuLayerWeights& w, int recurrent_index, S
   Observe(prefix + "conv", conv, T, L);
   Observe(prefix + "rg_lru", lru, T, L);
   for (size_t i = 0; i < lru.size(); ++i) lru[i] *= y[i];
-  cpu::Linear(lru, w.out_w, w.out_b, T, L, d, absl::MakeSpan(out));
+  Linear(lru, w.out_w, w.out_b, T, L, d, absl::MakeSpan(out));
 }
 
 // Local MQA/GQA attention (SPEC.md §2.5, §8.2): the query at position p sees the keys at positions
@@ -291,9 +307,9 @@ void CpuBackend::AttentionBlock(const CpuLayerWeights& w, int attention_index, S
   const int W = c.attention_window;
   const int q_width = H * hd, kv_width = KV * hd, group = H / KV;
   std::vector<float> q(int64_t{T} * q_width), k(int64_t{T} * kv_width), v(int64_t{T} * kv_width);
-  cpu::Linear(normed, w.q_w, {}, T, d, q_width, absl::MakeSpan(q));
-  cpu::Linear(normed, w.k_w, {}, T, d, kv_width, absl::MakeSpan(k));
-  cpu::Linear(normed, w.v_w, {}, T, d, kv_width, absl::MakeSpan(v));
+  Linear(normed, w.q_w, {}, T, d, q_width, absl::MakeSpan(q));
+  Linear(normed, w.k_w, {}, T, d, kv_width, absl::MakeSpan(k));
+  Linear(normed, w.v_w, {}, T, d, kv_width, absl::MakeSpan(v));
   for (int t = 0; t < T; ++t) {
     cpu::ApplyRope(absl::MakeSpan(q).subspan(int64_t{t} * q_width, q_width), H, hd, c.rotary_dim(),
                    c.rope_theta, position + t);
@@ -347,7 +363,7 @@ void CpuBackend::AttentionBlock(const CpuLayerWeights& w, int attention_index, S
     std::copy_n(v.data() + int64_t{t} * kv_width, kv_width, ring_v + slot_index * kv_width);
   }
   Observe(absl::StrCat("attention.", attention_index, ".encoded"), encoded, T, q_width);
-  cpu::Linear(encoded, w.o_w, w.o_b, T, q_width, d, absl::MakeSpan(out));
+  Linear(encoded, w.o_w, w.o_b, T, q_width, d, absl::MakeSpan(out));
 }
 
 }  // namespace griffin::engine

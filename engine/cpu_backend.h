@@ -36,9 +36,19 @@ struct CpuWeights {
   std::vector<CpuLayerWeights> layers;
 };
 
+// What the CPU backend computes in.
+enum class CpuNumerics {
+  kFloat32,   // everything float32: the reference (SPEC.md §8.4)
+  // float32, except that every matrix (weights of the linears, embedding, head) and every GEMM
+  // input is rounded to bfloat16, as the CUDA backend's GEMMs see them. It predicts the error the
+  // GPU's bf16 path cannot avoid, to tell kernel bugs from rounding (tests/golden_test.cc).
+  kEmulateBf16Gemm,
+};
+
 // Validates the checkpoint against GriffinTensorSpecs (FAILED_PRECONDITION naming the tensor, LDR-2)
-// and widens every tensor to float32.
-absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint);
+// and widens every tensor to float32 (rounding matrices to bf16 under kEmulateBf16Gemm).
+absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint,
+                                          CpuNumerics numerics = CpuNumerics::kFloat32);
 
 // Called with every named intermediate of a forward pass ("layer.3.rg_lru", "final_norm", ...;
 // [T, width] row-major), for dumping and diffing against train/ (KER-3). Debug only: slow.
@@ -48,10 +58,12 @@ using IntermediateObserver =
 class CpuBackend final : public Backend {
  public:
   // `num_slots` ≥ 1 sequences' state is allocated up front.
-  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const loader::Checkpoint& checkpoint,
-                                                           int num_slots);
-  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const loader::ModelConfig& config,
-                                                           CpuWeights weights, int num_slots);
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(
+      const loader::Checkpoint& checkpoint, int num_slots,
+      CpuNumerics numerics = CpuNumerics::kFloat32);
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(
+      const loader::ModelConfig& config, CpuWeights weights, int num_slots,
+      CpuNumerics numerics = CpuNumerics::kFloat32);
 
   std::string_view name() const override { return "cpu"; }
   const loader::ModelConfig& config() const override { return config_; }
@@ -72,7 +84,11 @@ class CpuBackend final : public Backend {
     int64_t next_position = 0;
   };
 
-  CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots);
+  CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots,
+             CpuNumerics numerics);
+  // cpu::Linear, with the input rounded to bf16 first under kEmulateBf16Gemm.
+  void Linear(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
+              int T, int in, int out, absl::Span<float> y) const;
   void ZeroSlot(SlotState& slot);
   // The forward pass of one sequence's run. Writes `rows` logits rows: the last position's, or
   // every position's when all_positions is set.
@@ -87,6 +103,7 @@ class CpuBackend final : public Backend {
 
   loader::ModelConfig config_;
   CpuWeights weights_;
+  CpuNumerics numerics_;
   std::vector<int> layer_index_;  // per layer: its index among recurrent or attention layers
   std::vector<SlotState> slots_;
   IntermediateObserver observer_;

@@ -2,6 +2,7 @@
 // float32): tests/golden/make_golden.py wrote tests/data/<fixture>/golden.safetensors from the
 // reference; here the CPU backend must reproduce its log-probabilities to 1e-4, through prefill,
 // chunked prefill (1, 3, window+1) and token-by-token decode, which must agree with each other to 1e-5.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -102,6 +103,39 @@ TEST_P(GoldenTest, ChunkedPrefillAndDecodeAgree) {
       EXPECT_LE(MaxAbsDiff(whole, pieces), 1e-5) << GetParam() << " chunk=" << chunk;
       EXPECT_LE(MaxAbsDiff(pieces, g.logprobs), 1e-4) << GetParam() << " chunk=" << chunk;
     }
+  }
+}
+
+// The error the GPU's bf16 path cannot avoid: the same model with bf16 matrices and bf16 GEMM
+// inputs (CpuNumerics::kEmulateBf16Gemm), measured with SPEC.md §8.4's GPU metrics. The mean bound
+// is asserted (it is what the CUDA backend is held to); the top-1 agreement is printed: on the
+// griffin fixture the rounding alone flips one of 41 positions whose reference top-2 margin is
+// 0.044, so "top-1 >= 99%" cannot hold there for any bf16-activation engine.
+TEST_P(GoldenTest, Bf16EmulationStaysWithinTheGpuMeanBound) {
+  auto emulated = engine::CpuBackend::Create(*checkpoint_, 2, engine::CpuNumerics::kEmulateBf16Gemm);
+  ASSERT_TRUE(emulated.ok()) << emulated.status();
+  backend_ = std::move(*emulated);
+  const int V = vocab_;
+  for (const GoldenSequence& g : golden_) {
+    const auto got = LogProbs(g.tokens, 0);
+    double sum = 0;
+    for (size_t i = 0; i < got.size(); ++i) sum += std::abs(double(got[i]) - g.logprobs[i]);
+    const double mean = sum / got.size();
+    int agree = 0, counted = 0;
+    for (size_t t = 0; t < g.tokens.size(); ++t) {
+      const float* ref = g.logprobs.data() + t * V;
+      const float* out = got.data() + t * V;
+      const int ref_top = static_cast<int>(std::max_element(ref, ref + V) - ref);
+      float second = -INFINITY;
+      for (int v = 0; v < V; ++v) if (v != ref_top) second = std::max(second, ref[v]);
+      if (ref[ref_top] - second < 1e-2f) continue;  // near-tie: left out, as §8.4 says
+      ++counted;
+      agree += static_cast<int>(std::max_element(out, out + V) - out) == ref_top;
+    }
+    std::printf("%s T=%zu bf16 emulation: mean |logprob - reference| = %.4f, top-1 %d/%d\n",
+                GetParam().c_str(), g.tokens.size(), mean, agree, counted);
+    EXPECT_LE(mean, 2e-2) << GetParam() << " T=" << g.tokens.size();
+    EXPECT_GT(mean, 1e-3) << "the emulation must really round";
   }
 }
 
