@@ -430,11 +430,11 @@ json ChatLogprobEntries(const ServerState& state, const std::vector<engine::Toke
     json top = json::array();
     for (const auto& [id, logprob] : lp.top) {
       top.push_back({{"token", TokenText(state, id)},
-                     {"logprob", logprob},
+                     {"logprob", LogprobForJson(logprob)},
                      {"bytes", TokenBytesJson(state, id)}});
     }
     content.push_back({{"token", TokenText(state, lp.id)},
-                       {"logprob", lp.logprob},
+                       {"logprob", LogprobForJson(lp.logprob)},
                        {"bytes", TokenBytesJson(state, lp.id)},
                        {"top_logprobs", top}});
   }
@@ -448,9 +448,9 @@ json CompletionLogprobs(const ServerState& state, const std::vector<engine::Toke
   for (const auto& lp : lps) {
     const std::string text = TokenText(state, lp.id);
     tokens.push_back(text);
-    token_logprobs.push_back(lp.logprob);
+    token_logprobs.push_back(LogprobForJson(lp.logprob));
     json t = json::object();
-    for (const auto& [id, logprob] : lp.top) t[TokenText(state, id)] = logprob;
+    for (const auto& [id, logprob] : lp.top) t[TokenText(state, id)] = LogprobForJson(logprob);
     top.push_back(t);
     offsets.push_back(*offset);
     *offset += static_cast<int64_t>(text.size());

@@ -251,4 +251,9 @@ absl::StatusOr<std::vector<int64_t>> ApplyGemmaChatTemplate(
   return ids;
 }
 
+double LogprobForJson(float logprob) {
+  constexpr double kFloor = -9999.0;
+  return logprob > kFloor ? static_cast<double>(logprob) : kFloor;
+}
+
 }  // namespace griffin::server

@@ -78,6 +78,12 @@ struct ChatMessage {
 absl::StatusOr<std::vector<int64_t>> ApplyGemmaChatTemplate(
     const std::vector<ChatMessage>& messages, const loader::Tokenizer& tokenizer, int bos_id);
 
+// A log-probability as a JSON number for the OpenAI API (RELIABILITY.md TXT-6): -inf (a token the
+// model rules out) becomes vLLM's floor -9999.0, since JSON has no infinities and clients expect a
+// number. NaN should never reach here (a non-finite logit fails its request INTERNAL in the
+// sampler, NUM-4); if it did, it would get the floor too, never an invalid token in the JSON.
+double LogprobForJson(float logprob);
+
 }  // namespace griffin::server
 
 #endif  // GRIFFIN_SERVER_VALIDATION_H_

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace griffin::server {
 namespace {
@@ -232,6 +233,18 @@ TEST(RequestIdTest, Charset) {
   EXPECT_FALSE(IsValidRequestId(std::string(65, 'a')));
   EXPECT_FALSE(IsValidRequestId("../etc"));
   EXPECT_FALSE(IsValidRequestId("a b"));
+}
+
+// TXT-6: non-finite log-probabilities still serialise as valid JSON numbers.
+TEST(LogprobJsonTest, NonFiniteValuesBecomeTheFloor) {
+  EXPECT_EQ(LogprobForJson(-1.5f), -1.5);
+  EXPECT_EQ(LogprobForJson(0.0f), 0.0);
+  EXPECT_EQ(LogprobForJson(-std::numeric_limits<float>::infinity()), -9999.0);
+  EXPECT_EQ(LogprobForJson(std::numeric_limits<float>::quiet_NaN()), -9999.0);
+  EXPECT_EQ(LogprobForJson(-1e30f), -9999.0);
+  nlohmann::json j = {{"logprob", LogprobForJson(-std::numeric_limits<float>::infinity())}};
+  const nlohmann::json back = nlohmann::json::parse(j.dump());
+  EXPECT_TRUE(back["logprob"].is_number());
 }
 
 }  // namespace

@@ -338,3 +338,32 @@ def test_prompt_lengths_around_the_limit(server):  # LEN-1, LEN-2: one limit, ch
         else:
             assert r.status_code == 400 and "64" in r.json()["error"]["message"], (n, r.text)
     server.assert_healthy()
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_rejected_fan_out_allocates_nothing(server):  # VAL-4: max+1 is rejected before allocation
+    over_limit = [
+        {"prompt": "x", "n": 9, "max_tokens": 4},                        # --max_n is 8
+        {"prompt": "x", "logprobs": 21, "max_tokens": 4},                # --max_top_logprobs is 20
+        {"prompt": "x", "stop": ["s"] * 100000, "max_tokens": 4},         # far past the stop limit
+        {"prompt": "x", "max_tokens": 100001},                           # --max_output_tokens 100000
+    ]
+    def burst():
+        for _ in range(50):
+            for body in over_limit:
+                r = requests.post(server.url + "/v1/completions", json={"model": server.model, **body}, timeout=30)
+                assert r.status_code == 400, r.text
+    burst()  # allocator and connection pools reach their steady state
+    before = rss_kib(server.proc.pid)
+    burst()
+    burst()
+    growth = rss_kib(server.proc.pid) - before
+    # 400 rejections of requests up to ~700 KB each: anything kept per request would show here.
+    assert growth < 8 * 1024, f"RSS grew by {growth} KiB over 400 rejected requests"
+    server.assert_healthy()
