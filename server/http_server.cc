@@ -803,8 +803,23 @@ HttpServer::HttpServer(ServerState* state, const HttpOptions& options)
 HttpServer::~HttpServer() = default;
 
 bool HttpServer::Bind() {
+  // cpp-httplib's default socket options set SO_REUSEPORT, which would let a second server bind a
+  // port this one holds and silently take half its connections: SO_REUSEADDR only (fast restart).
+  int listen_fd = -1;
+  server_->set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd = sock;
+  });
   if (!server_->bind_to_port(options_.host, options_.port)) {
     spdlog::error("http: cannot bind {}:{}", options_.host, options_.port);
+    return false;
+  }
+  // The library listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+  // libcpp-httplib): a burst of new connections beyond it waits for SYN retransmits (1 s) or fails.
+  // Listening again on the bound socket raises the backlog.
+  if (listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) != 0) {
+    spdlog::error("http: cannot raise the listen backlog");
     return false;
   }
   return true;

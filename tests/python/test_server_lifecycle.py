@@ -246,3 +246,21 @@ def test_bad_model_is_a_startup_error(tmp_path):  # FAILED_PRECONDITION-class er
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "startup failed" in out.stdout + out.stderr
+
+
+def test_http_port_is_exclusive_and_backlog_is_large(tiny):
+    """A second server cannot share a held HTTP port (no SO_REUSEPORT), and the listen backlog is
+    far above cpp-httplib's built-in 5, so a burst of connections is not left to SYN retransmits."""
+    import shutil
+    import subprocess
+    from server_harness import FIXTURE, server_binary, free_port
+    out = subprocess.run([server_binary(), "--model", str(FIXTURE), "--backend", "cpu",
+                          "--http_port", str(tiny.http_port), "--grpc_port", str(free_port())],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cannot bind" in out.stdout + out.stderr
+    if shutil.which("ss"):
+        listing = subprocess.run(["ss", "-ltnH", f"sport = :{tiny.http_port}"], capture_output=True, text=True).stdout
+        backlog = int(listing.split()[2])  # Send-Q of a listening socket is its backlog
+        assert backlog >= 128, listing
+    tiny.assert_healthy()
