@@ -119,7 +119,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
  private:
   absl::Status StartGeneration(const pb::GenerateRequest& request) {
-    if (state_->draining.load() || !state_->ready.load()) {
+    // Only before the model is ready. While draining, the transport refuses new calls (the server
+    // shuts gRPC down when the drain starts, and a balancer retries a refused call elsewhere); a
+    // call that reached this handler in the moment before is served, as in-flight work is. Had it
+    // been answered UNAVAILABLE here, no balancer could retry it.
+    if (!state_->loaded.load() || (!state_->ready.load() && !state_->draining.load())) {
       state_->metrics->Rejected("unavailable");
       return absl::UnavailableError("the server is not accepting requests");
     }
