@@ -11,22 +11,18 @@ PRESET ?= $(shell command -v nvcc >/dev/null 2>&1 && echo cuda || echo cpu)
 BUILD_DIR := build/$(PRESET)
 # The bundled demo model (train/, issue 3) when it exists, else the random-weight Griffin fixture.
 MODEL ?= $(if $(wildcard models/demo/config.json),models/demo,tests/data/griffin)
-PROMPT ?= The licence
 # griffin-server flags for `make serve` (e.g. SERVE_FLAGS="--http_port 9000 --backend cpu").
 SERVE_FLAGS ?=
 PYTHON ?= python3
 # Every folder that holds pytest tests.
 PYTEST_DIRS := $(wildcard tests/python tests/deploy train/tests)
 
-.PHONY: all deps configure build test serve clean
+.PHONY: all deps build test serve clean
 
 all: build
 
 deps:
 	@deploy/install-deps.sh
-
-configure: deps
-	@cmake --preset $(PRESET) >/dev/null
 
 # deploy/build.sh is the one build recipe (the Dockerfiles run it too).
 build:

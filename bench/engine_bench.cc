@@ -27,25 +27,12 @@ namespace {
 
 using engine::CudaBackend;
 using engine::StepEntry;
-using loader::BlockType;
 
 constexpr double kBandwidth = 4.3e12;  // bytes/s, PERF.md
 constexpr double kFlops = 790e12;      // bf16 FLOP/s, PERF.md
 
 loader::ModelConfig Preset(const std::string& name) {
-  loader::ModelConfig c;  // defaults are recurrentgemma-2b
-  if (name == "9b") {
-    c.hidden_size = 4096;
-    c.mlp_width = 12288;
-    c.num_layers = 38;
-    c.num_heads = 16;
-    c.lru_width = 4096;
-  }
-  c.block_types.clear();
-  for (int l = 0; l < c.num_layers; ++l) {
-    c.block_types.push_back(l % 3 == 2 ? BlockType::kAttention : BlockType::kRecurrent);
-  }
-  return c;
+  return name == "9b" ? engine::RecurrentGemma9B() : engine::RecurrentGemma2B();
 }
 
 double Median(std::vector<double> v) {

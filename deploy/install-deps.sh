@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of the project from Debian 12 packages (and, for the
-# Python tests, PyPI). Idempotent: a second run installs nothing and takes a second. Called by the
-# Makefile, CI and the Dockerfiles, so there is exactly one list of dependencies.
-#
-#   deploy/install-deps.sh            build + test dependencies
-#   deploy/install-deps.sh --runtime  only what a built server needs to run (for slim images)
+# Python tests, PyPI). Idempotent: a second run installs nothing and takes a second. Called by
+# deploy/build.sh, so the Makefile, CI and the Dockerfiles share exactly one list of dependencies.
+# (Runtime images need none of it: deploy/collect-runtime.sh copies the libraries the binaries load.)
 set -euo pipefail
 
-build_pkgs=(
+pkgs=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev prometheus-cpp-dev libsentencepiece-dev libcpp-httplib-dev
@@ -16,13 +14,6 @@ build_pkgs=(
   # Test tools: the deployment test runs a real nginx and Prometheus (promtool) on loopback.
   nginx prometheus
 )
-runtime_pkgs=(
-  libabsl20220623 libgrpc++1.51 libprotobuf32 libspdlog1.10 libfmt9
-  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libsentencepiece0 curl
-)
-
-pkgs=("${build_pkgs[@]}")
-if [[ ${1:-} == --runtime ]]; then pkgs=("${runtime_pkgs[@]}"); fi
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -50,7 +41,7 @@ fi
 
 # Python test dependencies, only where a Python 3 exists (the C++ build does not need it).
 # pip runs again only when requirements-test.txt changes (a stamp keyed by its hash).
-if [[ ${1:-} != --runtime ]] && command -v python3 >/dev/null 2>&1; then
+if command -v python3 >/dev/null 2>&1; then
   req="$(cd "$(dirname "$0")" && pwd)/requirements-test.txt"
   stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/griffin"
   stamp="$stamp_dir/requirements-$(sha256sum "$req" | cut -c1-16)-$(python3 -c 'import sys; print(sys.prefix.replace("/", "_"))')"

@@ -7,6 +7,40 @@
 
 namespace griffin::engine {
 
+namespace {
+ModelConfig WithGriffinPattern(ModelConfig c) {
+  c.block_types.clear();
+  for (int l = 0; l < c.num_layers; ++l) {
+    c.block_types.push_back(l % 3 == 2 ? BlockType::kAttention : BlockType::kRecurrent);
+  }
+  return c;
+}
+}  // namespace
+
+ModelConfig RecurrentGemma2B() {
+  ModelConfig c;
+  c.vocab_size = 256000;
+  c.hidden_size = 2560;
+  c.mlp_width = 7680;
+  c.num_layers = 26;
+  c.num_heads = 10;
+  c.num_kv_heads = 1;
+  c.head_dim = 256;
+  c.lru_width = 2560;
+  c.attention_window = 2048;
+  return WithGriffinPattern(c);
+}
+
+ModelConfig RecurrentGemma9B() {
+  ModelConfig c = RecurrentGemma2B();
+  c.hidden_size = 4096;
+  c.mlp_width = 12288;
+  c.num_layers = 38;
+  c.num_heads = 16;
+  c.lru_width = 4096;
+  return WithGriffinPattern(c);
+}
+
 std::string LayerTensorName(int layer, const std::string& suffix) {
   return absl::StrCat("model.layers.", layer, ".", suffix);
 }

@@ -20,6 +20,10 @@ namespace griffin::engine {
 using loader::BlockType;
 using loader::ModelConfig;
 
+// The published shapes (SPEC.md §1.1): recurrentgemma-2b and -9b, pattern (R, R, A) cycled.
+ModelConfig RecurrentGemma2B();
+ModelConfig RecurrentGemma9B();
+
 // Hugging Face tensor names of layer `layer` (SPEC.md §4.3), e.g. LayerTensorName(3, "mlp_block.up_proj.weight").
 std::string LayerTensorName(int layer, const std::string& suffix);
 

@@ -5,41 +5,12 @@
 namespace griffin::engine {
 namespace {
 
-using loader::BlockType;
-
-// recurrentgemma-2b as published (SPEC.md §1.2), written out rather than parsed so that this test
-// checks the arithmetic, not the parser.
-loader::ModelConfig RecurrentGemma2B() {
-  loader::ModelConfig c;
-  c.vocab_size = 256000;
-  c.hidden_size = 2560;
-  c.mlp_width = 7680;
-  c.num_layers = 26;
-  c.num_heads = 10;
-  c.num_kv_heads = 1;
-  c.head_dim = 256;
-  c.lru_width = 2560;
-  c.attention_window = 2048;
-  for (int l = 0; l < 26; ++l) {
-    c.block_types.push_back(l % 3 == 2 ? BlockType::kAttention : BlockType::kRecurrent);
-  }
-  return c;
-}
 
 TEST(GriffinModelTest, ParameterCountsMatchThePublishedModels) {
   loader::ModelConfig c2 = RecurrentGemma2B();
   EXPECT_EQ(GriffinParameterCount(c2), 2682862080);
 
-  loader::ModelConfig c9 = c2;
-  c9.hidden_size = 4096;
-  c9.mlp_width = 12288;
-  c9.num_layers = 38;
-  c9.num_heads = 16;
-  c9.lru_width = 4096;
-  c9.block_types.clear();
-  for (int l = 0; l < 38; ++l) {
-    c9.block_types.push_back(l % 3 == 2 ? BlockType::kAttention : BlockType::kRecurrent);
-  }
+  loader::ModelConfig c9 = RecurrentGemma9B();
   EXPECT_EQ(GriffinParameterCount(c9), 8579977216);
 }
 
