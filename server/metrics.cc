@@ -27,7 +27,7 @@ Metrics::Metrics(const std::string& model_name)
   using prometheus::BuildHistogram;
   auto& r = *registry_;
   success_ = &BuildCounter()
-                  .Name("griffin:request_success_total")
+                  .Name("griffin_request_success_total")
                   .Help("Finished requests by finish reason.")
                   .Register(r);
   for (const char* reason : {"stop", "length", "abort", "error"}) {
@@ -36,7 +36,7 @@ Metrics::Metrics(const std::string& model_name)
     success_->Add(labels);
   }
   rejected_ = &BuildCounter()
-                   .Name("griffin:request_rejected_total")
+                   .Name("griffin_request_rejected_total")
                    .Help("Requests rejected before enqueue, by reason.")
                    .Register(r);
   for (const char* reason : {"invalid", "queue_full", "unavailable", "too_large"}) {
@@ -45,77 +45,77 @@ Metrics::Metrics(const std::string& model_name)
     rejected_->Add(labels);
   }
   ttft_ = &BuildHistogram()
-               .Name("griffin:time_to_first_token_seconds")
+               .Name("griffin_time_to_first_token_seconds")
                .Help("Time from arrival to the first generated token.")
                .Register(r)
                .Add(labels_, kTtftBuckets);
   itl_ = &BuildHistogram()
-              .Name("griffin:inter_token_latency_seconds")
+              .Name("griffin_inter_token_latency_seconds")
               .Help("Time between consecutive generated tokens.")
               .Register(r)
               .Add(labels_, kItlBuckets);
   e2e_ = &BuildHistogram()
-              .Name("griffin:e2e_request_latency_seconds")
+              .Name("griffin_e2e_request_latency_seconds")
               .Help("Time from arrival to the end of a request.")
               .Register(r)
               .Add(labels_, kLatencyBuckets);
   queue_ = &BuildHistogram()
-                .Name("griffin:request_queue_time_seconds")
+                .Name("griffin_request_queue_time_seconds")
                 .Help("Time a request waited for a state slot.")
                 .Register(r)
                 .Add(labels_, kLatencyBuckets);
   prefill_ = &BuildHistogram()
-                  .Name("griffin:request_prefill_time_seconds")
+                  .Name("griffin_request_prefill_time_seconds")
                   .Help("Time from admission to the first token.")
                   .Register(r)
                   .Add(labels_, kLatencyBuckets);
   decode_ = &BuildHistogram()
-                 .Name("griffin:request_decode_time_seconds")
+                 .Name("griffin_request_decode_time_seconds")
                  .Help("Time from the first token to the end.")
                  .Register(r)
                  .Add(labels_, kLatencyBuckets);
   prompt_tokens_ = &BuildCounter()
-                        .Name("griffin:prompt_tokens_total")
+                        .Name("griffin_prompt_tokens_total")
                         .Help("Prompt tokens processed.")
                         .Register(r)
                         .Add(labels_);
   generation_tokens_ = &BuildCounter()
-                            .Name("griffin:generation_tokens_total")
+                            .Name("griffin_generation_tokens_total")
                             .Help("Tokens generated.")
                             .Register(r)
                             .Add(labels_);
   running_ = &BuildGauge()
-                  .Name("griffin:num_requests_running")
+                  .Name("griffin_num_requests_running")
                   .Help("Requests holding a state slot.")
                   .Register(r)
                   .Add(labels_);
   waiting_ = &BuildGauge()
-                  .Name("griffin:num_requests_waiting")
+                  .Name("griffin_num_requests_waiting")
                   .Help("Requests queued for a state slot.")
                   .Register(r)
                   .Add(labels_);
   slots_used_ = &BuildGauge()
-                     .Name("griffin:state_slots_used")
+                     .Name("griffin_state_slots_used")
                      .Help("State slots held by running requests.")
                      .Register(r)
                      .Add(labels_);
   slots_total_ = &BuildGauge()
-                      .Name("griffin:state_slots_total")
+                      .Name("griffin_state_slots_capacity")
                       .Help("State slots allocated.")
                       .Register(r)
                       .Add(labels_);
   state_bytes_ = &BuildGauge()
-                      .Name("griffin:state_bytes_per_sequence")
+                      .Name("griffin_state_bytes_per_sequence")
                       .Help("Bytes of state one sequence holds (fixed).")
                       .Register(r)
                       .Add(labels_);
   calls_created_ = &BuildGauge()
-                        .Name("griffin:grpc_generate_calls_created")
+                        .Name("griffin_grpc_generate_calls_created")
                         .Help("gRPC Generate handler objects created (CAN-4).")
                         .Register(r)
                         .Add(labels_);
   calls_destroyed_ = &BuildGauge()
-                          .Name("griffin:grpc_generate_calls_destroyed")
+                          .Name("griffin_grpc_generate_calls_destroyed")
                           .Help("gRPC Generate handler objects destroyed (CAN-4).")
                           .Register(r)
                           .Add(labels_);

@@ -139,9 +139,9 @@ class ServerE2eTest : public ::testing::Test {
   void ExpectIdle() {
     for (int i = 0; i < 500; ++i) {
       const std::string m = HttpGet(http_port_, "/metrics").second;
-      if (Gauge(m, "griffin:num_requests_running") == 0 &&
-          Gauge(m, "griffin:num_requests_waiting") == 0 &&
-          Gauge(m, "griffin:state_slots_used") == 0) {
+      if (Gauge(m, "griffin_num_requests_running") == 0 &&
+          Gauge(m, "griffin_num_requests_waiting") == 0 &&
+          Gauge(m, "griffin_state_slots_used") == 0) {
         return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -11,7 +11,8 @@ is NOT part of this repository: pass the folder that contains its
 
 For every fixture this writes, in the Hugging Face RecurrentGemma layout:
   <out>/<name>/config.json
-  <out>/<name>/model.safetensors       (float32, HF tensor names, tied lm_head)
+  <out>/<name>/model.safetensors       (float32 holding bf16-exact values, HF tensor
+                                        names, tied lm_head)
   <out>/<name>/golden.safetensors      (tokens.k I32 [T], logprobs.k F32 [T, V])
 and for the griffin fixture also tokenizer.model (SentencePiece, byte fallback)
 plus tokenizer_golden.json (text -> ids produced by the python sentencepiece).
@@ -199,7 +200,12 @@ def random_reference_params(fx: Fixture, shapes: dict[str, tuple[int, ...]]):
       v = normal(0.1)
     else:
       raise ValueError(f"no init rule for {name} {shape}")
-    out[name] = torch.from_numpy(np.asarray(v, dtype=np.float32).reshape(shape))
+    # Every value bf16-representable, as in the bf16 checkpoints we serve: the GPU path then runs
+    # the same model as the float32 reference, and SPEC.md §8.4 measures the engine's bf16
+    # arithmetic, not the loss of rounding a float32 checkpoint (which alone costs an ideal bf16
+    # engine ~0.005 mean |dlogprob| and a top-1 flip on these fixtures).
+    out[name] = torch.from_numpy(np.asarray(v, dtype=np.float32).reshape(shape)).to(
+        torch.bfloat16).to(torch.float32)
   return out
 
 

@@ -101,8 +101,8 @@ class Server:
         """Running and waiting back to 0, every slot free (bounded wait: aborts land within a step)."""
         deadline = time.time() + timeout
         while True:
-            m = {k: self.gauge(k) for k in ("griffin:num_requests_running", "griffin:num_requests_waiting",
-                                            "griffin:state_slots_used")}
+            m = {k: self.gauge(k) for k in ("griffin_num_requests_running", "griffin_num_requests_waiting",
+                                            "griffin_state_slots_used")}
             if all(v == 0 for v in m.values()):
                 return m
             if time.time() > deadline:

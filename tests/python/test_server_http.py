@@ -268,19 +268,19 @@ def test_metrics_names_and_idle(server):
     server.wait_idle()
     m = server.metrics()
     names = {k.split("{")[0] for k in m}
-    for name in ["griffin:time_to_first_token_seconds_bucket", "griffin:inter_token_latency_seconds_bucket",
-                 "griffin:e2e_request_latency_seconds_bucket", "griffin:request_queue_time_seconds_bucket",
-                 "griffin:num_requests_running", "griffin:num_requests_waiting",
-                 "griffin:prompt_tokens_total", "griffin:generation_tokens_total",
-                 "griffin:request_success_total", "griffin:request_rejected_total",
-                 "griffin:state_slots_used", "griffin:state_slots_total",
-                 "griffin:state_bytes_per_sequence"]:
+    for name in ["griffin_time_to_first_token_seconds_bucket", "griffin_inter_token_latency_seconds_bucket",
+                 "griffin_e2e_request_latency_seconds_bucket", "griffin_request_queue_time_seconds_bucket",
+                 "griffin_num_requests_running", "griffin_num_requests_waiting",
+                 "griffin_prompt_tokens_total", "griffin_generation_tokens_total",
+                 "griffin_request_success_total", "griffin_request_rejected_total",
+                 "griffin_state_slots_used", "griffin_state_slots_capacity",
+                 "griffin_state_bytes_per_sequence"]:
         assert name in names, name
-    assert server.gauge("griffin:state_slots_total") == 8
-    assert server.gauge("griffin:state_bytes_per_sequence") > 0
-    assert any(k.startswith("griffin:request_success_total") and 'finished_reason="length"' in k
+    assert server.gauge("griffin_state_slots_capacity") == 8
+    assert server.gauge("griffin_state_bytes_per_sequence") > 0
+    assert any(k.startswith("griffin_request_success_total") and 'finished_reason="length"' in k
                and v > 0 for k, v in m.items())
-    assert any(k.startswith("griffin:request_rejected_total") and 'reason="invalid"' in k
+    assert any(k.startswith("griffin_request_rejected_total") and 'reason="invalid"' in k
                for k in m)
 
 

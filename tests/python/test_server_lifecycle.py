@@ -39,7 +39,7 @@ def test_queue_full_is_429_then_disconnects_free_everything(tiny):  # OVL-1, OVL
                             stream=True, timeout=60)
     it = running.iter_lines()
     next(it)  # the first chunk: the slot is held
-    assert wait_for(lambda: tiny.gauge("griffin:state_slots_used") == 1)
+    assert wait_for(lambda: tiny.gauge("griffin_state_slots_used") == 1)
     # Two queued non-streaming requests, from raw sockets we can drop later.
     queued = []
     for _ in range(2):
@@ -48,7 +48,7 @@ def test_queue_full_is_429_then_disconnects_free_everything(tiny):  # OVL-1, OVL
         s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         queued.append(s)
-    assert wait_for(lambda: tiny.gauge("griffin:num_requests_waiting") == 2)
+    assert wait_for(lambda: tiny.gauge("griffin_num_requests_waiting") == 2)
     r = requests.post(tiny.url + "/v1/completions", json=LONG, timeout=10)
     assert r.status_code == 429
     assert r.headers.get("Retry-After") == "1"
@@ -79,7 +79,7 @@ def test_grpc_queue_full_and_disconnect(tiny, pb):  # OVL-1 over gRPC, CAN-2
     calls = [stubs[0].Generate(req(), timeout=60)]
     next(calls[0])   # running: the slot is held
     calls += [stubs[i].Generate(req(), timeout=60) for i in (1, 2)]
-    assert wait_for(lambda: tiny.gauge("griffin:num_requests_waiting") == 2)
+    assert wait_for(lambda: tiny.gauge("griffin_num_requests_waiting") == 2)
     with pytest.raises(grpc.RpcError) as e:
         next(stubs[3].Generate(req(), timeout=10))
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -113,7 +113,7 @@ def test_drain_on_sigterm(pb):  # CAN-6, OPS-1
 
         t = threading.Thread(target=inflight)
         t.start()
-        assert wait_for(lambda: s.gauge("griffin:num_requests_running") == 1)
+        assert wait_for(lambda: s.gauge("griffin_num_requests_running") == 1)
         s.proc.send_signal(signal.SIGTERM)
         assert wait_for(lambda: requests.get(s.url + "/ready", timeout=5).status_code == 503, 10)
         r = requests.post(s.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=10)
