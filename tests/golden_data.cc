@@ -1,18 +1,30 @@
 #include "tests/golden_data.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "engine/cpu_backend.h"
+#include "engine/sampler.h"
 #include "loader/safetensors.h"
+#include "loader/tokenizer.h"
 
 namespace griffin::golden {
 
-std::string FixtureDir(const std::string& name) {
+std::string SourcePath(const std::string& relative) {
   const char* env = std::getenv("GRIFFIN_SOURCE_DIR");
-  return std::string(env != nullptr ? env : GRIFFIN_SOURCE_DIR) + "/tests/data/" + name;
+  return std::string(env != nullptr ? env : GRIFFIN_SOURCE_DIR) + "/" + relative;
 }
+
+std::string FixtureDir(const std::string& name) { return SourcePath("tests/data/" + name); }
 
 absl::StatusOr<std::vector<GoldenSequence>> LoadGolden(const std::string& dir, int vocab) {
   ASSIGN_OR_RETURN(auto file, loader::SafetensorsFile::Open(dir + "/golden.safetensors"));
@@ -34,6 +46,74 @@ absl::StatusOr<std::vector<GoldenSequence>> LoadGolden(const std::string& dir, i
   }
   if (out.empty()) return absl::DataLossError("golden.safetensors holds no sequence");
   return out;
+}
+
+Agreement CompareLogProbs(absl::Span<const float> got, absl::Span<const float> ref, int vocab) {
+  Agreement a;
+  double sum = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::abs(double(got[i]) - ref[i]);
+    sum += d;
+    a.max_abs = std::max(a.max_abs, d);
+  }
+  a.mean_abs = got.empty() ? 0.0 : sum / got.size();
+  std::vector<float> sorted(vocab);
+  for (size_t t = 0; t < got.size() / vocab; ++t) {
+    const float* r = &ref[t * vocab];
+    const float* g = &got[t * vocab];
+    std::copy(r, r + vocab, sorted.begin());
+    std::partial_sort(sorted.begin(), sorted.begin() + std::min(2, vocab), sorted.end(),
+                      std::greater<float>());
+    if (vocab > 1 && sorted[0] - sorted[1] < 1e-2f) continue;  // near-tie: left out (§8.4)
+    ++a.counted;
+    a.agreed += std::max_element(g, g + vocab) - g == std::max_element(r, r + vocab) - r;
+  }
+  a.top1 = a.counted ? double(a.agreed) / a.counted : 1.0;
+  return a;
+}
+
+absl::StatusOr<std::vector<float>> StepLogProbs(engine::Backend& backend,
+                                                absl::Span<const int32_t> tokens, int chunk,
+                                                int slot) {
+  const int T = tokens.size();
+  const int V = backend.config().vocab_size;
+  if (chunk == 0) chunk = T;
+  std::vector<float> logits(size_t(T) * V), out(size_t(T) * V);
+  for (int s = 0; s < T; s += chunk) {
+    const int n = std::min(chunk, T - s);
+    engine::StepEntry e{.slot = slot, .position = s, .tokens = tokens.subspan(s, n),
+                        .logits = engine::LogitsRequest::kAll};
+    RETURN_IF_ERROR(
+        backend.Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * V, size_t(n) * V)));
+  }
+  for (int t = 0; t < T; ++t) {
+    engine::LogSoftmax(absl::MakeConstSpan(logits).subspan(size_t(t) * V, V),
+                       absl::MakeSpan(out).subspan(size_t(t) * V, V));
+  }
+  return out;
+}
+
+std::string DemoModelDir() { return SourcePath("models/demo"); }
+
+absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo) {
+  static std::mutex mu;
+  static std::optional<GoldenSequence>* cached = new std::optional<GoldenSequence>;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached->has_value()) return **cached;
+  ASSIGN_OR_RETURN(auto tokenizer, loader::Tokenizer::Load(demo.tokenizer_path()));
+  const std::string path = SourcePath("tests/data/demo_parity/text.txt");
+  std::ifstream file(path);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << file.rdbuf();
+  ASSIGN_OR_RETURN(std::vector<int> ids, tokenizer->Encode(text.str()));
+  GoldenSequence g;
+  g.tokens.push_back(demo.config().bos_token_id);
+  g.tokens.insert(g.tokens.end(), ids.begin(), ids.end());
+  ASSIGN_OR_RETURN(auto cpu, engine::CpuBackend::Create(demo, 1));
+  ASSIGN_OR_RETURN(g.logprobs, StepLogProbs(*cpu, g.tokens, 0, 0));
+  *cached = g;
+  return g;
 }
 
 }  // namespace griffin::golden

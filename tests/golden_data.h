@@ -8,6 +8,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/backend.h"
+#include "loader/checkpoint.h"
 
 namespace griffin::golden {
 
@@ -19,9 +22,31 @@ struct GoldenSequence {
 // tests/data/<name>, under $GRIFFIN_SOURCE_DIR when set (the binaries run on another machine, the
 // GPU host, where the compiled-in source path does not exist), else the compiled-in source dir.
 std::string FixtureDir(const std::string& name);
+// `relative` (e.g. "models/demo") under the same source root.
+std::string SourcePath(const std::string& relative);
 
 // Every sequence k (tokens.k, logprobs.k) in `dir`/golden.safetensors, checked against `vocab`.
 absl::StatusOr<std::vector<GoldenSequence>> LoadGolden(const std::string& dir, int vocab);
+
+// SPEC.md §8.4's metrics of `got` against `ref` ([T, V] log-probabilities): mean and max absolute
+// difference, and top-1 agreement over the positions whose reference top-2 are at least 1e-2 apart.
+struct Agreement {
+  double mean_abs = 0, max_abs = 0, top1 = 1;
+  int counted = 0, agreed = 0;
+};
+Agreement CompareLogProbs(absl::Span<const float> got, absl::Span<const float> ref, int vocab);
+
+// Log-probabilities of every position of `tokens` on `backend`'s `slot`, fed in chunks of `chunk`
+// tokens (0: all at once).
+absl::StatusOr<std::vector<float>> StepLogProbs(engine::Backend& backend,
+                                                absl::Span<const int32_t> tokens, int chunk,
+                                                int slot);
+
+// The trained bundled model (models/demo) on real text (tests/data/demo_parity/text.txt, 565
+// tokens with BOS), with the CPU float32 engine's log-probabilities as the reference: confident
+// predictions over enough positions for a top-1 rate to mean something. Cached per process.
+std::string DemoModelDir();
+absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo);
 
 }  // namespace griffin::golden
 

@@ -107,36 +107,59 @@ TEST_P(GoldenTest, ChunkedPrefillAndDecodeAgree) {
 }
 
 // The error the GPU's bf16 path cannot avoid: the same model with bf16 matrices and bf16 GEMM
-// inputs (CpuNumerics::kEmulateBf16Gemm), measured with SPEC.md §8.4's GPU metrics. The mean bound
-// is asserted (it is what the CUDA backend is held to); the top-1 agreement is printed: on the
-// griffin fixture the rounding alone flips one of 41 positions whose reference top-2 margin is
-// 0.044, so "top-1 >= 99%" cannot hold there for any bf16-activation engine.
+// inputs (CpuNumerics::kEmulateBf16Gemm), measured with SPEC.md §8.4's GPU metrics (the mean per
+// sequence; top-1 over all golden sequences together, Bf16EmulationTop1OverAllGoldenSequences).
+// The fixtures' weights are bf16-exact (make_golden.py), so this is the activations' rounding alone.
 TEST_P(GoldenTest, Bf16EmulationStaysWithinTheGpuMeanBound) {
   auto emulated = engine::CpuBackend::Create(*checkpoint_, 2, engine::CpuNumerics::kEmulateBf16Gemm);
   ASSERT_TRUE(emulated.ok()) << emulated.status();
   backend_ = std::move(*emulated);
-  const int V = vocab_;
   for (const GoldenSequence& g : golden_) {
-    const auto got = LogProbs(g.tokens, 0);
-    double sum = 0;
-    for (size_t i = 0; i < got.size(); ++i) sum += std::abs(double(got[i]) - g.logprobs[i]);
-    const double mean = sum / got.size();
-    int agree = 0, counted = 0;
-    for (size_t t = 0; t < g.tokens.size(); ++t) {
-      const float* ref = g.logprobs.data() + t * V;
-      const float* out = got.data() + t * V;
-      const int ref_top = static_cast<int>(std::max_element(ref, ref + V) - ref);
-      float second = -INFINITY;
-      for (int v = 0; v < V; ++v) if (v != ref_top) second = std::max(second, ref[v]);
-      if (ref[ref_top] - second < 1e-2f) continue;  // near-tie: left out, as §8.4 says
-      ++counted;
-      agree += static_cast<int>(std::max_element(out, out + V) - out) == ref_top;
-    }
+    const golden::Agreement a = golden::CompareLogProbs(LogProbs(g.tokens, 0), g.logprobs, vocab_);
     std::printf("%s T=%zu bf16 emulation: mean |logprob - reference| = %.4f, top-1 %d/%d\n",
-                GetParam().c_str(), g.tokens.size(), mean, agree, counted);
-    EXPECT_LE(mean, 2e-2) << GetParam() << " T=" << g.tokens.size();
-    EXPECT_GT(mean, 1e-3) << "the emulation must really round";
+                GetParam().c_str(), g.tokens.size(), a.mean_abs, a.agreed, a.counted);
+    EXPECT_LE(a.mean_abs, 2e-2) << GetParam() << " T=" << g.tokens.size();
+    EXPECT_GT(a.mean_abs, 1e-3) << "the emulation must really round";
   }
+}
+
+// An ideal bf16 engine meets §8.4's top-1 half over all golden sequences (the three fixtures and
+// the trained demo model on real text, whose reference is this float32 engine): the bound the CUDA
+// backend is held to (CudaParityTest) is reachable.
+TEST(GoldenEmulationTest, Bf16EmulationTop1OverAllGoldenSequences) {
+  int counted = 0, agreed = 0;
+  for (const char* name : {"griffin", "hawk", "attnfirst", "demo"}) {
+    const std::string dir = std::string(name) == "demo" ? golden::DemoModelDir() : FixtureDir(name);
+    auto checkpoint = loader::Checkpoint::Open(dir);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    const int V = (*checkpoint)->config().vocab_size;
+    std::vector<GoldenSequence> sequences;
+    if (std::string(name) == "demo") {
+      auto g = golden::DemoParitySequence(**checkpoint);
+      ASSERT_TRUE(g.ok()) << g.status();
+      sequences.push_back(*g);
+    } else {
+      auto loaded = golden::LoadGolden(dir, V);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      sequences = std::move(*loaded);
+    }
+    auto emulated =
+        engine::CpuBackend::Create(**checkpoint, 1, engine::CpuNumerics::kEmulateBf16Gemm);
+    ASSERT_TRUE(emulated.ok()) << emulated.status();
+    for (const GoldenSequence& g : sequences) {
+      auto got = golden::StepLogProbs(**emulated, g.tokens, 0, 0);
+      ASSERT_TRUE(got.ok()) << got.status();
+      const golden::Agreement a = golden::CompareLogProbs(*got, g.logprobs, V);
+      std::printf("%s T=%zu bf16 emulation: mean %.4f, top-1 %d/%d\n", name, g.tokens.size(),
+                  a.mean_abs, a.agreed, a.counted);
+      EXPECT_LE(a.mean_abs, 2e-2) << name;
+      counted += a.counted;
+      agreed += a.agreed;
+    }
+  }
+  std::printf("all golden sequences, bf16 emulation: top-1 %d/%d\n", agreed, counted);
+  EXPECT_GE(counted, 100);
+  EXPECT_GE(double(agreed) / counted, 0.99);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::Values("griffin", "hawk", "attnfirst"));
