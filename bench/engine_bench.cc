@@ -5,6 +5,12 @@
 // bytes per live sequence and how many fit in 100 GiB.
 //
 //   engine_bench [--model=2b|9b|all] [--quick] [--reps=N]
+//   engine_bench --serving=CONCURRENCY --input_len=N --output_len=N [--num_requests=N]
+//                [--token_budget=N] [--max_batch=N] [--model=2b|9b]
+//
+// --serving runs the engine alone (EngineCore: scheduler, chunked prefill, GPU sampling) closed
+// loop at CONCURRENCY requests in flight, greedy with fixed lengths: the baseline griffin-bench's
+// figures through the server are compared with (server overhead, bench/RESULTS.md).
 //
 // Timing: each figure is the median over N repetitions after 3 warm-ups, host wall-clock around
 // Backend calls that end in a stream synchronisation (so it includes the host-side step
@@ -14,12 +20,17 @@
 // (measured cuBLAS bf16), the larger of the two.
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <random>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "engine/backend_factory.h"
 #include "engine/cuda_backend.h"
+#include "engine/engine_core.h"
 #include "engine/griffin_model.h"
 
 namespace griffin {
@@ -108,7 +119,7 @@ int Run(const std::string& name, bool quick, int reps) {
     for (int B : batches) {
       for (int s = 0; s < B; ++s) (void)backend->SetNextPositionForBenchmark(s, pos);
       std::vector<int32_t> tok(B, 5);
-      std::vector<engine::GpuSampleRequest> req(B);
+      std::vector<engine::SampleRequest> req(B);
       for (auto& r : req) r.params.temperature = 0.0f;
       std::vector<StepEntry> entries(B);
       absl::Status status;
@@ -140,7 +151,7 @@ int Run(const std::string& name, bool quick, int reps) {
   for (int S : {1, 16}) {
     const int T = 2048;
     std::vector<StepEntry> entries(S);
-    std::vector<engine::GpuSampleRequest> req(S);
+    std::vector<engine::SampleRequest> req(S);
     for (auto& r : req) r.params.temperature = 0.0f;
     std::vector<int32_t> tok(S);
     absl::Status status;
@@ -181,6 +192,80 @@ int Run(const std::string& name, bool quick, int reps) {
   return failures;
 }
 
+struct ServingArgs {
+  int concurrency = 0;
+  int input_len = 1024, output_len = 128, num_requests = 0;
+  int64_t token_budget = 512;
+  int max_batch = 256;
+};
+
+// Closed loop through EngineCore; prints output tokens/s and requests/s over the timed requests.
+int RunServing(const std::string& name, const ServingArgs& a) {
+  const loader::ModelConfig c = Preset(name);
+  const int requests = a.num_requests > 0 ? a.num_requests : 2 * a.concurrency;
+  auto backend = engine::CreateBackendWithRandomWeights(
+      c, {.kind = engine::BackendKind::kCuda, .num_slots = a.concurrency,
+          .max_batch = a.max_batch, .max_tokens_per_step = a.token_budget}, 1);
+  if (!backend.ok()) {
+    std::printf("backend: %s\n", backend.status().ToString().c_str());
+    return 1;
+  }
+  auto core = engine::EngineCore::Create(
+      std::move(*backend), {.token_budget = a.token_budget, .max_batch = a.max_batch,
+                            .max_queue = requests});
+  if (!core.ok()) {
+    std::printf("engine: %s\n", core.status().ToString().c_str());
+    return 1;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0, failed = 0;
+  int64_t output_tokens = 0;
+  std::mt19937 rng(0);
+  std::uniform_int_distribution<int32_t> id(10, 499);
+  auto submit = [&] {
+    engine::ValidatedRequest r;
+    r.prompt.resize(a.input_len);
+    for (int32_t& t : r.prompt) t = id(rng);
+    r.sampling.temperature = 0.0f;
+    r.max_tokens = a.output_len;
+    r.ignore_eos = true;
+    auto submitted = (*core)->Submit(std::move(r), [&](engine::EngineOutput out) {
+      std::lock_guard<std::mutex> lock(mu);
+      output_tokens += static_cast<int64_t>(out.tokens.size());
+      if (out.finished) {
+        ++finished;
+        failed += !out.status.ok();
+        cv.notify_all();
+      }
+    });
+    if (!submitted.ok()) std::printf("submit: %s\n", submitted.status().ToString().c_str());
+  };
+  const auto start = std::chrono::steady_clock::now();
+  int sent = 0;
+  for (; sent < std::min(a.concurrency, requests); ++sent) submit();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    while (finished < requests) {
+      cv.wait(lock);
+      while (sent < requests && sent - finished < a.concurrency) {
+        ++sent;
+        lock.unlock();
+        submit();
+        lock.lock();
+      }
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("engine alone (%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
+              "token budget %lld, max batch %d: %.1f s, %.0f output tok/s, %.2f req/s, %d failed\n",
+              name.c_str(), a.concurrency, requests, a.input_len, a.output_len,
+              static_cast<long long>(a.token_budget), a.max_batch, seconds,
+              output_tokens / seconds, requests / seconds, failed);
+  return failed == 0 ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace griffin
 
@@ -188,19 +273,41 @@ int main(int argc, char** argv) {
   std::string model = "2b";
   bool quick = false;
   int reps = 20;
+  griffin::ServingArgs serving;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a.rfind("--model=", 0) == 0) model = a.substr(8);
+    auto value = [&](const char* flag) -> const char* {
+      const size_t n = std::strlen(flag);
+      return a.compare(0, n, flag) == 0 ? a.c_str() + n : nullptr;
+    };
+    if (const char* v = value("--model=")) model = v;
     else if (a == "--quick") quick = true;
-    else if (a.rfind("--reps=", 0) == 0) reps = std::max(3, std::atoi(a.c_str() + 7));
+    else if (const char* v = value("--reps=")) reps = std::max(3, std::atoi(v));
+    else if (const char* v = value("--serving=")) serving.concurrency = std::atoi(v);
+    else if (const char* v = value("--input_len=")) serving.input_len = std::atoi(v);
+    else if (const char* v = value("--output_len=")) serving.output_len = std::atoi(v);
+    else if (const char* v = value("--num_requests=")) serving.num_requests = std::atoi(v);
+    else if (const char* v = value("--token_budget=")) serving.token_budget = std::atoll(v);
+    else if (const char* v = value("--max_batch=")) serving.max_batch = std::atoi(v);
     else {
-      std::fprintf(stderr, "usage: engine_bench [--model=2b|9b|all] [--quick] [--reps=N]\n");
+      std::fprintf(stderr,
+                   "usage: engine_bench [--model=2b|9b|all] [--quick] [--reps=N]\n"
+                   "       engine_bench --serving=CONCURRENCY [--input_len=N] [--output_len=N]\n"
+                   "                    [--num_requests=N] [--token_budget=N] [--max_batch=N]\n");
       return 2;
     }
   }
   if (!griffin::engine::CudaDeviceAvailable()) {
     std::printf("no CUDA device: engine_bench skipped\n");
     return 0;
+  }
+  if (serving.concurrency > 0) {
+    if (serving.input_len < 1 || serving.output_len < 1 || serving.max_batch < 1 ||
+        serving.token_budget < 1) {
+      std::fprintf(stderr, "--input_len, --output_len, --max_batch, --token_budget must be >= 1\n");
+      return 2;
+    }
+    return griffin::RunServing(model == "9b" ? "9b" : "2b", serving);
   }
   int failures = 0;
   if (model == "2b" || model == "all") failures += griffin::Run("2b", quick, reps);

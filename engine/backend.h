@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/sampler.h"
 #include "loader/model_config.h"
 
 namespace griffin::engine {
@@ -32,6 +33,13 @@ struct StepEntry {
 
 // Rows of logits a step over `entries` returns.
 int64_t LogitsRows(absl::Span<const StepEntry> entries);
+
+// One row's request to sample on the device (Backend::StepSample).
+struct SampleRequest {
+  SamplingParams params;              // no presence/frequency penalty (samples_on_device says so)
+  absl::Span<const int32_t> context;  // ids the repetition penalty applies to
+  uint64_t step = 0;                  // draw index of the request (Philox counter)
+};
 
 class Backend {
  public:
@@ -56,6 +64,19 @@ class Backend {
   //    other slots are unchanged.
   // Not thread-safe: one engine thread calls it.
   virtual absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) = 0;
+
+  // Whether StepSample works: the backend samples next to the logits, so a step returns one id per
+  // row instead of rows of vocab_size floats (on a GPU, 1 MB per row of a 256k vocabulary).
+  virtual bool samples_on_device() const { return false; }
+  // Like Step, but returns one sampled token per kLast entry (`requests` and `tokens` in entry
+  // order; kAll entries are INVALID_ARGUMENT). A row whose logits hold NaN or +inf, or nothing
+  // finite, gets token -1 (NUM-4: the engine fails that request alone). Draws follow the device's
+  // own sampler: the same seed gives the same tokens on the same backend, not across backends.
+  virtual absl::Status StepSample(absl::Span<const StepEntry> entries,
+                                  absl::Span<const SampleRequest> requests,
+                                  absl::Span<int32_t> tokens) {
+    return absl::UnimplementedError("this backend samples on the host (Step + SampleToken)");
+  }
 
   // Zeroes the slot's state and sets its next position to 0 (a freed slot starts clean).
   virtual absl::Status ResetSlot(int slot) = 0;

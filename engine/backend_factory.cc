@@ -1,5 +1,7 @@
 #include "engine/backend_factory.h"
 
+#include <algorithm>
+
 #include "base/status_macros.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
@@ -50,6 +52,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
       if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
       CudaBackendOptions cuda_options;
       cuda_options.num_slots = options.num_slots;
+      cuda_options.max_decode_batch = options.max_batch;
+      cuda_options.max_tokens_per_step = static_cast<int>(
+          std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
       ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
                        CudaBackend::Create(checkpoint, cuda_options));
       return std::unique_ptr<Backend>(std::move(backend));
@@ -59,6 +64,28 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
     }
   }
   return absl::InvalidArgumentError("unknown backend kind");
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
+    const loader::ModelConfig& config, const BackendOptions& options, uint64_t seed) {
+  if (options.num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
+  if (options.kind != BackendKind::kCuda) {
+    return absl::FailedPreconditionError(
+        "random (dummy) weights need the CUDA backend; the CPU backend reads a checkpoint");
+  }
+#if defined(GRIFFIN_HAVE_CUDA)
+  if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
+  CudaBackendOptions cuda_options;
+  cuda_options.num_slots = options.num_slots;
+      cuda_options.max_decode_batch = options.max_batch;
+      cuda_options.max_tokens_per_step = static_cast<int>(
+          std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
+                   CudaBackend::CreateRandom(config, cuda_options, seed));
+  return std::unique_ptr<Backend>(std::move(backend));
+#else
+  return absl::FailedPreconditionError("this build has no CUDA backend");
+#endif
 }
 
 }  // namespace griffin::engine

@@ -29,12 +29,21 @@ int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& confi
 struct BackendOptions {
   BackendKind kind = BackendKind::kCpu;
   int num_slots = 1;  // ≥ 1; state for all of them is allocated up front
+  // The engine's step limits, which size the CUDA backend's workspaces and decode graphs.
+  int max_batch = 256;
+  int64_t max_tokens_per_step = 4096;
 };
 
 // FAILED_PRECONDITION when `kind` is not built in or cannot run this model (checked here, at load,
 // never mid-request); the loader's and backend's errors otherwise.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint& checkpoint,
                                                        const BackendOptions& options);
+
+// Random bf16 weights generated on the device for `config` (vLLM's --load-format dummy): serving
+// benchmarks of published shapes without their checkpoints. CUDA only: FAILED_PRECONDITION for
+// the CPU backend, which reads its weights from a checkpoint.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
+    const loader::ModelConfig& config, const BackendOptions& options, uint64_t seed);
 
 }  // namespace griffin::engine
 

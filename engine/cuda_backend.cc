@@ -232,7 +232,7 @@ struct CudaBackend::Impl {
   absl::Status EnqueueHead(int row0, int nrows, bool argmax);
   absl::Status Validate(absl::Span<const StepEntry> entries) const;
   absl::Status Run(absl::Span<const StepEntry> entries, float* logits_out,
-                   absl::Span<const GpuSampleRequest> requests, int32_t* tokens_out_host);
+                   absl::Span<const SampleRequest> requests, int32_t* tokens_out_host);
   absl::Status Fail(absl::Status st) {
     healthy = false;
     return st;
@@ -597,11 +597,11 @@ absl::Status CudaBackend::Impl::Validate(absl::Span<const StepEntry> entries) co
 }
 
 absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* logits_host,
-                                    absl::Span<const GpuSampleRequest> requests,
+                                    absl::Span<const SampleRequest> requests,
                                     int32_t* tokens_host_out) {
   const bool sampling = tokens_host_out != nullptr;
   bool all_greedy = true;
-  for (const GpuSampleRequest& r : requests) all_greedy &= r.params.greedy();
+  for (const SampleRequest& r : requests) all_greedy &= r.params.greedy();
 
   // Resets first (stream order puts them before the forward).
   for (const StepEntry& e : entries) {
@@ -614,7 +614,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* 
   auto upload_sampling = [&](int row0, int n) -> absl::Status {
     int ctx = 0;
     for (int i = 0; i < n; ++i) {
-      const GpuSampleRequest& r = requests[row0 + i];
+      const SampleRequest& r = requests[row0 + i];
       kernels::SampleRowParams& s = sample_host[i];
       s.temperature = r.params.temperature;
       s.top_k = r.params.top_k;
@@ -816,7 +816,7 @@ absl::Status CudaBackend::Step(absl::Span<const StepEntry> entries, absl::Span<f
 }
 
 absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
-                                     absl::Span<const GpuSampleRequest> requests,
+                                     absl::Span<const SampleRequest> requests,
                                      absl::Span<int32_t> tokens) {
   if (!impl_->healthy) return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
@@ -830,7 +830,7 @@ absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
   if (requests.size() != rows || tokens.size() != rows) {
     return absl::InvalidArgumentError("one sampling request and one token per kLast entry");
   }
-  for (const GpuSampleRequest& r : requests) {
+  for (const SampleRequest& r : requests) {
     if (r.params.presence_penalty != 0.0f || r.params.frequency_penalty != 0.0f) {
       return absl::InvalidArgumentError("the GPU sampler has no presence/frequency penalty");
     }

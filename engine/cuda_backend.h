@@ -56,13 +56,6 @@ int64_t CudaStateBytesPerSlot(const loader::ModelConfig& config);
 // Slots that fit in `budget_bytes` of state memory.
 int CudaSlotsForBudget(const loader::ModelConfig& config, int64_t budget_bytes);
 
-// One row's sampling request for StepSample.
-struct GpuSampleRequest {
-  SamplingParams params;
-  absl::Span<const int32_t> context;  // ids the repetition penalty applies to
-  uint64_t step = 0;                  // draw index of the request (Philox counter)
-};
-
 class CudaBackend final : public Backend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const loader::Checkpoint& checkpoint,
@@ -80,12 +73,11 @@ class CudaBackend final : public Backend {
   absl::Status ResetSlot(int slot) override;
   int64_t NextPosition(int slot) const override;
 
-  // Like Step, but samples on the GPU and returns one token per row instead of logits
-  // (`requests` and `tokens`: one per entry whose logits is kLast; kAll is INVALID_ARGUMENT).
-  // A row whose logits hold NaN or +inf (or nothing finite) gets token -1: that request failed
-  // (NUM-4), the others are unaffected. Greedy rows are an argmax inside the decode graph.
+  // Greedy rows are an argmax inside the decode graph; the others one sampling kernel per step.
+  bool samples_on_device() const override { return true; }
   absl::Status StepSample(absl::Span<const StepEntry> entries,
-                          absl::Span<const GpuSampleRequest> requests, absl::Span<int32_t> tokens);
+                          absl::Span<const SampleRequest> requests,
+                          absl::Span<int32_t> tokens) override;
 
   // Device bytes not proportional to the slot count (weights, workspaces, graphs' buffers).
   int64_t fixed_device_bytes() const;

@@ -169,6 +169,18 @@ TokenLogprobs ComputeLogprobs(absl::Span<const float> row, int32_t chosen, int t
 
 }  // namespace
 
+bool EngineCore::MasksStopIds(const Seq& seq) const {
+  const ValidatedRequest& req = seq.req;
+  return static_cast<int>(seq.output.size()) < req.min_tokens &&
+         ((!req.ignore_eos && eos_id_ >= 0 && eos_id_ < vocab_) || !req.stop_token_ids.empty());
+}
+
+bool EngineCore::DeviceCanSample(const Seq& seq) const {
+  const ValidatedRequest& req = seq.req;
+  return req.top_logprobs < 0 && req.sampling.presence_penalty == 0.0f &&
+         req.sampling.frequency_penalty == 0.0f && !MasksStopIds(seq);
+}
+
 bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* outputs,
                          std::vector<std::unique_ptr<Seq>>* done) {
   const absl::Time now = absl::Now();
@@ -284,8 +296,27 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     entry_seq.push_back(seq);
   }
   const int64_t rows = LogitsRows(entries);
-  logits_.resize(static_cast<size_t>(rows) * vocab_);
-  absl::Status status = backend_->Step(entries, absl::MakeSpan(logits_));
+  bool on_device = options_.device_sampling && backend_->samples_on_device();
+  for (size_t i = 0; i < entries.size() && on_device; ++i) {
+    if (entries[i].logits != LogitsRequest::kNone) on_device = DeviceCanSample(*entry_seq[i]);
+  }
+  absl::Status status;
+  if (on_device) {
+    std::vector<SampleRequest> requests;
+    requests.reserve(rows);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].logits == LogitsRequest::kNone) continue;
+      const Seq& seq = *entry_seq[i];
+      requests.push_back({.params = seq.req.sampling,
+                          .context = seq.context,
+                          .step = static_cast<uint64_t>(seq.output.size())});
+    }
+    sampled_.resize(rows);
+    status = backend_->StepSample(entries, requests, absl::MakeSpan(sampled_));
+  } else {
+    logits_.resize(static_cast<size_t>(rows) * vocab_);
+    status = backend_->Step(entries, absl::MakeSpan(logits_));
+  }
   steps_.fetch_add(1);
   absl::flat_hash_map<uint64_t, std::pair<FinishReason, absl::Status>> ended;
   if (!status.ok()) {
@@ -302,19 +333,25 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       Seq& seq = *entry_seq[i];
       seq.fed += static_cast<int64_t>(entries[i].tokens.size());
       if (entries[i].logits == LogitsRequest::kNone) continue;
-      absl::Span<const float> logits(logits_.data() + row * vocab_, vocab_);
-      ++row;
       const ValidatedRequest& req = seq.req;
-      absl::Span<const float> sample_from = logits;
-      if (static_cast<int>(seq.output.size()) < req.min_tokens) {
-        masked.assign(logits.begin(), logits.end());
-        const float ninf = -std::numeric_limits<float>::infinity();
-        if (!req.ignore_eos && eos_id_ >= 0 && eos_id_ < vocab_) masked[eos_id_] = ninf;
-        for (int32_t id : req.stop_token_ids) masked[id] = ninf;
-        sample_from = masked;
+      absl::Span<const float> logits;
+      absl::StatusOr<int> token;
+      if (on_device) {
+        token = sampled_[row] >= 0 ? absl::StatusOr<int>(sampled_[row])
+                                   : absl::InternalError("the model produced a non-finite logit");
+      } else {
+        logits = absl::MakeConstSpan(logits_.data() + row * vocab_, vocab_);
+        absl::Span<const float> sample_from = logits;
+        if (MasksStopIds(seq)) {
+          masked.assign(logits.begin(), logits.end());
+          const float ninf = -std::numeric_limits<float>::infinity();
+          if (!req.ignore_eos && eos_id_ >= 0 && eos_id_ < vocab_) masked[eos_id_] = ninf;
+          for (int32_t id : req.stop_token_ids) masked[id] = ninf;
+          sample_from = masked;
+        }
+        token = SampleToken(sample_from, req.sampling, seq.context, seq.output.size(), seq.output);
       }
-      absl::StatusOr<int> token =
-          SampleToken(sample_from, req.sampling, seq.context, seq.output.size(), seq.output);
+      ++row;
       if (!token.ok()) {
         ended[seq.id] = {FinishReason::kError, token.status()};  // NUM-4: this request alone
         continue;

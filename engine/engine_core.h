@@ -82,6 +82,10 @@ struct EngineOptions {
   int64_t max_queued_tokens = int64_t{1} << 40;  // prompt tokens waiting, same answer (OVL-1)
   // A request still waiting for a slot this long ends DEADLINE_EXCEEDED (OVL-2).
   absl::Duration queue_timeout = absl::InfiniteDuration();
+  // Sample on the device when the backend can (Backend::samples_on_device) and a step's rows ask
+  // nothing only the host sampler does (log-probabilities, min_tokens masks, presence/frequency
+  // penalties); such a step copies logits to the host and samples there.
+  bool device_sampling = true;
 };
 
 struct EngineStats {
@@ -126,6 +130,10 @@ class EngineCore {
   bool RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* outputs,
                std::vector<std::unique_ptr<Seq>>* done);
   void FinishSeq(Seq& seq, FinishReason reason, absl::Status status, EngineOutput* out);
+  // Whether the next token must not be a stop id yet (min_tokens).
+  bool MasksStopIds(const Seq& seq) const;
+  // Whether the device sampler can draw the sequence's next token (see device_sampling).
+  bool DeviceCanSample(const Seq& seq) const;
   void FreeSlot(Seq& seq);
 
   std::unique_ptr<Backend> backend_;
@@ -145,6 +153,7 @@ class EngineCore {
   std::vector<std::unique_ptr<Seq>> running_;
   std::vector<int> free_slots_;
   std::vector<float> logits_;
+  std::vector<int32_t> sampled_;           // device-sampled token per row
 
   std::atomic<int> num_running_{0};
   std::atomic<int> slots_used_{0};

@@ -1,11 +1,14 @@
 #include "engine/engine_core.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
 
+#include "base/status_macros.h"
 #include "engine/backend_factory.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
@@ -252,7 +255,28 @@ class FakeBackend : public Backend {
   }
   int64_t NextPosition(int slot) const override { return positions_[slot]; }
 
+  // Device sampling (when device_sampler): the greedy token of Step's logits, -1 for poisoned rows.
+  bool samples_on_device() const override { return device_sampler; }
+  absl::Status StepSample(absl::Span<const StepEntry> entries,
+                          absl::Span<const SampleRequest> requests,
+                          absl::Span<int32_t> tokens) override {
+    if (!device_sampler) return Backend::StepSample(entries, requests, tokens);
+    device_steps.fetch_add(1);
+    std::vector<float> logits(static_cast<size_t>(LogitsRows(entries)) * 16);
+    RETURN_IF_ERROR(Step(entries, absl::MakeSpan(logits)));
+    if (requests.size() != tokens.size() || tokens.size() * 16 != logits.size()) {
+      return absl::InvalidArgumentError("one request and one token per row");
+    }
+    for (size_t r = 0; r < tokens.size(); ++r) {
+      const float* row = &logits[r * 16];
+      tokens[r] = std::isnan(row[0]) ? -1 : static_cast<int32_t>(std::max_element(row, row + 16) - row);
+    }
+    return absl::OkStatus();
+  }
+
   std::atomic<bool> fail_next{false};
+  bool device_sampler = false;
+  std::atomic<int> device_steps{0};
 
  private:
   loader::ModelConfig config_;
@@ -281,6 +305,37 @@ TEST(EngineFaultTest, NanLogitsFailOneRequestAlone) {  // NUM-4
   EXPECT_TRUE(n.last.status.ok());
   EXPECT_EQ(n.tokens, (std::vector<int32_t>{4, 5, 6, 7, 8}));
   EXPECT_EQ(core->stats().slots_used, 0);
+}
+
+TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
+  for (bool enabled : {true, false}) {
+    auto fake = std::make_unique<FakeBackend>(4);
+    fake->device_sampler = true;
+    FakeBackend* raw = fake.get();
+    EngineOptions options;
+    options.device_sampling = enabled;
+    auto core = *EngineCore::Create(std::move(fake), options);
+    Collector plain, poisoned;
+    ASSERT_TRUE(core->Submit(Req({2, 3}, 4), plain.Callback()).ok());
+    ASSERT_TRUE(core->Submit(Req({2, 13}, 4), poisoned.Callback()).ok());
+    Collected p = plain.Wait();
+    EXPECT_TRUE(p.last.status.ok());
+    EXPECT_EQ(p.tokens, (std::vector<int32_t>{4, 5, 6, 7}));
+    EXPECT_EQ(poisoned.Wait().last.status.code(), absl::StatusCode::kInternal);  // NUM-4, alone
+    EXPECT_EQ(raw->device_steps.load() > 0, enabled) << "device_sampling=" << enabled;
+
+    // Log-probabilities need the logits on the host: such a step does not sample on the device.
+    const int before = raw->device_steps.load();
+    ValidatedRequest with_logprobs = Req({2, 5}, 3);
+    with_logprobs.top_logprobs = 2;
+    Collector lp;
+    ASSERT_TRUE(core->Submit(std::move(with_logprobs), lp.Callback()).ok());
+    Collected l = lp.Wait();
+    EXPECT_TRUE(l.last.status.ok());
+    EXPECT_EQ(l.tokens, (std::vector<int32_t>{6, 7, 8}));
+    EXPECT_EQ(raw->device_steps.load(), before);
+    EXPECT_EQ(core->stats().slots_used, 0);
+  }
 }
 
 TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <fstream>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -39,6 +40,12 @@ ABSL_FLAG(std::string, model, "",
           "else the random-weight test fixture tests/data/griffin");
 ABSL_FLAG(std::string, model_name, "", "name clients use in `model`; default: the folder's name");
 ABSL_FLAG(std::string, backend, "auto", "cpu, cuda, or auto (cuda when a GPU is present)");
+ABSL_FLAG(std::string, load_format, "safetensors",
+          "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "
+          "for config.json's shapes, as vLLM's --load-format dummy: benchmarks without a checkpoint)");
+ABSL_FLAG(bool, device_sampling, true,
+          "sample on the GPU when the backend can and a request needs no host-only feature "
+          "(logprobs, min_tokens, presence/frequency penalty)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "bind address for both ports (loopback by default)");
 ABSL_FLAG(int, http_port, 8000, "HTTP port (OpenAI API, health, metrics)");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port");
@@ -184,17 +191,38 @@ int Run() {
   }
   absl::StatusOr<engine::BackendKind> kind = engine::ParseBackendKind(absl::GetFlag(FLAGS_backend));
   if (!kind.ok()) return fail("--backend", kind.status());
-  absl::StatusOr<std::unique_ptr<loader::Checkpoint>> checkpoint =
-      loader::Checkpoint::Open(model_dir);
-  if (!checkpoint.ok()) return fail("model", checkpoint.status());
+  const std::string load_format = absl::GetFlag(FLAGS_load_format);
+  if (load_format != "safetensors" && load_format != "dummy") {
+    return fail("--load_format", absl::InvalidArgumentError("must be safetensors or dummy"));
+  }
+  std::unique_ptr<loader::Checkpoint> checkpoint;
+  loader::ModelConfig config;
+  std::string tokenizer_path;
+  if (load_format == "dummy") {
+    absl::StatusOr<loader::ModelConfig> parsed =
+        loader::LoadModelConfig(absl::StrCat(model_dir, "/config.json"));
+    if (!parsed.ok()) return fail("model", parsed.status());
+    config = *parsed;
+    const std::string candidate = absl::StrCat(model_dir, "/tokenizer.model");
+    if (std::ifstream(candidate).good()) tokenizer_path = candidate;
+  } else {
+    absl::StatusOr<std::unique_ptr<loader::Checkpoint>> opened = loader::Checkpoint::Open(model_dir);
+    if (!opened.ok()) return fail("model", opened.status());
+    checkpoint = std::move(*opened);
+    config = checkpoint->config();
+    tokenizer_path = checkpoint->tokenizer_path();
+  }
   std::unique_ptr<loader::Tokenizer> tokenizer;
-  if (!(*checkpoint)->tokenizer_path().empty()) {
-    absl::StatusOr<std::unique_ptr<loader::Tokenizer>> t =
-        loader::Tokenizer::Load((*checkpoint)->tokenizer_path());
+  if (!tokenizer_path.empty()) {
+    absl::StatusOr<std::unique_ptr<loader::Tokenizer>> t = loader::Tokenizer::Load(tokenizer_path);
     if (!t.ok()) return fail("tokenizer", t.status());
+    if ((*t)->vocab_size() > config.vocab_size) {
+      return fail("tokenizer", absl::FailedPreconditionError(absl::StrCat(
+                                   "the tokenizer has ", (*t)->vocab_size(),
+                                   " pieces, more than the model's vocab_size ", config.vocab_size)));
+    }
     tokenizer = std::move(*t);
   }
-  const loader::ModelConfig& config = (*checkpoint)->config();
   const int64_t state_bytes = engine::StateBytesPerSequence(*kind, config);
   int slots = absl::GetFlag(FLAGS_slots);
   if (slots <= 0) {
@@ -206,8 +234,15 @@ int Run() {
                   absl::FailedPreconditionError("the memory budget holds no sequence state"));
     }
   }
+  const engine::BackendOptions backend_options{
+      .kind = *kind,
+      .num_slots = slots,
+      .max_batch = absl::GetFlag(FLAGS_max_batch),
+      .max_tokens_per_step = absl::GetFlag(FLAGS_token_budget)};
   absl::StatusOr<std::unique_ptr<engine::Backend>> backend =
-      engine::CreateBackend(**checkpoint, {.kind = *kind, .num_slots = slots});
+      checkpoint != nullptr
+          ? engine::CreateBackend(*checkpoint, backend_options)
+          : engine::CreateBackendWithRandomWeights(config, backend_options, /*seed=*/0);
   if (!backend.ok()) return fail("backend", backend.status());
   const std::string backend_name((*backend)->name());
   absl::StatusOr<std::unique_ptr<engine::EngineCore>> engine = engine::EngineCore::Create(
@@ -217,7 +252,8 @@ int Run() {
                             .max_queued_tokens = absl::GetFlag(FLAGS_max_queued_prompt_tokens),
                             .queue_timeout = absl::GetFlag(FLAGS_queue_timeout) > 0
                                                  ? absl::Seconds(absl::GetFlag(FLAGS_queue_timeout))
-                                                 : absl::InfiniteDuration()});
+                                                 : absl::InfiniteDuration(),
+                            .device_sampling = absl::GetFlag(FLAGS_device_sampling)});
   if (!engine.ok()) return fail("engine warm-up", engine.status());
 
   state.engine = engine->get();

@@ -248,6 +248,20 @@ def test_bad_model_is_a_startup_error(tmp_path):  # FAILED_PRECONDITION-class er
     assert "startup failed" in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--load_format", "dummy", "--backend", "cpu"], "random (dummy) weights need the CUDA backend"),
+    (["--load_format", "pickle"], "--load_format: INVALID_ARGUMENT: must be safetensors or dummy"),
+])
+def test_load_format_errors_are_clear(args, message):
+    import subprocess
+    from server_harness import FIXTURE, server_binary, free_port
+    out = subprocess.run([server_binary(), "--model", str(FIXTURE), *args,
+                          "--http_port", str(free_port()), "--grpc_port", str(free_port())],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert message in out.stdout + out.stderr
+
+
 def test_http_port_is_exclusive_and_backlog_is_large(tiny):
     """A second server cannot share a held HTTP port (no SO_REUSEPORT), and the listen backlog is
     far above cpp-httplib's built-in 5, so a burst of connections is not left to SYN retransmits."""
