@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU run behind bench/RESULTS.md's serving section: griffin-server with recurrentgemma-2b
+# shapes and random weights (--load_format dummy), driven by griffin-bench.
+#  1. server overhead: the engine alone (engine_bench --serving) vs the server over gRPC and over
+#     HTTP, closed loop at the same concurrencies, 1024-in/128-out;
+#  2. bench/serving_sweep.py over gRPC (or $PROTOCOL): peak, 25/50/75/100% of peak and the SLO
+#     rates for 1024/128 and 2048/2048.
+# Run from the repository root on the GPU machine with the binaries bundled in .bundle/cuda
+# (shared/tools/bundle-binaries.sh). Results go to $OUT (or ./out) as serving.tgz plus logs.
+set -uo pipefail
+out=${OUT:-out}
+mkdir -p "$out"
+B=$PWD/.bundle/cuda
+export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
+PROTOCOL=${PROTOCOL:-grpc}
+SERVER_FLAGS=(--slots 256 --max_batch 256 --token_budget ${TOKEN_BUDGET:-2048} --max_queue 4096)
+results=/tmp/serving && rm -rf $results && mkdir -p $results
+{ date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; } | tee "$out/env.log"
+
+python3 bench/make_dummy_model.py /tmp/rg2b > "$out/model.log" 2>&1 || cp -r .bundle/rg2b /tmp/rg2b || exit 1
+$B/griffin-server --model /tmp/rg2b --load_format dummy "${SERVER_FLAGS[@]}" \
+  --http_port 8000 --grpc_port 50051 > "$out/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 180); do curl -sf localhost:8000/ready > /dev/null && break; sleep 1; done
+curl -sf localhost:8000/ready > /dev/null || { echo "server not ready"; tail "$out/server.log"; exit 1; }
+
+if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
+  for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
+    n=$((c * 3))
+    for proto in grpc http; do
+      port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
+      $B/griffin-bench --protocol $proto --port $port --concurrency $c --num_requests $n \
+        --input_len 1024 --output_len 128 --ignore_eos --progress=false \
+        --result_json $results/overhead_${proto}_c$c.json > $results/overhead_${proto}_c$c.log 2>&1
+      grep -E "Output token throughput|Failed" $results/overhead_${proto}_c$c.log | sed "s/^/$proto c$c: /"
+    done
+  done | tee "$out/overhead.log"
+fi
+
+python3 bench/serving_sweep.py --bench $B/griffin-bench --out $results --protocol $PROTOCOL \
+  --port $([[ $PROTOCOL == grpc ]] && echo 50051 || echo 8000) \
+  --workload ${WORKLOAD_SHORT:-1024:128:8} --workload ${WORKLOAD_LONG:-2048:2048:10} \
+  --time_budget ${SWEEP_BUDGET:-300} --max_search_runs ${SEARCH_RUNS:-3} \
+  --bench_arg=--token_id_range=10:255999 2>&1 | tail -40 | tee "$out/sweep.log"
+curl -s localhost:8000/metrics > $results/metrics.txt
+kill -TERM $server; wait $server; echo "server exit $?"
+
+# The engine alone at the overhead runs' concurrencies (after the server freed the GPU).
+if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
+  for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
+    $B/engine_bench --serving=$c --num_requests=$((c * 3)) --input_len=1024 --output_len=128 \
+      --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 2>&1 | tail -1
+  done | tee -a "$out/overhead.log"
+fi
+tar czf "$out/serving.tgz" -C $results .
