@@ -65,6 +65,11 @@ class Backend {
   // Not thread-safe: one engine thread calls it.
   virtual absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) = 0;
 
+  // False once the device failed for good (a sticky CUDA error): every later step fails too, so the
+  // engine stops and the process must be restarted (RELIABILITY.md OPS-1). A failed step on a
+  // healthy backend fails only that step's requests (RST-4).
+  virtual bool healthy() const { return true; }
+
   // Whether StepSample works: the backend samples next to the logits, so a step returns one id per
   // row instead of rows of vocab_size floats (on a GPU, 1 MB per row of a 256k vocabulary).
   virtual bool samples_on_device() const { return false; }

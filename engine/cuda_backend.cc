@@ -800,6 +800,7 @@ int64_t CudaBackend::state_bytes_per_sequence() const { return impl_->slot_strid
 int64_t CudaBackend::fixed_device_bytes() const { return impl_->fixed_bytes; }
 int64_t CudaBackend::weight_bytes() const { return impl_->weight_bytes; }
 void CudaBackend::set_use_cuda_graphs(bool use) { impl_->use_graphs = use; }
+bool CudaBackend::healthy() const { return impl_->healthy; }
 
 absl::Status CudaBackend::Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) {
   if (!impl_->healthy) return absl::InternalError("CUDA backend is unhealthy after a device error");

@@ -73,6 +73,7 @@ class CudaBackend final : public Backend {
   absl::Status ResetSlot(int slot) override;
   int64_t NextPosition(int slot) const override;
 
+  bool healthy() const override;
   // Greedy rows are an argmax inside the decode graph; the others one sampling kernel per step.
   bool samples_on_device() const override { return true; }
   absl::Status StepSample(absl::Span<const StepEntry> entries,

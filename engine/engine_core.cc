@@ -71,6 +71,7 @@ EngineCore::~EngineCore() { Stop(); }
 
 absl::StatusOr<uint64_t> EngineCore::Submit(ValidatedRequest request, OutputCallback callback) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (!fatal_.ok()) return fatal_;
   if (stop_) return absl::UnavailableError("the engine is shutting down");
   if (static_cast<int>(waiting_.size()) >= options_.max_queue) {
     return absl::ResourceExhaustedError("the request queue is full");
@@ -122,8 +123,9 @@ EngineStats EngineCore::stats() const {
 
 void EngineCore::FreeSlot(Seq& seq) {
   if (seq.slot < 0) return;
-  // ResetSlot only fails for an out-of-range slot, a programmer error.
-  if (!backend_->ResetSlot(seq.slot).ok()) std::abort();
+  // ResetSlot fails for an out-of-range slot (a programmer error) or on a device that has failed
+  // for good, which the loop turns into a stop (OPS-1) after this step.
+  if (!backend_->ResetSlot(seq.slot).ok() && backend_->healthy()) std::abort();
   free_slots_.push_back(seq.slot);
   seq.slot = -1;
   slots_used_.fetch_sub(1);
@@ -414,6 +416,13 @@ void EngineCore::Loop() {
     for (auto& [callback, out] : outputs) (*callback)(std::move(out));
     outputs.clear();
     done.clear();  // after the callbacks: they point into these sequences
+    if (!backend_->healthy()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      fatal_ = absl::UnavailableError(
+          "the device failed (sticky error); the server stops and must be restarted");
+      break;
+    }
   }
   // Stopped: everything still queued or running ends UNAVAILABLE.
   std::deque<std::unique_ptr<Seq>> waiting;
@@ -423,14 +432,21 @@ void EngineCore::Loop() {
     waiting_tokens_ = 0;
   }
   for (auto& seq : waiting) running_.push_back(std::move(seq));
+  absl::Status fatal;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fatal = fatal_;
+  }
+  const absl::Status ending =
+      fatal.ok() ? absl::UnavailableError("the server is shutting down") : fatal;
   for (auto& seq : running_) {
     EngineOutput out;
-    FinishSeq(*seq, FinishReason::kAbort, absl::UnavailableError("the server is shutting down"),
-              &out);
+    FinishSeq(*seq, FinishReason::kAbort, ending, &out);
     seq->callback(std::move(out));
   }
   running_.clear();
   num_running_.store(0);
+  if (!fatal.ok() && options_.on_fatal) options_.on_fatal(fatal);
 }
 
 }  // namespace griffin::engine

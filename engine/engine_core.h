@@ -86,6 +86,10 @@ struct EngineOptions {
   // nothing only the host sampler does (log-probabilities, min_tokens masks, presence/frequency
   // penalties); such a step copies logits to the host and samples there.
   bool device_sampling = true;
+  // Called once, on the engine thread, when the backend stops being healthy (a sticky device
+  // error): the engine has stopped and failed every request UNAVAILABLE; the process should exit
+  // so its supervisor restarts it (OPS-1).
+  std::function<void(const absl::Status&)> on_fatal;
 };
 
 struct EngineStats {
@@ -144,6 +148,7 @@ class EngineCore {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                                   // guarded by mu_
+  absl::Status fatal_;                                  // guarded by mu_; set with stop_
   uint64_t next_id_ = 1;                                // guarded by mu_
   std::deque<std::unique_ptr<Seq>> waiting_;            // guarded by mu_
   int64_t waiting_tokens_ = 0;                          // guarded by mu_: prompt tokens in waiting_

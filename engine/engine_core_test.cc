@@ -232,6 +232,11 @@ class FakeBackend : public Backend {
   int num_slots() const override { return static_cast<int>(positions_.size()); }
   int64_t state_bytes_per_sequence() const override { return 8; }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
+    if (sticky) return absl::InternalError("injected sticky device failure");
+    if (fail_sticky.exchange(false)) {
+      sticky = true;
+      return absl::InternalError("injected sticky device failure");
+    }
     if (fail_next.exchange(false)) return absl::InternalError("injected device failure");
     int64_t row = 0;
     for (const StepEntry& e : entries) {
@@ -250,10 +255,12 @@ class FakeBackend : public Backend {
     return absl::OkStatus();
   }
   absl::Status ResetSlot(int slot) override {
+    if (sticky) return absl::InternalError("injected sticky device failure");
     positions_[slot] = 0;
     return absl::OkStatus();
   }
   int64_t NextPosition(int slot) const override { return positions_[slot]; }
+  bool healthy() const override { return !sticky; }
 
   // Device sampling (when device_sampler): the greedy token of Step's logits, -1 for poisoned rows.
   bool samples_on_device() const override { return device_sampler; }
@@ -275,6 +282,8 @@ class FakeBackend : public Backend {
   }
 
   std::atomic<bool> fail_next{false};
+  std::atomic<bool> fail_sticky{false};  // the next step fails and the device stays failed
+  std::atomic<bool> sticky{false};
   bool device_sampler = false;
   std::atomic<int> device_steps{0};
 
@@ -336,6 +345,37 @@ TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
     EXPECT_EQ(raw->device_steps.load(), before);
     EXPECT_EQ(core->stats().slots_used, 0);
   }
+}
+
+TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1
+  auto fake = std::make_unique<FakeBackend>(2);
+  FakeBackend* raw = fake.get();
+  std::promise<absl::Status> fatal;
+  std::atomic<int> fatal_calls{0};
+  EngineOptions options;
+  options.on_fatal = [&](const absl::Status& st) {
+    if (fatal_calls.fetch_add(1) == 0) fatal.set_value(st);
+  };
+  auto core = *EngineCore::Create(std::move(fake), options);
+  raw->fail_sticky = true;
+  Collector running, queued_a, queued_b;
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 50), running.Callback()).ok());
+  ASSERT_TRUE(core->Submit(Req({2, 4}, 50), queued_a.Callback()).ok());
+  ASSERT_TRUE(core->Submit(Req({2, 5}, 50), queued_b.Callback()).ok());  // waits: 2 slots
+  for (Collector* c : {&running, &queued_a, &queued_b}) {
+    const Collected r = c->Wait();
+    EXPECT_FALSE(r.last.status.ok());
+    EXPECT_TRUE(r.last.finished);
+  }
+  auto reported = fatal.get_future();
+  ASSERT_EQ(reported.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(reported.get().code(), absl::StatusCode::kUnavailable);
+  // New requests are refused with the same status; stopping is clean and reports nothing more.
+  Collector late;
+  EXPECT_EQ(core->Submit(Req({2, 3}, 3), late.Callback()).status().code(),
+            absl::StatusCode::kUnavailable);
+  core->Stop();
+  EXPECT_EQ(fatal_calls.load(), 1);
 }
 
 TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4

@@ -47,6 +47,7 @@ struct ServerState {
   std::atomic<bool> loaded{false};
   std::atomic<bool> ready{false};  // weights loaded and warm-up step done, not draining
   std::atomic<bool> draining{false};
+  std::atomic<bool> fatal{false};  // the engine stopped on a device failure (OPS-1)
 
   // Request ids in flight (the gRPC Abort RPC).
   std::mutex mu;

@@ -6,6 +6,7 @@
 // are aborted), and the process exits 0. Startup errors exit 1.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "base/utf8.h"
 #include "engine/backend_factory.h"
+#include "engine/fault_injecting_backend.h"
 #include "engine/engine_core.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -73,6 +75,9 @@ ABSL_FLAG(int, http_threads, 0, "HTTP worker threads; 0: slots + max_queue + 16"
 ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message / HTTP body accepted");
 ABSL_FLAG(double, debug_load_delay, 0.0,
           "test hook: seconds to wait, listening but not ready, before loading the model");
+ABSL_FLAG(int64_t, debug_fail_device_after_steps, -1,
+          "test hook: from this engine step on (the warm-up is step 0), every step fails as on a "
+          "sticky device error; -1 = off");
 ABSL_FLAG(std::string, log_format, "text", "text or json");
 
 namespace griffin {
@@ -245,6 +250,9 @@ int Run() {
           : engine::CreateBackendWithRandomWeights(config, backend_options, /*seed=*/0);
   if (!backend.ok()) return fail("backend", backend.status());
   const std::string backend_name((*backend)->name());
+  if (const int64_t after = absl::GetFlag(FLAGS_debug_fail_device_after_steps); after >= 0) {
+    *backend = std::make_unique<engine::FaultInjectingBackend>(std::move(*backend), after);
+  }
   absl::StatusOr<std::unique_ptr<engine::EngineCore>> engine = engine::EngineCore::Create(
       std::move(*backend), {.token_budget = absl::GetFlag(FLAGS_token_budget),
                             .max_batch = absl::GetFlag(FLAGS_max_batch),
@@ -253,7 +261,16 @@ int Run() {
                             .queue_timeout = absl::GetFlag(FLAGS_queue_timeout) > 0
                                                  ? absl::Seconds(absl::GetFlag(FLAGS_queue_timeout))
                                                  : absl::InfiniteDuration(),
-                            .device_sampling = absl::GetFlag(FLAGS_device_sampling)});
+                            .device_sampling = absl::GetFlag(FLAGS_device_sampling),
+                            .on_fatal = [&](const absl::Status& status) {
+                              // OPS-1: not ready at once, then exit non-zero for a restart.
+                              state.fatal.store(true);
+                              state.ready.store(false);
+                              if (health != nullptr) health->SetServingStatus(false);
+                              Log(spdlog::level::critical,
+                                  absl::StrCat("engine stopped: ", status.ToString()));
+                              kill(getpid(), SIGTERM);
+                            }});
   if (!engine.ok()) return fail("engine warm-up", engine.status());
 
   state.engine = engine->get();
@@ -288,7 +305,7 @@ int Run() {
   state.draining.store(true);
   state.ready.store(false);
   if (health != nullptr) health->SetServingStatus(false);
-  Log(spdlog::level::info, absl::StrCat("draining: signal ", sig));
+  Log(spdlog::level::info, absl::StrCat(state.fatal.load() ? "stopping" : "draining", ": signal ", sig));
   const absl::Time drain_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
   // gRPC stops taking calls now (GOAWAY, then the listener closes) rather than answering them
   // UNAVAILABLE: a load balancer can only retry a call elsewhere when the transport refused it.
@@ -314,8 +331,11 @@ int Run() {
   http.Stop();
   http_thread.join();
   grpc_server->Wait();
-  Log(spdlog::level::info, "stopped");
-  return 0;
+  const bool fatal = state.fatal.load();
+  Log(fatal ? spdlog::level::err : spdlog::level::info,
+      fatal ? "stopped after a device failure: exit 1 so the supervisor restarts the server"
+            : "stopped");
+  return fatal ? 1 : 0;
 }
 
 }  // namespace

@@ -238,6 +238,31 @@ def test_not_ready_until_loaded_and_warmed_up(pb):  # OPS-1, OPS-2
         assert s.stop() == 0, s.logs()
 
 
+def test_sticky_device_error_makes_the_server_unready_and_exit(pb):  # OPS-1
+    """After a sticky device error (injected: every step from the 6th on fails, as after an illegal
+    address on a GPU) the request in flight fails, new ones are refused, readiness drops, and the
+    process exits non-zero so its supervisor restarts it; liveness stays up until then."""
+    s = Server("--slots", 2, "--debug_fail_device_after_steps", 5)
+    try:
+        r = requests.post(s.url + "/v1/completions",
+                          json={"prompt": "hello", "max_tokens": 50, "ignore_eos": True}, timeout=30)
+        assert r.status_code >= 500, r.text
+        deadline = time.time() + 30
+        while s.proc.poll() is None and time.time() < deadline:
+            try:
+                assert requests.get(s.url + "/ready", timeout=2).status_code == 503
+                late = requests.post(s.url + "/v1/completions", json={"prompt": "hi"}, timeout=5)
+                assert late.status_code == 503, late.text
+            except requests.ConnectionError:
+                pass  # already gone
+            time.sleep(0.05)
+        assert s.proc.wait(timeout=5) == 1, s.logs()
+        assert "stopped after a device failure" in s.logs()
+    finally:
+        if s.proc.poll() is None:
+            s.stop()
+
+
 def test_bad_model_is_a_startup_error(tmp_path):  # FAILED_PRECONDITION-class errors at load
     import subprocess
     from server_harness import server_binary, free_port

@@ -1,0 +1,36 @@
+#include "engine/fault_injecting_backend.h"
+
+#include <utility>
+
+namespace griffin::engine {
+
+FaultInjectingBackend::FaultInjectingBackend(std::unique_ptr<Backend> inner, int64_t healthy_steps)
+    : inner_(std::move(inner)), healthy_steps_(healthy_steps) {}
+
+absl::Status FaultInjectingBackend::CountStep() {
+  if (failed_ || steps_++ >= healthy_steps_) {
+    failed_ = true;
+    return absl::InternalError("injected sticky device error (--debug_fail_device_after_steps)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FaultInjectingBackend::Step(absl::Span<const StepEntry> entries,
+                                         absl::Span<float> logits) {
+  if (absl::Status st = CountStep(); !st.ok()) return st;
+  return inner_->Step(entries, logits);
+}
+
+absl::Status FaultInjectingBackend::StepSample(absl::Span<const StepEntry> entries,
+                                               absl::Span<const SampleRequest> requests,
+                                               absl::Span<int32_t> tokens) {
+  if (absl::Status st = CountStep(); !st.ok()) return st;
+  return inner_->StepSample(entries, requests, tokens);
+}
+
+absl::Status FaultInjectingBackend::ResetSlot(int slot) {
+  if (failed_) return absl::InternalError("injected sticky device error");
+  return inner_->ResetSlot(slot);
+}
+
+}  // namespace griffin::engine

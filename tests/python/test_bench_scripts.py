@@ -1,0 +1,54 @@
+"""bench/make_dummy_model.py and bench/serving_sweep.py, the tools behind bench/RESULTS.md's serving
+section: the dummy folder is the published 2B shape with a 256k tokenizer, and the sweep runs its
+whole procedure (peak, Poisson levels, SLO search, summary) against a real CPU server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def binary(name):
+    path = Path(os.environ.get("GRIFFIN_BIN", "")) / name
+    if not os.environ.get("GRIFFIN_BIN") or not path.exists():
+        pytest.skip(f"GRIFFIN_BIN does not hold a built {name} (make test sets it)")
+    return str(path)
+
+
+def test_dummy_model_has_the_published_2b_shape(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "make_dummy_model.py"), str(tmp_path)],
+                   check=True, capture_output=True, text=True, timeout=120)
+    info = subprocess.run([binary("griffin-cli"), "info", "--model", str(tmp_path)],
+                          check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "2,682,862,080" in info, info
+    assert "RRARRARRARRARRARRARRARRARR" in info, info
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    assert sp.get_piece_size() == 256000
+    assert (sp.pad_id(), sp.eos_id(), sp.bos_id(), sp.unk_id()) == (0, 1, 2, 3)
+    assert sp.decode([5, 1000, 255999]) is not None
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["block_types"] == config["_block_types"]
+
+
+def test_serving_sweep_against_a_real_server(server, tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serving_sweep.py"), "--bench", binary("griffin-bench"),
+         "--out", str(out), "--protocol", "grpc", "--port", str(server.grpc_port),
+         "--workload", "8:4:1", "--concurrency", "4", "--max_search_runs", "1", "--no-plot",
+         "--bench_arg=--token_id_range=10:500"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (out / "summary_grpc.md").read_text()
+    assert "TPOT p99 <= 10 ms" in summary and "griffin-bench" in summary, summary
+    sweep = json.loads((out / "8x4_grpc_sweep.json").read_text())
+    assert [round(l["request_rate"] / sweep["levels"][-1]["request_rate"], 2) for l in sweep["levels"]] == [0.25, 0.5, 0.75, 1.0]
+    for level in sweep["levels"]:
+        assert level["failed"] == 0 and level["completed"] > 0
+    assert (out / "8x4_grpc_peak.json").exists()
