@@ -6,7 +6,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <set>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -538,6 +541,81 @@ TEST(KernelsTest, ArgMaxAndSamplingFlagNonFinite) {
     EXPECT_EQ(got[1], -1);
     EXPECT_EQ(got[2], V - 1);
     EXPECT_EQ(got[3], 0);
+  }
+}
+
+// Top-k, top-p and min-p keep exactly the set a sort gives (vLLM's order, as engine/sampler.cc), on
+// 256k-wide rows (the float4 path) and an odd width (the scalar path): every draw lies in the set,
+// the most likely kept token is drawn at its renormalised probability, and draws repeat per seed.
+TEST(KernelsTest, SamplingKeepsTheSortedFilterSet) {
+  SKIP_WITHOUT_GPU();
+  struct Case { int V; float temperature; int top_k; float top_p; float min_p; };
+  const Case cases[] = {{256000, 0.8f, 50, 1.0f, 0.0f}, {256000, 1.0f, -1, 0.9f, 0.0f},
+                        {256000, 0.7f, 100, 0.8f, 0.05f}, {4099, 1.2f, 40, 0.95f, 0.02f},
+                        {4099, 1.0f, -1, 1.0f, 0.1f}};
+  std::mt19937 rng(42);
+  for (const Case& c : cases) {
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<float> row(c.V);
+    for (float& v : row) v = normal(rng);
+    // Reference set: sort by logit, cut at k (ties kept), softmax at the temperature, smallest
+    // prefix reaching top_p, then p >= min_p * p_max.
+    std::vector<int> order(c.V);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+    int n = c.V;
+    if (c.top_k > 0 && c.top_k < c.V) {
+      n = c.top_k;
+      while (n < c.V && row[order[n]] == row[order[c.top_k - 1]]) ++n;
+    }
+    std::vector<double> p(n);
+    double z = 0;
+    for (int i = 0; i < n; ++i) z += p[i] = std::exp((double(row[order[i]]) - row[order[0]]) / c.temperature);
+    int keep = n;
+    if (c.top_p < 1.0f) {
+      double cum = 0;
+      for (keep = 0; keep < n && cum < c.top_p * z;) cum += p[keep++];
+    }
+    std::set<int> kept;
+    double kept_z = 0;
+    for (int i = 0; i < keep; ++i) {
+      if (p[i] >= c.min_p * p[0]) {
+        kept.insert(order[i]);
+        kept_z += p[i];
+      }
+    }
+    const int rows = 1000;
+    std::vector<float> logits(size_t(rows) * c.V);
+    for (int r = 0; r < rows; ++r) std::copy(row.begin(), row.end(), logits.begin() + size_t(r) * c.V);
+    std::vector<SampleRowParams> sp(rows);
+    for (int r = 0; r < rows; ++r) {
+      sp[r] = SampleRowParams{c.temperature, c.top_k, c.top_p, c.min_p, 1.0f, 99, 0, uint32_t(r), 0, 0, 0};
+    }
+    std::vector<char> raw(sizeof(SampleRowParams) * rows);
+    std::memcpy(raw.data(), sp.data(), raw.size());
+    Dev<char> dsp(raw);
+    Dev<int32_t> ctx(1), tok(rows);
+    std::vector<int32_t> first;
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      Dev<float> d(logits);
+      ASSERT_EQ(LaunchSample(d.get(), rows, c.V, reinterpret_cast<SampleRowParams*>(dsp.get()),
+                             ctx.get(), tok.get(), 0), cudaSuccess);
+      auto got = tok.Get(rows);
+      if (repeat == 0) {
+        first = got;
+        continue;
+      }
+      EXPECT_EQ(got, first) << "same seed and step, different draw (V=" << c.V << ")";
+    }
+    int top_hits = 0;
+    for (int t : first) {
+      EXPECT_TRUE(kept.count(t)) << "token " << t << " outside the kept set of " << kept.size()
+                                 << " (V=" << c.V << ", top_k " << c.top_k << ", top_p " << c.top_p
+                                 << ", min_p " << c.min_p << ")";
+      top_hits += t == order[0];
+    }
+    EXPECT_NEAR(top_hits / double(rows), p[0] / kept_z, 0.05)
+        << "V=" << c.V << " kept " << kept.size();
   }
 }
 

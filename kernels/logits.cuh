@@ -7,8 +7,10 @@
 //   then one warp per row; `scratch` holds rows * kArgMaxParts * 3 int32.
 // LaunchSample: per row, vLLM's order: repetition penalty over the row's context ids, temperature,
 //   top-k, top-p, min-p, then one draw from Philox4x32-10 keyed by (seed, step) as engine/sampler.cc.
-//   Top-k and top-p are found without sorting: a bisection on the logit threshold (32 passes over the
-//   row, each a block reduction). temperature < 1e-5 is greedy. NaN/+inf rows give -1.
+//   Top-k and top-p are found without sorting: a bisection on the threshold (at most 40 / 32 passes
+//   over the row, each a block reduction; each stops once the kept set can no longer change), the
+//   passes reading four float4 per thread at a time. temperature < 1e-5 is greedy. NaN/+inf rows
+//   give -1.
 #ifndef GRIFFIN_KERNELS_LOGITS_CUH_
 #define GRIFFIN_KERNELS_LOGITS_CUH_
 
