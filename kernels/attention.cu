@@ -218,6 +218,238 @@ __global__ void AttentionKernel(AttentionParams p) {
   }
 }
 
+// ---- Decode on the tensor cores (one-token tiles, G = H / KV <= 16 query heads, hd % 16 == 0) ----
+// The group's G query rows, padded to 16, against key tiles of kDecKeys: S = Q.K^T with
+// mma.sync m16n8k16 (bf16 in, float32 accumulate), the online softmax in float32 (a warp per row),
+// O += P.V with P and V in half (float32 accumulate), O in registers. Four warps: S's key columns
+// and O's head-dim columns are split between them. Same key ranges, partial outputs and combine as
+// the scalar kernel.
+constexpr int kDecKeys = 64;
+constexpr int kDecWarps = 4;
+constexpr int kDecMaxHd = 256;
+constexpr int kDecOTiles = kDecMaxHd / 8 / kDecWarps;  // O column tiles of 8 per warp, at most
+
+struct DecLayout {
+  int qstride, kstride, sstride, pstride;  // elements per row
+  size_t q, k, v, s, pr, ml, total;       // byte offsets
+};
+__host__ __device__ inline DecLayout MakeDecLayout(int hd) {
+  DecLayout L;
+  L.qstride = hd + 8;  // 16-byte aligned rows, fragment loads free of bank conflicts
+  L.kstride = hd + 8;
+  L.sstride = kDecKeys + 4;
+  L.pstride = kDecKeys + 8;
+  L.q = 0;
+  L.k = L.q + size_t(16) * L.qstride * 2;
+  L.v = L.k + size_t(kDecKeys) * L.kstride * 2;
+  L.s = L.v + size_t(kDecKeys) * L.kstride * 2;
+  L.pr = L.s + size_t(16) * L.sstride * 4;
+  L.ml = L.pr + size_t(16) * L.pstride * 2;
+  L.total = L.ml + 3 * 16 * 4;
+  return L;
+}
+
+__device__ __forceinline__ void MmaBf16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void MmaF16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ uint32_t Word(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t Pack(__half lo, __half hi) {
+  return uint32_t(__half_as_ushort(lo)) | (uint32_t(__half_as_ushort(hi)) << 16);
+}
+
+__global__ void __launch_bounds__(kDecWarps * 32) AttentionDecodeMmaKernel(AttentionParams p) {
+  extern __shared__ __align__(16) char dsmem[];
+  const int hd = p.hd, H = p.H, KV = p.KV, W = p.W, G = H / KV;
+  const DecLayout L = MakeDecLayout(hd);
+  bf16* qs = reinterpret_cast<bf16*>(dsmem + L.q);
+  bf16* ks = reinterpret_cast<bf16*>(dsmem + L.k);
+  __half* vs = reinterpret_cast<__half*>(dsmem + L.v);
+  float* ss = reinterpret_cast<float*>(dsmem + L.s);
+  __half* ps = reinterpret_cast<__half*>(dsmem + L.pr);
+  float* m_s = reinterpret_cast<float*>(dsmem + L.ml);
+  float* l_s = m_s + 16;
+  float* corr_s = l_s + 16;
+
+  const int t0 = p.tiles[2 * blockIdx.x], kvh = blockIdx.y, split = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+  const Entry en = GetEntry(p.layout, p.layout.tok_entry[t0]);
+  const int qp = en.pos0 + (t0 - en.start);
+  const int lo = max(0, qp - W), hi = qp + 1;
+  int per = (hi - lo + p.splits - 1) / p.splits;
+  per = (per + kKeyTile - 1) / kKeyTile * kKeyTile;
+  const int s_lo = lo + split * per, s_hi = min(hi, s_lo + per);
+
+  const bf16* q = reinterpret_cast<const bf16*>(p.q) + int64_t{t0} * H * hd + int64_t{kvh} * G * hd;
+  for (int idx = threadIdx.x; idx < 16 * hd; idx += blockDim.x) {
+    const int r = idx / hd, d = idx - r * hd;
+    qs[r * L.qstride + d] = r < G ? q[r * hd + d] : ToB(0.0f);
+  }
+  if (threadIdx.x < 16) {
+    m_s[threadIdx.x] = -INFINITY;
+    l_s[threadIdx.x] = 0.0f;
+  }
+  const char* slot_base = p.state.pool + en.slot * p.state.slot_stride;
+  const bf16* ring_k = reinterpret_cast<const bf16*>(slot_base + p.k_offset);
+  const bf16* ring_v = reinterpret_cast<const bf16*>(slot_base + p.v_offset);
+  const bf16* run_k = reinterpret_cast<const bf16*>(p.k);
+  const bf16* run_v = reinterpret_cast<const bf16*>(p.v);
+
+  const int o_tiles = hd / 8;
+  float o[kDecOTiles][4];
+#pragma unroll
+  for (int i = 0; i < kDecOTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+
+  for (int kb = s_lo; kb < s_hi; kb += kDecKeys) {
+    const int nk = min(kDecKeys, s_hi - kb);
+    __syncthreads();  // the previous tile's readers are done with ks / vs / ps
+    const int vec = hd / 8;
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < kDecKeys * vec; idx += blockDim.x) {
+      const int j = idx / vec, c8 = idx - j * vec;
+      uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
+      if (j < nk) {
+        const int kp = kb + j;
+        const bool run = kp >= en.pos0;
+        const int64_t off = (int64_t{run ? en.start + kp - en.pos0 : kp % W} * KV + kvh) * hd + c8 * 8;
+        kv4 = *reinterpret_cast<const uint4*>((run ? run_k : ring_k) + off);
+        vv4 = *reinterpret_cast<const uint4*>((run ? run_v : ring_v) + off);
+      }
+      *reinterpret_cast<uint4*>(ks + j * L.kstride + c8 * 8) = kv4;
+      const __nv_bfloat162* vb = reinterpret_cast<const __nv_bfloat162*>(&vv4);
+      uint4 vh;
+      uint32_t* vhw = reinterpret_cast<uint32_t*>(&vh);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float2 f = __bfloat1622float2(vb[u]);
+        vhw[u] = Pack(__float2half_rn(f.x), __float2half_rn(f.y));
+      }
+      *reinterpret_cast<uint4*>(vs + j * L.kstride + c8 * 8) = vh;
+    }
+    __syncthreads();
+
+    // S = Q.K^T: this warp's two column tiles of 8 keys.
+#pragma unroll
+    for (int ct = 0; ct < 2; ++ct) {
+      const int n0 = (warp * 2 + ct) * 8;
+      float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int kk = 0; kk < hd; kk += 16) {
+        const uint32_t a[4] = {Word(qs + g * L.qstride + kk + tig * 2),
+                               Word(qs + (g + 8) * L.qstride + kk + tig * 2),
+                               Word(qs + g * L.qstride + kk + 8 + tig * 2),
+                               Word(qs + (g + 8) * L.qstride + kk + 8 + tig * 2)};
+        const uint32_t b[2] = {Word(ks + (n0 + g) * L.kstride + kk + tig * 2),
+                               Word(ks + (n0 + g) * L.kstride + kk + 8 + tig * 2)};
+        MmaBf16(c, a, b);
+      }
+      const int key = n0 + tig * 2;
+      ss[g * L.sstride + key] = key < nk ? c[0] * p.scale : -INFINITY;
+      ss[g * L.sstride + key + 1] = key + 1 < nk ? c[1] * p.scale : -INFINITY;
+      ss[(g + 8) * L.sstride + key] = key < nk ? c[2] * p.scale : -INFINITY;
+      ss[(g + 8) * L.sstride + key + 1] = key + 1 < nk ? c[3] * p.scale : -INFINITY;
+    }
+    __syncthreads();
+
+    // Online softmax, a warp per row (rows >= G are padding: P = 0).
+    for (int r = warp; r < 16; r += kDecWarps) {
+      const float s0 = ss[r * L.sstride + lane], s1 = ss[r * L.sstride + lane + 32];
+      if (r >= G) {
+        ps[r * L.pstride + lane] = __float2half_rn(0.0f);
+        ps[r * L.pstride + lane + 32] = __float2half_rn(0.0f);
+        continue;
+      }
+      const float m_old = m_s[r];
+      float mx = fmaxf(m_old, fmaxf(s0, s1));
+      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      float c = 1.0f, e0 = 0.0f, e1 = 0.0f;
+      if (mx != -INFINITY) {
+        c = expf(m_old - mx);  // 0 when m_old is -inf
+        e0 = expf(s0 - mx);
+        e1 = expf(s1 - mx);
+      }
+      ps[r * L.pstride + lane] = __float2half_rn(e0);
+      ps[r * L.pstride + lane + 32] = __float2half_rn(e1);
+      float sum = e0 + e1;
+      for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+      if (lane == 0) {
+        l_s[r] = l_s[r] * c + sum;
+        m_s[r] = mx;
+        corr_s[r] = c;
+      }
+    }
+    __syncthreads();
+
+    // O = O * corr + P.V over this warp's head-dim column tiles.
+    const float c_lo = g < G ? corr_s[g] : 1.0f, c_hi = g + 8 < G ? corr_s[g + 8] : 1.0f;
+#pragma unroll
+    for (int i = 0; i < kDecOTiles; ++i) {
+      const int nt = warp + i * kDecWarps;
+      if (nt >= o_tiles) break;
+      o[i][0] *= c_lo;
+      o[i][1] *= c_lo;
+      o[i][2] *= c_hi;
+      o[i][3] *= c_hi;
+      const int n0 = nt * 8;
+#pragma unroll
+      for (int kk = 0; kk < kDecKeys; kk += 16) {
+        const uint32_t a[4] = {Word(ps + g * L.pstride + kk + tig * 2),
+                               Word(ps + (g + 8) * L.pstride + kk + tig * 2),
+                               Word(ps + g * L.pstride + kk + 8 + tig * 2),
+                               Word(ps + (g + 8) * L.pstride + kk + 8 + tig * 2)};
+        const __half* vcol = vs + n0 + g;
+        const uint32_t b[2] = {
+            Pack(vcol[(kk + tig * 2) * L.kstride], vcol[(kk + tig * 2 + 1) * L.kstride]),
+            Pack(vcol[(kk + tig * 2 + 8) * L.kstride], vcol[(kk + tig * 2 + 9) * L.kstride])};
+        MmaF16(o[i], a, b);
+      }
+    }
+  }
+  __syncthreads();
+
+  // Out: rows g and g + 8 of this thread's fragments, columns n0 + 2 tig (+1).
+#pragma unroll
+  for (int i = 0; i < kDecOTiles; ++i) {
+    const int nt = warp + i * kDecWarps;
+    if (nt >= o_tiles) break;
+    const int d = nt * 8 + tig * 2;
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int r = g + 8 * half_row;
+      if (r >= G) continue;
+      const int head = kvh * G + r;
+      const float v0 = o[i][2 * half_row], v1 = o[i][2 * half_row + 1];
+      if (p.splits == 1) {
+        bf16* out = reinterpret_cast<bf16*>(p.out) + int64_t{t0} * H * hd + int64_t{head} * hd + d;
+        out[0] = ToB(v0 / l_s[r]);
+        out[1] = ToB(v1 / l_s[r]);
+      } else {
+        const int64_t part = (int64_t{t0} * H + head) * p.splits + split;
+        p.part_o[part * hd + d] = v0;
+        p.part_o[part * hd + d + 1] = v1;
+      }
+    }
+  }
+  if (p.splits > 1 && threadIdx.x < G) {
+    const int64_t part = (int64_t{t0} * H + kvh * G + threadIdx.x) * p.splits + split;
+    p.part_ml[2 * part] = m_s[threadIdx.x];
+    p.part_ml[2 * part + 1] = l_s[threadIdx.x];
+  }
+}
+
+bool DecodeMmaEligible(int H, int KV, int hd) {
+  return hd % 16 == 0 && hd <= kDecMaxHd && H / KV <= 16;
+}
+
 __global__ void CombineKernel(AttentionParams p) {
   const int t = blockIdx.x, head = blockIdx.y;
   const int64_t base = (int64_t{t} * p.H + head) * p.splits;
@@ -474,6 +706,9 @@ cudaError_t PrepareAttentionKernels() {
   cudaError_t err = cudaFuncSetAttribute(AttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(kMaxSmem));
   if (err != cudaSuccess) return err;
+  err = cudaFuncSetAttribute(AttentionDecodeMmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(MakeDecLayout(kDecMaxHd).total));
+  if (err != cudaSuccess) return err;
   return cudaFuncSetAttribute(AttentionTcKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(kMaxSmem));
 }
@@ -491,9 +726,13 @@ cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaS
     AttentionTcKernel<<<dim3(p.num_tiles, p.KV), kTcThreads, MakeTcLayout(p.hd).total, stream>>>(p);
     return cudaGetLastError();
   }
-  const size_t smem = AttentionSmem(max_tile_tokens * (p.H / p.KV), p.hd);
   dim3 grid(p.num_tiles, p.KV, p.splits);
-  AttentionKernel<<<grid, kThreads, smem, stream>>>(p);
+  if (max_tile_tokens == 1 && DecodeMmaEligible(p.H, p.KV, p.hd)) {
+    AttentionDecodeMmaKernel<<<grid, kDecWarps * 32, MakeDecLayout(p.hd).total, stream>>>(p);
+  } else {
+    const size_t smem = AttentionSmem(max_tile_tokens * (p.H / p.KV), p.hd);
+    AttentionKernel<<<grid, kThreads, smem, stream>>>(p);
+  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.splits == 1) return err;
   return LaunchAttentionCombine(p, stream);
