@@ -181,9 +181,9 @@ int Main() {
   }
   // Attention: decode at position 4096 (full window), prefill 1 x 2048 from position 0.
   CHECK_CUDA(PrepareAttentionKernels());
-  for (int mode = 0; mode < 4; ++mode) {
-    const int n = mode == 0 ? 1 : mode == 1 ? 64 : mode == 2 ? 256 : 2048;
-    const bool prefill = mode == 3;
+  for (int mode = 0; mode < 5; ++mode) {
+    const int n = mode == 0 ? 1 : mode == 1 ? 64 : mode == 2 ? 256 : mode == 3 ? 1024 : 2048;
+    const bool prefill = mode == 4;
     const int seqs = prefill ? 1 : n;
     const int64_t ring = int64_t(W) * hd * 2, stride = 2 * ring;
     AttentionParams p;
@@ -215,6 +215,16 @@ int Main() {
     std::snprintf(name, sizeof name, "attention %s, %d tokens, %.0f keys each, %d splits",
                   prefill ? "prefill" : "decode", n, keys, p.splits);
     Report(name, TimeMs([&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }), bytes, flops);
+    if (!prefill) {  // how many key splits a decode batch wants (the backend's Splits heuristic)
+      const int chosen = p.splits;
+      for (int alt : {1, 2, 4, 8, 16, 32}) {
+        if (alt == chosen || alt > (W + 32) / 32) continue;
+        p.splits = alt;
+        std::snprintf(name, sizeof name, "  same, %d splits", alt);
+        Report(name, TimeMs([&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }), bytes, flops);
+      }
+      p.splits = chosen;
+    }
     std::snprintf(name, sizeof name, "rope, %d tokens", n);
     Report(name, TimeMs([&] { CHECK_CUDA(LaunchRope(p, 0)); }), n * double(H + 2) * hd * 6, 0);
   }
