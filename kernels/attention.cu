@@ -224,7 +224,7 @@ __global__ void AttentionKernel(AttentionParams p) {
 // O += P.V with P and V in half (float32 accumulate), O in registers. Four warps: S's key columns
 // and O's head-dim columns are split between them. Same key ranges, partial outputs and combine as
 // the scalar kernel.
-constexpr int kDecKeys = 64;
+constexpr int kDecKeys = 32;  // 46 KB of shared memory at hd 256: 4 blocks per SM
 constexpr int kDecWarps = 4;
 constexpr int kDecMaxHd = 256;
 constexpr int kDecOTiles = kDecMaxHd / 8 / kDecWarps;  // O column tiles of 8 per warp, at most
@@ -338,10 +338,11 @@ __global__ void __launch_bounds__(kDecWarps * 32) AttentionDecodeMmaKernel(Atten
     }
     __syncthreads();
 
-    // S = Q.K^T: this warp's two column tiles of 8 keys.
+    // S = Q.K^T: this warp's column tiles of 8 keys.
+    constexpr int kColTiles = kDecKeys / 8 / kDecWarps;
 #pragma unroll
-    for (int ct = 0; ct < 2; ++ct) {
-      const int n0 = (warp * 2 + ct) * 8;
+    for (int ct = 0; ct < kColTiles; ++ct) {
+      const int n0 = (warp * kColTiles + ct) * 8;
       float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int kk = 0; kk < hd; kk += 16) {
         const uint32_t a[4] = {Word(qs + g * L.qstride + kk + tig * 2),
@@ -361,25 +362,29 @@ __global__ void __launch_bounds__(kDecWarps * 32) AttentionDecodeMmaKernel(Atten
     __syncthreads();
 
     // Online softmax, a warp per row (rows >= G are padding: P = 0).
+    constexpr int kPerLane = kDecKeys / 32;
     for (int r = warp; r < 16; r += kDecWarps) {
-      const float s0 = ss[r * L.sstride + lane], s1 = ss[r * L.sstride + lane + 32];
+      float sv[kPerLane];
+#pragma unroll
+      for (int u = 0; u < kPerLane; ++u) sv[u] = ss[r * L.sstride + lane + 32 * u];
       if (r >= G) {
-        ps[r * L.pstride + lane] = __float2half_rn(0.0f);
-        ps[r * L.pstride + lane + 32] = __float2half_rn(0.0f);
+#pragma unroll
+        for (int u = 0; u < kPerLane; ++u) ps[r * L.pstride + lane + 32 * u] = __float2half_rn(0.0f);
         continue;
       }
       const float m_old = m_s[r];
-      float mx = fmaxf(m_old, fmaxf(s0, s1));
+      float mx = m_old;
+#pragma unroll
+      for (int u = 0; u < kPerLane; ++u) mx = fmaxf(mx, sv[u]);
       for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-      float c = 1.0f, e0 = 0.0f, e1 = 0.0f;
-      if (mx != -INFINITY) {
-        c = expf(m_old - mx);  // 0 when m_old is -inf
-        e0 = expf(s0 - mx);
-        e1 = expf(s1 - mx);
+      float c = 1.0f, sum = 0.0f;
+      if (mx != -INFINITY) c = expf(m_old - mx);  // 0 when m_old is -inf
+#pragma unroll
+      for (int u = 0; u < kPerLane; ++u) {
+        const float e = mx != -INFINITY ? expf(sv[u] - mx) : 0.0f;
+        ps[r * L.pstride + lane + 32 * u] = __float2half_rn(e);
+        sum += e;
       }
-      ps[r * L.pstride + lane] = __float2half_rn(e0);
-      ps[r * L.pstride + lane + 32] = __float2half_rn(e1);
-      float sum = e0 + e1;
       for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
       if (lane == 0) {
         l_s[r] = l_s[r] * c + sum;

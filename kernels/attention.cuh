@@ -20,7 +20,7 @@
 //   Q.K^T in bf16, P.V in half with P rounded to half and V converted to half, exact within
 //   half's normal range). Decode (one-token) tiles with head_dim % 16 == 0 and at most 16 query
 //   heads per kv head run on the tensor cores too (mma.sync m16n8k16: the group's rows padded to
-//   16, Q.K^T in bf16, P.V in half as above, keys in tiles of 64, a warp per softmax row); other
+//   16, Q.K^T in bf16, P.V in half as above, keys in tiles of 32, a warp per softmax row); other
 //   head sizes run the scalar float32 kernel.
 //   Tolerance (kernels_test): bf16 output rounding (2^-8 relative) plus, on the tensor-core path,
 //   2^-11 max|v| from the half P, against a float64 reference on the same bf16 q/k/v.
