@@ -4,7 +4,10 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
+#include <random>
 
+#include "base/utf8.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -225,6 +228,119 @@ TEST_F(ValidationTest, ChatTemplateUsesTurnMarkers) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ApplyGemmaChatTemplate({}, *tokenizer_, 2).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// FUZ-1 without a fuzzing engine (it runs in `make test` and under the asan preset): 20,000 random
+// inputs, each field absent, typical, at a bound, out of range, non-finite or random bytes. Every
+// input is either rejected INVALID_ARGUMENT with a message of fixed printable text, or accepted
+// with a request that holds every invariant the engine relies on.
+TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
+  std::mt19937_64 rng(20261129);
+  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  auto some_double = [&]() -> std::optional<double> {
+    switch (pick(10)) {
+      case 0: return std::nullopt;
+      case 1: return nan;
+      case 2: return pick(2) ? inf : -inf;
+      case 3: return 0.0;
+      case 4: return 1.0;
+      case 5: return -std::numeric_limits<double>::denorm_min();
+      case 6: return std::ldexp(static_cast<double>(pick(2001)) - 1000.0, pick(60) - 30);
+      default: return std::uniform_real_distribution<double>(-3.0, 3.0)(rng);
+    }
+  };
+  auto some_int = [&]() -> std::optional<int64_t> {
+    switch (pick(9)) {
+      case 0: return std::nullopt;
+      case 1: return std::numeric_limits<int64_t>::min();
+      case 2: return std::numeric_limits<int64_t>::max();
+      case 3: return -1;
+      case 4: return 0;
+      case 5: return 1;
+      default: return static_cast<int64_t>(pick(700)) - 100;
+    }
+  };
+  auto some_bytes = [&](int max_len) {
+    std::string out(pick(max_len + 1), '\0');
+    for (char& c : out) c = pick(4) == 0 ? static_cast<char>(rng()) : static_cast<char>(' ' + pick(95));
+    return out;
+  };
+  auto some_id = [&]() -> int64_t { return pick(8) == 0 ? static_cast<int64_t>(rng()) : pick(520) - 4; };
+  int accepted = 0;
+  for (int it = 0; it < 20000; ++it) {
+    // Half the inputs are wild in every field; the other half are plausible requests with one
+    // field in twenty wild, so both sides of every check are reached.
+    const bool wild = pick(2) == 0;
+    auto real = [&](double lo, double hi) -> std::optional<double> {
+      if (wild || pick(20) == 0) return some_double();
+      if (pick(3) == 0) return std::nullopt;
+      return std::uniform_real_distribution<double>(lo, hi)(rng);
+    };
+    auto integer = [&](int64_t lo, int64_t hi) -> std::optional<int64_t> {
+      if (wild || pick(20) == 0) return some_int();
+      if (pick(3) == 0) return std::nullopt;
+      return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
+    };
+    GenerateInput in;
+    in.temperature = real(0.0, 2.0);
+    in.top_p = real(0.01, 1.0);
+    in.min_p = real(0.0, 1.0);
+    in.repetition_penalty = real(0.5, 2.0);
+    in.presence_penalty = real(-2.0, 2.0);
+    in.frequency_penalty = real(-2.0, 2.0);
+    in.top_k = integer(1, 600);
+    in.max_tokens = integer(1, 100);
+    in.min_tokens = integer(0, 3);
+    in.top_logprobs = integer(0, 20);
+    in.n = integer(1, 8);
+    if (pick(2)) in.seed = rng();
+    const int prompt_kind = pick(6);  // text, ids, both or neither
+    if (prompt_kind <= 1 || prompt_kind == 4) in.text = some_bytes(pick(4) == 0 ? 800 : 24);
+    if (prompt_kind == 2 || prompt_kind == 3 || prompt_kind == 4) {
+      std::vector<int64_t> ids(pick(14));
+      for (int64_t& id : ids) id = some_id();
+      in.token_ids = ids;
+    }
+    for (int k = pick(pick(8) == 0 ? 20 : 3); k > 0; --k) in.stop.push_back(some_bytes(pick(8) == 0 ? 300 : 6));
+    for (int k = pick(pick(8) == 0 ? 80 : 3); k > 0; --k) in.stop_token_ids.push_back(some_id());
+    in.ignore_eos = pick(2);
+
+    absl::StatusOr<ValidatedGenerate> v = ValidateGenerate(in, limits_, model_, tokenizer_.get());
+    if (!v.ok()) {
+      ASSERT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument) << v.status();
+      for (unsigned char c : v.status().message()) {
+        ASSERT_TRUE(c >= 0x20 && c < 0x7f) << "non-printable byte in: " << v.status();
+      }
+      continue;
+    }
+    ++accepted;
+    const engine::ValidatedRequest& r = v->request;
+    ASSERT_FALSE(r.prompt.empty());
+    ASSERT_LE(static_cast<int64_t>(r.prompt.size()), limits_.max_prompt_tokens);
+    for (int32_t id : r.prompt) ASSERT_TRUE(id >= 0 && id < model_.vocab_size) << id;
+    const engine::SamplingParams& sp = r.sampling;
+    ASSERT_TRUE(std::isfinite(sp.temperature) && sp.temperature >= 0.0f);
+    ASSERT_TRUE(sp.top_p > 0.0f && sp.top_p <= 1.0f) << sp.top_p;
+    ASSERT_TRUE(sp.min_p >= 0.0f && sp.min_p <= 1.0f) << sp.min_p;
+    ASSERT_TRUE(std::isfinite(sp.repetition_penalty) && sp.repetition_penalty > 0.0f);
+    ASSERT_TRUE(sp.presence_penalty >= -2.0f && sp.presence_penalty <= 2.0f);
+    ASSERT_TRUE(sp.frequency_penalty >= -2.0f && sp.frequency_penalty <= 2.0f);
+    ASSERT_TRUE(sp.top_k == -1 || (sp.top_k >= 1 && sp.top_k < model_.vocab_size)) << sp.top_k;
+    ASSERT_TRUE(r.max_tokens >= 1 && r.max_tokens <= limits_.max_output_tokens);
+    ASSERT_TRUE(r.min_tokens >= 0 && r.min_tokens <= r.max_tokens);
+    ASSERT_TRUE(r.top_logprobs >= -1 && r.top_logprobs <= limits_.max_top_logprobs);
+    ASSERT_TRUE(v->n >= 1 && v->n <= limits_.max_n);
+    for (int32_t id : r.stop_token_ids) ASSERT_TRUE(id >= 0 && id < model_.vocab_size);
+    ASSERT_LE(static_cast<int64_t>(v->stop_strings.size()), limits_.max_stop_strings);
+    for (const std::string& stop : v->stop_strings) {
+      ASSERT_FALSE(stop.empty());
+      ASSERT_LE(static_cast<int64_t>(stop.size()), limits_.max_stop_string_bytes);
+      ASSERT_TRUE(IsValidUtf8(stop));
+    }
+  }
+  // The generator must reach the accepting side too, or the invariants above test nothing.
+  EXPECT_GT(accepted, 100);
 }
 
 TEST(RequestIdTest, Charset) {
