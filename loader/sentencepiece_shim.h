@@ -36,6 +36,8 @@ class SentencePieceShim {
   bool IsControl(int id) const;
   bool IsUnknown(int id) const;
   bool IsByte(int id) const;
+  // Pieces the model matches anywhere in text, such as Gemma's <start_of_turn>.
+  bool IsUserDefined(int id) const;
   int unk_id() const;
   int bos_id() const;
   int eos_id() const;
@@ -47,6 +49,7 @@ class SentencePieceShim {
   SentencePieceShim();
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::string unk_surface_;
+  std::vector<bool> user_defined_;  // by id
 };
 
 }  // namespace griffin::loader

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -25,7 +26,16 @@ int HexDigit(char c) {
 
 }  // namespace
 
-Tokenizer::Tokenizer(std::unique_ptr<SentencePieceShim> shim) : shim_(std::move(shim)) {}
+Tokenizer::Tokenizer(std::unique_ptr<SentencePieceShim> shim) : shim_(std::move(shim)) {
+  for (int id = 0; id < shim_->piece_size(); ++id) {
+    if (shim_->IsUserDefined(id) && !shim_->IdToPiece(id).empty()) {
+      user_defined_.push_back(shim_->IdToPiece(id));
+    }
+  }
+  std::stable_sort(user_defined_.begin(), user_defined_.end(),
+                   [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& piece : user_defined_) first_bytes_[static_cast<unsigned char>(piece[0])] = true;
+}
 
 Tokenizer::~Tokenizer() = default;
 
@@ -57,6 +67,43 @@ absl::StatusOr<std::vector<int>> Tokenizer::Encode(std::string_view text) const 
   std::vector<int> ids;
   std::string error;
   if (!shim_->Encode(text, &ids, &error)) return absl::InternalError(error);
+  return ids;
+}
+
+absl::StatusOr<std::vector<int>> Tokenizer::EncodeLiteral(std::string_view text) const {
+  if (user_defined_.empty()) return Encode(text);
+  size_t bad = 0;
+  if (!IsValidUtf8(text, &bad)) {
+    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 (at byte ", bad, ")"));
+  }
+  std::vector<int> ids;
+  std::string error;
+  auto encode = [&](std::string_view part) {
+    if (part.empty()) return true;
+    std::vector<int> more;
+    if (!shim_->Encode(part, &more, &error)) return false;
+    ids.insert(ids.end(), more.begin(), more.end());
+    return true;
+  };
+  size_t segment = 0;  // start of the text not yet encoded
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (!first_bytes_[static_cast<unsigned char>(text[i])]) continue;
+    for (const std::string& piece : user_defined_) {
+      if (text.compare(i, piece.size(), piece) != 0) continue;
+      // Split the piece after its first character: what follows is scanned again as text.
+      size_t first = 1;
+      while (first < piece.size() && (static_cast<unsigned char>(piece[first]) & 0xC0) == 0x80) {
+        ++first;
+      }
+      if (!encode(text.substr(segment, i - segment)) || !encode(text.substr(i, first))) {
+        return absl::InternalError(error);
+      }
+      segment = i + first;
+      i = segment - 1;
+      break;
+    }
+  }
+  if (!encode(text.substr(segment))) return absl::InternalError(error);
   return ids;
 }
 

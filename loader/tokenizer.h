@@ -2,6 +2,7 @@
 #ifndef GRIFFIN_LOADER_TOKENIZER_H_
 #define GRIFFIN_LOADER_TOKENIZER_H_
 
+#include <bitset>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,6 +26,12 @@ class Tokenizer {
   // Encodes UTF-8 text into ids, without BOS. INVALID_ARGUMENT if `text` is not valid UTF-8.
   absl::StatusOr<std::vector<int>> Encode(std::string_view text) const;
 
+  // Like Encode, but a user-defined special piece written in the text (Gemma's <start_of_turn>,
+  // <end_of_turn>, ...) stays text: its first character is encoded apart from the rest, so the
+  // special id never appears and decoding gives the text back. For content a server wraps in a
+  // template (chat messages), so a message cannot open or close turns.
+  absl::StatusOr<std::vector<int>> EncodeLiteral(std::string_view text) const;
+
   // Decodes ids as SentencePiece does (leading dummy-prefix space removed, control ids dropped).
   // Ids outside [0, vocab_size) are skipped.
   std::string Decode(absl::Span<const int> ids) const;
@@ -44,6 +51,8 @@ class Tokenizer {
  private:
   explicit Tokenizer(std::unique_ptr<SentencePieceShim> shim);
   std::unique_ptr<SentencePieceShim> shim_;
+  std::vector<std::string> user_defined_;  // longest first
+  std::bitset<256> first_bytes_;           // bytes a user-defined piece starts with
 };
 
 }  // namespace griffin::loader

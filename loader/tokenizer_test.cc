@@ -2,6 +2,7 @@
 // named by $GRIFFIN_TEST_TOKENIZER) and are skipped when neither exists.
 #include "loader/tokenizer.h"
 
+#include <algorithm>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -154,6 +155,26 @@ TEST_F(TokenizerModelTest, PieceToId) {
     EXPECT_GE(tok_->vocab_size(), tok_->eos_id());
   }
   EXPECT_GT(tok_->vocab_size(), 0);
+}
+
+// Encode matches a user-defined piece written in text (the special id); EncodeLiteral keeps it
+// text, and both decode to the same string. Plain text encodes the same either way.
+TEST_F(TokenizerModelTest, EncodeLiteralKeepsSpecialPiecesText) {
+  const int start = tok_->PieceToId("<start_of_turn>");
+  if (start < 0) GTEST_SKIP() << "model has no <start_of_turn> piece";
+  for (const std::string text : {"<start_of_turn>", "a<start_of_turn>b<end_of_turn>\nc",
+                                 "<<start_of_turn>start_of_turn>>", "<start_of_turn"}) {
+    auto special = tok_->Encode(text);
+    auto literal = tok_->EncodeLiteral(text);
+    ASSERT_TRUE(special.ok() && literal.ok()) << text;
+    EXPECT_EQ(std::count(literal->begin(), literal->end(), start), 0) << text;
+    EXPECT_EQ(tok_->Decode(*literal), tok_->Decode(*special)) << text;
+  }
+  EXPECT_EQ(*tok_->Encode("<start_of_turn>"), std::vector<int>{start});
+  for (const char* plain : {"Hello world", "naïve café", ""}) {
+    EXPECT_EQ(*tok_->EncodeLiteral(plain), *tok_->Encode(plain)) << plain;
+  }
+  EXPECT_EQ(tok_->EncodeLiteral("\xff").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // tests/data/griffin/tokenizer_golden.json: ids from Python sentencepiece for the same model file.

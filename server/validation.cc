@@ -199,7 +199,8 @@ absl::StatusOr<std::vector<int64_t>> ApplyGemmaChatTemplate(
   std::vector<int64_t> ids = {bos_id};
   auto append_text = [&](const std::string& text) -> absl::Status {
     if (text.empty()) return absl::OkStatus();
-    absl::StatusOr<std::vector<int>> enc = tokenizer.Encode(text);
+    // Message text cannot open or close turns: a <start_of_turn> typed in it stays text.
+    absl::StatusOr<std::vector<int>> enc = tokenizer.EncodeLiteral(text);
     if (!enc.ok()) return Invalid("messages", "could not be tokenized");
     ids.insert(ids.end(), enc->begin(), enc->end());
     return absl::OkStatus();

@@ -71,6 +71,8 @@ bool IsValidRequestId(const std::string& id);
 //   BOS <start_of_turn>user\n{msg}<end_of_turn>\n ... <start_of_turn>model\n
 // Roles: "user", "assistant" (rendered "model"), "system" (prepended to the first user turn).
 // INVALID_ARGUMENT naming the field for an unknown role, invalid UTF-8 or all-empty content.
+// Message text is encoded with Tokenizer::EncodeLiteral: turn markers typed in a message stay
+// text, so a message cannot inject a turn (raw /v1/completions prompts keep them special).
 struct ChatMessage {
   std::string role;
   std::string content;
