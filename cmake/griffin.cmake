@@ -1,7 +1,8 @@
 # One helper per kind of target, in the spirit of absl_cc_library: every C++ folder is one
 # library `griffin_<folder>` declared with griffin_component(), its tests with griffin_test().
 
-set(GRIFFIN_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers)
+set(GRIFFIN_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+    -Werror=vla)  # SOAK-2: no variable-length arrays (stack size from request data)
 
 # griffin_component(NAME SRCS a.cc b.cc DEPS x y): library griffin_NAME, alias griffin::NAME.
 function(griffin_component NAME)
