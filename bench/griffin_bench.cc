@@ -151,40 +151,59 @@ absl::StatusOr<std::vector<WorkItem>> MakeWorkload(int count) {
 
 class Progress {
  public:
-  Progress(int total, bool enabled) : total_(total), enabled_(enabled) {}
+  // `total` 0: bounded by time, not by a count (shows the count and the elapsed seconds).
+  Progress(int total, double duration_s, bool enabled)
+      : total_(total), duration_s_(duration_s), enabled_(enabled),
+        start_(std::chrono::steady_clock::now()) {}
   void Tick() {
     const int done = ++done_;
     if (!enabled_) return;
     std::lock_guard<std::mutex> lock(mu_);
+    if (total_ == 0) {
+      const double t =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      std::fprintf(stderr, "\r%d done, %.0f s of %.0f s sending", done, t, duration_s_);
+      return;
+    }
     const int width = 40;
-    const int filled = total_ > 0 ? done * width / total_ : 0;
+    const int filled = done * width / total_;
     std::fprintf(stderr, "\r[%s%s] %d/%d", std::string(filled, '#').c_str(),
                  std::string(width - std::min(filled, width), ' ').c_str(), done, total_);
     if (done == total_) std::fprintf(stderr, "\n");
   }
+  ~Progress() {
+    if (enabled_ && total_ == 0 && done_ > 0) std::fprintf(stderr, "\n");
+  }
 
  private:
   int total_;
+  double duration_s_;
   bool enabled_;
+  std::chrono::steady_clock::time_point start_;
   std::atomic<int> done_{0};
   std::mutex mu_;
 };
 
-// Runs one load level; returns every request's outcome (times relative to the level's start).
+// Runs one load level of at most `limit` requests (0: until `duration_s`), cycling through
+// `items`; returns every sent request's outcome (times relative to the level's start).
 std::vector<RequestOutcome> RunLevel(LoadClient& client, const std::vector<WorkItem>& items,
-                                     double rate, int concurrency, double duration_s,
-                                     uint64_t seed) {
-  std::vector<RequestOutcome> outcomes(items.size());
-  std::vector<char> sent(items.size(), 0);
+                                     size_t limit, double rate, int concurrency,
+                                     double duration_s, uint64_t seed) {
+  std::vector<RequestOutcome> outcomes;
+  std::mutex outcomes_mu;
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   auto expired = [&] { return duration_s > 0 && elapsed() >= duration_s; };
-  Progress progress(static_cast<int>(items.size()), absl::GetFlag(FLAGS_progress));
+  auto more = [&](size_t i) { return (limit == 0 || i < limit) && !expired(); };
+  Progress progress(static_cast<int>(limit), duration_s, absl::GetFlag(FLAGS_progress));
   auto run_one = [&](size_t i) {
-    outcomes[i] = client.Send(items[i], start);
-    sent[i] = 1;
+    RequestOutcome o = client.Send(items[i % items.size()], start);
+    {
+      std::lock_guard<std::mutex> lock(outcomes_mu);
+      outcomes.push_back(std::move(o));
+    }
     progress.Tick();
   };
   if (concurrency > 0) {
@@ -192,7 +211,7 @@ std::vector<RequestOutcome> RunLevel(LoadClient& client, const std::vector<WorkI
     std::vector<std::thread> workers;
     for (int w = 0; w < concurrency; ++w) {
       workers.emplace_back([&] {
-        for (size_t i = next++; i < items.size() && !expired(); i = next++) run_one(i);
+        for (size_t i = next++; more(i); i = next++) run_one(i);
       });
     }
     for (auto& t : workers) t.join();
@@ -201,21 +220,18 @@ std::vector<RequestOutcome> RunLevel(LoadClient& client, const std::vector<WorkI
     std::exponential_distribution<double> gap(std::isinf(rate) ? 1.0 : rate);
     std::vector<std::thread> inflight;
     double next_send = 0;
-    for (size_t i = 0; i < items.size() && !expired(); ++i) {
+    for (size_t i = 0; more(i); ++i) {
       if (!std::isinf(rate)) {
         next_send += gap(rng);
         const double wait = next_send - elapsed();
         if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+        if (expired()) break;
       }
       inflight.emplace_back(run_one, i);
     }
     for (auto& t : inflight) t.join();
   }
-  std::vector<RequestOutcome> done;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (sent[i]) done.push_back(std::move(outcomes[i]));
-  }
-  return done;
+  return outcomes;
 }
 
 std::string Hostname() {
@@ -243,7 +259,14 @@ int Main(int argc, char** argv) {
   if (num_requests == 0 && duration == 0) {
     return fail(absl::InvalidArgumentError("give --num_requests or --duration"));
   }
-  if (num_requests == 0) num_requests = 1000000;  // bounded by --duration
+  if (num_requests == 0 && concurrency == 0 && rates.ok()) {
+    for (double rate : *rates) {
+      if (std::isinf(rate)) {
+        return fail(absl::InvalidArgumentError(
+            "--request_rate inf sends every request at once: give --num_requests"));
+      }
+    }
+  }
 
   ClientOptions options{.host = absl::GetFlag(FLAGS_host), .port = absl::GetFlag(FLAGS_port),
                         .model = absl::GetFlag(FLAGS_model),
@@ -270,10 +293,19 @@ int Main(int argc, char** argv) {
   const std::vector<double> level_rates =
       concurrency > 0 ? std::vector<double>{std::numeric_limits<double>::infinity()} : *rates;
   for (double rate : level_rates) {
-    auto items = MakeWorkload(num_requests);
+    // Bounded by time (--num_requests 0): a pool of distinct prompts the level cycles through,
+    // sized to what the rate sends in --duration (mean + 6 sigma), at most 4096 (no need to hold a
+    // million 2048-token prompts in memory).
+    int pool = num_requests;
+    if (pool == 0) {
+      const double expected = std::isinf(rate) ? 4096.0 : rate * duration;
+      pool = static_cast<int>(std::min(4096.0, std::ceil(expected + 6.0 * std::sqrt(expected) + 16.0)));
+    }
+    auto items = MakeWorkload(pool);
     if (!items.ok()) return fail(items.status());
     const std::vector<RequestOutcome> outcomes =
-        RunLevel(**client, *items, rate, concurrency, duration, absl::GetFlag(FLAGS_seed) + 1);
+        RunLevel(**client, *items, static_cast<size_t>(num_requests), rate, concurrency, duration,
+                 absl::GetFlag(FLAGS_seed) + 1);
     const ServingSummary summary = Summarize(outcomes, slo);
     total_failed += summary.failed;
     std::printf("============ %s ============\n",

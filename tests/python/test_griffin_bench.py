@@ -65,3 +65,29 @@ def test_failed_requests_are_counted_by_status(server, tmp_path):
     assert proc.returncode == 3, proc.stdout + proc.stderr
     level = json.loads(out.read_text())["levels"][0]
     assert level["failed"] == 5 and level["failures_by_status"] == {"http_400": 5}
+
+
+@pytest.mark.parametrize("load", [["--request_rate", "20"], ["--concurrency", "3"]])
+def test_duration_bounded_run(server, tmp_path, load):
+    """--num_requests 0: the level sends until --duration, cycling through a pool of prompts sized
+    to the rate (not a million of them), and waits for what it sent."""
+    out = tmp_path / "timed.json"
+    proc = subprocess.run([bench_binary(), "--protocol", "grpc", "--port", str(server.grpc_port),
+                           "--num_requests", "0", "--duration", "2", "--input_len", "8",
+                           "--output_len", "4", "--ignore_eos", "--warmup_requests", "0",
+                           "--result_json", str(out), *load],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "s of 2 s sending" in proc.stderr  # the time-bounded progress line
+    level = json.loads(out.read_text())["levels"][0]
+    assert level["failed"] == 0 and level["completed"] >= 4, level
+    assert level["output_tokens"] == 4 * level["completed"]
+    server.wait_idle()
+
+
+def test_unbounded_burst_is_refused(server):
+    proc = subprocess.run([bench_binary(), "--protocol", "grpc", "--port", str(server.grpc_port),
+                           "--num_requests", "0", "--duration", "2", "--request_rate", "inf"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "give --num_requests" in proc.stderr
