@@ -11,6 +11,22 @@
 
 namespace griffin::engine {
 
+#if defined(GRIFFIN_HAVE_CUDA)
+namespace {
+
+// The engine's limits size the CUDA backend's decode graphs and activation workspace.
+CudaBackendOptions ToCudaOptions(const BackendOptions& options) {
+  CudaBackendOptions cuda;
+  cuda.num_slots = options.num_slots;
+  cuda.max_decode_batch = options.max_batch;
+  cuda.max_tokens_per_step =
+      static_cast<int>(std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
+  return cuda;
+}
+
+}  // namespace
+#endif
+
 absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name) {
   if (name == "cpu") return BackendKind::kCpu;
   if (name == "cuda") return BackendKind::kCuda;
@@ -50,13 +66,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
     case BackendKind::kCuda: {
 #if defined(GRIFFIN_HAVE_CUDA)
       if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
-      CudaBackendOptions cuda_options;
-      cuda_options.num_slots = options.num_slots;
-      cuda_options.max_decode_batch = options.max_batch;
-      cuda_options.max_tokens_per_step = static_cast<int>(
-          std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
       ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
-                       CudaBackend::Create(checkpoint, cuda_options));
+                       CudaBackend::Create(checkpoint, ToCudaOptions(options)));
       return std::unique_ptr<Backend>(std::move(backend));
 #else
       return absl::FailedPreconditionError("this build has no CUDA backend");
@@ -75,13 +86,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
   }
 #if defined(GRIFFIN_HAVE_CUDA)
   if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
-  CudaBackendOptions cuda_options;
-  cuda_options.num_slots = options.num_slots;
-      cuda_options.max_decode_batch = options.max_batch;
-      cuda_options.max_tokens_per_step = static_cast<int>(
-          std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
   ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
-                   CudaBackend::CreateRandom(config, cuda_options, seed));
+                   CudaBackend::CreateRandom(config, ToCudaOptions(options), seed));
   return std::unique_ptr<Backend>(std::move(backend));
 #else
   return absl::FailedPreconditionError("this build has no CUDA backend");

@@ -10,6 +10,7 @@
 
 #include "base/status_macros.h"
 #include "engine/backend_factory.h"
+#include "engine/fault_injecting_backend.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
 
@@ -232,11 +233,6 @@ class FakeBackend : public Backend {
   int num_slots() const override { return static_cast<int>(positions_.size()); }
   int64_t state_bytes_per_sequence() const override { return 8; }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
-    if (sticky) return absl::InternalError("injected sticky device failure");
-    if (fail_sticky.exchange(false)) {
-      sticky = true;
-      return absl::InternalError("injected sticky device failure");
-    }
     if (fail_next.exchange(false)) return absl::InternalError("injected device failure");
     int64_t row = 0;
     for (const StepEntry& e : entries) {
@@ -255,12 +251,10 @@ class FakeBackend : public Backend {
     return absl::OkStatus();
   }
   absl::Status ResetSlot(int slot) override {
-    if (sticky) return absl::InternalError("injected sticky device failure");
     positions_[slot] = 0;
     return absl::OkStatus();
   }
   int64_t NextPosition(int slot) const override { return positions_[slot]; }
-  bool healthy() const override { return !sticky; }
 
   // Device sampling (when device_sampler): the greedy token of Step's logits, -1 for poisoned rows.
   bool samples_on_device() const override { return device_sampler; }
@@ -282,8 +276,6 @@ class FakeBackend : public Backend {
   }
 
   std::atomic<bool> fail_next{false};
-  std::atomic<bool> fail_sticky{false};  // the next step fails and the device stays failed
-  std::atomic<bool> sticky{false};
   bool device_sampler = false;
   std::atomic<int> device_steps{0};
 
@@ -348,22 +340,29 @@ TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
 }
 
 TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1
-  auto fake = std::make_unique<FakeBackend>(2);
-  FakeBackend* raw = fake.get();
+  // The warm-up step runs; every step after it fails as on a sticky device error.
+  auto backend = std::make_unique<FaultInjectingBackend>(std::make_unique<FakeBackend>(2), 1);
   std::promise<absl::Status> fatal;
   std::atomic<int> fatal_calls{0};
   EngineOptions options;
   options.on_fatal = [&](const absl::Status& st) {
     if (fatal_calls.fetch_add(1) == 0) fatal.set_value(st);
   };
-  auto core = *EngineCore::Create(std::move(fake), options);
-  raw->fail_sticky = true;
-  Collector running, queued_a, queued_b;
-  ASSERT_TRUE(core->Submit(Req({2, 3}, 50), running.Callback()).ok());
-  ASSERT_TRUE(core->Submit(Req({2, 4}, 50), queued_a.Callback()).ok());
-  ASSERT_TRUE(core->Submit(Req({2, 5}, 50), queued_b.Callback()).ok());  // waits: 2 slots
-  for (Collector* c : {&running, &queued_a, &queued_b}) {
-    const Collected r = c->Wait();
+  auto core = *EngineCore::Create(std::move(backend), options);
+  // Three requests for two slots. The engine may stop before the later ones arrive: each is then
+  // refused UNAVAILABLE at Submit, else it ends with an error through its callback.
+  Collector collectors[3];
+  bool submitted[3];
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<uint64_t> id = core->Submit(Req({2, 3 + i}, 50), collectors[i].Callback());
+    submitted[i] = id.ok();
+    if (!id.ok()) {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kUnavailable) << id.status();
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (!submitted[i]) continue;
+    const Collected r = collectors[i].Wait();
     EXPECT_FALSE(r.last.status.ok());
     EXPECT_TRUE(r.last.finished);
   }
@@ -376,6 +375,7 @@ TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1
             absl::StatusCode::kUnavailable);
   core->Stop();
   EXPECT_EQ(fatal_calls.load(), 1);
+  EXPECT_EQ(core->stats().slots_used, 0);
 }
 
 TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4

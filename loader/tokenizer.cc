@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "loader/sentencepiece_shim.h"
+#include "base/status_macros.h"
 #include "base/utf8.h"
 
 namespace griffin::loader {
@@ -22,6 +23,14 @@ int HexDigit(char c) {
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   return -1;
+}
+
+absl::Status CheckUtf8(std::string_view text) {
+  size_t bad = 0;
+  if (!IsValidUtf8(text, &bad)) {
+    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 (at byte ", bad, ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -60,10 +69,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
 }
 
 absl::StatusOr<std::vector<int>> Tokenizer::Encode(std::string_view text) const {
-  size_t bad = 0;
-  if (!IsValidUtf8(text, &bad)) {
-    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 (at byte ", bad, ")"));
-  }
+  RETURN_IF_ERROR(CheckUtf8(text));
   std::vector<int> ids;
   std::string error;
   if (!shim_->Encode(text, &ids, &error)) return absl::InternalError(error);
@@ -72,10 +78,7 @@ absl::StatusOr<std::vector<int>> Tokenizer::Encode(std::string_view text) const 
 
 absl::StatusOr<std::vector<int>> Tokenizer::EncodeLiteral(std::string_view text) const {
   if (user_defined_.empty()) return Encode(text);
-  size_t bad = 0;
-  if (!IsValidUtf8(text, &bad)) {
-    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 (at byte ", bad, ")"));
-  }
+  RETURN_IF_ERROR(CheckUtf8(text));
   std::vector<int> ids;
   std::string error;
   auto encode = [&](std::string_view part) {

@@ -89,28 +89,6 @@ std::vector<float> PrefillThenDecodeLogProbs(engine::Backend& backend,
 // A parity case: a checkpoint and its reference sequences. The random fixtures' references are the
 // DeepMind reference's goldens. "demo" is the trained bundled model on real text: confident
 // predictions, 565 positions, the case where top-1 agreement says most about the engine.
-struct ParityCase {
-  std::unique_ptr<loader::Checkpoint> checkpoint;
-  std::vector<GoldenSequence> golden;
-};
-
-absl::Status LoadCase(const std::string& name, ParityCase* out) {
-  const std::string dir = name == "demo" ? golden::DemoModelDir() : FixtureDir(name);
-  auto checkpoint = loader::Checkpoint::Open(dir);
-  if (!checkpoint.ok()) return checkpoint.status();
-  out->checkpoint = std::move(*checkpoint);
-  if (name == "demo") {
-    auto g = golden::DemoParitySequence(*out->checkpoint);
-    if (!g.ok()) return g.status();
-    out->golden = {*g};
-    return absl::OkStatus();
-  }
-  auto loaded = golden::LoadGolden(dir, out->checkpoint->config().vocab_size);
-  if (!loaded.ok()) return loaded.status();
-  out->golden = std::move(*loaded);
-  return absl::OkStatus();
-}
-
 std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint) {
   engine::CudaBackendOptions opt;
   opt.num_slots = 8;
@@ -125,11 +103,10 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     SKIP_WITHOUT_GPU();
-    ParityCase c;
-    const absl::Status loaded = LoadCase(GetParam(), &c);
-    ASSERT_TRUE(loaded.ok()) << loaded;
-    checkpoint_ = std::move(c.checkpoint);
-    golden_ = std::move(c.golden);
+    auto c = golden::LoadParityCase(GetParam());
+    ASSERT_TRUE(c.ok()) << c.status();
+    checkpoint_ = std::move(c->checkpoint);
+    golden_ = std::move(c->golden);
     backend_ = MakeBackend(*checkpoint_);
     ASSERT_NE(backend_, nullptr);
     vocab_ = checkpoint_->config().vocab_size;
@@ -344,10 +321,10 @@ TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
   SKIP_WITHOUT_GPU();
   struct Tally { int counted = 0, agree = 0; };
   std::map<std::string, Tally> tally;
-  for (const char* name : {"griffin", "hawk", "attnfirst", "demo"}) {
-    ParityCase c;
-    const absl::Status loaded = LoadCase(name, &c);
-    ASSERT_TRUE(loaded.ok()) << loaded;
+  for (const char* name : golden::kParityCases) {
+    auto loaded = golden::LoadParityCase(name);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const golden::ParityCase& c = *loaded;
     auto backend = MakeBackend(*c.checkpoint);
     ASSERT_NE(backend, nullptr);
     const int V = c.checkpoint->config().vocab_size;

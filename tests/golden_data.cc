@@ -116,4 +116,18 @@ absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo
   return g;
 }
 
+absl::StatusOr<ParityCase> LoadParityCase(const std::string& name) {
+  const bool demo = name == "demo";
+  const std::string dir = demo ? DemoModelDir() : FixtureDir(name);
+  ParityCase c;
+  ASSIGN_OR_RETURN(c.checkpoint, loader::Checkpoint::Open(dir));
+  if (demo) {
+    ASSIGN_OR_RETURN(GoldenSequence g, DemoParitySequence(*c.checkpoint));
+    c.golden.push_back(std::move(g));
+  } else {
+    ASSIGN_OR_RETURN(c.golden, LoadGolden(dir, c.checkpoint->config().vocab_size));
+  }
+  return c;
+}
+
 }  // namespace griffin::golden

@@ -4,6 +4,7 @@
 #define GRIFFIN_TESTS_GOLDEN_DATA_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,15 @@ absl::StatusOr<std::vector<float>> StepLogProbs(engine::Backend& backend,
 // predictions over enough positions for a top-1 rate to mean something. Cached per process.
 std::string DemoModelDir();
 absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo);
+
+// A parity case: "griffin", "hawk" or "attnfirst" (tests/data/<name> with the DeepMind
+// reference's goldens) or "demo" (models/demo with DemoParitySequence).
+struct ParityCase {
+  std::unique_ptr<loader::Checkpoint> checkpoint;
+  std::vector<GoldenSequence> golden;
+};
+absl::StatusOr<ParityCase> LoadParityCase(const std::string& name);
+inline constexpr const char* kParityCases[] = {"griffin", "hawk", "attnfirst", "demo"};
 
 }  // namespace griffin::golden
 

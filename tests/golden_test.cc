@@ -128,25 +128,14 @@ TEST_P(GoldenTest, Bf16EmulationStaysWithinTheGpuMeanBound) {
 // backend is held to (CudaParityTest) is reachable.
 TEST(GoldenEmulationTest, Bf16EmulationTop1OverAllGoldenSequences) {
   int counted = 0, agreed = 0;
-  for (const char* name : {"griffin", "hawk", "attnfirst", "demo"}) {
-    const std::string dir = std::string(name) == "demo" ? golden::DemoModelDir() : FixtureDir(name);
-    auto checkpoint = loader::Checkpoint::Open(dir);
-    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
-    const int V = (*checkpoint)->config().vocab_size;
-    std::vector<GoldenSequence> sequences;
-    if (std::string(name) == "demo") {
-      auto g = golden::DemoParitySequence(**checkpoint);
-      ASSERT_TRUE(g.ok()) << g.status();
-      sequences.push_back(*g);
-    } else {
-      auto loaded = golden::LoadGolden(dir, V);
-      ASSERT_TRUE(loaded.ok()) << loaded.status();
-      sequences = std::move(*loaded);
-    }
+  for (const char* name : golden::kParityCases) {
+    auto c = golden::LoadParityCase(name);
+    ASSERT_TRUE(c.ok()) << c.status();
+    const int V = c->checkpoint->config().vocab_size;
     auto emulated =
-        engine::CpuBackend::Create(**checkpoint, 1, engine::CpuNumerics::kEmulateBf16Gemm);
+        engine::CpuBackend::Create(*c->checkpoint, 1, engine::CpuNumerics::kEmulateBf16Gemm);
     ASSERT_TRUE(emulated.ok()) << emulated.status();
-    for (const GoldenSequence& g : sequences) {
+    for (const GoldenSequence& g : c->golden) {
       auto got = golden::StepLogProbs(**emulated, g.tokens, 0, 0);
       ASSERT_TRUE(got.ok()) << got.status();
       const golden::Agreement a = golden::CompareLogProbs(*got, g.logprobs, V);
@@ -169,14 +158,13 @@ TEST(GoldenEmulationTest, Bf16EmulationTop1OverAllGoldenSequences) {
 // engine or model file moves it. The GPU path is held to the same text by CudaGoldenTest.
 TEST(DemoModelTest, CrossEntropyOnAFixedText) {
   constexpr double kRecorded = 3.15960;
-  auto demo = loader::Checkpoint::Open(golden::DemoModelDir());
+  auto demo = golden::LoadParityCase("demo");
   ASSERT_TRUE(demo.ok()) << demo.status();
-  auto g = golden::DemoParitySequence(**demo);
-  ASSERT_TRUE(g.ok()) << g.status();
-  const int V = (*demo)->config().vocab_size;
+  const GoldenSequence& g = demo->golden[0];
+  const int V = demo->checkpoint->config().vocab_size;
   double nll = 0;
-  for (size_t t = 0; t + 1 < g->tokens.size(); ++t) nll -= g->logprobs[t * V + g->tokens[t + 1]];
-  const double ce = nll / (g->tokens.size() - 1);
+  for (size_t t = 0; t + 1 < g.tokens.size(); ++t) nll -= g.logprobs[t * V + g.tokens[t + 1]];
+  const double ce = nll / (g.tokens.size() - 1);
   std::printf("demo model cross-entropy on the fixed text: %.4f nats/token\n", ce);
   EXPECT_NEAR(ce, kRecorded, 0.02);
 }
