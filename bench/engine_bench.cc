@@ -7,6 +7,12 @@
 //   engine_bench [--model=2b|9b|all] [--quick] [--reps=N]
 //   engine_bench --serving=CONCURRENCY --input_len=N --output_len=N [--num_requests=N]
 //                [--token_budget=N] [--max_batch=N] [--model=2b|9b]
+//   engine_bench --profile=decode:BATCH:POSITION | prefill:SEQUENCES:TOKENS --trace_out=FILE
+//
+// --profile (bench/PROFILE.md, run under `ncu --profile-from-start off`, bench/profile_step.sh):
+// writes to --trace_out one JSON line per kernel launch of one step (what it computes, the bytes it
+// must move and the FLOPs it must do), then runs that step once more between cudaProfilerStart and
+// cudaProfilerStop (a decode step as its CUDA graph replay), so ncu times exactly those kernels.
 //
 // --serving runs the engine alone (EngineCore: scheduler, chunked prefill, GPU sampling) closed
 // loop at CONCURRENCY requests in flight, greedy with fixed lengths: the baseline griffin-bench's
@@ -28,10 +34,36 @@
 #include <string>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+#include <cuda_runtime.h>
+
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "engine/backend_factory.h"
 #include "engine/cuda_backend.h"
 #include "engine/engine_core.h"
 #include "engine/griffin_model.h"
+#include "engine/state_layout.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "2b", "2b, 9b or all");
+ABSL_FLAG(bool, quick, false, "decode batches 1, 64 and 256 only");
+ABSL_FLAG(int, reps, 20, "timed repetitions per figure (median); at least 3");
+ABSL_FLAG(int, serving, 0, "run the engine alone closed loop at this concurrency (0: off)");
+ABSL_FLAG(int, input_len, 1024, "--serving: prompt tokens per request");
+ABSL_FLAG(int, output_len, 128, "--serving: output tokens per request");
+ABSL_FLAG(int, num_requests, 0, "--serving: requests (0: twice the concurrency)");
+ABSL_FLAG(int64_t, token_budget, 512, "--serving: tokens per engine step");
+ABSL_FLAG(int, max_batch, 256, "--serving: sequences per engine step");
+ABSL_FLAG(std::string, profile, "",
+          "decode:BATCH:POSITION or prefill:SEQUENCES:TOKENS: trace one step's launches to "
+          "--trace_out and run it once under cudaProfilerStart/Stop (for ncu)");
+ABSL_FLAG(std::string, trace_out, "", "--profile: where the launch trace goes (JSON lines)");
 
 namespace griffin {
 namespace {
@@ -93,7 +125,8 @@ int Run(const std::string& name, bool quick, int reps) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_create).count();
   m.weight_bytes = double(backend->weight_bytes());
   const int64_t state = backend->state_bytes_per_sequence();
-  const int64_t exact = engine::ComputeStateSize(m.c, 2).total();
+  const engine::StateSize exact_size = engine::StateLayout::ForCuda(m.c).size();
+  const int64_t exact = exact_size.total();
   std::printf("\n## recurrentgemma-%s shapes (%.3f B params, %.2f GB bf16 weights on device)\n\n",
               name.c_str(), m.params / 1e9, m.weight_bytes / 1e9);
   std::printf("start-up (random weights, %d slots, graphs for decode buckets up to %d): %.1f s\n\n",
@@ -138,7 +171,7 @@ int Run(const std::string& name, bool quick, int reps) {
         ++failures;
         continue;
       }
-      const double bytes = m.weight_bytes + B * (KvReadBytes(m, pos) + 2.0 * double(state - engine::ComputeStateSize(m.c, 2).kv_bytes));
+      const double bytes = m.weight_bytes + B * (KvReadBytes(m, pos) + 2.0 * double(state - exact_size.kv_bytes));
       const double flops = B * (BodyFlops(m, std::min<int64_t>(pos, m.c.attention_window) + 1) + HeadFlops(m));
       const double floor = std::max(bytes / kBandwidth, flops / kFlops);
       std::printf("| decode step, batch %d, position %lld | %.3f ms (%.0f tok/s) | %.3f ms (%.0f tok/s) | %.2f |\n",
@@ -190,6 +223,68 @@ int Run(const std::string& name, bool quick, int reps) {
   std::printf("\nfixed device bytes (workspaces, logits buffer, scratch slot, cuBLASLt workspace): %.2f GB; weights %.2f GB\n",
               backend->fixed_device_bytes() / 1e9, m.weight_bytes / 1e9);
   return failures;
+}
+
+// One step, traced then profiled (see the file comment). `kind` is "decode" (a = batch,
+// b = position) or "prefill" (a = sequences, b = tokens each).
+int Profile(const std::string& name, const std::string& kind, int a, int b,
+            const std::string& trace_out) {
+  const loader::ModelConfig c = Preset(name);
+  const bool decode = kind == "decode";
+  engine::CudaBackendOptions opt;
+  opt.num_slots = std::max(a, 1);
+  opt.max_decode_batch = decode ? a : 1;
+  opt.max_tokens_per_step = decode ? std::max(a, 1) : a * b;
+  auto backend_or = CudaBackend::CreateRandom(c, opt, 42);
+  if (!backend_or.ok()) {
+    std::fprintf(stderr, "%s\n", backend_or.status().ToString().c_str());
+    return 1;
+  }
+  CudaBackend& backend = **backend_or;
+  std::vector<int32_t> tokens(size_t(a) * (decode ? 1 : b));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % c.vocab_size);
+  std::vector<engine::SampleRequest> req(a);
+  for (auto& r : req) r.params.temperature = 0.0f;
+  std::vector<int32_t> out(a);
+  std::vector<StepEntry> entries(a);
+  auto step = [&]() -> absl::Status {
+    for (int s = 0; s < a; ++s) {
+      if (decode) {
+        (void)backend.SetNextPositionForBenchmark(s, b);
+        entries[s] = StepEntry{.slot = s, .position = b, .tokens = absl::MakeConstSpan(&tokens[s], 1)};
+      } else {
+        entries[s] = StepEntry{.slot = s, .position = 0,
+                               .tokens = absl::MakeConstSpan(tokens).subspan(size_t(s) * b, b)};
+      }
+    }
+    return backend.StepSample(entries, req, absl::MakeSpan(out));
+  };
+  std::vector<engine::LaunchRecord> trace;
+  backend.set_launch_trace(&trace);
+  absl::Status status = step();
+  backend.set_launch_trace(nullptr);
+  for (int i = 0; i < 3 && status.ok(); ++i) status = step();  // warm (graph replays for decode)
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    return 1;
+  }
+  std::ofstream file(trace_out);
+  for (const engine::LaunchRecord& r : trace) {
+    file << nlohmann::json{{"op", r.op}, {"kernel", r.kernel}, {"bytes", r.bytes},
+                           {"flops", r.flops}}.dump() << "\n";
+  }
+  if (!file) {
+    std::fprintf(stderr, "cannot write %s\n", trace_out.c_str());
+    return 1;
+  }
+  cudaDeviceSynchronize();
+  cudaProfilerStart();
+  status = step();
+  cudaDeviceSynchronize();
+  cudaProfilerStop();
+  std::printf("profiled %s %s %d:%d: %zu launches traced to %s (%s)\n", name.c_str(), kind.c_str(),
+              a, b, trace.size(), trace_out.c_str(), status.ok() ? "ok" : status.ToString().c_str());
+  return status.ok() ? 0 : 1;
 }
 
 struct ServingArgs {
@@ -270,36 +365,44 @@ int RunServing(const std::string& name, const ServingArgs& a) {
 }  // namespace griffin
 
 int main(int argc, char** argv) {
-  std::string model = "2b";
-  bool quick = false;
-  int reps = 20;
+  absl::SetProgramUsageMessage(
+      "the CUDA backend on recurrentgemma-2b / 9b shapes with random weights: decode, prefill and "
+      "memory figures beside their floors; --serving for the engine alone closed loop; --profile "
+      "for one step's launch trace under ncu");
+  absl::ParseCommandLine(argc, argv);
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model != "2b" && model != "9b" && model != "all") {
+    std::fprintf(stderr, "--model must be 2b, 9b or all\n");
+    return 2;
+  }
   griffin::ServingArgs serving;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* flag) -> const char* {
-      const size_t n = std::strlen(flag);
-      return a.compare(0, n, flag) == 0 ? a.c_str() + n : nullptr;
-    };
-    if (const char* v = value("--model=")) model = v;
-    else if (a == "--quick") quick = true;
-    else if (const char* v = value("--reps=")) reps = std::max(3, std::atoi(v));
-    else if (const char* v = value("--serving=")) serving.concurrency = std::atoi(v);
-    else if (const char* v = value("--input_len=")) serving.input_len = std::atoi(v);
-    else if (const char* v = value("--output_len=")) serving.output_len = std::atoi(v);
-    else if (const char* v = value("--num_requests=")) serving.num_requests = std::atoi(v);
-    else if (const char* v = value("--token_budget=")) serving.token_budget = std::atoll(v);
-    else if (const char* v = value("--max_batch=")) serving.max_batch = std::atoi(v);
-    else {
-      std::fprintf(stderr,
-                   "usage: engine_bench [--model=2b|9b|all] [--quick] [--reps=N]\n"
-                   "       engine_bench --serving=CONCURRENCY [--input_len=N] [--output_len=N]\n"
-                   "                    [--num_requests=N] [--token_budget=N] [--max_batch=N]\n");
+  serving.concurrency = absl::GetFlag(FLAGS_serving);
+  serving.input_len = absl::GetFlag(FLAGS_input_len);
+  serving.output_len = absl::GetFlag(FLAGS_output_len);
+  serving.num_requests = absl::GetFlag(FLAGS_num_requests);
+  serving.token_budget = absl::GetFlag(FLAGS_token_budget);
+  serving.max_batch = absl::GetFlag(FLAGS_max_batch);
+  const std::string profile = absl::GetFlag(FLAGS_profile);
+  std::string kind;
+  int profile_a = 0, profile_b = 0;
+  if (!profile.empty()) {
+    const std::vector<std::string> parts = absl::StrSplit(profile, ':');
+    if (parts.size() != 3 || (parts[0] != "decode" && parts[0] != "prefill") ||
+        !absl::SimpleAtoi(parts[1], &profile_a) || !absl::SimpleAtoi(parts[2], &profile_b) ||
+        profile_a < 1 || profile_b < (parts[0] == "decode" ? 0 : 1) ||
+        absl::GetFlag(FLAGS_trace_out).empty() || model == "all") {
+      std::fprintf(stderr, "--profile takes decode:BATCH:POSITION or prefill:SEQUENCES:TOKENS, "
+                           "with --trace_out and --model 2b or 9b\n");
       return 2;
     }
+    kind = parts[0];
   }
   if (!griffin::engine::CudaDeviceAvailable()) {
     std::printf("no CUDA device: engine_bench skipped\n");
     return 0;
+  }
+  if (!kind.empty()) {
+    return griffin::Profile(model, kind, profile_a, profile_b, absl::GetFlag(FLAGS_trace_out));
   }
   if (serving.concurrency > 0) {
     if (serving.input_len < 1 || serving.output_len < 1 || serving.max_batch < 1 ||
@@ -309,6 +412,8 @@ int main(int argc, char** argv) {
     }
     return griffin::RunServing(model == "9b" ? "9b" : "2b", serving);
   }
+  const bool quick = absl::GetFlag(FLAGS_quick);
+  const int reps = std::max(3, absl::GetFlag(FLAGS_reps));
   int failures = 0;
   if (model == "2b" || model == "all") failures += griffin::Run("2b", quick, reps);
   if (model == "9b" || model == "all") failures += griffin::Run("9b", quick, reps);

@@ -1,22 +1,29 @@
 // kernels_bench: micro-benchmark of every CUDA kernel at recurrentgemma-2b shapes, with the bytes
 // each must move and the achieved bandwidth (against 4.3 TB/s, PERF.md) or FLOP rate (790 TFLOP/s).
-// Median of 50 timed launches (CUDA events) after 5 warm-ups, inputs random (never zeros).
-//   kernels_bench
+// Median of --reps timed launches (CUDA events) after 5 warm-ups, inputs random (never zeros).
+//   kernels_bench [--reps=50] [--filter=SUBSTRING]
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
-#include "kernels/attention.cuh"
-#include "kernels/geglu.cuh"
-#include "kernels/gemm.h"
-#include "kernels/gemv.cuh"
-#include "kernels/logits.cuh"
-#include "kernels/random_init.cuh"
-#include "kernels/rglru.cuh"
-#include "kernels/rmsnorm.cuh"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "kernels/attention/attention.cuh"
+#include "kernels/geglu/geglu.cuh"
+#include "kernels/linear/gemm.h"
+#include "kernels/linear/gemv.cuh"
+#include "kernels/logits/logits.cuh"
+#include "kernels/random_init/random_init.cuh"
+#include "kernels/rglru/rglru.cuh"
+#include "kernels/norm/rmsnorm.cuh"
+
+ABSL_FLAG(int, reps, 50, "timed launches per kernel (median)");
+ABSL_FLAG(std::string, filter, "", "only the rows whose name contains this text");
 
 namespace griffin::kernels {
 namespace {
@@ -48,7 +55,8 @@ double TimeMs(const std::function<void()>& fn) {
   CHECK_CUDA(cudaEventCreate(&b));
   for (int i = 0; i < 5; ++i) fn();
   std::vector<float> t;
-  for (int i = 0; i < 50; ++i) {
+  const int reps = std::max(1, absl::GetFlag(FLAGS_reps));
+  for (int i = 0; i < reps; ++i) {
     CHECK_CUDA(cudaEventRecord(a));
     fn();
     CHECK_CUDA(cudaEventRecord(b));
@@ -69,6 +77,13 @@ void Report(const char* name, double ms, double bytes, double flops) {
               ms / std::max(bw_floor, fl_floor));
 }
 
+// Times `fn` and reports it, unless --filter leaves it out.
+void Bench(const char* name, const std::function<void()>& fn, double bytes, double flops) {
+  const std::string filter = absl::GetFlag(FLAGS_filter);
+  if (!filter.empty() && std::string(name).find(filter) == std::string::npos) return;
+  Report(name, TimeMs(fn), bytes, flops);
+}
+
 int Main() {
   const int d = 2560, m = 7680, L = 2560, H = 10, hd = 256, W = 2048, V = 256000;
   char name[160];
@@ -80,7 +95,7 @@ int Main() {
     float* w = Buf<float>(d, 0.1f);
     bf16_t* out = Buf<bf16_t>(int64_t(rows) * d);
     std::snprintf(name, sizeof name, "add+rmsnorm %d x %d", rows, d);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchAddRmsNorm(x, delta, bias, w, nullptr, rows, d, 1e-6f, out, 0)); }),
+    Bench(name, [&] { CHECK_CUDA(LaunchAddRmsNorm(x, delta, bias, w, nullptr, rows, d, 1e-6f, out, 0)); },
            rows * double(d) * (4 * 3 + 2), 0);
   }
   for (int n : {1, 256, 4096}) {
@@ -88,7 +103,7 @@ int Main() {
     float* b = Buf<float>(m, 0.1f);
     bf16_t* out = Buf<bf16_t>(int64_t(n) * m);
     std::snprintf(name, sizeof name, "geglu %d x %d", n, m);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchGeGlu(gu, b, b, n, m, out, 0)); }), n * double(m) * 10, 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchGeGlu(gu, b, b, n, m, out, 0)); }, n * double(m) * 10, 0);
   }
   Gemm gemm;
   if (!gemm.Init(64 << 20).empty()) return 1;
@@ -98,7 +113,7 @@ int Main() {
     bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
     float* out = Buf<float>(int64_t(M) * N);
     std::snprintf(name, sizeof name, "cuBLASLt gemm %d x %d x %d (gate|up)", M, N, K);
-    Report(name, TimeMs([&] { (void)gemm.Run(a, wt, out, M, N, K, 0); }),
+    Bench(name, [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); },
            2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
   }
   for (int M : {1, 8}) {
@@ -107,7 +122,7 @@ int Main() {
     bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
     float* out = Buf<float>(int64_t(M) * N);
     std::snprintf(name, sizeof name, "gemv %d x %d x %d (gate|up)", M, N, K);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); }),
+    Bench(name, [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); },
            2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
   }
   {
@@ -115,9 +130,9 @@ int Main() {
     bf16_t* a = Buf<bf16_t>(int64_t(M) * K);
     bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
     float* out = Buf<float>(int64_t(M) * N);
-    Report("gemv 1 x 256000 x 2560 (tied head)", TimeMs([&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); }),
+    Bench("gemv 1 x 256000 x 2560 (tied head)", [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); },
            2.0 * N * K + 4.0 * N, 2.0 * N * K);
-    Report("cuBLASLt gemm 1 x 256000 x 2560 (tied head)", TimeMs([&] { (void)gemm.Run(a, wt, out, M, N, K, 0); }),
+    Bench("cuBLASLt gemm 1 x 256000 x 2560 (tied head)", [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); },
            2.0 * N * K + 4.0 * N, 2.0 * N * K);
   }
   // RG-LRU: decode (fused) and prefill (gates + scan), one slot per sequence.
@@ -129,10 +144,11 @@ int Main() {
     p.conv_w = Buf<float>(int64_t(L) * K, 0.5f); p.conv_b = Buf<float>(L, 0.1f);
     p.gx_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f); p.ga_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
     p.gx_b = Buf<float>(L, 0.1f); p.ga_b = Buf<float>(L, 0.1f); p.a_param = Buf<float>(L, 0.5f, -4.0f);
-    std::vector<int32_t> te(n), en(4 * n);
-    for (int i = 0; i < n; ++i) { te[i] = i; en[4 * i] = i; en[4 * i + 1] = 1; en[4 * i + 2] = i; en[4 * i + 3] = 100; }
+    std::vector<int32_t> te(n);
+    std::vector<StepEntryRecord> en(n);
+    for (int i = 0; i < n; ++i) { te[i] = i; en[i] = {i, 1, i, 100}; }
     int32_t* dte = Buf<int32_t>(n);
-    int32_t* den = Buf<int32_t>(4 * n);
+    auto* den = reinterpret_cast<StepEntryRecord*>(Buf<int32_t>(4 * n));
     CHECK_CUDA(cudaMemcpy(dte, te.data(), n * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * n, cudaMemcpyHostToDevice));
     char* pool = reinterpret_cast<char*>(Buf<float>(stride * n / 4 + 1));
@@ -141,7 +157,7 @@ int Main() {
     p.n = n; p.num_entries = n; p.L = L; p.H = H; p.K = K;
     p.out = Buf<bf16_t>(int64_t(n) * L);
     std::snprintf(name, sizeof name, "rg-lru decode (fused) + tail shift, %d tokens", n);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchRgLruDecode(p, 0)); }),
+    Bench(name, [&] { CHECK_CUDA(LaunchRgLruDecode(p, 0)); },
            2.0 * H * 256 * 256 * 2 + n * double(L) * (8 + 2 + 8 + 12), n * double(L) * 4 * 256);
   }
   for (int seqs : {1, 16}) {
@@ -152,11 +168,12 @@ int Main() {
     p.conv_w = Buf<float>(int64_t(L) * K, 0.5f); p.conv_b = Buf<float>(L, 0.1f);
     p.gx_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f); p.ga_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
     p.gx_b = Buf<float>(L, 0.1f); p.ga_b = Buf<float>(L, 0.1f); p.a_param = Buf<float>(L, 0.5f, -4.0f);
-    std::vector<int32_t> te(n), en(4 * seqs);
+    std::vector<int32_t> te(n);
+    std::vector<StepEntryRecord> en(seqs);
     for (int i = 0; i < n; ++i) te[i] = i / T;
-    for (int s = 0; s < seqs; ++s) { en[4 * s] = s * T; en[4 * s + 1] = T; en[4 * s + 2] = s; en[4 * s + 3] = 0; }
+    for (int s = 0; s < seqs; ++s) en[s] = {s * T, T, s, 0};
     int32_t* dte = Buf<int32_t>(n);
-    int32_t* den = Buf<int32_t>(4 * seqs);
+    auto* den = reinterpret_cast<StepEntryRecord*>(Buf<int32_t>(4 * seqs));
     CHECK_CUDA(cudaMemcpy(dte, te.data(), n * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * seqs, cudaMemcpyHostToDevice));
     char* pool = reinterpret_cast<char*>(Buf<float>(stride * seqs / 4 + 1));
@@ -170,14 +187,14 @@ int Main() {
     uint16_t* packed = reinterpret_cast<uint16_t*>(Buf<bf16_t>(int64_t(2) * H * 256 * 256));
     CHECK_CUDA(LaunchPackGateWeights(p.gx_w, p.ga_w, H, 256, packed, 0));
     std::snprintf(name, sizeof name, "rg-lru prefill conv, %d x %d", seqs, T);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); }), n * double(L) * (4 + 4 + 2), 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); }, n * double(L) * (4 + 4 + 2), 0);
     std::snprintf(name, sizeof name, "rg-lru prefill gates (batched cuBLASLt), %d x %d", seqs, T);
-    Report(name, TimeMs([&] { (void)gemm.RunBatched(p.c_half, L, 256, packed, 2 * 256 * 256, gates, 2 * L, 512, n, 512, 256, H, true, 0); }),
+    Bench(name, [&] { (void)gemm.RunBatched(p.c_half, L, 256, packed, 2 * 256 * 256, gates, 2 * L, 512, n, 512, 256, H, true, 0); },
            n * double(L) * (2 + 8), n * double(L) * 4 * 256);
     std::snprintf(name, sizeof name, "rg-lru prefill gate math, %d x %d", seqs, T);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchRgLruGateMath(p, 0)); }), n * double(L) * (8 + 4 + 8), 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchRgLruGateMath(p, 0)); }, n * double(L) * (8 + 4 + 8), 0);
     std::snprintf(name, sizeof name, "rg-lru prefill scan, %d x %d", seqs, T);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchRgLruScan(p, 0)); }), n * double(L) * (8 + 4 + 4 + 2), 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchRgLruScan(p, 0)); }, n * double(L) * (8 + 4 + 4 + 2), 0);
   }
   // Attention: decode at position 4096 (full window), prefill 1 x 2048 from position 0.
   CHECK_CUDA(PrepareAttentionKernels());
@@ -189,18 +206,20 @@ int Main() {
     AttentionParams p;
     p.qkv = Buf<float>(int64_t(n) * (H + 2) * hd);
     p.q = Buf<bf16_t>(int64_t(n) * H * hd); p.k = Buf<bf16_t>(int64_t(n) * hd); p.v = Buf<bf16_t>(int64_t(n) * hd);
-    std::vector<int32_t> te(n), en(4 * seqs), tiles;
+    std::vector<int32_t> te(n);
+    std::vector<StepEntryRecord> en(seqs);
+    std::vector<QueryTile> tiles;
     const int tile = prefill ? AttentionPrefillTileTokens(H, 1, hd) : 1;
     for (int i = 0; i < n; ++i) te[i] = prefill ? 0 : i;
-    for (int s = 0; s < seqs; ++s) { en[4 * s] = prefill ? 0 : s; en[4 * s + 1] = prefill ? n : 1; en[4 * s + 2] = s; en[4 * s + 3] = prefill ? 0 : 4096; }
-    for (int t = 0; t < n; t += tile) { tiles.push_back(t); tiles.push_back(std::min(tile, n - t)); }
+    for (int s = 0; s < seqs; ++s) en[s] = {prefill ? 0 : s, prefill ? n : 1, s, prefill ? 0 : 4096};
+    for (int t = 0; t < n; t += tile) tiles.push_back({t, std::min(tile, n - t)});
     int32_t* dte = Buf<int32_t>(n);
-    int32_t* den = Buf<int32_t>(4 * seqs);
-    int32_t* dti = Buf<int32_t>(tiles.size());
+    auto* den = reinterpret_cast<StepEntryRecord*>(Buf<int32_t>(4 * seqs));
+    auto* dti = reinterpret_cast<QueryTile*>(Buf<int32_t>(2 * tiles.size()));
     CHECK_CUDA(cudaMemcpy(dte, te.data(), n * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * seqs, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(dti, tiles.data(), tiles.size() * 4, cudaMemcpyHostToDevice));
-    p.layout = {dte, den}; p.tiles = dti; p.num_tiles = int(tiles.size() / 2);
+    CHECK_CUDA(cudaMemcpy(dti, tiles.data(), tiles.size() * 8, cudaMemcpyHostToDevice));
+    p.layout = {dte, den}; p.tiles = dti; p.num_tiles = int(tiles.size());
     p.state = {reinterpret_cast<char*>(Buf<bf16_t>(stride * seqs / 2)), stride};
     p.k_offset = 0; p.v_offset = ring;
     p.n = n; p.H = H; p.KV = 1; p.hd = hd; p.W = W; p.rotary = hd / 2; p.scale = 1.0f / 16;
@@ -214,33 +233,33 @@ int Main() {
     const double flops = 4.0 * n * H * hd * keys;
     std::snprintf(name, sizeof name, "attention %s, %d tokens, %.0f keys each, %d splits",
                   prefill ? "prefill" : "decode", n, keys, p.splits);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }), bytes, flops);
+    Bench(name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
     if (!prefill) {  // how many key splits a decode batch wants (the backend's Splits heuristic)
       const int chosen = p.splits;
       for (int alt : {1, 2, 4, 8, 16, 32}) {
         if (alt == chosen || alt > (W + 32) / 32) continue;
         p.splits = alt;
         std::snprintf(name, sizeof name, "  same, %d splits", alt);
-        Report(name, TimeMs([&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }), bytes, flops);
+        Bench(name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
       }
       p.splits = chosen;
     }
     std::snprintf(name, sizeof name, "rope, %d tokens", n);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchRope(p, 0)); }), n * double(H + 2) * hd * 6, 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchRope(p, 0)); }, n * double(H + 2) * hd * 6, 0);
   }
   for (int rows : {1, 64, 256}) {
     float* logits = Buf<float>(int64_t(rows) * V, 3.0f);
     int32_t* tok = Buf<int32_t>(rows);
     int32_t* scratch = Buf<int32_t>(int64_t(rows) * kArgMaxParts * 3);
     std::snprintf(name, sizeof name, "soft-cap %d x %d", rows, V);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchSoftCap(logits, int64_t(rows) * V, 30.0f, 0)); }), rows * double(V) * 8, 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchSoftCap(logits, int64_t(rows) * V, 30.0f, 0)); }, rows * double(V) * 8, 0);
     std::snprintf(name, sizeof name, "argmax (greedy) %d x %d", rows, V);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchArgMax(logits, rows, V, tok, scratch, 0)); }), rows * double(V) * 4, 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchArgMax(logits, rows, V, tok, scratch, 0)); }, rows * double(V) * 4, 0);
     std::vector<SampleRowParams> sp(rows, SampleRowParams{0.8f, 50, 0.9f, 0.05f, 1.1f, 1, 0, 3, 0, 0, 0});
     SampleRowParams* dsp = reinterpret_cast<SampleRowParams*>(Buf<char>(sizeof(SampleRowParams) * rows));
     CHECK_CUDA(cudaMemcpy(dsp, sp.data(), sizeof(SampleRowParams) * rows, cudaMemcpyHostToDevice));
     std::snprintf(name, sizeof name, "sample (T 0.8, top-k 50, top-p 0.9, min-p 0.05) %d x %d", rows, V);
-    Report(name, TimeMs([&] { CHECK_CUDA(LaunchSample(logits, rows, V, dsp, tok, tok, 0)); }), rows * double(V) * 4, 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchSample(logits, rows, V, dsp, tok, tok, 0)); }, rows * double(V) * 4, 0);
   }
   for (void* p : g_allocs) cudaFree(p);
   return 0;
@@ -249,7 +268,9 @@ int Main() {
 }  // namespace
 }  // namespace griffin::kernels
 
-int main() {
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("every CUDA kernel alone at recurrentgemma-2b shapes, beside its floor");
+  absl::ParseCommandLine(argc, argv);
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::printf("no CUDA device: kernels_bench skipped\n");

@@ -14,16 +14,23 @@ function(griffin_component NAME)
   target_compile_options(griffin_${NAME} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${GRIFFIN_WARNINGS}>)
 endfunction()
 
-# griffin_test(NAME SRCS a_test.cc DEPS x y [LABELS l]): a GoogleTest binary registered with ctest.
+# griffin_test(NAME SRCS a_test.cc DEPS x y [LABELS l] [ONE_CTEST]): a GoogleTest binary registered
+# with ctest, each test case as its own ctest test, or with ONE_CTEST the whole binary as one
+# (hundreds of parameterized cases, each of which would pay the process and CUDA start-up).
 function(griffin_test NAME)
   if(NOT GRIFFIN_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "ONE_CTEST" "" "SRCS;DEPS;LABELS" ${ARGN})
   add_executable(${NAME} ${ARG_SRCS})
   target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
   target_compile_options(${NAME} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${GRIFFIN_WARNINGS}>)
   target_compile_definitions(${NAME} PRIVATE
       GRIFFIN_SOURCE_DIR="${PROJECT_SOURCE_DIR}" GRIFFIN_BINARY_DIR="${PROJECT_BINARY_DIR}")
-  gtest_discover_tests(${NAME} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
+  if(ARG_ONE_CTEST)
+    add_test(NAME ${NAME} COMMAND ${NAME})
+    set_tests_properties(${NAME} PROPERTIES LABELS "${ARG_LABELS}")
+  else()
+    gtest_discover_tests(${NAME} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
+  endif()
 endfunction()

@@ -8,9 +8,12 @@
 #include <cstdint>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/sampler.h"
+#include "engine/state_layout.h"
 #include "loader/model_config.h"
 
 namespace griffin::engine {
@@ -33,6 +36,12 @@ struct StepEntry {
 
 // Rows of logits a step over `entries` returns.
 int64_t LogitsRows(absl::Span<const StepEntry> entries);
+
+// The checks every backend makes before a step changes anything (Backend::Step's
+// INVALID_ARGUMENT cases): slot in [0, num_slots) and not repeated, at least one token, token ids
+// in [0, vocab_size), a position that is 0 or the slot's next position, and positions below 2^31.
+absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots,
+                                 int vocab_size, absl::FunctionRef<int64_t(int)> next_position);
 
 // One row's request to sample on the device (Backend::StepSample).
 struct SampleRequest {
@@ -88,6 +97,29 @@ class Backend {
 
   // The position the slot's next token will have (its sequence's length so far).
   virtual int64_t NextPosition(int slot) const = 0;
+
+  // ---- A slot's state as an object (DESIGN.md "State as a first-class object") ----
+  // The layout of one slot's bytes, as SnapshotSlot writes them; null when the backend cannot
+  // snapshot (then the three calls below are UNIMPLEMENTED).
+  virtual const StateLayout* state_layout() const { return nullptr; }
+
+  // Makes slot `to` an exact copy of slot `from` (state and next position), e.g. n > 1 choices
+  // from one prefill. INVALID_ARGUMENT for a slot out of range (nothing changes); `from == to` is
+  // a no-op. INTERNAL on a device failure (`to` is then undefined and must be reset).
+  // The default goes through host memory (SnapshotSlot then RestoreSlot).
+  virtual absl::Status CopySlot(int from, int to);
+
+  // Copies the slot's whole state into `out` (exactly state_layout()->slot_bytes() bytes of host
+  // memory; pinned memory makes the CUDA backend's copy faster) and returns its next position. The
+  // slot is unchanged. INVALID_ARGUMENT for a bad slot or a wrong size.
+  virtual absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out);
+
+  // Overwrites the slot with `snapshot` (bytes SnapshotSlot wrote on a backend whose
+  // state_layout() is equal) and sets its next position: the slot then continues exactly as the
+  // one the snapshot was taken from. INVALID_ARGUMENT (nothing changes) for a bad slot, a wrong
+  // size or a negative position; INTERNAL on a device failure (the slot must then be reset).
+  virtual absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                                   int64_t next_position);
 };
 
 }  // namespace griffin::engine

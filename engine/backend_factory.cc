@@ -5,6 +5,7 @@
 #include "base/status_macros.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
+#include "engine/state_layout.h"
 #if defined(GRIFFIN_HAVE_CUDA)
 #include "engine/cuda_backend.h"
 #endif
@@ -47,11 +48,9 @@ bool CudaBackendAvailable() {
 }
 
 int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config) {
-#if defined(GRIFFIN_HAVE_CUDA)
-  // The CUDA pool's per-slot bytes: the state rounded up to 256 (no other per-slot overhead).
-  if (kind == BackendKind::kCuda) return CudaStateBytesPerSlot(config);
-#endif
-  return ComputeStateSize(config, kind == BackendKind::kCuda ? 2 : 4).total();
+  // The slot's stride in the backend's pool: no other per-slot overhead.
+  return (kind == BackendKind::kCuda ? StateLayout::ForCuda(config) : StateLayout::ForCpu(config))
+      .slot_bytes();
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint& checkpoint,

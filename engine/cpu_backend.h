@@ -4,6 +4,7 @@
 #ifndef GRIFFIN_ENGINE_CPU_BACKEND_H_
 #define GRIFFIN_ENGINE_CPU_BACKEND_H_
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,23 +18,24 @@
 
 namespace griffin::engine {
 
-// Float32 copies of the weights, in checkpoint layout ([out, in] for linears).
+// Float32 copies of the weights in checkpoint layout ([out, in] for linears), indexed by the
+// model description's tensor ids (engine/griffin_model.h); a tensor the layer does not have is empty.
 struct CpuLayerWeights {
   BlockType type = BlockType::kRecurrent;
-  std::vector<float> temporal_norm, channel_norm;
-  std::vector<float> gate_w, gate_b, up_w, up_b, down_w, down_b;  // GeGLU MLP
-  // Recurrent block.
-  std::vector<float> x_w, x_b, y_w, y_b, out_w, out_b, conv_w, conv_b;
-  std::vector<float> a_param, input_gate_w, input_gate_b, a_gate_w, a_gate_b;
-  // Attention block.
-  std::vector<float> q_w, k_w, v_w, o_w, o_b;
+  std::array<std::vector<float>, kNumLayerTensors> tensors;
+  const std::vector<float>& operator[](LayerTensor id) const {
+    return tensors[static_cast<int>(id)];
+  }
 };
 
 struct CpuWeights {
-  std::vector<float> embedding;  // [vocab, d]
-  std::vector<float> lm_head;    // [vocab, d]; empty when tied to the embedding
-  std::vector<float> final_norm;
+  std::array<std::vector<float>, kNumModelTensors> tensors;  // lm_head empty when tied
   std::vector<CpuLayerWeights> layers;
+  const std::vector<float>& operator[](ModelTensor id) const {
+    return tensors[static_cast<int>(id)];
+  }
+  // The output projection: lm_head.weight when stored, else the (tied) embedding.
+  const std::vector<float>& output_projection() const;
 };
 
 // What the CPU backend computes in.
@@ -46,7 +48,8 @@ enum class CpuNumerics {
 };
 
 // Validates the checkpoint against GriffinTensorSpecs (FAILED_PRECONDITION naming the tensor, LDR-2)
-// and widens every tensor to float32 (rounding matrices to bf16 under kEmulateBf16Gemm).
+// and widens every tensor to float32 (rounding those the CUDA backend stores in bf16 under
+// kEmulateBf16Gemm).
 absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint,
                                           CpuNumerics numerics = CpuNumerics::kFloat32);
 
@@ -67,45 +70,43 @@ class CpuBackend final : public Backend {
 
   std::string_view name() const override { return "cpu"; }
   const loader::ModelConfig& config() const override { return config_; }
-  int num_slots() const override { return static_cast<int>(slots_.size()); }
-  int64_t state_bytes_per_sequence() const override;
+  int num_slots() const override { return static_cast<int>(next_position_.size()); }
+  int64_t state_bytes_per_sequence() const override { return layout_.slot_bytes(); }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override;
   absl::Status ResetSlot(int slot) override;
   int64_t NextPosition(int slot) const override;
+  const StateLayout* state_layout() const override { return &layout_; }
+  absl::Status CopySlot(int from, int to) override;
+  absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override;
+  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                           int64_t next_position) override;
 
   void set_intermediate_observer(IntermediateObserver observer) { observer_ = std::move(observer); }
 
  private:
-  struct SlotState {
-    std::vector<float> lru;   // [recurrent layers, L]
-    std::vector<float> conv;  // [recurrent layers, K-1, L]
-    std::vector<float> keys;  // [attention layers, W, kv_heads, head_dim], post-RoPE
-    std::vector<float> values;
-    int64_t next_position = 0;
-  };
-
   CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots,
              CpuNumerics numerics);
-  // cpu::Linear, with the input rounded to bf16 first under kEmulateBf16Gemm.
+  // ref::Linear, with the input rounded to bf16 first under kEmulateBf16Gemm.
   void Linear(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
               int T, int in, int out, absl::Span<float> y) const;
-  void ZeroSlot(SlotState& slot);
+  // A region of slot `slot`'s state (offset and float count from layout_).
+  absl::Span<float> Region(int slot, int64_t offset, int64_t floats);
   // The forward pass of one sequence's run. Writes `rows` logits rows: the last position's, or
   // every position's when all_positions is set.
   void ForwardEntry(const StepEntry& entry, bool all_positions, float* logits);
-  void AttentionBlock(const CpuLayerWeights& w, int attention_index, SlotState& slot,
-                      int64_t position, int T, const std::vector<float>& normed,
-                      std::vector<float>& out);
-  void RecurrentBlock(const CpuLayerWeights& w, int recurrent_index, SlotState& slot,
-                      int64_t position, int T, const std::vector<float>& normed,
-                      std::vector<float>& out);
+  void AttentionBlock(const CpuLayerWeights& w, int attention_index, int slot, int64_t position,
+                      int T, const std::vector<float>& normed, std::vector<float>& out);
+  void RecurrentBlock(const CpuLayerWeights& w, int recurrent_index, int slot, int64_t position,
+                      int T, const std::vector<float>& normed, std::vector<float>& out);
   void Observe(std::string_view name, const std::vector<float>& values, int T, int width) const;
 
   loader::ModelConfig config_;
   CpuWeights weights_;
   CpuNumerics numerics_;
-  std::vector<int> layer_index_;  // per layer: its index among recurrent or attention layers
-  std::vector<SlotState> slots_;
+  StateLayout layout_;
+  std::vector<int> block_index_;    // per layer: its index among recurrent or attention layers
+  std::vector<float> pool_;         // num_slots x layout_.slot_bytes() / 4 floats
+  std::vector<int64_t> next_position_;
   IntermediateObserver observer_;
 };
 

@@ -1,6 +1,7 @@
 #include "engine/cpu_backend.h"
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <unistd.h>
 #include <filesystem>
@@ -226,6 +227,63 @@ TEST_P(CpuBackendTest, LogitsAreSoftCapped) {
   }
 }
 
+// KER-2 (c): a slot snapshotted (to host bytes, or copied to another slot) at any point relative to
+// the attention window and then restored continues bit-identically to the original.
+TEST_P(CpuBackendTest, RestoredAndCopiedSlotsContinueBitIdentically) {
+  const int W = config_.attention_window, V = config_.vocab_size;
+  const StateLayout* layout = backend_->state_layout();
+  ASSERT_NE(layout, nullptr);
+  ASSERT_EQ(layout->slot_bytes(), backend_->state_bytes_per_sequence());
+  for (int prefix : {1, W - 1, W, W + 1, 2 * W + 3}) {
+    const auto tokens = RandomTokens(prefix + 7, prefix);
+    ASSERT_TRUE(backend_->ResetSlot(0).ok());
+    StepEntry pre{.slot = 0, .position = 0,
+                  .tokens = absl::MakeConstSpan(tokens).subspan(0, prefix),
+                  .logits = LogitsRequest::kNone};
+    ASSERT_TRUE(backend_->Step({&pre, 1}, {}).ok());
+    std::vector<uint8_t> snapshot(layout->slot_bytes());
+    auto position = backend_->SnapshotSlot(0, absl::MakeSpan(snapshot));
+    ASSERT_TRUE(position.ok()) << position.status();
+    EXPECT_EQ(*position, prefix);
+    ASSERT_TRUE(backend_->CopySlot(0, 2).ok());
+    // Garbage in slot 1 first: the restore must overwrite every byte.
+    const auto junk = RandomTokens(W + 2, 99);
+    StepEntry dirty{.slot = 1, .position = 0, .tokens = junk, .logits = LogitsRequest::kNone};
+    ASSERT_TRUE(backend_->Step({&dirty, 1}, {}).ok());
+    ASSERT_TRUE(backend_->RestoreSlot(1, snapshot, *position).ok());
+    EXPECT_EQ(backend_->NextPosition(1), prefix);
+    EXPECT_EQ(backend_->NextPosition(2), prefix);
+    // The continuation, one decode token at a time, on the original, the restored and the copy.
+    for (int t = prefix; t < prefix + 7; ++t) {
+      std::vector<float> got[3];
+      for (int slot : {0, 1, 2}) {
+        got[slot].assign(V, NAN);
+        StepEntry e{.slot = slot, .position = t, .tokens = absl::MakeConstSpan(tokens).subspan(t, 1)};
+        ASSERT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(got[slot])).ok());
+      }
+      EXPECT_EQ(0, std::memcmp(got[0].data(), got[1].data(), V * sizeof(float)))
+          << "restored slot diverged at position " << t << " (prefix " << prefix << ")";
+      EXPECT_EQ(0, std::memcmp(got[0].data(), got[2].data(), V * sizeof(float)))
+          << "copied slot diverged at position " << t << " (prefix " << prefix << ")";
+    }
+  }
+}
+
+TEST_P(CpuBackendTest, SnapshotAndRestoreRejectBadArguments) {
+  const int64_t bytes = backend_->state_layout()->slot_bytes();
+  std::vector<uint8_t> ok(bytes), short_buffer(bytes - 1);
+  EXPECT_EQ(backend_->SnapshotSlot(4, absl::MakeSpan(ok)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->SnapshotSlot(0, absl::MakeSpan(short_buffer)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->RestoreSlot(0, short_buffer, 3).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->RestoreSlot(-1, ok, 3).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->RestoreSlot(0, ok, -1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->CopySlot(0, 4).code(), absl::StatusCode::kInvalidArgument);
+  // A rejected restore changed nothing.
+  EXPECT_EQ(backend_->NextPosition(0), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CpuBackendTest, ::testing::ValuesIn(Cases()),
                          [](const auto& info) { return info.param.name; });
 
@@ -239,7 +297,7 @@ TEST(CpuBackendLoadTest, Bf16CheckpointWidensExactly) {
   auto weights = LoadCpuWeights(**checkpoint);
   ASSERT_TRUE(weights.ok()) << weights.status();
   // Every widened value is a bf16 value.
-  for (float v : weights->embedding) EXPECT_EQ(v, RoundToBf16(v));
+  for (float v : (*weights)[ModelTensor::kEmbedding]) EXPECT_EQ(v, RoundToBf16(v));
   std::filesystem::remove_all(dir);
 }
 

@@ -1,4 +1,4 @@
-// The CUDA backend. The forward pass (EnqueueForward) follows CpuBackend::ForwardEntry layer by
+// The CUDA backend: the forward pass (EnqueueForward) follows CpuBackend::ForwardEntry layer by
 // layer; every kernel it launches is in kernels/ with its math in the header comment.
 #include "engine/cuda_backend.h"
 
@@ -7,71 +7,34 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "base/cuda_status.h"
 #include "base/status_macros.h"
-#include "engine/cpu_backend.h"
+#include "engine/cuda_decode_graphs.h"
+#include "engine/cuda_step_layout.h"
+#include "engine/cuda_weights.h"
 #include "engine/griffin_model.h"
-#include "kernels/attention.cuh"
-#include "kernels/geglu.cuh"
-#include "kernels/gemm.h"
-#include "kernels/gemv.cuh"
-#include "kernels/logits.cuh"
-#include "kernels/random_init.cuh"
-#include "kernels/rglru.cuh"
-#include "kernels/rmsnorm.cuh"
+#include "engine/state_layout.h"
+#include "kernels/attention/attention.cuh"
+#include "kernels/geglu/geglu.cuh"
+#include "kernels/linear/gemm.h"
+#include "kernels/linear/gemv.cuh"
+#include "kernels/logits/logits.cuh"
+#include "kernels/norm/rmsnorm.cuh"
+#include "kernels/rglru/rglru.cuh"
 
 namespace griffin::engine {
 namespace {
 
 using kernels::bf16_t;
+using T_ = LayerTensor;
 
-absl::Status CudaError(cudaError_t err, const char* file, int line) {
-  return absl::InternalError(absl::StrCat("CUDA error at ", file, ":", line, ": ",
-                                          std::string(cudaGetErrorString(err))));
-}
-
-#define CUDA_RETURN(expr)                                              \
-  do {                                                                 \
-    const cudaError_t griffin_cuda_err_ = (expr);                      \
-    if (griffin_cuda_err_ != cudaSuccess) {                            \
-      return CudaError(griffin_cuda_err_, __FILE__, __LINE__);         \
-    }                                                                  \
-  } while (0)
-
-#define GEMM_RETURN(expr)                                                              \
-  do {                                                                                 \
-    const std::string griffin_gemm_err_ = (expr);                                      \
-    if (!griffin_gemm_err_.empty()) {                                                  \
-      return absl::InternalError(absl::StrCat(__FILE__, ":", __LINE__, ": ", griffin_gemm_err_)); \
-    }                                                                                  \
-  } while (0)
-
-constexpr int64_t kAlign = 256;
-int64_t AlignUp(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-constexpr int kNumSms = 132;
-constexpr int kMaxSplits = 64;
-constexpr int kSplitTokens = 2 * kNumSms;  // decode batches below this split attention keys
-constexpr size_t kGemmWorkspace = 64 << 20;
-
-struct LayerWeights {
-  BlockType type = BlockType::kRecurrent;
-  float *temporal_norm = nullptr, *channel_norm = nullptr;
-  bf16_t *w_gu = nullptr, *w_down = nullptr;
-  float *gate_b = nullptr, *up_b = nullptr, *down_b = nullptr;
-  // Recurrent.
-  bf16_t *w_xy = nullptr, *w_out = nullptr, *gx_w = nullptr, *ga_w = nullptr;
-  uint16_t* gates_t = nullptr;  // [H, 2B, B] half: both gates transposed, the prefill GEMM's
-  float *bx = nullptr, *by = nullptr, *out_b = nullptr, *conv_w = nullptr, *conv_b = nullptr;
-  float *gx_b = nullptr, *ga_b = nullptr, *a_param = nullptr;
-  // Attention.
-  bf16_t *w_qkv = nullptr, *w_o = nullptr;
-  float* o_b = nullptr;
-};
+constexpr int kMaxKeySplits = 64;
+constexpr size_t kGemmWorkspaceBytes = 64 << 20;
+constexpr int kSampleContextCapacity = 1 << 22;  // token ids of all rows' repetition contexts
 
 }  // namespace
 
@@ -98,678 +61,594 @@ absl::Status CudaCanImplement(const loader::ModelConfig& c) {
   return absl::OkStatus();
 }
 
-namespace {
-// State layout inside a slot: lru f32 [R][L] | conv bf16 [R][K-1][L] | K bf16 [A][W][KV][hd] | V,
-// each region on 16 bytes, the slot on 256 (both no-ops for the 2B and 9B shapes).
-struct SlotLayout {
-  std::vector<int64_t> lru_off, conv_off, k_off, v_off;
-  int64_t stride = 0;
-};
-SlotLayout ComputeSlotLayout(const loader::ModelConfig& c) {
-  SlotLayout s;
-  auto a16 = [](int64_t v) { return (v + 15) / 16 * 16; };
-  const int R = c.num_recurrent_layers(), A = c.num_attention_layers();
-  const int64_t L = c.lru_width;
-  int64_t off = 0;
-  for (int r = 0; r < R; ++r) { s.lru_off.push_back(off); off = a16(off + L * 4); }
-  for (int r = 0; r < R; ++r) { s.conv_off.push_back(off); off = a16(off + int64_t{c.conv1d_width - 1} * L * 2); }
-  const int64_t ring = int64_t{c.attention_window} * c.num_kv_heads * c.head_dim * 2;
-  for (int i = 0; i < A; ++i) { s.k_off.push_back(off); off = a16(off + ring); }
-  for (int i = 0; i < A; ++i) { s.v_off.push_back(off); off = a16(off + ring); }
-  s.stride = AlignUp(off);
-  return s;
-}
-}  // namespace
-
-int64_t CudaStateBytesPerSlot(const loader::ModelConfig& config) {
-  return ComputeSlotLayout(config).stride;
-}
-
-int CudaSlotsForBudget(const loader::ModelConfig& config, int64_t budget_bytes) {
-  return static_cast<int>(budget_bytes / CudaStateBytesPerSlot(config));
-}
-
-struct CudaBackend::Impl {
-  loader::ModelConfig c;
-  CudaBackendOptions opt;
-  int d = 0, L = 0, m = 0, H = 0, KV = 1, hd = 0, W = 1, K = 4, V = 0;
-  int num_rec = 0, num_attn = 0;
-  std::vector<int> layer_index;
-  int max_tokens = 0;   // per pass (>= max_decode_batch)
-  int max_rows = 0;     // logits rows per head pass
-  int tile_tokens = 1;  // attention prefill tile
-
-  cudaStream_t stream = nullptr;
-  kernels::Gemm gemm;
-  std::vector<void*> allocations;
-  int64_t weight_bytes = 0, fixed_bytes = 0;
-  bool healthy = true;
-  bool use_graphs = true;
-
-  // Weights.
-  bf16_t* embedding = nullptr;
-  bf16_t* lm_head = nullptr;  // null: tied
-  float* final_norm = nullptr;
-  std::vector<LayerWeights> layers;
-
-  // State pool: num_slots + 1 (scratch) slots.
-  char* pool = nullptr;
-  int64_t slot_stride = 0;
-  std::vector<int64_t> lru_off, conv_off, k_off, v_off;
-  std::vector<int64_t> next_position;
-
-  // Workspace.
-  float *x = nullptr, *delta = nullptr, *big = nullptr, *conv = nullptr, *gates = nullptr;
-  uint16_t* conv_half = nullptr;
-  bf16_t *normed = nullptr, *act = nullptr, *q = nullptr, *krun = nullptr, *vrun = nullptr;
-  float *part_o = nullptr, *part_ml = nullptr;
-  bf16_t* head_in = nullptr;
-  float* logits = nullptr;
-  int32_t* tokens_out = nullptr;
+// Activation buffers for forward passes of up to `tokens` tokens, and the head's and sampler's
+// buffers for `rows` rows. Sized once; reused by every pass.
+struct Workspace {
+  float* residual = nullptr;       // [n, d] float32 residual stream
+  float* block_out = nullptr;      // [n, d] a block's output before its bias (the next norm adds both)
+  bf16_t* normed = nullptr;        // [n, d] RMSNorm output, the next GEMM's input
+  float* projection = nullptr;     // [n, widest fused projection]: x|y, gate|up or q|k|v
+  bf16_t* activation = nullptr;    // [n, widest block activation]: the block's output GEMM input
+  float* conv_out = nullptr;       // [n, L] recurrent prefill: conv output
+  uint16_t* conv_out_half = nullptr;  // [n, L] the same as IEEE half (the gate GEMM's input)
+  float* gates = nullptr;          // [n, 2L] gate sums, then a_eff and xn
+  bf16_t *q = nullptr, *k = nullptr, *v = nullptr;  // attention: this pass's q, k, v
+  float* split_o = nullptr;        // [split tokens, H, splits, hd] decode partial outputs
+  float* split_ml = nullptr;       // [split tokens, H, splits, 2] their max and sum
+  bf16_t* head_in = nullptr;       // [rows, d] final norm of the rows the head computes
+  float* logits = nullptr;         // [rows, V]
+  int32_t* sampled = nullptr;      // [rows] argmax / sampled token per row
   int32_t* argmax_scratch = nullptr;
-  kernels::SampleRowParams* sample_params = nullptr;
-  int32_t* context_dev = nullptr;
-  int context_capacity = 1 << 22;
+  kernels::SampleRowParams* sample_params = nullptr;  // [rows]
+  int32_t* sample_context = nullptr;                  // [kSampleContextCapacity]
+};
 
-  // Step metadata: one int32 region, pinned on the host and mirrored on the device.
-  int32_t *meta_host = nullptr, *meta_dev = nullptr;
-  int64_t meta_ints = 0;
-  int64_t off_tokens = 0, off_tok_entry = 0, off_entries = 0, off_tiles = 0, off_rows = 0;
-  kernels::SampleRowParams* sample_host = nullptr;
-  int32_t* context_host = nullptr;
-  int32_t* tokens_host = nullptr;
-
-  std::map<int, cudaGraphExec_t> graphs;  // decode bucket -> graph
-
-  ~Impl() {
-    for (auto& [b, g] : graphs) cudaGraphExecDestroy(g);
-    if (meta_host) cudaFreeHost(meta_host);
-    if (sample_host) cudaFreeHost(sample_host);
-    if (context_host) cudaFreeHost(context_host);
-    if (tokens_host) cudaFreeHost(tokens_host);
-    for (void* p : allocations) cudaFree(p);
-    if (stream) cudaStreamDestroy(stream);
-  }
-
-  template <typename T>
-  absl::Status Alloc(T** out, int64_t count, bool is_weight) {
-    void* p = nullptr;
-    const int64_t bytes = AlignUp(std::max<int64_t>(count, 1) * int64_t(sizeof(T)));
-    CUDA_RETURN(cudaMalloc(&p, bytes));
-    allocations.push_back(p);
-    (is_weight ? weight_bytes : fixed_bytes) += bytes;
-    *out = static_cast<T*>(p);
-    return absl::OkStatus();
-  }
-
+class CudaBackend::Impl {
+ public:
+  ~Impl();
   absl::Status Init(const loader::ModelConfig& config, const CudaBackendOptions& options);
-  absl::Status UploadWeights(const CpuWeights& w);
+  absl::Status Upload(const loader::Checkpoint& checkpoint);
   absl::Status RandomWeights(uint64_t seed);
   absl::Status CaptureGraphs();
+  absl::Status Validate(absl::Span<const StepEntry> entries) const {
+    return ValidateStepEntries(entries, options_.num_slots, config_.vocab_size,
+                               [this](int slot) { return next_position_[slot]; });
+  }
+  absl::Status Run(absl::Span<const StepEntry> entries, float* logits_out,
+                   absl::Span<const SampleRequest> requests, int32_t* tokens_out);
+  absl::Status Fail(absl::Status st) {
+    healthy_ = false;
+    return st;
+  }
+  absl::Status SyncOrFail() {
+    const cudaError_t err = cudaStreamSynchronize(stream_);
+    if (err != cudaSuccess) return Fail(CudaError(err, __FILE__, __LINE__));
+    return absl::OkStatus();
+  }
+  char* SlotBytes(int slot) const { return pool_ + layout_.slot_bytes() * slot; }
 
-  int Splits(int n) const {
-    if (n * KV >= kSplitTokens) return 1;
-    const int want = (kSplitTokens + n * KV - 1) / (n * KV);
-    const int most = (W + 1 + 31) / 32;
-    return std::max(1, std::min({kMaxSplits, want, most}));
+  loader::ModelConfig config_;
+  CudaBackendOptions options_;
+  StateLayout layout_ = StateLayout::ForCuda(loader::ModelConfig{});
+  std::vector<int> block_index_;
+  int max_tokens_ = 0;         // per pass (>= max_decode_batch)
+  int max_rows_ = 0;           // logits rows per head pass
+  int prefill_tile_ = 1;       // attention prefill tile (query tokens)
+  int split_tokens_ = 0;       // decode batches below this split attention keys (2 x SMs)
+  bool healthy_ = true;
+  bool use_graphs_ = true;
+  std::vector<LaunchRecord>* trace_ = nullptr;
+
+  cudaStream_t stream_ = nullptr;
+  kernels::Gemm gemm_;
+  DeviceArena arena_;          // workspace, pool (weights have their own)
+  std::unique_ptr<DeviceWeights> weights_;
+  char* pool_ = nullptr;       // num_slots + 1 (the scratch slot pads decode buckets) slots
+  std::vector<int64_t> next_position_;
+  Workspace ws_;
+  StepMetadata meta_;
+  kernels::SampleRowParams* sample_params_host_ = nullptr;  // pinned [rows]
+  int32_t* sample_context_host_ = nullptr;                  // pinned [kSampleContextCapacity]
+  DecodeGraphs graphs_;
+
+ private:
+  // Key splits for a decode pass of n tokens: enough blocks to fill the GPU twice over, at most
+  // one per 32-key tile of the window.
+  int KeySplits(int n) const {
+    const int blocks = n * config_.num_kv_heads;
+    if (blocks >= split_tokens_) return 1;
+    const int want = (split_tokens_ + blocks - 1) / blocks;
+    const int most = (config_.attention_window + 1 + 31) / 32;
+    return std::max(1, std::min({kMaxKeySplits, want, most}));
   }
-  kernels::TokenLayout Layout() const {
-    return {meta_dev + off_tok_entry, meta_dev + off_entries};
+  void Trace(std::string op, const char* kernel, double bytes, double flops) {
+    if (trace_ != nullptr) trace_->push_back({std::move(op), kernel, bytes, flops});
   }
-  absl::Status EnqueueForward(int n, int num_entries, int num_tiles, bool decode_only);
   // Every linear layer: the GEMV kernel for one row against a wide weight (measured faster than
   // cuBLASLt there: 2.76 vs 2.43 TB/s on 15360x2560, 4.41 vs 4.10 on the 256000x2560 head; at
   // M = 8 it re-reads A and loses, bench/NOTES.md), cuBLASLt otherwise.
-  absl::Status Linear(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K) {
-    if (M == 1 && N >= 8192 && kernels::GemvSupported(M, K)) {
-      CUDA_RETURN(kernels::LaunchGemv(a, w, d, M, N, K, stream));
+  absl::Status Linear(const std::string& op, const bf16_t* a, const bf16_t* w, float* d, int M,
+                      int N, int K) {
+    const bool gemv = M == 1 && N >= 8192 && kernels::GemvSupported(M, K);
+    Trace(op, gemv ? "Gemv" : "gemm",
+          2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    if (gemv) {
+      CUDA_RETURN_IF_ERROR(kernels::LaunchGemv(a, w, d, M, N, K, stream_));
       return absl::OkStatus();
     }
-    GEMM_RETURN(gemm.Run(a, w, d, M, N, K, stream));
+    CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, w, d, M, N, K, stream_));
     return absl::OkStatus();
   }
-  // Head over `nrows` rows of the x buffer listed at meta rows [row0, row0 + nrows).
-  absl::Status EnqueueHead(int row0, int nrows, bool argmax);
-  absl::Status Validate(absl::Span<const StepEntry> entries) const;
-  absl::Status Run(absl::Span<const StepEntry> entries, float* logits_out,
-                   absl::Span<const SampleRequest> requests, int32_t* tokens_out_host);
-  absl::Status Fail(absl::Status st) {
-    healthy = false;
-    return st;
+  absl::Status AddRmsNorm(const std::string& op, const float* delta, const float* bias,
+                          const float* weight, int n) {
+    const int d = config_.hidden_size;
+    Trace(op, "AddRmsNorm", double(n) * d * (delta != nullptr ? 14 : 6), 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(ws_.residual, delta, bias, weight, nullptr, n, d,
+                                                   config_.rms_norm_eps, ws_.normed, stream_));
+    return absl::OkStatus();
   }
+  absl::Status EnqueueForward(int n, bool decode_only);
+  absl::Status RecurrentBlock(int layer, int n, bool decode_only);
+  absl::Status AttentionBlock(int layer, int n, bool decode_only);
+  // Head over `nrows` rows of the residual stream listed at metadata rows [row0, row0 + nrows).
+  absl::Status EnqueueHead(int row0, int nrows, bool argmax);
+  // Sampling parameters of step rows [row0, row0 + n) to the device.
+  absl::Status UploadSampling(absl::Span<const SampleRequest> requests, int row0, int n);
+  // After a head over step rows [row0, row0 + n): sample (if asked) and copy results out.
+  absl::Status Consume(absl::Span<const SampleRequest> requests, bool all_greedy, int row0, int n,
+                       bool argmax_done, float* logits_out, int32_t* tokens_out);
+  absl::Status RunDecodeGraph(absl::Span<const StepEntry> entries,
+                              absl::Span<const SampleRequest> requests, bool all_greedy,
+                              float* logits_out, int32_t* tokens_out);
+  absl::Status RunPasses(absl::Span<const StepEntry> entries,
+                         absl::Span<const SampleRequest> requests, bool all_greedy,
+                         float* logits_out, int32_t* tokens_out);
+  // Packs a pure-decode bucket (real entries first, the scratch slot after) into the metadata.
+  void PackDecodeBucket(absl::Span<const StepEntry> entries, int bucket);
 };
+
+CudaBackend::Impl::~Impl() {
+  if (sample_params_host_ != nullptr) cudaFreeHost(sample_params_host_);
+  if (sample_context_host_ != nullptr) cudaFreeHost(sample_context_host_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
 
 absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
                                      const CudaBackendOptions& options) {
-  c = config;
-  opt = options;
-  use_graphs = options.use_cuda_graphs;
-  if (opt.num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
-  if (opt.max_tokens_per_step < 1 || opt.max_decode_batch < 1) {
+  config_ = config;
+  options_ = options;
+  use_graphs_ = options.use_cuda_graphs;
+  if (options_.num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
+  if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");
   }
   if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
-  RETURN_IF_ERROR(CudaCanImplement(c));
-  d = c.hidden_size; L = c.lru_width; m = c.mlp_width; H = c.num_heads; KV = c.num_kv_heads;
-  hd = c.head_dim; W = c.attention_window; K = c.conv1d_width; V = c.vocab_size;
-  for (BlockType t : c.block_types) layer_index.push_back(t == BlockType::kRecurrent ? num_rec++ : num_attn++);
-  max_tokens = std::max(opt.max_tokens_per_step, opt.max_decode_batch);
-  max_rows = opt.max_decode_batch;
-  tile_tokens = num_attn > 0 ? kernels::AttentionPrefillTileTokens(H, KV, hd) : 1;
+  RETURN_IF_ERROR(CudaCanImplement(config_));
+  const loader::ModelConfig& c = config_;
+  const int d = c.hidden_size, L = c.lru_width, m = c.mlp_width, H = c.num_heads;
+  const int KV = c.num_kv_heads, hd = c.head_dim;
+  const bool recurrent = c.num_recurrent_layers() > 0, attention = c.num_attention_layers() > 0;
+  layout_ = StateLayout::ForCuda(c);
+  block_index_ = BlockIndices(c);
+  max_tokens_ = std::max(options_.max_tokens_per_step, options_.max_decode_batch);
+  max_rows_ = options_.max_decode_batch;
+  prefill_tile_ = attention ? kernels::AttentionPrefillTileTokens(H, KV, hd) : 1;
 
-  CUDA_RETURN(cudaSetDevice(0));
-  CUDA_RETURN(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  if (num_attn > 0) CUDA_RETURN(kernels::PrepareAttentionKernels());
-  GEMM_RETURN(gemm.Init(kGemmWorkspace));
-  fixed_bytes += kGemmWorkspace;
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
+  int sms = 0;
+  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  split_tokens_ = 2 * sms;
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
+  CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
 
-  const SlotLayout layout = ComputeSlotLayout(c);
-  lru_off = layout.lru_off;
-  conv_off = layout.conv_off;
-  k_off = layout.k_off;
-  v_off = layout.v_off;
-  slot_stride = layout.stride;
-  const int64_t pool_bytes = slot_stride * (opt.num_slots + 1);
-  CUDA_RETURN(cudaMalloc(&pool, pool_bytes));
-  allocations.push_back(pool);
-  fixed_bytes += slot_stride;  // the scratch slot
-  CUDA_RETURN(cudaMemset(pool, 0, pool_bytes));
-  next_position.assign(opt.num_slots, 0);
+  ASSIGN_OR_RETURN(void* pool, arena_.Allocate(layout_.slot_bytes() * (options_.num_slots + 1)));
+  pool_ = static_cast<char*>(pool);
+  next_position_.assign(options_.num_slots, 0);
 
-  const int64_t N = max_tokens;
-  const int64_t big_width = std::max({int64_t{2} * m, num_rec ? int64_t{2} * L : 0,
-                                      num_attn ? int64_t{H + 2 * KV} * hd : 0});
-  const int64_t act_width = std::max({int64_t{m}, num_rec ? int64_t{L} : 0,
-                                      num_attn ? int64_t{H} * hd : 0});
-  RETURN_IF_ERROR(Alloc(&x, N * d, false));
-  RETURN_IF_ERROR(Alloc(&delta, N * d, false));
-  RETURN_IF_ERROR(Alloc(&normed, N * d, false));
-  RETURN_IF_ERROR(Alloc(&big, N * big_width, false));
-  RETURN_IF_ERROR(Alloc(&act, N * act_width, false));
-  if (num_rec > 0) {
-    RETURN_IF_ERROR(Alloc(&conv, N * L, false));
-    RETURN_IF_ERROR(Alloc(&conv_half, N * L, false));
-    RETURN_IF_ERROR(Alloc(&gates, N * 2 * L, false));
+  const int64_t N = max_tokens_;
+  const int64_t projection_width =
+      std::max({FusionRows(c, Fusion::kGateUp), recurrent ? FusionRows(c, Fusion::kXY) : 0,
+                attention ? FusionRows(c, Fusion::kQKV) : 0});
+  const int64_t activation_width =
+      std::max({int64_t{m}, recurrent ? int64_t{L} : 0, attention ? int64_t{H} * hd : 0});
+  ASSIGN_OR_RETURN(ws_.residual, arena_.Allocate<float>(N * d));
+  ASSIGN_OR_RETURN(ws_.block_out, arena_.Allocate<float>(N * d));
+  ASSIGN_OR_RETURN(ws_.normed, arena_.Allocate<bf16_t>(N * d));
+  ASSIGN_OR_RETURN(ws_.projection, arena_.Allocate<float>(N * projection_width));
+  ASSIGN_OR_RETURN(ws_.activation, arena_.Allocate<bf16_t>(N * activation_width));
+  if (recurrent) {
+    ASSIGN_OR_RETURN(ws_.conv_out, arena_.Allocate<float>(N * L));
+    ASSIGN_OR_RETURN(ws_.conv_out_half, arena_.Allocate<uint16_t>(N * L));
+    ASSIGN_OR_RETURN(ws_.gates, arena_.Allocate<float>(N * 2 * L));
   }
-  if (num_attn > 0) {
-    RETURN_IF_ERROR(Alloc(&q, N * H * hd, false));
-    RETURN_IF_ERROR(Alloc(&krun, N * KV * hd, false));
-    RETURN_IF_ERROR(Alloc(&vrun, N * KV * hd, false));
-    RETURN_IF_ERROR(Alloc(&part_o, int64_t{kSplitTokens} * H * kMaxSplits * hd, false));
-    RETURN_IF_ERROR(Alloc(&part_ml, int64_t{kSplitTokens} * H * kMaxSplits * 2, false));
+  if (attention) {
+    ASSIGN_OR_RETURN(ws_.q, arena_.Allocate<bf16_t>(N * H * hd));
+    ASSIGN_OR_RETURN(ws_.k, arena_.Allocate<bf16_t>(N * KV * hd));
+    ASSIGN_OR_RETURN(ws_.v, arena_.Allocate<bf16_t>(N * KV * hd));
+    const int64_t partials = int64_t{split_tokens_} * H * kMaxKeySplits;
+    ASSIGN_OR_RETURN(ws_.split_o, arena_.Allocate<float>(partials * hd));
+    ASSIGN_OR_RETURN(ws_.split_ml, arena_.Allocate<float>(partials * 2));
   }
-  RETURN_IF_ERROR(Alloc(&head_in, int64_t{max_rows} * d, false));
-  RETURN_IF_ERROR(Alloc(&logits, int64_t{max_rows} * V, false));
-  RETURN_IF_ERROR(Alloc(&tokens_out, max_rows, false));
-  RETURN_IF_ERROR(Alloc(&argmax_scratch, int64_t{max_rows} * kernels::kArgMaxParts * 3, false));
-  RETURN_IF_ERROR(Alloc(&sample_params, max_rows, false));
-  RETURN_IF_ERROR(Alloc(&context_dev, context_capacity, false));
-
-  off_tokens = 0;
-  off_tok_entry = off_tokens + N;
-  off_entries = off_tok_entry + N;
-  off_tiles = off_entries + 4 * N;
-  off_rows = off_tiles + 2 * N;
-  meta_ints = off_rows + N;
-  RETURN_IF_ERROR(Alloc(&meta_dev, meta_ints, false));
-  CUDA_RETURN(cudaMallocHost(&meta_host, meta_ints * sizeof(int32_t)));
-  CUDA_RETURN(cudaMallocHost(&sample_host, max_rows * sizeof(kernels::SampleRowParams)));
-  CUDA_RETURN(cudaMallocHost(&context_host, int64_t{context_capacity} * sizeof(int32_t)));
-  CUDA_RETURN(cudaMallocHost(&tokens_host, max_rows * sizeof(int32_t)));
+  const int64_t rows = max_rows_;
+  ASSIGN_OR_RETURN(ws_.head_in, arena_.Allocate<bf16_t>(rows * d));
+  ASSIGN_OR_RETURN(ws_.logits, arena_.Allocate<float>(rows * c.vocab_size));
+  ASSIGN_OR_RETURN(ws_.sampled, arena_.Allocate<int32_t>(rows));
+  ASSIGN_OR_RETURN(ws_.argmax_scratch, arena_.Allocate<int32_t>(rows * kernels::kArgMaxParts * 3));
+  ASSIGN_OR_RETURN(ws_.sample_params, arena_.Allocate<kernels::SampleRowParams>(rows));
+  ASSIGN_OR_RETURN(ws_.sample_context, arena_.Allocate<int32_t>(kSampleContextCapacity));
+  RETURN_IF_ERROR(meta_.Init(max_tokens_));
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(&sample_params_host_, rows * sizeof(kernels::SampleRowParams)));
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(&sample_context_host_, int64_t{kSampleContextCapacity} * sizeof(int32_t)));
   return absl::OkStatus();
 }
 
-namespace {
-// Concatenates float32 host tensors and uploads them as bf16.
-absl::Status UploadBf16(std::initializer_list<const std::vector<float>*> parts, bf16_t* dst) {
-  std::vector<bf16_t> host;
-  for (const auto* p : parts) {
-    for (float v : *p) host.push_back(kernels::HostToBf16(v));
-  }
-  CUDA_RETURN(cudaMemcpy(dst, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
-  return absl::OkStatus();
-}
-absl::Status UploadF32(const std::vector<float>& src, float* dst) {
-  CUDA_RETURN(cudaMemcpy(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice));
-  return absl::OkStatus();
-}
-}  // namespace
-
-// Allocates every weight; `fill` then either uploads or randomises.
-#define ALLOC_W(ptr, count) RETURN_IF_ERROR(Alloc(&(ptr), (count), true))
-
-absl::Status CudaBackend::Impl::UploadWeights(const CpuWeights& w) {
-  const int B = num_rec ? L / H : 0;
-  ALLOC_W(embedding, int64_t{V} * d);
-  RETURN_IF_ERROR(UploadBf16({&w.embedding}, embedding));
-  if (!w.lm_head.empty()) {
-    ALLOC_W(lm_head, int64_t{V} * d);
-    RETURN_IF_ERROR(UploadBf16({&w.lm_head}, lm_head));
-  }
-  ALLOC_W(final_norm, d);
-  RETURN_IF_ERROR(UploadF32(w.final_norm, final_norm));
-  layers.resize(c.num_layers);
-  for (int l = 0; l < c.num_layers; ++l) {
-    const CpuLayerWeights& s = w.layers[l];
-    LayerWeights& t = layers[l];
-    t.type = s.type;
-    ALLOC_W(t.temporal_norm, d); RETURN_IF_ERROR(UploadF32(s.temporal_norm, t.temporal_norm));
-    ALLOC_W(t.channel_norm, d); RETURN_IF_ERROR(UploadF32(s.channel_norm, t.channel_norm));
-    ALLOC_W(t.w_gu, int64_t{2} * m * d); RETURN_IF_ERROR(UploadBf16({&s.gate_w, &s.up_w}, t.w_gu));
-    ALLOC_W(t.gate_b, m); RETURN_IF_ERROR(UploadF32(s.gate_b, t.gate_b));
-    ALLOC_W(t.up_b, m); RETURN_IF_ERROR(UploadF32(s.up_b, t.up_b));
-    ALLOC_W(t.w_down, int64_t{d} * m); RETURN_IF_ERROR(UploadBf16({&s.down_w}, t.w_down));
-    ALLOC_W(t.down_b, d); RETURN_IF_ERROR(UploadF32(s.down_b, t.down_b));
-    if (s.type == BlockType::kRecurrent) {
-      ALLOC_W(t.w_xy, int64_t{2} * L * d); RETURN_IF_ERROR(UploadBf16({&s.x_w, &s.y_w}, t.w_xy));
-      ALLOC_W(t.bx, L); RETURN_IF_ERROR(UploadF32(s.x_b, t.bx));
-      ALLOC_W(t.by, L); RETURN_IF_ERROR(UploadF32(s.y_b, t.by));
-      ALLOC_W(t.w_out, int64_t{d} * L); RETURN_IF_ERROR(UploadBf16({&s.out_w}, t.w_out));
-      ALLOC_W(t.out_b, d); RETURN_IF_ERROR(UploadF32(s.out_b, t.out_b));
-      ALLOC_W(t.conv_w, int64_t{L} * K); RETURN_IF_ERROR(UploadF32(s.conv_w, t.conv_w));
-      ALLOC_W(t.conv_b, L); RETURN_IF_ERROR(UploadF32(s.conv_b, t.conv_b));
-      ALLOC_W(t.gx_w, int64_t{H} * B * B); RETURN_IF_ERROR(UploadBf16({&s.input_gate_w}, t.gx_w));
-      ALLOC_W(t.gx_b, L); RETURN_IF_ERROR(UploadF32(s.input_gate_b, t.gx_b));
-      ALLOC_W(t.ga_w, int64_t{H} * B * B); RETURN_IF_ERROR(UploadBf16({&s.a_gate_w}, t.ga_w));
-      ALLOC_W(t.ga_b, L); RETURN_IF_ERROR(UploadF32(s.a_gate_b, t.ga_b));
-      ALLOC_W(t.a_param, L); RETURN_IF_ERROR(UploadF32(s.a_param, t.a_param));
-      ALLOC_W(t.gates_t, int64_t{2} * H * B * B);
-      CUDA_RETURN(kernels::LaunchPackGateWeights(t.gx_w, t.ga_w, H, B, t.gates_t, stream));
-    } else {
-      const int64_t qkv = int64_t{H + 2 * KV} * hd;
-      ALLOC_W(t.w_qkv, qkv * d); RETURN_IF_ERROR(UploadBf16({&s.q_w, &s.k_w, &s.v_w}, t.w_qkv));
-      ALLOC_W(t.w_o, int64_t{d} * H * hd); RETURN_IF_ERROR(UploadBf16({&s.o_w}, t.w_o));
-      ALLOC_W(t.o_b, d); RETURN_IF_ERROR(UploadF32(s.o_b, t.o_b));
-    }
-  }
+absl::Status CudaBackend::Impl::Upload(const loader::Checkpoint& checkpoint) {
+  ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(checkpoint, stream_));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::RandomWeights(uint64_t seed) {
-  const int B = num_rec ? L / H : 0;
-  uint64_t k = seed * 1000003;
-  auto rb = [&](bf16_t** p, int64_t n, float stddev) -> absl::Status {
-    RETURN_IF_ERROR(Alloc(p, n, true));
-    CUDA_RETURN(kernels::LaunchFillRandomBf16(*p, n, ++k, stddev, 0.0f, stream));
-    return absl::OkStatus();
-  };
-  auto rf = [&](float** p, int64_t n, float stddev, float mean) -> absl::Status {
-    RETURN_IF_ERROR(Alloc(p, n, true));
-    CUDA_RETURN(kernels::LaunchFillRandomF32(*p, n, ++k, stddev, mean, stream));
-    return absl::OkStatus();
-  };
-  const float sd = 1.0f / std::sqrt(float(d));
-  RETURN_IF_ERROR(rb(&embedding, int64_t{V} * d, sd));
-  RETURN_IF_ERROR(rf(&final_norm, d, 0.1f, 0.0f));
-  layers.resize(c.num_layers);
-  for (int l = 0; l < c.num_layers; ++l) {
-    LayerWeights& t = layers[l];
-    t.type = c.block_types[l];
-    RETURN_IF_ERROR(rf(&t.temporal_norm, d, 0.1f, 0.0f));
-    RETURN_IF_ERROR(rf(&t.channel_norm, d, 0.1f, 0.0f));
-    RETURN_IF_ERROR(rb(&t.w_gu, int64_t{2} * m * d, sd));
-    RETURN_IF_ERROR(rf(&t.gate_b, m, 0.02f, 0.0f));
-    RETURN_IF_ERROR(rf(&t.up_b, m, 0.02f, 0.0f));
-    RETURN_IF_ERROR(rb(&t.w_down, int64_t{d} * m, 1.0f / std::sqrt(float(m))));
-    RETURN_IF_ERROR(rf(&t.down_b, d, 0.02f, 0.0f));
-    if (t.type == BlockType::kRecurrent) {
-      RETURN_IF_ERROR(rb(&t.w_xy, int64_t{2} * L * d, sd));
-      RETURN_IF_ERROR(rf(&t.bx, L, 0.02f, 0.0f));
-      RETURN_IF_ERROR(rf(&t.by, L, 0.02f, 0.0f));
-      RETURN_IF_ERROR(rb(&t.w_out, int64_t{d} * L, 1.0f / std::sqrt(float(L))));
-      RETURN_IF_ERROR(rf(&t.out_b, d, 0.02f, 0.0f));
-      RETURN_IF_ERROR(rf(&t.conv_w, int64_t{L} * K, 0.5f, 0.0f));
-      RETURN_IF_ERROR(rf(&t.conv_b, L, 0.02f, 0.0f));
-      RETURN_IF_ERROR(rb(&t.gx_w, int64_t{H} * B * B, 1.0f / std::sqrt(float(B))));
-      RETURN_IF_ERROR(rf(&t.gx_b, L, 0.02f, 0.0f));
-      RETURN_IF_ERROR(rb(&t.ga_w, int64_t{H} * B * B, 1.0f / std::sqrt(float(B))));
-      RETURN_IF_ERROR(rf(&t.ga_b, L, 0.02f, 0.0f));
-      RETURN_IF_ERROR(rf(&t.a_param, L, 0.5f, -4.3f));  // a = exp(-8 σ(g) softplus) ≈ 0.9..0.999
-      RETURN_IF_ERROR(Alloc(&t.gates_t, int64_t{2} * H * B * B, true));
-      CUDA_RETURN(kernels::LaunchPackGateWeights(t.gx_w, t.ga_w, H, B, t.gates_t, stream));
-    } else {
-      RETURN_IF_ERROR(rb(&t.w_qkv, int64_t{H + 2 * KV} * hd * d, sd));
-      RETURN_IF_ERROR(rb(&t.w_o, int64_t{d} * H * hd, 1.0f / std::sqrt(float(H * hd))));
-      RETURN_IF_ERROR(rf(&t.o_b, d, 0.02f, 0.0f));
-    }
-  }
-  CUDA_RETURN(cudaStreamSynchronize(stream));
+  ASSIGN_OR_RETURN(weights_, DeviceWeights::Random(config_, seed, stream_));
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Impl::EnqueueForward(int n, int num_entries, int num_tiles,
-                                               bool decode_only) {
-  const float eps = c.rms_norm_eps;
-  const int32_t* tokens = meta_dev + off_tokens;
-  CUDA_RETURN(kernels::LaunchEmbed(embedding, tokens, n, d, EmbeddingScale(c), x, stream));
-  const float* prev_bias = nullptr;
-  bool have_delta = false;
-  for (int l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = layers[l];
-    CUDA_RETURN(kernels::LaunchAddRmsNorm(x, have_delta ? delta : nullptr, prev_bias,
-                                          w.temporal_norm, nullptr, n, d, eps, normed, stream));
-    if (w.type == BlockType::kRecurrent) {
-      const int r = layer_index[l];
-      RETURN_IF_ERROR(Linear(normed, w.w_xy, big, n, 2 * L, d));
-      kernels::RgLruParams p;
-      p.xy = big; p.bx = w.bx; p.by = w.by; p.conv_w = w.conv_w; p.conv_b = w.conv_b;
-      p.gx_w = w.gx_w; p.gx_b = w.gx_b; p.ga_w = w.ga_w; p.ga_b = w.ga_b; p.a_param = w.a_param;
-      p.layout = Layout();
-      p.state = {pool, slot_stride};
-      p.lru_offset = lru_off[r];
-      p.conv_offset = conv_off[r];
-      p.n = n; p.num_entries = num_entries; p.L = L; p.H = H; p.K = K;
-      p.out = act;
-      p.c = conv; p.c_half = conv_half; p.gates = gates;
-      if (decode_only) {
-        CUDA_RETURN(kernels::LaunchRgLruDecode(p, stream));
-      } else {
-        const int B = L / H;
-        CUDA_RETURN(kernels::LaunchRgLruConv(p, stream));
-        GEMM_RETURN(gemm.RunBatched(conv_half, L, B, w.gates_t, int64_t{2} * B * B, gates, 2 * L,
-                                    2 * B, n, 2 * B, B, H, /*fp16=*/true, stream));
-        CUDA_RETURN(kernels::LaunchRgLruGateMath(p, stream));
-        CUDA_RETURN(kernels::LaunchRgLruScan(p, stream));
-      }
-      RETURN_IF_ERROR(Linear(act, w.w_out, delta, n, d, L));
-      prev_bias = w.out_b;
-    } else {
-      const int ai = layer_index[l];
-      RETURN_IF_ERROR(Linear(normed, w.w_qkv, big, n, (H + 2 * KV) * hd, d));
-      kernels::AttentionParams p;
-      p.qkv = big; p.q = q; p.k = krun; p.v = vrun;
-      p.layout = Layout();
-      p.tiles = meta_dev + off_tiles;
-      p.num_tiles = num_tiles;
-      p.state = {pool, slot_stride};
-      p.k_offset = k_off[ai];
-      p.v_offset = v_off[ai];
-      p.n = n; p.H = H; p.KV = KV; p.hd = hd; p.W = W; p.rotary = c.rotary_dim();
-      p.theta = c.rope_theta;
-      p.scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
-      p.splits = decode_only ? Splits(n) : 1;
-      p.part_o = part_o; p.part_ml = part_ml; p.out = act;
-      CUDA_RETURN(kernels::LaunchRope(p, stream));
-      CUDA_RETURN(kernels::LaunchAttention(p, decode_only ? 1 : tile_tokens, stream));
-      CUDA_RETURN(kernels::LaunchRingWrite(p, stream));
-      RETURN_IF_ERROR(Linear(act, w.w_o, delta, n, d, H * hd));
-      prev_bias = w.o_b;
+absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
+  const loader::ModelConfig& c = config_;
+  const int d = c.hidden_size, L = c.lru_width, H = c.num_heads, B = L / H, K = c.conv1d_width;
+  const int r = block_index_[l];
+  const DeviceWeights& w = *weights_;
+  const std::string at = absl::StrCat("layer ", l, " recurrent ");
+  RETURN_IF_ERROR(Linear(at + "x|y projection", ws_.normed, w.fused(l, Fusion::kXY),
+                         ws_.projection, n, 2 * L, d));
+  kernels::RgLruParams p;
+  p.xy = ws_.projection;
+  p.bx = w.f32(l, T_::kLinearXBias);
+  p.by = w.f32(l, T_::kLinearYBias);
+  p.conv_w = w.f32(l, T_::kConvTaps);
+  p.conv_b = w.f32(l, T_::kConvBias);
+  p.gx_w = w.bf16(l, T_::kInputGate);
+  p.gx_b = w.f32(l, T_::kInputGateBias);
+  p.ga_w = w.bf16(l, T_::kRecurrentGate);
+  p.ga_b = w.f32(l, T_::kRecurrentGateBias);
+  p.a_param = w.f32(l, T_::kLruParam);
+  p.layout = meta_.layout();
+  p.state = {pool_, layout_.slot_bytes()};
+  p.lru_offset = layout_.lru_offset(r);
+  p.conv_offset = layout_.conv_offset(r);
+  p.n = n;
+  p.num_entries = meta_.num_entries();
+  p.L = L;
+  p.H = H;
+  p.K = K;
+  p.out = ws_.activation;
+  p.c = ws_.conv_out;
+  p.c_half = ws_.conv_out_half;
+  p.gates = ws_.gates;
+  const double state_bytes = double(n) * (2.0 * L * 4 + 2.0 * (K - 1) * L * 2);
+  if (decode_only) {
+    Trace(at + "RG-LRU decode (conv, gates, scan)", "RgLruGate",
+          double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
+    Trace(at + "conv tail shift", "TailShift", double(n) * (K - 1) * L * 2 * 2, 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecode(p, stream_));
+  } else {
+    Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruConv(p, stream_));
+    Trace(at + "gate GEMM (batched, half)", "gemm",
+          double(n) * L * 2 + 2.0 * H * B * 2 * B * 2 + double(n) * 2 * L * 4, 4.0 * n * L * B);
+    CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunBatched(ws_.conv_out_half, L, B, w.packed_gates(l),
+                                                  int64_t{2} * B * B, ws_.gates, 2 * L, 2 * B, n,
+                                                  2 * B, B, H, /*fp16=*/true, stream_));
+    Trace(at + "gate math", "GateMath", double(n) * (2 * L * 4 * 2 + L * 4), 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruGateMath(p, stream_));
+    Trace(at + "scan", "Scan", double(n) * (2 * L * 4 + L * 4 + L * 2) + state_bytes, 2.0 * n * L);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruScan(p, stream_));
+  }
+  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kLinearOut),
+                ws_.block_out, n, d, L);
+}
+
+absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
+  const loader::ModelConfig& c = config_;
+  const int d = c.hidden_size, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
+  const int W = c.attention_window;
+  const int a = block_index_[l];
+  const DeviceWeights& w = *weights_;
+  const std::string at = absl::StrCat("layer ", l, " attention ");
+  RETURN_IF_ERROR(Linear(at + "q|k|v projection", ws_.normed, w.fused(l, Fusion::kQKV),
+                         ws_.projection, n, (H + 2 * KV) * hd, d));
+  kernels::AttentionParams p;
+  p.qkv = ws_.projection;
+  p.q = ws_.q;
+  p.k = ws_.k;
+  p.v = ws_.v;
+  p.layout = meta_.layout();
+  p.tiles = meta_.tiles();
+  p.num_tiles = meta_.num_tiles();
+  p.state = {pool_, layout_.slot_bytes()};
+  p.k_offset = layout_.key_offset(a);
+  p.v_offset = layout_.value_offset(a);
+  p.n = n;
+  p.H = H;
+  p.KV = KV;
+  p.hd = hd;
+  p.W = W;
+  p.rotary = c.rotary_dim();
+  p.theta = c.rope_theta;
+  p.scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
+  p.splits = decode_only ? KeySplits(n) : 1;
+  p.part_o = ws_.split_o;
+  p.part_ml = ws_.split_ml;
+  p.out = ws_.activation;
+  Trace(at + "RoPE", "Rope", double(n) * (H + 2 * KV) * hd * (4 + 2), 0);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchRope(p, stream_));
+  if (trace_ != nullptr) {
+    // Each query at position p reads keys max(0, p - W) .. p: K and V rows once per kv head for
+    // the whole group (the kernels share them across the group's query heads).
+    double keys = 0;
+    for (const kernels::StepEntryRecord& e : meta_.host_entries()) {
+      for (int k = 0; k < e.len; ++k) keys += std::min(e.pos0 + k, W) + 1;
     }
-    CUDA_RETURN(kernels::LaunchAddRmsNorm(x, delta, prev_bias, w.channel_norm, nullptr, n, d, eps,
-                                          normed, stream));
-    RETURN_IF_ERROR(Linear(normed, w.w_gu, big, n, 2 * m, d));
-    CUDA_RETURN(kernels::LaunchGeGlu(big, w.gate_b, w.up_b, n, m, act, stream));
-    RETURN_IF_ERROR(Linear(act, w.w_down, delta, n, d, m));
-    prev_bias = w.down_b;
-    have_delta = true;
+    Trace(at + (decode_only ? "decode attention" : "prefill attention"),
+          "Attention",
+          keys * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
+    if (decode_only && p.splits > 1) {
+      Trace(at + "split combine", "Combine", double(n) * H * p.splits * (hd + 2) * 4, 0);
+    }
+  }
+  CUDA_RETURN_IF_ERROR(kernels::LaunchAttention(p, decode_only ? 1 : prefill_tile_, stream_));
+  Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchRingWrite(p, stream_));
+  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kOProj), ws_.block_out,
+                n, d, H * hd);
+}
+
+absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
+  const loader::ModelConfig& c = config_;
+  const int d = c.hidden_size, m = c.mlp_width;
+  const DeviceWeights& w = *weights_;
+  Trace("embedding", "Embed", double(n) * d * (2 + 4), 0);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchEmbed(w.embedding(), meta_.tokens(), n, d,
+                                            EmbeddingScale(c), ws_.residual, stream_));
+  const float* pending_bias = nullptr;  // the bias of block_out, added by the next norm
+  bool have_block_out = false;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string at = absl::StrCat("layer ", l, " ");
+    RETURN_IF_ERROR(AddRmsNorm(at + "residual add + temporal norm",
+                               have_block_out ? ws_.block_out : nullptr, pending_bias,
+                               w.f32(l, T_::kTemporalNorm), n));
+    if (c.block_types[l] == BlockType::kRecurrent) {
+      RETURN_IF_ERROR(RecurrentBlock(l, n, decode_only));
+      pending_bias = w.f32(l, T_::kLinearOutBias);
+    } else {
+      RETURN_IF_ERROR(AttentionBlock(l, n, decode_only));
+      pending_bias = w.f32(l, T_::kOProjBias);
+    }
+    RETURN_IF_ERROR(AddRmsNorm(at + "residual add + channel norm", ws_.block_out, pending_bias,
+                               w.f32(l, T_::kChannelNorm), n));
+    RETURN_IF_ERROR(Linear(at + "mlp gate|up projection", ws_.normed, w.fused(l, Fusion::kGateUp),
+                           ws_.projection, n, 2 * m, d));
+    Trace(at + "GeGLU", "GeGlu", double(n) * m * (2 * 4 + 2), 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchGeGlu(ws_.projection, w.f32(l, T_::kGateBias),
+                                              w.f32(l, T_::kUpBias), n, m, ws_.activation, stream_));
+    RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation, w.bf16(l, T_::kDownProj),
+                           ws_.block_out, n, d, m));
+    pending_bias = w.f32(l, T_::kDownBias);
+    have_block_out = true;
   }
   // Last residual add; the head normalises only the rows it needs.
-  CUDA_RETURN(kernels::LaunchAddRmsNorm(x, delta, prev_bias, final_norm, nullptr, n, d, eps, normed,
-                                        stream));
-  return absl::OkStatus();
+  return AddRmsNorm("final residual add", ws_.block_out, pending_bias, w.final_norm(), n);
 }
 
 absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
-  CUDA_RETURN(kernels::LaunchAddRmsNorm(x, nullptr, nullptr, final_norm, meta_dev + off_rows + row0,
-                                        nrows, d, c.rms_norm_eps, head_in, stream));
-  RETURN_IF_ERROR(Linear(head_in, lm_head != nullptr ? lm_head : embedding, logits, nrows, V, d));
-  CUDA_RETURN(kernels::LaunchSoftCap(logits, int64_t{nrows} * V, c.logits_soft_cap, stream));
-  if (argmax) CUDA_RETURN(kernels::LaunchArgMax(logits, nrows, V, tokens_out, argmax_scratch, stream));
+  const loader::ModelConfig& c = config_;
+  const int d = c.hidden_size, V = c.vocab_size;
+  Trace("head: final norm of the logit rows", "AddRmsNorm", double(nrows) * d * 6, 0);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(ws_.residual, nullptr, nullptr,
+                                                 weights_->final_norm(), meta_.rows() + row0,
+                                                 nrows, d, c.rms_norm_eps, ws_.head_in, stream_));
+  RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in, weights_->output_projection(),
+                         ws_.logits, nrows, V, d));
+  Trace("head: soft-cap", "SoftCap", double(nrows) * V * 8, 0);
+  CUDA_RETURN_IF_ERROR(
+      kernels::LaunchSoftCap(ws_.logits, int64_t{nrows} * V, c.logits_soft_cap, stream_));
+  if (argmax) {
+    Trace("head: greedy argmax", "ArgMax", double(nrows) * V * 4, 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchArgMax(ws_.logits, nrows, V, ws_.sampled,
+                                               ws_.argmax_scratch, stream_));
+  }
   return absl::OkStatus();
+}
+
+void CudaBackend::Impl::PackDecodeBucket(absl::Span<const StepEntry> entries, int bucket) {
+  const int scratch = options_.num_slots;
+  const int32_t pad_token = 0;
+  meta_.Begin(bucket);
+  for (int i = 0; i < bucket; ++i) {
+    const bool real = i < static_cast<int>(entries.size());
+    if (real) {
+      meta_.AddPiece(entries[i].slot, entries[i].position, entries[i].tokens, 1);
+    } else {
+      meta_.AddPiece(scratch, 1, absl::MakeConstSpan(&pad_token, 1), 1);
+    }
+    meta_.AddRow(i);
+  }
 }
 
 absl::Status CudaBackend::Impl::CaptureGraphs() {
-  if (!use_graphs) return absl::OkStatus();
-  const int scratch = opt.num_slots;
+  if (!use_graphs_) return absl::OkStatus();
   struct AutotuneOff {
-    kernels::Gemm& g;
-    ~AutotuneOff() { g.set_autotune(false); }
-  } autotune_off{gemm};
-  for (int b = 1;; b *= 2) {
-    const int bucket = std::min(b, opt.max_decode_batch);
-    for (int i = 0; i < bucket; ++i) {
-      meta_host[off_tokens + i] = 0;
-      meta_host[off_tok_entry + i] = i;
-      meta_host[off_entries + 4 * i] = i;
-      meta_host[off_entries + 4 * i + 1] = 1;
-      meta_host[off_entries + 4 * i + 2] = scratch;
-      meta_host[off_entries + 4 * i + 3] = 1;
-      meta_host[off_tiles + 2 * i] = i;
-      meta_host[off_tiles + 2 * i + 1] = 1;
-      meta_host[off_rows + i] = i;
-    }
-    CUDA_RETURN(cudaMemcpyAsync(meta_dev, meta_host, meta_ints * 4, cudaMemcpyHostToDevice, stream));
-    // Warm-up run (loads modules, times the GEMM algorithms of the bucket's shapes), then capture.
-    gemm.set_autotune(true);
-    RETURN_IF_ERROR(EnqueueForward(bucket, bucket, bucket, true));
+    kernels::Gemm& gemm;
+    ~AutotuneOff() { gemm.set_autotune(false); }
+  } autotune_off{gemm_};
+  auto prepare = [&](int bucket) -> absl::Status {
+    PackDecodeBucket({}, bucket);
+    RETURN_IF_ERROR(meta_.Upload(stream_));
+    // Warm-up run outside capture: loads modules and times the GEMM algorithms of the bucket.
+    gemm_.set_autotune(true);
+    RETURN_IF_ERROR(EnqueueForward(bucket, true));
     RETURN_IF_ERROR(EnqueueHead(0, bucket, true));
-    CUDA_RETURN(cudaStreamSynchronize(stream));
-    gemm.set_autotune(false);
-    cudaGraph_t graph;
-    CUDA_RETURN(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
-    absl::Status st = EnqueueForward(bucket, bucket, bucket, true);
-    if (st.ok()) st = EnqueueHead(0, bucket, true);
-    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-    RETURN_IF_ERROR(st);
-    CUDA_RETURN(end);
-    cudaGraphExec_t exec;
-    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    CUDA_RETURN(inst);
-    graphs[bucket] = exec;
-    if (bucket == opt.max_decode_batch) break;
-  }
-  CUDA_RETURN(cudaMemsetAsync(pool + slot_stride * scratch, 0, slot_stride, stream));
-  CUDA_RETURN(cudaStreamSynchronize(stream));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    gemm_.set_autotune(false);
+    return absl::OkStatus();
+  };
+  auto enqueue = [&](int bucket) -> absl::Status {
+    RETURN_IF_ERROR(EnqueueForward(bucket, true));
+    return EnqueueHead(0, bucket, true);
+  };
+  RETURN_IF_ERROR(graphs_.Capture(options_.max_decode_batch, stream_, prepare, enqueue));
+  // The warm-ups wrote the scratch slot: start it clean.
+  CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(SlotBytes(options_.num_slots), 0, layout_.slot_bytes(), stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Impl::Validate(absl::Span<const StepEntry> entries) const {
-  absl::flat_hash_set<int> seen;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const StepEntry& e = entries[i];
-    if (e.slot < 0 || e.slot >= opt.num_slots) {
-      return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": slot ", e.slot,
-                                                     " out of range [0, ", opt.num_slots, ")"));
+absl::Status CudaBackend::Impl::UploadSampling(absl::Span<const SampleRequest> requests, int row0,
+                                               int n) {
+  int context = 0;
+  for (int i = 0; i < n; ++i) {
+    const SampleRequest& r = requests[row0 + i];
+    kernels::SampleRowParams& s = sample_params_host_[i];
+    s.temperature = r.params.temperature;
+    s.top_k = r.params.top_k;
+    s.top_p = r.params.top_p;
+    s.min_p = r.params.min_p;
+    s.repetition_penalty = r.params.repetition_penalty;
+    s.seed_lo = static_cast<uint32_t>(r.params.seed);
+    s.seed_hi = static_cast<uint32_t>(r.params.seed >> 32);
+    s.step_lo = static_cast<uint32_t>(r.step);
+    s.step_hi = static_cast<uint32_t>(r.step >> 32);
+    s.context_start = context;
+    const int len = r.params.repetition_penalty != 1.0f ? static_cast<int>(r.context.size()) : 0;
+    if (context + len > kSampleContextCapacity) {
+      return absl::ResourceExhaustedError("sampling contexts exceed the GPU context buffer");
     }
-    if (!seen.insert(e.slot).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("entry ", i, ": slot ", e.slot, " appears twice in one step"));
+    std::memcpy(sample_context_host_ + context, r.context.data(), size_t(len) * 4);
+    s.context_len = len;
+    context += len;
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_params, sample_params_host_,
+                                       n * sizeof(kernels::SampleRowParams),
+                                       cudaMemcpyHostToDevice, stream_));
+  if (context > 0) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_context, sample_context_host_,
+                                         size_t(context) * 4, cudaMemcpyHostToDevice, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Impl::Consume(absl::Span<const SampleRequest> requests, bool all_greedy,
+                                        int row0, int n, bool argmax_done, float* logits_out,
+                                        int32_t* tokens_out) {
+  const int V = config_.vocab_size;
+  if (tokens_out != nullptr) {
+    if (!all_greedy) {
+      RETURN_IF_ERROR(UploadSampling(requests, row0, n));
+      Trace("head: sampling", "Sample", double(n) * V * 4, 0);
+      CUDA_RETURN_IF_ERROR(kernels::LaunchSample(ws_.logits, n, V, ws_.sample_params,
+                                                 ws_.sample_context, ws_.sampled, stream_));
+    } else if (!argmax_done) {
+      Trace("head: greedy argmax", "ArgMax", double(n) * V * 4, 0);
+      CUDA_RETURN_IF_ERROR(
+          kernels::LaunchArgMax(ws_.logits, n, V, ws_.sampled, ws_.argmax_scratch, stream_));
     }
-    if (e.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": no tokens"));
-    const int64_t expected = next_position[e.slot];
-    if (e.position != 0 && e.position != expected) {
-      return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": position ", e.position,
-                                                     " is not slot ", e.slot,
-                                                     "'s next position ", expected));
-    }
-    if (e.position + static_cast<int64_t>(e.tokens.size()) > (int64_t{1} << 31) - 1) {
-      return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": position beyond 2^31"));
-    }
-    for (int32_t token : e.tokens) {
-      if (token < 0 || token >= V) {
-        return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": token id ", token,
-                                                       " out of range [0, ", V, ")"));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_out + row0, ws_.sampled, size_t(n) * 4,
+                                         cudaMemcpyDeviceToHost, stream_));
+  } else {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_out + int64_t{row0} * V, ws_.logits,
+                                         size_t(n) * V * 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Impl::RunDecodeGraph(absl::Span<const StepEntry> entries,
+                                               absl::Span<const SampleRequest> requests,
+                                               bool all_greedy, float* logits_out,
+                                               int32_t* tokens_out) {
+  const int E = static_cast<int>(entries.size());
+  const int bucket = graphs_.BucketFor(E);
+  PackDecodeBucket(entries, bucket);
+  RETURN_IF_ERROR(meta_.Upload(stream_));
+  RETURN_IF_ERROR(graphs_.Launch(bucket, stream_));
+  // Rows of the graph are entries; copy out those that asked for logits.
+  bool all_rows = true;
+  for (const StepEntry& e : entries) all_rows &= e.logits != LogitsRequest::kNone;
+  if (all_rows) return Consume(requests, all_greedy, 0, E, true, logits_out, tokens_out);
+  // Compact the asked rows with a gather head (rare: decode tokens without logits).
+  meta_.ClearRows();
+  for (int i = 0; i < E; ++i) {
+    if (entries[i].logits != LogitsRequest::kNone) meta_.AddRow(i);
+  }
+  const int rows = meta_.num_rows();
+  if (rows == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(meta_.UploadRows(stream_));
+  RETURN_IF_ERROR(EnqueueHead(0, rows, false));
+  return Consume(requests, all_greedy, 0, rows, false, logits_out, tokens_out);
+}
+
+absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
+                                          absl::Span<const SampleRequest> requests,
+                                          bool all_greedy, float* logits_out,
+                                          int32_t* tokens_out) {
+  // Passes of at most max_tokens_ tokens; an entry may be cut between passes.
+  size_t next_entry = 0;
+  int offset = 0;    // tokens of entries[next_entry] already done
+  int rows_done = 0;  // step rows consumed so far
+  while (next_entry < entries.size()) {
+    meta_.Begin();
+    int n = 0;
+    bool pure_decode = true;
+    while (next_entry < entries.size() && n < max_tokens_) {
+      const StepEntry& e = entries[next_entry];
+      const int len = static_cast<int>(e.tokens.size());
+      const int take = std::min(len - offset, max_tokens_ - n);
+      const bool last_piece = offset + take == len;
+      const int start = n;
+      meta_.AddPiece(e.slot, e.position + offset, e.tokens.subspan(offset, take), prefill_tile_);
+      pure_decode &= take == 1;
+      for (int k = 0; k < take; ++k) {
+        if (e.logits == LogitsRequest::kAll ||
+            (last_piece && e.logits == LogitsRequest::kLast && k == take - 1)) {
+          meta_.AddRow(start + k);
+        }
+      }
+      n += take;
+      if (last_piece) {
+        ++next_entry;
+        offset = 0;
+      } else {
+        offset += take;
       }
     }
+    // A pass of one-token pieces runs the split-key decode kernels.
+    if (pure_decode) meta_.UseOneTokenTiles();
+    RETURN_IF_ERROR(meta_.Upload(stream_));
+    RETURN_IF_ERROR(EnqueueForward(n, pure_decode));
+    const int rows = meta_.num_rows();
+    for (int r0 = 0; r0 < rows; r0 += max_rows_) {
+      const int nr = std::min(max_rows_, rows - r0);
+      RETURN_IF_ERROR(EnqueueHead(r0, nr, false));
+      RETURN_IF_ERROR(Consume(requests, all_greedy, rows_done + r0, nr, false, logits_out,
+                              tokens_out));
+      // The logits buffer is reused by the next chunk of rows: wait for the copy out.
+      if (r0 + nr < rows) CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    }
+    rows_done += rows;
+    // The pinned metadata is rewritten by the next pass.
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* logits_host,
+absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* logits_out,
                                     absl::Span<const SampleRequest> requests,
-                                    int32_t* tokens_host_out) {
-  const bool sampling = tokens_host_out != nullptr;
+                                    int32_t* tokens_out) {
   bool all_greedy = true;
   for (const SampleRequest& r : requests) all_greedy &= r.params.greedy();
-
   // Resets first (stream order puts them before the forward).
   for (const StepEntry& e : entries) {
     if (e.position == 0) {
-      CUDA_RETURN(cudaMemsetAsync(pool + slot_stride * e.slot, 0, slot_stride, stream));
+      CUDA_RETURN_IF_ERROR(cudaMemsetAsync(SlotBytes(e.slot), 0, layout_.slot_bytes(), stream_));
     }
   }
-
-  // Uploads per-row sampling parameters for rows [row0, row0 + n) of the step; returns via rows.
-  auto upload_sampling = [&](int row0, int n) -> absl::Status {
-    int ctx = 0;
-    for (int i = 0; i < n; ++i) {
-      const SampleRequest& r = requests[row0 + i];
-      kernels::SampleRowParams& s = sample_host[i];
-      s.temperature = r.params.temperature;
-      s.top_k = r.params.top_k;
-      s.top_p = r.params.top_p;
-      s.min_p = r.params.min_p;
-      s.repetition_penalty = r.params.repetition_penalty;
-      s.seed_lo = static_cast<uint32_t>(r.params.seed);
-      s.seed_hi = static_cast<uint32_t>(r.params.seed >> 32);
-      s.step_lo = static_cast<uint32_t>(r.step);
-      s.step_hi = static_cast<uint32_t>(r.step >> 32);
-      s.context_start = ctx;
-      const int len = r.params.repetition_penalty != 1.0f ? static_cast<int>(r.context.size()) : 0;
-      if (ctx + len > context_capacity) {
-        return absl::ResourceExhaustedError("sampling contexts exceed the GPU context buffer");
-      }
-      std::memcpy(context_host + ctx, r.context.data(), size_t(len) * 4);
-      s.context_len = len;
-      ctx += len;
-    }
-    CUDA_RETURN(cudaMemcpyAsync(sample_params, sample_host, n * sizeof(kernels::SampleRowParams),
-                                cudaMemcpyHostToDevice, stream));
-    if (ctx > 0) {
-      CUDA_RETURN(cudaMemcpyAsync(context_dev, context_host, size_t(ctx) * 4,
-                                  cudaMemcpyHostToDevice, stream));
-    }
-    return absl::OkStatus();
-  };
-  // After a head over rows [row0, row0+n) of the step: sample (if asked) and copy results out.
-  auto consume = [&](int row0, int n, bool argmax_done) -> absl::Status {
-    if (sampling) {
-      if (!all_greedy) {
-        RETURN_IF_ERROR(upload_sampling(row0, n));
-        CUDA_RETURN(kernels::LaunchSample(logits, n, V, sample_params, context_dev, tokens_out,
-                                          stream));
-      } else if (!argmax_done) {
-        CUDA_RETURN(kernels::LaunchArgMax(logits, n, V, tokens_out, argmax_scratch, stream));
-      }
-      CUDA_RETURN(cudaMemcpyAsync(tokens_host_out + row0, tokens_out, size_t(n) * 4,
-                                  cudaMemcpyDeviceToHost, stream));
-    } else {
-      CUDA_RETURN(cudaMemcpyAsync(logits_host + int64_t{row0} * V, logits, size_t(n) * V * 4,
-                                  cudaMemcpyDeviceToHost, stream));
-    }
-    return absl::OkStatus();
-  };
-
-  const int E = static_cast<int>(entries.size());
-  bool decode_only = E <= opt.max_decode_batch;
+  bool decode_only = static_cast<int>(entries.size()) <= options_.max_decode_batch;
   for (const StepEntry& e : entries) decode_only &= e.tokens.size() == 1;
-
-  if (decode_only && use_graphs && !graphs.empty()) {
-    const int bucket = graphs.lower_bound(E)->first;
-    const int scratch = opt.num_slots;
-    for (int i = 0; i < bucket; ++i) {
-      const bool real = i < E;
-      meta_host[off_tokens + i] = real ? entries[i].tokens[0] : 0;
-      meta_host[off_tok_entry + i] = i;
-      meta_host[off_entries + 4 * i] = i;
-      meta_host[off_entries + 4 * i + 1] = 1;
-      meta_host[off_entries + 4 * i + 2] = real ? entries[i].slot : scratch;
-      meta_host[off_entries + 4 * i + 3] = real ? static_cast<int32_t>(entries[i].position) : 1;
-      meta_host[off_tiles + 2 * i] = i;
-      meta_host[off_tiles + 2 * i + 1] = 1;
-      meta_host[off_rows + i] = i;
-    }
-    CUDA_RETURN(cudaMemcpyAsync(meta_dev, meta_host, meta_ints * 4, cudaMemcpyHostToDevice, stream));
-    CUDA_RETURN(cudaGraphLaunch(graphs[bucket], stream));
-    // Rows of the graph are entries; copy out those that asked for logits.
-    bool all_rows = true;
-    for (const StepEntry& e : entries) all_rows &= e.logits != LogitsRequest::kNone;
-    if (all_rows) {
-      RETURN_IF_ERROR(consume(0, E, true));
-    } else {
-      // Compact the asked rows with a gather head (rare: decode tokens without logits).
-      int rows = 0;
-      for (int i = 0; i < E; ++i) {
-        if (entries[i].logits != LogitsRequest::kNone) meta_host[off_rows + rows++] = i;
-      }
-      if (rows > 0) {
-        CUDA_RETURN(cudaMemcpyAsync(meta_dev + off_rows, meta_host + off_rows, rows * 4,
-                                    cudaMemcpyHostToDevice, stream));
-        RETURN_IF_ERROR(EnqueueHead(0, rows, false));
-        RETURN_IF_ERROR(consume(0, rows, false));
-      }
-    }
+  if (decode_only && use_graphs_ && !graphs_.empty() && trace_ == nullptr) {
+    RETURN_IF_ERROR(RunDecodeGraph(entries, requests, all_greedy, logits_out, tokens_out));
   } else {
-    // Passes of at most max_tokens tokens; entries may be cut between passes.
-    struct Piece { int entry, offset, count; bool rows_all, row_last; };
-    size_t ei = 0;
-    int eoff = 0;
-    int row_base = 0;  // step rows done so far
-    while (ei < entries.size()) {
-      std::vector<Piece> pieces;
-      int n = 0;
-      while (ei < entries.size() && n < max_tokens) {
-        const StepEntry& e = entries[ei];
-        const int len = static_cast<int>(e.tokens.size());
-        const int take = std::min(len - eoff, max_tokens - n);
-        const bool last_piece = eoff + take == len;
-        pieces.push_back({static_cast<int>(ei), eoff, take, e.logits == LogitsRequest::kAll,
-                          last_piece && e.logits == LogitsRequest::kLast});
-        n += take;
-        if (last_piece) { ++ei; eoff = 0; } else { eoff += take; }
-      }
-      int t = 0, tiles = 0, rows = 0;
-      for (size_t pi = 0; pi < pieces.size(); ++pi) {
-        const Piece& p = pieces[pi];
-        const StepEntry& e = entries[p.entry];
-        const int start = t;
-        meta_host[off_entries + 4 * pi] = start;
-        meta_host[off_entries + 4 * pi + 1] = p.count;
-        meta_host[off_entries + 4 * pi + 2] = e.slot;
-        meta_host[off_entries + 4 * pi + 3] = static_cast<int32_t>(e.position + p.offset);
-        for (int k = 0; k < p.count; ++k, ++t) {
-          meta_host[off_tokens + t] = e.tokens[p.offset + k];
-          meta_host[off_tok_entry + t] = static_cast<int32_t>(pi);
-          if (p.rows_all || (p.row_last && k == p.count - 1)) meta_host[off_rows + rows++] = t;
-        }
-        for (int k = 0; k < p.count; k += tile_tokens) {
-          meta_host[off_tiles + 2 * tiles] = start + k;
-          meta_host[off_tiles + 2 * tiles + 1] = std::min(tile_tokens, p.count - k);
-          ++tiles;
-        }
-      }
-      // A pure-decode pass uses one-token tiles (the split decode kernel).
-      const bool pass_decode = static_cast<int>(pieces.size()) == n;
-      if (pass_decode) {
-        tiles = n;
-        for (int i = 0; i < n; ++i) {
-          meta_host[off_tiles + 2 * i] = i;
-          meta_host[off_tiles + 2 * i + 1] = 1;
-        }
-      }
-      CUDA_RETURN(cudaMemcpyAsync(meta_dev, meta_host, meta_ints * 4, cudaMemcpyHostToDevice,
-                                  stream));
-      RETURN_IF_ERROR(EnqueueForward(n, static_cast<int>(pieces.size()), tiles, pass_decode));
-      for (int r0 = 0; r0 < rows; r0 += max_rows) {
-        const int nr = std::min(max_rows, rows - r0);
-        RETURN_IF_ERROR(EnqueueHead(r0, nr, false));
-        RETURN_IF_ERROR(consume(row_base + r0, nr, false));
-        // The logits buffer is reused by the next chunk: wait for the copy out.
-        if (r0 + nr < rows) CUDA_RETURN(cudaStreamSynchronize(stream));
-      }
-      row_base += rows;
-      // The pinned metadata is rewritten by the next pass.
-      CUDA_RETURN(cudaStreamSynchronize(stream));
-    }
+    RETURN_IF_ERROR(RunPasses(entries, requests, all_greedy, logits_out, tokens_out));
   }
-  CUDA_RETURN(cudaStreamSynchronize(stream));
-  CUDA_RETURN(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
   for (const StepEntry& e : entries) {
-    next_position[e.slot] = e.position + static_cast<int64_t>(e.tokens.size());
+    next_position_[e.slot] = e.position + static_cast<int64_t>(e.tokens.size());
   }
   return absl::OkStatus();
 }
+
+// ---- CudaBackend ----
 
 CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaBackend::~CudaBackend() = default;
@@ -777,10 +656,9 @@ CudaBackend::~CudaBackend() = default;
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     const loader::Checkpoint& checkpoint, const CudaBackendOptions& options) {
   RETURN_IF_ERROR(CudaCanImplement(checkpoint.config()));
-  ASSIGN_OR_RETURN(CpuWeights weights, LoadCpuWeights(checkpoint));
   auto impl = std::make_unique<Impl>();
   RETURN_IF_ERROR(impl->Init(checkpoint.config(), options));
-  RETURN_IF_ERROR(impl->UploadWeights(weights));
+  RETURN_IF_ERROR(impl->Upload(checkpoint));
   RETURN_IF_ERROR(impl->CaptureGraphs());
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
@@ -794,22 +672,28 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::CreateRandom(
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
 
-const loader::ModelConfig& CudaBackend::config() const { return impl_->c; }
-int CudaBackend::num_slots() const { return impl_->opt.num_slots; }
-int64_t CudaBackend::state_bytes_per_sequence() const { return impl_->slot_stride; }
-int64_t CudaBackend::fixed_device_bytes() const { return impl_->fixed_bytes; }
-int64_t CudaBackend::weight_bytes() const { return impl_->weight_bytes; }
-void CudaBackend::set_use_cuda_graphs(bool use) { impl_->use_graphs = use; }
-bool CudaBackend::healthy() const { return impl_->healthy; }
+const loader::ModelConfig& CudaBackend::config() const { return impl_->config_; }
+int CudaBackend::num_slots() const { return impl_->options_.num_slots; }
+int64_t CudaBackend::state_bytes_per_sequence() const { return impl_->layout_.slot_bytes(); }
+const StateLayout* CudaBackend::state_layout() const { return &impl_->layout_; }
+int64_t CudaBackend::fixed_device_bytes() const {
+  return impl_->arena_.bytes() - impl_->layout_.slot_bytes() * impl_->options_.num_slots +
+         static_cast<int64_t>(kGemmWorkspaceBytes);
+}
+int64_t CudaBackend::weight_bytes() const { return impl_->weights_->bytes(); }
+void CudaBackend::set_use_cuda_graphs(bool use) { impl_->use_graphs_ = use; }
+void CudaBackend::set_launch_trace(std::vector<LaunchRecord>* trace) { impl_->trace_ = trace; }
+bool CudaBackend::healthy() const { return impl_->healthy_; }
 
 absl::Status CudaBackend::Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) {
-  if (!impl_->healthy) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
   const int64_t rows = LogitsRows(entries);
-  if (static_cast<int64_t>(logits.size()) != rows * impl_->V) {
+  const int V = impl_->config_.vocab_size;
+  if (static_cast<int64_t>(logits.size()) != rows * V) {
     return absl::InvalidArgumentError(absl::StrCat("logits holds ", logits.size(),
                                                    " floats, the step returns ", rows,
-                                                   " rows of ", impl_->V));
+                                                   " rows of ", V));
   }
   absl::Status st = impl_->Run(entries, logits.data(), {}, nullptr);
   if (!st.ok() && st.code() == absl::StatusCode::kInternal) return impl_->Fail(st);
@@ -819,7 +703,7 @@ absl::Status CudaBackend::Step(absl::Span<const StepEntry> entries, absl::Span<f
 absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
                                      absl::Span<const SampleRequest> requests,
                                      absl::Span<int32_t> tokens) {
-  if (!impl_->healthy) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
   size_t rows = 0;
   for (const StepEntry& e : entries) {
@@ -842,25 +726,73 @@ absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
 }
 
 absl::Status CudaBackend::ResetSlot(int slot) {
-  if (slot < 0 || slot >= impl_->opt.num_slots) return absl::InvalidArgumentError("slot out of range");
-  if (!impl_->healthy) return absl::InternalError("CUDA backend is unhealthy after a device error");
-  const cudaError_t err = cudaMemsetAsync(impl_->pool + impl_->slot_stride * slot, 0,
-                                          impl_->slot_stride, impl_->stream);
-  const cudaError_t sync = err == cudaSuccess ? cudaStreamSynchronize(impl_->stream) : err;
-  if (sync != cudaSuccess) return impl_->Fail(CudaError(sync, __FILE__, __LINE__));
-  impl_->next_position[slot] = 0;
+  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  const cudaError_t err =
+      cudaMemsetAsync(impl_->SlotBytes(slot), 0, impl_->layout_.slot_bytes(), impl_->stream_);
+  if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
+  RETURN_IF_ERROR(impl_->SyncOrFail());
+  impl_->next_position_[slot] = 0;
   return absl::OkStatus();
 }
 
 int64_t CudaBackend::NextPosition(int slot) const {
-  return slot >= 0 && slot < impl_->opt.num_slots ? impl_->next_position[slot] : -1;
+  return slot >= 0 && slot < num_slots() ? impl_->next_position_[slot] : -1;
+}
+
+absl::Status CudaBackend::CopySlot(int from, int to) {
+  if (from < 0 || from >= num_slots() || to < 0 || to >= num_slots()) {
+    return absl::InvalidArgumentError("slot out of range");
+  }
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (from == to) return absl::OkStatus();
+  const cudaError_t err =
+      cudaMemcpyAsync(impl_->SlotBytes(to), impl_->SlotBytes(from), impl_->layout_.slot_bytes(),
+                      cudaMemcpyDeviceToDevice, impl_->stream_);
+  if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
+  RETURN_IF_ERROR(impl_->SyncOrFail());
+  impl_->next_position_[to] = impl_->next_position_[from];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> CudaBackend::SnapshotSlot(int slot, absl::Span<uint8_t> out) {
+  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
+  if (static_cast<int64_t>(out.size()) != impl_->layout_.slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
+                                                   " bytes, a slot ", impl_->layout_.slot_bytes()));
+  }
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  const cudaError_t err = cudaMemcpyAsync(out.data(), impl_->SlotBytes(slot), out.size(),
+                                          cudaMemcpyDeviceToHost, impl_->stream_);
+  if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
+  RETURN_IF_ERROR(impl_->SyncOrFail());
+  return impl_->next_position_[slot];
+}
+
+absl::Status CudaBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                                      int64_t next_position) {
+  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
+  if (static_cast<int64_t>(snapshot.size()) != impl_->layout_.slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot holds ", snapshot.size(),
+                                                   " bytes, a slot ", impl_->layout_.slot_bytes()));
+  }
+  if (next_position < 0 || next_position > (int64_t{1} << 31) - 1) {
+    return absl::InvalidArgumentError("position out of range");
+  }
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  const cudaError_t err = cudaMemcpyAsync(impl_->SlotBytes(slot), snapshot.data(), snapshot.size(),
+                                          cudaMemcpyHostToDevice, impl_->stream_);
+  if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
+  RETURN_IF_ERROR(impl_->SyncOrFail());
+  impl_->next_position_[slot] = next_position;
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::SetNextPositionForBenchmark(int slot, int64_t position) {
-  if (slot < 0 || slot >= impl_->opt.num_slots || position < 0) {
+  if (slot < 0 || slot >= num_slots() || position < 0) {
     return absl::InvalidArgumentError("slot or position out of range");
   }
-  impl_->next_position[slot] = position;
+  impl_->next_position_[slot] = position;
   return absl::OkStatus();
 }
 

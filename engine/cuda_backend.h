@@ -5,12 +5,18 @@
 // with float32 accumulation, a float32 residual stream, bf16 GEMM inputs, float32 RG-LRU state,
 // float32 softmax, float32 logits. Conv tail and KV ring in bf16 (the reference's activation dtype).
 //
+// What it is made of (one file each): DeviceWeights (engine/cuda_weights.h: the model
+// description's tensors on the device, streamed from the checkpoint), StepMetadata
+// (engine/cuda_step_layout.h: the pass metadata every kernel reads), DecodeGraphs
+// (engine/cuda_decode_graphs.h), the state pool laid out by StateLayout::ForCuda, and the forward
+// pass in cuda_backend.cc, which follows CpuBackend::ForwardEntry layer by layer.
+//
 // Memory: every slot's state lives in one device pool allocated at creation:
-// state_bytes_per_sequence() = ComputeStateSize(config, 2).total() rounded up to 256 bytes (for the
-// 2B and 9B shapes the rounding adds nothing), plus one scratch slot that pads decode batches to
-// their graph bucket. Weights, activation workspace (sized by max_tokens_per_step), logits buffer
-// (max_decode_batch rows) and the cuBLASLt workspace are fixed costs reported by
-// fixed_device_bytes(). No device allocation happens on the request path.
+// state_bytes_per_sequence() = StateLayout::ForCuda(config).slot_bytes() (for the 2B and 9B shapes
+// exactly the state), plus one scratch slot that pads decode batches to their graph bucket.
+// Weights, activation workspace (sized by max_tokens_per_step), logits buffer (max_decode_batch
+// rows) and the cuBLASLt workspace are fixed costs reported by fixed_device_bytes(). No device
+// allocation happens on the request path.
 //
 // Execution: Step() validates everything first (INVALID_ARGUMENT leaves every slot unchanged),
 // resets slots whose entry starts at position 0, then runs the step as one or more forward passes of
@@ -25,7 +31,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -50,11 +58,15 @@ bool CudaDeviceAvailable();
 // FAILED_PRECONDITION naming the limit when the kernels cannot run `config` (checked at load).
 absl::Status CudaCanImplement(const loader::ModelConfig& config);
 
-// Device bytes of one slot's state, including the backend's per-slot overhead (alignment only).
-int64_t CudaStateBytesPerSlot(const loader::ModelConfig& config);
-
-// Slots that fit in `budget_bytes` of state memory.
-int CudaSlotsForBudget(const loader::ModelConfig& config, int64_t budget_bytes);
+// One kernel launch of a forward pass, for profiles (bench/PROFILE.md): what it computes, which
+// kernel family runs it ("gemm" for cuBLASLt, whose kernel names vary), and the bytes it must move
+// and FLOPs it must do at the least (each input read once, each output written once).
+struct LaunchRecord {
+  std::string op;      // e.g. "layer 3 mlp gate|up projection"
+  std::string kernel;  // "gemm" (cuBLASLt), or text in the kernel's name: "AddRmsNorm", "Attention"
+  double bytes = 0;
+  double flops = 0;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -80,6 +92,13 @@ class CudaBackend final : public Backend {
                           absl::Span<const SampleRequest> requests,
                           absl::Span<int32_t> tokens) override;
 
+  const StateLayout* state_layout() const override;
+  // Device to device within the pool (no host round trip).
+  absl::Status CopySlot(int from, int to) override;
+  absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override;
+  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                           int64_t next_position) override;
+
   // Device bytes not proportional to the slot count (weights, workspaces, graphs' buffers).
   int64_t fixed_device_bytes() const;
   int64_t weight_bytes() const;
@@ -87,9 +106,12 @@ class CudaBackend final : public Backend {
   absl::Status SetNextPositionForBenchmark(int slot, int64_t position);
   // Tests: run decode steps eagerly instead of replaying graphs.
   void set_use_cuda_graphs(bool use);
+  // Profiles: while set, every launch a forward pass enqueues is appended to `trace` (eager
+  // steps; a graph replay records nothing). Null turns it off.
+  void set_launch_trace(std::vector<LaunchRecord>* trace);
 
  private:
-  struct Impl;
+  class Impl;
   explicit CudaBackend(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -15,6 +15,90 @@ ModelConfig WithGriffinPattern(ModelConfig c) {
   }
   return c;
 }
+
+// Shapes as functions of the config: d = width, m = GeGLU branch width, L = lru width,
+// H = heads (also RG-LRU gate blocks of B = L / H), hd = head_dim, KV = kv heads, K = conv width.
+std::vector<int64_t> Width(const ModelConfig& c) { return {c.hidden_size}; }
+std::vector<int64_t> MlpIn(const ModelConfig& c) { return {c.mlp_width, c.hidden_size}; }
+std::vector<int64_t> MlpBias(const ModelConfig& c) { return {c.mlp_width}; }
+std::vector<int64_t> MlpOut(const ModelConfig& c) { return {c.hidden_size, c.mlp_width}; }
+std::vector<int64_t> LruIn(const ModelConfig& c) { return {c.lru_width, c.hidden_size}; }
+std::vector<int64_t> LruVector(const ModelConfig& c) { return {c.lru_width}; }
+std::vector<int64_t> LruOut(const ModelConfig& c) { return {c.hidden_size, c.lru_width}; }
+std::vector<int64_t> ConvTaps(const ModelConfig& c) { return {c.lru_width, 1, c.conv1d_width}; }
+std::vector<int64_t> GateBlocks(const ModelConfig& c) {
+  const int64_t block = c.lru_width / c.num_heads;
+  return {c.num_heads, block, block};
+}
+std::vector<int64_t> GateBias(const ModelConfig& c) {
+  return {c.num_heads, c.lru_width / c.num_heads};
+}
+std::vector<int64_t> QProj(const ModelConfig& c) {
+  return {int64_t{c.num_heads} * c.head_dim, c.hidden_size};
+}
+std::vector<int64_t> KvProj(const ModelConfig& c) {
+  return {int64_t{c.num_kv_heads} * c.head_dim, c.hidden_size};
+}
+std::vector<int64_t> OProj(const ModelConfig& c) {
+  return {c.hidden_size, int64_t{c.num_heads} * c.head_dim};
+}
+std::vector<int64_t> Vocab(const ModelConfig& c) { return {c.vocab_size, c.hidden_size}; }
+
+using K = TensorKind;
+using F = DeviceFormat;
+using S = LayerScope;
+using T = LayerTensor;
+
+// THE architecture. Checkpoint order (SPEC.md §4.3); random checkpoints are drawn in this order.
+constexpr LayerTensorDef kLayerTensors[] = {
+    {T::kTemporalNorm, "temporal_pre_norm.weight", S::kEveryLayer, K::kNormScale, Width, F::kFloat32, Fusion::kNone, 0},
+    {T::kChannelNorm, "channel_pre_norm.weight", S::kEveryLayer, K::kNormScale, Width, F::kFloat32, Fusion::kNone, 0},
+    {T::kGateProj, "mlp_block.gate_proj.weight", S::kEveryLayer, K::kMatrix, MlpIn, F::kBf16, Fusion::kGateUp, 0},
+    {T::kGateBias, "mlp_block.gate_proj.bias", S::kEveryLayer, K::kBias, MlpBias, F::kFloat32, Fusion::kNone, 0},
+    {T::kUpProj, "mlp_block.up_proj.weight", S::kEveryLayer, K::kMatrix, MlpIn, F::kBf16, Fusion::kGateUp, 1},
+    {T::kUpBias, "mlp_block.up_proj.bias", S::kEveryLayer, K::kBias, MlpBias, F::kFloat32, Fusion::kNone, 0},
+    {T::kDownProj, "mlp_block.down_proj.weight", S::kEveryLayer, K::kMatrix, MlpOut, F::kBf16, Fusion::kNone, 0},
+    {T::kDownBias, "mlp_block.down_proj.bias", S::kEveryLayer, K::kBias, Width, F::kFloat32, Fusion::kNone, 0},
+    {T::kLinearX, "temporal_block.linear_x.weight", S::kRecurrent, K::kMatrix, LruIn, F::kBf16, Fusion::kXY, 0},
+    {T::kLinearXBias, "temporal_block.linear_x.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32, Fusion::kNone, 0},
+    {T::kLinearY, "temporal_block.linear_y.weight", S::kRecurrent, K::kMatrix, LruIn, F::kBf16, Fusion::kXY, 1},
+    {T::kLinearYBias, "temporal_block.linear_y.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32, Fusion::kNone, 0},
+    {T::kLinearOut, "temporal_block.linear_out.weight", S::kRecurrent, K::kMatrix, LruOut, F::kBf16, Fusion::kNone, 0},
+    {T::kLinearOutBias, "temporal_block.linear_out.bias", S::kRecurrent, K::kBias, Width, F::kFloat32, Fusion::kNone, 0},
+    {T::kConvTaps, "temporal_block.conv_1d.weight", S::kRecurrent, K::kMatrix, ConvTaps, F::kFloat32, Fusion::kNone, 0},
+    {T::kConvBias, "temporal_block.conv_1d.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32, Fusion::kNone, 0},
+    {T::kLruParam, "temporal_block.rg_lru.recurrent_param", S::kRecurrent, K::kLruParam, LruVector, F::kFloat32, Fusion::kNone, 0},
+    {T::kInputGate, "temporal_block.rg_lru.input_gate_weight", S::kRecurrent, K::kMatrix, GateBlocks, F::kBf16, Fusion::kNone, 0},
+    {T::kInputGateBias, "temporal_block.rg_lru.input_gate_bias", S::kRecurrent, K::kBias, GateBias, F::kFloat32, Fusion::kNone, 0},
+    {T::kRecurrentGate, "temporal_block.rg_lru.recurrent_gate_weight", S::kRecurrent, K::kMatrix, GateBlocks, F::kBf16, Fusion::kNone, 0},
+    {T::kRecurrentGateBias, "temporal_block.rg_lru.recurrent_gate_bias", S::kRecurrent, K::kBias, GateBias, F::kFloat32, Fusion::kNone, 0},
+    {T::kQProj, "temporal_block.q_proj.weight", S::kAttention, K::kMatrix, QProj, F::kBf16, Fusion::kQKV, 0},
+    {T::kKProj, "temporal_block.k_proj.weight", S::kAttention, K::kMatrix, KvProj, F::kBf16, Fusion::kQKV, 1},
+    {T::kVProj, "temporal_block.v_proj.weight", S::kAttention, K::kMatrix, KvProj, F::kBf16, Fusion::kQKV, 2},
+    {T::kOProj, "temporal_block.o_proj.weight", S::kAttention, K::kMatrix, OProj, F::kBf16, Fusion::kNone, 0},
+    {T::kOProjBias, "temporal_block.o_proj.bias", S::kAttention, K::kBias, Width, F::kFloat32, Fusion::kNone, 0},
+};
+static_assert(std::size(kLayerTensors) == kNumLayerTensors, "one row per LayerTensor");
+
+constexpr ModelTensorDef kModelTensors[] = {
+    {ModelTensor::kEmbedding, "model.embed_tokens.weight", K::kEmbedding, Vocab, F::kBf16, false},
+    {ModelTensor::kLmHead, "lm_head.weight", K::kEmbedding, Vocab, F::kBf16, true},
+    {ModelTensor::kFinalNorm, "model.final_norm.weight", K::kNormScale, Width, F::kFloat32, false},
+};
+static_assert(std::size(kModelTensors) == kNumModelTensors, "one row per ModelTensor");
+
+// Def(id) indexes the tables by enum value.
+constexpr bool TablesInEnumOrder() {
+  for (int i = 0; i < kNumLayerTensors; ++i) {
+    if (static_cast<int>(kLayerTensors[i].id) != i) return false;
+  }
+  for (int i = 0; i < kNumModelTensors; ++i) {
+    if (static_cast<int>(kModelTensors[i].id) != i) return false;
+  }
+  return true;
+}
+static_assert(TablesInEnumOrder(), "table rows must follow the enum order");
+
 }  // namespace
 
 ModelConfig RecurrentGemma2B() {
@@ -41,49 +125,73 @@ ModelConfig RecurrentGemma9B() {
   return WithGriffinPattern(c);
 }
 
-std::string LayerTensorName(int layer, const std::string& suffix) {
-  return absl::StrCat("model.layers.", layer, ".", suffix);
+absl::Span<const LayerTensorDef> LayerTensorDefs() { return kLayerTensors; }
+absl::Span<const ModelTensorDef> ModelTensorDefs() { return kModelTensors; }
+
+const LayerTensorDef& Def(LayerTensor id) { return kLayerTensors[static_cast<int>(id)]; }
+const ModelTensorDef& Def(ModelTensor id) { return kModelTensors[static_cast<int>(id)]; }
+
+bool LayerHas(const ModelConfig& config, int layer, const LayerTensorDef& def) {
+  switch (def.scope) {
+    case LayerScope::kEveryLayer:
+      return true;
+    case LayerScope::kRecurrent:
+      return config.block_types[layer] == BlockType::kRecurrent;
+    case LayerScope::kAttention:
+      return config.block_types[layer] == BlockType::kAttention;
+  }
+  return false;
+}
+
+std::string TensorName(int layer, LayerTensor id) {
+  return absl::StrCat("model.layers.", layer, ".", Def(id).suffix);
+}
+
+std::vector<LayerTensor> FusionMembers(Fusion group) {
+  std::vector<LayerTensor> members;
+  if (group == Fusion::kNone) return members;
+  for (const LayerTensorDef& def : kLayerTensors) {
+    if (def.fusion != group) continue;
+    if (members.size() <= static_cast<size_t>(def.fusion_index)) {
+      members.resize(def.fusion_index + 1, LayerTensor::kCount);
+    }
+    members[def.fusion_index] = def.id;
+  }
+  return members;
+}
+
+int64_t FusionRows(const ModelConfig& config, Fusion group) {
+  int64_t rows = 0;
+  for (LayerTensor member : FusionMembers(group)) rows += Def(member).shape(config)[0];
+  return rows;
+}
+
+InitDistribution RandomInit(TensorKind kind, absl::Span<const int64_t> shape,
+                            const ModelConfig& config) {
+  switch (kind) {
+    case TensorKind::kEmbedding:
+      return {0.0f, 1.0f / std::sqrt(static_cast<float>(config.hidden_size))};
+    case TensorKind::kMatrix:
+      return {0.0f, 1.0f / std::sqrt(static_cast<float>(shape.back()))};
+    case TensorKind::kNormScale:
+      return {0.0f, 0.1f};
+    case TensorKind::kBias:
+      return {0.0f, 0.05f};
+    case TensorKind::kLruParam:
+      // softplus(-4.3 +- 0.5) at gate 1/2 puts a = exp(-4 softplus) near 0.95 (0.9..0.99).
+      return {-4.3f, 0.5f};
+  }
+  return {};
 }
 
 std::vector<loader::TensorSpec> GriffinTensorSpecs(const ModelConfig& c) {
-  const int64_t d = c.hidden_size, m = c.mlp_width, L = c.lru_width, H = c.num_heads;
-  const int64_t block = L / H, hd = c.head_dim, q_width = H * hd, kv_width = c.num_kv_heads * hd;
   std::vector<loader::TensorSpec> specs;
-  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
-  specs.push_back({"lm_head.weight", {c.vocab_size, d}, /*optional=*/true});
-  specs.push_back({"model.final_norm.weight", {d}});
+  for (const ModelTensorDef& def : kModelTensors) {
+    specs.push_back({def.name, def.shape(c), def.optional});
+  }
   for (int l = 0; l < c.num_layers; ++l) {
-    auto add = [&](const std::string& suffix, std::vector<int64_t> shape) {
-      specs.push_back({LayerTensorName(l, suffix), std::move(shape)});
-    };
-    add("temporal_pre_norm.weight", {d});
-    add("channel_pre_norm.weight", {d});
-    add("mlp_block.gate_proj.weight", {m, d});
-    add("mlp_block.gate_proj.bias", {m});
-    add("mlp_block.up_proj.weight", {m, d});
-    add("mlp_block.up_proj.bias", {m});
-    add("mlp_block.down_proj.weight", {d, m});
-    add("mlp_block.down_proj.bias", {d});
-    if (c.block_types[l] == BlockType::kRecurrent) {
-      add("temporal_block.linear_x.weight", {L, d});
-      add("temporal_block.linear_x.bias", {L});
-      add("temporal_block.linear_y.weight", {L, d});
-      add("temporal_block.linear_y.bias", {L});
-      add("temporal_block.linear_out.weight", {d, L});
-      add("temporal_block.linear_out.bias", {d});
-      add("temporal_block.conv_1d.weight", {L, 1, c.conv1d_width});
-      add("temporal_block.conv_1d.bias", {L});
-      add("temporal_block.rg_lru.recurrent_param", {L});
-      add("temporal_block.rg_lru.input_gate_weight", {H, block, block});
-      add("temporal_block.rg_lru.input_gate_bias", {H, block});
-      add("temporal_block.rg_lru.recurrent_gate_weight", {H, block, block});
-      add("temporal_block.rg_lru.recurrent_gate_bias", {H, block});
-    } else {
-      add("temporal_block.q_proj.weight", {q_width, d});
-      add("temporal_block.k_proj.weight", {kv_width, d});
-      add("temporal_block.v_proj.weight", {kv_width, d});
-      add("temporal_block.o_proj.weight", {d, q_width});
-      add("temporal_block.o_proj.bias", {d});
+    for (const LayerTensorDef& def : kLayerTensors) {
+      if (LayerHas(c, l, def)) specs.push_back({TensorName(l, def.id), def.shape(c)});
     }
   }
   return specs;
@@ -105,14 +213,13 @@ float EmbeddingScale(const ModelConfig& config) {
   return RoundToBf16(std::sqrt(static_cast<float>(config.hidden_size)));
 }
 
-StateSize ComputeStateSize(const ModelConfig& c, int activation_bytes) {
-  StateSize s;
-  const int64_t rec = c.num_recurrent_layers(), attn = c.num_attention_layers();
-  s.lru_bytes = rec * c.lru_width * 4;
-  s.conv_bytes = rec * (c.conv1d_width - 1) * int64_t{c.lru_width} * activation_bytes;
-  s.kv_bytes = attn * 2 * int64_t{c.attention_window} * c.num_kv_heads * c.head_dim *
-               activation_bytes;
-  return s;
+std::vector<int> BlockIndices(const ModelConfig& config) {
+  std::vector<int> index;
+  int recurrent = 0, attention = 0;
+  for (BlockType type : config.block_types) {
+    index.push_back(type == BlockType::kRecurrent ? recurrent++ : attention++);
+  }
+  return index;
 }
 
 }  // namespace griffin::engine

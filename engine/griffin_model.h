@@ -1,17 +1,21 @@
-// The Griffin-family architecture (RecurrentGemma, Griffin, Hawk) as data: the tensors a checkpoint
-// must hold, the parameter count, and the size of one sequence's decode state. The forward pass
-// itself is written top-down in CpuBackend::ForwardEntry (engine/cpu_backend.cc), the reference
-// every other backend is tested against.
+// The Griffin-family architecture (RecurrentGemma, Griffin, Hawk) as data: one table of every
+// tensor a checkpoint holds, from which the checkpoint specs, the CPU backend's loading, the CUDA
+// backend's upload and fusion, and random (dummy) weights are all generated. Adding a tensor, or a
+// second on-device format for a tensor, is one edit of the table in griffin_model.cc.
 //
+// The forward pass itself is written top-down in CpuBackend::ForwardEntry (engine/cpu_backend.cc),
+// the reference every other backend is tested against:
 // Layer l (SPEC.md §2.2):  h = x + Temporal_l(RMSNorm(x));  x' = h + GeGLU_l(RMSNorm(h))
 // where Temporal_l is an RG-LRU recurrent block or a local MQA attention block, per block_types.
 #ifndef GRIFFIN_ENGINE_GRIFFIN_MODEL_H_
 #define GRIFFIN_ENGINE_GRIFFIN_MODEL_H_
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "loader/checkpoint.h"
 #include "loader/model_config.h"
 
@@ -24,8 +28,110 @@ using loader::ModelConfig;
 ModelConfig RecurrentGemma2B();
 ModelConfig RecurrentGemma9B();
 
-// Hugging Face tensor names of layer `layer` (SPEC.md §4.3), e.g. LayerTensorName(3, "mlp_block.up_proj.weight").
-std::string LayerTensorName(int layer, const std::string& suffix);
+// Every tensor of one layer. Which of them a layer has depends on its block type (LayerScope).
+enum class LayerTensor : int {
+  kTemporalNorm,
+  kChannelNorm,
+  // GeGLU MLP (every layer).
+  kGateProj,
+  kGateBias,
+  kUpProj,
+  kUpBias,
+  kDownProj,
+  kDownBias,
+  // Recurrent block.
+  kLinearX,
+  kLinearXBias,
+  kLinearY,
+  kLinearYBias,
+  kLinearOut,
+  kLinearOutBias,
+  kConvTaps,
+  kConvBias,
+  kLruParam,
+  kInputGate,
+  kInputGateBias,
+  kRecurrentGate,
+  kRecurrentGateBias,
+  // Local attention block.
+  kQProj,
+  kKProj,
+  kVProj,
+  kOProj,
+  kOProjBias,
+  kCount,
+};
+inline constexpr int kNumLayerTensors = static_cast<int>(LayerTensor::kCount);
+
+// The tensors outside the layers.
+enum class ModelTensor : int { kEmbedding, kLmHead, kFinalNorm, kCount };
+inline constexpr int kNumModelTensors = static_cast<int>(ModelTensor::kCount);
+
+enum class LayerScope { kEveryLayer, kRecurrent, kAttention };
+
+// What a tensor is, which decides how random weights are drawn for it.
+enum class TensorKind {
+  kEmbedding,     // N(0, 1/width)
+  kMatrix,        // a linear's [out, in] weight (or the block-diagonal gates, conv taps): N(0, 1/fan_in)
+  kNormScale,     // zero-centred RMSNorm scale: N(0, 0.1^2)
+  kBias,          // N(0, 0.05^2)
+  kLruParam,      // RG-LRU a_param: a = exp(-8 softplus(a_param) / 2) spread over [0.9, 0.999]
+};
+
+// How the CUDA backend stores a tensor: matrices in bf16 (what the GEMMs read), everything small
+// (norm scales, biases, conv taps, a_param: 0.1% of the bytes) in float32.
+enum class DeviceFormat { kBf16, kFloat32 };
+
+// Projections the CUDA backend concatenates along the output dimension so one GEMM computes them
+// all (members in fusion_index order, the first at the group's start).
+enum class Fusion { kNone, kGateUp, kXY, kQKV };
+
+using ShapeFn = std::vector<int64_t> (*)(const ModelConfig&);
+
+struct LayerTensorDef {
+  LayerTensor id;
+  const char* suffix;  // checkpoint name after "model.layers.<l>." (SPEC.md §4.3)
+  LayerScope scope;
+  TensorKind kind;
+  ShapeFn shape;
+  DeviceFormat device_format;
+  Fusion fusion;
+  int fusion_index;
+};
+
+struct ModelTensorDef {
+  ModelTensor id;
+  const char* name;
+  TensorKind kind;
+  ShapeFn shape;
+  DeviceFormat device_format;
+  bool optional;  // lm_head.weight: absent when tied to the embedding
+};
+
+// The tables, in checkpoint order (the order random checkpoints are drawn in).
+absl::Span<const LayerTensorDef> LayerTensorDefs();
+absl::Span<const ModelTensorDef> ModelTensorDefs();
+const LayerTensorDef& Def(LayerTensor id);
+const ModelTensorDef& Def(ModelTensor id);
+
+// Whether layer `layer` of `config` holds tensor `def`.
+bool LayerHas(const ModelConfig& config, int layer, const LayerTensorDef& def);
+
+// The checkpoint name of a layer tensor, e.g. "model.layers.3.mlp_block.up_proj.weight".
+std::string TensorName(int layer, LayerTensor id);
+
+// The members of a fusion group in order, and the group's output width (sum of the members' rows).
+std::vector<LayerTensor> FusionMembers(Fusion group);
+int64_t FusionRows(const ModelConfig& config, Fusion group);
+
+// Random-weight distribution of a tensor of `kind` and `shape` (mean and standard deviation of the
+// normal the CUDA backend draws from; the CPU checkpoint writer draws a_param exactly instead).
+struct InitDistribution {
+  float mean = 0.0f;
+  float stddev = 0.0f;
+};
+InitDistribution RandomInit(TensorKind kind, absl::Span<const int64_t> shape,
+                            const ModelConfig& config);
 
 // Every tensor of the model with its exact shape, in checkpoint naming. `lm_head.weight` is listed
 // as optional (tied to the embedding when absent).
@@ -38,16 +144,8 @@ int64_t GriffinParameterCount(const ModelConfig& config);
 // 50.5 for width 2560), or 1 when embeddings_scale_by_sqrt_dim is false.
 float EmbeddingScale(const ModelConfig& config);
 
-// Bytes of one sequence's decode state. It does not depend on the sequence's length.
-struct StateSize {
-  int64_t lru_bytes = 0;    // RG-LRU hidden state, float32, [recurrent layers, lru_width]
-  int64_t conv_bytes = 0;   // conv tail, [recurrent layers, conv1d_width - 1, lru_width]
-  int64_t kv_bytes = 0;     // K and V rings, [attention layers, 2, window, kv_heads, head_dim]
-  int64_t total() const { return lru_bytes + conv_bytes + kv_bytes; }
-};
-// `activation_bytes`: bytes per element of the conv tail and KV ring (2 for bf16 on the GPU,
-// 4 for the float32 CPU backend). The RG-LRU state is always float32 (SPEC.md §3).
-StateSize ComputeStateSize(const ModelConfig& config, int activation_bytes);
+// Per layer, its index among the layers of its own block type (the state layout is indexed so).
+std::vector<int> BlockIndices(const ModelConfig& config);
 
 }  // namespace griffin::engine
 

@@ -1,5 +1,7 @@
 #include "engine/griffin_model.h"
 
+#include "engine/state_layout.h"
+
 #include "gtest/gtest.h"
 
 namespace griffin::engine {
@@ -15,11 +17,55 @@ TEST(GriffinModelTest, ParameterCountsMatchThePublishedModels) {
 }
 
 TEST(GriffinModelTest, StateSizeOf2B) {
-  const StateSize s = ComputeStateSize(RecurrentGemma2B(), 2);
+  const StateLayout layout = StateLayout::ForCuda(RecurrentGemma2B());
+  const StateSize& s = layout.size();
   EXPECT_EQ(s.lru_bytes, 18 * 2560 * 4);
   EXPECT_EQ(s.conv_bytes, 18 * 3 * 2560 * 2);
   EXPECT_EQ(s.kv_bytes, 8 * 2 * 2048 * 256 * 2);
   EXPECT_NEAR(s.total() / double(1 << 20), 16.44, 0.01);
+  // Alignment adds nothing for the published shapes: the slot is exactly the state.
+  EXPECT_EQ(layout.slot_bytes(), s.total());
+  EXPECT_EQ(StateLayout::ForCuda(RecurrentGemma9B()).slot_bytes(),
+            StateLayout::ForCuda(RecurrentGemma9B()).size().total());
+}
+
+TEST(GriffinModelTest, StateLayoutRegionsTileTheSlot) {
+  loader::ModelConfig c = RecurrentGemma2B();
+  c.lru_width = 36;  // odd sizes: regions need padding
+  c.num_heads = 4;
+  c.attention_window = 5;
+  c.head_dim = 6;
+  for (const StateLayout& layout : {StateLayout::ForCpu(c), StateLayout::ForCuda(c)}) {
+    int64_t end = 0;
+    for (const StateLayout::Region& r : layout.regions()) {
+      EXPECT_GE(r.offset, end) << layout.description();  // in order, no overlap
+      if (layout.activation_bytes() == 2) EXPECT_EQ(r.offset % 16, 0);
+      end = r.offset + r.bytes;
+    }
+    EXPECT_LE(end, layout.slot_bytes());
+    EXPECT_EQ(layout.regions().size(),
+              size_t(2 * c.num_recurrent_layers() + 2 * c.num_attention_layers()));
+  }
+  EXPECT_EQ(StateLayout::ForCpu(c).slot_bytes(), StateLayout::ForCpu(c).size().total());
+  EXPECT_EQ(StateLayout::ForCuda(c).slot_bytes() % 256, 0);
+  EXPECT_FALSE(StateLayout::ForCpu(c) == StateLayout::ForCuda(c));
+}
+
+TEST(GriffinModelTest, EveryTableTensorAppearsOnceInTheSpecs) {
+  const loader::ModelConfig c = RecurrentGemma2B();
+  const auto specs = GriffinTensorSpecs(c);
+  int per_layer = 0;
+  for (const LayerTensorDef& def : LayerTensorDefs()) {
+    for (int l = 0; l < c.num_layers; ++l) per_layer += LayerHas(c, l, def);
+  }
+  EXPECT_EQ(specs.size(), ModelTensorDefs().size() + per_layer);
+  // Fusion groups: members in order, widths add up.
+  EXPECT_EQ(FusionMembers(Fusion::kQKV),
+            (std::vector<LayerTensor>{LayerTensor::kQProj, LayerTensor::kKProj,
+                                      LayerTensor::kVProj}));
+  EXPECT_EQ(FusionRows(c, Fusion::kQKV), 2560 + 2 * 256);
+  EXPECT_EQ(FusionRows(c, Fusion::kGateUp), 2 * 7680);
+  EXPECT_EQ(TensorName(3, LayerTensor::kUpProj), "model.layers.3.mlp_block.up_proj.weight");
 }
 
 TEST(GriffinModelTest, EmbeddingScaleIsBf16Rounded) {

@@ -6,7 +6,6 @@
 #include <fstream>
 #include <random>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/numeric.h"
 #include "base/status_macros.h"
@@ -73,35 +72,25 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const loader::ModelCo
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir));
   std::mt19937_64 rng(seed);
   std::vector<loader::TensorToWrite> tensors;
-  for (const loader::TensorSpec& spec : GriffinTensorSpecs(config)) {
-    if (spec.optional) continue;
+  // Draws one tensor per the model description's init for its kind, in checkpoint order.
+  auto add = [&](const std::string& name, TensorKind kind, std::vector<int64_t> shape) -> absl::Status {
     int64_t n = 1;
-    for (int64_t dim : spec.shape) n *= dim;
+    for (int64_t dim : shape) n *= dim;
     std::vector<float> values(n);
-    const std::string& name = spec.name;
-    if (absl::EndsWith(name, "norm.weight")) {
-      std::normal_distribution<float> dist(0.0f, 0.1f);
-      for (float& v : values) v = dist(rng);
-    } else if (absl::EndsWith(name, "recurrent_param")) {
-      // a = sigmoid(-a_param)^8 ... pick softplus(a_param) so that exp(-8 softplus) ∈ [0.9, 0.999]
-      // at gate 1/2: softplus = -ln(a)/4.
+    if (kind == TensorKind::kLruParam) {
+      // Exactly the paper's init rather than RandomInit's normal: a spread over [0.9, 0.999] at
+      // gate 1/2, i.e. softplus(a_param) = -ln(a) / 4.
       std::uniform_real_distribution<double> dist(0.9, 0.999);
       for (float& v : values) {
         const double sp = -std::log(dist(rng)) / 4.0;
         v = static_cast<float>(std::log(std::expm1(sp)));
       }
-    } else if (absl::EndsWith(name, "bias") || absl::EndsWith(name, "_bias")) {
-      std::normal_distribution<float> dist(0.0f, 0.05f);
-      for (float& v : values) v = dist(rng);
-    } else if (name == "model.embed_tokens.weight") {
-      std::normal_distribution<float> dist(0.0f, 1.0f / std::sqrt(float(config.hidden_size)));
-      for (float& v : values) v = dist(rng);
     } else {
-      const int64_t fan_in = spec.shape.back();
-      std::normal_distribution<float> dist(0.0f, 1.0f / std::sqrt(static_cast<float>(fan_in)));
+      const InitDistribution init = RandomInit(kind, shape, config);
+      std::normal_distribution<float> dist(init.mean, init.stddev);
       for (float& v : values) v = dist(rng);
     }
-    loader::TensorToWrite t{.name = name, .dtype = dtype, .shape = spec.shape};
+    loader::TensorToWrite t{.name = name, .dtype = dtype, .shape = std::move(shape)};
     if (dtype == loader::DType::kF32) {
       t.bytes.assign(reinterpret_cast<const char*>(values.data()), values.size() * 4);
     } else if (dtype == loader::DType::kBF16) {
@@ -114,6 +103,15 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const loader::ModelCo
       return absl::InvalidArgumentError("WriteRandomCheckpoint writes F32 or BF16");
     }
     tensors.push_back(std::move(t));
+    return absl::OkStatus();
+  };
+  for (const ModelTensorDef& def : ModelTensorDefs()) {
+    if (!def.optional) RETURN_IF_ERROR(add(def.name, def.kind, def.shape(config)));
+  }
+  for (int l = 0; l < config.num_layers; ++l) {
+    for (const LayerTensorDef& def : LayerTensorDefs()) {
+      if (LayerHas(config, l, def)) RETURN_IF_ERROR(add(TensorName(l, def.id), def.kind, def.shape(config)));
+    }
   }
   RETURN_IF_ERROR(loader::WriteSafetensors(dir + "/model.safetensors", tensors));
   std::ofstream config_file(dir + "/config.json");

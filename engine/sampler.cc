@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "kernels/logits/logits_reference.h"
 
 namespace griffin::engine {
 
@@ -31,20 +32,7 @@ float UniformForStep(uint64_t seed, uint64_t step) {
   return static_cast<float>(r[0] >> 8) * (1.0f / 16777216.0f);  // 24 bits: exact in float
 }
 
-int ArgMax(absl::Span<const float> logits) {
-  int best = 0;
-  float best_value = -std::numeric_limits<float>::infinity();
-  bool found = false;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (std::isnan(logits[i])) continue;
-    if (!found || logits[i] > best_value) {
-      best = static_cast<int>(i);
-      best_value = logits[i];
-      found = true;
-    }
-  }
-  return best;
-}
+int ArgMax(absl::Span<const float> logits) { return ref::ArgMax(logits); }
 
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out) {
   double max_value = -std::numeric_limits<double>::infinity();

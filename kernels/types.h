@@ -27,12 +27,28 @@ inline float HostFromBf16(bf16_t b) {
   return f;
 }
 
-// The step's token layout, shared by every sequence-aware kernel. Tokens of all entries are
-// flattened in entry order; entry e owns tokens [start, start + len) of slot `slot`, whose first
-// token has position pos0. entries is [num_entries][4] = {start, len, slot, pos0}.
+// One entry of a step as the kernels see it: entry e owns the step's tokens [start, start + len)
+// (tokens of all entries are flattened in entry order), which belong to state slot `slot`; the
+// first has position pos0. Written on the host by engine/cuda_step_layout.cc (the one packer),
+// read on the device through kernels/step_layout.cuh.
+struct StepEntryRecord {
+  int32_t start;
+  int32_t len;
+  int32_t slot;
+  int32_t pos0;
+};
+static_assert(sizeof(StepEntryRecord) == 16, "the device reads entries as 16-byte records");
+
+// A tile of consecutive query tokens of one entry (the attention kernels' work unit).
+struct QueryTile {
+  int32_t first_token;
+  int32_t count;
+};
+
+// The step's token layout, shared by every sequence-aware kernel.
 struct TokenLayout {
-  const int32_t* tok_entry = nullptr;  // [num_tokens] entry index of each token
-  const int32_t* entries = nullptr;    // [num_entries][4]
+  const int32_t* tok_entry = nullptr;          // [num_tokens] entry index of each token
+  const StepEntryRecord* entries = nullptr;    // [num_entries]
 };
 
 // Where the state of one layer lives inside the slot pool: slot s's bytes start at

@@ -25,6 +25,7 @@
 #include "base/status_macros.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
+#include "engine/state_layout.h"
 #include "engine/sampler.h"
 #include "loader/checkpoint.h"
 #include "loader/model_config.h"
@@ -138,8 +139,8 @@ absl::Status Info() {
   // Only config.json is needed: info works on a folder without weights.
   ASSIGN_OR_RETURN(loader::ModelConfig c, loader::LoadModelConfig(dir + "/config.json"));
   const int64_t params = engine::GriffinParameterCount(c);
-  const engine::StateSize gpu = engine::ComputeStateSize(c, 2);
-  const engine::StateSize cpu = engine::ComputeStateSize(c, 4);
+  const engine::StateSize gpu = engine::StateLayout::ForCuda(c).size();
+  const engine::StateSize cpu = engine::StateLayout::ForCpu(c).size();
   std::string pattern;
   for (loader::BlockType t : c.block_types) pattern += t == loader::BlockType::kRecurrent ? 'R' : 'A';
   if (absl::GetFlag(FLAGS_json)) {

@@ -99,11 +99,27 @@ std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint) {
   return backend.ok() ? std::move(*backend) : nullptr;
 }
 
+// Under compute-sanitizer (bench/run_sanitizers.sh sets GRIFFIN_SANITIZER_RUN) every kernel runs
+// 10-100x slower: sequences are cut to 48 tokens (the fixtures' windows are shorter, so the rings
+// still wrap; the demo model's 256-token window does not), enough to run every path.
+bool SanitizerRun() { return std::getenv("GRIFFIN_SANITIZER_RUN") != nullptr; }
+absl::StatusOr<golden::ParityCase> LoadCase(const std::string& name) {
+  auto c = golden::LoadParityCase(name);
+  if (!c.ok() || !SanitizerRun()) return c;
+  const int V = c->checkpoint->config().vocab_size;
+  for (GoldenSequence& g : c->golden) {
+    if (g.tokens.size() <= 48) continue;
+    g.tokens.resize(48);
+    g.logprobs.resize(size_t(48) * V);
+  }
+  return c;
+}
+
 class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     SKIP_WITHOUT_GPU();
-    auto c = golden::LoadParityCase(GetParam());
+    auto c = LoadCase(GetParam());
     ASSERT_TRUE(c.ok()) << c.status();
     checkpoint_ = std::move(c->checkpoint);
     golden_ = std::move(c->golden);
@@ -216,6 +232,49 @@ TEST_P(CudaGoldenTest, InvalidArgumentChangesNothing) {
   EXPECT_EQ(backend_->NextPosition(0), pos);
 }
 
+// KER-2 (c) on the GPU: a slot snapshotted to host memory and restored into another slot, and a
+// slot copied on the device, continue with the original's greedy tokens (bitwise equal logits:
+// each runs alone through the same decode graph).
+TEST_P(CudaGoldenTest, RestoredAndCopiedSlotsContinueIdentically) {
+  const GoldenSequence& g = golden_[0];
+  const int prefix = std::max<int>(1, std::min<int>(g.tokens.size(), window_ + 2));
+  const engine::StateLayout* layout = backend_->state_layout();
+  ASSERT_NE(layout, nullptr);
+  ASSERT_EQ(layout->slot_bytes(), backend_->state_bytes_per_sequence());
+  StepEntry pre{.slot = 0, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, prefix),
+                .logits = LogitsRequest::kNone};
+  ASSERT_TRUE(backend_->Step({&pre, 1}, {}).ok());
+  std::vector<uint8_t> snapshot(layout->slot_bytes());
+  auto position = backend_->SnapshotSlot(0, absl::MakeSpan(snapshot));
+  ASSERT_TRUE(position.ok()) << position.status();
+  ASSERT_EQ(*position, prefix);
+  ASSERT_TRUE(backend_->CopySlot(0, 2).ok());
+  // Slot 1 holds another sequence before the restore overwrites it.
+  StepEntry dirty{.slot = 1, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 3),
+                  .logits = LogitsRequest::kNone};
+  ASSERT_TRUE(backend_->Step({&dirty, 1}, {}).ok());
+  ASSERT_TRUE(backend_->RestoreSlot(1, snapshot, *position).ok());
+  std::vector<int32_t> next(3, g.tokens[prefix - 1]);
+  for (int step = 0; step < 8; ++step) {
+    std::vector<float> logits[3];
+    for (int slot : {0, 1, 2}) {
+      logits[slot].assign(vocab_, NAN);
+      StepEntry e{.slot = slot, .position = prefix + step,
+                  .tokens = absl::MakeConstSpan(&next[slot], 1)};
+      ASSERT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(logits[slot])).ok());
+      next[slot] = engine::ArgMax(logits[slot]);
+    }
+    EXPECT_EQ(next[1], next[0]) << "restored slot, step " << step;
+    EXPECT_EQ(next[2], next[0]) << "copied slot, step " << step;
+    EXPECT_EQ(logits[1], logits[0]) << "restored slot, step " << step;
+    EXPECT_EQ(logits[2], logits[0]) << "copied slot, step " << step;
+  }
+  std::vector<uint8_t> short_buffer(layout->slot_bytes() - 1);
+  EXPECT_EQ(backend_->RestoreSlot(1, short_buffer, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->SnapshotSlot(8, absl::MakeSpan(snapshot)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // NUM-1: prompts of mixed lengths prefilled in one step and decoded together give each sequence
 // the greedy tokens it gets alone. GEMM rounding depends on the batch size, so a mismatch is
 // accepted only at a near-tie of the alone run (top-2 within 2e-2); the sequences then diverge.
@@ -322,7 +381,7 @@ TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
   struct Tally { int counted = 0, agree = 0; };
   std::map<std::string, Tally> tally;
   for (const char* name : golden::kParityCases) {
-    auto loaded = golden::LoadParityCase(name);
+    auto loaded = LoadCase(name);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     const golden::ParityCase& c = *loaded;
     auto backend = MakeBackend(*c.checkpoint);
@@ -354,7 +413,9 @@ TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
     const double top1 = double(t.agree) / t.counted;
     std::printf("all golden sequences, %s: top-1 %d/%d = %.4f\n", path.c_str(), t.agree,
                 t.counted, top1);
-    EXPECT_GE(t.counted, 100) << path << ": too few positions for a 99% statistic";
+    if (!SanitizerRun()) {
+      EXPECT_GE(t.counted, 100) << path << ": too few positions for a 99% statistic";
+    }
     EXPECT_GE(top1, 0.99) << path;
   }
 }

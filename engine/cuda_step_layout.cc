@@ -1,0 +1,91 @@
+#include "engine/cuda_step_layout.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/cuda_status.h"
+
+namespace griffin::engine {
+
+StepMetadata::~StepMetadata() {
+  if (scratch_ != nullptr) cudaFreeHost(scratch_);
+  if (send_ != nullptr) cudaFreeHost(send_);
+  if (rows_send_ != nullptr) cudaFreeHost(rows_send_);
+  if (device_ != nullptr) cudaFree(device_);
+}
+
+absl::Status StepMetadata::Init(int max_tokens) {
+  max_tokens_ = max_tokens;
+  const size_t words = size_t{9} * max_tokens;
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(&scratch_, words * 4));
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(&send_, words * 4));
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(&rows_send_, size_t(max_tokens) * 4));
+  CUDA_RETURN_IF_ERROR(cudaMalloc(&device_, words * 4));
+  CUDA_RETURN_IF_ERROR(cudaMemset(device_, 0, words * 4));
+  tokens_ = scratch_;
+  tok_entry_ = scratch_ + max_tokens;
+  entries_ = reinterpret_cast<kernels::StepEntryRecord*>(scratch_ + 2 * size_t(max_tokens));
+  tiles_ = reinterpret_cast<kernels::QueryTile*>(scratch_ + 6 * size_t(max_tokens));
+  rows_ = scratch_ + 8 * size_t(max_tokens);
+  Begin();
+  return absl::OkStatus();
+}
+
+void StepMetadata::Place(int n, int e, int t, int r) {
+  tokens_at_ = 0;
+  tok_entry_at_ = tokens_at_ + n;
+  entries_at_ = tok_entry_at_ + n;
+  tiles_at_ = entries_at_ + 4 * int64_t{e};
+  rows_at_ = tiles_at_ + 2 * int64_t{t};
+  used_ = rows_at_ + r;
+}
+
+void StepMetadata::Begin(int fixed_capacity) {
+  fixed_capacity_ = fixed_capacity;
+  num_tokens_ = num_entries_ = num_tiles_ = num_rows_ = 0;
+  if (fixed_capacity > 0) Place(fixed_capacity, fixed_capacity, fixed_capacity, fixed_capacity);
+}
+
+int StepMetadata::AddPiece(int slot, int64_t position, absl::Span<const int32_t> tokens,
+                           int tile_tokens) {
+  const int entry = num_entries_++;
+  const int start = num_tokens_, count = static_cast<int>(tokens.size());
+  entries_[entry] = {start, count, slot, static_cast<int32_t>(position)};
+  for (int k = 0; k < count; ++k) {
+    tokens_[start + k] = tokens[k];
+    tok_entry_[start + k] = entry;
+  }
+  for (int k = 0; k < count; k += tile_tokens) {
+    tiles_[num_tiles_++] = {start + k, std::min(tile_tokens, count - k)};
+  }
+  num_tokens_ += count;
+  return entry;
+}
+
+void StepMetadata::UseOneTokenTiles() {
+  num_tiles_ = num_tokens_;
+  for (int t = 0; t < num_tokens_; ++t) tiles_[t] = {t, 1};
+}
+
+absl::Status StepMetadata::Upload(cudaStream_t stream) {
+  if (fixed_capacity_ == 0) Place(num_tokens_, num_entries_, num_tiles_, num_rows_);
+  std::memcpy(send_ + tokens_at_, tokens_, size_t(num_tokens_) * 4);
+  std::memcpy(send_ + tok_entry_at_, tok_entry_, size_t(num_tokens_) * 4);
+  std::memcpy(send_ + entries_at_, entries_, size_t(num_entries_) * sizeof(kernels::StepEntryRecord));
+  std::memcpy(send_ + tiles_at_, tiles_, size_t(num_tiles_) * sizeof(kernels::QueryTile));
+  std::memcpy(send_ + rows_at_, rows_, size_t(num_rows_) * 4);
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(device_, send_, size_t(used_) * 4, cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::Status StepMetadata::UploadRows(cudaStream_t stream) {
+  std::memcpy(rows_send_, rows_, size_t(num_rows_) * 4);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_ + rows_at_, rows_send_, size_t(num_rows_) * 4,
+                                       cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+}  // namespace griffin::engine

@@ -1,0 +1,80 @@
+// Local multi-query attention over a per-slot KV ring (SPEC.md §2.5, §3, §8.2).
+//
+// LaunchRope: qkv float32 [n, (H + 2 KV) hd] (the fused q|k|v GEMM) -> q bf16 [n, H hd],
+//   k bf16 [n, KV hd] with RoPE on the first `rotary` dims of every q and k head (NeoX pairing i with
+//   i + rotary/2, inv_freq = 1 / theta^(2i / rotary), angle = pos * inv_freq, all float32, as the
+//   CPU reference), v bf16 [n, KV hd]. Keys are rounded to bf16 here, so a key read back from the
+//   ring and a key of the current run are the same number (chunked == whole prefill).
+//
+// LaunchAttention: for query token t at position p in head h (kv head g = h / (H / KV)):
+//   keys j with p - W <= pos_j <= p (itself plus W earlier ones, the reference's W+1 keys);
+//   a key of this run comes from k/v, an earlier one from the slot's ring at pos_j mod W.
+//   s_j = (q . k_j) * scale (float32), o = sum_j softmax(s)_j v_j (float32 online softmax), out bf16.
+//   Work unit: a tile of consecutive query tokens of one entry (QueryTile) x one kv head; the block holds every query head of the group for every
+//   token of the tile (K/V read once per group), keys in tiles of 32 staged in shared memory.
+//   Decode (one-token tiles) may split the key range over `splits` blocks (flash-decoding): each
+//   writes a partial (m, l, o) and LaunchAttentionCombine merges them.
+//   Accumulation float32; the ring is read before the step writes it.
+//   Prefill tiles with head_dim % 16 == 0 run on the tensor cores (WMMA, float32 accumulate:
+//   Q.K^T in bf16, P.V in half with P rounded to half and V converted to half, exact within
+//   half's normal range). Decode (one-token) tiles with head_dim % 16 == 0 and at most 16 query
+//   heads per kv head run on the tensor cores too (mma.sync m16n8k16: the group's rows padded to
+//   16, Q.K^T in bf16, P.V in half as above, keys in tiles of 32, a warp per softmax row); other
+//   head sizes run the scalar float32 kernel.
+//   Tolerance (kernels_test): bf16 output rounding (2^-8 relative) plus, on the tensor-core path,
+//   2^-11 max|v| from the half P, against a float64 reference on the same bf16 q/k/v.
+//
+// LaunchRingWrite: after attention, writes the last min(len, W) keys/values of every entry into
+//   the ring slot pos mod W.
+//
+// Files: rope_ring.cu (RoPE, ring write), attention_scalar.cu (the float32 CUDA-core kernel: any
+// head size, the reference path), attention_decode_mma.cu (one-token tiles on the tensor cores,
+// key splits, the combine), attention_prefill_mma.cu (prefill tiles on the tensor cores),
+// attention_launch.cu (which kernel a launch takes). Addressing: kernels/step_layout.cuh. CPU
+// reference: attention_reference.h; cases: attention_cases.cc.
+#ifndef GRIFFIN_KERNELS_ATTENTION_ATTENTION_CUH_
+#define GRIFFIN_KERNELS_ATTENTION_ATTENTION_CUH_
+
+#include "kernels/types.h"
+
+namespace griffin::kernels {
+
+struct AttentionParams {
+  const float* qkv = nullptr;   // rope input
+  bf16_t* q = nullptr;          // [n, H hd]
+  bf16_t* k = nullptr;          // [n, KV hd]
+  bf16_t* v = nullptr;          // [n, KV hd]
+  TokenLayout layout;
+  const QueryTile* tiles = nullptr;  // [num_tiles]
+  int num_tiles = 0;
+  StateRef state;
+  int64_t k_offset = 0;         // bytes inside a slot: bf16 [W, KV, hd]
+  int64_t v_offset = 0;
+  int n = 0, H = 0, KV = 1, hd = 0, W = 0, rotary = 0;
+  float theta = 10000.0f;
+  float scale = 1.0f;
+  int splits = 1;               // > 1 only with one-token tiles
+  float* part_o = nullptr;      // [n, H, splits, hd]
+  float* part_ml = nullptr;     // [n, H, splits, 2]
+  bf16_t* out = nullptr;        // [n, H hd]
+};
+
+// Largest tile (in query tokens) the scalar attention kernel takes for these sizes; 0 if none fits.
+int AttentionMaxTileTokens(int H, int KV, int hd);
+// Tile for prefill: 64 / (H / KV) tokens on the tensor-core kernel when head_dim % 16 == 0, else
+// the scalar kernel's. LaunchAttention with splits == 1 and a tile > 1 token uses the tensor cores
+// when it can.
+int AttentionPrefillTileTokens(int H, int KV, int hd);
+const char* CanImplementAttention(int H, int KV, int hd, int rotary);
+
+// Raises the attention kernel's shared-memory limit; call once per process before launching
+// (and before any graph capture).
+cudaError_t PrepareAttentionKernels();
+cudaError_t LaunchRope(const AttentionParams& p, cudaStream_t stream);
+cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
+cudaError_t LaunchAttentionCombine(const AttentionParams& p, cudaStream_t stream);
+cudaError_t LaunchRingWrite(const AttentionParams& p, cudaStream_t stream);
+
+}  // namespace griffin::kernels
+
+#endif  // GRIFFIN_KERNELS_ATTENTION_ATTENTION_CUH_

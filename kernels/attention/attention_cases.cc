@@ -1,0 +1,159 @@
+// Cases for kernels/attention in the op registry: RoPE against ref::ApplyRope, attention on the
+// same bf16 q/k/v and ring against a float64 softmax (every kernel path: tensor-core prefill
+// tiles or the scalar kernel, and one-token decode tiles with key splits on the tensor cores or
+// the scalar kernel), and the ring write.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/attention/attention.cuh"
+#include "kernels/attention/attention_reference.h"
+#include "kernels/testing/device_buffer.h"
+#include "kernels/testing/op_registry.h"
+
+namespace griffin::kernels::testing {
+namespace {
+
+void AttentionCase(int H, int KV, int hd, int W, int mode) {
+  ASSERT_EQ(PrepareAttentionKernels(), cudaSuccess);
+  const int rotary = hd / 2;
+  ASSERT_STREQ(CanImplementAttention(H, KV, hd, rotary), "");
+  const int G = H / KV;
+  // Entries: fresh prefill, continuing prefill crossing the ring boundary, decode tokens at
+  // positions below and beyond the window.
+  HostLayout lay;
+  struct E { int len, pos0; };
+  const std::vector<E> es = {{7, 0}, {W + 3, 2 * W + 1}, {1, 3}, {1, 3 * W + 2}, {1, W}};
+  for (size_t e = 0; e < es.size(); ++e) lay.Add(es[e].len, int(e), es[e].pos0);
+  const int n = lay.n, slots = int(es.size());
+  const int64_t ring = int64_t{W} * KV * hd * 2;
+  const int64_t slot_stride = 2 * ring;
+  auto qkv = Random(size_t(n) * (H + 2 * KV) * hd);
+  auto ring_vals = RoundBf16(Random(size_t(slots) * 2 * W * KV * hd));
+  std::vector<char> pool(size_t(slots) * slot_stride);
+  auto rb = ToBf16(ring_vals);
+  std::memcpy(pool.data(), rb.data(), rb.size() * 2);
+
+  {  // mode 0: prefill tiles; 1: decode-style one-token tiles, split
+    const int tile = mode == 0 ? AttentionPrefillTileTokens(H, KV, hd) : 1;
+    std::vector<QueryTile> tiles;
+    for (size_t e = 0; e < es.size(); ++e) {
+      for (int k = 0; k < es[e].len; k += tile) {
+        tiles.push_back({lay.entries[e].start + k, std::min(tile, es[e].len - k)});
+      }
+    }
+    const int splits = mode == 0 ? 1 : 3;
+    Dev<float> d_qkv(qkv), part_o(size_t(n) * H * splits * hd), part_ml(size_t(n) * H * splits * 2);
+    Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd),
+        dout(size_t(n) * H * hd);
+    Dev<int32_t> d_te(lay.tok_entry);
+    Dev<StepEntryRecord> d_en(lay.entries);
+    Dev<QueryTile> d_tiles(tiles);
+    Dev<char> d_pool(pool);
+    AttentionParams p;
+    p.qkv = d_qkv.get(); p.q = dq.get(); p.k = dk.get(); p.v = dv.get();
+    p.layout = {d_te.get(), d_en.get()};
+    p.tiles = d_tiles.get();
+    p.num_tiles = int(tiles.size());
+    p.state = {d_pool.get(), slot_stride};
+    p.k_offset = 0; p.v_offset = ring;
+    p.n = n; p.H = H; p.KV = KV; p.hd = hd; p.W = W; p.rotary = rotary;
+    p.theta = 10000.0f; p.scale = 1.0f / std::sqrt(float(hd));
+    p.splits = splits; p.part_o = part_o.get(); p.part_ml = part_ml.get(); p.out = dout.get();
+    ASSERT_EQ(LaunchRope(p, 0), cudaSuccess);
+    ASSERT_EQ(LaunchAttention(p, tile, 0), cudaSuccess);
+    ASSERT_EQ(LaunchRingWrite(p, 0), cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto q = FromBf16(dq.Get(size_t(n) * H * hd));
+    const auto k = FromBf16(dk.Get(size_t(n) * KV * hd));
+    const auto v = FromBf16(dv.Get(size_t(n) * KV * hd));
+    const auto out = FromBf16(dout.Get(size_t(n) * H * hd));
+    const auto pool_after = d_pool.Get(pool.size());
+
+    // RoPE against the CPU reference (then rounded to bf16).
+    for (int t = 0; t < n; ++t) {
+      const int e = lay.tok_entry[t];
+      const int pos = lay.entries[e].pos0 + t - lay.entries[e].start;
+      std::vector<float> row(qkv.begin() + size_t(t) * (H + 2 * KV) * hd,
+                             qkv.begin() + size_t(t + 1) * (H + 2 * KV) * hd);
+      ref::ApplyRope(absl::MakeSpan(row).subspan(0, size_t(H + KV) * hd), H + KV, hd,
+                             rotary, 10000.0f, pos);
+      for (int i = 0; i < H * hd; ++i) {
+        ASSERT_NEAR(q[size_t(t) * H * hd + i], row[i], std::abs(row[i]) * 0.0040f + 1e-5f);
+      }
+    }
+    // Attention in float64 on the same bf16 q/k/v and ring.
+    for (int t = 0; t < n; ++t) {
+      const int e = lay.tok_entry[t];
+      const int start = lay.entries[e].start, pos0 = lay.entries[e].pos0;
+      const int qp = pos0 + t - start;
+      for (int h = 0; h < H; ++h) {
+        const int g = h / G;
+        std::vector<double> s;
+        std::vector<const float*> vrows;
+        std::vector<float> ring_rows;
+        for (int kp = std::max(0, qp - W); kp <= qp; ++kp) {
+          const float *kr, *vr;
+          if (kp >= pos0) {
+            kr = &k[(size_t(start + kp - pos0) * KV + g) * hd];
+            vr = &v[(size_t(start + kp - pos0) * KV + g) * hd];
+          } else {
+            const size_t base = size_t(e) * 2 * W * KV * hd;
+            kr = &ring_vals[base + (size_t(kp % W) * KV + g) * hd];
+            vr = &ring_vals[base + size_t(W) * KV * hd + (size_t(kp % W) * KV + g) * hd];
+          }
+          double dot = 0;
+          for (int d = 0; d < hd; ++d) dot += double(q[(size_t(t) * H + h) * hd + d]) * kr[d];
+          s.push_back(dot / std::sqrt(double(hd)));
+          vrows.push_back(vr);
+        }
+        double mx = -1e300, sum = 0, vmax = 0;
+        for (const float* vr : vrows) for (int d = 0; d < hd; ++d) vmax = std::max(vmax, double(std::abs(vr[d])));
+        for (double x : s) mx = std::max(mx, x);
+        for (double& x : s) sum += (x = std::exp(x - mx));
+        for (int d = 0; d < hd; ++d) {
+          double o = 0;
+          for (size_t j = 0; j < s.size(); ++j) o += s[j] / sum * vrows[j][d];
+          // bf16 output rounding, plus P rounded to half on the tensor-core path (2^-11 each,
+          // weights summing to 1: at most 2^-11 max|v| per output), doubled.
+          ASSERT_NEAR(out[(size_t(t) * H + h) * hd + d], o, std::abs(o) * 0.0045 + 2e-4 + vmax * 1e-3)
+              << "mode " << mode << " token " << t << " head " << h << " d " << d;
+        }
+      }
+    }
+    // Ring: the last min(len, W) keys of each entry at pos mod W; other rows unchanged.
+    for (size_t e = 0; e < es.size(); ++e) {
+      for (int k2 = std::max(0, es[e].len - W); k2 < es[e].len; ++k2) {
+        const int pos = es[e].pos0 + k2;
+        std::vector<bf16_t> got(KV * hd);
+        std::memcpy(got.data(), pool_after.data() + e * slot_stride + size_t(pos % W) * KV * hd * 2,
+                    got.size() * 2);
+        const int t = lay.entries[e].start + k2;
+        for (int i = 0; i < KV * hd; ++i) ASSERT_EQ(HostFromBf16(got[i]), k[size_t(t) * KV * hd + i]);
+      }
+    }
+  }
+}
+
+std::vector<OpCase> MakeAttentionCases() {
+  std::vector<OpCase> cases;
+  struct Size { int H, KV, hd, W; };
+  for (const Size s : {Size{4, 1, 16, 8}, Size{4, 2, 32, 5}, Size{10, 1, 256, 64},
+                       Size{3, 3, 20, 33}, Size{1, 1, 4, 1}, Size{4, 1, 72, 9}}) {
+    for (int mode : {0, 1}) {
+      const bool mma = s.hd % 16 == 0;
+      const char* path = mode == 0 ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
+                                   : (mma ? "attention.decode_mma" : "attention.decode_scalar");
+      cases.push_back({path, absl::StrCat("H", s.H, " KV", s.KV, " hd", s.hd, " W", s.W),
+                       "float64 softmax on the same bf16 q/k/v; ref::ApplyRope; ring rows bitwise",
+                       "bf16 output 2^-8 + 2^-11 max|v| (half P on the tensor cores), doubled",
+                       false, [s, mode] { AttentionCase(s.H, s.KV, s.hd, s.W, mode); }});
+    }
+  }
+  return cases;
+}
+GRIFFIN_REGISTER_OP_CASES(MakeAttentionCases);
+
+}  // namespace
+}  // namespace griffin::kernels::testing

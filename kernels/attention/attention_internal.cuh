@@ -1,0 +1,77 @@
+// Shared by the attention kernel files (not part of the launcher API): tile sizes, the
+// tensor-core instruction wrappers, and each kernel's own launcher, which attention_launch.cu
+// dispatches to.
+#ifndef GRIFFIN_KERNELS_ATTENTION_ATTENTION_INTERNAL_CUH_
+#define GRIFFIN_KERNELS_ATTENTION_ATTENTION_INTERNAL_CUH_
+
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/attention/attention.cuh"
+#include "kernels/common.cuh"
+#include "kernels/step_layout.cuh"
+
+namespace griffin::kernels::attention_internal {
+
+// Keys staged per shared-memory tile by the scalar and decode kernels (and the unit of key splits).
+inline constexpr int kKeyTile = 32;
+// Largest dynamic shared memory any attention kernel asks for.
+inline constexpr size_t kMaxSmem = 200 * 1024;
+
+// Scalar kernel (attention_scalar.cu).
+size_t ScalarSmemBytes(int rows, int hd);
+cudaError_t PrepareScalar();
+cudaError_t LaunchScalar(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
+
+// Decode on the tensor cores (attention_decode_mma.cu): one-token tiles, G <= 16, hd % 16 == 0.
+bool DecodeMmaEligible(int H, int KV, int hd);
+cudaError_t PrepareDecodeMma();
+cudaError_t LaunchDecodeMma(const AttentionParams& p, cudaStream_t stream);
+
+// Prefill tiles on the tensor cores (attention_prefill_mma.cu).
+inline constexpr int kPrefillMmaRows = 64;
+bool PrefillMmaEligible(int H, int KV, int hd);
+cudaError_t PreparePrefillMma();
+cudaError_t LaunchPrefillMma(const AttentionParams& p, cudaStream_t stream);
+
+// D += A.B on the tensor cores, m16n8k16, float32 accumulate; A row-major, B column-major, in the
+// PTX fragment layout (per thread: rows g, g + 8 and columns 2 tig, 2 tig + 1 of each 8-wide part).
+__device__ __forceinline__ void MmaBf16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void MmaF16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ uint32_t Word(const void* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+__device__ __forceinline__ uint32_t Pack(__half lo, __half hi) {
+  return uint32_t(__half_as_ushort(lo)) | (uint32_t(__half_as_ushort(hi)) << 16);
+}
+// Eight bf16 values (16 bytes) converted to IEEE half: V on the tensor cores' P.V is half (exact
+// within half's normal range) so P keeps 11 bits.
+__device__ __forceinline__ uint4 Bf16x8ToHalf(const uint4& v) {
+  const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&v);
+  uint4 out;
+  uint32_t* w = reinterpret_cast<uint32_t*>(&out);
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const float2 f = __bfloat1622float2(b[u]);
+    w[u] = Pack(__float2half_rn(f.x), __float2half_rn(f.y));
+  }
+  return out;
+}
+
+}  // namespace griffin::kernels::attention_internal
+
+#endif  // GRIFFIN_KERNELS_ATTENTION_ATTENTION_INTERNAL_CUH_

@@ -1,0 +1,17 @@
+// GeGLU activation (SPEC.md §2.6), after the fused gate|up GEMM:
+//   out[t, i] = bf16( gelu_tanh(gu[t, i] + b_gate[i]) * (gu[t, m + i] + b_up[i]) )
+// Layouts: gu float32 [n, 2m] (gate columns first, then up), biases float32 [m], out bf16 [n, m].
+// Float32 math, one bf16 rounding at the end (relative error 2^-8 plus tanhf's few ulp).
+#ifndef GRIFFIN_KERNELS_GEGLU_GEGLU_CUH_
+#define GRIFFIN_KERNELS_GEGLU_GEGLU_CUH_
+
+#include "kernels/types.h"
+
+namespace griffin::kernels {
+
+cudaError_t LaunchGeGlu(const float* gu, const float* b_gate, const float* b_up, int n, int m,
+                        bf16_t* out, cudaStream_t stream);
+
+}  // namespace griffin::kernels
+
+#endif  // GRIFFIN_KERNELS_GEGLU_GEGLU_CUH_

@@ -1,0 +1,171 @@
+// See gemm.h.
+#include "kernels/linear/gemm.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace griffin::kernels {
+
+struct Gemm::Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo;
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  bool tuned = false;
+  ~Plan() {
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+  }
+};
+
+namespace {
+std::string Fail(const char* what, int code) {
+  return std::string(what) + " failed with status " + std::to_string(code);
+}
+}  // namespace
+
+Gemm::Gemm() = default;
+
+Gemm::~Gemm() {
+  plans_.clear();
+  if (workspace_) cudaFree(workspace_);
+  if (handle_) cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
+}
+
+std::string Gemm::Init(size_t workspace_bytes) {
+  cublasLtHandle_t h;
+  cublasStatus_t st = cublasLtCreate(&h);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtCreate", st);
+  handle_ = h;
+  workspace_bytes_ = workspace_bytes;
+  if (workspace_bytes > 0) {
+    cudaError_t err = cudaMalloc(&workspace_, workspace_bytes);
+    if (err != cudaSuccess) return Fail("cudaMalloc(gemm workspace)", err);
+  }
+  return "";
+}
+
+std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
+                          int64_t stride_a, int64_t stride_w, int64_t stride_d, bool fp16,
+                          Plan** out) {
+  auto key = std::make_tuple(M, N, K, lda, ldd, stride_a, batch, fp16);
+  const cudaDataType_t in_type = fp16 ? CUDA_R_16F : CUDA_R_16BF;
+  auto it = plans_.find(key);
+  if (it != plans_.end()) {
+    *out = it->second.get();
+    return "";
+  }
+  auto plan = std::make_unique<Plan>();
+  cublasStatus_t st = cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmulDescCreate", st);
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
+  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
+  // Column-major views: W is [K, N] (ld K) used transposed; A is [K, M] (ld K); D is [N, M] (ld N).
+  st = cublasLtMatrixLayoutCreate(&plan->a, in_type, K, N, ldw);
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&plan->b, in_type, K, M, lda);
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, N, M, ldd);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatrixLayoutCreate", st);
+  if (batch > 1) {
+    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
+        {plan->a, stride_w}, {plan->b, stride_a}, {plan->d, stride_d}};
+    for (const auto& [layout, stride] : layouts) {
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+                                       sizeof(batch));
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                       &stride, sizeof(stride));
+    }
+  }
+  cublasLtMatmulPreference_t pref;
+  st = cublasLtMatmulPreferenceCreate(&pref);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmulPreferenceCreate", st);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace_bytes_, sizeof(workspace_bytes_));
+  cublasLtMatmulHeuristicResult_t results[8];
+  int found = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_), plan->desc, plan->a,
+                                      plan->b, plan->d, plan->d, pref, autotune_ ? 8 : 1, results,
+                                      &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmulAlgoGetHeuristic", st);
+  if (found == 0) return "cuBLASLt found no algorithm for a GEMM shape";
+  plan->algo = results[0].algo;
+  for (int i = 0; i < found; ++i) {
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates.push_back(results[i].algo);
+  }
+  plan->tuned = !autotune_ || plan->candidates.size() <= 1;
+  *out = plan.get();
+  plans_.emplace(key, std::move(plan));
+  return "";
+}
+
+std::string Gemm::Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
+                      cudaStream_t stream) {
+  if (M <= 0) return "";
+  Plan* plan = nullptr;
+  std::string err = GetPlan(M, N, K, &plan);
+  if (!err.empty()) return err;
+  if (!plan->tuned) Tune(plan, a, w, d, stream);
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha,
+                                     w, plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
+                                     &plan->algo, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul", st);
+  return "";
+}
+
+std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* w,
+                             int64_t stride_w, float* d, int64_t ldd, int64_t stride_d, int M,
+                             int N, int K, int batch, bool fp16, cudaStream_t stream) {
+  if (M <= 0) return "";
+  Plan* plan = nullptr;
+  std::string err =
+      GetPlan(M, N, K, lda, K, ldd, batch, stride_a, stride_w, stride_d, fp16, &plan);
+  if (!err.empty()) return err;
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha,
+                                     w, plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
+                                     &plan->algo, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(batched)", st);
+  return "";
+}
+
+void Gemm::Tune(Plan* plan, const bf16_t* a, const bf16_t* w, float* d, cudaStream_t stream) {
+  plan->tuned = true;
+  cudaEvent_t start, stop;
+  if (cudaEventCreate(&start) != cudaSuccess) return;
+  if (cudaEventCreate(&stop) != cudaSuccess) {
+    cudaEventDestroy(start);
+    return;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  float best = 1e30f;
+  for (const cublasLtMatmulAlgo_t& algo : plan->candidates) {
+    float total = 0.0f;
+    bool ok = true;
+    for (int rep = 0; rep < 4 && ok; ++rep) {
+      cudaEventRecord(start, stream);
+      ok = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w, plan->a,
+                          a, plan->b, &beta, d, plan->d, d, plan->d, &algo, workspace_,
+                          workspace_bytes_, stream) == CUBLAS_STATUS_SUCCESS;
+      cudaEventRecord(stop, stream);
+      float ms = 0.0f;
+      ok = ok && cudaEventSynchronize(stop) == cudaSuccess &&
+           cudaEventElapsedTime(&ms, start, stop) == cudaSuccess;
+      if (rep > 0) total += ms;  // the first launch warms up
+    }
+    if (ok && total < best) {
+      best = total;
+      plan->algo = algo;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+}
+
+}  // namespace griffin::kernels

@@ -1,0 +1,68 @@
+// GEMMs through cuBLASLt: every linear layer of the model, with the fused projections' weights
+// concatenated at load ([x; y], [gate; up], [q; k; v] stacked along the output dimension).
+//
+//   D[M, N] (float32, row-major) = A[M, K] (bf16 activations, row-major) . W[N, K]^T (bf16 weights,
+//   the checkpoint's [out, in] row-major layout)
+// In cuBLAS's column-major terms this is the "TN" problem D^T = W^T' . A^T' with m = N, n = M, k = K.
+// Compute type CUBLAS_COMPUTE_32F (float32 accumulation), no epilogue (biases are added by the
+// consumer kernels). The algorithm for each (M, N, K) comes from cuBLASLt's heuristic once and is
+// cached, so graph capture and replay reuse it. A fixed workspace is allocated at Init (no
+// allocation on the request path). Host-only code; not thread-safe (one engine thread).
+#ifndef GRIFFIN_KERNELS_LINEAR_GEMM_H_
+#define GRIFFIN_KERNELS_LINEAR_GEMM_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "kernels/types.h"
+
+namespace griffin::kernels {
+
+class Gemm {
+ public:
+  Gemm();
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // Creates the cuBLASLt handle and a workspace of `workspace_bytes`. Empty string on success.
+  std::string Init(size_t workspace_bytes);
+  // While set, the first Run of each new shape times up to 8 of the heuristic's candidate
+  // algorithms on the call's own buffers (3 launches each, CUDA events) and keeps the fastest.
+  // Only for shapes that repeat (decode buckets, set during start-up); never while capturing.
+  void set_autotune(bool on) { autotune_ = on; }
+  // Empty string on success, else a fixed message with the cuBLAS status number.
+  std::string Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
+                  cudaStream_t stream);
+  // `batch` independent products D_b = A_b . W_b^T with explicit leading dimensions (elements,
+  // row-major rows) and batch strides (elements): the RG-LRU block-diagonal gates of all heads in
+  // one call (A_b = the head's conv columns, W_b = the head's [2B, B] gate weights).
+  // `fp16`: A and W hold IEEE half instead of bf16 (the RG-LRU gates: 3 more mantissa bits for
+  // the conv output, weights converted exactly from bf16).
+  std::string RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* w,
+                         int64_t stride_w, float* d, int64_t ldd, int64_t stride_d, int M, int N,
+                         int K, int batch, bool fp16, cudaStream_t stream);
+
+ private:
+  struct Plan;
+  std::string GetPlan(int M, int N, int K, Plan** plan) {
+    return GetPlan(M, N, K, K, K, N, 1, 0, 0, 0, false, plan);
+  }
+  std::string GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
+                      int64_t stride_a, int64_t stride_w, int64_t stride_d, bool fp16, Plan** plan);
+  void Tune(Plan* plan, const bf16_t* a, const bf16_t* w, float* d, cudaStream_t stream);
+  bool autotune_ = false;
+
+  void* handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int, bool>, std::unique_ptr<Plan>>
+      plans_;
+};
+
+}  // namespace griffin::kernels
+
+#endif  // GRIFFIN_KERNELS_LINEAR_GEMM_H_

@@ -1,0 +1,73 @@
+// Cases for kernels/linear (cuBLASLt GEMM, decode GEMV) in the op registry. The reference is the
+// float64 sum of the same bf16 products (ref::Linear is its float32 form).
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/linear/gemm.h"
+#include "kernels/linear/gemv.cuh"
+#include "kernels/testing/device_buffer.h"
+#include "kernels/testing/op_registry.h"
+
+namespace griffin::kernels::testing {
+namespace {
+
+constexpr const char* kTolerance =
+    "float32 accumulation: K * 2^-24 * sum|a w| / 8 + 2^-20 sum|a w| (naive-sum bound)";
+
+void CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
+                  const std::vector<float>& got, int M, int N, int K) {
+  for (int i = 0; i < M; ++i) {
+    for (int o = 0; o < N; ++o) {
+      double ref = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        ref += double(a[size_t(i) * K + k]) * w[size_t(o) * K + k];
+        mag += std::abs(double(a[size_t(i) * K + k]) * w[size_t(o) * K + k]);
+      }
+      ASSERT_NEAR(got[size_t(i) * N + o], ref, 1e-7 * K * mag / 8 + 1e-6 * mag + 1e-6)
+          << M << "x" << N << "x" << K << " at " << i << "," << o;
+    }
+  }
+}
+
+void GemmCase(int M, int N, int K) {
+  Gemm gemm;
+  ASSERT_EQ(gemm.Init(32 << 20), "");
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  Dev<float> out(size_t(M) * N);
+  ASSERT_EQ(gemm.Run(da.get(), dw.get(), out.get(), M, N, K, 0), "");
+  CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
+}
+
+void GemvCase(int M, int N, int K) {
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  Dev<float> out(size_t(M) * N);
+  ASSERT_EQ(LaunchGemv(da.get(), dw.get(), out.get(), M, N, K, 0), cudaSuccess);
+  CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
+}
+
+std::vector<OpCase> MakeLinearCases() {
+  std::vector<OpCase> cases;
+  for (int M : {1, 7, 63, 65, 300}) {
+    for (int N : {1, 48, 255, 257}) {
+      for (int K : {16, 63, 2560}) {
+        cases.push_back({"gemm", absl::StrCat(M, "x", N, "x", K), "float64 sum of bf16 products",
+                         kTolerance, M * N * K > 20'000'000, [=] { GemmCase(M, N, K); }});
+      }
+    }
+  }
+  for (int M = 1; M <= kGemvMaxM; ++M) {
+    for (int N : {1, 7, 300}) {
+      for (int K : {8, 248, 264, 2560, 7680}) {
+        cases.push_back({"gemv", absl::StrCat(M, "x", N, "x", K), "float64 sum of bf16 products",
+                         kTolerance, K >= 2560 && N >= 300, [=] { GemvCase(M, N, K); }});
+      }
+    }
+  }
+  return cases;
+}
+GRIFFIN_REGISTER_OP_CASES(MakeLinearCases);
+
+}  // namespace
+}  // namespace griffin::kernels::testing

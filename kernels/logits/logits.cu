@@ -1,0 +1,337 @@
+// See logits.cuh.
+#include <algorithm>
+#include <cfloat>
+#include <cstdint>
+
+#include "kernels/common.cuh"
+#include "kernels/logits/logits.cuh"
+
+namespace griffin::kernels {
+namespace {
+
+constexpr int kRowThreads = 1024;
+
+__global__ void SoftCapKernel(float* logits, int64_t count, float cap) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    logits[i] = tanhf(logits[i] / cap) * cap;
+  }
+}
+
+// Calls f(i, v) for every element of a block's row. The row passes are latency-bound (one L2 load
+// in flight per thread otherwise): with V % 4 == 0 and a 16-byte aligned row each thread loads
+// four float4 before using any, sixteen elements in flight.
+template <typename F>
+__device__ __forceinline__ void ForRow(const float* row, int V, F&& f) {
+  if ((V & 3) == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {
+    const float4* row4 = reinterpret_cast<const float4*>(row);
+    const int n4 = V >> 2, step = blockDim.x;
+    int j = threadIdx.x;
+    for (; j + 3 * step < n4; j += 4 * step) {
+      const float4 q[4] = {row4[j], row4[j + step], row4[j + 2 * step], row4[j + 3 * step]};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = 4 * (j + u * step);
+        f(i, q[u].x);
+        f(i + 1, q[u].y);
+        f(i + 2, q[u].z);
+        f(i + 3, q[u].w);
+      }
+    }
+    for (; j < n4; j += step) {
+      const float4 q = row4[j];
+      f(4 * j, q.x);
+      f(4 * j + 1, q.y);
+      f(4 * j + 2, q.z);
+      f(4 * j + 3, q.w);
+    }
+  } else {
+    for (int i = threadIdx.x; i < V; i += blockDim.x) f(i, row[i]);
+  }
+}
+
+struct Best {
+  float v;
+  int i;
+};
+__device__ __forceinline__ Best Better(Best a, Best b) {
+  if (b.i < 0) return a;
+  if (a.i < 0) return b;
+  if (b.v > a.v || (b.v == a.v && b.i < a.i)) return b;
+  return a;
+}
+
+// Block-wide: best finite-or-(-inf) value; flags NaN / +inf / nothing finite. Returns the token or -1.
+__device__ int RowArgMax(const float* row, int V, int* s_flag, Best* s_best) {
+  Best best{-INFINITY, -1};
+  bool bad = false, finite = false;
+  ForRow(row, V, [&](int i, float v) {
+    if (isnan(v) || v == INFINITY) {
+      bad = true;
+      return;
+    }
+    finite |= isfinite(v);
+    best = Better(best, Best{v, i});
+  });
+  if (threadIdx.x == 0) *s_flag = 0;
+  __syncthreads();
+  if (bad) atomicOr(s_flag, 1);
+  if (finite) atomicOr(s_flag, 2);
+  for (int o = 16; o > 0; o >>= 1) {
+    Best other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
+    best = Better(best, other);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) s_best[warp] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Best b{-INFINITY, -1};
+    for (int w = 0; w < (blockDim.x + 31) / 32; ++w) b = Better(b, s_best[w]);
+    s_best[0] = b;
+  }
+  __syncthreads();
+  const int flag = *s_flag;
+  const int token = ((flag & 1) || !(flag & 2)) ? -1 : s_best[0].i;
+  __syncthreads();
+  return token;
+}
+
+// Stage 1: block (row, chunk) finds the best of its chunk and the chunk's flags
+// (bit 0: NaN or +inf seen, bit 1: something finite seen).
+__global__ void ArgMaxPartialKernel(const float* logits, int V, int chunk, int32_t* scratch) {
+  __shared__ int s_flag;
+  __shared__ Best s_best[32];
+  const int row = blockIdx.x, part = blockIdx.y, parts = gridDim.y;
+  const float* r = logits + int64_t{row} * V;
+  const int begin = part * chunk, end = min(V, begin + chunk);
+  Best best{-INFINITY, -1};
+  bool bad = false, finite = false;
+  for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const float v = r[i];
+    if (isnan(v) || v == INFINITY) {
+      bad = true;
+      continue;
+    }
+    finite |= isfinite(v);
+    best = Better(best, Best{v, i});
+  }
+  if (threadIdx.x == 0) s_flag = 0;
+  __syncthreads();
+  if (bad) atomicOr(&s_flag, 1);
+  if (finite) atomicOr(&s_flag, 2);
+  for (int o = 16; o > 0; o >>= 1) {
+    Best other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
+    best = Better(best, other);
+  }
+  if ((threadIdx.x & 31) == 0) s_best[threadIdx.x >> 5] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Best b{-INFINITY, -1};
+    for (int w = 0; w < (blockDim.x + 31) / 32; ++w) b = Better(b, s_best[w]);
+    int32_t* out = scratch + 3 * (int64_t{row} * parts + part);
+    out[0] = __float_as_int(b.v);
+    out[1] = b.i;
+    out[2] = s_flag;
+  }
+}
+
+// Stage 2: one warp per row merges the chunks (lowest index among equal values).
+__global__ void ArgMaxFinalKernel(int parts, const int32_t* scratch, int32_t* tokens) {
+  const int row = blockIdx.x;
+  Best best{-INFINITY, -1};
+  int flag = 0;
+  for (int p = threadIdx.x; p < parts; p += 32) {
+    const int32_t* in = scratch + 3 * (int64_t{row} * parts + p);
+    best = Better(best, Best{__int_as_float(in[0]), in[1]});
+    flag |= in[2];
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    Best other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
+    best = Better(best, other);
+    flag |= __shfl_xor_sync(0xffffffffu, flag, o);
+  }
+  if (threadIdx.x == 0) tokens[row] = ((flag & 1) || !(flag & 2)) ? -1 : best.i;
+}
+
+__device__ void Philox(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = uint64_t{0xD2511F53u} * ctr[0];
+    const uint64_t p1 = uint64_t{0xCD9E8D57u} * ctr[2];
+    const uint32_t c0 = static_cast<uint32_t>(p1 >> 32) ^ ctr[1] ^ k0;
+    const uint32_t c1 = static_cast<uint32_t>(p1);
+    const uint32_t c2 = static_cast<uint32_t>(p0 >> 32) ^ ctr[3] ^ k1;
+    const uint32_t c3 = static_cast<uint32_t>(p0);
+    ctr[0] = c0; ctr[1] = c1; ctr[2] = c2; ctr[3] = c3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+__global__ void SampleKernel(float* logits, int V, const SampleRowParams* params,
+                             const int32_t* context, int32_t* tokens) {
+  __shared__ int s_flag;
+  __shared__ Best s_best[32];
+  __shared__ float scratch[32];
+  __shared__ float s_prefix[kRowThreads];
+  const SampleRowParams sp = params[blockIdx.x];
+  float* row = logits + int64_t{blockIdx.x} * V;
+
+  // Repetition penalty: every thread reads its ids' values, then all write (duplicates write the
+  // same value, so an id seen twice is penalised once).
+  if (sp.repetition_penalty != 1.0f) {
+    for (int base = 0; base < sp.context_len; base += blockDim.x) {
+      const int i = base + threadIdx.x;
+      int id = -1;
+      float v = 0.0f;
+      if (i < sp.context_len) {
+        id = context[sp.context_start + i];
+        if (id >= 0 && id < V) v = row[id];
+      }
+      __syncthreads();
+      if (id >= 0 && id < V) row[id] = v > 0.0f ? v / sp.repetition_penalty : v * sp.repetition_penalty;
+      __syncthreads();
+    }
+  }
+  const int argmax = RowArgMax(row, V, &s_flag, s_best);
+  if (argmax < 0 || sp.temperature < 1e-5f) {
+    if (threadIdx.x == 0) tokens[blockIdx.x] = argmax;
+    return;
+  }
+  const float top = row[argmax];
+  const float inv_t = 1.0f / sp.temperature;
+  auto prob = [&](float l) { return expf((l - top) * inv_t); };  // 1 at the top token
+
+  // Top-k: the largest logit threshold keeping at least k tokens (bisection on the value).
+  float tau = -INFINITY;
+  if (sp.top_k > 0 && sp.top_k < V) {
+    float lo, hi = top;  // count(>= hi) >= 1, count(>= min) = all finite
+    float mn = FLT_MAX;
+    ForRow(row, V, [&](int, float v) {
+      if (isfinite(v)) mn = fminf(mn, v);
+    });
+    for (int o = 16; o > 0; o >>= 1) mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = mn;
+    __syncthreads();
+    mn = FLT_MAX;
+    for (int w = 0; w < (blockDim.x + 31) / 32; ++w) mn = fminf(mn, scratch[w]);
+    lo = mn;
+    // Stops once exactly k tokens lie at or above lo: further halving keeps the same set.
+    for (int it = 0; it < 40; ++it) {
+      const float mid = 0.5f * (lo + hi);
+      float c = 0.0f;
+      ForRow(row, V, [&](int, float v) { c += v >= mid ? 1.0f : 0.0f; });
+      const float count = BlockSum(c, scratch);
+      if (count >= sp.top_k) lo = mid; else hi = mid;
+      if (count == sp.top_k) break;
+    }
+    tau = lo;
+  }
+  // Top-p over the top-k set: the largest probability threshold whose mass reaches top_p.
+  float theta = 0.0f;
+  if (sp.top_p < 1.0f) {
+    float z = 0.0f;
+    ForRow(row, V, [&](int, float v) {
+      if (v >= tau) z += prob(v);
+    });
+    const float total = BlockSum(z, scratch);
+    // Invariant: mass(pr >= lo) reaches top_p, mass(pr >= hi) does not. Once at most one token lies
+    // in [lo, hi) the kept set {pr >= lo} is final, so the search stops early.
+    float lo = 0.0f, hi = 1.0f;
+    float n_lo = static_cast<float>(V), n_hi = 0.0f;
+    for (int it = 0; it < 32 && n_lo - n_hi > 1.0f; ++it) {
+      const float mid = 0.5f * (lo + hi);
+      float s = 0.0f, c = 0.0f;
+      ForRow(row, V, [&](int, float v) {
+        const float pr = prob(v);
+        if (v >= tau && pr >= mid) {
+          s += pr;
+          c += 1.0f;
+        }
+      });
+      const float mass = BlockSum(s, scratch);
+      const float count = BlockSum(c, scratch);
+      if (mass >= sp.top_p * total) {
+        lo = mid;
+        n_lo = count;
+      } else {
+        hi = mid;
+        n_hi = count;
+      }
+    }
+    theta = lo;
+  }
+  const float floor_p = fmaxf(theta, sp.min_p);
+  // Draw: inclusive prefix over each thread's contiguous chunk, in index order.
+  const int chunk = (V + blockDim.x - 1) / blockDim.x;
+  const int begin = threadIdx.x * chunk, end = min(V, begin + chunk);
+  float local = 0.0f;
+  for (int i = begin; i < end; ++i) {
+    const float pr = prob(row[i]);
+    if (row[i] >= tau && pr >= floor_p) local += pr;
+  }
+  s_prefix[threadIdx.x] = local;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float run = 0.0f;
+    for (int t = 0; t < blockDim.x; ++t) {
+      const float v = s_prefix[t];
+      s_prefix[t] = run;
+      run += v;
+    }
+    uint32_t ctr[4] = {sp.step_lo, sp.step_hi, 0, 0};
+    Philox(ctr, sp.seed_lo, sp.seed_hi);
+    const float u = static_cast<float>(ctr[0] >> 8) * (1.0f / 16777216.0f);
+    scratch[0] = u * run;
+    s_flag = argmax;  // fallback
+  }
+  __syncthreads();
+  const float target = scratch[0];
+  const float my_start = s_prefix[threadIdx.x];
+  if (local > 0.0f && target >= my_start && target < my_start + local) {
+    float run = my_start;
+    int pick = -1;
+    for (int i = begin; i < end; ++i) {
+      const float pr = prob(row[i]);
+      if (row[i] >= tau && pr >= floor_p) {
+        pick = i;
+        run += pr;
+        if (target < run) break;
+      }
+    }
+    if (pick >= 0) s_flag = pick;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) tokens[blockIdx.x] = s_flag;
+}
+
+}  // namespace
+
+cudaError_t LaunchSoftCap(float* logits, int64_t count, float cap, cudaStream_t stream) {
+  if (count <= 0 || cap <= 0.0f) return cudaSuccess;
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>((count + threads - 1) / threads, 132 * 32);
+  SoftCapKernel<<<static_cast<int>(blocks), threads, 0, stream>>>(logits, count, cap);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
+                         cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  const int parts = std::max(1, std::min(kArgMaxParts, (V + 4095) / 4096));
+  const int chunk = (V + parts - 1) / parts;
+  ArgMaxPartialKernel<<<dim3(rows, parts), 256, 0, stream>>>(logits, V, chunk, scratch);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  ArgMaxFinalKernel<<<rows, 32, 0, stream>>>(parts, scratch, tokens);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* params,
+                         const int32_t* context, int32_t* tokens, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  SampleKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, params, context, tokens);
+  return cudaGetLastError();
+}
+
+}  // namespace griffin::kernels

@@ -1,0 +1,30 @@
+// Residual add + RMSNorm, fused (SPEC.md §2.2, §2.3), and the embedding lookup.
+//
+// AddRmsNorm, per row t of [rows, d]:
+//   if delta:  x[t] += delta[t] + bias            (float32 residual stream, written back)
+//   out[t] = bf16( x[t] * rsqrt(mean(x[t]^2) + eps) * (1 + w) )
+// With `gather` set, output row r normalises input row gather[r] and no add happens (the final norm
+// of only the rows whose logits are wanted).
+// Layouts: x, delta float32 [rows, d] row-major; bias, w float32 [d]; out bf16 [rows, d].
+// Accumulation: float32 (block reduction of squares). One block of 256 threads per row.
+// Tolerance: float32 rounding of the sum of squares, then one bf16 rounding of the output
+// (relative 2^-8), so |out - ref| <= 2^-8 |ref| + d * 2^-24 * |ref|.
+//
+// Embed: x[t] = float(table[token[t]]) * scale; table bf16 [vocab, d], x float32 [n, d].
+#ifndef GRIFFIN_KERNELS_NORM_RMSNORM_CUH_
+#define GRIFFIN_KERNELS_NORM_RMSNORM_CUH_
+
+#include "kernels/types.h"
+
+namespace griffin::kernels {
+
+cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* bias, const float* w,
+                             const int32_t* gather, int rows, int d, float eps, bf16_t* out,
+                             cudaStream_t stream);
+
+cudaError_t LaunchEmbed(const bf16_t* table, const int32_t* tokens, int n, int d, float scale,
+                        float* x, cudaStream_t stream);
+
+}  // namespace griffin::kernels
+
+#endif  // GRIFFIN_KERNELS_NORM_RMSNORM_CUH_

@@ -1,0 +1,318 @@
+// See rglru.cuh for the math, layouts and the three kernels.
+#include "kernels/rglru/rglru.cuh"
+
+#include "kernels/common.cuh"
+#include "kernels/step_layout.cuh"
+
+#include <cuda_fp16.h>
+
+namespace griffin::kernels {
+namespace {
+
+constexpr int kTokensPerBlock = 8;
+constexpr int kLanes = 32;
+constexpr int kSlices = 8;
+constexpr int kGateThreads = kLanes * kSlices;
+constexpr int kScanLanes = 32;
+constexpr int kScanChunks = 16;
+constexpr int kScanUnroll = 8;
+
+struct GateOut {
+  float a_eff, xn;
+};
+__device__ __forceinline__ GateOut GateMath(float gx_sum, float ga_sum, float c, float softplus_a,
+                                            bool reset) {
+  const float gate_x = Sigmoid(gx_sum);
+  const float gate_a = Sigmoid(ga_sum);
+  const float log_a = -8.0f * gate_a * softplus_a;
+  const float a = expf(log_a);
+  const float a_sq = expf(2.0f * log_a);
+  const float gated = c * gate_x;
+  return {reset ? 0.0f : a, reset ? gated : __fmul_rn(gated, sqrtf(1.0f - a_sq))};
+}
+
+__device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tail, int start,
+                                           int k, int ch) {
+  // Input at index k of the entry's run; k < 0 reaches into the tail ([K-1, L], oldest first).
+  if (k >= 0) return RoundBf16(p.xy[int64_t{start + k} * 2 * p.L + ch] + p.bx[ch]);
+  return ToF(tail[int64_t{p.K - 1 + k} * p.L + ch]);
+}
+
+// Block = (8 tokens, one gate head, 32 output channels of the head); 256 threads = 32 output lanes
+// x 8 input slices. Every block recomputes the head's conv outputs (cheap: K taps per channel) so
+// the gate mat-vec, the block's only real cost, is spread over H * B/32 blocks even at batch 1.
+__global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
+  extern __shared__ float smem[];
+  const int L = p.L, H = p.H, B = L / H, K = p.K;
+  float* c_smem = smem;                          // [kTokensPerBlock][B], rounded to half
+  float* c_full = smem + kTokensPerBlock * B;    // [kTokensPerBlock][B]
+  float* red = c_full + kTokensPerBlock * B;     // [2][kSlices][kTokensPerBlock][kLanes]
+  const int h = blockIdx.y;
+  const int t_first = blockIdx.x * kTokensPerBlock;
+  const int nt = min(kTokensPerBlock, p.n - t_first);
+  const int lane = threadIdx.x % kLanes, slice = threadIdx.x / kLanes;
+
+  // Phase 1: conv outputs of all the head's channels for the block's tokens.
+  for (int idx = threadIdx.x; idx < nt * B; idx += blockDim.x) {
+    const int tt = idx / B, i = idx - tt * B;
+    const int ch = h * B + i;
+    const int t = t_first + tt;
+    const StepEntryRecord en = EntryOfToken(p.layout, t);
+    const int start = en.start;
+    const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
+    const int k = t - start;
+    float acc = 0.0f;
+    for (int s = 0; s < K; ++s) {
+      acc += p.conv_w[ch * K + (K - 1 - s)] * ConvInput(p, tail, start, k - s, ch);
+    }
+    c_full[tt * B + i] = acc + p.conv_b[ch];
+    c_smem[tt * B + i] = __half2float(__float2half_rn(acc + p.conv_b[ch]));
+  }
+  __syncthreads();
+
+  // Phase 2: partial block-diagonal products over this thread's input slice.
+  const int j = blockIdx.z * kLanes + lane;
+  float gx[kTokensPerBlock], ga[kTokensPerBlock];
+#pragma unroll
+  for (int tt = 0; tt < kTokensPerBlock; ++tt) gx[tt] = ga[tt] = 0.0f;
+  if (j < B) {
+    const bf16* wx = reinterpret_cast<const bf16*>(p.gx_w) + int64_t{h} * B * B + j;
+    const bf16* wa = reinterpret_cast<const bf16*>(p.ga_w) + int64_t{h} * B * B + j;
+#pragma unroll 16
+    for (int i = slice; i < B; i += kSlices) {
+      const float vx = ToF(wx[int64_t{i} * B]);
+      const float va = ToF(wa[int64_t{i} * B]);
+#pragma unroll
+      for (int tt = 0; tt < kTokensPerBlock; ++tt) {
+        const float ci = c_smem[tt * B + i];
+        gx[tt] += ci * vx;
+        ga[tt] += ci * va;
+      }
+    }
+  }
+#pragma unroll
+  for (int tt = 0; tt < kTokensPerBlock; ++tt) {
+    red[((0 * kSlices + slice) * kTokensPerBlock + tt) * kLanes + lane] = gx[tt];
+    red[((1 * kSlices + slice) * kTokensPerBlock + tt) * kLanes + lane] = ga[tt];
+  }
+  __syncthreads();
+  if (slice != 0 || j >= B) return;
+
+  // Phase 3 (one warp): sum the slices in a fixed order, then the gates and the recurrence.
+  const int ch = h * B + j;
+  const float softplus_a = Softplus(p.a_param[ch]);
+  for (int tt = 0; tt < nt; ++tt) {
+    float sx = 0.0f, sa = 0.0f;
+    for (int sl = 0; sl < kSlices; ++sl) {
+      sx += red[((0 * kSlices + sl) * kTokensPerBlock + tt) * kLanes + lane];
+      sa += red[((1 * kSlices + sl) * kTokensPerBlock + tt) * kLanes + lane];
+    }
+    const int t = t_first + tt;
+    const StepEntryRecord en = EntryOfToken(p.layout, t);
+    const int slot = en.slot;
+    const int pos = TokenPosition(en, t);
+    const GateOut g = GateMath(sx + p.gx_b[ch], sa + p.ga_b[ch], c_full[tt * B + j], softplus_a,
+                               pos == 0);
+    const float a_eff = g.a_eff, xn = g.xn;
+    {
+      char* base = p.state.pool + slot * p.state.slot_stride;
+      float* state = reinterpret_cast<float*>(base + p.lru_offset);
+      const float hv = __fadd_rn(__fmul_rn(a_eff, state[ch]), xn);
+      state[ch] = hv;
+      const float y = p.xy[int64_t{t} * 2 * L + L + ch] + p.by[ch];
+      reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(y));
+    }
+  }
+}
+
+// Prefill conv: c for every token and channel (reads the tails, writes nothing in the slots).
+__global__ void ConvKernel(RgLruParams p) {
+  const int t = blockIdx.x;
+  const StepEntryRecord en = EntryOfToken(p.layout, t);
+  const int start = en.start;
+  const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
+  const int k = t - start, L = p.L, K = p.K;
+  for (int ch = blockIdx.y * blockDim.x + threadIdx.x; ch < L; ch += gridDim.y * blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < K; ++s) {
+      acc += p.conv_w[ch * K + (K - 1 - s)] * ConvInput(p, tail, start, k - s, ch);
+    }
+    const float c = acc + p.conv_b[ch];
+    p.c[int64_t{t} * L + ch] = c;
+    reinterpret_cast<__half*>(p.c_half)[int64_t{t} * L + ch] = __float2half_rn(c);
+  }
+}
+
+// Decode only, after RgLruGateKernel<true> (which every block of a head reads the tails in):
+// drop the oldest conv input of each slot's tail and append this token's.
+__global__ void TailShiftKernel(RgLruParams p) {
+  const int t = blockIdx.x;
+  const int slot = EntryOfToken(p.layout, t).slot;
+  const int L = p.L, K = p.K;
+  bf16* tail = reinterpret_cast<bf16*>(p.state.pool + slot * p.state.slot_stride + p.conv_offset);
+  for (int ch = threadIdx.x; ch < L; ch += blockDim.x) {
+    for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
+    if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(p.xy[int64_t{t} * 2 * L + ch] + p.bx[ch]);
+  }
+}
+
+// Chunked scan: block = (entry, 32 channels), threads = 32 channels x kScanChunks time chunks.
+// Phase 1: each chunk scans from h = 0 and keeps the product of its a's; phase 2 (one warp) carries
+// the slot's state across the chunks in order; phase 3 rescans each chunk from its carried-in state
+// and writes the outputs. Same recurrence, float32 throughout; the carry is associated per chunk.
+__global__ void __launch_bounds__(kScanLanes * kScanChunks) RgLruScanKernel(RgLruParams p) {
+  __shared__ float s_h[kScanChunks][kScanLanes], s_a[kScanChunks][kScanLanes];
+  const int e = blockIdx.x;
+  const int lane = threadIdx.x % kScanLanes, chunk = threadIdx.x / kScanLanes;
+  const int ch = blockIdx.y * kScanLanes + lane;
+  const int L = p.L, K = p.K, B = L / p.H;
+  const StepEntryRecord en = LoadEntry(p.layout, e);
+  const int start = en.start, len = en.len, slot = en.slot;
+  const int per = (len + kScanChunks - 1) / kScanChunks;
+  const int t_begin = start + min(len, chunk * per), t_end = start + min(len, (chunk + 1) * per);
+  const bool live = ch < L;
+  const int hh = live ? ch / B : 0, j = live ? ch - hh * B : 0;
+  const float* gcol = p.gates + hh * 2 * B + j;
+  float h = 0.0f, A = 1.0f;
+  if (live) {
+    for (int t0 = t_begin; t0 < t_end; t0 += kScanUnroll) {
+      float a[kScanUnroll], xn[kScanUnroll];
+#pragma unroll
+      for (int u = 0; u < kScanUnroll; ++u) {
+        const int t = t0 + u;
+        a[u] = t < t_end ? gcol[int64_t{t} * 2 * L] : 1.0f;
+        xn[u] = t < t_end ? gcol[int64_t{t} * 2 * L + B] : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kScanUnroll; ++u) {
+        h = __fadd_rn(__fmul_rn(a[u], h), xn[u]);
+        A = __fmul_rn(A, a[u]);
+      }
+    }
+  }
+  s_h[chunk][lane] = h;
+  s_a[chunk][lane] = A;
+  __syncthreads();
+  char* base = p.state.pool + slot * p.state.slot_stride;
+  float* state = reinterpret_cast<float*>(base + p.lru_offset);
+  if (chunk == 0 && live) {
+    float carry = state[ch];
+    for (int c = 0; c < kScanChunks; ++c) {
+      const float next = __fadd_rn(__fmul_rn(s_a[c][lane], carry), s_h[c][lane]);
+      s_h[c][lane] = carry;  // carried-in state of chunk c
+      carry = next;
+    }
+    state[ch] = carry;
+  }
+  __syncthreads();
+  if (!live) return;
+  h = s_h[chunk][lane];
+  bf16* out = reinterpret_cast<bf16*>(p.out);
+  for (int t0 = t_begin; t0 < t_end; t0 += kScanUnroll) {
+    float a[kScanUnroll], xn[kScanUnroll], y[kScanUnroll];
+#pragma unroll
+    for (int u = 0; u < kScanUnroll; ++u) {
+      const int t = t0 + u;
+      if (t < t_end) {
+        a[u] = gcol[int64_t{t} * 2 * L];
+        xn[u] = gcol[int64_t{t} * 2 * L + B];
+        y[u] = p.xy[int64_t{t} * 2 * L + L + ch];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kScanUnroll; ++u) {
+      const int t = t0 + u;
+      if (t < t_end) {
+        h = __fadd_rn(__fmul_rn(a[u], h), xn[u]);
+        out[int64_t{t} * L + ch] = ToB(h * GeluTanh(y[u] + p.by[ch]));
+      }
+    }
+  }
+  if (chunk != 0) return;
+  // New tail: the last K-1 inputs; in place, ascending rows read only rows not yet written.
+  bf16* tail = reinterpret_cast<bf16*>(base + p.conv_offset);
+  for (int r = 0; r < K - 1; ++r) {
+    const int k = len - (K - 1) + r;
+    const bf16 v = k >= 0 ? ToB(p.xy[int64_t{start + k} * 2 * L + ch] + p.bx[ch])
+                          : tail[int64_t{r + len} * L + ch];
+    tail[int64_t{r} * L + ch] = v;
+  }
+}
+
+size_t GateSmem(int B) {
+  return (size_t(2) * kTokensPerBlock * B + 2 * kSlices * kTokensPerBlock * kLanes) * sizeof(float);
+}
+
+}  // namespace
+
+const char* CanImplementRgLru(int L, int H, int K) {
+  if (H <= 0 || L % H != 0) return "lru_width must be a multiple of num_heads";
+  if (L / H > 1024) return "RG-LRU gate block wider than 1024";
+  if (K < 1 || K > 8) return "conv1d_width must be in [1, 8]";
+  return "";
+}
+
+cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return cudaSuccess;
+  const int B = p.L / p.H;
+  dim3 grid((p.n + kTokensPerBlock - 1) / kTokensPerBlock, p.H, (B + kLanes - 1) / kLanes);
+  RgLruGateKernel<<<grid, kGateThreads, GateSmem(B), stream>>>(p);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  TailShiftKernel<<<p.n, 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+namespace {
+__global__ void GateMathKernel(RgLruParams p) {
+  const int t = blockIdx.x;
+  const bool reset = TokenPosition(EntryOfToken(p.layout, t), t) == 0;
+  const int L = p.L, B = L / p.H;
+  for (int ch = blockIdx.y * blockDim.x + threadIdx.x; ch < L; ch += gridDim.y * blockDim.x) {
+    const int hh = ch / B, j = ch - hh * B;
+    float* g = p.gates + int64_t{t} * 2 * L + hh * 2 * B + j;
+    const GateOut o = GateMath(g[0] + p.gx_b[ch], g[B] + p.ga_b[ch], p.c[int64_t{t} * L + ch],
+                               Softplus(p.a_param[ch]), reset);
+    g[0] = o.a_eff;
+    g[B] = o.xn;
+  }
+}
+
+__global__ void PackGateKernel(const bf16* gx_w, const bf16* ga_w, int B, __half* out) {
+  const int h = blockIdx.y, o = blockIdx.x;  // o in [0, 2B)
+  const bf16* src = o < B ? gx_w : ga_w;
+  const int oo = o < B ? o : o - B;
+  for (int i = threadIdx.x; i < B; i += blockDim.x) {
+    out[(int64_t{h} * 2 * B + o) * B + i] = __float2half_rn(ToF(src[(int64_t{h} * B + i) * B + oo]));
+  }
+}
+}  // namespace
+
+cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H, int B, uint16_t* out,
+                                  cudaStream_t stream) {
+  PackGateKernel<<<dim3(2 * B, H), 256, 0, stream>>>(reinterpret_cast<const bf16*>(gx_w),
+                                                     reinterpret_cast<const bf16*>(ga_w), B,
+                                                     reinterpret_cast<__half*>(out));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRgLruGateMath(const RgLruParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return cudaSuccess;
+  GateMathKernel<<<dim3(p.n, (p.L + 1023) / 1024), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return cudaSuccess;
+  ConvKernel<<<dim3(p.n, (p.L + 1023) / 1024), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRgLruScan(const RgLruParams& p, cudaStream_t stream) {
+  if (p.num_entries <= 0) return cudaSuccess;
+  dim3 grid(p.num_entries, (p.L + kScanLanes - 1) / kScanLanes);
+  RgLruScanKernel<<<grid, kScanLanes * kScanChunks, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace griffin::kernels
