@@ -2,12 +2,17 @@
 """A model folder with recurrentgemma-2b (or 9b) shapes and no weights, for
 `griffin-server --load_format=dummy` (random bf16 weights filled on the GPU):
 
-    python3 bench/make_dummy_model.py /tmp/rg2b-dummy [--preset 2b|9b]
+    python3 bench/make_dummy_model.py /tmp/rg2b-dummy [--preset 2b|9b] [--weights]
 
 writes config.json (the Hugging Face RecurrentGemma layout with the published checkpoint's
 values), tokenizer.model (a synthetic SentencePiece BPE model with exactly vocab_size pieces and
 Gemma's special ids) and README.md. The output is byte-identical on every run. Needs
 sentencepiece and protobuf (sentencepiece's own sentencepiece_model_pb2 builds the model).
+
+With --weights it also writes model.safetensors: every tensor of the architecture with random
+bf16 values (seeded, so also byte-identical), a real 5.4 GB (2B) checkpoint file for measuring
+what loading costs (time, host memory). It is written tensor by tensor, so the script's memory
+stays near one tensor's size. Needs numpy.
 """
 
 import argparse
@@ -193,11 +198,84 @@ values on the GPU. It is for serving benchmarks only: the model's outputs are me
 """
 
 
+def tensor_shapes(config):
+    """(name, shape) of every tensor of the Hugging Face layout (shared/SPEC.md §4.3), in order."""
+    d, m = config["hidden_size"], config["intermediate_size"] // 2
+    lru, heads, hd = config["lru_width"], config["num_attention_heads"], config["head_dim"]
+    kv, k = config["num_key_value_heads"], config["conv1d_width"]
+    block = lru // heads
+    pattern = config["block_types"]
+    out = [("model.embed_tokens.weight", (config["vocab_size"], d)), ("model.final_norm.weight", (d,))]
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        out += [(p + "temporal_pre_norm.weight", (d,)), (p + "channel_pre_norm.weight", (d,)),
+                (p + "mlp_block.gate_proj.weight", (m, d)), (p + "mlp_block.gate_proj.bias", (m,)),
+                (p + "mlp_block.up_proj.weight", (m, d)), (p + "mlp_block.up_proj.bias", (m,)),
+                (p + "mlp_block.down_proj.weight", (d, m)), (p + "mlp_block.down_proj.bias", (d,))]
+        if pattern[layer % len(pattern)] == "recurrent":
+            t = p + "temporal_block."
+            out += [(t + "linear_x.weight", (lru, d)), (t + "linear_x.bias", (lru,)),
+                    (t + "linear_y.weight", (lru, d)), (t + "linear_y.bias", (lru,)),
+                    (t + "linear_out.weight", (d, lru)), (t + "linear_out.bias", (d,)),
+                    (t + "conv_1d.weight", (lru, 1, k)), (t + "conv_1d.bias", (lru,)),
+                    (t + "rg_lru.recurrent_param", (lru,)),
+                    (t + "rg_lru.input_gate_weight", (heads, block, block)),
+                    (t + "rg_lru.input_gate_bias", (heads, block)),
+                    (t + "rg_lru.recurrent_gate_weight", (heads, block, block)),
+                    (t + "rg_lru.recurrent_gate_bias", (heads, block))]
+        else:
+            t = p + "temporal_block."
+            out += [(t + "q_proj.weight", (heads * hd, d)), (t + "k_proj.weight", (kv * hd, d)),
+                    (t + "v_proj.weight", (kv * hd, d)), (t + "o_proj.weight", (d, heads * hd)),
+                    (t + "o_proj.bias", (d,))]
+    return out
+
+
+def write_random_weights(path, config, seed=SEED):
+    """Streams random bf16 tensors into a safetensors file: N(0, 1/fan_in) for matrices, small
+    values for norms and biases, and RG-LRU a_param around -4.3 (a in 0.9..0.999, as the paper's
+    init). Values are bf16 bit patterns made from float32 normals (round to nearest even)."""
+    import numpy as np
+
+    shapes = tensor_shapes(config)
+    header, offset = {}, 0
+    for name, shape in shapes:
+        nbytes = 2 * int(np.prod(shape))
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    rng = np.random.default_rng(seed)
+    chunk = 1 << 24
+    with open(path, "wb") as f:
+        f.write(len(header_bytes).to_bytes(8, "little"))
+        f.write(header_bytes)
+        for name, shape in shapes:
+            n = int(np.prod(shape))
+            if name.endswith("recurrent_param"):
+                std, mean = 0.5, -4.3
+            elif name.endswith("norm.weight"):
+                std, mean = 0.1, 0.0
+            elif name.endswith("bias"):
+                std, mean = 0.02, 0.0
+            else:
+                std, mean = 1.0 / np.sqrt(shape[-1]), 0.0
+            for start in range(0, n, chunk):
+                x = rng.standard_normal(min(chunk, n - start), dtype=np.float32) * np.float32(std)
+                x += np.float32(mean)
+                bits = x.view(np.uint32)
+                bits = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+                f.write(bits.astype("<u2").tobytes())
+    return offset
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="output folder (created if missing)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="2b")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the tokenizer back")
+    parser.add_argument("--weights", action="store_true",
+                        help="also write model.safetensors with random bf16 weights (5.4 GB for 2b)")
     args = parser.parse_args(argv)
 
     config = PRESETS[args.preset]
@@ -215,6 +293,9 @@ def main(argv=None):
         chars, tokens = verify(tokenizer, config["vocab_size"])
         print(f"verified: {config['vocab_size']} pieces, special ids 0-3, random ids decode, "
               f"{chars} characters -> {tokens} tokens round-trip")
+    if args.weights:
+        nbytes = write_random_weights(out / "model.safetensors", config)
+        print(f"wrote {out}/model.safetensors ({nbytes / 1e9:.2f} GB of random bf16 weights)")
 
 
 if __name__ == "__main__":

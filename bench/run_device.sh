@@ -1,23 +1,66 @@
 #!/usr/bin/env bash
-# The GPU run behind bench/RESULTS.md: kernel and engine parity tests, engine_bench (2B full, 9B
-# quick), kernels_bench, and the peers (JAX reference sampler, Hugging Face transformers) at
-# batch 1, one after the other on the same GPU. Run from the repository root on the GPU machine,
-# with the binaries bundled in .bundle/cuda (shared/tools/bundle-binaries.sh) and the reference's
-# recurrentgemma/ package extracted to .bundle/rg_ref (never committed). Logs go to $OUT (or ./out).
+# The GPU run behind bench/RESULTS.md and bench/PROFILE.md, in stages (all when none is named):
+#   tests     kernels_test and cuda_backend_test (parity, SPEC.md §8.4)
+#   sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck over both (KER-5),
+#             in parallel with the tests (bench/run_sanitizers.sh)
+#   bench     engine_bench, 2B full and 9B quick; kernels_bench
+#   load      load time and host memory of a 2B-shaped bf16 checkpoint (bench/load_bench.py)
+#   profile   per-kernel tables of decode and prefill steps under ncu (bench/profile_step.sh)
+#   peers     the official JAX sampler and Hugging Face transformers at batch 1
+# Run from the repository root on the GPU machine, with the binaries bundled in .bundle/cuda
+# (shared/tools/bundle-binaries.sh) and, for peers, the reference's recurrentgemma/ package in
+# .bundle/rg_ref (never committed). Logs go to $OUT (or ./out).
+#   bench/run_device.sh tests sanitize bench load
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$PWD/.bundle/cuda/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+stages=${*:-tests sanitize bench load profile peers}
+has() { [[ " $stages " == *" $1 "* ]]; }
+bundle=.bundle/cuda
+export LD_LIBRARY_PATH=$PWD/$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export GRIFFIN_SOURCE_DIR=$PWD PYTHONUNBUFFERED=1
 {
-  date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv
-  python3 -c 'import jax, torch, transformers; print("jax", jax.__version__, "torch", torch.__version__, "transformers", transformers.__version__)'
+  date -u; git rev-parse --short HEAD 2>/dev/null || true
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv
 } 2>&1 | tee "$out/env.log"
-.bundle/cuda/kernels_test > "$out/kernels_test.log" 2>&1; echo "kernels_test rc=$?"
-.bundle/cuda/cuda_backend_test > "$out/cuda_backend_test.log" 2>&1; echo "cuda_backend_test rc=$?"
-grep -E "^\[  (PASSED|FAILED)|mean \|dlogprob" "$out/kernels_test.log" "$out/cuda_backend_test.log" | sed 's|.*/||'
-timeout 240 .bundle/cuda/engine_bench --model=2b --reps=15 2>&1 | tee "$out/engine_bench.log"
-timeout 150 .bundle/cuda/engine_bench --model=9b --quick --reps=10 2>&1 | tee -a "$out/engine_bench.log"
-timeout 60 .bundle/cuda/kernels_bench > "$out/kernels_bench.log" 2>&1; echo "kernels_bench rc=$?"
-timeout ${JAX_TIMEOUT:-240} python3 bench/peers/jax_reference_bench.py .bundle/rg_ref 1 2>&1 | tee "$out/peers.log"
-timeout ${HF_TIMEOUT:-120} python3 bench/peers/hf_transformers_bench.py 1 2>&1 | tee -a "$out/peers.log"
+model=/tmp/rg2b-weights
+if has load && [[ ! -e $model/model.safetensors ]]; then
+  (python3 bench/make_dummy_model.py "$model" --weights > "$out/make_model.log" 2>&1) &
+  make_model=$!
+fi
+pids=()
+if has tests; then
+  ( $bundle/kernels_test > "$out/kernels_test.log" 2>&1; echo "kernels_test rc=$?"
+    $bundle/cuda_backend_test > "$out/cuda_backend_test.log" 2>&1; echo "cuda_backend_test rc=$?"
+    grep -hE "^\[  (PASSED|FAILED)|mean \|dlogprob|top-1 [0-9]+/" "$out/kernels_test.log" \
+        "$out/cuda_backend_test.log" | grep -E "PASSED|FAILED|all golden" ) &
+  pids+=($!)
+fi
+if has sanitize; then
+  ( bash bench/run_sanitizers.sh $bundle /tmp/sanitize "${SANITIZE_TIMEOUT:-300}" > /dev/null;
+    echo "sanitizers rc=$?"; cat /tmp/sanitize/summary.txt
+    tar czf "$out/sanitize.tgz" -C /tmp sanitize ) &
+  pids+=($!)
+fi
+wait "${pids[@]}" 2>/dev/null
+if has bench; then
+  timeout 260 $bundle/engine_bench --model=2b --reps="${REPS:-10}" 2>&1 | tee "$out/engine_bench.log"
+  if [[ -n ${BENCH_9B:-} ]]; then
+    timeout 150 $bundle/engine_bench --model=9b --quick --reps=8 2>&1 | tee -a "$out/engine_bench.log"
+  fi
+fi
+if has load; then
+  [[ -n ${make_model:-} ]] && wait "$make_model"
+  for server in ${LOAD_SERVERS:-$bundle}; do
+    python3 bench/load_bench.py "$server/griffin-server" "$model" --runs 2 -- --backend cuda \
+        --slots 8 --max_batch 8 2>&1 | grep -v '^    "' | tee -a "$out/load.log"
+  done
+fi
+if has profile; then
+  bash bench/profile_step.sh $bundle "$out/profile" 2b ${PROFILE_SHAPES:-decode:1:128 decode:64:4096 decode:256:4096 prefill:1:2048} > "$out/profile.log" 2>&1
+  echo "profile rc=$?"; tar czf "$out/profile.tgz" -C "$out" profile && rm -rf "$out/profile"
+fi
+if has peers; then
+  timeout ${JAX_TIMEOUT:-240} python3 bench/peers/jax_reference_bench.py .bundle/rg_ref 1 2>&1 | tee "$out/peers.log"
+  timeout ${HF_TIMEOUT:-120} python3 bench/peers/hf_transformers_bench.py 1 2>&1 | tee -a "$out/peers.log"
+fi
