@@ -30,15 +30,25 @@ def read_ncu(path):
     name_col = header.index("Kernel Name")
     time_col = header.index("gpu__time_duration.sum")
     units = rows[1]
-    scale = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0}[units[time_col]]
+    scale = {"nsecond": 1e-9, "ns": 1e-9, "usecond": 1e-6, "us": 1e-6, "msecond": 1e-3,
+             "ms": 1e-3, "second": 1.0, "s": 1.0}[units[time_col]]
     out = []
     for r in rows[2:]:
         out.append((r[name_col], float(r[time_col].replace(",", "")) * scale))
     return out
 
 
+LIBRARY = re.compile(r"nvjet|cublas|cutlass|xmma|splitKreduce|gemmSN|gemv2")
+
+
 def own(name):
-    return "griffin" in name
+    """Our kernels (ncu abbreviates namespaces, so match what cuBLASLt's are called instead)."""
+    return LIBRARY.search(name) is None
+
+
+def base(name):
+    """The kernel's own name, without its parameter list (which names other types)."""
+    return name.split("(")[0]
 
 
 def join(trace, kernels):
@@ -56,14 +66,14 @@ def join(trace, kernels):
             if i == start:
                 sys.exit(f"record {n} ({rec['op']}): expected a cuBLASLt kernel, got {kernels[i][0][:80] if i < len(kernels) else 'nothing'}")
             continue
-        if i >= len(kernels) or not own(kernels[i][0]) or rec["kernel"] not in kernels[i][0]:
+        if i >= len(kernels) or not own(kernels[i][0]) or rec["kernel"] not in base(kernels[i][0]):
             got = kernels[i][0][:100] if i < len(kernels) else "nothing"
             sys.exit(f"record {n} ({rec['op']}): expected a {rec['kernel']} kernel, got {got}")
         times[n] += kernels[i][1]
         names[n].append(kernels[i][0])
         i += 1
         next_kernel = trace[n + 1]["kernel"] if n + 1 < len(trace) else None
-        while (i < len(kernels) and own(kernels[i][0]) and rec["kernel"] in kernels[i][0]
+        while (i < len(kernels) and own(kernels[i][0]) and rec["kernel"] in base(kernels[i][0])
                and next_kernel != rec["kernel"]):
             times[n] += kernels[i][1]
             names[n].append(kernels[i][0])

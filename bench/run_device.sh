@@ -25,24 +25,25 @@ export GRIFFIN_SOURCE_DIR=$PWD PYTHONUNBUFFERED=1
 } 2>&1 | tee "$out/env.log"
 model=/tmp/rg2b-weights
 if has load && [[ ! -e $model/model.safetensors ]]; then
-  (python3 bench/make_dummy_model.py "$model" --weights > "$out/make_model.log" 2>&1) &
+  (python3 bench/make_dummy_model.py "$model" --weights >> "$out/env.log" 2>&1) &
   make_model=$!
 fi
 pids=()
 if has tests; then
-  ( $bundle/kernels_test > "$out/kernels_test.log" 2>&1; echo "kernels_test rc=$?"
-    $bundle/cuda_backend_test > "$out/cuda_backend_test.log" 2>&1; echo "cuda_backend_test rc=$?"
-    grep -hE "^\[  (PASSED|FAILED)|mean \|dlogprob|top-1 [0-9]+/" "$out/kernels_test.log" \
-        "$out/cuda_backend_test.log" | grep -E "PASSED|FAILED|all golden" ) &
+  mkdir -p /tmp/tests
+  ( $bundle/kernels_test > /tmp/tests/kernels_test.log 2>&1; echo "kernels_test rc=$?"
+    $bundle/cuda_backend_test > /tmp/tests/cuda_backend_test.log 2>&1; echo "cuda_backend_test rc=$?"
+    grep -hE "^\[  (PASSED|FAILED)|all golden" /tmp/tests/*.log ) &
   pids+=($!)
 fi
 if has sanitize; then
   ( bash bench/run_sanitizers.sh $bundle /tmp/sanitize "${SANITIZE_TIMEOUT:-300}" > /dev/null;
-    echo "sanitizers rc=$?"; cat /tmp/sanitize/summary.txt
-    tar czf "$out/sanitize.tgz" -C /tmp sanitize ) &
+    echo "sanitizers rc=$?"; cut -c1-220 /tmp/sanitize/summary.txt ) &
   pids+=($!)
 fi
 wait "${pids[@]}" 2>/dev/null
+# Test and sanitizer logs in one archive (the run returns few files).
+[[ -d /tmp/tests || -d /tmp/sanitize ]] && tar czf "$out/tests.tgz" -C /tmp $(cd /tmp && ls -d tests sanitize 2>/dev/null)
 if has bench; then
   timeout 260 $bundle/engine_bench --model=2b --reps="${REPS:-10}" 2>&1 | tee "$out/engine_bench.log"
   if [[ -n ${BENCH_9B:-} ]]; then

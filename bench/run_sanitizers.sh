@@ -22,14 +22,19 @@ export GRIFFIN_SOURCE_DIR=${GRIFFIN_SOURCE_DIR:-$PWD}
 export GRIFFIN_SANITIZER_RUN=1
 pids=()
 for tool in memcheck racecheck initcheck synccheck; do
-  extra=()
-  [[ $tool == memcheck ]] && extra=(--leak-check full)
+  extra=(--print-limit 20)
+  [[ $tool == memcheck ]] && extra+=(--leak-check full)
+  # Every hazard printed, so the summary can tell ours from cuBLAS's.
   [[ $tool == racecheck ]] && extra=(--racecheck-report hazard --print-limit 2000)
-  for bin in kernels_test cuda_backend_test; do
-    ( timeout "$limit" "$cs" --tool "$tool" --print-limit 20 "${extra[@]}" --error-exitcode 3 \
-        "$bundle/$bin" > "$out/$tool-$bin.log" 2>&1
-      echo $? > "$out/$tool-$bin.rc" ) &
-    pids+=($!)
+  for bin in ${SANITIZE_BINARIES:-kernels_test cuda_backend_test}; do
+    # SANITIZE_SHARDS > 1 splits each binary's tests over processes (gtest's own sharding).
+    for ((shard = 0; shard < ${SANITIZE_SHARDS:-1}; ++shard)); do
+      ( GTEST_TOTAL_SHARDS=${SANITIZE_SHARDS:-1} GTEST_SHARD_INDEX=$shard \
+          timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 3 \
+          "$bundle/$bin" > "$out/$tool-$bin.$shard.log" 2>&1
+        echo $? > "$out/$tool-$bin.$shard.rc" ) &
+      pids+=($!)
+    done
   done
 done
 wait "${pids[@]}"
@@ -37,11 +42,15 @@ status=0
 {
   printf '%-10s %-18s %4s  %s\n' tool binary rc "sanitizer summary; gtest result"
   for tool in memcheck racecheck initcheck synccheck; do
-    for bin in kernels_test cuda_backend_test; do
+    for bin in ${SANITIZE_BINARIES:-kernels_test cuda_backend_test}; do
+      cat "$out/$tool-$bin".*.log > "$out/$tool-$bin.log"
       log=$out/$tool-$bin.log
-      rc=$(cat "$out/$tool-$bin.rc")
+      rc=0
+      for f in "$out/$tool-$bin".*.rc; do [[ $(cat "$f") == 0 ]] || rc=$(cat "$f"); done
       summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -1)
       gtest=$(grep -E "^\[  (PASSED|FAILED)  \]" "$log" | tr '\n' ' ')
+      # Every shard must have reached gtest's end.
+      [[ $(grep -cE "^\[  PASSED  \]" "$log") -ge ${SANITIZE_SHARDS:-1} ]] || gtest="incomplete: $gtest"
       # Each report's first "at ..." line names the kernel; cuBLAS's own kernels (nvjet, xmma,
       # cutlass) are counted apart: racecheck does not model their TMA/mbarrier ordering.
       read -r ours library < <(awk '
@@ -52,7 +61,7 @@ status=0
           "${summary:-no summary}" "$ours" "$library" "$gtest"
       # A run fails on a report in our kernels, a failed test, a crash or a timeout; reports
       # confined to library kernels are listed but do not fail it.
-      if [[ $ours != 0 || -z $gtest || $gtest == *FAILED* || ( $rc != 0 && $library == 0 ) ]]; then
+      if [[ $ours != 0 || $gtest == incomplete* || $gtest == *FAILED* || ( $rc != 0 && $library == 0 ) ]]; then
         status=1
       fi
     done

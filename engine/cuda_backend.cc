@@ -370,9 +370,15 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
     for (const kernels::StepEntryRecord& e : meta_.host_entries()) {
       for (int k = 0; k < e.len; ++k) keys += std::min(e.pos0 + k, W) + 1;
     }
-    Trace(at + (decode_only ? "decode attention" : "prefill attention"),
-          "Attention",
-          keys * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
+    // Bytes that must move: decode, each token's own keys (every sequence has its own ring);
+    // prefill, q, k, v and the output once, plus the ring rows before each entry's run.
+    double kv_rows = keys;
+    if (!decode_only) {
+      kv_rows = n;
+      for (const kernels::StepEntryRecord& e : meta_.host_entries()) kv_rows += std::min(e.pos0, W);
+    }
+    Trace(at + (decode_only ? "decode attention" : "prefill attention"), "Attention",
+          kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
     if (decode_only && p.splits > 1) {
       Trace(at + "split combine", "Combine", double(n) * H * p.splits * (hd + 2) * 4, 0);
     }
@@ -466,7 +472,7 @@ absl::Status CudaBackend::Impl::CaptureGraphs() {
     PackDecodeBucket({}, bucket);
     RETURN_IF_ERROR(meta_.Upload(stream_));
     // Warm-up run outside capture: loads modules and times the GEMM algorithms of the bucket.
-    gemm_.set_autotune(true);
+    gemm_.set_autotune(options_.autotune_gemms);
     RETURN_IF_ERROR(EnqueueForward(bucket, true));
     RETURN_IF_ERROR(EnqueueHead(0, bucket, true));
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));

@@ -50,6 +50,9 @@ struct CudaBackendOptions {
   int max_tokens_per_step = 4096;  // tokens per forward pass (activation workspace size)
   int max_decode_batch = 256;      // largest decode graph bucket; logits rows per head pass
   bool use_cuda_graphs = true;
+  // Time up to 8 cuBLASLt algorithms per decode GEMM shape while capturing the graphs (off: the
+  // heuristic's first choice; compute-sanitizer runs, where each launch costs milliseconds).
+  bool autotune_gemms = true;
 };
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).

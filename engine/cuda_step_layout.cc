@@ -16,8 +16,14 @@ StepMetadata::~StepMetadata() {
   if (device_ != nullptr) cudaFree(device_);
 }
 
+namespace {
+// Sections start on 16-byte boundaries: the kernels read an entry record as one 16-byte load.
+int64_t Round4(int64_t words) { return (words + 3) / 4 * 4; }
+}  // namespace
+
 absl::Status StepMetadata::Init(int max_tokens) {
-  max_tokens_ = max_tokens;
+  max_tokens_ = static_cast<int>(Round4(max_tokens));
+  max_tokens = max_tokens_;
   const size_t words = size_t{9} * max_tokens;
   CUDA_RETURN_IF_ERROR(cudaMallocHost(&scratch_, words * 4));
   CUDA_RETURN_IF_ERROR(cudaMallocHost(&send_, words * 4));
@@ -35,10 +41,10 @@ absl::Status StepMetadata::Init(int max_tokens) {
 
 void StepMetadata::Place(int n, int e, int t, int r) {
   tokens_at_ = 0;
-  tok_entry_at_ = tokens_at_ + n;
-  entries_at_ = tok_entry_at_ + n;
+  tok_entry_at_ = tokens_at_ + Round4(n);
+  entries_at_ = tok_entry_at_ + Round4(n);
   tiles_at_ = entries_at_ + 4 * int64_t{e};
-  rows_at_ = tiles_at_ + 2 * int64_t{t};
+  rows_at_ = tiles_at_ + Round4(2 * int64_t{t});
   used_ = rows_at_ + r;
 }
 

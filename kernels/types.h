@@ -31,13 +31,15 @@ inline float HostFromBf16(bf16_t b) {
 // (tokens of all entries are flattened in entry order), which belong to state slot `slot`; the
 // first has position pos0. Written on the host by engine/cuda_step_layout.cc (the one packer),
 // read on the device through kernels/step_layout.cuh.
-struct StepEntryRecord {
+struct alignas(16) StepEntryRecord {
   int32_t start;
   int32_t len;
   int32_t slot;
   int32_t pos0;
 };
 static_assert(sizeof(StepEntryRecord) == 16, "the device reads entries as 16-byte records");
+// Arrays of records handed to kernels must start on 16 bytes (engine/cuda_step_layout.cc places
+// them so; cudaMalloc'ed arrays are).
 
 // A tile of consecutive query tokens of one entry (the attention kernels' work unit).
 struct QueryTile {

@@ -86,6 +86,8 @@ std::vector<float> PrefillThenDecodeLogProbs(engine::Backend& backend,
   return LogSoftmaxRows(logits, V);
 }
 
+bool SanitizerRun();
+
 // A parity case: a checkpoint and its reference sequences. The random fixtures' references are the
 // DeepMind reference's goldens. "demo" is the trained bundled model on real text: confident
 // predictions, 565 positions, the case where top-1 agreement says most about the engine.
@@ -94,6 +96,7 @@ std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint) {
   opt.num_slots = 8;
   opt.max_tokens_per_step = 64;  // small, so long prompts also run as several passes
   opt.max_decode_batch = 8;
+  opt.autotune_gemms = !SanitizerRun();
   auto backend = CudaBackend::Create(checkpoint, opt);
   EXPECT_TRUE(backend.ok()) << backend.status();
   return backend.ok() ? std::move(*backend) : nullptr;
@@ -336,6 +339,7 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
     engine::CudaBackendOptions opt;
     opt.num_slots = 4;
     opt.max_decode_batch = 4;
+    opt.autotune_gemms = !SanitizerRun();
     auto backend = CudaBackend::Create(*checkpoint_, opt);
     EXPECT_TRUE(backend.ok()) << backend.status();
     engine::EngineOptions options;
