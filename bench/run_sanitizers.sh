@@ -39,6 +39,8 @@ for tool in memcheck racecheck initcheck synccheck; do
 done
 wait "${pids[@]}"
 status=0
+summary_file=$out/summary.txt
+: > "$summary_file"
 {
   printf '%-10s %-18s %4s  %s\n' tool binary rc "sanitizer summary; gtest result"
   for tool in memcheck racecheck initcheck synccheck; do
@@ -66,5 +68,6 @@ status=0
       fi
     done
   done
-} | tee "$out/summary.txt"
+} > "$summary_file"
+cat "$summary_file"
 exit $status
