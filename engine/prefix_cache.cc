@@ -1,0 +1,204 @@
+#include "engine/prefix_cache.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "base/status_macros.h"
+
+namespace griffin::engine {
+
+namespace {
+// splitmix64's finaliser: a cheap, well-mixed 64-bit permutation.
+uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+uint64_t Step(uint64_t h, int32_t token) {
+  return Mix64(h ^ (static_cast<uint64_t>(static_cast<uint32_t>(token)) * 0x100000001b3ull));
+}
+}  // namespace
+
+uint64_t PrefixHash(uint64_t ns, absl::Span<const int32_t> prefix) {
+  uint64_t h = ns;
+  for (int32_t t : prefix) h = Step(h, t);
+  return h;
+}
+
+PrefixCache::PrefixCache(Backend* backend, const PrefixCacheOptions& options,
+                         uint64_t model_identity, std::function<int()> borrow_slot,
+                         std::function<void(int)> return_slot)
+    : backend_(backend),
+      options_(options),
+      model_identity_(model_identity),
+      snapshot_bytes_(backend->state_layout() != nullptr ? backend->state_layout()->slot_bytes()
+                                                         : 0),
+      borrow_slot_(std::move(borrow_slot)),
+      return_slot_(std::move(return_slot)) {
+  options_.block_tokens = std::max<int64_t>(options_.block_tokens, 1);
+  if (snapshot_bytes_ == 0) {  // a backend without snapshots: a cache that never holds anything
+    options_.max_device_entries = 0;
+    options_.host_bytes = 0;
+  }
+}
+
+PrefixCache::~PrefixCache() {
+  for (Entry* e : device_lru_) {
+    return_slot_(e->slot);
+    delete e;
+  }
+  for (Entry* e : host_lru_) delete e;
+}
+
+uint64_t PrefixCache::Namespace(std::string_view cache_salt) const {
+  uint64_t h = Mix64(model_identity_ ^ 0x6772696666696e21ull);  // "griffin!"
+  h = Mix64(h ^ cache_salt.size());
+  for (unsigned char c : cache_salt) h = Mix64(h ^ c);
+  return h;
+}
+
+PrefixCache::Entry* PrefixCache::Find(uint64_t ns, uint64_t hash,
+                                      absl::Span<const int32_t> prefix) {
+  auto it = index_.find(Key{hash, static_cast<int64_t>(prefix.size())});
+  if (it == index_.end()) return nullptr;
+  for (Entry* e : it->second) {
+    if (e->ns == ns && absl::MakeConstSpan(e->tokens) == prefix) return e;
+  }
+  return nullptr;
+}
+
+void PrefixCache::Touch(Entry* e) {
+  std::list<Entry*>& lru = e->slot >= 0 ? device_lru_ : host_lru_;
+  lru.splice(lru.begin(), lru, e->lru);
+}
+
+void PrefixCache::Erase(Entry* e) {
+  (e->slot >= 0 ? device_lru_ : host_lru_).erase(e->lru);
+  const Key key{PrefixHash(e->ns, e->tokens), static_cast<int64_t>(e->tokens.size())};
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    auto& v = it->second;
+    v.erase(std::remove(v.begin(), v.end(), e), v.end());
+    if (v.empty()) index_.erase(it);
+  }
+  delete e;
+}
+
+bool PrefixCache::MakeHostRoom() {
+  if (options_.host_bytes < snapshot_bytes_ || snapshot_bytes_ == 0) return false;
+  while (static_cast<int64_t>(host_lru_.size() + 1) * snapshot_bytes_ > options_.host_bytes) {
+    Erase(host_lru_.back());
+    ++stats_.evictions;
+  }
+  return true;
+}
+
+absl::Status PrefixCache::ToHost(Entry* e) {
+  std::vector<uint8_t> bytes(snapshot_bytes_);
+  RETURN_IF_ERROR(backend_->SnapshotSlot(e->slot, absl::MakeSpan(bytes)).status());
+  e->bytes = std::move(bytes);
+  device_lru_.erase(e->lru);
+  e->slot = -1;
+  host_lru_.push_front(e);
+  e->lru = host_lru_.begin();
+  return absl::OkStatus();
+}
+
+int PrefixCache::EvictDevice() {
+  if (device_lru_.empty()) return -1;
+  Entry* e = device_lru_.back();
+  const int slot = e->slot;
+  if (MakeHostRoom() && ToHost(e).ok()) {
+    ++stats_.demotions;
+  } else {
+    e->slot = slot;  // still a device entry if the snapshot failed
+    Erase(e);
+    ++stats_.evictions;
+  }
+  return slot;
+}
+
+int PrefixCache::ReclaimSlot() { return EvictDevice(); }
+
+absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns,
+                                                    absl::Span<const int32_t> tokens, int slot) {
+  ++stats_.queries;
+  stats_.query_tokens += static_cast<int64_t>(tokens.size());
+  if (index_.empty() || tokens.size() < 2) return 0;
+  // Hashes of every prefix, then the longest one present (leaving at least one token to feed).
+  std::vector<uint64_t> hashes(tokens.size());
+  uint64_t h = ns;
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) hashes[i + 1] = h = Step(h, tokens[i]);
+  for (size_t len = tokens.size() - 1; len >= 1; --len) {
+    Entry* e = Find(ns, hashes[len], tokens.subspan(0, len));
+    if (e == nullptr) continue;
+    if (e->slot >= 0) {
+      RETURN_IF_ERROR(backend_->CopySlot(e->slot, slot));
+    } else {
+      RETURN_IF_ERROR(backend_->RestoreSlot(slot, e->bytes, static_cast<int64_t>(len)));
+    }
+    Touch(e);
+    ++stats_.hits;
+    stats_.hit_tokens += static_cast<int64_t>(len);
+    return static_cast<int64_t>(len);
+  }
+  return 0;
+}
+
+absl::Status PrefixCache::Insert(uint64_t ns, absl::Span<const int32_t> tokens, int slot) {
+  if (tokens.empty() || snapshot_bytes_ == 0) return absl::OkStatus();
+  if (backend_->NextPosition(slot) != static_cast<int64_t>(tokens.size())) {
+    return absl::InvalidArgumentError("the slot's position does not match the prefix");
+  }
+  const uint64_t hash = PrefixHash(ns, tokens);
+  if (Entry* e = Find(ns, hash, tokens); e != nullptr) {
+    Touch(e);
+    return absl::OkStatus();
+  }
+  auto entry = std::make_unique<Entry>();
+  entry->ns = ns;
+  entry->tokens.assign(tokens.begin(), tokens.end());
+  // Device tier: an idle slot, or the least recently used device entry's (moved to the host).
+  int target = -1;
+  if (options_.max_device_entries > 0) {
+    if (static_cast<int>(device_lru_.size()) < options_.max_device_entries) target = borrow_slot_();
+    if (target < 0 && !device_lru_.empty() &&
+        static_cast<int>(device_lru_.size()) >= options_.max_device_entries) {
+      target = EvictDevice();
+    }
+  }
+  if (target >= 0) {
+    const absl::Status copied = backend_->CopySlot(slot, target);
+    if (!copied.ok()) {
+      return_slot_(target);
+      return copied;
+    }
+    entry->slot = target;
+    device_lru_.push_front(entry.get());
+    entry->lru = device_lru_.begin();
+  } else {
+    if (!MakeHostRoom()) return absl::OkStatus();  // no tier can hold it
+    std::vector<uint8_t> bytes(snapshot_bytes_);
+    RETURN_IF_ERROR(backend_->SnapshotSlot(slot, absl::MakeSpan(bytes)).status());
+    entry->bytes = std::move(bytes);
+    host_lru_.push_front(entry.get());
+    entry->lru = host_lru_.begin();
+  }
+  index_[Key{hash, static_cast<int64_t>(tokens.size())}].push_back(entry.get());
+  entry.release();
+  ++stats_.insertions;
+  return absl::OkStatus();
+}
+
+PrefixCacheStats PrefixCache::stats() const {
+  PrefixCacheStats s = stats_;
+  s.device_entries = static_cast<int>(device_lru_.size());
+  s.host_entries = static_cast<int>(host_lru_.size());
+  s.device_bytes = s.device_entries * snapshot_bytes_;
+  s.host_bytes = s.host_entries * snapshot_bytes_;
+  return s;
+}
+
+}  // namespace griffin::engine

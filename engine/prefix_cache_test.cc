@@ -1,0 +1,206 @@
+#include "engine/prefix_cache.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cpu_backend.h"
+#include "engine/random_checkpoint.h"
+#include "gtest/gtest.h"
+
+namespace griffin::engine {
+namespace {
+
+using loader::BlockType;
+
+class PrefixCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = TinyConfig({BlockType::kRecurrent, BlockType::kRecurrent, BlockType::kAttention}, 3,
+                         /*window=*/6);
+    dir_ = (std::filesystem::temp_directory_path() / absl::StrCat("griffin_prefix_", getpid()))
+               .string();
+    ASSERT_TRUE(WriteRandomCheckpoint(dir_, config_, 77).ok());
+    auto checkpoint = loader::Checkpoint::Open(dir_);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    checkpoint_ = std::move(*checkpoint);
+    auto backend = CpuBackend::Create(*checkpoint_, /*num_slots=*/8);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = std::move(*backend);
+    for (int s = 7; s >= 3; --s) idle_.push_back(s);  // slots 0-2 are the "running" ones
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<PrefixCache> MakeCache(int device_entries, int host_entries) {
+    PrefixCacheOptions o;
+    o.block_tokens = 4;
+    o.max_device_entries = device_entries;
+    o.host_bytes = host_entries * backend_->state_layout()->slot_bytes();
+    return std::make_unique<PrefixCache>(
+        backend_.get(), o, /*model_identity=*/1234,
+        [this]() -> int {
+          if (idle_.empty()) return -1;
+          const int s = idle_.back();
+          idle_.pop_back();
+          return s;
+        },
+        [this](int s) { idle_.push_back(s); });
+  }
+
+  std::vector<int32_t> Tokens(int n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> dist(3, config_.vocab_size - 1);
+    std::vector<int32_t> t(n);
+    for (auto& v : t) v = dist(rng);
+    return t;
+  }
+
+  // Feeds tokens[from, to) into `slot` (from == 0 starts the sequence).
+  void Feed(int slot, const std::vector<int32_t>& tokens, int from, int to) {
+    StepEntry e{.slot = slot, .position = from,
+                .tokens = absl::MakeConstSpan(tokens).subspan(from, to - from),
+                .logits = LogitsRequest::kNone};
+    ASSERT_TRUE(backend_->Step({&e, 1}, {}).ok());
+  }
+  // Logits after feeding tokens[from, to) into `slot`.
+  std::vector<float> LastLogits(int slot, const std::vector<int32_t>& tokens, int from, int to) {
+    std::vector<float> logits(config_.vocab_size, NAN);
+    StepEntry e{.slot = slot, .position = from,
+                .tokens = absl::MakeConstSpan(tokens).subspan(from, to - from)};
+    EXPECT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(logits)).ok());
+    return logits;
+  }
+
+  loader::ModelConfig config_;
+  std::string dir_;
+  std::unique_ptr<loader::Checkpoint> checkpoint_;
+  std::unique_ptr<CpuBackend> backend_;
+  std::vector<int> idle_;
+};
+
+// ST-1 / RST-1: a request whose prefix is cached, restored and prefilled from there, gets the
+// logits of the same request prefilled from scratch (cached prefixes at every phase relative to
+// the window of 6, from both tiers).
+TEST_F(PrefixCacheTest, RestoredPrefixContinuesLikeAFreshPrefill) {
+  for (int device : {1, 0}) {
+    auto cache = MakeCache(device, /*host_entries=*/4);
+    const uint64_t ns = cache->Namespace("");
+    for (int prefix : {1, 5, 6, 7, 15}) {
+      const auto tokens = Tokens(prefix + 5, prefix + 100 * device);
+      Feed(0, tokens, 0, prefix);
+      ASSERT_TRUE(cache->Insert(ns, absl::MakeConstSpan(tokens).subspan(0, prefix), 0).ok());
+      const auto fresh = LastLogits(1, tokens, 0, prefix + 5);
+      auto restored = cache->RestoreLongest(ns, tokens, 2);
+      ASSERT_TRUE(restored.ok()) << restored.status();
+      ASSERT_EQ(*restored, prefix) << "device " << device;
+      const auto continued = LastLogits(2, tokens, prefix, prefix + 5);
+      for (int v = 0; v < config_.vocab_size; ++v) {
+        ASSERT_NEAR(continued[v], fresh[v], 1e-5) << "prefix " << prefix << " device " << device;
+      }
+    }
+    EXPECT_EQ(cache->stats().hits, 5);
+    EXPECT_EQ(cache->stats().hit_tokens, 1 + 5 + 6 + 7 + 15);
+  }
+}
+
+TEST_F(PrefixCacheTest, LongestPrefixWinsAndAWholePromptLeavesOneTokenToFeed) {
+  auto cache = MakeCache(2, 2);
+  const uint64_t ns = cache->Namespace("");
+  const auto tokens = Tokens(12, 1);
+  Feed(0, tokens, 0, 4);
+  ASSERT_TRUE(cache->Insert(ns, absl::MakeConstSpan(tokens).subspan(0, 4), 0).ok());
+  Feed(0, tokens, 4, 8);
+  ASSERT_TRUE(cache->Insert(ns, absl::MakeConstSpan(tokens).subspan(0, 8), 0).ok());
+  auto got = cache->RestoreLongest(ns, tokens, 1);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 8);
+  EXPECT_EQ(backend_->NextPosition(1), 8);
+  // A prompt that is exactly a cached prefix restores the shorter one (RST-2: the last token is
+  // fed, not applied twice).
+  got = cache->RestoreLongest(ns, absl::MakeConstSpan(tokens).subspan(0, 8), 1);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 4);
+  // A different token inside the prefix: no hit past it.
+  auto other = tokens;
+  other[5] = other[5] == 3 ? 4 : 3;
+  got = cache->RestoreLongest(ns, other, 1);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 4);
+}
+
+// SEC-10: different salts (tenants) never share entries.
+TEST_F(PrefixCacheTest, NamespacesAreSeparate) {
+  auto cache = MakeCache(2, 2);
+  const auto tokens = Tokens(10, 2);
+  Feed(0, tokens, 0, 8);
+  ASSERT_TRUE(cache->Insert(cache->Namespace("tenant-a"), absl::MakeConstSpan(tokens).subspan(0, 8), 0).ok());
+  EXPECT_NE(cache->Namespace("tenant-a"), cache->Namespace("tenant-b"));
+  EXPECT_NE(cache->Namespace(""), cache->Namespace("tenant-a"));
+  auto got = cache->RestoreLongest(cache->Namespace("tenant-b"), tokens, 1);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 0);
+  got = cache->RestoreLongest(cache->Namespace(""), tokens, 1);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 0);
+  got = cache->RestoreLongest(cache->Namespace("tenant-a"), tokens, 1);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 8);
+}
+
+// Device entries beyond the limit move to the host tier, least recently used first; the host
+// tier drops its least recently used; ReclaimSlot hands a slot back and keeps the state on the
+// host.
+TEST_F(PrefixCacheTest, LruAcrossTiers) {
+  auto cache = MakeCache(/*device=*/2, /*host=*/2);
+  const uint64_t ns = cache->Namespace("");
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 5; ++i) {
+    prompts.push_back(Tokens(9, 10 + i));
+    Feed(0, prompts[i], 0, 8);
+    ASSERT_TRUE(cache->Insert(ns, absl::MakeConstSpan(prompts[i]).subspan(0, 8), 0).ok());
+  }
+  // 0 and 1 went to the device, were demoted by 2 and 3 (host: 0, 1), then 4 demoted 2, which
+  // pushed 0 out of the host tier.
+  PrefixCacheStats s = cache->stats();
+  EXPECT_EQ(s.device_entries, 2);
+  EXPECT_EQ(s.host_entries, 2);
+  EXPECT_EQ(s.demotions, 3);
+  EXPECT_EQ(s.evictions, 1);
+  auto hit = [&](int i) {
+    auto got = cache->RestoreLongest(ns, prompts[i], 1);
+    EXPECT_TRUE(got.ok());
+    return got.ok() ? *got : -1;
+  };
+  EXPECT_EQ(hit(0), 0);
+  for (int i = 1; i < 5; ++i) EXPECT_EQ(hit(i), 8) << i;
+  // Reclaiming both device slots keeps their states on the host (dropping the oldest there).
+  const size_t idle_before = idle_.size();
+  const int a = cache->ReclaimSlot(), b = cache->ReclaimSlot();
+  EXPECT_GE(a, 3);
+  EXPECT_GE(b, 3);
+  EXPECT_EQ(cache->ReclaimSlot(), -1);
+  EXPECT_EQ(cache->device_slots_held(), 0);
+  EXPECT_EQ(idle_.size(), idle_before);  // the engine owns the reclaimed slots now
+  EXPECT_EQ(cache->stats().host_entries, 2);
+  // The two most recently used survive (3 and 4 were touched last by the loop above).
+  EXPECT_EQ(hit(4), 8);
+  EXPECT_EQ(hit(3), 8);
+}
+
+TEST_F(PrefixCacheTest, NoRoomAnywhereCachesNothing) {
+  auto cache = MakeCache(0, 0);
+  const auto tokens = Tokens(6, 3);
+  Feed(0, tokens, 0, 5);
+  ASSERT_TRUE(cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 5), 0).ok());
+  EXPECT_EQ(cache->stats().insertions, 0);
+  // A slot whose position does not match the prefix is refused.
+  EXPECT_EQ(cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 4), 0).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace griffin::engine
