@@ -1,5 +1,6 @@
 #include "engine/backend.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -70,6 +71,80 @@ absl::StatusOr<int64_t> Backend::SnapshotSlot(int slot, absl::Span<uint8_t> out)
 absl::Status Backend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                                   int64_t next_position) {
   return absl::UnimplementedError("this backend cannot restore slots");
+}
+
+int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests) {
+  int64_t rows = 0;
+  for (const PromptLogprobsRequest& r : requests) rows += static_cast<int64_t>(r.targets.size());
+  return rows;
+}
+
+absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                             absl::Span<const PromptLogprobsRequest> requests,
+                                             int top_k, absl::Span<float> logits,
+                                             const PromptLogprobsOutput& out) {
+  const int vocab = config().vocab_size;
+  if (requests.size() != entries.size()) {
+    return absl::InvalidArgumentError("one prompt log-probability request per step entry");
+  }
+  if (top_k < 0 || top_k > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("top_k must be in [0, ", vocab, "]"));
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (requests[i].targets.size() > entries[i].tokens.size()) {
+      return absl::InvalidArgumentError("an entry has more targets than tokens");
+    }
+    for (int32_t t : requests[i].targets) {
+      if (t < 0 || t >= vocab) return absl::InvalidArgumentError("a target id is out of range");
+    }
+  }
+  const int64_t scored = PromptLogprobsRows(requests);
+  if (static_cast<int64_t>(out.logprobs.size()) != scored ||
+      static_cast<int64_t>(out.top_ids.size()) != scored * top_k ||
+      static_cast<int64_t>(out.top_logprobs.size()) != scored * top_k) {
+    return absl::InvalidArgumentError("the output spans must hold one row per target");
+  }
+  if (static_cast<int64_t>(logits.size()) != LogitsRows(entries) * vocab) {
+    return absl::InvalidArgumentError("logits must hold LogitsRows(entries) rows");
+  }
+
+  // Scored entries return every row; the rows the caller asked for are copied out of them.
+  std::vector<StepEntry> all_rows(entries.begin(), entries.end());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (!requests[i].targets.empty()) all_rows[i].logits = LogitsRequest::kAll;
+  }
+  std::vector<float> rows(static_cast<size_t>(LogitsRows(all_rows)) * vocab);
+  RETURN_IF_ERROR(Step(all_rows, absl::MakeSpan(rows)));
+
+  std::vector<float> log_probs(vocab);
+  int64_t src = 0, dst = 0, scored_row = 0;
+  auto row = [&](int64_t r) {
+    return absl::MakeConstSpan(rows).subspan(static_cast<size_t>(r) * vocab, vocab);
+  };
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(entries[i].tokens.size());
+    const int64_t produced = all_rows[i].logits == LogitsRequest::kAll    ? n
+                             : all_rows[i].logits == LogitsRequest::kLast ? 1
+                                                                          : 0;
+    const absl::Span<const int32_t> targets = requests[i].targets;
+    for (size_t j = 0; j < targets.size(); ++j, ++scored_row) {
+      LogSoftmax(row(src + static_cast<int64_t>(j)), absl::MakeSpan(log_probs));
+      out.logprobs[scored_row] = log_probs[targets[j]];
+      const std::vector<std::pair<int32_t, float>> top = TopK(log_probs, top_k);
+      for (int k = 0; k < top_k; ++k) {
+        out.top_ids[scored_row * top_k + k] = top[k].first;
+        out.top_logprobs[scored_row * top_k + k] = top[k].second;
+      }
+    }
+    const int64_t wanted = entries[i].logits == LogitsRequest::kAll    ? n
+                           : entries[i].logits == LogitsRequest::kLast ? 1
+                                                                       : 0;
+    for (int64_t k = produced - wanted; k < produced; ++k, ++dst) {
+      std::copy_n(row(src + k).begin(), vocab, logits.begin() + dst * vocab);
+    }
+    src += produced;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace griffin::engine

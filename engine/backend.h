@@ -43,6 +43,25 @@ int64_t LogitsRows(absl::Span<const StepEntry> entries);
 absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots,
                                  int vocab_size, absl::FunctionRef<int64_t(int)> next_position);
 
+// One entry's share of Backend::StepWithPromptLogprobs: the ids its positions are scored against.
+struct PromptLogprobsRequest {
+  // targets[j] is scored under the distribution after the entry's tokens[j]; for a prompt chunk,
+  // the prompt's next token. At most tokens.size() ids, each in [0, vocab_size). Empty: the entry
+  // is not scored.
+  absl::Span<const int32_t> targets;
+};
+
+// Rows StepWithPromptLogprobs scores: the sum of the requests' targets.
+int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests);
+
+// Where StepWithPromptLogprobs writes: one row per scored position, entries in step order and
+// positions in order within an entry (PromptLogprobsRows rows).
+struct PromptLogprobsOutput {
+  absl::Span<float> logprobs;      // [rows]: log-softmax of the soft-capped logits at the target
+  absl::Span<int32_t> top_ids;     // [rows × top_k]: the most likely ids, best first (ties: lower id)
+  absl::Span<float> top_logprobs;  // [rows × top_k]: their log-softmax values
+};
+
 // One row's request to sample on the device (Backend::StepSample).
 struct SampleRequest {
   SamplingParams params;              // no presence/frequency penalty (samples_on_device says so)
@@ -91,6 +110,27 @@ class Backend {
                                   absl::Span<int32_t> tokens) {
     return absl::UnimplementedError("this backend samples on the host (Step + SampleToken)");
   }
+
+  // Step, and for each entry whose request names targets, the log-probability of every target and
+  // the top_k most likely ids at each of those positions, without handing their rows of vocab_size
+  // logits to the caller: prompt log-probabilities (echo, prompt_logprobs) computed in the prefill
+  // itself. `requests` holds one element per entry. `logits` receives exactly what Step would write
+  // for `entries` (each entry's own `logits` field: none, last or all rows).
+  //
+  // The default runs Step with kAll on the scored entries and reduces their rows on the host
+  // (log-softmax in double, then top_k): it holds rows × vocab_size floats for the scored
+  // positions. A device backend overrides it so that only the top_k alternatives and one value per
+  // position cross to the host.
+  //
+  // Errors and the state left after each: as Step. INVALID_ARGUMENT, checked before any work (no
+  // slot changes), also for requests.size() != entries.size(), more targets than an entry's tokens,
+  // a target out of range, top_k outside [0, vocab_size], or `out` spans whose sizes are not rows
+  // and rows × top_k. Logits holding NaN give NaN log-probabilities (NaN sorts last in top_ids);
+  // the caller decides what a non-finite value means (the engine fails that request, NUM-4).
+  virtual absl::Status StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                              absl::Span<const PromptLogprobsRequest> requests,
+                                              int top_k, absl::Span<float> logits,
+                                              const PromptLogprobsOutput& out);
 
   // Zeroes the slot's state and sets its next position to 0 (a freed slot starts clean).
   virtual absl::Status ResetSlot(int slot) = 0;

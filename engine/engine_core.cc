@@ -19,6 +19,7 @@ struct EngineCore::Seq {
   std::vector<int32_t> context;  // prompt + generated (repetition penalty)
   std::vector<int32_t> output;   // generated
   int32_t next_token = -1;       // sampled, not yet fed
+  std::vector<TokenLogprobs> prompt_logprobs;  // scored so far (prompt_logprobs ≥ 0)
   RequestTimings timings;
   bool prefilling() const { return fed < static_cast<int64_t>(req.prompt.size()); }
 };
@@ -153,19 +154,7 @@ TokenLogprobs ComputeLogprobs(absl::Span<const float> row, int32_t chosen, int t
   TokenLogprobs lp;
   lp.id = chosen;
   lp.logprob = (*scratch)[chosen];
-  if (top_n > 0) {
-    const int n = std::min<int>(top_n, static_cast<int>(row.size()));
-    std::vector<int32_t> order(row.size());
-    std::iota(order.begin(), order.end(), 0);
-    const auto& v = *scratch;
-    std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
-      // NaN-safe: NaN sorts last.
-      const bool an = std::isnan(v[a]), bn = std::isnan(v[b]);
-      if (an != bn) return bn;
-      return v[a] > v[b] || (v[a] == v[b] && a < b);
-    });
-    for (int i = 0; i < n; ++i) lp.top.emplace_back(order[i], v[order[i]]);
-  }
+  if (top_n > 0) lp.top = TopK(*scratch, top_n);
   return lp;
 }
 
@@ -180,7 +169,8 @@ bool EngineCore::MasksStopIds(const Seq& seq) const {
 bool EngineCore::DeviceCanSample(const Seq& seq) const {
   const ValidatedRequest& req = seq.req;
   return req.top_logprobs < 0 && req.sampling.presence_penalty == 0.0f &&
-         req.sampling.frequency_penalty == 0.0f && !MasksStopIds(seq);
+         req.sampling.frequency_penalty == 0.0f && req.sampling.logit_bias.empty() &&
+         !MasksStopIds(seq);
 }
 
 bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* outputs,
@@ -280,6 +270,11 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
   for (auto& seq : running_) by_id[seq->id] = seq.get();
   std::vector<StepEntry> entries;
   std::vector<Seq*> entry_seq;
+  // Prompt log-probabilities: the positions of a prefill chunk predict the prompt's next tokens;
+  // the prompt's last position predicts the first generated token, sampled as usual.
+  std::vector<PromptLogprobsRequest> scoring(plan.entries.size());
+  int scoring_top_k = 0;
+  bool any_scored = false;
   entries.reserve(plan.entries.size());
   for (const PlanEntry& pe : plan.entries) {
     Seq* seq = by_id.at(pe.id);
@@ -287,9 +282,17 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     e.slot = seq->slot;
     e.position = seq->fed;
     if (pe.prefill) {
-      e.tokens = absl::MakeConstSpan(seq->req.prompt).subspan(seq->fed, pe.num_tokens);
-      const bool last = seq->fed + pe.num_tokens == static_cast<int64_t>(seq->req.prompt.size());
-      e.logits = last ? LogitsRequest::kLast : LogitsRequest::kNone;
+      const absl::Span<const int32_t> prompt = seq->req.prompt;
+      e.tokens = prompt.subspan(seq->fed, pe.num_tokens);
+      const bool last = seq->fed + pe.num_tokens == static_cast<int64_t>(prompt.size());
+      e.logits = last && seq->req.max_tokens > 0 ? LogitsRequest::kLast : LogitsRequest::kNone;
+      const int64_t scored =
+          std::min<int64_t>(pe.num_tokens, static_cast<int64_t>(prompt.size()) - 1 - seq->fed);
+      if (seq->req.prompt_logprobs >= 0 && scored > 0) {
+        scoring[entries.size()].targets = prompt.subspan(seq->fed + 1, scored);
+        scoring_top_k = std::max(scoring_top_k, seq->req.prompt_logprobs);
+        any_scored = true;
+      }
     } else {
       e.tokens = absl::MakeConstSpan(&seq->next_token, 1);
       e.logits = LogitsRequest::kLast;
@@ -298,7 +301,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     entry_seq.push_back(seq);
   }
   const int64_t rows = LogitsRows(entries);
-  bool on_device = options_.device_sampling && backend_->samples_on_device();
+  bool on_device = options_.device_sampling && backend_->samples_on_device() && !any_scored;
   for (size_t i = 0; i < entries.size() && on_device; ++i) {
     if (entries[i].logits != LogitsRequest::kNone) on_device = DeviceCanSample(*entry_seq[i]);
   }
@@ -315,6 +318,17 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     }
     sampled_.resize(rows);
     status = backend_->StepSample(entries, requests, absl::MakeSpan(sampled_));
+  } else if (any_scored) {
+    const int64_t scored_rows = PromptLogprobsRows(scoring);
+    logits_.resize(static_cast<size_t>(rows) * vocab_);
+    prompt_logprobs_.resize(scored_rows);
+    prompt_top_ids_.resize(scored_rows * scoring_top_k);
+    prompt_top_logprobs_.resize(scored_rows * scoring_top_k);
+    status = backend_->StepWithPromptLogprobs(
+        entries, scoring, scoring_top_k, absl::MakeSpan(logits_),
+        {.logprobs = absl::MakeSpan(prompt_logprobs_),
+         .top_ids = absl::MakeSpan(prompt_top_ids_),
+         .top_logprobs = absl::MakeSpan(prompt_top_logprobs_)});
   } else {
     logits_.resize(static_cast<size_t>(rows) * vocab_);
     status = backend_->Step(entries, absl::MakeSpan(logits_));
@@ -329,13 +343,39 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
   } else {
     // 4. Update: sample, check stops, emit.
     const absl::Time sampled_at = absl::Now();
-    int64_t row = 0;
+    int64_t row = 0, scored_row = 0;
     std::vector<float> masked, scratch;
     for (size_t i = 0; i < entries.size(); ++i) {
       Seq& seq = *entry_seq[i];
-      seq.fed += static_cast<int64_t>(entries[i].tokens.size());
-      if (entries[i].logits == LogitsRequest::kNone) continue;
       const ValidatedRequest& req = seq.req;
+      seq.fed += static_cast<int64_t>(entries[i].tokens.size());
+      bool poisoned = false;
+      for (const int32_t target : scoring[i].targets) {
+        TokenLogprobs lp{.id = target, .logprob = prompt_logprobs_[scored_row]};
+        poisoned |= !std::isfinite(lp.logprob) && !(lp.logprob < 0.0f);  // NaN or +inf
+        for (int k = 0; k < req.prompt_logprobs; ++k) {
+          const int64_t at = scored_row * scoring_top_k + k;
+          lp.top.emplace_back(prompt_top_ids_[at], prompt_top_logprobs_[at]);
+        }
+        seq.prompt_logprobs.push_back(std::move(lp));
+        ++scored_row;
+      }
+      if (poisoned) {  // NUM-4: this request alone
+        if (entries[i].logits != LogitsRequest::kNone) ++row;
+        ended[seq.id] = {FinishReason::kError,
+                         absl::InternalError("the model produced a non-finite logit")};
+        continue;
+      }
+      if (entries[i].logits == LogitsRequest::kNone) {
+        if (!seq.prefilling() && req.max_tokens == 0) {  // prefill only: done
+          EngineOutput out;
+          out.prompt_logprobs = std::move(seq.prompt_logprobs);
+          ended[seq.id] = {FinishReason::kLength, absl::OkStatus()};
+          FinishSeq(seq, FinishReason::kLength, absl::OkStatus(), &out);
+          outputs->emplace_back(&seq.callback, std::move(out));
+        }
+        continue;
+      }
       absl::Span<const float> logits;
       absl::StatusOr<int> token;
       if (on_device) {
@@ -365,6 +405,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       seq.next_token = t;
       EngineOutput out;
       out.tokens.push_back(t);
+      if (seq.output.size() == 1) out.prompt_logprobs = std::move(seq.prompt_logprobs);
       if (req.top_logprobs >= 0) {
         out.logprobs.push_back(ComputeLogprobs(logits, t, req.top_logprobs, &scratch));
       }

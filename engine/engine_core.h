@@ -34,11 +34,17 @@ namespace griffin::engine {
 struct ValidatedRequest {
   std::vector<int32_t> prompt;          // ≥ 1 ids, each in [0, vocab_size)
   SamplingParams sampling;              // VAL-2 ranges
-  int max_tokens = 16;                  // ≥ 1
+  // ≥ 0. 0: prefill only (scoring with prompt_logprobs, or an echo): the request ends kLength once
+  // its prompt is fed, and no token is sampled.
+  int max_tokens = 16;
   int min_tokens = 0;                   // [0, max_tokens]: eos and stop ids are masked until then
   std::vector<int32_t> stop_token_ids;  // ids in [0, vocab_size)
   bool ignore_eos = false;
   int top_logprobs = -1;  // -1: no logprobs; ≥ 0: chosen token + this many others
+  // -1: none; ≥ 0: the log-probability of every prompt token after the first under the model, and
+  // this many alternatives at each position, computed during the prefill
+  // (Backend::StepWithPromptLogprobs) and delivered once, in EngineOutput::prompt_logprobs.
+  int prompt_logprobs = -1;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -61,6 +67,10 @@ struct RequestTimings {
 struct EngineOutput {
   std::vector<int32_t> tokens;
   std::vector<TokenLogprobs> logprobs;  // one per token when top_logprobs ≥ 0
+  // When prompt_logprobs ≥ 0, in the output that ends the prefill (with the first token, or with
+  // the finish when max_tokens is 0), and only there: one per prompt token after the first, in
+  // order (the first token has no preceding distribution).
+  std::vector<TokenLogprobs> prompt_logprobs;
   bool finished = false;
   FinishReason reason = FinishReason::kNone;
   int32_t stop_token_id = -1;  // the id that ended it, for kStop
@@ -84,7 +94,8 @@ struct EngineOptions {
   absl::Duration queue_timeout = absl::InfiniteDuration();
   // Sample on the device when the backend can (Backend::samples_on_device) and a step's rows ask
   // nothing only the host sampler does (log-probabilities, min_tokens masks, presence/frequency
-  // penalties); such a step copies logits to the host and samples there.
+  // penalties, logit_bias); such a step copies logits to the host and samples there. A step that
+  // scores prompt tokens (prompt_logprobs) samples on the host too.
   bool device_sampling = true;
   // Called once, on the engine thread, when the backend stops being healthy (a sticky device
   // error): the engine has stopped and failed every request UNAVAILABLE; the process should exit
@@ -159,6 +170,9 @@ class EngineCore {
   std::vector<int> free_slots_;
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;           // device-sampled token per row
+  std::vector<float> prompt_logprobs_;     // StepWithPromptLogprobs output, one per scored row
+  std::vector<int32_t> prompt_top_ids_;    // ... and its top ids and values, top_k per row
+  std::vector<float> prompt_top_logprobs_;
 
   std::atomic<int> num_running_{0};
   std::atomic<int> slots_used_{0};

@@ -10,6 +10,7 @@
 
 #include "base/status_macros.h"
 #include "engine/backend_factory.h"
+#include "engine/cpu_backend.h"
 #include "engine/fault_injecting_backend.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
@@ -200,6 +201,72 @@ TEST_F(EngineCoreTest, LogprobsAreNormalised) {  // NUM-5
   EXPECT_EQ(n, 3);
 }
 
+// Every output of one request, in order.
+std::vector<EngineOutput> RunToEnd(EngineCore& core, ValidatedRequest r) {
+  std::vector<EngineOutput> outs;
+  std::promise<void> done;
+  EXPECT_TRUE(core.Submit(std::move(r),
+                          [&](EngineOutput o) {
+                            const bool fin = o.finished;
+                            outs.push_back(std::move(o));
+                            if (fin) done.set_value();
+                          })
+                  .ok());
+  done.get_future().wait();
+  return outs;
+}
+
+TEST_F(EngineCoreTest, PromptLogprobsEqualAWholePromptScoreWhateverTheChunking) {
+  const std::vector<int32_t> prompt = {2, 17, 33, 5, 90, 41, 7, 7, 12, 200, 3, 64};
+  // Reference: one kAll step over the whole prompt, as griffin-cli score does.
+  auto backend = CpuBackend::Create(*checkpoint_, 1);
+  ASSERT_TRUE(backend.ok());
+  const int vocab = (*backend)->config().vocab_size;
+  std::vector<float> logits(prompt.size() * vocab), lp(vocab);
+  StepEntry e{.slot = 0, .position = 0, .tokens = prompt, .logits = LogitsRequest::kAll};
+  ASSERT_TRUE((*backend)->Step({&e, 1}, absl::MakeSpan(logits)).ok());
+
+  auto core = Make(4, {.token_budget = 5});  // chunks of at most 5 tokens, next to other work
+  Collector noise;
+  ValidatedRequest busy = Greedy({2, 100, 9, 9, 9, 9, 9}, 30);
+  ASSERT_TRUE(core->Submit(busy, noise.Callback()).ok());
+  ValidatedRequest r = Greedy(prompt, 2);
+  r.prompt_logprobs = 3;
+  std::vector<EngineOutput> outs = RunToEnd(*core, r);
+  ASSERT_EQ(outs.size(), 2u);
+  EXPECT_EQ(outs[1].prompt_logprobs.size(), 0u);  // delivered once, with the first token
+  const std::vector<TokenLogprobs>& got = outs[0].prompt_logprobs;
+  ASSERT_EQ(got.size(), prompt.size() - 1);
+  for (size_t t = 0; t + 1 < prompt.size(); ++t) {
+    LogSoftmax(absl::MakeConstSpan(logits).subspan(t * vocab, vocab), absl::MakeSpan(lp));
+    EXPECT_EQ(got[t].id, prompt[t + 1]);
+    EXPECT_NEAR(got[t].logprob, lp[prompt[t + 1]], 1e-4) << t;
+    ASSERT_EQ(got[t].top.size(), 3u);
+    EXPECT_EQ(got[t].top[0].first, ArgMax(absl::MakeConstSpan(logits).subspan(t * vocab, vocab)));
+  }
+  // The generated tokens are those of the same request without scoring.
+  Collector plain;
+  ASSERT_TRUE(core->Submit(Greedy(prompt, 2), plain.Callback()).ok());
+  EXPECT_EQ(plain.Wait().tokens, (std::vector<int32_t>{outs[0].tokens[0], outs[1].tokens[0]}));
+  EXPECT_EQ(noise.Wait().tokens.size(), 30u);
+
+  // max_tokens 0: the prompt is scored, nothing is sampled, the request ends kLength.
+  ValidatedRequest only = Greedy(prompt, 0);
+  only.prompt_logprobs = 0;
+  std::vector<EngineOutput> scored = RunToEnd(*core, only);
+  ASSERT_EQ(scored.size(), 1u);
+  EXPECT_TRUE(scored[0].finished);
+  EXPECT_EQ(scored[0].reason, FinishReason::kLength);
+  EXPECT_TRUE(scored[0].tokens.empty());
+  EXPECT_EQ(scored[0].completion_tokens, 0);
+  ASSERT_EQ(scored[0].prompt_logprobs.size(), prompt.size() - 1);
+  for (size_t t = 0; t < got.size(); ++t) {
+    EXPECT_FLOAT_EQ(scored[0].prompt_logprobs[t].logprob, got[t].logprob);
+    EXPECT_TRUE(scored[0].prompt_logprobs[t].top.empty());
+  }
+  EXPECT_EQ(core->stats().slots_used, 0);
+}
+
 TEST_F(EngineCoreTest, StopFinishesEverythingUnavailable) {
   auto core = Make(1);
   Collector a, b;
@@ -239,14 +306,15 @@ class FakeBackend : public Backend {
       if (e.position != positions_[e.slot]) return absl::InvalidArgumentError("position");
       positions_[e.slot] += static_cast<int64_t>(e.tokens.size());
       if (e.logits == LogitsRequest::kNone) continue;
-      const int32_t last = e.tokens.back();
       const bool poison =
           e.position == 0 && std::find(e.tokens.begin(), e.tokens.end(), 13) != e.tokens.end();
-      for (int i = 0; i < 16; ++i) {
-        const float d = static_cast<float>(i - (last + 1) % 16);
-        logits[row * 16 + i] = poison ? std::nanf("") : -d * d;
+      const size_t first = e.logits == LogitsRequest::kAll ? 0 : e.tokens.size() - 1;
+      for (size_t t = first; t < e.tokens.size(); ++t, ++row) {
+        for (int i = 0; i < 16; ++i) {
+          const float d = static_cast<float>(i - (e.tokens[t] + 1) % 16);
+          logits[row * 16 + i] = poison ? std::nanf("") : -d * d;
+        }
       }
-      ++row;
     }
     return absl::OkStatus();
   }
@@ -337,6 +405,63 @@ TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
     EXPECT_EQ(raw->device_steps.load(), before);
     EXPECT_EQ(core->stats().slots_used, 0);
   }
+}
+
+TEST(EngineDeviceSamplingTest, LogitBiasAndPromptLogprobsSampleOnTheHost) {
+  auto fake = std::make_unique<FakeBackend>(2);
+  fake->device_sampler = true;
+  FakeBackend* raw = fake.get();
+  auto core = *EngineCore::Create(std::move(fake), {});
+  // The device sampler knows nothing of logit_bias: a biased request is sampled on the host, so
+  // the bias holds (greedy would give 4, 5, 6; +100 on id 9 gives 9 every time).
+  ValidatedRequest biased = Req({2, 3}, 3);
+  biased.sampling.logit_bias = {{9, 100.0f}};
+  Collector b;
+  ASSERT_TRUE(core->Submit(std::move(biased), b.Callback()).ok());
+  EXPECT_EQ(b.Wait().tokens, (std::vector<int32_t>{9, 9, 9}));
+  EXPECT_EQ(raw->device_steps.load(), 0);
+  // A scored prefill is a host step too; the decodes after it go back to the device.
+  ValidatedRequest scored = Req({2, 3, 4, 9}, 2);
+  scored.prompt_logprobs = 1;
+  std::vector<EngineOutput> outs;
+  std::promise<void> done;
+  ASSERT_TRUE(core->Submit(std::move(scored),
+                           [&](EngineOutput o) {
+                             const bool fin = o.finished;
+                             outs.push_back(std::move(o));
+                             if (fin) done.set_value();
+                           })
+                  .ok());
+  done.get_future().wait();
+  ASSERT_FALSE(outs.empty());
+  const std::vector<TokenLogprobs>& lps = outs.front().prompt_logprobs;
+  ASSERT_EQ(lps.size(), 3u);  // for 3, 4 and 9: the first prompt token has none
+  // The fake's distribution after token t peaks at t + 1: 3 after 2 and 4 after 3 are its top
+  // choice, 9 after 4 is not (the top is 5).
+  EXPECT_EQ(lps[0].id, 3);
+  EXPECT_EQ(lps[0].top, (std::vector<std::pair<int32_t, float>>{{3, lps[0].logprob}}));
+  EXPECT_EQ(lps[1].top[0].first, 4);
+  EXPECT_EQ(lps[2].id, 9);
+  EXPECT_EQ(lps[2].top[0].first, 5);
+  EXPECT_LT(lps[2].logprob, lps[2].top[0].second);
+  EXPECT_EQ(raw->device_steps.load(), 1);  // the second token only
+  EXPECT_EQ(core->stats().slots_used, 0);
+}
+
+TEST(EngineFaultTest, NonFinitePromptLogprobsFailTheirRequestAlone) {  // NUM-4 for scoring
+  auto fake = std::make_unique<FakeBackend>(2);
+  auto core = *EngineCore::Create(std::move(fake), {.token_budget = 3});
+  ValidatedRequest poisoned = Req({2, 13, 4, 5, 6}, 0);  // prefill only, in two chunks
+  poisoned.prompt_logprobs = 0;
+  ValidatedRequest normal = Req({2, 3}, 3);
+  Collector p, n;
+  ASSERT_TRUE(core->Submit(std::move(poisoned), p.Callback()).ok());
+  ASSERT_TRUE(core->Submit(std::move(normal), n.Callback()).ok());
+  Collected pr = p.Wait();
+  EXPECT_EQ(pr.last.status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(pr.last.reason, FinishReason::kError);
+  EXPECT_EQ(n.Wait().tokens, (std::vector<int32_t>{4, 5, 6}));
+  EXPECT_EQ(core->stats().slots_used, 0);
 }
 
 TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1

@@ -28,6 +28,13 @@ absl::Status FaultInjectingBackend::StepSample(absl::Span<const StepEntry> entri
   return inner_->StepSample(entries, requests, tokens);
 }
 
+absl::Status FaultInjectingBackend::StepWithPromptLogprobs(
+    absl::Span<const StepEntry> entries, absl::Span<const PromptLogprobsRequest> requests,
+    int top_k, absl::Span<float> logits, const PromptLogprobsOutput& out) {
+  if (absl::Status st = CountStep(); !st.ok()) return st;
+  return inner_->StepWithPromptLogprobs(entries, requests, top_k, logits, out);
+}
+
 absl::Status FaultInjectingBackend::ResetSlot(int slot) {
   if (failed_) return absl::InternalError("injected sticky device error");
   return inner_->ResetSlot(slot);

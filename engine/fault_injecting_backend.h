@@ -28,6 +28,10 @@ class FaultInjectingBackend final : public Backend {
   absl::Status StepSample(absl::Span<const StepEntry> entries,
                           absl::Span<const SampleRequest> requests,
                           absl::Span<int32_t> tokens) override;
+  absl::Status StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                      absl::Span<const PromptLogprobsRequest> requests, int top_k,
+                                      absl::Span<float> logits,
+                                      const PromptLogprobsOutput& out) override;
   absl::Status ResetSlot(int slot) override;
   int64_t NextPosition(int slot) const override { return inner_->NextPosition(slot); }
 

@@ -45,6 +45,21 @@ void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out) {
   }
 }
 
+std::vector<std::pair<int32_t, float>> TopK(absl::Span<const float> values, int k) {
+  const int n = std::clamp(k, 0, static_cast<int>(values.size()));
+  std::vector<int32_t> order(values.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+    const bool a_nan = std::isnan(values[a]), b_nan = std::isnan(values[b]);
+    if (a_nan != b_nan) return b_nan;
+    return values[a] > values[b] || (values[a] == values[b] && a < b);
+  });
+  std::vector<std::pair<int32_t, float>> top;
+  top.reserve(n);
+  for (int i = 0; i < n; ++i) top.emplace_back(order[i], values[order[i]]);
+  return top;
+}
+
 absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingParams& params,
                                 absl::Span<const int32_t> context, uint64_t step,
                                 absl::Span<const int32_t> output) {
@@ -59,6 +74,11 @@ absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingPa
   if (!any_finite) return absl::InternalError("every logit is -inf");
 
   std::vector<float> work(logits.begin(), logits.end());
+  // OpenAI and vLLM add the bias to the model's logits before any penalty (a -100 bias bans a token
+  // for practical purposes; the ids were validated by the server).
+  for (const auto& [id, bias] : params.logit_bias) {
+    if (id >= 0 && id < vocab) work[id] += bias;
+  }
   if (params.repetition_penalty != 1.0f) {
     absl::flat_hash_set<int32_t> seen(context.begin(), context.end());
     for (int32_t id : seen) {

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -30,6 +31,10 @@ struct SamplingParams {
   // the repetition penalty: l -= presence · [count > 0] + frequency · count. 0 = off; [-2, 2].
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
+  // OpenAI's logit_bias: (id, bias) pairs added to the logits before every other step, ids distinct
+  // and in [0, vocab), biases finite in [-100, 100]. Only the host sampler applies them: the engine
+  // samples a request that has any on the host (EngineCore::DeviceCanSample).
+  std::vector<std::pair<int32_t, float>> logit_bias;
 
   bool greedy() const { return temperature < kGreedyTemperature; }
 };
@@ -46,8 +51,13 @@ int ArgMax(absl::Span<const float> logits);
 // log_softmax of `logits` into `out` (same size), computed stably in double.
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out);
 
-// Samples one token from `logits` ([vocab], soft-capped model output) for draw `step` of a request.
-// `context` holds the prompt and generated ids the repetition penalty applies to; `output` the
+// The min(k, size) largest values as (index, value), largest first; ties go to the lower index and
+// NaN sorts after every number. What log-probability responses list as the top alternatives.
+std::vector<std::pair<int32_t, float>> TopK(absl::Span<const float> values, int k);
+
+// Samples one token from `logits` ([vocab], soft-capped model output) for draw `step` of a request:
+// logit bias → repetition penalty → presence/frequency penalties → temperature → top-k → top-p →
+// min-p → draw. `context` holds the prompt and generated ids the repetition penalty applies to; `output` the
 // generated ids alone, which the presence and frequency penalties apply to.
 // INTERNAL if the logits hold NaN or +inf, or nothing is finite (NUM-4: the request fails alone).
 absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingParams& params,

@@ -146,3 +146,39 @@ TEST(SamplerPenaltyTest, PresenceAndFrequencyApplyToOutputOnly) {
 
 }  // namespace
 }  // namespace griffin::engine
+
+namespace griffin::engine {
+namespace {
+
+TEST(TopKTest, LargestFirstTiesToTheLowerIndexNanLast) {
+  const float nan = std::nanf("");
+  std::vector<float> v = {1.0f, nan, 3.0f, 1.0f, -2.0f};
+  EXPECT_EQ(TopK(v, 3), (std::vector<std::pair<int32_t, float>>{{2, 3.0f}, {0, 1.0f}, {3, 1.0f}}));
+  EXPECT_EQ(TopK(v, 0).size(), 0u);
+  const auto all = TopK(v, 99);  // k past the size: every value, NaN last
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(all[3].first, 4);
+  EXPECT_EQ(all[4].first, 1);
+}
+
+TEST(SamplerTest, LogitBiasComesBeforeThePenaltiesAndCanBanOrForce) {
+  std::vector<float> logits = {0.0f, 2.0f, 1.0f, 1.5f};
+  SamplingParams greedy{.temperature = 0.0f};
+  EXPECT_EQ(*SampleToken(logits, greedy, {}, 0), 1);
+  greedy.logit_bias = {{1, -100.0f}};  // banned in practice
+  EXPECT_EQ(*SampleToken(logits, greedy, {}, 0), 3);
+  greedy.logit_bias = {{0, 100.0f}};   // forced
+  for (int step = 0; step < 5; ++step) EXPECT_EQ(*SampleToken(logits, greedy, {}, step), 0);
+  // Sampled, a +100 bias wins every draw too.
+  SamplingParams hot{.temperature = 1.0f, .seed = 3, .logit_bias = {{2, 100.0f}}};
+  for (int step = 0; step < 20; ++step) EXPECT_EQ(*SampleToken(logits, hot, {}, step), 2);
+  // The repetition penalty acts on the biased logit: token 2 biased to 4.0 and seen, penalty 2:
+  // 4.0 / 2 = 2.0 ties token 1's 2.0 and loses on the index; without the bias first it would be
+  // 1.0 / 2 + 3.0 = 3.5 and win.
+  SamplingParams order{.temperature = 0.0f, .repetition_penalty = 2.0f, .logit_bias = {{2, 3.0f}}};
+  const std::vector<int32_t> seen = {2};
+  EXPECT_EQ(*SampleToken(logits, order, seen, 0), 1);
+}
+
+}  // namespace
+}  // namespace griffin::engine
