@@ -100,6 +100,7 @@ absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries
   }
   const int64_t scored = PromptLogprobsRows(requests);
   if (static_cast<int64_t>(out.logprobs.size()) != scored ||
+      static_cast<int64_t>(out.ranks.size()) != scored ||
       static_cast<int64_t>(out.top_ids.size()) != scored * top_k ||
       static_cast<int64_t>(out.top_logprobs.size()) != scored * top_k) {
     return absl::InvalidArgumentError("the output spans must hold one row per target");
@@ -129,7 +130,11 @@ absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries
     const absl::Span<const int32_t> targets = requests[i].targets;
     for (size_t j = 0; j < targets.size(); ++j, ++scored_row) {
       LogSoftmax(row(src + static_cast<int64_t>(j)), absl::MakeSpan(log_probs));
-      out.logprobs[scored_row] = log_probs[targets[j]];
+      const float target = log_probs[targets[j]];
+      out.logprobs[scored_row] = target;
+      out.ranks[scored_row] = 1 + static_cast<int32_t>(std::count_if(
+                                      log_probs.begin(), log_probs.end(),
+                                      [target](float v) { return v > target; }));
       const std::vector<std::pair<int32_t, float>> top = TopK(log_probs, top_k);
       for (int k = 0; k < top_k; ++k) {
         out.top_ids[scored_row * top_k + k] = top[k].first;

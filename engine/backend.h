@@ -58,6 +58,7 @@ int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests);
 // positions in order within an entry (PromptLogprobsRows rows).
 struct PromptLogprobsOutput {
   absl::Span<float> logprobs;      // [rows]: log-softmax of the soft-capped logits at the target
+  absl::Span<int32_t> ranks;       // [rows]: 1 + the number of ids more likely than the target
   absl::Span<int32_t> top_ids;     // [rows × top_k]: the most likely ids, best first (ties: lower id)
   absl::Span<float> top_logprobs;  // [rows × top_k]: their log-softmax values
 };
@@ -125,7 +126,7 @@ class Backend {
   // Errors and the state left after each: as Step. INVALID_ARGUMENT, checked before any work (no
   // slot changes), also for requests.size() != entries.size(), more targets than an entry's tokens,
   // a target out of range, top_k outside [0, vocab_size], or `out` spans whose sizes are not rows
-  // and rows × top_k. Logits holding NaN give NaN log-probabilities (NaN sorts last in top_ids);
+  // (logprobs, ranks) and rows × top_k (top_ids, top_logprobs). Logits holding NaN give NaN log-probabilities (NaN sorts last in top_ids);
   // the caller decides what a non-finite value means (the engine fails that request, NUM-4).
   virtual absl::Status StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
                                               absl::Span<const PromptLogprobsRequest> requests,

@@ -3,6 +3,7 @@
 // logits rows unchanged, and invalid requests refused before any state changes.
 #include "engine/backend.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -61,7 +62,7 @@ TEST_F(PromptLogprobsTest, EqualsLogSoftmaxOfEveryRowInChunksAndNextToAnotherEnt
   // Chunks of 4, 4 and 2 tokens; the last chunk also asks for its last row (the next token's
   // distribution), as the engine does at the end of a prefill.
   std::vector<float> scored_logprobs;
-  std::vector<int32_t> scored_ids;
+  std::vector<int32_t> scored_ids, scored_ranks;
   std::vector<float> scored_top;
   std::vector<float> last_row(vocab_);
   for (int start : {0, 4, 8}) {
@@ -80,10 +81,11 @@ TEST_F(PromptLogprobsTest, EqualsLogSoftmaxOfEveryRowInChunksAndNextToAnotherEnt
     }
     std::vector<float> logits(LogitsRows(entries) * vocab_);
     std::vector<float> lp(targets), top_lp(targets * kTop);
-    std::vector<int32_t> top_ids(targets * kTop);
+    std::vector<int32_t> ranks(targets), top_ids(targets * kTop);
     ASSERT_TRUE(backend_
                     ->StepWithPromptLogprobs(entries, requests, kTop, absl::MakeSpan(logits),
                                              {.logprobs = absl::MakeSpan(lp),
+                                              .ranks = absl::MakeSpan(ranks),
                                               .top_ids = absl::MakeSpan(top_ids),
                                               .top_logprobs = absl::MakeSpan(top_lp)})
                     .ok());
@@ -93,12 +95,17 @@ TEST_F(PromptLogprobsTest, EqualsLogSoftmaxOfEveryRowInChunksAndNextToAnotherEnt
     }
     if (last) std::copy(logits.end() - vocab_, logits.end(), last_row.begin());
     scored_logprobs.insert(scored_logprobs.end(), lp.begin(), lp.end());
+    scored_ranks.insert(scored_ranks.end(), ranks.begin(), ranks.end());
     scored_ids.insert(scored_ids.end(), top_ids.begin(), top_ids.end());
     scored_top.insert(scored_top.end(), top_lp.begin(), top_lp.end());
   }
   ASSERT_EQ(scored_logprobs.size(), prompt.size() - 1);
   for (size_t t = 0; t + 1 < prompt.size(); ++t) {
-    EXPECT_NEAR(scored_logprobs[t], reference[t][prompt[t + 1]], 1e-5) << t;
+    const float target = reference[t][prompt[t + 1]];
+    EXPECT_NEAR(scored_logprobs[t], target, 1e-5) << t;
+    EXPECT_EQ(scored_ranks[t], 1 + std::count_if(reference[t].begin(), reference[t].end(),
+                                                 [&](float v) { return v > target; }))
+        << t;
     const auto top = TopK(reference[t], kTop);
     for (int k = 0; k < kTop; ++k) {
       EXPECT_EQ(scored_ids[t * kTop + k], top[k].first) << t << " " << k;
@@ -118,8 +125,9 @@ TEST_F(PromptLogprobsTest, InvalidRequestsChangeNothing) {
   const std::vector<int32_t> good = {17, 33};
   StepEntry e{.slot = 0, .position = 0, .tokens = prompt, .logits = LogitsRequest::kNone};
   std::vector<float> lp(2), top_lp(2);
-  std::vector<int32_t> top_ids(2);
+  std::vector<int32_t> ranks(2), top_ids(2);
   const PromptLogprobsOutput out{.logprobs = absl::MakeSpan(lp),
+                                 .ranks = absl::MakeSpan(ranks),
                                  .top_ids = absl::MakeSpan(top_ids),
                                  .top_logprobs = absl::MakeSpan(top_lp)};
   auto run = [&](std::vector<PromptLogprobsRequest> requests, int top_k,
@@ -134,6 +142,7 @@ TEST_F(PromptLogprobsTest, InvalidRequestsChangeNothing) {
   EXPECT_EQ(run({{.targets = good}}, 2, out), kInvalid);           // top spans too small for k=2
   EXPECT_EQ(run({{.targets = good}}, 1,
                 {.logprobs = absl::MakeSpan(lp).subspan(0, 1),
+                 .ranks = absl::MakeSpan(ranks).subspan(0, 1),
                  .top_ids = absl::MakeSpan(top_ids).subspan(0, 1),
                  .top_logprobs = absl::MakeSpan(top_lp).subspan(0, 1)}),
             kInvalid);                                             // one row short

@@ -322,11 +322,13 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     const int64_t scored_rows = PromptLogprobsRows(scoring);
     logits_.resize(static_cast<size_t>(rows) * vocab_);
     prompt_logprobs_.resize(scored_rows);
+    prompt_ranks_.resize(scored_rows);
     prompt_top_ids_.resize(scored_rows * scoring_top_k);
     prompt_top_logprobs_.resize(scored_rows * scoring_top_k);
     status = backend_->StepWithPromptLogprobs(
         entries, scoring, scoring_top_k, absl::MakeSpan(logits_),
         {.logprobs = absl::MakeSpan(prompt_logprobs_),
+         .ranks = absl::MakeSpan(prompt_ranks_),
          .top_ids = absl::MakeSpan(prompt_top_ids_),
          .top_logprobs = absl::MakeSpan(prompt_top_logprobs_)});
   } else {
@@ -351,7 +353,9 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       seq.fed += static_cast<int64_t>(entries[i].tokens.size());
       bool poisoned = false;
       for (const int32_t target : scoring[i].targets) {
-        TokenLogprobs lp{.id = target, .logprob = prompt_logprobs_[scored_row]};
+        TokenLogprobs lp{.id = target,
+                         .logprob = prompt_logprobs_[scored_row],
+                         .rank = prompt_ranks_[scored_row]};
         poisoned |= !std::isfinite(lp.logprob) && !(lp.logprob < 0.0f);  // NaN or +inf
         for (int k = 0; k < req.prompt_logprobs; ++k) {
           const int64_t at = scored_row * scoring_top_k + k;

@@ -53,6 +53,7 @@ enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 struct TokenLogprobs {
   int32_t id = 0;
   float logprob = 0.0f;                        // log-softmax of the model's logits (≤ 0)
+  int32_t rank = 0;  // prompt tokens: 1 + the number of more likely ids; 0 (unknown) otherwise
   std::vector<std::pair<int32_t, float>> top;  // the most likely ids, best first
 };
 
@@ -171,6 +172,7 @@ class EngineCore {
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;           // device-sampled token per row
   std::vector<float> prompt_logprobs_;     // StepWithPromptLogprobs output, one per scored row
+  std::vector<int32_t> prompt_ranks_;
   std::vector<int32_t> prompt_top_ids_;    // ... and its top ids and values, top_k per row
   std::vector<float> prompt_top_logprobs_;
 

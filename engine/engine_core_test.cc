@@ -439,6 +439,9 @@ TEST(EngineDeviceSamplingTest, LogitBiasAndPromptLogprobsSampleOnTheHost) {
   // The fake's distribution after token t peaks at t + 1: 3 after 2 and 4 after 3 are its top
   // choice, 9 after 4 is not (the top is 5).
   EXPECT_EQ(lps[0].id, 3);
+  EXPECT_EQ(lps[0].rank, 1);
+  // After 4 the logits are -(i - 5)^2: 5, 4, 6, 3, 7, 2 and 8 beat 9's -16 (1 ties it).
+  EXPECT_EQ(lps[2].rank, 8);
   EXPECT_EQ(lps[0].top, (std::vector<std::pair<int32_t, float>>{{3, lps[0].logprob}}));
   EXPECT_EQ(lps[1].top[0].first, 4);
   EXPECT_EQ(lps[2].id, 9);

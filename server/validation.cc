@@ -99,8 +99,11 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
   out.n = static_cast<int>(n);
   const int64_t max_tokens =
       in.max_tokens.value_or(std::min(limits.default_max_tokens, limits.max_output_tokens));
-  if (max_tokens < 1 || max_tokens > limits.max_output_tokens) {
-    return Invalid("max_tokens", absl::StrCat("must be in [1, ", limits.max_output_tokens, "]"));
+  // 0 generates nothing: only meaningful when the prompt itself comes back (echo) or is scored.
+  const int64_t min_max_tokens = in.echo || in.prompt_logprobs.has_value() ? 0 : 1;
+  if (max_tokens < min_max_tokens || max_tokens > limits.max_output_tokens) {
+    return Invalid("max_tokens", absl::StrCat("must be in [", min_max_tokens, ", ",
+                                              limits.max_output_tokens, "]"));
   }
   r.max_tokens = static_cast<int>(max_tokens);
   const int64_t min_tokens = in.min_tokens.value_or(0);
@@ -113,6 +116,30 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
       return Invalid("top_logprobs", absl::StrCat("must be in [0, ", limits.max_top_logprobs, "]"));
     }
     r.top_logprobs = static_cast<int>(*in.top_logprobs);
+  }
+  if (in.prompt_logprobs) {
+    if (*in.prompt_logprobs < 0 || *in.prompt_logprobs > limits.max_top_logprobs) {
+      return Invalid("prompt_logprobs",
+                     absl::StrCat("must be in [0, ", limits.max_top_logprobs, "]"));
+    }
+    r.prompt_logprobs = static_cast<int>(*in.prompt_logprobs);
+  }
+  if (static_cast<int64_t>(in.logit_bias.size()) > limits.max_logit_bias) {
+    return Invalid("logit_bias",
+                   absl::StrCat("may hold at most ", limits.max_logit_bias, " entries"));
+  }
+  for (const auto& [id, bias] : in.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      return Invalid("logit_bias", absl::StrCat("holds a token id outside [0, ", vocab, ")"));
+    }
+    if (!std::isfinite(bias) || bias < -kMaxLogitBias || bias > kMaxLogitBias) {
+      return Invalid("logit_bias", absl::StrCat("values must be in [-", kMaxLogitBias, ", ",
+                                                kMaxLogitBias, "]"));
+    }
+    for (const auto& [other, unused] : r.sampling.logit_bias) {
+      if (other == id) return Invalid("logit_bias", "holds a token id twice");
+    }
+    r.sampling.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
   }
   if (static_cast<int64_t>(in.stop.size()) > limits.max_stop_strings) {
     return Invalid("stop", absl::StrCat("may hold at most ", limits.max_stop_strings, " strings"));
@@ -177,7 +204,11 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
       }
       if (id != model.bos_id && id != model.eos_id && id != model.pad_id) all_special = false;
     }
-    if (all_special) return Invalid("prompt", "holds only special tokens");
+    // BOS alone is the start every sequence has: the model's unconditional distribution, a
+    // legitimate prompt (unconditional samples). Other runs of pad/eos/bos are no text the model
+    // was trained to continue (VAL-1).
+    const bool bos_alone = ids.size() == 1 && ids[0] == model.bos_id;
+    if (all_special && !bos_alone) return Invalid("prompt", "holds only special tokens");
     r.prompt.assign(ids.begin(), ids.end());
   }
   if (static_cast<int64_t>(r.prompt.size()) > limits.max_prompt_tokens) {

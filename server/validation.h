@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -27,7 +28,12 @@ struct Limits {
   int64_t max_stop_strings = 16;
   int64_t max_stop_string_bytes = 256;
   int64_t max_stop_token_ids = 64;
+  int64_t max_logit_bias = 300;          // logit_bias entries per request (OpenAI's bound)
+  int64_t max_prompts_per_request = 64;  // prompts in one /v1/completions list
 };
+
+// A logit bias must lie in this range (OpenAI's): ±100 bans or forces a token in practice.
+inline constexpr double kMaxLogitBias = 100.0;
 
 // What the model accepts.
 struct ModelLimits {
@@ -45,6 +51,11 @@ struct GenerateInput {
   std::optional<double> temperature, top_p, min_p, repetition_penalty, presence_penalty,
       frequency_penalty;
   std::optional<int64_t> top_k, max_tokens, min_tokens, top_logprobs, n;
+  // Log-probabilities of the prompt's tokens and this many alternatives (engine prompt_logprobs).
+  std::optional<int64_t> prompt_logprobs;
+  // The front end returns the prompt with the output (OpenAI's echo): max_tokens may then be 0.
+  bool echo = false;
+  std::vector<std::pair<int64_t, double>> logit_bias;  // (token id, bias) as the client sent them
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   std::vector<int64_t> stop_token_ids;

@@ -123,6 +123,55 @@ TEST_F(ValidationTest, Table) {
          i.token_ids = std::vector<int64_t>{2, 1, 0};
        },
        "prompt"},
+      {"prompt bos alone", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>{2}; },
+       nullptr},
+      {"prompt eos alone", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>{1}; },
+       "prompt"},
+      {"prompt bos bos", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>{2, 2}; },
+       "prompt"},
+      {"max_tokens 0 echo",
+       [](GenerateInput& i) {
+         i.max_tokens = 0;
+         i.echo = true;
+       },
+       nullptr},
+      {"max_tokens 0 scoring",
+       [](GenerateInput& i) {
+         i.max_tokens = 0;
+         i.prompt_logprobs = 0;
+       },
+       nullptr},
+      {"max_tokens -1 echo",
+       [](GenerateInput& i) {
+         i.max_tokens = -1;
+         i.echo = true;
+       },
+       "max_tokens"},
+      {"prompt_logprobs max", [](GenerateInput& i) { i.prompt_logprobs = 20; }, nullptr},
+      {"prompt_logprobs max+1", [](GenerateInput& i) { i.prompt_logprobs = 21; },
+       "prompt_logprobs"},
+      {"prompt_logprobs -1", [](GenerateInput& i) { i.prompt_logprobs = -1; }, "prompt_logprobs"},
+      {"logit_bias ok", [](GenerateInput& i) { i.logit_bias = {{0, -100.0}, {511, 100.0}}; },
+       nullptr},
+      {"logit_bias id -1", [](GenerateInput& i) { i.logit_bias = {{-1, 1.0}}; }, "logit_bias"},
+      {"logit_bias id vocab", [](GenerateInput& i) { i.logit_bias = {{512, 1.0}}; }, "logit_bias"},
+      {"logit_bias id 2^32-1", [](GenerateInput& i) { i.logit_bias = {{4294967295, 1.0}}; },
+       "logit_bias"},
+      {"logit_bias 100.5", [](GenerateInput& i) { i.logit_bias = {{5, 100.5}}; }, "logit_bias"},
+      {"logit_bias -inf", [&](GenerateInput& i) { i.logit_bias = {{5, -inf}}; }, "logit_bias"},
+      {"logit_bias nan", [&](GenerateInput& i) { i.logit_bias = {{5, nan}}; }, "logit_bias"},
+      {"logit_bias twice", [](GenerateInput& i) { i.logit_bias = {{5, 1.0}, {5, 2.0}}; },
+       "logit_bias"},
+      {"logit_bias max",
+       [](GenerateInput& i) {
+         for (int id = 0; id < 300; ++id) i.logit_bias.emplace_back(id, 1.0);
+       },
+       nullptr},
+      {"logit_bias max+1",
+       [](GenerateInput& i) {
+         for (int id = 0; id < 301; ++id) i.logit_bias.emplace_back(id, 1.0);
+       },
+       "logit_bias"},
       {"prompt limit", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>(10, 7); },
        nullptr},
       {"prompt limit+1", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>(11, 7); },
@@ -303,6 +352,8 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
     in.max_tokens = integer(1, 100);
     in.min_tokens = integer(0, 3);
     in.top_logprobs = integer(0, 20);
+    in.prompt_logprobs = pick(3) == 0 ? integer(0, 20) : std::nullopt;
+    in.echo = pick(4) == 0;
     in.n = integer(1, 8);
     if (pick(2)) in.seed = rng();
     const int prompt_kind = pick(6);  // text, ids, both or neither
@@ -315,6 +366,10 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
     for (int k = pick(pick(8) == 0 ? 20 : 3); k > 0; --k) in.stop.push_back(some_bytes(pick(8) == 0 ? 300 : 6));
     for (int k = pick(pick(8) == 0 ? 80 : 3); k > 0; --k) in.stop_token_ids.push_back(some_id());
     in.ignore_eos = pick(2);
+    for (int k = pick(pick(8) == 0 ? 400 : 3); k > 0; --k) {
+      in.logit_bias.emplace_back(some_id(), wild ? some_double().value_or(0.0)
+                                                 : std::uniform_real_distribution<double>(-100, 100)(rng));
+    }
 
     absl::StatusOr<ValidatedGenerate> v = ValidateGenerate(in, limits_, model_, tokenizer_.get());
     if (!v.ok()) {
@@ -337,7 +392,16 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
     ASSERT_TRUE(sp.presence_penalty >= -2.0f && sp.presence_penalty <= 2.0f);
     ASSERT_TRUE(sp.frequency_penalty >= -2.0f && sp.frequency_penalty <= 2.0f);
     ASSERT_TRUE(sp.top_k == -1 || (sp.top_k >= 1 && sp.top_k < model_.vocab_size)) << sp.top_k;
-    ASSERT_TRUE(r.max_tokens >= 1 && r.max_tokens <= limits_.max_output_tokens);
+    ASSERT_TRUE(r.max_tokens >= (in.echo || in.prompt_logprobs ? 0 : 1) &&
+                r.max_tokens <= limits_.max_output_tokens);
+    ASSERT_TRUE(r.prompt_logprobs >= -1 && r.prompt_logprobs <= limits_.max_top_logprobs);
+    ASSERT_LE(static_cast<int64_t>(sp.logit_bias.size()), limits_.max_logit_bias);
+    for (size_t k = 0; k < sp.logit_bias.size(); ++k) {
+      const auto [id, bias] = sp.logit_bias[k];
+      ASSERT_TRUE(id >= 0 && id < model_.vocab_size) << id;
+      ASSERT_TRUE(bias >= -100.0f && bias <= 100.0f) << bias;
+      for (size_t j = 0; j < k; ++j) ASSERT_NE(sp.logit_bias[j].first, id);
+    }
     ASSERT_TRUE(r.min_tokens >= 0 && r.min_tokens <= r.max_tokens);
     ASSERT_TRUE(r.top_logprobs >= -1 && r.top_logprobs <= limits_.max_top_logprobs);
     ASSERT_TRUE(v->n >= 1 && v->n <= limits_.max_n);
