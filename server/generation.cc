@@ -22,6 +22,7 @@ absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
   g->stop_strings_ = std::move(stop_strings);
   g->notify_ = std::move(notify);
   g->start_ = absl::Now();
+  g->prompt_tokens_ = static_cast<int64_t>(request.prompt.size());
   if (state->tokenizer != nullptr) {
     g->detok_ = std::make_unique<IncrementalDetokenizer>(state->tokenizer);
   }
@@ -194,6 +195,7 @@ bool Generation::Poll(Event* event) {
   }
   if (raw.empty()) return false;
   for (engine::EngineOutput& out : raw) {
+    if (!out.prompt_logprobs.empty()) event->prompt_logprobs = std::move(out.prompt_logprobs);
     for (size_t i = 0; i < out.tokens.size(); ++i) {
       if (stopped_by_string_) break;
       const int32_t t = out.tokens[i];

@@ -39,6 +39,7 @@ struct ServerState {
   int num_slots = 0;
   int max_queue = 0;
   int end_of_turn_id = -1;  // <end_of_turn>, a chat stop id, when the vocabulary has it
+  int64_t created = 0;      // Unix seconds when the model was loaded (/v1/models `created`)
   bool json_logs = false;
   absl::Duration request_timeout = absl::InfiniteDuration();  // --request_timeout
 
@@ -62,6 +63,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
     std::vector<int32_t> token_ids;               // new ids (all generated ids, stop ids included)
     std::string text;                             // new complete UTF-8 text
     std::vector<engine::TokenLogprobs> logprobs;  // one per id when asked for
+    // Once, when asked for (prompt_logprobs): one per prompt token after the first.
+    std::vector<engine::TokenLogprobs> prompt_logprobs;
     bool finished = false;
     // "stop" (eos or stop id), "length", "stop_string", "abort", "error".
     std::string finish_reason;
@@ -92,6 +95,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void ClearNotify();
 
   const std::string& request_id() const { return request_id_; }
+  // The prompt's length in tokens (BOS included), known from the start.
+  int64_t prompt_tokens() const { return prompt_tokens_; }
   bool finished() const { return final_returned_.load(); }
 
  private:
@@ -106,6 +111,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::string request_id_;
   std::string api_;
   uint64_t engine_id_ = 0;
+  int64_t prompt_tokens_ = 0;
   std::vector<std::string> stop_strings_;
   absl::Time start_;
 

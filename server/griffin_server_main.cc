@@ -35,6 +35,7 @@
 #include "server/grpc_service.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/reflection_v1.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -69,7 +70,11 @@ ABSL_FLAG(int64_t, max_prompt_tokens, 8192,
 ABSL_FLAG(int64_t, max_output_tokens, 4096, "largest max_tokens accepted");
 ABSL_FLAG(int64_t, default_max_tokens, 256, "max_tokens when a request does not say");
 ABSL_FLAG(int64_t, max_n, 8, "largest n (choices per HTTP request)");
-ABSL_FLAG(int64_t, max_top_logprobs, 20, "largest top_logprobs / logprobs");
+ABSL_FLAG(int64_t, max_top_logprobs, 20,
+          "largest top_logprobs / logprobs / prompt_logprobs (alternatives per position)");
+ABSL_FLAG(int64_t, max_logit_bias, 300, "most logit_bias entries in one request");
+ABSL_FLAG(int64_t, max_prompts_per_request, 64,
+          "most prompts in one /v1/completions prompt list (each gets n choices)");
 ABSL_FLAG(double, drain_timeout, 30.0, "seconds in-flight requests get to finish after SIGTERM");
 ABSL_FLAG(int, http_threads, 0, "HTTP worker threads; 0: slots + max_queue + 16");
 ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message / HTTP body accepted");
@@ -142,6 +147,12 @@ int Run() {
   state.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   state.limits.max_n = absl::GetFlag(FLAGS_max_n);
   state.limits.max_top_logprobs = absl::GetFlag(FLAGS_max_top_logprobs);
+  state.limits.max_logit_bias = absl::GetFlag(FLAGS_max_logit_bias);
+  state.limits.max_prompts_per_request = absl::GetFlag(FLAGS_max_prompts_per_request);
+  if (state.limits.max_logit_bias < 0 || state.limits.max_prompts_per_request < 1) {
+    Log(spdlog::level::err, "--max_logit_bias must be >= 0 and --max_prompts_per_request >= 1");
+    return 1;
+  }
   server::Metrics metrics(model_name);
   state.metrics = &metrics;
 
@@ -155,14 +166,20 @@ int Run() {
       grpc::InsecureServerCredentials(), &grpc_port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.RegisterService(&service);
+  builder.SetOption(server::MakeReflectionV1Option());  // v1alpha comes from gRPC's own plugin
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (grpc_server == nullptr || grpc_port == 0) {
     Log(spdlog::level::err, absl::StrCat("startup failed: cannot listen on gRPC port ",
                                          absl::GetFlag(FLAGS_grpc_port)));
     return 1;
   }
+  // Health answers for the whole server ("") and for the service by name (what a probe or a
+  // balancer configured with the service name asks); SetServingStatus(bool) then moves both.
   grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
-  if (health != nullptr) health->SetServingStatus(false);
+  if (health != nullptr) {
+    health->SetServingStatus(griffin::v1::Generation::service_full_name(), false);
+    health->SetServingStatus(false);
+  }
 
   int http_threads = absl::GetFlag(FLAGS_http_threads);
   if (http_threads <= 0) {
@@ -284,6 +301,7 @@ int Run() {
                  .pad_id = config.pad_token_id};
   if (tokenizer != nullptr) state.end_of_turn_id = tokenizer->PieceToId("<end_of_turn>");
   metrics.SetModel(state_bytes, slots);
+  state.created = absl::ToUnixSeconds(absl::Now());
   state.loaded.store(true, std::memory_order_release);  // publishes every field above
   state.ready.store(true);
   if (health != nullptr) health->SetServingStatus(true);

@@ -49,6 +49,7 @@ absl::StatusOr<GenerateInput> FromProto(const pb::GenerateRequest& req) {
   if (s.has_presence_penalty()) in.presence_penalty = s.presence_penalty();
   if (s.has_frequency_penalty()) in.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) in.seed = s.seed();
+  for (const auto& [id, bias] : s.logit_bias()) in.logit_bias.emplace_back(id, bias);
   const pb::StoppingCriteria& st = req.stopping();
   if (st.has_max_tokens()) in.max_tokens = st.max_tokens();
   if (st.has_min_tokens()) in.min_tokens = st.min_tokens();
@@ -56,7 +57,19 @@ absl::StatusOr<GenerateInput> FromProto(const pb::GenerateRequest& req) {
   in.stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
   in.ignore_eos = st.ignore_eos();
   if (req.has_top_logprobs()) in.top_logprobs = req.top_logprobs();
+  if (req.has_prompt_logprobs()) in.prompt_logprobs = req.prompt_logprobs();
   return in;
+}
+
+void AddLogprobs(const engine::TokenLogprobs& lp, pb::PositionLogprobs* p) {
+  p->mutable_chosen()->set_token_id(lp.id);
+  p->mutable_chosen()->set_logprob(lp.logprob);
+  p->mutable_chosen()->set_rank(lp.rank);
+  for (const auto& [id, logprob] : lp.top) {
+    pb::TokenLogprob* t = p->add_top();
+    t->set_token_id(id);
+    t->set_logprob(logprob);
+  }
 }
 
 class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
@@ -171,21 +184,17 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     if (pending_.empty()) {
       Generation::Event ev;
       while (generation_->Poll(&ev)) {
-        if (!ev.token_ids.empty() || !ev.text.empty()) {
+        if (!ev.token_ids.empty() || !ev.text.empty() || !ev.prompt_logprobs.empty()) {
           pb::GenerateResponse& r = pending_.emplace_back();
           r.set_request_id(request_id_);
           pb::Chunk* chunk = r.mutable_chunk();
           for (int32_t t : ev.token_ids) chunk->add_token_ids(t);
           chunk->set_text(ev.text);
+          for (const engine::TokenLogprobs& lp : ev.prompt_logprobs) {
+            AddLogprobs(lp, chunk->add_prompt_logprobs());
+          }
           for (const engine::TokenLogprobs& lp : ev.logprobs) {
-            pb::PositionLogprobs* p = chunk->add_logprobs();
-            p->mutable_chosen()->set_token_id(lp.id);
-            p->mutable_chosen()->set_logprob(lp.logprob);
-            for (const auto& [id, logprob] : lp.top) {
-              pb::TokenLogprob* t = p->add_top();
-              t->set_token_id(id);
-              t->set_logprob(logprob);
-            }
+            AddLogprobs(lp, chunk->add_logprobs());
           }
         }
         if (ev.finished) {

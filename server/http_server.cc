@@ -12,6 +12,7 @@
 #include <limits>
 #include <mutex>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/utf8.h"
@@ -79,7 +80,7 @@ void SendError(httplib::Response& res, const absl::Status& status) {
   res.set_content(Dump(j), "application/json");
 }
 
-absl::Status Invalid(const std::string& field, const char* what) {
+absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
 }
 
@@ -141,13 +142,40 @@ absl::Status ReadIdList(const json& v, const char* key, std::vector<int64_t>* ou
   } while (0)
 
 struct OpenAiRequest {
-  GenerateInput input;
+  GenerateInput input;                 // the fields every prompt shares
+  std::vector<GenerateInput> prompts;  // one per prompt (a completions prompt list; chat: one)
   bool chat = false;
   bool stream = false;
   bool include_usage = false;
+  bool continuous_usage = false;  // stream_options.continuous_usage_stats (with include_usage)
   bool logprobs = false;
-  int top_logprobs = 0;
+  int64_t echo_top = 0;  // completions with echo and logprobs: alternatives per prompt position
+  std::optional<int64_t> prompt_logprobs;  // vLLM's extension: alternatives per prompt position
 };
+
+// "prompt", or "prompt[i]" for the i-th prompt of a list (the index is ours, never client text).
+std::string PromptField(size_t index, size_t count) {
+  return count > 1 ? absl::StrCat("prompt[", index, "]") : "prompt";
+}
+
+// A logit_bias object: {"token id": bias, ...}. Keys are decimal integers (as OpenAI sends them).
+absl::Status ReadLogitBias(const json& b, const Limits& limits, GenerateInput* in) {
+  auto bias = b.find("logit_bias");
+  if (bias == b.end() || bias->is_null()) return absl::OkStatus();
+  if (!bias->is_object()) return Invalid("logit_bias", "must be an object of token id to bias");
+  if (static_cast<int64_t>(bias->size()) > limits.max_logit_bias) {
+    return Invalid("logit_bias", "holds too many entries");  // before reading any of them
+  }
+  for (const auto& [key, value] : bias->items()) {
+    int64_t id = 0;
+    if (key.empty() || key.size() > 18 || !absl::SimpleAtoi(key, &id)) {
+      return Invalid("logit_bias", "keys must be token ids");
+    }
+    if (!value.is_number()) return Invalid("logit_bias", "values must be numbers");
+    in->logit_bias.emplace_back(id, value.get<double>());
+  }
+  return absl::OkStatus();
+}
 
 // Fields both endpoints share.
 absl::Status ReadCommon(const json& b, const ServerState& state, OpenAiRequest* r) {
@@ -177,7 +205,11 @@ absl::Status ReadCommon(const json& b, const ServerState& state, OpenAiRequest* 
   if (so != b.end() && !so->is_null()) {
     if (!so->is_object()) return Invalid("stream_options", "must be an object");
     RETURN_IF_ERROR_HTTP(ReadBool(*so, "include_usage", &r->include_usage));
+    bool continuous = false;
+    RETURN_IF_ERROR_HTTP(ReadBool(*so, "continuous_usage_stats", &continuous));
+    r->continuous_usage = continuous && r->include_usage;  // vLLM: only with include_usage
   }
+  RETURN_IF_ERROR_HTTP(ReadInt(b, "prompt_logprobs", &r->prompt_logprobs));
   auto stop = b.find("stop");
   if (stop != b.end() && !stop->is_null()) {
     if (stop->is_string()) {
@@ -201,10 +233,7 @@ absl::Status ReadCommon(const json& b, const ServerState& state, OpenAiRequest* 
   std::optional<int64_t> best_of;
   RETURN_IF_ERROR_HTTP(ReadInt(b, "best_of", &best_of));
   if (best_of && *best_of != in.n.value_or(1)) return Invalid("best_of", "must equal n");
-  auto bias = b.find("logit_bias");
-  if (bias != b.end() && !bias->is_null() && !bias->empty()) {
-    return Invalid("logit_bias", "is not supported");
-  }
+  RETURN_IF_ERROR_HTTP(ReadLogitBias(b, state.limits, &in));
   auto fmt = b.find("response_format");
   if (fmt != b.end() && !fmt->is_null()) {
     if (!fmt->is_object() || fmt->value("type", std::string("text")) != "text") {
@@ -218,35 +247,22 @@ absl::Status ReadCommon(const json& b, const ServerState& state, OpenAiRequest* 
   return absl::OkStatus();
 }
 
+// One prompt of a completions request: a string, or an array of token ids.
+absl::Status ReadOnePrompt(const json& p, const std::string& field, GenerateInput* in) {
+  if (p.is_string()) {
+    in->text = p.get<std::string>();
+    return absl::OkStatus();
+  }
+  if (!p.is_array()) return Invalid(field, "must be a string or an array of token ids");
+  in->token_ids.emplace();
+  return ReadIdList(p, field.c_str(), &*in->token_ids);
+}
+
 absl::Status ParseCompletion(const json& b, const ServerState& state, OpenAiRequest* r) {
   RETURN_IF_ERROR_HTTP(ReadCommon(b, state, r));
   GenerateInput& in = r->input;
   RETURN_IF_ERROR_HTTP(ReadInt(b, "max_tokens", &in.max_tokens));
-  auto prompt = b.find("prompt");
-  if (prompt == b.end() || prompt->is_null()) return Invalid("prompt", "is required");
-  if (prompt->is_string()) {
-    in.text = prompt->get<std::string>();
-  } else if (prompt->is_array()) {
-    if (prompt->empty()) return Invalid("prompt", "has no tokens");
-    const json& first = prompt->front();
-    if (first.is_string() || first.is_array()) {
-      if (prompt->size() != 1) return Invalid("prompt", "may hold one prompt (use n for more)");
-      if (first.is_string()) {
-        in.text = first.get<std::string>();
-      } else {
-        in.token_ids.emplace();
-        RETURN_IF_ERROR_HTTP(ReadIdList(first, "prompt", &*in.token_ids));
-      }
-    } else {
-      in.token_ids.emplace();
-      RETURN_IF_ERROR_HTTP(ReadIdList(*prompt, "prompt", &*in.token_ids));
-    }
-  } else {
-    return Invalid("prompt", "must be a string or an array of token ids");
-  }
-  bool echo = false;
-  RETURN_IF_ERROR_HTTP(ReadBool(b, "echo", &echo));
-  if (echo) return Invalid("echo", "is not supported");
+  RETURN_IF_ERROR_HTTP(ReadBool(b, "echo", &in.echo));
   auto suffix = b.find("suffix");
   if (suffix != b.end() && !suffix->is_null()) return Invalid("suffix", "is not supported");
   std::optional<int64_t> logprobs;
@@ -254,6 +270,42 @@ absl::Status ParseCompletion(const json& b, const ServerState& state, OpenAiRequ
   if (logprobs) {
     r->logprobs = true;
     in.top_logprobs = *logprobs;
+    if (in.echo) r->echo_top = *logprobs;  // validated as top_logprobs
+  }
+  // The engine scores the prompt once, with as many alternatives as either use asks for.
+  // (An out-of-range value of either is left for validation to name.)
+  in.prompt_logprobs = r->prompt_logprobs;
+  if (in.echo && logprobs && in.prompt_logprobs.value_or(0) >= 0) {
+    in.prompt_logprobs = std::max(in.prompt_logprobs.value_or(0), *logprobs);
+  }
+
+  // The prompt: a string, an array of ids, or a list of either (OpenAI's batch form).
+  auto prompt = b.find("prompt");
+  if (prompt == b.end() || prompt->is_null()) return Invalid("prompt", "is required");
+  std::vector<const json*> prompts;
+  if (prompt->is_array() && !prompt->empty() &&
+      (prompt->front().is_string() || prompt->front().is_array())) {
+    if (static_cast<int64_t>(prompt->size()) > state.limits.max_prompts_per_request) {
+      return Invalid("prompt", absl::StrCat("may hold at most ",
+                                            state.limits.max_prompts_per_request, " prompts"));
+    }
+    const bool strings = prompt->front().is_string();
+    for (const json& p : *prompt) {
+      if (p.is_string() != strings || (!p.is_string() && !p.is_array())) {
+        return Invalid("prompt", "must be a list of strings or a list of token id arrays");
+      }
+      prompts.push_back(&p);
+    }
+  } else if (prompt->is_string() || prompt->is_array()) {
+    if (prompt->is_array() && prompt->empty()) return Invalid("prompt", "has no tokens");
+    prompts.push_back(&*prompt);
+  } else {
+    return Invalid("prompt", "must be a string or an array of token ids");
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerateInput one = in;
+    RETURN_IF_ERROR_HTTP(ReadOnePrompt(*prompts[i], PromptField(i, prompts.size()), &one));
+    r->prompts.push_back(std::move(one));
   }
   return absl::OkStatus();
 }
@@ -303,6 +355,8 @@ absl::Status ParseChat(const json& b, const ServerState& state, OpenAiRequest* r
   in.token_ids = std::move(*ids);
   in.text_is_chat = true;
   if (state.end_of_turn_id >= 0) in.stop_token_ids.push_back(state.end_of_turn_id);
+  in.prompt_logprobs = r->prompt_logprobs;
+  r->prompts.push_back(in);
   return absl::OkStatus();
 }
 
@@ -360,15 +414,21 @@ struct Waiter {
 
 struct Choice {
   std::shared_ptr<Generation> generation;
+  int prompt_index = 0;                // which prompt of the request
+  bool first_of_prompt = false;        // choice 0 of its prompt (usage counts its prompt once)
+  std::string echo_text;               // echo: the prompt as text, sent before the output
+  std::vector<int32_t> prompt_ids;     // the prompt's ids (echo logprobs, prompt_logprobs)
+  std::vector<engine::TokenLogprobs> prompt_logprobs;  // from the engine, once
   std::string text;
-  json logprob_entries = json::array();  // chat: content entries; completions: built at the end
   std::vector<engine::TokenLogprobs> logprobs;
   std::string finish_reason;
   absl::Status status;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t tokens_so_far = 0;  // streamed (continuous_usage_stats)
   bool done = false;
   bool sent_role = false;
+  bool sent_prompt = false;  // stream: the echo / prompt log-probabilities went out
 };
 
 struct Run {
@@ -441,24 +501,72 @@ json ChatLogprobEntries(const ServerState& state, const std::vector<engine::Toke
   return content;
 }
 
-json CompletionLogprobs(const ServerState& state, const std::vector<engine::TokenLogprobs>& lps,
-                        int64_t* offset) {
-  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
-       offsets = json::array();
-  for (const auto& lp : lps) {
-    const std::string text = TokenText(state, lp.id);
+// The legacy completions `logprobs` object, built a token at a time (the echoed prompt first).
+struct CompletionLogprobs {
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+       text_offset = json::array();
+
+  // `lp` null: the prompt's first token, which has no distribution (OpenAI's null entries).
+  // `top` caps the alternatives listed.
+  void Add(const ServerState& state, int32_t id, const engine::TokenLogprobs* lp, size_t top,
+           int64_t* offset) {
+    const std::string text = TokenText(state, id);
     tokens.push_back(text);
-    token_logprobs.push_back(LogprobForJson(lp.logprob));
-    json t = json::object();
-    for (const auto& [id, logprob] : lp.top) t[TokenText(state, id)] = LogprobForJson(logprob);
-    top.push_back(t);
-    offsets.push_back(*offset);
+    text_offset.push_back(*offset);
     *offset += static_cast<int64_t>(text.size());
+    if (lp == nullptr) {
+      token_logprobs.push_back(nullptr);
+      top_logprobs.push_back(nullptr);
+      return;
+    }
+    token_logprobs.push_back(LogprobForJson(lp->logprob));
+    json t = json::object();
+    for (size_t k = 0; k < lp->top.size() && k < top; ++k) {
+      t[TokenText(state, lp->top[k].first)] = LogprobForJson(lp->top[k].second);
+    }
+    top_logprobs.push_back(t);
   }
-  return {{"tokens", tokens},
-          {"token_logprobs", token_logprobs},
-          {"top_logprobs", top},
-          {"text_offset", offsets}};
+  // The echoed prompt: its first token, then one entry per scored position.
+  void AddPrompt(const ServerState& state, const Choice& c, size_t top, int64_t* offset) {
+    for (size_t i = 0; i < c.prompt_ids.size(); ++i) {
+      const engine::TokenLogprobs* lp =
+          i >= 1 && i - 1 < c.prompt_logprobs.size() ? &c.prompt_logprobs[i - 1] : nullptr;
+      Add(state, c.prompt_ids[i], lp, top, offset);
+    }
+  }
+  json ToJson() && {
+    return {{"tokens", std::move(tokens)},
+            {"token_logprobs", std::move(token_logprobs)},
+            {"top_logprobs", std::move(top_logprobs)},
+            {"text_offset", std::move(text_offset)}};
+  }
+};
+
+// vLLM's prompt_logprobs: null for the first prompt token, then for each position a map from
+// token id (as a string) to {logprob, rank, decoded_token}: the prompt token and the top `k`.
+json PromptLogprobsJson(const ServerState& state, const Choice& c, int64_t k) {
+  json out = json::array();
+  for (size_t i = 0; i < c.prompt_ids.size(); ++i) {
+    if (i == 0 || i - 1 >= c.prompt_logprobs.size()) {
+      out.push_back(nullptr);
+      continue;
+    }
+    const engine::TokenLogprobs& lp = c.prompt_logprobs[i - 1];
+    json position = json::object();
+    position[absl::StrCat(lp.id)] = {{"logprob", LogprobForJson(lp.logprob)},
+                                     {"rank", lp.rank},
+                                     {"decoded_token", TokenText(state, lp.id)}};
+    for (size_t j = 0; j < lp.top.size() && static_cast<int64_t>(j) < k; ++j) {
+      const auto& [id, logprob] = lp.top[j];
+      const std::string key = absl::StrCat(id);
+      if (position.contains(key)) continue;
+      position[key] = {{"logprob", LogprobForJson(logprob)},
+                       {"rank", static_cast<int64_t>(j) + 1},
+                       {"decoded_token", TokenText(state, id)}};
+    }
+    out.push_back(std::move(position));
+  }
+  return out;
 }
 
 std::string OpenAiFinish(const std::string& reason) {
@@ -486,43 +594,78 @@ absl::StatusOr<std::unique_ptr<Run>> StartRun(ServerState* state, const httplib:
   } catch (const json::exception&) {
     parsed = absl::InvalidArgumentError("the body has a field of the wrong type");
   }
-  absl::StatusOr<ValidatedGenerate> v =
-      parsed.ok()
-          ? ValidateGenerate(run->request.input, state->limits, state->model, state->tokenizer)
-          : absl::StatusOr<ValidatedGenerate>(parsed);
-  if (!v.ok()) {
-    state->metrics->Rejected("invalid");
-    return v.status();
+  // Every prompt is validated before any starts: a bad one anywhere in a list rejects the whole
+  // request with nothing queued.
+  std::vector<ValidatedGenerate> validated;
+  const std::vector<GenerateInput>& prompts = run->request.prompts;
+  for (size_t p = 0; parsed.ok() && p < prompts.size(); ++p) {
+    absl::StatusOr<ValidatedGenerate> v =
+        ValidateGenerate(prompts[p], state->limits, state->model, state->tokenizer);
+    if (!v.ok()) {
+      // Name the prompt of a list that failed: "prompt[3] has ..." rather than "prompt has ...".
+      const std::string message(v.status().message());
+      parsed = prompts.size() > 1 && message.rfind("prompt ", 0) == 0
+                   ? absl::InvalidArgumentError(
+                         absl::StrCat(PromptField(p, prompts.size()), message.substr(6)))
+                   : v.status();
+      break;
+    }
+    validated.push_back(std::move(*v));
   }
+  if (!parsed.ok()) {
+    state->metrics->Rejected("invalid");
+    return parsed;
+  }
+  const int n = validated.front().n;
   run->id = state->NewRequestId(chat ? "chatcmpl-" : "cmpl-");
   run->created = absl::ToUnixSeconds(absl::Now());
-  run->choices.resize(v->n);
-  for (int i = 0; i < v->n; ++i) {
-    engine::ValidatedRequest r = v->request;
-    r.deadline = absl::Now() + state->request_timeout;
-    r.sampling.seed += static_cast<uint64_t>(i);  // n choices differ; the same seed repeats them
-    std::shared_ptr<Waiter> waiter = run->waiter;
-    absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
-        state, std::move(r), v->stop_strings, v->n == 1 ? run->id : absl::StrCat(run->id, "-", i),
-        chat ? "chat" : "completions", [waiter] { waiter->Notify(); });
-    if (!g.ok()) {
-      state->metrics->Rejected(
-          g.status().code() == absl::StatusCode::kResourceExhausted ? "queue_full" : "unavailable");
-      run->choices.resize(i);
-      run->CancelAll(absl::CancelledError("a sibling was rejected"));
-      run->DrainAfterCancel();
-      return g.status();
+  run->choices.resize(validated.size() * n);
+  for (size_t p = 0; p < validated.size(); ++p) {
+    for (int i = 0; i < n; ++i) {
+      const size_t index = p * n + i;  // OpenAI's order: prompt-major
+      Choice& c = run->choices[index];
+      c.prompt_index = static_cast<int>(p);
+      c.first_of_prompt = i == 0;
+      c.prompt_ids = validated[p].request.prompt;
+      if (prompts[p].echo) {
+        if (prompts[p].text) {
+          c.echo_text = *prompts[p].text;  // as the client sent it (valid UTF-8)
+        } else if (state->tokenizer != nullptr) {
+          std::vector<int> ids(c.prompt_ids.begin(), c.prompt_ids.end());
+          c.echo_text = SanitizeUtf8(state->tokenizer->Decode(ids));
+        }
+      }
+      engine::ValidatedRequest r = validated[p].request;
+      r.deadline = absl::Now() + state->request_timeout;
+      r.sampling.seed += static_cast<uint64_t>(i);  // n choices differ; the same seed repeats them
+      std::shared_ptr<Waiter> waiter = run->waiter;
+      absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
+          state, std::move(r), validated[p].stop_strings,
+          run->choices.size() == 1 ? run->id : absl::StrCat(run->id, "-", index),
+          chat ? "chat" : "completions", [waiter] { waiter->Notify(); });
+      if (!g.ok()) {
+        state->metrics->Rejected(g.status().code() == absl::StatusCode::kResourceExhausted
+                                     ? "queue_full"
+                                     : "unavailable");
+        run->choices.resize(index);
+        run->CancelAll(absl::CancelledError("a sibling was rejected"));
+        run->DrainAfterCancel();
+        return g.status();
+      }
+      c.generation = *g;
+      c.prompt_tokens = c.generation->prompt_tokens();
     }
-    run->choices[i].generation = *g;
   }
   run->fd = FindConnectionFd(req);
   return run;
 }
 
-// Applies one event to a choice; returns the chat/completion logprobs JSON for this delta.
+// Applies one event to a choice.
 void Apply(Choice& c, Generation::Event& ev) {
   c.text += ev.text;
+  c.tokens_so_far += static_cast<int64_t>(ev.token_ids.size());
   for (auto& lp : ev.logprobs) c.logprobs.push_back(lp);
+  if (!ev.prompt_logprobs.empty()) c.prompt_logprobs = ev.prompt_logprobs;
   if (ev.finished) {
     c.done = true;
     c.finish_reason = OpenAiFinish(ev.finish_reason);
@@ -532,15 +675,20 @@ void Apply(Choice& c, Generation::Event& ev) {
   }
 }
 
-json Usage(const Run& run) {
-  int64_t prompt = 0, completion = 0;
-  for (const Choice& c : run.choices) {
-    prompt = c.prompt_tokens;  // the same prompt for every choice
-    completion += c.completion_tokens;
-  }
+json UsageJson(int64_t prompt, int64_t completion) {
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion}};
+}
+
+// Each prompt's tokens once (not once per choice), every choice's completion tokens.
+json Usage(const Run& run) {
+  int64_t prompt = 0, completion = 0;
+  for (const Choice& c : run.choices) {
+    if (c.first_of_prompt) prompt += c.prompt_tokens;
+    completion += c.completion_tokens;
+  }
+  return UsageJson(prompt, completion);
 }
 
 void Respond(ServerState* state, const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -550,8 +698,9 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
     return;
   }
   std::shared_ptr<Run> run = std::move(*started);
+  const OpenAiRequest& request = run->request;
 
-  if (!run->request.stream) {
+  if (!request.stream) {
     while (!run->AllDone()) {
       run->waiter->Wait(std::chrono::milliseconds(50));
       Generation::Event ev;
@@ -572,10 +721,16 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
     for (size_t i = 0; i < run->choices.size(); ++i) {
       const Choice& c = run->choices[i];
       json lp = nullptr;
-      if (run->request.logprobs) {
-        int64_t offset = 0;
-        lp = chat ? json{{"content", ChatLogprobEntries(*state, c.logprobs)}}
-                  : CompletionLogprobs(*state, c.logprobs, &offset);
+      if (request.logprobs) {
+        if (chat) {
+          lp = json{{"content", ChatLogprobEntries(*state, c.logprobs)}};
+        } else {
+          CompletionLogprobs built;
+          int64_t offset = 0;
+          if (request.input.echo) built.AddPrompt(*state, c, request.echo_top, &offset);
+          for (const auto& t : c.logprobs) built.Add(*state, t.id, &t, t.top.size(), &offset);
+          lp = std::move(built).ToJson();
+        }
       }
       if (chat) {
         choices.push_back({{"index", i},
@@ -583,14 +738,24 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
                            {"logprobs", lp},
                            {"finish_reason", c.finish_reason}});
       } else {
-        choices.push_back(
-            {{"index", i}, {"text", c.text}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
+        json choice = {{"index", i},
+                       {"text", c.echo_text + c.text},
+                       {"logprobs", lp},
+                       {"finish_reason", c.finish_reason}};
+        if (request.prompt_logprobs) {
+          choice["prompt_logprobs"] = PromptLogprobsJson(*state, c, *request.prompt_logprobs);
+        }
+        choices.push_back(std::move(choice));
       }
     }
     json body = {
         {"id", run->id},           {"object", chat ? "chat.completion" : "text_completion"},
         {"created", run->created}, {"model", state->model_name},
         {"choices", choices},      {"usage", Usage(*run)}};
+    if (chat && request.prompt_logprobs) {  // vLLM puts it beside the choices for chat
+      body["prompt_logprobs"] = PromptLogprobsJson(*state, run->choices[0],
+                                                   *request.prompt_logprobs);
+    }
     res.set_content(Dump(body), "application/json");
     return;
   }
@@ -601,6 +766,7 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
   res.set_chunked_content_provider(
       "text/event-stream",
       [run, state, chat, offsets](size_t, httplib::DataSink& sink) -> bool {
+        const OpenAiRequest& request = run->request;
         auto send = [&](const json& j) {
           const std::string line = absl::StrCat("data: ", Dump(j), "\n\n");
           return sink.write(line.data(), line.size());
@@ -630,10 +796,24 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
                 sink.done();
                 return true;
               }
+              // The prompt's part (echo text, its log-probabilities) goes out with the choice's
+              // first event: the engine delivers the prompt's scores with the first token.
+              const bool prompt_now = !c.sent_prompt;
+              c.sent_prompt = true;
+              const std::string text = prompt_now ? c.echo_text + ev.text : ev.text;
               json lp = nullptr;
-              if (run->request.logprobs && !ev.logprobs.empty()) {
-                lp = chat ? json{{"content", ChatLogprobEntries(*state, ev.logprobs)}}
-                          : CompletionLogprobs(*state, ev.logprobs, &(*offsets)[i]);
+              if (request.logprobs && chat && !ev.logprobs.empty()) {
+                lp = json{{"content", ChatLogprobEntries(*state, ev.logprobs)}};
+              } else if (request.logprobs && !chat &&
+                         (!ev.logprobs.empty() || (prompt_now && request.input.echo))) {
+                CompletionLogprobs built;
+                if (prompt_now && request.input.echo) {
+                  built.AddPrompt(*state, c, request.echo_top, &(*offsets)[i]);
+                }
+                for (const auto& t : ev.logprobs) {
+                  built.Add(*state, t.id, &t, t.top.size(), &(*offsets)[i]);
+                }
+                lp = std::move(built).ToJson();
               }
               json finish = ev.finished ? json(OpenAiFinish(ev.finish_reason)) : json(nullptr);
               json choice;
@@ -645,24 +825,34 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
                   c.sent_role = true;
                   role_now = true;
                 }
-                if (!ev.text.empty() || !ev.finished) delta["content"] = ev.text;
+                if (!text.empty() || !ev.finished) delta["content"] = text;
                 choice = {
                     {"index", i}, {"delta", delta}, {"logprobs", lp}, {"finish_reason", finish}};
               } else {
-                choice = {
-                    {"index", i}, {"text", ev.text}, {"logprobs", lp}, {"finish_reason", finish}};
+                choice = {{"index", i}, {"text", text}, {"logprobs", lp}, {"finish_reason", finish}};
+                if (prompt_now && request.prompt_logprobs) {
+                  choice["prompt_logprobs"] =
+                      PromptLogprobsJson(*state, c, *request.prompt_logprobs);
+                }
               }
-              if (ev.text.empty() && !ev.finished && lp.is_null() && !role_now) {
+              if (text.empty() && !ev.finished && lp.is_null() && !role_now && !prompt_now) {
                 continue;  // nothing to say yet (text held back)
               }
-              if (!send(chunk(json::array({choice})))) {
+              json out = chunk(json::array({choice}));
+              if (chat && prompt_now && request.prompt_logprobs) {
+                out["prompt_logprobs"] = PromptLogprobsJson(*state, c, *request.prompt_logprobs);
+              }
+              if (request.continuous_usage) {  // vLLM: this choice's usage so far, every chunk
+                out["usage"] = UsageJson(c.prompt_tokens, c.tokens_so_far);
+              }
+              if (!send(out)) {
                 run->CancelAll(absl::CancelledError("the client went away"));
                 return false;
               }
             }
           }
           if (run->AllDone()) {
-            if (run->request.include_usage) {
+            if (request.include_usage) {
               json last = chunk(json::array());
               last["usage"] = Usage(*run);
               if (!send(last)) return false;
@@ -716,16 +906,42 @@ HttpServer::HttpServer(ServerState* state, const HttpOptions& options)
   s.Post("/v1/chat/completions", [st](const httplib::Request& req, httplib::Response& res) {
     Respond(st, req, res, /*chat=*/true);
   });
-  s.Get("/v1/models", [st](const httplib::Request&, httplib::Response& res) {
+  // max_model_len is the longest prompt accepted, the one figure /tokenize reports too: a client
+  // that keeps prompt + max_tokens under it (vLLM's rule) is never refused for length, whereas the
+  // sum of the two limits would invite prompts the server refuses. The state is fixed-size, so
+  // memory puts no bound on the total length; generation adds up to --max_output_tokens.
+  auto model_card = [st] {
+    return json{{"id", st->model_name},
+                {"object", "model"},
+                {"created", st->created},
+                {"owned_by", "griffin"},
+                {"root", st->model_name},
+                {"parent", nullptr},
+                {"max_model_len", st->limits.max_prompt_tokens}};
+  };
+  s.Get("/v1/models", [st, model_card](const httplib::Request&, httplib::Response& res) {
     if (!st->loaded.load(std::memory_order_acquire)) {
       return SendError(res, absl::UnavailableError("the model is loading"));
     }
-    json m = {{"id", st->model_name},
-              {"object", "model"},
-              {"created", 0},
-              {"owned_by", "griffin"},
-              {"max_model_len", st->limits.max_prompt_tokens + st->limits.max_output_tokens}};
-    res.set_content(Dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
+    res.set_content(Dump({{"object", "list"}, {"data", json::array({model_card()})}}),
+                    "application/json");
+  });
+  s.Get(R"(/v1/models/(.+))", [st, model_card](const httplib::Request& req,
+                                               httplib::Response& res) {
+    if (!st->loaded.load(std::memory_order_acquire)) {
+      return SendError(res, absl::UnavailableError("the model is loading"));
+    }
+    if (req.matches.size() < 2 || req.matches[1].str() != st->model_name) {
+      res.status = 404;  // OpenAI's shape for an unknown model; the id is not echoed (TXT-7)
+      res.set_content(Dump({{"error",
+                             {{"message", "no model has this id (see /v1/models)"},
+                              {"type", "invalid_request_error"},
+                              {"param", "model"},
+                              {"code", "model_not_found"}}}}),
+                      "application/json");
+      return;
+    }
+    res.set_content(Dump(model_card()), "application/json");
   });
   s.Post("/tokenize", [st](const httplib::Request& req, httplib::Response& res) {
     if (!st->loaded.load(std::memory_order_acquire)) {
