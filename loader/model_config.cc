@@ -215,6 +215,9 @@ absl::StatusOr<ModelConfig> Parse(const json& root) {
   if (!(eps > 0.0 && eps < 1.0)) return Invalid("rms_norm_eps", "must be in (0, 1)");
   ASSIGN_OR_RETURN(const bool scale_by_sqrt, GetBool(root, "embeddings_scale_by_sqrt_dim", true));
   ASSIGN_OR_RETURN(const bool tie, GetBool(root, "tie_word_embeddings", true));
+  // Every backend computes the logits with the embedding matrix (as every published
+  // RecurrentGemma checkpoint does); a separate lm_head would be silently ignored, so it is refused.
+  if (!tie) return Unsupported("tie_word_embeddings", "false (a separate lm_head) is not supported");
   ASSIGN_OR_RETURN(const int64_t pad, GetTokenId(root, "pad_token_id", 0));
   ASSIGN_OR_RETURN(const int64_t eos, GetTokenId(root, "eos_token_id", 1));
   ASSIGN_OR_RETURN(const int64_t bos, GetTokenId(root, "bos_token_id", 2));

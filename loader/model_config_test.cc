@@ -171,11 +171,10 @@ TEST(ModelConfigTest, EosListTakesFirstAndActivationSpellings) {
   json j = Base();
   j["eos_token_id"] = {1, 107};
   j["hidden_activation"] = "gelu_tanh";
-  j["tie_word_embeddings"] = false;
   auto c = ParseJson(j);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->eos_token_id, 1);
-  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_TRUE(c->tie_word_embeddings);
   j.erase("hidden_activation");
   EXPECT_TRUE(ParseJson(j).ok());
 }
@@ -248,6 +247,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadField{"ScaleNotBool", "embeddings_scale_by_sqrt_dim", 1, kInvalid,
                  "embeddings_scale_by_sqrt_dim"},
         BadField{"TieNotBool", "tie_word_embeddings", "yes", kInvalid, "tie_word_embeddings"},
+        BadField{"UntiedLmHead", "tie_word_embeddings", false, kUnsupported,
+                 "tie_word_embeddings"},
         BadField{"BosBeyondVocab", "bos_token_id", 256000, kInvalid, "bos_token_id"},
         BadField{"EosEmptyList", "eos_token_id", json::array(), kInvalid, "eos_token_id"},
         BadField{"PadNegative", "pad_token_id", -7, kInvalid, "pad_token_id"},

@@ -110,12 +110,12 @@ Metrics::Metrics(const std::string& model_name)
                       .Register(r)
                       .Add(labels_);
   calls_created_ = &BuildGauge()
-                        .Name("griffin_grpc_generate_calls_created")
+                        .Name("griffin_grpc_generate_calls_started")
                         .Help("gRPC Generate handler objects created (CAN-4).")
                         .Register(r)
                         .Add(labels_);
   calls_destroyed_ = &BuildGauge()
-                          .Name("griffin_grpc_generate_calls_destroyed")
+                          .Name("griffin_grpc_generate_calls_freed")
                           .Help("gRPC Generate handler objects destroyed (CAN-4).")
                           .Register(r)
                           .Add(labels_);

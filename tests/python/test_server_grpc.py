@@ -246,8 +246,8 @@ def test_burst_with_random_cancellations(server, stub, pb):  # CAN-1, OPS-3
     # client saw the status).
     deadline = time.time() + 20
     while True:
-        created = server.gauge("griffin_grpc_generate_calls_created")
-        destroyed = server.gauge("griffin_grpc_generate_calls_destroyed")
+        created = server.gauge("griffin_grpc_generate_calls_started")
+        destroyed = server.gauge("griffin_grpc_generate_calls_freed")
         if created == destroyed or time.time() > deadline:
             break
         time.sleep(0.02)

@@ -4,7 +4,8 @@
         --tokenizer train/data/tokenizer.model --dtype bfloat16
 
 Writes config.json (with both `block_types` and `_block_types`), model.safetensors (HF tensor
-names; the tied lm_head is not stored), generation_config.json and tokenizer.model.
+names; the tied lm_head is not stored), generation_config.json and tokenizer.model, and with it
+tokenizer.json + tokenizer_config.json (hf_tokenizer.py: what AutoTokenizer loads, offline).
 `load_hf_dir` reads such a folder back into a `GriffinLM`.
 """
 
@@ -41,6 +42,11 @@ def export_model(model: GriffinLM, out_dir: str, tokenizer: str | None = None,
     f.write("\n")
   if tokenizer:
     shutil.copy(tokenizer, os.path.join(out_dir, "tokenizer.model"))
+    try:
+      from . import hf_tokenizer
+      hf_tokenizer.write(out_dir)
+    except ImportError as e:  # transformers is optional for training (extra "hf")
+      print(f"export: tokenizer.json not written ({e}); run hf_tokenizer.py when it is installed")
 
 
 def load_hf_dir(path: str, scan_backend: str = "parallel") -> GriffinLM:

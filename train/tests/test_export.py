@@ -134,3 +134,20 @@ def test_demo_model_in_transformers():
     theirs = torch.log_softmax(hf(input_ids=t, position_ids=torch.arange(len(ids))[None],
                                   use_cache=False).logits.double(), -1)
   assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_export_writes_a_tokenizer_autotokenizer_loads_offline(tmp_path, monkeypatch):
+  """tokenizer.json + tokenizer_config.json next to tokenizer.model: AutoTokenizer gives
+  SentencePiece's ids, with BOS first by default (as griffin-server feeds a text prompt)."""
+  transformers = pytest.importorskip("transformers")
+  import sentencepiece as spm
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  m = tiny("griffin")
+  spm_path = ROOT / "tests" / "data" / "griffin" / "tokenizer.model"
+  export.export_model(m, tmp_path, tokenizer=str(spm_path), dtype="float32")
+  assert (tmp_path / "tokenizer.json").exists() and (tmp_path / "tokenizer_config.json").exists()
+  tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  sp = spm.SentencePieceProcessor(model_file=str(spm_path))
+  for text in ["Once upon a time", "  two  spaces\tand a tab\n", "naïve 😀", "<bos> stays text"]:
+    assert tok(text).input_ids == [2] + sp.encode(text), text
+    assert tok(text, add_special_tokens=False).input_ids == sp.encode(text), text
