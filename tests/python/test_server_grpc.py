@@ -310,3 +310,47 @@ def test_extreme_neighbour_leaves_others_unchanged(server, stub, pb):  # NUM-3
     assert not errors
     assert busy == alone
     server.wait_idle()
+
+
+def test_prompt_logprobs_and_logit_bias(stub, pb):  # issue 17 over gRPC
+    pb2, _ = pb
+    ids = [2, 17, 33, 5, 90, 41, 7, 7, 12, 200, 3, 64, 99, 100, 101, 102, 103, 104]  # > 1 chunk
+    req = gen_request(pb2, ids=ids, max_tokens=2, prompt_logprobs=2)
+    chunks = [r.chunk for r in stub.Generate(req, timeout=60) if r.WhichOneof("output") == "chunk"]
+    plp = list(chunks[0].prompt_logprobs)
+    assert len(plp) == len(ids) - 1 and all(not c.prompt_logprobs for c in chunks[1:])
+    for i, p in enumerate(plp, start=1):
+        assert p.chosen.token_id == ids[i] and p.chosen.logprob <= 0 and p.chosen.rank >= 1
+        assert len(p.top) == 2 and p.top[0].logprob >= p.top[1].logprob
+        if p.chosen.rank > 2:
+            assert p.top[1].logprob >= p.chosen.logprob
+    # Scoring only: max_tokens 0 is allowed with prompt_logprobs, and the values are the same.
+    only = gen_request(pb2, ids=ids, max_tokens=0, prompt_logprobs=0)
+    got, _, complete = [], None, None
+    for r in stub.Generate(only, timeout=60):
+        if r.WhichOneof("output") == "chunk":
+            got.extend(r.chunk.prompt_logprobs)
+            assert not r.chunk.token_ids
+        else:
+            complete = r.complete
+    assert [p.chosen.logprob for p in got] == [p.chosen.logprob for p in plp]
+    assert complete.finish_reason == pb2.FINISH_REASON_LENGTH and complete.usage.completion_tokens == 0
+    with pytest.raises(grpc.RpcError) as e:  # without prompt_logprobs, max_tokens 0 is refused
+        collect(stub, gen_request(pb2, ids=ids, max_tokens=0))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # logit_bias: +100 forces an id; -100 on the greedy first token moves it.
+    greedy, _, _ = collect(stub, gen_request(pb2, max_tokens=4))
+    forced = gen_request(pb2, max_tokens=4)
+    forced.sampling.logit_bias[300] = 100.0
+    assert collect(stub, forced)[0] == [300] * 4
+    banned = gen_request(pb2, max_tokens=4)
+    banned.sampling.logit_bias[greedy[0]] = -100.0
+    assert collect(stub, banned)[0][0] != greedy[0]
+    for bad in ({512: 1.0}, {-1: 1.0}, {5: 100.5}):
+        req = gen_request(pb2, max_tokens=2)
+        for k, v in bad.items():
+            req.sampling.logit_bias[k] = v
+        with pytest.raises(grpc.RpcError) as e:
+            collect(stub, req)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details().startswith("logit_bias")

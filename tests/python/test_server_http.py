@@ -149,8 +149,11 @@ BAD_FIELDS = [
     ("max_tokens", 0), ("max_tokens", -1), ("max_tokens", 2**63 - 1), ("max_tokens", 2**64 - 1),
     ("max_tokens", 100001), ("n", 0), ("min_tokens", -1), ("stop", ["x"] * 17),
     ("stop", [""]), ("stop", ["a" * 257]), ("stop", 5), ("stop_token_ids", [-1]),
-    ("stop_token_ids", [512]), ("stop_token_ids", [2**32 - 1]), ("logit_bias", {"5": 10}),
-    ("best_of", 3), ("echo", True), ("model", "../../etc/passwd"), ("model", ""),
+    ("stop_token_ids", [512]), ("stop_token_ids", [2**32 - 1]), ("logit_bias", {"5": 101}),
+    ("logit_bias", {"512": 1}), ("logit_bias", {"-1": 1}), ("logit_bias", {"x": 1}),
+    ("logit_bias", {"5": "a"}), ("logit_bias", [5]), ("logit_bias", {str(i): 1 for i in range(301)}),
+    ("prompt_logprobs", 21), ("prompt_logprobs", -1), ("echo", "yes"),
+    ("best_of", 3), ("model", "../../etc/passwd"), ("model", ""),
     ("model", "/abs/path"), ("response_format", {"type": "json_schema"}), ("seed", "x"),
     ("stream", "yes"),
 ]
@@ -276,6 +279,8 @@ def test_metrics_names_and_idle(server):
                  "griffin_state_slots_used", "griffin_state_slots_capacity",
                  "griffin_state_bytes_per_sequence"]:
         assert name in names, name
+    # OpenMetrics parsers read a name ending in _created as a counter's creation time and drop it.
+    assert not [n for n in names if n.endswith("_created")], names
     assert server.gauge("griffin_state_slots_capacity") == 8
     assert server.gauge("griffin_state_bytes_per_sequence") > 0
     assert any(k.startswith("griffin_request_success_total") and 'finished_reason="length"' in k
@@ -368,3 +373,119 @@ def test_rejected_fan_out_allocates_nothing(server):  # VAL-4: max+1 is rejected
     # 800 rejected requests: anything kept per request (10 KiB or more) would show here.
     assert growth < 8 * 1024, f"RSS grew by {growth} KiB over 800 rejected requests"
     server.assert_healthy()
+
+
+# ---- Echo, prompt log-probabilities, prompt lists, logit_bias (issue 17)
+
+def score(server, ids):
+    """Prompt log-probabilities by the server's own scoring: max_tokens 0 with echo."""
+    r = post(server, "/v1/completions", {"prompt": ids, "max_tokens": 0, "echo": True,
+                                         "logprobs": 2})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]
+
+
+def test_echo_shapes_prompt_logprobs_as_openai(server):
+    ids = [2, 17, 33, 5, 90, 41, 7]
+    only = score(server, ids)
+    lp = only["logprobs"]
+    assert only["finish_reason"] == "length"
+    assert len(lp["tokens"]) == len(ids) == len(lp["token_logprobs"]) == len(lp["text_offset"])
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert all(v <= 0 for v in lp["token_logprobs"][1:])
+    assert all(1 <= len(t) <= 2 for t in lp["top_logprobs"][1:])
+    assert only["text"] == post(server, "/detokenize", {"tokens": ids}).json()["prompt"]
+    # With generation: the prompt's entries, then the generated tokens'; the prompt's values are
+    # the same however the request is batched or chunked (token budget 16 here).
+    gen = post(server, "/v1/completions", {"prompt": ids, "max_tokens": 3, "echo": True,
+                                           "logprobs": 2, "temperature": 0,
+                                           "ignore_eos": True}).json()["choices"][0]
+    assert gen["logprobs"]["token_logprobs"][:len(ids)] == lp["token_logprobs"]
+    assert len(gen["logprobs"]["tokens"]) == len(ids) + 3
+    plain = post(server, "/v1/completions", {"prompt": ids, "max_tokens": 3, "temperature": 0,
+                                             "ignore_eos": True}).json()["choices"][0]
+    assert gen["text"] == only["text"] + plain["text"]
+    # Without logprobs, echo returns the text only; a text prompt is echoed as sent.
+    r = post(server, "/v1/completions", {"prompt": "hello world", "max_tokens": 2, "echo": True,
+                                         "temperature": 0, "ignore_eos": True}).json()
+    assert r["choices"][0]["text"].startswith("hello world") and r["choices"][0]["logprobs"] is None
+    assert post(server, "/v1/completions", {"prompt": ids, "max_tokens": 0}).status_code == 400
+    server.assert_healthy()
+
+
+def test_prompt_logprobs_vllm_shape_and_long_prompts_score_in_chunks(server):
+    ids = [2] + [(7 * i) % 500 + 3 for i in range(60)]  # 61 tokens, 4 chunks of the 16 budget
+    r = post(server, "/v1/completions", {"prompt": ids, "max_tokens": 1, "prompt_logprobs": 3,
+                                         "temperature": 0}).json()["choices"][0]
+    plp = r["prompt_logprobs"]
+    assert len(plp) == len(ids) and plp[0] is None
+    echo = score(server, ids)["logprobs"]["token_logprobs"]
+    for i, position in enumerate(plp[1:], start=1):
+        entry = position[str(ids[i])]
+        assert entry["logprob"] == echo[i] and entry["rank"] >= 1
+        ranks = sorted(v["rank"] for k, v in position.items() if k != str(ids[i]))
+        assert ranks[:3] == [1, 2, 3][:len(ranks)]
+    chat = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                                 "max_tokens": 2, "prompt_logprobs": 0}).json()
+    assert chat["prompt_logprobs"][0] is None and len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"]
+    server.assert_healthy()
+
+
+def test_prompt_lists_order_usage_and_stream(server):
+    prompts = [[2, 17, 33], [2, 90, 41, 7], [2, 200]]
+    body = {"prompt": prompts, "n": 2, "max_tokens": 4, "temperature": 0, "ignore_eos": True}
+    r = post(server, "/v1/completions", body).json()
+    assert [c["index"] for c in r["choices"]] == list(range(6))
+    for p, ids in enumerate(prompts):  # choice index = prompt index * n + i
+        alone = post(server, "/v1/completions", {**body, "prompt": ids, "n": 1}).json()
+        for i in range(2):
+            assert r["choices"][p * 2 + i]["text"] == alone["choices"][0]["text"], (p, i)
+    assert r["usage"]["prompt_tokens"] == 9 and r["usage"]["completion_tokens"] == 24
+    texts = post(server, "/v1/completions", {**body, "prompt": ["abc", "hello world"], "n": 1}).json()
+    assert len(texts["choices"]) == 2
+    # Streamed: the same texts per index, and per-chunk usage with continuous_usage_stats.
+    events = sse_events(requests.post(server.url + "/v1/completions", stream=True, timeout=60,
+                                      json={**body, "stream": True, "stream_options": {
+                                          "include_usage": True, "continuous_usage_stats": True}}))
+    chunks = [json.loads(e) for e in events[:-1]]
+    streamed = {}
+    for c in chunks[:-1]:
+        choice = c["choices"][0]
+        streamed[choice["index"]] = streamed.get(choice["index"], "") + choice["text"]
+        assert c["usage"]["prompt_tokens"] == len(prompts[choice["index"] // 2])
+        assert 1 <= c["usage"]["completion_tokens"] <= 4
+    assert streamed == {c["index"]: c["text"] for c in r["choices"]}
+    assert chunks[-1]["usage"] == r["usage"] and chunks[-1]["choices"] == []
+    # Limits hold per prompt, and the list itself is bounded (--max_prompts_per_request 64).
+    bad = post(server, "/v1/completions", {"prompt": [[2, 5], [2, 512]], "max_tokens": 2})
+    assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("prompt[1]")
+    assert post(server, "/v1/completions", {"prompt": ["a", [2, 5]]}).status_code == 400
+    many = post(server, "/v1/completions", {"prompt": [[2, 5]] * 65, "max_tokens": 1})
+    assert many.status_code == 400 and "64" in many.json()["error"]["message"]
+    assert post(server, "/v1/completions", {"prompt": [[2, 5]] * 64, "max_tokens": 1}).status_code == 200
+    server.assert_healthy()
+
+
+def test_logit_bias_forces_a_token(server):  # exact ids: test_server_grpc.py
+    base = {"prompt": [2, 17, 33], "max_tokens": 5, "temperature": 0, "ignore_eos": True,
+            "logprobs": 1}
+    plain = post(server, "/v1/completions", base).json()["choices"][0]["logprobs"]
+    forced = post(server, "/v1/completions", {**base, "logit_bias": {"300": 100}})
+    assert forced.status_code == 200, forced.text
+    lp = forced.json()["choices"][0]["logprobs"]
+    assert lp["tokens"] == [post(server, "/detokenize", {"tokens": [300]}).json()["prompt"]] * 5
+    assert lp["tokens"] != plain["tokens"]
+    # The logprobs reported are the model's own, before the bias (as vLLM reports them).
+    assert all(v < -0.01 for v in lp["token_logprobs"])
+    chat = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                 "max_tokens": 3, "logit_bias": {"300": 100},
+                                                 "temperature": 0, "ignore_eos": True})
+    assert chat.status_code == 200, chat.text
+    server.assert_healthy()
+
+
+def test_bos_alone_is_a_prompt(server):
+    r = post(server, "/v1/completions", {"prompt": [2], "max_tokens": 3, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    for ids in ([1], [0, 0], [2, 2], [2, 1, 0]):
+        assert post(server, "/v1/completions", {"prompt": ids}).status_code == 400, ids
