@@ -28,7 +28,7 @@ struct Limits {
   int64_t max_stop_strings = 16;
   int64_t max_stop_string_bytes = 256;
   int64_t max_stop_token_ids = 64;
-  int64_t max_logit_bias = 300;          // logit_bias entries per request (OpenAI's bound)
+  int64_t max_logit_bias = 300;          // logit_bias entries per request (each is sampler work)
   int64_t max_prompts_per_request = 64;  // prompts in one /v1/completions list
 };
 

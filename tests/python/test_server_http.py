@@ -358,6 +358,9 @@ def test_rejected_fan_out_allocates_nothing(server):  # VAL-4: max+1 is rejected
         {"prompt": "x", "logprobs": 21, "max_tokens": 4},                # --max_top_logprobs is 20
         {"prompt": "x", "stop": ["s"] * 1000, "max_tokens": 4},           # far past the stop limit
         {"prompt": "x", "max_tokens": 100001},                           # --max_output_tokens 100000
+        {"prompt": "x", "logit_bias": {str(i): 1 for i in range(301)}},  # --max_logit_bias 300
+        {"prompt": [[2, 5]] * 65, "max_tokens": 1},                      # --max_prompts_per_request
+        {"prompt": "x", "prompt_logprobs": 21},                          # --max_top_logprobs
     ]
     def burst():
         for _ in range(50):

@@ -223,15 +223,20 @@ def test_not_ready_until_loaded_and_warmed_up(pb):  # OPS-1, OPS-2
         assert requests.get(s.url + "/v1/models", timeout=5).status_code == 503
         assert requests.get(s.url + "/metrics", timeout=5).status_code == 200
         with grpc.insecure_channel(s.grpc_target) as ch:
-            h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert h.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            for service in ("", "griffin.v1.Generation"):  # the server and the service by name
+                h = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert h.status == health_pb2.HealthCheckResponse.NOT_SERVING, service
+            assert requests.get(s.url + "/v1/models/x", timeout=5).status_code == 503
             with pytest.raises(grpc.RpcError) as e:
                 pb[1].GenerationStub(ch).GetModelInfo(pb[0].GetModelInfoRequest(), timeout=10)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         assert wait_for(lambda: requests.get(s.url + "/ready", timeout=5).status_code == 200)
         with grpc.insecure_channel(s.grpc_target) as ch:
-            h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert h.status == health_pb2.HealthCheckResponse.SERVING
+            for service in ("", "griffin.v1.Generation"):
+                h = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert h.status == health_pb2.HealthCheckResponse.SERVING, service
         s.model = requests.get(s.url + "/v1/models", timeout=5).json()["data"][0]["id"]
         s.assert_healthy()
     finally:

@@ -67,6 +67,11 @@ def write(model_dir: str, spm_path: str | None = None) -> list[str]:
   with open(config, encoding="utf-8") as f:
     cfg = json.load(f)
   cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # loads in transformers 4.x and 5.x alike
+  # Keys only transformers 5 writes, which older releases misread (4.x takes
+  # extra_special_tokens for a dict); without them 5.x loads the same tokenizer.
+  cfg.pop("backend", None)
+  if not cfg.get("extra_special_tokens"):
+    cfg.pop("extra_special_tokens", None)
   with open(config, "w", encoding="utf-8") as f:
     json.dump(cfg, f, indent=2, sort_keys=True, ensure_ascii=False)
     f.write("\n")
