@@ -13,6 +13,7 @@ namespace griffin::engine {
 struct EngineCore::Seq {
   uint64_t id = 0;
   ValidatedRequest req;
+  uint64_t cache_ns = 0;         // prefix-cache namespace (model identity + cache_salt)
   OutputCallback callback;
   int slot = -1;
   int64_t fed = 0;               // tokens fed to the slot so far (its next position)
@@ -66,6 +67,18 @@ EngineCore::EngineCore(std::unique_ptr<Backend> backend, const EngineOptions& op
       vocab_(backend_->config().vocab_size),
       eos_id_(backend_->config().eos_token_id) {
   for (int s = backend_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
+  const PrefixCacheOptions& pc = options_.prefix_cache;
+  if (backend_->state_layout() != nullptr && (pc.max_device_entries > 0 || pc.host_bytes > 0)) {
+    cache_ = std::make_unique<PrefixCache>(
+        backend_.get(), pc, options_.model_identity,
+        [this]() -> int {  // an idle slot, engine thread only
+          if (free_slots_.empty()) return -1;
+          const int slot = free_slots_.back();
+          free_slots_.pop_back();
+          return slot;
+        },
+        [this](int slot) { free_slots_.push_back(slot); });
+  }
 }
 
 EngineCore::~EngineCore() { Stop(); }
@@ -119,7 +132,34 @@ EngineStats EngineCore::stats() const {
   s.slots_used = slots_used_.load();
   s.slots_total = backend_->num_slots();
   s.steps = steps_.load();
+  s.prompt_tokens_computed = prompt_tokens_computed_.load();
+  std::lock_guard<std::mutex> lock(cache_stats_mu_);
+  s.prefix_cache = cache_stats_;
   return s;
+}
+
+int EngineCore::TakeSlot() {
+  if (free_slots_.empty() && cache_ != nullptr) return cache_->ReclaimSlot();
+  const int slot = free_slots_.back();
+  free_slots_.pop_back();
+  return slot;
+}
+
+void EngineCore::RestorePrefix(Seq& seq) {
+  if (cache_ == nullptr) return;
+  // Prompt log-probabilities are computed in the prefill: a request asking for them runs it all.
+  if (seq.req.prompt_logprobs >= 0) return;
+  seq.cache_ns = cache_->Namespace(seq.req.cache_salt);
+  absl::StatusOr<int64_t> restored = cache_->RestoreLongest(seq.cache_ns, seq.req.prompt, seq.slot);
+  // A failed restore leaves the slot undefined; the first prefill entry (position 0) resets it.
+  if (restored.ok()) seq.fed = *restored;
+}
+
+void EngineCore::CacheState(Seq& seq, absl::Span<const int32_t> covered) {
+  if (cache_ == nullptr || seq.req.prompt_logprobs >= 0) return;
+  if (backend_->NextPosition(seq.slot) != static_cast<int64_t>(covered.size())) return;
+  // A failure here costs a future hit, never this request.
+  (void)cache_->Insert(seq.cache_ns, covered, seq.slot);
 }
 
 void EngineCore::FreeSlot(Seq& seq) {
@@ -241,24 +281,26 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
   BatchPlan plan;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const size_t n = std::min(waiting_.size(), free_slots_.size());
+    const int reclaimable = cache_ != nullptr ? cache_->device_slots_held() : 0;
+    const int free_slots = static_cast<int>(free_slots_.size()) + reclaimable;
+    const size_t n = std::min(waiting_.size(), static_cast<size_t>(free_slots));
     for (size_t i = 0; i < n; ++i) {
       waiting_view.push_back(
           {waiting_[i]->id, static_cast<int64_t>(waiting_[i]->req.prompt.size())});
     }
     plan = PlanStep(waiting_view, running_view,
-                    {.free_slots = static_cast<int>(free_slots_.size()),
+                    {.free_slots = free_slots,
                      .token_budget = options_.token_budget,
                      .max_batch = options_.max_batch});
     for (int i = 0; i < plan.num_admitted; ++i) {
       std::unique_ptr<Seq> seq = std::move(waiting_.front());
       waiting_.pop_front();
       waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
-      seq->slot = free_slots_.back();
-      free_slots_.pop_back();
+      seq->slot = TakeSlot();
       slots_used_.fetch_add(1);
       seq->timings.scheduled = now;
       seq->context = seq->req.prompt;
+      RestorePrefix(*seq);
       running_.push_back(std::move(seq));
     }
   }
@@ -283,11 +325,21 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     e.position = seq->fed;
     if (pe.prefill) {
       const absl::Span<const int32_t> prompt = seq->req.prompt;
-      e.tokens = prompt.subspan(seq->fed, pe.num_tokens);
-      const bool last = seq->fed + pe.num_tokens == static_cast<int64_t>(prompt.size());
+      const int64_t prompt_size = static_cast<int64_t>(prompt.size());
+      // A restored prefix leaves fewer tokens than the plan counted. With the cache on, a chunk
+      // that crosses a block boundary ends at the last one it crosses, so that boundary's state
+      // can be cached (the prompt's longest block-aligned prefix too, at the cost of one more
+      // short chunk).
+      int64_t take = std::min<int64_t>(pe.num_tokens, prompt_size - seq->fed);
+      if (cache_ != nullptr && seq->req.prompt_logprobs < 0) {
+        const int64_t block = cache_->options().block_tokens;
+        const int64_t boundary = (seq->fed + take) / block * block;
+        if (boundary > seq->fed && boundary < seq->fed + take) take = boundary - seq->fed;
+      }
+      e.tokens = prompt.subspan(seq->fed, take);
+      const bool last = seq->fed + take == prompt_size;
       e.logits = last && seq->req.max_tokens > 0 ? LogitsRequest::kLast : LogitsRequest::kNone;
-      const int64_t scored =
-          std::min<int64_t>(pe.num_tokens, static_cast<int64_t>(prompt.size()) - 1 - seq->fed);
+      const int64_t scored = std::min<int64_t>(take, prompt_size - 1 - seq->fed);
       if (seq->req.prompt_logprobs >= 0 && scored > 0) {
         scoring[entries.size()].targets = prompt.subspan(seq->fed + 1, scored);
         scoring_top_k = std::max(scoring_top_k, seq->req.prompt_logprobs);
@@ -350,7 +402,15 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     for (size_t i = 0; i < entries.size(); ++i) {
       Seq& seq = *entry_seq[i];
       const ValidatedRequest& req = seq.req;
+      const bool was_prefill = seq.prefilling();
       seq.fed += static_cast<int64_t>(entries[i].tokens.size());
+      if (was_prefill) {
+        prompt_tokens_computed_.fetch_add(static_cast<int64_t>(entries[i].tokens.size()));
+        // A prefill chunk ending on a block boundary: cache that state.
+        if (cache_ != nullptr && seq.fed % cache_->options().block_tokens == 0) {
+          CacheState(seq, absl::MakeConstSpan(req.prompt).subspan(0, seq.fed));
+        }
+      }
       bool poisoned = false;
       for (const int32_t target : scoring[i].targets) {
         TokenLogprobs lp{.id = target,
@@ -419,9 +479,11 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       if (stop_id) {
         out.stop_token_id = t;
         ended[seq.id] = {FinishReason::kStop, absl::OkStatus()};
+        CacheState(seq, absl::MakeConstSpan(seq.context).subspan(0, seq.fed));
         FinishSeq(seq, FinishReason::kStop, absl::OkStatus(), &out);
       } else if (static_cast<int>(seq.output.size()) >= req.max_tokens) {
         ended[seq.id] = {FinishReason::kLength, absl::OkStatus()};
+        CacheState(seq, absl::MakeConstSpan(seq.context).subspan(0, seq.fed));
         FinishSeq(seq, FinishReason::kLength, absl::OkStatus(), &out);
       }
       outputs->emplace_back(&seq.callback, std::move(out));
@@ -444,6 +506,10 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     }
   }
   num_running_.store(static_cast<int>(running_.size()));
+  if (cache_ != nullptr) {
+    std::lock_guard<std::mutex> lock(cache_stats_mu_);
+    cache_stats_ = cache_->stats();
+  }
   return true;
 }
 

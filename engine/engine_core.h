@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/backend.h"
+#include "engine/prefix_cache.h"
 #include "engine/sampler.h"
 
 namespace griffin::engine {
@@ -45,6 +46,9 @@ struct ValidatedRequest {
   // this many alternatives at each position, computed during the prefill
   // (Backend::StepWithPromptLogprobs) and delivered once, in EngineOutput::prompt_logprobs.
   int prompt_logprobs = -1;
+  // Prefix-state cache namespace (vLLM's cache_salt): requests with different salts never share
+  // cached states, so one tenant cannot learn another's prompts from timing (SEC-10).
+  std::string cache_salt;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -98,6 +102,10 @@ struct EngineOptions {
   // penalties, logit_bias); such a step copies logits to the host and samples there. A step that
   // scores prompt tokens (prompt_logprobs) samples on the host too.
   bool device_sampling = true;
+  // The prefix-state cache (engine/prefix_cache.h): off when both tiers are empty or the backend
+  // cannot snapshot slots. `model_identity` keys it to the weights (see ModelIdentity).
+  PrefixCacheOptions prefix_cache;
+  uint64_t model_identity = 0;
   // Called once, on the engine thread, when the backend stops being healthy (a sticky device
   // error): the engine has stopped and failed every request UNAVAILABLE; the process should exit
   // so its supervisor restarts it (OPS-1).
@@ -107,9 +115,11 @@ struct EngineOptions {
 struct EngineStats {
   int waiting = 0;
   int running = 0;
-  int slots_used = 0;
+  int slots_used = 0;   // slots holding running sequences (not idle slots the cache borrowed)
   int slots_total = 0;
   int64_t steps = 0;
+  int64_t prompt_tokens_computed = 0;  // prompt tokens prefilled (not restored from the cache)
+  PrefixCacheStats prefix_cache;
 };
 
 class EngineCore {
@@ -151,6 +161,12 @@ class EngineCore {
   // Whether the device sampler can draw the sequence's next token (see device_sampling).
   bool DeviceCanSample(const Seq& seq) const;
   void FreeSlot(Seq& seq);
+  // A slot for an admitted sequence: a free one, else one the prefix cache gives back.
+  int TakeSlot();
+  // Prefix cache: restores the longest cached prefix of an admitted sequence's prompt into its
+  // slot; records the state at a block boundary of its prefill and at its end.
+  void RestorePrefix(Seq& seq);
+  void CacheState(Seq& seq, absl::Span<const int32_t> covered);
 
   std::unique_ptr<Backend> backend_;
   const EngineOptions options_;
@@ -171,6 +187,10 @@ class EngineCore {
   std::vector<int> free_slots_;
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;           // device-sampled token per row
+  std::unique_ptr<PrefixCache> cache_;     // null when off
+  std::atomic<int64_t> prompt_tokens_computed_{0};
+  mutable std::mutex cache_stats_mu_;
+  PrefixCacheStats cache_stats_;           // guarded by cache_stats_mu_: a copy for stats()
   std::vector<float> prompt_logprobs_;     // StepWithPromptLogprobs output, one per scored row
   std::vector<int32_t> prompt_ranks_;
   std::vector<int32_t> prompt_top_ids_;    // ... and its top ids and values, top_k per row
