@@ -22,7 +22,13 @@ struct EngineCore::Seq {
   int32_t next_token = -1;       // sampled, not yet fed
   std::vector<TokenLogprobs> prompt_logprobs;  // scored so far (prompt_logprobs ≥ 0)
   RequestTimings timings;
+  // n > 1: members of this leader's group waiting for its fork (engine thread only once queued).
+  std::vector<std::unique_ptr<Seq>> followers;
   bool prefilling() const { return fed < static_cast<int64_t>(req.prompt.size()); }
+  // A leader stops its prefill one token short of the prompt's end until it has forked.
+  int64_t fork_at() const {
+    return followers.empty() ? -1 : static_cast<int64_t>(req.prompt.size()) - 1;
+  }
 };
 
 const char* FinishReasonName(FinishReason reason) {
@@ -87,7 +93,7 @@ absl::StatusOr<uint64_t> EngineCore::Submit(ValidatedRequest request, OutputCall
   std::lock_guard<std::mutex> lock(mu_);
   if (!fatal_.ok()) return fatal_;
   if (stop_) return absl::UnavailableError("the engine is shutting down");
-  if (static_cast<int>(waiting_.size()) >= options_.max_queue) {
+  if (static_cast<int>(waiting_.size()) + waiting_followers_.load() >= options_.max_queue) {
     return absl::ResourceExhaustedError("the request queue is full");
   }
   const int64_t tokens = static_cast<int64_t>(request.prompt.size());
@@ -104,6 +110,96 @@ absl::StatusOr<uint64_t> EngineCore::Submit(ValidatedRequest request, OutputCall
   waiting_.push_back(std::move(seq));
   cv_.notify_one();
   return id;
+}
+
+absl::StatusOr<std::vector<uint64_t>> EngineCore::SubmitGroup(
+    std::vector<ValidatedRequest> requests, std::vector<OutputCallback> callbacks) {
+  if (requests.empty() || requests.size() != callbacks.size()) {
+    return absl::InvalidArgumentError("one callback per request, at least one request");
+  }
+  for (const ValidatedRequest& r : requests) {
+    if (r.prompt != requests.front().prompt) {
+      return absl::InvalidArgumentError("a group's requests share one prompt");
+    }
+  }
+  // Nothing to share (one member, or no token before the last): plain submissions.
+  if (requests.size() == 1 || requests.front().prompt.size() < 2 ||
+      requests.front().prompt_logprobs >= 0) {
+    std::vector<uint64_t> ids;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      absl::StatusOr<uint64_t> id = Submit(std::move(requests[i]), std::move(callbacks[i]));
+      if (!id.ok()) {
+        for (uint64_t done : ids) Abort(done, absl::CancelledError("a group member was refused"));
+        return id.status();
+      }
+      ids.push_back(*id);
+    }
+    return ids;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!fatal_.ok()) return fatal_;
+  if (stop_) return absl::UnavailableError("the engine is shutting down");
+  const int members = static_cast<int>(requests.size());
+  if (static_cast<int>(waiting_.size()) + waiting_followers_.load() + members > options_.max_queue) {
+    return absl::ResourceExhaustedError("the request queue is full");
+  }
+  const int64_t tokens = static_cast<int64_t>(requests.front().prompt.size());
+  if (waiting_tokens_ + tokens > options_.max_queued_tokens && !waiting_.empty()) {
+    return absl::ResourceExhaustedError("the request queue holds too many prompt tokens");
+  }
+  waiting_tokens_ += tokens;
+  std::vector<uint64_t> ids;
+  std::unique_ptr<Seq> leader;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto seq = std::make_unique<Seq>();
+    seq->id = next_id_++;
+    seq->req = std::move(requests[i]);
+    seq->callback = std::move(callbacks[i]);
+    seq->timings.arrival = absl::Now();
+    ids.push_back(seq->id);
+    if (leader == nullptr) {
+      leader = std::move(seq);
+    } else {
+      leader->followers.push_back(std::move(seq));
+    }
+  }
+  waiting_followers_.fetch_add(members - 1);
+  waiting_.push_back(std::move(leader));
+  cv_.notify_one();
+  return ids;
+}
+
+void EngineCore::ForkFollowers(Seq& leader, absl::Time now) {
+  std::vector<std::unique_ptr<Seq>> followers;
+  followers.swap(leader.followers);
+  waiting_followers_.fetch_sub(static_cast<int>(followers.size()));
+  std::vector<std::unique_ptr<Seq>> unplaced;
+  for (auto& f : followers) {
+    const bool slot_free = !free_slots_.empty() || (cache_ != nullptr && cache_->device_slots_held() > 0);
+    if (slot_free) {
+      const int slot = TakeSlot();
+      if (backend_->CopySlot(leader.slot, slot).ok()) {
+        f->slot = slot;
+        f->fed = leader.fed;
+        f->cache_ns = leader.cache_ns;
+        f->context = f->req.prompt;
+        f->timings.scheduled = now;
+        slots_used_.fetch_add(1);
+        running_.push_back(std::move(f));
+        continue;
+      }
+      free_slots_.push_back(slot);  // the copy failed: this member prefills alone
+    }
+    unplaced.push_back(std::move(f));
+  }
+  for (auto& f : unplaced) requeue_.push_back(std::move(f));
+}
+
+void EngineCore::ReleaseFollowers(Seq& leader) {
+  if (leader.followers.empty()) return;
+  waiting_followers_.fetch_sub(static_cast<int>(leader.followers.size()));
+  for (auto& f : leader.followers) requeue_.push_back(std::move(f));
+  leader.followers.clear();
 }
 
 void EngineCore::Abort(uint64_t id, absl::Status status) {
@@ -126,7 +222,7 @@ EngineStats EngineCore::stats() const {
   EngineStats s;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    s.waiting = static_cast<int>(waiting_.size());
+    s.waiting = static_cast<int>(waiting_.size()) + waiting_followers_.load();
   }
   s.running = num_running_.load();
   s.slots_used = slots_used_.load();
@@ -150,7 +246,10 @@ void EngineCore::RestorePrefix(Seq& seq) {
   // Prompt log-probabilities are computed in the prefill: a request asking for them runs it all.
   if (seq.req.prompt_logprobs >= 0) return;
   seq.cache_ns = cache_->Namespace(seq.req.cache_salt);
-  absl::StatusOr<int64_t> restored = cache_->RestoreLongest(seq.cache_ns, seq.req.prompt, seq.slot);
+  // A group leader must still feed a chunk that ends at its fork point.
+  absl::Span<const int32_t> prompt = seq.req.prompt;
+  if (seq.fork_at() > 0) prompt = prompt.subspan(0, seq.fork_at());
+  absl::StatusOr<int64_t> restored = cache_->RestoreLongest(seq.cache_ns, prompt, seq.slot);
   // A failed restore leaves the slot undefined; the first prefill entry (position 0) resets it.
   if (restored.ok()) seq.fed = *restored;
 }
@@ -173,6 +272,7 @@ void EngineCore::FreeSlot(Seq& seq) {
 }
 
 void EngineCore::FinishSeq(Seq& seq, FinishReason reason, absl::Status status, EngineOutput* out) {
+  ReleaseFollowers(seq);
   FreeSlot(seq);
   seq.timings.finished = absl::Now();
   if (seq.timings.scheduled == absl::Time()) seq.timings.scheduled = seq.timings.finished;
@@ -272,6 +372,35 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     }
   }
 
+  // Group members waiting for a fork can be aborted or time out too.
+  auto sweep_followers = [&](Seq& leader) {
+    for (auto it = leader.followers.begin(); it != leader.followers.end();) {
+      auto found = aborts.find((*it)->id);
+      if (found == aborts.end() && (*it)->req.deadline > now) {
+        ++it;
+        continue;
+      }
+      const absl::Status s = found != aborts.end()
+                                 ? found->second
+                                 : absl::DeadlineExceededError("the request's deadline passed");
+      std::unique_ptr<Seq> f = std::move(*it);
+      it = leader.followers.erase(it);
+      waiting_followers_.fetch_sub(1);
+      finish(std::move(f), abort_reason(s), s);
+    }
+  };
+  for (auto& seq : running_) sweep_followers(*seq);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& seq : waiting_) sweep_followers(*seq);
+    // Members handed back (a fork without free slots, a leader that ended first) go first.
+    for (auto it = requeue_.rbegin(); it != requeue_.rend(); ++it) {
+      waiting_tokens_ += static_cast<int64_t>((*it)->req.prompt.size());
+      waiting_.push_front(std::move(*it));
+    }
+    requeue_.clear();
+  }
+
   // 2. Plan.
   std::vector<RunningSeq> running_view;
   running_view.reserve(running_.size());
@@ -336,6 +465,8 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
         const int64_t boundary = (seq->fed + take) / block * block;
         if (boundary > seq->fed && boundary < seq->fed + take) take = boundary - seq->fed;
       }
+      // A group leader stops one token short of the prompt's end, then forks (ForkFollowers).
+      if (seq->fork_at() > seq->fed) take = std::min(take, seq->fork_at() - seq->fed);
       e.tokens = prompt.subspan(seq->fed, take);
       const bool last = seq->fed + take == prompt_size;
       e.logits = last && seq->req.max_tokens > 0 ? LogitsRequest::kLast : LogitsRequest::kNone;
@@ -404,6 +535,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       const ValidatedRequest& req = seq.req;
       const bool was_prefill = seq.prefilling();
       seq.fed += static_cast<int64_t>(entries[i].tokens.size());
+      if (seq.fed == seq.fork_at()) ForkFollowers(seq, sampled_at);
       if (was_prefill) {
         prompt_tokens_computed_.fetch_add(static_cast<int64_t>(entries[i].tokens.size()));
         // A prefill chunk ending on a block boundary: cache that state.
@@ -552,10 +684,17 @@ void EngineCore::Loop() {
       fatal.ok() ? absl::UnavailableError("the server is shutting down") : fatal;
   for (auto& seq : running_) {
     EngineOutput out;
-    FinishSeq(*seq, FinishReason::kAbort, ending, &out);
+    FinishSeq(*seq, FinishReason::kAbort, ending, &out);  // hands group members to requeue_
     seq->callback(std::move(out));
   }
   running_.clear();
+  while (!requeue_.empty()) {
+    std::unique_ptr<Seq> seq = std::move(requeue_.back());
+    requeue_.pop_back();
+    EngineOutput out;
+    FinishSeq(*seq, FinishReason::kAbort, ending, &out);
+    seq->callback(std::move(out));
+  }
   num_running_.store(0);
   if (!fatal.ok() && options_.on_fatal) options_.on_fatal(fatal);
 }

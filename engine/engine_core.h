@@ -137,6 +137,16 @@ class EngineCore {
   // On error the callback is never called.
   absl::StatusOr<uint64_t> Submit(ValidatedRequest request, OutputCallback callback);
 
+  // n > 1 choices of one prompt, prefilled once: the first request prefills all but the prompt's
+  // last token; its state is then copied to every other request's slot and each feeds the last
+  // token itself, so each samples its first token from its own logits row (its own seed) and the
+  // prompt's other tokens are computed once. A member that finds no slot free at that moment
+  // queues at the front and prefills alone. All requests must have the same prompt
+  // (INVALID_ARGUMENT otherwise); queue limits count every member. Returns the ids in order;
+  // each callback is called as Submit's.
+  absl::StatusOr<std::vector<uint64_t>> SubmitGroup(std::vector<ValidatedRequest> requests,
+                                                    std::vector<OutputCallback> callbacks);
+
   // Ends the request within one step: it leaves the queue or its slot (reset and freed), and its
   // callback gets finished with `status` (OK means an orderly abort: reason kAbort, status OK).
   // A no-op for an unknown or finished id.
@@ -163,6 +173,10 @@ class EngineCore {
   void FreeSlot(Seq& seq);
   // A slot for an admitted sequence: a free one, else one the prefix cache gives back.
   int TakeSlot();
+  // n > 1: copies a group leader's state (its prompt but the last token fed) to its followers.
+  void ForkFollowers(Seq& leader, absl::Time now);
+  // A leader that ends before its fork hands its followers back to the queue's front.
+  void ReleaseFollowers(Seq& leader);
   // Prefix cache: restores the longest cached prefix of an admitted sequence's prompt into its
   // slot; records the state at a block boundary of its prefill and at its end.
   void RestorePrefix(Seq& seq);
@@ -197,6 +211,10 @@ class EngineCore {
   std::vector<float> prompt_top_logprobs_;
 
   std::atomic<int> num_running_{0};
+  std::atomic<int> waiting_followers_{0};  // group members waiting for their leader's fork
+  // Group members going back to the queue's front (engine thread; spliced in under mu_ before
+  // the next plan, so no path that already holds mu_ takes it again).
+  std::vector<std::unique_ptr<Seq>> requeue_;
   std::atomic<int> slots_used_{0};
   std::atomic<int64_t> steps_{0};
   std::thread thread_;

@@ -164,3 +164,95 @@ TEST_F(EnginePrefixCacheTest, ACacheHoldingSlotsNeverRefusesAnAdmission) {
 
 }  // namespace
 }  // namespace griffin::engine
+
+namespace griffin::engine {
+namespace {
+
+class EngineGroupTest : public EnginePrefixCacheTest {};
+
+// n > 1 from one prefill: the prompt's tokens but the last are computed once, every member
+// samples on its own (seeded) and gets the tokens it gets when submitted alone.
+TEST_F(EngineGroupTest, MembersShareTheirPrefillAndSampleAlone) {
+  for (int cache_entries : {0, 2}) {
+    auto group_engine = Make(8, cache_entries, cache_entries);
+    auto alone_engine = Make(8, 0, 0);
+    const std::vector<int32_t> prompt = Prompt(40, 7);
+    const int n = 4;
+    std::vector<ValidatedRequest> requests;
+    std::vector<std::unique_ptr<Result>> results;
+    std::vector<OutputCallback> callbacks;
+    for (int i = 0; i < n; ++i) {
+      ValidatedRequest r = Greedy(prompt, 5);
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = 100 + i;
+      requests.push_back(r);
+      results.push_back(std::make_unique<Result>());
+      callbacks.push_back(results.back()->Callback());
+    }
+    auto ids = group_engine->SubmitGroup(requests, std::move(callbacks));
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    ASSERT_EQ(ids->size(), size_t(n));
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(results[i]->Wait(), Run(*alone_engine, requests[i])) << "member " << i;
+    }
+    // 39 tokens once, then the last token once per member.
+    EXPECT_EQ(group_engine->stats().prompt_tokens_computed, 39 + n) << cache_entries;
+    EXPECT_EQ(alone_engine->stats().prompt_tokens_computed, 40 * n);
+  }
+}
+
+// Two slots for four members: the two that find no slot at the fork queue first and prefill
+// alone; everyone still gets their tokens. An aborted member ends alone.
+TEST_F(EngineGroupTest, MembersWithoutASlotPrefillAloneAndAbortsEndOneMember) {
+  auto engine = Make(2, 0, 0);
+  auto alone_engine = Make(2, 0, 0);
+  const std::vector<int32_t> prompt = Prompt(20, 8);
+  std::vector<ValidatedRequest> requests;
+  std::vector<std::unique_ptr<Result>> results;
+  std::vector<OutputCallback> callbacks;
+  for (int i = 0; i < 4; ++i) {
+    requests.push_back(Greedy(prompt, 4));
+    results.push_back(std::make_unique<Result>());
+    callbacks.push_back(results.back()->Callback());
+  }
+  auto ids = engine->SubmitGroup(requests, std::move(callbacks));
+  ASSERT_TRUE(ids.ok());
+  const auto want = Run(*alone_engine, requests[0]);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(results[i]->Wait(), want) << i;
+  EXPECT_GT(engine->stats().prompt_tokens_computed, 19 + 4);  // two prefilled alone
+  EXPECT_EQ(engine->stats().waiting, 0);
+  // A member aborted before its fork ends alone, CANCELLED; the others finish.
+  std::vector<ValidatedRequest> three(3, Greedy(prompt, 4));
+  three[2].max_tokens = 5000;  // cannot finish before the abort lands, however loaded the machine
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<absl::Status> ended(3);
+  int finished = 0;
+  std::vector<OutputCallback> cbs;
+  for (int i = 0; i < 3; ++i) {
+    cbs.push_back([&, i](EngineOutput out) {
+      if (!out.finished) return;
+      std::lock_guard<std::mutex> lock(mu);
+      ended[i] = out.status;
+      ++finished;
+      cv.notify_all();
+    });
+  }
+  auto group = engine->SubmitGroup(three, std::move(cbs));
+  ASSERT_TRUE(group.ok());
+  engine->Abort((*group)[2], absl::CancelledError("client went away"));
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return finished == 3; }));
+  }
+  EXPECT_TRUE(ended[0].ok());
+  EXPECT_TRUE(ended[1].ok());
+  EXPECT_EQ(ended[2].code(), absl::StatusCode::kCancelled);
+  // Mismatched prompts are refused.
+  std::vector<ValidatedRequest> mixed = {Greedy(prompt, 2), Greedy(Prompt(9, 1), 2)};
+  std::vector<OutputCallback> two(2, [](EngineOutput) {});
+  EXPECT_EQ(engine->SubmitGroup(mixed, two).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace griffin::engine
