@@ -1,6 +1,8 @@
 #include "engine/griffin_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/numeric.h"
@@ -211,6 +213,58 @@ int64_t GriffinParameterCount(const ModelConfig& config) {
 float EmbeddingScale(const ModelConfig& config) {
   if (!config.embeddings_scale_by_sqrt_dim) return 1.0f;
   return RoundToBf16(std::sqrt(static_cast<float>(config.hidden_size)));
+}
+
+namespace {
+uint64_t Mix(uint64_t h, uint64_t v) {
+  uint64_t x = h ^ (v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2));
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+uint64_t MixBytes(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = Mix(h, p[i]);
+  return h;
+}
+uint64_t MixConfig(uint64_t h, const ModelConfig& c) {
+  for (int64_t v : {int64_t{c.vocab_size}, int64_t{c.hidden_size}, int64_t{c.mlp_width},
+                    int64_t{c.num_layers}, int64_t{c.num_heads}, int64_t{c.num_kv_heads},
+                    int64_t{c.head_dim}, int64_t{c.lru_width}, int64_t{c.attention_window},
+                    int64_t{c.conv1d_width}}) {
+    h = Mix(h, static_cast<uint64_t>(v));
+  }
+  for (float f : {c.logits_soft_cap, c.partial_rotary_factor, c.rope_theta, c.rms_norm_eps}) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    h = Mix(h, bits);
+  }
+  h = Mix(h, c.embeddings_scale_by_sqrt_dim);
+  for (BlockType t : c.block_types) h = Mix(h, static_cast<uint64_t>(t));
+  return h;
+}
+}  // namespace
+
+uint64_t ModelIdentity(const loader::Checkpoint& checkpoint) {
+  uint64_t h = MixConfig(0x6d6f64656c2121ull, checkpoint.config());
+  std::vector<const loader::TensorView*> tensors = checkpoint.tensors();
+  std::sort(tensors.begin(), tensors.end(),
+            [](const loader::TensorView* a, const loader::TensorView* b) { return a->name < b->name; });
+  for (const loader::TensorView* t : tensors) {
+    h = MixBytes(h, t->name.data(), t->name.size());
+    h = Mix(h, static_cast<uint64_t>(t->dtype));
+    for (int64_t d : t->shape) h = Mix(h, static_cast<uint64_t>(d));
+    const size_t sample = std::min<size_t>(64, t->nbytes);
+    for (int k = 0; k < 8 && t->nbytes > 0; ++k) {
+      const size_t at = (t->nbytes - sample) * k / 7;
+      h = MixBytes(h, t->data + at, sample);
+    }
+  }
+  return h;
+}
+
+uint64_t ModelIdentity(const ModelConfig& config, uint64_t random_seed) {
+  return Mix(MixConfig(0x72616e646f6d21ull, config), random_seed);
 }
 
 std::vector<int> BlockIndices(const ModelConfig& config) {

@@ -147,6 +147,13 @@ float EmbeddingScale(const ModelConfig& config);
 // Per layer, its index among the layers of its own block type (the state layout is indexed so).
 std::vector<int> BlockIndices(const ModelConfig& config);
 
+// A 64-bit fingerprint of a checkpoint: its config, every tensor's name, dtype and shape, and
+// 64-byte samples at eight offsets of each tensor's data. Prefix-cache keys and saved sessions
+// carry it, so a state is never restored into another model. Reads a few KB, not the weights.
+uint64_t ModelIdentity(const loader::Checkpoint& checkpoint);
+// The same for random (dummy) weights: the config and the seed.
+uint64_t ModelIdentity(const ModelConfig& config, uint64_t random_seed);
+
 }  // namespace griffin::engine
 
 #endif  // GRIFFIN_ENGINE_GRIFFIN_MODEL_H_

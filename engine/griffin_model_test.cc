@@ -100,5 +100,19 @@ TEST(GriffinModelTest, TensorSpecsFollowTheBlockPattern) {
   EXPECT_EQ(attention_q, 8);
 }
 
+TEST(GriffinModelTest, ModelIdentityFollowsConfigAndWeights) {
+  const std::string dir = std::string(GRIFFIN_SOURCE_DIR) + "/tests/data/";
+  auto griffin = loader::Checkpoint::Open(dir + "griffin");
+  auto hawk = loader::Checkpoint::Open(dir + "hawk");
+  ASSERT_TRUE(griffin.ok() && hawk.ok());
+  const uint64_t a = ModelIdentity(**griffin);
+  EXPECT_EQ(a, ModelIdentity(**loader::Checkpoint::Open(dir + "griffin")));  // stable
+  EXPECT_NE(a, ModelIdentity(**hawk));
+  const ModelConfig c = RecurrentGemma2B();
+  EXPECT_EQ(ModelIdentity(c, 1), ModelIdentity(c, 1));
+  EXPECT_NE(ModelIdentity(c, 1), ModelIdentity(c, 2));
+  EXPECT_NE(ModelIdentity(c, 1), ModelIdentity(RecurrentGemma9B(), 1));
+}
+
 }  // namespace
 }  // namespace griffin::engine
