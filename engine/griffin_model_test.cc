@@ -39,7 +39,9 @@ TEST(GriffinModelTest, StateLayoutRegionsTileTheSlot) {
     int64_t end = 0;
     for (const StateLayout::Region& r : layout.regions()) {
       EXPECT_GE(r.offset, end) << layout.description();  // in order, no overlap
-      if (layout.activation_bytes() == 2) EXPECT_EQ(r.offset % 16, 0);
+      if (layout.activation_bytes() == 2) {
+        EXPECT_EQ(r.offset % 16, 0);
+      }
       end = r.offset + r.bytes;
     }
     EXPECT_LE(end, layout.slot_bytes());
