@@ -1,7 +1,8 @@
 // CUDA backend parity (issue 4) on the golden fixtures tests/data/{griffin,hawk,attnfirst}, whose
 // golden.safetensors hold log-probabilities from the DeepMind reference in float32, and on the
 // trained bundled model (models/demo) over real text (tests/data/demo_parity/text.txt), whose
-// reference is the CPU float32 engine (itself within 1.3e-5 of the DeepMind reference, golden_test):
+// golden.safetensors holds the DeepMind reference's float32 log-probabilities too (read through
+// tests/golden_data, which also checks that our tokenizer gives the reference's ids):
 //  - SPEC.md §8.4 bf16 path: mean |logprob - reference| <= 2e-2 for every sequence, and top-1
 //    agreement >= 99% on the golden sequences (positions whose reference top-2 lie within 1e-2 left
 //    out), for whole prefill, chunked prefill (1 = pure decode through the CUDA graphs, 3,
@@ -88,8 +89,8 @@ std::vector<float> PrefillThenDecodeLogProbs(engine::Backend& backend,
 
 bool SanitizerRun();
 
-// A parity case: a checkpoint and its reference sequences. The random fixtures' references are the
-// DeepMind reference's goldens. "demo" is the trained bundled model on real text: confident
+// A parity case: a checkpoint and its reference sequences, all the DeepMind reference's goldens.
+// "demo" is the trained bundled model on real text: confident
 // predictions, 565 positions, the case where top-1 agreement says most about the engine.
 std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint) {
   engine::CudaBackendOptions opt;

@@ -44,13 +44,15 @@ absl::StatusOr<std::vector<float>> StepLogProbs(engine::Backend& backend,
                                                 int slot);
 
 // The trained bundled model (models/demo) on real text (tests/data/demo_parity/text.txt, 565
-// tokens with BOS), with the CPU float32 engine's log-probabilities as the reference: confident
-// predictions over enough positions for a top-1 rate to mean something. Cached per process.
+// tokens with BOS), with the DeepMind reference's float32 log-probabilities
+// (tests/data/demo_parity/golden.safetensors, written by tests/golden/make_golden.py): confident
+// predictions over enough positions for a top-1 rate to mean something. DataLoss when our tokenizer
+// does not give the reference's ids. Cached per process.
 std::string DemoModelDir();
 absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo);
 
 // A parity case: "griffin", "hawk" or "attnfirst" (tests/data/<name> with the DeepMind
-// reference's goldens) or "demo" (models/demo with DemoParitySequence).
+// reference's goldens) or "demo" (models/demo with DemoParitySequence, also the reference's).
 struct ParityCase {
   std::unique_ptr<loader::Checkpoint> checkpoint;
   std::vector<GoldenSequence> golden;

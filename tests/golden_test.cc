@@ -124,7 +124,7 @@ TEST_P(GoldenTest, Bf16EmulationStaysWithinTheGpuMeanBound) {
 }
 
 // An ideal bf16 engine meets §8.4's top-1 half over all golden sequences (the three fixtures and
-// the trained demo model on real text, whose reference is this float32 engine): the bound the CUDA
+// the trained demo model on real text, all four against the DeepMind reference): the bound the CUDA
 // backend is held to (CudaParityTest) is reachable.
 TEST(GoldenEmulationTest, Bf16EmulationTop1OverAllGoldenSequences) {
   int counted = 0, agreed = 0;
@@ -151,22 +151,59 @@ TEST(GoldenEmulationTest, Bf16EmulationTop1OverAllGoldenSequences) {
   EXPECT_GE(double(agreed) / counted, 0.99);
 }
 
-// KER-4: the bundled model's cross-entropy on a fixed text (tests/data/demo_parity/text.txt,
-// 564 next-token predictions), float32 CPU engine, against the value the DeepMind reference
-// PyTorch port (2efa84d, float32, the model converted by make_golden.py's hf_to_reference)
-// computed on the same ids on 2026-11-29: 3.15960 nats/token. A change in the loader, tokenizer,
-// engine or model file moves it. The GPU path is held to the same text by CudaGoldenTest.
-TEST(DemoModelTest, CrossEntropyOnAFixedText) {
-  constexpr double kRecorded = 3.15960;
-  auto demo = golden::LoadParityCase("demo");
-  ASSERT_TRUE(demo.ok()) << demo.status();
-  const GoldenSequence& g = demo->golden[0];
-  const int V = demo->checkpoint->config().vocab_size;
-  double nll = 0;
-  for (size_t t = 0; t + 1 < g.tokens.size(); ++t) nll -= g.logprobs[t * V + g.tokens[t + 1]];
+// The trained bundled model on real text (tests/data/demo_parity), float32 CPU engine against the
+// DeepMind reference's float32 log-probabilities (tests/golden/make_golden.py): SPEC.md §8.4's CPU
+// bound over all 565 x 8192 entries, through whole prefill and through chunks that cross the
+// 256-token window.
+class DemoModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto demo = golden::LoadParityCase("demo");
+    ASSERT_TRUE(demo.ok()) << demo.status();
+    demo_ = std::move(*demo);
+    auto cpu = engine::CpuBackend::Create(*demo_.checkpoint, 1);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    cpu_ = std::move(*cpu);
+  }
+  golden::ParityCase demo_;
+  std::unique_ptr<engine::CpuBackend> cpu_;
+};
+
+TEST_F(DemoModelTest, CpuEngineMatchesTheReference) {
+  const GoldenSequence& g = demo_.golden[0];
+  const int V = demo_.checkpoint->config().vocab_size;
+  for (int chunk : {0, 100}) {
+    auto got = golden::StepLogProbs(*cpu_, g.tokens, chunk, 0);
+    ASSERT_TRUE(got.ok()) << got.status();
+    const golden::Agreement a = golden::CompareLogProbs(*got, g.logprobs, V);
+    std::printf("demo chunk %d: max |logprob - reference| %.3g, mean %.3g, top-1 %d/%d\n", chunk,
+                a.max_abs, a.mean_abs, a.agreed, a.counted);
+    EXPECT_LE(a.max_abs, 1e-4) << "chunk " << chunk;
+    EXPECT_EQ(a.agreed, a.counted) << "chunk " << chunk;
+  }
+}
+
+// KER-4: the bundled model's cross-entropy on the fixed text, float32 CPU engine, against the
+// DeepMind reference's on the same ids (3.159602 nats/token; its float64 twin differs by 3e-7).
+// Measured on this engine: |difference| 3.8e-7 (float32 rounding; the max per-entry difference is
+// 2.1e-5). The bound, 1e-5, is 25 times that, and more than a hundred times below what a real
+// recurrence bug moves (the RG-LRU constant 8 changed to 7.9: 1.3e-3).
+TEST_F(DemoModelTest, CrossEntropyOnAFixedText) {
+  const GoldenSequence& g = demo_.golden[0];
+  const int V = demo_.checkpoint->config().vocab_size;
+  auto got = golden::StepLogProbs(*cpu_, g.tokens, 0, 0);
+  ASSERT_TRUE(got.ok()) << got.status();
+  double nll = 0, nll_reference = 0;
+  for (size_t t = 0; t + 1 < g.tokens.size(); ++t) {
+    nll -= (*got)[t * V + g.tokens[t + 1]];
+    nll_reference -= g.logprobs[t * V + g.tokens[t + 1]];
+  }
   const double ce = nll / (g.tokens.size() - 1);
-  std::printf("demo model cross-entropy on the fixed text: %.4f nats/token\n", ce);
-  EXPECT_NEAR(ce, kRecorded, 0.02);
+  const double reference = nll_reference / (g.tokens.size() - 1);
+  std::printf("demo model cross-entropy on the fixed text: %.6f nats/token (reference %.6f, "
+              "|d| %.2e)\n", ce, reference, std::abs(ce - reference));
+  EXPECT_NEAR(reference, 3.159602, 1e-6) << "golden.safetensors is not the recorded reference";
+  EXPECT_NEAR(ce, reference, 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::Values("griffin", "hawk", "attnfirst"));

@@ -671,6 +671,79 @@ def make_fixture(rg, common, fx: Fixture, out_root: str, run_hf: bool) -> str:
           f"golden fp32-vs-fp64 {worst_64:.2e}; {hf_note}; {sens}{tok_note}")
 
 
+# --------------------------------------------------------------------------------------
+# The bundled demo model on real text (tests/data/demo_parity/)
+# --------------------------------------------------------------------------------------
+DEMO_MODEL = os.path.join("models", "demo")
+DEMO_TEXT = os.path.join("tests", "data", "demo_parity", "text.txt")
+
+
+def make_demo_golden(rg, common, root: str, out_dir: str) -> str:
+  """The reference's float32 log-probabilities of the trained bundled model (models/demo, bf16
+  weights widened exactly to float32) on tests/data/demo_parity/text.txt, BOS + the python
+  sentencepiece ids of the text: what KER-4, the bf16-emulation check and the GPU parity tests
+  compare the engine with. Also measures how far float32 itself is from a float64 twin, which
+  bounds the tolerance an engine test can ask for."""
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+
+  model_dir = os.path.join(root, DEMO_MODEL)
+  with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+    cfg = json.load(f)
+  pattern = cfg.get("_block_types") or cfg["block_types"]
+  layers = [pattern[i % len(pattern)] for i in range(cfg["num_hidden_layers"])]
+  bt_map = {"recurrent": common.TemporalBlockType.RECURRENT,
+            "attention": common.TemporalBlockType.ATTENTION}
+  config = common.GriffinConfig(
+      vocab_size=cfg["vocab_size"], width=cfg["hidden_size"],
+      mlp_expanded_width=cfg["intermediate_size"] // 2, num_heads=cfg["num_attention_heads"],
+      block_types=tuple(bt_map[b] for b in layers), embeddings_scale_by_sqrt_dim=True,
+      attention_window_size=cfg["attention_window_size"],
+      logits_soft_cap=cfg["logits_soft_cap"], lru_width=cfg["lru_width"],
+      scan_type=common.ScanType.LINEAR_NATIVE)
+  hf = {k: v.to(torch.float32) for k, v in load_file(os.path.join(model_dir,
+                                                                   "model.safetensors")).items()}
+  params = hf_to_reference(hf)
+  model = rg.Griffin(config, gradient_checkpointing=False, dtype=torch.float32)
+  model.load_state_dict(params, strict=True)
+  model.eval()
+  model64 = rg.Griffin(config, gradient_checkpointing=False, dtype=torch.float32).double()
+  model64.load_state_dict({k: v.double() for k, v in params.items()}, strict=True)
+  model64.eval()
+
+  sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
+  with open(os.path.join(root, DEMO_TEXT), encoding="utf-8") as f:
+    text = f.read()
+  ids = [cfg["bos_token_id"]] + sp.encode(text, out_type=int)
+  toks = torch.tensor(ids, dtype=torch.int32)
+  with torch.no_grad():
+    lp = torch.log_softmax(ref_forward(model, toks)[0], -1)
+    lp64 = torch.log_softmax(ref_forward(model64, toks)[0], -1)
+    # The reference's own decode path agrees with its forward (prefill half, decode the rest).
+    half = sampler_style_logprobs(model, toks, len(ids) // 2)
+  assert torch.isfinite(lp).all()
+  targets = toks[1:].long()
+  nll = -lp[:-1].double().gather(1, targets[:, None])[:, 0]
+  nll64 = -lp64[:-1].gather(1, targets[:, None])[:, 0]
+  ce, ce64 = nll.mean().item(), nll64.mean().item()
+  noise = (lp.double() - lp64).abs()
+  decode = (half - lp.double()).abs().max().item()
+  if noise.max().item() > 1e-3 or decode > 1e-3:
+    raise AssertionError(f"demo: float32 reference too noisy (fp64 {noise.max().item():.2e}, "
+                         f"decode {decode:.2e})")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "golden.safetensors")
+  save_file({"tokens.0": toks.clone(), "logprobs.0": lp.to(torch.float32).contiguous()}, path,
+            metadata={"description": "logprobs.0[t] = log_softmax(softcapped logits) after "
+                                     "tokens.0[0..t] of models/demo on text.txt (BOS + python "
+                                     "sentencepiece ids); google-deepmind/recurrentgemma torch "
+                                     f"reference @ {REFERENCE_COMMIT}, float32 forward"})
+  os.chmod(path, 0o644)
+  return (f"demo: T={len(ids)}, V={cfg['vocab_size']}, cross-entropy {ce:.6f} nats/token "
+          f"(float64 twin {ce64:.6f}, |d| {abs(ce - ce64):.2e}); fp32-vs-fp64 max|dlp| "
+          f"{noise.max().item():.2e} mean {noise.mean().item():.2e}; max|dlp| on the predicted "
+          f"tokens {(nll - nll64).abs().max().item():.2e}; decode-vs-forward {decode:.2e}")
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--reference", required=True,
@@ -679,7 +752,8 @@ def main() -> None:
   ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                 "..", "data"),
                   help="output root (default: tests/data next to this script)")
-  ap.add_argument("--only", nargs="*", help="fixture names to (re)generate")
+  ap.add_argument("--only", nargs="*",
+                  help="fixture names to (re)generate: griffin, hawk, attnfirst, demo")
   ap.add_argument("--no-hf", action="store_true", help="skip the optional HF check")
   args = ap.parse_args()
 
@@ -691,6 +765,10 @@ def main() -> None:
     if args.only and fx.name not in args.only:
       continue
     summaries.append(make_fixture(rg, common, fx, os.path.abspath(args.out), not args.no_hf))
+  if not args.only or "demo" in args.only:
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    summaries.append(make_demo_golden(rg, common, root,
+                                      os.path.join(os.path.abspath(args.out), "demo_parity")))
   print()
   for s in summaries:
     print(s)
