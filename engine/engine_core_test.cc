@@ -32,9 +32,16 @@ class Collector {
       if (out.finished) {
         result_.last = std::move(out);
         done_ = true;
-        cv_.notify_all();
       }
+      cv_.notify_all();
     };
+  }
+  // Blocks until the request produced a token (it holds a slot and runs) or finished.
+  void WaitForFirstToken() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ASSERT_TRUE(cv_.wait_for(lock, std::chrono::seconds(60),
+                             [&] { return done_ || !result_.tokens.empty(); }));
+    ASSERT_FALSE(done_) << "finished before its first token";
   }
   Collected Wait() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -49,6 +56,68 @@ class Collector {
   Collected result_;
 };
 
+
+// Wraps a backend and checks, on every step the engine gives it, the limits EngineOptions set: at
+// most token_budget tokens and max_batch entries per step, each slot at most once. Records the
+// largest step seen, so a test can also show the limits were reached (not vacuously met).
+class LimitCheckingBackend : public Backend {
+ public:
+  LimitCheckingBackend(std::unique_ptr<Backend> inner, const EngineOptions& options)
+      : inner_(std::move(inner)), token_budget_(options.token_budget),
+        max_batch_(options.max_batch) {}
+  std::string_view name() const override { return inner_->name(); }
+  const loader::ModelConfig& config() const override { return inner_->config(); }
+  int num_slots() const override { return inner_->num_slots(); }
+  int64_t state_bytes_per_sequence() const override { return inner_->state_bytes_per_sequence(); }
+  absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
+    Check(entries);
+    return inner_->Step(entries, logits);
+  }
+  bool healthy() const override { return inner_->healthy(); }
+  bool samples_on_device() const override { return inner_->samples_on_device(); }
+  absl::Status StepSample(absl::Span<const StepEntry> entries,
+                          absl::Span<const SampleRequest> requests,
+                          absl::Span<int32_t> tokens) override {
+    Check(entries);
+    return inner_->StepSample(entries, requests, tokens);
+  }
+  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
+  int64_t NextPosition(int slot) const override { return inner_->NextPosition(slot); }
+
+  std::atomic<int64_t> max_tokens_seen{0};
+  std::atomic<int> max_entries_seen{0};
+
+ private:
+  void Check(absl::Span<const StepEntry> entries) {
+    int64_t tokens = 0;
+    std::vector<int> slots;
+    for (const StepEntry& e : entries) {
+      tokens += static_cast<int64_t>(e.tokens.size());
+      EXPECT_EQ(std::count(slots.begin(), slots.end(), e.slot), 0) << "slot " << e.slot << " twice";
+      slots.push_back(e.slot);
+    }
+    EXPECT_LE(tokens, token_budget_) << "a step over the token budget";
+    EXPECT_LE(static_cast<int>(entries.size()), max_batch_) << "a step over max_batch";
+    max_tokens_seen.store(std::max(max_tokens_seen.load(), tokens));
+    max_entries_seen.store(std::max(max_entries_seen.load(), static_cast<int>(entries.size())));
+  }
+
+  std::unique_ptr<Backend> inner_;
+  const int64_t token_budget_;
+  const int max_batch_;
+};
+
+// An engine whose every step is checked against `options`' limits.
+std::unique_ptr<EngineCore> MakeChecked(std::unique_ptr<Backend> backend,
+                                        const EngineOptions& options,
+                                        LimitCheckingBackend** checker = nullptr) {
+  auto checked = std::make_unique<LimitCheckingBackend>(std::move(backend), options);
+  if (checker != nullptr) *checker = checked.get();
+  auto core = EngineCore::Create(std::move(checked), options);
+  EXPECT_TRUE(core.ok()) << core.status();
+  return core.ok() ? std::move(*core) : nullptr;
+}
+
 class EngineCoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -60,9 +129,7 @@ class EngineCoreTest : public ::testing::Test {
   std::unique_ptr<EngineCore> Make(int slots, EngineOptions options = {}) {
     auto backend = CreateBackend(*checkpoint_, {.kind = BackendKind::kCpu, .num_slots = slots});
     EXPECT_TRUE(backend.ok()) << backend.status();
-    auto core = EngineCore::Create(std::move(*backend), options);
-    EXPECT_TRUE(core.ok()) << core.status();
-    return std::move(*core);
+    return MakeChecked(std::move(*backend), options);
   }
   static ValidatedRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
     ValidatedRequest r;
@@ -126,10 +193,7 @@ TEST_F(EngineCoreTest, AbortFreesSlotAndQueueBound) {
   Collector long_one;
   auto id = core->Submit(Greedy({2, 5}, 1000000), long_one.Callback());
   ASSERT_TRUE(id.ok());
-  // Wait for it to run, then fill the queue.
-  for (int i = 0; i < 1000 && core->stats().running == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  long_one.WaitForFirstToken();  // it holds the only slot; now fill the queue
   Collector q1, q2, q3;
   ASSERT_TRUE(core->Submit(Greedy({2, 5}, 3), q1.Callback()).ok());
   ASSERT_TRUE(core->Submit(Greedy({2, 5}, 3), q2.Callback()).ok());
@@ -362,8 +426,7 @@ ValidatedRequest Req(std::vector<int32_t> prompt, int max_tokens) {
 }
 
 TEST(EngineFaultTest, NanLogitsFailOneRequestAlone) {  // NUM-4
-  auto fake = std::make_unique<FakeBackend>(4);
-  auto core = *EngineCore::Create(std::move(fake), {});
+  auto core = MakeChecked(std::make_unique<FakeBackend>(4), {});
   Collector poisoned, normal;
   ASSERT_TRUE(core->Submit(Req({2, 13}, 5), poisoned.Callback()).ok());
   ASSERT_TRUE(core->Submit(Req({2, 3}, 5), normal.Callback()).ok());
@@ -383,7 +446,7 @@ TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
     FakeBackend* raw = fake.get();
     EngineOptions options;
     options.device_sampling = enabled;
-    auto core = *EngineCore::Create(std::move(fake), options);
+    auto core = MakeChecked(std::move(fake), options);
     Collector plain, poisoned;
     ASSERT_TRUE(core->Submit(Req({2, 3}, 4), plain.Callback()).ok());
     ASSERT_TRUE(core->Submit(Req({2, 13}, 4), poisoned.Callback()).ok());
@@ -476,7 +539,7 @@ TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1
   options.on_fatal = [&](const absl::Status& st) {
     if (fatal_calls.fetch_add(1) == 0) fatal.set_value(st);
   };
-  auto core = *EngineCore::Create(std::move(backend), options);
+  auto core = MakeChecked(std::move(backend), options);
   // Three requests for two slots. The engine may stop before the later ones arrive: each is then
   // refused UNAVAILABLE at Submit, else it ends with an error through its callback.
   Collector collectors[3];
@@ -509,7 +572,7 @@ TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1
 TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4
   auto fake = std::make_unique<FakeBackend>(2);
   FakeBackend* raw = fake.get();
-  auto core = *EngineCore::Create(std::move(fake), {});
+  auto core = MakeChecked(std::move(fake), {});
   raw->fail_next = true;
   Collector a;
   ASSERT_TRUE(core->Submit(Req({2, 3}, 3), a.Callback()).ok());
@@ -522,16 +585,13 @@ TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4
 }
 
 TEST(EngineFaultTest, QueuedTokenLimitAndQueueTimeout) {  // OVL-1 (tokens), OVL-2
-  auto fake = std::make_unique<FakeBackend>(1);
-  auto core = *EngineCore::Create(
-      std::move(fake),
+  auto core = MakeChecked(
+      std::make_unique<FakeBackend>(1),
       {.max_queue = 100, .max_queued_tokens = 10, .queue_timeout = absl::Milliseconds(100)});
   Collector running;
   auto id = core->Submit(Req({2, 3}, 100000000), running.Callback());
   ASSERT_TRUE(id.ok());
-  for (int i = 0; i < 1000 && core->stats().running == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  running.WaitForFirstToken();  // it holds the only slot
   Collector q1, q2;
   ASSERT_TRUE(core->Submit(Req(std::vector<int32_t>(8, 3), 2), q1.Callback()).ok());
   EXPECT_EQ(core->Submit(Req(std::vector<int32_t>(3, 3), 2), q2.Callback()).status().code(),
@@ -541,6 +601,37 @@ TEST(EngineFaultTest, QueuedTokenLimitAndQueueTimeout) {  // OVL-1 (tokens), OVL
   core->Abort(*id, absl::CancelledError("done"));
   running.Wait();
   EXPECT_EQ(core->stats().waiting, 0);
+}
+
+
+// The engine never gives the backend more than token_budget tokens or max_batch sequences in a step,
+// whatever mix of long prompts, short prompts and decodes it holds, and every request still gets
+// exactly its tokens. The limits are reached, so the per-step check above is not vacuous.
+TEST(EngineLimitsTest, EveryStepRespectsTheTokenBudgetAndTheBatchLimit) {
+  const EngineOptions options{.token_budget = 7, .max_batch = 3};
+  LimitCheckingBackend* checker = nullptr;
+  auto core = MakeChecked(std::make_unique<FakeBackend>(8), options, &checker);
+  ASSERT_NE(core, nullptr);
+  std::vector<std::unique_ptr<Collector>> collectors;
+  std::vector<std::vector<int32_t>> expected;
+  for (int i = 0; i < 12; ++i) {
+    std::vector<int32_t> prompt(1 + (i * 5) % 19, 3);
+    prompt.back() = static_cast<int32_t>(4 + i % 9);  // never 13: no poisoned rows
+    const int max_tokens = 3 + i % 4;
+    std::vector<int32_t> want;
+    for (int k = 1; k <= max_tokens; ++k) want.push_back((prompt.back() + k) % 16);
+    expected.push_back(want);
+    collectors.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(core->Submit(Req(prompt, max_tokens), collectors.back()->Callback()).ok());
+  }
+  for (int i = 0; i < 12; ++i) {
+    Collected r = collectors[i]->Wait();
+    EXPECT_TRUE(r.last.status.ok()) << i;
+    EXPECT_EQ(r.tokens, expected[i]) << i;
+  }
+  EXPECT_EQ(checker->max_tokens_seen.load(), 7);
+  EXPECT_EQ(checker->max_entries_seen.load(), 3);
+  EXPECT_EQ(core->stats().slots_used, 0);
 }
 
 }  // namespace
