@@ -32,7 +32,7 @@ test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure --no-tests=error -j 2
 	@if command -v $(PYTHON) >/dev/null 2>&1; then \
 	  GRIFFIN_BIN=$(CURDIR)/$(BUILD_DIR)/bin GRIFFIN_CLI=$(CURDIR)/$(BUILD_DIR)/bin/griffin-cli \
-	    $(PYTHON) -m pytest -q $(PYTEST_DIRS); \
+	    $(PYTHON) -m pytest -q -rs $(PYTEST_DIRS); \
 	else echo "pytest: no Python 3 here, Python tests skipped"; fi
 
 # Runs griffin-server in the foreground on 127.0.0.1 (HTTP :8000, gRPC :50051); Ctrl-C drains.

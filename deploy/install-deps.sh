@@ -11,8 +11,9 @@ pkgs=(
   libspdlog-dev libfmt-dev prometheus-cpp-dev libsentencepiece-dev libcpp-httplib-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   curl
-  # Test tools: the deployment test runs a real nginx and Prometheus (promtool) on loopback.
-  nginx prometheus
+  # Test tools: the deployment test runs a real nginx and Prometheus (promtool) on loopback; ss
+  # (iproute2) reads a listening socket's backlog.
+  nginx prometheus iproute2
 )
 
 missing=()
