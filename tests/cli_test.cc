@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/random_checkpoint.h"
+#include "loader/tokenizer.h"
 #include "gtest/gtest.h"
 #include "tests/golden_data.h"
 #include "nlohmann/json.hpp"
@@ -133,13 +134,24 @@ TEST(CliTest, GenerateIdsIsDeterministicPerSeed) {
 }
 
 TEST(CliTest, GenerateTextWithTokenizer) {
-  if (!std::filesystem::exists(Fixture("griffin") + "/tokenizer.model")) {
-    GTEST_SKIP() << "tests/data/griffin/tokenizer.model missing";
-  }
-  Result r = RunCli(absl::StrCat("generate --model ", Fixture("griffin"),
-                              " --prompt 'The licence' --max_tokens 16 --ignore_eos"));
+  ASSERT_TRUE(std::filesystem::exists(Fixture("griffin") + "/tokenizer.model"));
+  // Greedy text generation prints the continuation alone: exactly the text of the 16 ids the same
+  // request prints with --output_ids, then a newline.
+  const std::string base = absl::StrCat("generate --model ", Fixture("griffin"),
+                                        " --prompt 'The licence' --max_tokens 16 --ignore_eos");
+  Result r = RunCli(base);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_FALSE(r.out.empty());
+  Result ids = RunCli(base + " --output_ids");
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  const std::vector<std::string> lines = absl::StrSplit(ids.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 16u) << ids.out;
+  auto tokenizer = loader::Tokenizer::Load(Fixture("griffin") + "/tokenizer.model");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  std::vector<int> generated;
+  for (const std::string& line : lines) generated.push_back(std::stoi(line));
+  const std::string text = (*tokenizer)->Decode(generated);
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(r.out, text + "\n");
   Result s = RunCli(absl::StrCat("score --model ", Fixture("griffin"), " --text 'The licence'"));
   ASSERT_EQ(s.exit_code, 0) << s.err;
   auto out = nlohmann::json::parse(s.out);

@@ -125,8 +125,13 @@ def test_default_model_is_shipped():
         assert (ROOT / model.replace("/models/", "models/", 1) / "config.json").exists(), model
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def require(tool):
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed (deploy/install-deps.sh installs it)", pytrace=False)
+
+
 def test_nginx_config_is_valid(tmp_path):
+    require("nginx")
     conf = (DEPLOY / "nginx" / "nginx.conf").read_text()
     conf = re.sub(r"griffin-\d:", "127.0.0.1:", conf).replace("/tmp/", f"{tmp_path}/")
     (tmp_path / "nginx.conf").write_text(conf)
@@ -135,8 +140,8 @@ def test_nginx_config_is_valid(tmp_path):
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_prometheus_config_is_valid():
+    require("promtool")
     out = subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

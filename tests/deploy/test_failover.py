@@ -20,14 +20,18 @@ from server_harness import FIXTURE, Server, free_port, grpc_modules
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("prometheus") is None,
-                                reason="nginx and prometheus are needed (deploy/install-deps.sh installs them)")
+
+@pytest.fixture(autouse=True)
+def _tools():
+    for tool in ("nginx", "prometheus", "promtool"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed (deploy/install-deps.sh installs it)", pytrace=False)
 
 
 def bench_binary():
     path = Path(os.environ.get("GRIFFIN_BIN", "")) / "griffin-bench"
     if not os.environ.get("GRIFFIN_BIN") or not path.exists():
-        pytest.skip("GRIFFIN_BIN does not hold a built griffin-bench (make test sets it)")
+        pytest.fail("GRIFFIN_BIN does not hold a built griffin-bench (make test sets it)", pytrace=False)
     return str(path)
 
 

@@ -22,7 +22,8 @@ def server_binary():
     bin_dir = os.environ.get("GRIFFIN_BIN")
     path = Path(bin_dir) / "griffin-server" if bin_dir else None
     if path is None or not path.exists():
-        pytest.skip("GRIFFIN_BIN does not hold a built griffin-server (make test sets it)")
+        pytest.fail(f"GRIFFIN_BIN={bin_dir!r} does not hold a built griffin-server: build it and set "
+                    "GRIFFIN_BIN to its bin/ folder (make test does both)", pytrace=False)
     return str(path)
 
 

@@ -19,7 +19,7 @@ IDS = "2,17,33,5,90,41,7,7,12,200,3,64"
 def cli():
     path = os.environ.get("GRIFFIN_CLI")
     if not path or not Path(path).exists():
-        pytest.skip("GRIFFIN_CLI is not set to a built griffin-cli (make test sets it)")
+        pytest.fail("GRIFFIN_CLI is not set to a built griffin-cli (make test sets it)", pytrace=False)
     return path
 
 

@@ -13,7 +13,8 @@ import pytest
 def bench_binary():
     path = Path(os.environ.get("GRIFFIN_BIN", "")) / "griffin-bench"
     if not os.environ.get("GRIFFIN_BIN") or not path.exists():
-        pytest.skip("GRIFFIN_BIN does not hold a built griffin-bench (make test sets it)")
+        pytest.fail("GRIFFIN_BIN does not hold a built griffin-bench: build it and set GRIFFIN_BIN to "
+                    "its bin/ folder (make test does both)", pytrace=False)
     return str(path)
 
 

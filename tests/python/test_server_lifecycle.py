@@ -303,8 +303,9 @@ def test_http_port_is_exclusive_and_backlog_is_large(tiny):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "cannot bind" in out.stdout + out.stderr
-    if shutil.which("ss"):
-        listing = subprocess.run(["ss", "-ltnH", f"sport = :{tiny.http_port}"], capture_output=True, text=True).stdout
-        backlog = int(listing.split()[2])  # Send-Q of a listening socket is its backlog
-        assert backlog >= 128, listing
+    assert shutil.which("ss"), "ss is not installed (iproute2; deploy/install-deps.sh installs it)"
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{tiny.http_port}"], capture_output=True,
+                             text=True, timeout=30).stdout
+    backlog = int(listing.split()[2])  # Send-Q of a listening socket is its backlog
+    assert backlog >= 128, listing
     tiny.assert_healthy()

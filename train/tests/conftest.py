@@ -17,5 +17,5 @@ torch.set_num_threads(1)
 def griffin_cli():
   path = os.environ.get("GRIFFIN_CLI")
   if not path or not Path(path).exists():
-    pytest.skip("GRIFFIN_CLI is not set to a built griffin-cli (make test sets it)")
+    pytest.fail("GRIFFIN_CLI is not set to a built griffin-cli (make test sets it)", pytrace=False)
   return path
