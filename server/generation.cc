@@ -55,9 +55,9 @@ void Generation::OnOutput(engine::EngineOutput out) {
     got_token_ = true;
     last_token_ = now;
   }
-  if (out.finished) Account(out);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (out.finished) final_out_ = std::make_unique<engine::EngineOutput>(out);
     raw_.push_back(std::move(out));
   }
   std::lock_guard<std::mutex> lock(notify_mu_);
@@ -146,7 +146,14 @@ void Generation::Finish(const engine::EngineOutput& out, Event* event) {
   }
 }
 
-void Generation::Account(const engine::EngineOutput& out) {
+Generation::~Generation() {
+  if (accounted_.load()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (final_out_ != nullptr) Account(*final_out_, /*dying=*/true);
+}
+
+void Generation::Account(const engine::EngineOutput& out, bool dying) {
+  if (accounted_.exchange(true)) return;
   const std::string reason = Reason(out);
   const absl::Status& status = stopped_by_string_.load() ? absl::OkStatus() : out.status;
   state_->metrics->RequestFinished(MetricReason(reason), out.prompt_tokens, out.completion_tokens,
@@ -154,7 +161,11 @@ void Generation::Account(const engine::EngineOutput& out) {
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     auto it = state_->by_id.find(request_id_);
-    if (it != state_->by_id.end() && it->second.lock().get() == this) state_->by_id.erase(it);
+    // In the destructor no weak_ptr to this locks any more: the expired entry is this one.
+    if (it != state_->by_id.end() &&
+        (dying ? it->second.expired() : it->second.lock().get() == this)) {
+      state_->by_id.erase(it);
+    }
   }
   const auto& t = out.timings;
   const double queue_s = absl::ToDoubleSeconds(t.scheduled - t.arrival);
@@ -206,6 +217,7 @@ bool Generation::Poll(Event* event) {
     }
     if (out.finished) {
       Finish(out, event);
+      Account(out, /*dying=*/false);
       final_returned_.store(true);
       break;
     }

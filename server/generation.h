@@ -99,13 +99,18 @@ class Generation : public std::enable_shared_from_this<Generation> {
   int64_t prompt_tokens() const { return prompt_tokens_; }
   bool finished() const { return final_returned_.load(); }
 
+  // Accounts for the request here if no Poll returned its final event (the client went away).
+  ~Generation();
+
  private:
   Generation() = default;
   void OnOutput(engine::EngineOutput out);
   void AddText(const std::string& text, bool final, Event* event);
   void Finish(const engine::EngineOutput& out, Event* event);
   std::string Reason(const engine::EngineOutput& out) const;
-  void Account(const engine::EngineOutput& out);  // engine thread: metrics, log, id registry
+  // Metrics, the log line and the id registry, once: when Poll returns the final event (so the
+  // finish reason is the one the client sees, stop strings included), else in the destructor.
+  void Account(const engine::EngineOutput& out, bool dying);
 
   ServerState* state_ = nullptr;
   std::string request_id_;
@@ -117,6 +122,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   std::mutex mu_;
   std::deque<engine::EngineOutput> raw_;  // guarded by mu_
+  std::unique_ptr<engine::EngineOutput> final_out_;  // guarded by mu_: the engine's last output
+  std::atomic<bool> accounted_{false};
   absl::Time last_token_;                 // engine thread only
   bool got_token_ = false;                // engine thread only
 
