@@ -2,6 +2,7 @@
 validation (VAL-*, TXT-1, LEN-4), deadlines (CAN-3), NUM-1, NUM-2 and a burst of concurrent
 requests with random cancellations (CAN-1)."""
 
+import math
 import random
 import threading
 import time
@@ -163,22 +164,42 @@ def test_greedy_alone_equals_busy_batch(server, stub, pb):  # NUM-1
     prompt = [2, 17, 33, 5, 90, 41, 7, 7, 12, 200, 3, 64, 99, 100, 101, 102, 103, 104, 105, 106]
     alone, _, _ = collect(stub, gen_request(pb2, ids=prompt, max_tokens=32))
     server.wait_idle()
-    results, errors = {}, []
+    # Six sampled streams (with the measured one, seven of the eight slots) that are running before
+    # the measured request starts and still running when it ends: the batch really was busy, its
+    # 20-token prompt chunked (--token_budget 16) between their decodes.
+    started = [threading.Event() for _ in range(6)]
+    ended = [threading.Event() for _ in range(6)]
+    calls, errors = [], []
 
     def noise(i):
+        call = stub.Generate(gen_request(pb2, ids=[2, 50 + i, 7], max_tokens=100000,
+                                         temperature=1.0, seed=i), timeout=120)
+        calls.append(call)
         try:
-            collect(stub, gen_request(pb2, ids=[2, 50 + i, 7], max_tokens=64, temperature=1.0, seed=i))
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
+            for _ in call:
+                started[i].set()
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                errors.append(e)
+        finally:
+            started[i].set()
+            ended[i].set()
 
-    threads = [threading.Thread(target=noise, args=(i,)) for i in range(12)]
+    threads = [threading.Thread(target=noise, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
+    for e in started:
+        assert e.wait(60)
+    assert not any(e.is_set() for e in ended), errors
     busy, _, _ = collect(stub, gen_request(pb2, ids=prompt, max_tokens=32))
+    assert not any(e.is_set() for e in ended), "a neighbour ended before the measured request"
+    for call in calls:
+        call.cancel()
     for t in threads:
         t.join(60)
     assert not errors
     assert busy == alone
+    server.wait_idle()
 
 
 def test_same_seed_same_output(stub, pb):  # NUM-2
@@ -199,7 +220,8 @@ def test_burst_with_random_cancellations(server, stub, pb):  # CAN-1, OPS-3
     lock = threading.Lock()
 
     def run(i):
-        max_tokens = 20 + (i % 7) * 10
+        # A cancelled call is far too long to finish first: it must end CANCELLED.
+        max_tokens = 100000 if i in cancel else 20 + (i % 7) * 10
         req = gen_request(pb2, ids=[2, 5 + i % 300, 9], max_tokens=max_tokens,
                           temperature=1.0, seed=i, request_id=f"burst-{i}")
         call = stub.Generate(req, timeout=120)
@@ -234,7 +256,7 @@ def test_burst_with_random_cancellations(server, stub, pb):  # CAN-1, OPS-3
         t.join(120)
     for i, (status, got, max_tokens) in enumerate(results):
         if i in cancel:
-            assert status in (grpc.StatusCode.CANCELLED, "finished"), (i, status)
+            assert status == grpc.StatusCode.CANCELLED, (i, status)
         else:
             assert status == "ok", (i, status)
             assert got == max_tokens, (i, got, max_tokens)
@@ -354,3 +376,59 @@ def test_prompt_logprobs_and_logit_bias(stub, pb):  # issue 17 over gRPC
             collect(stub, req)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert e.value.details().startswith("logit_bias")
+
+
+def allowed_ids(top, kind, value):
+    """The ids the sampler may draw at temperature 1 under one filter, from the position's top-20
+    log-probabilities (sorted, best first); None when the top 20 cannot decide it, or when a
+    probability lies within 1e-4 of the cut (float32 log-probabilities vs the sampler's doubles)."""
+    ids = [t.token_id for t in top]
+    probs = [math.exp(t.logprob) for t in top]
+    if kind == "top_k":
+        if value < len(probs) and abs(probs[value - 1] - probs[value]) < 1e-4:
+            return None
+        return set(ids[:value])
+    if kind == "top_p":
+        cumulative = 0.0
+        for i, p in enumerate(probs):
+            cumulative += p
+            if abs(cumulative - value) < 1e-4:
+                return None
+            if cumulative >= value:
+                return set(ids[:i + 1])
+        return None
+    threshold = value * probs[0]  # min_p
+    keep = [i for i, p in enumerate(probs) if p >= threshold]
+    if len(keep) == len(probs) or any(abs(p - threshold) < 1e-4 for p in probs):
+        return None
+    return set(ids[:len(keep)])
+
+
+@pytest.mark.parametrize("kind,value", [("top_k", 3), ("top_p", 0.5), ("min_p", 0.3)])
+def test_sampling_filters_restrict_the_support(stub, pb, kind, value):
+    """Every token sampled under top-k, top-p or min-p lies in the set the filter allows, computed
+    from the same position's log-probabilities; the filter must matter (much probability outside
+    the set) and the draws must still be random within it (not always the most likely)."""
+    pb2, _ = pb
+    checked = off_top1 = 0
+    outside_mass = 0.0
+    for seed in range(16):
+        req = gen_request(pb2, ids=[2, 40 + seed, 41, 42], max_tokens=16, temperature=1.0,
+                          seed=seed, top_logprobs=20)
+        setattr(req.sampling, kind, value)
+        for r in stub.Generate(req, timeout=60):
+            if r.WhichOneof("output") != "chunk":
+                continue
+            for lp in r.chunk.logprobs:
+                allowed = allowed_ids(lp.top, kind, value)
+                if allowed is None:
+                    continue
+                checked += 1
+                assert lp.chosen.token_id in allowed, (kind, value, lp.chosen.token_id, allowed)
+                off_top1 += lp.chosen.token_id != lp.top[0].token_id
+                outside_mass += 1.0 - sum(math.exp(t.logprob) for t in lp.top
+                                          if t.token_id in allowed)
+    assert checked >= 100, f"only {checked} positions could be checked"
+    # Without the filter, this much probability would have drawn tokens outside the set.
+    assert outside_mass / checked > 0.2, outside_mass / checked
+    assert off_top1 >= checked // 10, (off_top1, checked)
