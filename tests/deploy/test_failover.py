@@ -119,6 +119,20 @@ class Prometheus:
         self.log.close()
 
 
+def wait_until(predicate, what, timeout=60):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def not_ready(replica):
+    try:
+        return requests.get(replica.url + "/ready", timeout=5).status_code != 200
+    except requests.RequestException:
+        return True  # already gone
+
+
 def lint_findings(lint):
     return [line for line in (lint.stdout + lint.stderr).splitlines() if line.strip()]
 
@@ -166,12 +180,12 @@ def test_failover_through_nginx(tmp_path):
                          "--output_len", "400")
         http.start()
         inflight.start()
-        deadline = time.time() + 30
-        while replicas[0].gauge("griffin_num_requests_running") == 0 and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        # Drain replica 1 once it holds several of the long gRPC streams (observed, not slept for),
+        # and start the second batch once it has stopped being ready (draining).
+        wait_until(lambda: replicas[0].gauge("griffin_num_requests_running") >= 4,
+                   "replica 1 to run the in-flight streams")
         replicas[0].proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_until(lambda: not_ready(replicas[0]), "replica 1 to start draining")
         draining_when_new_batch_started = replicas[0].proc.poll() is None
         new = bench("grpc", "grpc_new", "--num_requests", "24", "--request_rate", "12", "--output_len", "48")
         new.start()
@@ -203,9 +217,8 @@ def test_failover_through_nginx(tmp_path):
         assert grpc_on_drained, "no long gRPC stream finished on the drained replica"
         replicas[1].wait_idle()
 
-        # Both replicas gone: a clean 502/503 and UNAVAILABLE, quickly, not a hang.
+        # Both replicas gone: a clean 502/503 and UNAVAILABLE, not a hang (each call has a timeout).
         assert replicas[1].stop() == 0
-        start = time.time()
         r = requests.post(f"http://127.0.0.1:{nginx.http_port}/v1/completions",
                           json={"prompt": "x", "max_tokens": 2}, timeout=20)
         assert r.status_code in (502, 503)
@@ -217,7 +230,6 @@ def test_failover_through_nginx(tmp_path):
             with pytest.raises(grpc.RpcError) as err:
                 list(stub.Generate(pb.GenerateRequest(text=b"x"), timeout=20))
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
-        assert time.time() - start < 20
     finally:
         for replica in replicas:
             replica.stop()
