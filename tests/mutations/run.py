@@ -110,8 +110,11 @@ def main():
 
     base_log = logs / "baseline.log"
     base_log.write_text("")
-    if sh(["cmake", "--preset", "cpu"], work, base_log, lock=True) or \
-            sh(["cmake", "--build", "--preset", "cpu"], work, base_log, lock=True):
+    # ccache rewrites paths under its base_dir to relative ones: with the scratch tree as base_dir,
+    # its first build reuses the objects of a checkout built under the configured base_dir.
+    build_env = dict(os.environ, CCACHE_BASEDIR=str(work))
+    if sh(["cmake", "--preset", "cpu"], work, base_log, build_env, lock=True) or \
+            sh(["cmake", "--build", "--preset", "cpu"], work, base_log, build_env, lock=True):
         sys.exit(f"the unmutated tree does not build: {base_log}")
     baseline = {}
     for _, _, catches, _ in entries:
@@ -135,7 +138,7 @@ def main():
         else:
             sh(["git", "apply", str(patch)], work, log)
             try:
-                if sh(["cmake", "--build", "--preset", "cpu"], work, log, lock=True) != 0:
+                if sh(["cmake", "--build", "--preset", "cpu"], work, log, build_env, lock=True) != 0:
                     result = "build fails"
                 else:
                     outcome = run_tests(work, catches, log)
@@ -148,7 +151,7 @@ def main():
         rows.append(f"| {patch.stem} | {what} | {', '.join(files)} | {tests} | {result} | {seconds:.0f} |")
         print(f"{patch.stem}: {result} ({seconds:.0f} s)", file=sys.stderr)
     # Leave the scratch tree built as committed, so the next run starts incremental.
-    sh(["cmake", "--build", "--preset", "cpu"], work, base_log, lock=True)
+    sh(["cmake", "--build", "--preset", "cpu"], work, base_log, build_env, lock=True)
 
     print("| entry | planted bug | file | tests that must fail | result | s |")
     print("|---|---|---|---|---|---|")
