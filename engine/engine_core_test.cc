@@ -45,7 +45,8 @@ class Collector {
   }
   Collected Wait() {
     std::unique_lock<std::mutex> lock(mu_);
-    EXPECT_TRUE(cv_.wait_for(lock, std::chrono::seconds(60), [&] { return done_; }));
+    EXPECT_TRUE(cv_.wait_for(lock, std::chrono::seconds(30), [&] { return done_; }))
+        << "no final output in 30 s";
     return result_;
   }
 

@@ -121,8 +121,8 @@ def main():
         for c in catches:
             if c not in baseline:
                 baseline[c] = run_tests(work, [c], base_log)
-    print("baseline: " + ", ".join(f"{t}: {r}" for (_, t), r in baseline.items()
-                                   if r != "passed") or "baseline: every named test passes",
+    broken = [f"{t}: {r}" for (_, t), r in baseline.items() if r != "passed"]
+    print("baseline: " + (", ".join(broken) if broken else "every named test passes"),
           file=sys.stderr)
 
     rows, counts = [], {}
