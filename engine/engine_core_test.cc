@@ -82,8 +82,25 @@ class LimitCheckingBackend : public Backend {
     Check(entries);
     return inner_->StepSample(entries, requests, tokens);
   }
+  absl::Status StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                      absl::Span<const PromptLogprobsRequest> requests, int top_k,
+                                      absl::Span<float> logits,
+                                      const PromptLogprobsOutput& out) override {
+    Check(entries);
+    return inner_->StepWithPromptLogprobs(entries, requests, top_k, logits, out);
+  }
   absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
   int64_t NextPosition(int slot) const override { return inner_->NextPosition(slot); }
+  // The slot-state calls too, so the wrapped engine keeps every feature (the prefix cache).
+  const StateLayout* state_layout() const override { return inner_->state_layout(); }
+  absl::Status CopySlot(int from, int to) override { return inner_->CopySlot(from, to); }
+  absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override {
+    return inner_->SnapshotSlot(slot, out);
+  }
+  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                           int64_t next_position) override {
+    return inner_->RestoreSlot(slot, snapshot, next_position);
+  }
 
   std::atomic<int64_t> max_tokens_seen{0};
   std::atomic<int> max_entries_seen{0};
@@ -475,7 +492,7 @@ TEST(EngineDeviceSamplingTest, LogitBiasAndPromptLogprobsSampleOnTheHost) {
   auto fake = std::make_unique<FakeBackend>(2);
   fake->device_sampler = true;
   FakeBackend* raw = fake.get();
-  auto core = *EngineCore::Create(std::move(fake), {});
+  auto core = MakeChecked(std::move(fake), {});
   // The device sampler knows nothing of logit_bias: a biased request is sampled on the host, so
   // the bias holds (greedy would give 4, 5, 6; +100 on id 9 gives 9 every time).
   ValidatedRequest biased = Req({2, 3}, 3);
@@ -517,7 +534,7 @@ TEST(EngineDeviceSamplingTest, LogitBiasAndPromptLogprobsSampleOnTheHost) {
 
 TEST(EngineFaultTest, NonFinitePromptLogprobsFailTheirRequestAlone) {  // NUM-4 for scoring
   auto fake = std::make_unique<FakeBackend>(2);
-  auto core = *EngineCore::Create(std::move(fake), {.token_budget = 3});
+  auto core = MakeChecked(std::move(fake), {.token_budget = 3});
   ValidatedRequest poisoned = Req({2, 13, 4, 5, 6}, 0);  // prefill only, in two chunks
   poisoned.prompt_logprobs = 0;
   ValidatedRequest normal = Req({2, 3}, 3);
