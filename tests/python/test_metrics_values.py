@@ -204,8 +204,8 @@ def test_every_counter_moves_by_exactly_the_usage(one_slot, pb, protocol):
     for gauge in ("griffin_num_requests_running", "griffin_num_requests_waiting", "griffin_state_slots_used"):
         assert series(m, gauge) == 0, gauge
     # CAN-4: every gRPC call object was destroyed (OnDone runs after the client saw the status).
-    wait_for(lambda: server.gauge("griffin_grpc_generate_calls_created")
-             == server.gauge("griffin_grpc_generate_calls_destroyed"), "gRPC call objects destroyed")
+    wait_for(lambda: server.gauge("griffin_grpc_generate_calls_started")
+             == server.gauge("griffin_grpc_generate_calls_freed"), "gRPC call objects freed")
     channel.close()
 
 
