@@ -94,7 +94,9 @@ TEST(CliTest, ScoreReproducesGolden) {
     const int vocab = nlohmann::json::parse(config_file)["vocab_size"].get<int>();
     auto loaded = golden::LoadGolden(Fixture(name), vocab);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
-    for (const auto& [tokens, logprobs] : *loaded) {
+    for (const golden::GoldenSequence& g : *loaded) {
+      const std::vector<int32_t>& tokens = g.tokens;
+      const std::vector<float>& logprobs = g.logprobs;  // the fixtures hold every position
       const std::string ids = absl::StrJoin(tokens, ",");
       for (const std::string mode : {"", "--decode", "--chunk 3"}) {
         Result r = RunCli(absl::StrCat("score --model ", Fixture(name), " --ids ", ids, " ", mode));

@@ -51,6 +51,10 @@ using golden::Agreement;
 Agreement Compare(const std::vector<float>& got, const std::vector<float>& ref, int V) {
   return golden::CompareLogProbs(got, ref, V);
 }
+// `got` ([T, V], every position) against the positions `g` holds references for.
+Agreement CompareToGolden(const std::vector<float>& got, const GoldenSequence& g, int V) {
+  return golden::CompareLogProbs(golden::SelectRows(got, g, V), g.logprobs, V);
+}
 
 std::vector<float> LogSoftmaxRows(const std::vector<float>& logits, int vocab) {
   std::vector<float> out(logits.size());
@@ -114,7 +118,11 @@ absl::StatusOr<golden::ParityCase> LoadCase(const std::string& name) {
   for (GoldenSequence& g : c->golden) {
     if (g.tokens.size() <= 48) continue;
     g.tokens.resize(48);
-    g.logprobs.resize(size_t(48) * V);
+    g.next_logprobs.resize(48);
+    size_t rows = 0;
+    while (rows < g.positions.size() && g.positions[rows] < 48) ++rows;
+    g.positions.resize(rows);
+    g.logprobs.resize(rows * V);
   }
   return c;
 }
@@ -142,7 +150,7 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
   // The per-sequence half of §8.4 (the mean); top-1 is asserted over all sequences together
   // (CudaParityTest.Top1AgreementOverAllGoldenSequences) and printed here.
   void ExpectWithinSpec(const std::vector<float>& got, const GoldenSequence& g, const char* what) {
-    const Agreement a = Compare(got, g.logprobs, vocab_);
+    const Agreement a = CompareToGolden(got, g, vocab_);
     std::printf("%s %s T=%zu: mean |dlogprob| %.3g, max %.3g, top-1 %.4f over %d positions\n",
                 GetParam().c_str(), what, g.tokens.size(), a.mean_abs, a.max_abs, a.top1,
                 a.counted);
@@ -395,7 +403,7 @@ TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
     const int W = c.checkpoint->config().attention_window;
     for (const GoldenSequence& g : c.golden) {
       auto add = [&](const std::string& path, const std::vector<float>& got) {
-        const Agreement a = Compare(got, g.logprobs, V);
+        const Agreement a = CompareToGolden(got, g, V);
         const int agree = a.agreed;
         if (agree != a.counted) {
           std::printf("%s T=%zu %s: top-1 %d/%d\n", name, g.tokens.size(), path.c_str(), agree,

@@ -32,19 +32,52 @@ absl::StatusOr<std::vector<GoldenSequence>> LoadGolden(const std::string& dir, i
     const loader::TensorView* tokens = file->Find(absl::StrCat("tokens.", k));
     const loader::TensorView* logprobs = file->Find(absl::StrCat("logprobs.", k));
     if (tokens == nullptr || logprobs == nullptr) break;
+    const loader::TensorView* positions = file->Find(absl::StrCat("positions.", k));
+    const loader::TensorView* next = file->Find(absl::StrCat("next_logprobs.", k));
+    const int64_t T = tokens->shape.empty() ? 0 : tokens->shape[0];
+    const int64_t R = positions != nullptr ? positions->num_elements() : T;
     if (tokens->dtype != loader::DType::kI32 || tokens->shape.size() != 1 ||
-        logprobs->shape != std::vector<int64_t>{tokens->shape[0], vocab}) {
+        logprobs->shape != std::vector<int64_t>{R, vocab} ||
+        (positions != nullptr && positions->dtype != loader::DType::kI32) ||
+        (positions != nullptr) != (next != nullptr) ||
+        (next != nullptr && next->shape != std::vector<int64_t>{T})) {
       return absl::DataLossError(absl::StrCat("golden sequence ", k, " has unexpected shapes"));
     }
     GoldenSequence g;
-    g.tokens.resize(tokens->num_elements());
+    g.tokens.resize(T);
     std::memcpy(g.tokens.data(), tokens->data, tokens->nbytes);
     g.logprobs.resize(logprobs->num_elements());
     RETURN_IF_ERROR(loader::CopyToFloat32(*logprobs, absl::MakeSpan(g.logprobs)));
+    g.positions.resize(R);
+    g.next_logprobs.assign(T, 0.0f);
+    if (positions != nullptr) {
+      std::memcpy(g.positions.data(), positions->data, positions->nbytes);
+      for (int64_t r = 0; r < R; ++r) {
+        if (g.positions[r] < 0 || g.positions[r] >= T || (r > 0 && g.positions[r] <= g.positions[r - 1])) {
+          return absl::DataLossError(absl::StrCat("golden sequence ", k, ": bad positions"));
+        }
+      }
+      RETURN_IF_ERROR(loader::CopyToFloat32(*next, absl::MakeSpan(g.next_logprobs)));
+    } else {
+      for (int64_t t = 0; t < T; ++t) g.positions[t] = static_cast<int32_t>(t);
+      for (int64_t t = 0; t + 1 < T; ++t) {
+        g.next_logprobs[t] = g.logprobs[t * vocab + g.tokens[t + 1]];
+      }
+    }
     out.push_back(std::move(g));
   }
   if (out.empty()) return absl::DataLossError("golden.safetensors holds no sequence");
   return out;
+}
+
+std::vector<float> SelectRows(absl::Span<const float> got, const GoldenSequence& g, int vocab) {
+  std::vector<float> rows;
+  rows.reserve(g.positions.size() * vocab);
+  for (int32_t p : g.positions) {
+    const auto row = got.subspan(size_t(p) * vocab, vocab);
+    rows.insert(rows.end(), row.begin(), row.end());
+  }
+  return rows;
 }
 
 Agreement CompareLogProbs(absl::Span<const float> got, absl::Span<const float> ref, int vocab) {

@@ -16,9 +16,16 @@
 namespace griffin::golden {
 
 struct GoldenSequence {
-  std::vector<int32_t> tokens;  // [T]
-  std::vector<float> logprobs;  // [T, V]: row t = log-distribution of the token after position t
+  std::vector<int32_t> tokens;     // [T]
+  // [R, V]: row r = log-distribution of the token after position positions[r] (every position for
+  // the fixtures; every 4th for the demo text, which keeps the file small enough to travel).
+  std::vector<float> logprobs;
+  std::vector<int32_t> positions;  // [R], increasing
+  std::vector<float> next_logprobs;  // [T]: at t, the log-probability of tokens[t + 1] (0 at T-1)
 };
+
+// The rows of `got` ([T, V], every position) that `g` holds references for ([R, V]).
+std::vector<float> SelectRows(absl::Span<const float> got, const GoldenSequence& g, int vocab);
 
 // tests/data/<name>, under $GRIFFIN_SOURCE_DIR when set (the binaries run on another machine, the
 // GPU host, where the compiled-in source path does not exist), else the compiled-in source dir.
@@ -26,7 +33,8 @@ std::string FixtureDir(const std::string& name);
 // `relative` (e.g. "models/demo") under the same source root.
 std::string SourcePath(const std::string& relative);
 
-// Every sequence k (tokens.k, logprobs.k) in `dir`/golden.safetensors, checked against `vocab`.
+// Every sequence k in `dir`/golden.safetensors (tokens.k, logprobs.k, and for a subset of rows
+// positions.k and next_logprobs.k), checked against `vocab`.
 absl::StatusOr<std::vector<GoldenSequence>> LoadGolden(const std::string& dir, int vocab);
 
 // SPEC.md §8.4's metrics of `got` against `ref` ([T, V] log-probabilities): mean and max absolute
