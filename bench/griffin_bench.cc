@@ -25,7 +25,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -34,6 +33,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/program_info.h"
 #include "bench/load_client.h"
 #include "bench/serving_metrics.h"
 #include "nlohmann/json.hpp"
@@ -241,8 +241,9 @@ std::string Hostname() {
 }
 
 int Main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("griffin-bench: load-test griffin-server or an OpenAI-compatible server");
-  absl::ParseCommandLine(argc, argv);
+  ParseProgramFlags(argc, argv, "griffin-bench", "bench/griffin_bench.cc",
+                    "load-tests griffin-server or any OpenAI-compatible server.\n\n"
+                    "  griffin-bench [--protocol http|grpc] [--port 8000] [flags]");
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "griffin-bench: %s\n", s.ToString().c_str());
     return 1;
@@ -324,6 +325,7 @@ int Main(int argc, char** argv) {
     std::vector<std::string> args(argv, argv + argc);
     nlohmann::json out = {
         {"command", absl::StrJoin(args, " ")},
+        {"griffin_bench_version", VersionString("griffin-bench")},
         {"host", Hostname()},
         {"time", absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())},
         {"protocol", absl::GetFlag(FLAGS_protocol)},

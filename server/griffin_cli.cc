@@ -14,7 +14,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -22,7 +21,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/program_info.h"
 #include "base/status_macros.h"
+#include "base/utf8.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
 #include "engine/state_layout.h"
@@ -81,15 +82,28 @@ struct Model {
   std::unique_ptr<CpuBackend> backend;
 };
 
+// "loading DIR: <status>": every load error names the folder it came from.
+absl::Status InFolder(const std::string& dir, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat("loading ", SafeName(dir), ": ", status.message()));
+}
+
 absl::StatusOr<Model> LoadModel() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   Model model;
-  ASSIGN_OR_RETURN(model.checkpoint, loader::Checkpoint::Open(dir));
+  absl::StatusOr<std::unique_ptr<loader::Checkpoint>> checkpoint = loader::Checkpoint::Open(dir);
+  if (!checkpoint.ok()) return InFolder(dir, checkpoint.status());
+  model.checkpoint = std::move(*checkpoint);
   if (!model.checkpoint->tokenizer_path().empty()) {
-    ASSIGN_OR_RETURN(model.tokenizer, loader::Tokenizer::Load(model.checkpoint->tokenizer_path()));
+    absl::StatusOr<std::unique_ptr<loader::Tokenizer>> tokenizer =
+        loader::Tokenizer::Load(model.checkpoint->tokenizer_path());
+    if (!tokenizer.ok()) return InFolder(dir, tokenizer.status());
+    model.tokenizer = std::move(*tokenizer);
   }
-  ASSIGN_OR_RETURN(model.backend, CpuBackend::Create(*model.checkpoint, /*num_slots=*/1));
+  absl::StatusOr<std::unique_ptr<CpuBackend>> backend =
+      CpuBackend::Create(*model.checkpoint, /*num_slots=*/1);
+  if (!backend.ok()) return InFolder(dir, backend.status());
+  model.backend = std::move(*backend);
   return model;
 }
 
@@ -133,11 +147,20 @@ std::string WithThousands(int64_t n) {
   return out;
 }
 
+// 16.44 MiB, 180.00 KiB, 768 B: small models' state is not "0.00 MiB".
+std::string HumanBytes(int64_t bytes) {
+  if (bytes >= (int64_t{1} << 20)) return absl::StrFormat("%.2f MiB", bytes / 1048576.0);
+  if (bytes >= 1024) return absl::StrFormat("%.2f KiB", bytes / 1024.0);
+  return absl::StrCat(bytes, " B");
+}
+
 absl::Status Info() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   // Only config.json is needed: info works on a folder without weights.
-  ASSIGN_OR_RETURN(loader::ModelConfig c, loader::LoadModelConfig(dir + "/config.json"));
+  absl::StatusOr<loader::ModelConfig> parsed = loader::LoadModelConfig(dir + "/config.json");
+  if (!parsed.ok()) return InFolder(dir, parsed.status());
+  const loader::ModelConfig& c = *parsed;
   const int64_t params = engine::GriffinParameterCount(c);
   const engine::StateSize gpu = engine::StateLayout::ForCuda(c).size();
   const engine::StateSize cpu = engine::StateLayout::ForCpu(c).size();
@@ -160,19 +183,26 @@ absl::Status Info() {
     std::cout << j.dump(2) << "\n";
     return absl::OkStatus();
   }
-  auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+  // A Hawk model (no attention layer) has no heads, window or KV cache to speak of.
+  const std::string attention =
+      c.num_attention_layers() == 0
+          ? std::string("none (all layers recurrent)")
+          : absl::StrFormat("%d heads x %d, %d kv heads, window %d (+ the current token)",
+                            c.num_heads, c.head_dim, c.num_kv_heads, c.attention_window);
+  std::string parts = absl::StrCat("RG-LRU ", HumanBytes(gpu.lru_bytes), " fp32, conv ",
+                                   HumanBytes(gpu.conv_bytes));
+  if (c.num_attention_layers() > 0) absl::StrAppend(&parts, ", KV ", HumanBytes(gpu.kv_bytes));
   std::cout << absl::StrFormat(
       "model            %s\n"
       "layers           %d (%d recurrent, %d attention): %s\n"
       "hidden_size      %d, lru_width %d, mlp_width %d, vocab %d\n"
-      "attention        %d heads x %d, %d kv heads, window %d (+ the current token)\n"
+      "attention        %s\n"
       "parameters       %s\n"
-      "state/sequence   %.2f MiB with bf16 activations (RG-LRU %.0f KiB fp32, conv %.0f KiB, KV %.2f MiB)\n"
-      "                 %.2f MiB on the float32 CPU backend; constant in sequence length\n",
+      "state/sequence   %s with bf16 activations (%s)\n"
+      "                 %s on the float32 CPU backend; constant in sequence length\n",
       dir, c.num_layers, c.num_recurrent_layers(), c.num_attention_layers(), pattern,
-      c.hidden_size, c.lru_width, c.mlp_width, c.vocab_size, c.num_heads, c.head_dim,
-      c.num_kv_heads, c.attention_window, WithThousands(params), mib(gpu.total()),
-      gpu.lru_bytes / 1024.0, gpu.conv_bytes / 1024.0, mib(gpu.kv_bytes), mib(cpu.total()));
+      c.hidden_size, c.lru_width, c.mlp_width, c.vocab_size, attention, WithThousands(params),
+      HumanBytes(gpu.total()), parts, HumanBytes(cpu.total()));
   return absl::OkStatus();
 }
 
@@ -283,12 +313,13 @@ absl::Status Score() {
 }  // namespace griffin
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "griffin-cli <info|generate|score> --model DIR [flags]\n"
+  std::vector<char*> args = griffin::ParseProgramFlags(
+      argc, argv, "griffin-cli", "server/griffin_cli.cc",
+      "runs a Griffin-family model folder from the command line.\n\n"
+      "  griffin-cli <info|generate|score> --model DIR [flags]\n"
       "  info      config, parameter count and state bytes per sequence (config.json suffices)\n"
       "  generate  stream a continuation of --prompt TEXT or --ids a,b,c\n"
       "  score     JSON log-probabilities of --text TEXT or --ids a,b,c (--decode, --chunk N)");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr, "griffin-cli: expected one command (info, generate or score); see --help\n");
     return 2;

@@ -18,9 +18,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "base/program_info.h"
 #include "base/utf8.h"
 #include "engine/backend_factory.h"
 #include "engine/fault_injecting_backend.h"
@@ -108,9 +110,69 @@ std::string BaseName(std::string dir) {
   return slash == std::string::npos ? dir : dir.substr(slash + 1);
 }
 
+// A model id such as "google/recurrentgemma-2b" or "griffin-demo": one or two components of
+// [A-Za-z0-9._-], not starting with '.', so a local path a converter recorded is never served.
+bool IsModelId(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  int slashes = 0;
+  bool component_start = true;
+  for (char c : name) {
+    if (c == '/') {
+      if (component_start || ++slashes > 1) return false;
+      component_start = true;
+      continue;
+    }
+    if (component_start && c == '.') return false;
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return false;
+    }
+    component_start = false;
+  }
+  return !component_start;
+}
+
+// The name clients put in `model` when --model_name is not given: config.json's `_name_or_path`
+// when it is a model id (Hugging Face configs and griffin_train.export write it), else the folder's
+// name.
+std::string DefaultModelName(const std::string& model_dir) {
+  std::ifstream in(model_dir + "/config.json");
+  if (in) {
+    nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (config.is_object()) {
+      auto it = config.find("_name_or_path");
+      if (it != config.end() && it->is_string() && IsModelId(it->get<std::string>())) {
+        return it->get<std::string>();
+      }
+    }
+  }
+  return BaseName(model_dir);
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
 bool g_json_logs = false;
 void Log(spdlog::level::level_enum level, const std::string& message) {
   spdlog::log(level, "{}", g_json_logs ? nlohmann::json(message).dump() : message);
+}
+
+// Files clients depend on that a model folder may lack (the weights and config.json are checked
+// by the loader, which fails without them).
+void WarnAboutMissingFiles(const std::string& model_dir, const std::string& tokenizer_path) {
+  if (!tokenizer_path.empty()) return;
+  const std::string dir = SafeName(model_dir);
+  if (FileExists(model_dir + "/tokenizer.json")) {
+    Log(spdlog::level::warn,
+        absl::StrCat(dir, " has tokenizer.json but no tokenizer.model (the SentencePiece model "
+                          "griffin reads): copy tokenizer.model from the model's repository, or "
+                          "clients must send token ids"));
+  } else {
+    Log(spdlog::level::warn,
+        absl::StrCat(dir, " has no tokenizer.model: clients must send prompts as token ids; text "
+                          "prompts, stop strings and /v1/chat/completions are refused (400)"));
+  }
 }
 
 int Run() {
@@ -128,8 +190,9 @@ int Run() {
   std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) model_dir = DefaultModel();
 
+  Log(spdlog::level::info, VersionString("griffin-server"));
   const std::string model_name = absl::GetFlag(FLAGS_model_name).empty()
-                                     ? BaseName(model_dir)
+                                     ? DefaultModelName(model_dir)
                                      : absl::GetFlag(FLAGS_model_name);
   const int max_queue = absl::GetFlag(FLAGS_max_queue);
 
@@ -217,33 +280,53 @@ int Run() {
   if (load_format != "safetensors" && load_format != "dummy") {
     return fail("--load_format", absl::InvalidArgumentError("must be safetensors or dummy"));
   }
+  // Every load error names the folder (an operator's path from the command line, rendered
+  // printable): "startup failed: loading models/x: NOT_FOUND: ...".
+  const std::string loading = absl::StrCat("loading ", SafeName(model_dir));
+  const absl::Time load_start = absl::Now();
   std::unique_ptr<loader::Checkpoint> checkpoint;
   loader::ModelConfig config;
   std::string tokenizer_path;
   if (load_format == "dummy") {
     absl::StatusOr<loader::ModelConfig> parsed =
         loader::LoadModelConfig(absl::StrCat(model_dir, "/config.json"));
-    if (!parsed.ok()) return fail("model", parsed.status());
+    if (!parsed.ok()) return fail(loading, parsed.status());
     config = *parsed;
     const std::string candidate = absl::StrCat(model_dir, "/tokenizer.model");
     if (std::ifstream(candidate).good()) tokenizer_path = candidate;
+    Log(spdlog::level::info, absl::StrCat(loading, ": config.json only, random weights (--load_format dummy)"));
   } else {
     absl::StatusOr<std::unique_ptr<loader::Checkpoint>> opened = loader::Checkpoint::Open(model_dir);
-    if (!opened.ok()) return fail("model", opened.status());
+    if (!opened.ok()) return fail(loading, opened.status());
     checkpoint = std::move(*opened);
     config = checkpoint->config();
     tokenizer_path = checkpoint->tokenizer_path();
+    const std::vector<const loader::TensorView*> tensors = checkpoint->tensors();
+    size_t bytes = 0;
+    for (const loader::TensorView* t : tensors) bytes += t->nbytes;
+    const double gb = static_cast<double>(bytes) / 1e9;
+    Log(spdlog::level::info,
+        gb >= 0.1 ? absl::StrFormat("%s: %d tensors, %.2f GB", loading, tensors.size(), gb)
+                  : absl::StrFormat("%s: %d tensors, %.4f GB", loading, tensors.size(), gb));
   }
+  WarnAboutMissingFiles(model_dir, tokenizer_path);
   std::unique_ptr<loader::Tokenizer> tokenizer;
   if (!tokenizer_path.empty()) {
     absl::StatusOr<std::unique_ptr<loader::Tokenizer>> t = loader::Tokenizer::Load(tokenizer_path);
-    if (!t.ok()) return fail("tokenizer", t.status());
+    if (!t.ok()) return fail(absl::StrCat(loading, ": tokenizer.model"), t.status());
     if ((*t)->vocab_size() > config.vocab_size) {
-      return fail("tokenizer", absl::FailedPreconditionError(absl::StrCat(
-                                   "the tokenizer has ", (*t)->vocab_size(),
-                                   " pieces, more than the model's vocab_size ", config.vocab_size)));
+      return fail(absl::StrCat(loading, ": tokenizer.model"),
+                  absl::FailedPreconditionError(absl::StrCat(
+                      "the tokenizer has ", (*t)->vocab_size(),
+                      " pieces, more than the model's vocab_size ", config.vocab_size)));
     }
     tokenizer = std::move(*t);
+    if (tokenizer->PieceToId("<start_of_turn>") < 0 || tokenizer->PieceToId("<end_of_turn>") < 0) {
+      Log(spdlog::level::info,
+          absl::StrCat(loading, ": the tokenizer has no <start_of_turn>/<end_of_turn> pieces (not "
+                                "an instruction-tuned Gemma tokenizer): /v1/chat/completions "
+                                "writes the turn markers as plain text"));
+    }
   }
   const int64_t state_bytes = engine::StateBytesPerSequence(*kind, config);
   int slots = absl::GetFlag(FLAGS_slots);
@@ -265,7 +348,7 @@ int Run() {
       checkpoint != nullptr
           ? engine::CreateBackend(*checkpoint, backend_options)
           : engine::CreateBackendWithRandomWeights(config, backend_options, /*seed=*/0);
-  if (!backend.ok()) return fail("backend", backend.status());
+  if (!backend.ok()) return fail(absl::StrCat(loading, ": backend"), backend.status());
   const std::string backend_name((*backend)->name());
   if (const int64_t after = absl::GetFlag(FLAGS_debug_fail_device_after_steps); after >= 0) {
     *backend = std::make_unique<engine::FaultInjectingBackend>(std::move(*backend), after);
@@ -288,7 +371,10 @@ int Run() {
                                   absl::StrCat("engine stopped: ", status.ToString()));
                               kill(getpid(), SIGTERM);
                             }});
-  if (!engine.ok()) return fail("engine warm-up", engine.status());
+  if (!engine.ok()) return fail(absl::StrCat(loading, ": engine warm-up"), engine.status());
+  Log(spdlog::level::info,
+      absl::StrFormat("loaded %s in %.2f s (backend %s, %d slots)", SafeName(model_dir),
+                      absl::ToDoubleSeconds(absl::Now() - load_start), backend_name, slots));
 
   state.engine = engine->get();
   state.tokenizer = tokenizer.get();
@@ -367,7 +453,9 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  absl::SetProgramUsageMessage("griffin-server [--model DIR] [--backend auto|cpu|cuda] [flags]");
-  absl::ParseCommandLine(argc, argv);
+  griffin::ParseProgramFlags(
+      argc, argv, "griffin-server", "server/griffin_server_main.cc",
+      "serves a Griffin, Hawk or RecurrentGemma model over gRPC and the OpenAI HTTP API.\n\n"
+      "  griffin-server [--model DIR] [--backend auto|cpu|cuda] [--http_port 8000] [flags]");
   return griffin::Run();
 }
