@@ -18,4 +18,5 @@ add_custom_target(griffin_build_info_source
           -DVERSION=${PROJECT_VERSION} -DBUILD_TYPE=${_griffin_build_type}
           "-DCUDA=${_griffin_build_cuda}" -P ${PROJECT_SOURCE_DIR}/cmake/write_build_info.cmake
   BYPRODUCTS ${GRIFFIN_BUILD_INFO_CC}
+  COMMENT "Reading the git commit for --version"
   VERBATIM)

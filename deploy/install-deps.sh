@@ -1,31 +1,92 @@
 #!/usr/bin/env bash
-# Installs every build and test dependency of the project from Debian 12 packages (and, for the
-# Python tests, PyPI). Idempotent: a second run installs nothing and takes a second. Called by
-# deploy/build.sh, so the Makefile, CI and the Dockerfiles share exactly one list of dependencies.
-# (Runtime images need none of it: deploy/collect-runtime.sh copies the libraries the binaries load.)
+# The one list of dependencies: the Makefile, CI and both Dockerfiles install through this script.
+#
+#   deploy/install-deps.sh [--serve | --test] [--cuda]
+#
+#   --serve  what building griffin-server needs: compiler, CMake, Ninja, ccache and the C++
+#            libraries. No Python. (`make serve`, the images.)
+#   --test   (default) --serve plus the test and benchmark libraries, nginx and Prometheus for the
+#            deployment test, and the Python packages of deploy/requirements-test.txt in a virtual
+#            environment (`make test`). The environment is $GRIFFIN_VENV, default .venv in the
+#            checkout, made with $PYTHON (default python3) by `python3 -m venv`: never the system
+#            Python, which Debian 12 and Ubuntu 24.04 mark externally managed (PEP 668).
+#   --cuda   also the CUDA 13.0 toolkit (nvcc, the CUDA runtime, cuBLAS) from NVIDIA's apt
+#            repository for Debian 12 or Ubuntu 24.04, unless nvcc is already installed.
+#
+# Supported: Debian 12 and Ubuntu 24.04 (the package names below exist in both). Elsewhere the same
+# packages are tried, with a warning. Idempotent: a second run checks and installs nothing (about a
+# second). Needs root or sudo only when something is missing.
 set -euo pipefail
 
-pkgs=(
-  build-essential cmake ninja-build ccache pkg-config git
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+mode=test
+cuda=0
+for arg in "$@"; do
+  case $arg in
+    --serve) mode=serve ;;
+    --test) mode=test ;;
+    --cuda) cuda=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "install-deps: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+os_id=unknown os_version=unknown os_name="an unknown system"
+if [[ -r /etc/os-release ]]; then
+  # shellcheck disable=SC1091
+  os_id=$(. /etc/os-release && echo "${ID:-unknown}")
+  os_version=$(. /etc/os-release && echo "${VERSION_ID:-unknown}")
+  os_name=$(. /etc/os-release && echo "${PRETTY_NAME:-$os_id $os_version}")
+fi
+case "$os_id:$os_version" in
+  debian:12 | ubuntu:24.04) ;;
+  *) echo "install-deps: warning: tested on Debian 12 and Ubuntu 24.04, not on $os_name;" \
+          "trying the same packages" >&2 ;;
+esac
+
+# Building griffin-server (and griffin-cli): the server's libraries, the tools, and curl for the
+# README's first request.
+serve_pkgs=(
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev prometheus-cpp-dev libsentencepiece-dev libcpp-httplib-dev
-  nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  curl
-  # Test tools: the deployment test runs a real nginx and Prometheus (promtool) on loopback; ss
-  # (iproute2) reads a listening socket's backlog.
-  nginx prometheus iproute2
+  nlohmann-json3-dev
 )
+# make test: GoogleTest and Google Benchmark; nginx and Prometheus (promtool) for the deployment
+# test on loopback; Python 3 with venv for the Python tests and train/.
+test_pkgs=(
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nginx prometheus
+  # ss (iproute2) reads a listening socket's backlog in the server tests.
+  iproute2
+  python3 python3-venv
+)
+
+pkgs=("${serve_pkgs[@]}")
+if [[ $mode == test ]]; then pkgs+=("${test_pkgs[@]}"); fi
+
+sudo=""
+if [[ $(id -u) != 0 ]]; then sudo="sudo"; fi
 
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
+apt_updated=0
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  if ((!apt_updated)); then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
-  sudo=""
-  if [[ $(id -u) != 0 ]]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
   # Install services (nginx, prometheus) without starting them: tests start their own instances.
   policy=/usr/sbin/policy-rc.d
   added_policy=0
@@ -33,22 +94,54 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy"
     added_policy=1
   fi
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
   if ((added_policy)); then $sudo rm -f "$policy"; fi
 else
-  echo "install-deps: Debian packages present"
+  echo "install-deps: Debian packages present ($mode)"
 fi
 
-# Python test dependencies, only where a Python 3 exists (the C++ build does not need it).
-# pip runs again only when requirements-test.txt changes (a stamp keyed by its hash).
-if command -v python3 >/dev/null 2>&1; then
-  req="$(cd "$(dirname "$0")" && pwd)/requirements-test.txt"
-  stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/griffin"
-  stamp="$stamp_dir/requirements-$(sha256sum "$req" | cut -c1-16)-$(python3 -c 'import sys; print(sys.prefix.replace("/", "_"))')"
-  if [[ ! -e $stamp ]]; then
-    echo "install-deps: installing Python test packages (deploy/requirements-test.txt)"
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$req"
-    mkdir -p "$stamp_dir" && touch "$stamp"
+# The CUDA toolkit from NVIDIA's repository (Debian's own nvidia-cuda-toolkit is CUDA 11.8).
+if ((cuda)); then
+  if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+    echo "install-deps: CUDA toolkit present ($(PATH=$PATH:/usr/local/cuda/bin nvcc --version | tail -1))"
+  else
+    case "$os_id:$os_version" in
+      debian:12) repo=debian12 ;;
+      ubuntu:24.04) repo=ubuntu2404 ;;
+      *) echo "install-deps: --cuda knows NVIDIA's repositories for Debian 12 and Ubuntu 24.04 only" >&2
+         exit 1 ;;
+    esac
+    arch=$(dpkg --print-architecture)
+    [[ $arch == amd64 ]] && arch=x86_64 || arch=sbsa
+    keyring=$(mktemp -d)/cuda-keyring.deb
+    echo "install-deps: adding NVIDIA's CUDA repository ($repo/$arch) and installing CUDA 13.0"
+    curl -fsSL -o "$keyring" \
+      "https://developer.download.nvidia.com/compute/cuda/repos/$repo/$arch/cuda-keyring_1.1-1_all.deb"
+    $sudo dpkg -i "$keyring" >/dev/null
+    apt_updated=0
+    apt_install cuda-minimal-build-13-0 libcublas-dev-13-0
+  fi
+fi
+
+# Python packages of the tests and train/, in the project's virtual environment.
+if [[ $mode == test ]]; then
+  venv=${GRIFFIN_VENV:-$root/.venv}
+  python=${PYTHON:-python3}
+  req="$root/deploy/requirements-test.txt"
+  stamp="$venv/.griffin-requirements"
+  if ! "$venv/bin/python" -c '' 2>/dev/null; then
+    # Missing, or made by a Python that is gone: make it afresh.
+    echo "install-deps: creating the virtual environment $venv ($python -m venv)"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+  fi
+  # pip runs again only when requirements-test.txt or the environment's Python changes.
+  want="$(sha256sum "$req" | cut -c1-16) $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+  if [[ ! -e $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "install-deps: installing the Python test packages into $venv (deploy/requirements-test.txt)"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+    echo "$want" >"$stamp"
+  else
+    echo "install-deps: Python test packages present in $venv"
   fi
 fi
