@@ -52,7 +52,7 @@ def test_dockerfile_copies_existing_files(dockerfile):
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_builds_with_the_ci_recipe(dockerfile):
     runs = " ".join(args for word, args in instructions(dockerfile) if word == "RUN")
-    match = re.search(r"deploy/build\.sh (\w+) --target ([\w\- ]+?) &&", runs)
+    match = re.search(r"deploy/build\.sh --serve ([\w-]+) --target ([\w\- ]+?) &&", runs)
     assert match, f"{dockerfile.name} must build with deploy/build.sh"
     preset, targets = match.group(1), match.group(2).split()
     assert preset in presets()
@@ -82,8 +82,12 @@ def test_entrypoint_flags_exist_in_the_server():
 def test_every_griffin_variable_is_consumed():
     variables, _ = entrypoint_variables_and_flags()
     used = set()
-    for path in DOCKERFILES + [DEPLOY / "compose.yaml", DEPLOY / "compose.cpu.yaml",
-                               DEPLOY / "k8s" / "deployment.yaml"]:
+    # The images' runtime settings (ENV); a RUN step's GRIFFIN_GIT_COMMIT is a build setting.
+    for dockerfile in DOCKERFILES:
+        env = " ".join(args for word, args in instructions(dockerfile) if word == "ENV")
+        used |= set(re.findall(r"\b(GRIFFIN_[A-Z_]+)\b", env))
+    for path in [DEPLOY / "compose.yaml", DEPLOY / "compose.cpu.yaml",
+                 DEPLOY / "k8s" / "deployment.yaml"]:
         used |= set(re.findall(r"\b(GRIFFIN_[A-Z_]+)\b", path.read_text()))
     assert used <= variables, f"set but never read by the entrypoint: {used - variables}"
 
