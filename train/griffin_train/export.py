@@ -3,9 +3,11 @@
     python -m griffin_train.export --ckpt runs/demo/ckpt.pt --out models/demo \
         --tokenizer train/data/tokenizer.model --dtype bfloat16
 
-Writes config.json (with both `block_types` and `_block_types`), model.safetensors (HF tensor
-names; the tied lm_head is not stored), generation_config.json and tokenizer.model, and with it
-tokenizer.json + tokenizer_config.json (hf_tokenizer.py: what AutoTokenizer loads, offline).
+Writes config.json (with both `block_types` and `_block_types`, and the model's name as
+`_name_or_path`, which griffin-server serves it under), model.safetensors (HF tensor names; the
+tied lm_head is not stored; readable by every user, as the umask allows), generation_config.json
+and tokenizer.model, and with it tokenizer.json + tokenizer_config.json (hf_tokenizer.py: what
+AutoTokenizer loads, offline).
 `load_hf_dir` reads such a folder back into a `GriffinLM`.
 """
 
@@ -26,13 +28,22 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def export_model(model: GriffinLM, out_dir: str, tokenizer: str | None = None,
-                 dtype: str = "float32", generation: dict | None = None) -> None:
+                 dtype: str = "float32", generation: dict | None = None,
+                 name: str | None = None) -> None:
   os.makedirs(out_dir, exist_ok=True)
   sd = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous()
         for k, v in model.state_dict().items()}
-  save_file(sd, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+  weights = os.path.join(out_dir, "model.safetensors")
+  save_file(sd, weights, metadata={"format": "pt"})
+  # safetensors writes 0600; the images serve models as uid 10001, and other users read them too.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(weights, 0o666 & ~umask)
+  config = model.config.hf_config(dtype)
+  if name:
+    config["_name_or_path"] = name
   with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(model.config.hf_config(dtype), f, indent=2)
+    json.dump(config, f, indent=2)
     f.write("\n")
   gen = {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD, "do_sample": True,
          "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 128}
@@ -74,12 +85,16 @@ def main(argv=None):
   p.add_argument("--out", required=True)
   p.add_argument("--tokenizer", default=None, help="tokenizer.model (default: the run's)")
   p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+  p.add_argument("--name", default=None,
+                 help="model name griffin-server serves (config.json _name_or_path); default: "
+                      "the name of the run's folder")
   args = p.parse_args(argv)
   model, ck = load_checkpoint(args.ckpt)
   tok = args.tokenizer or ck.get("args", {}).get("tokenizer")
   if tok and not os.path.exists(tok):
     tok = None
-  export_model(model, args.out, tok, args.dtype)
+  name = args.name or os.path.basename(os.path.dirname(os.path.abspath(args.ckpt)))
+  export_model(model, args.out, tok, args.dtype, name=name)
   n = sum(v.numel() for v in model.state_dict().values())
   print(f"exported {n:,} parameters ({args.dtype}) to {args.out}")
 

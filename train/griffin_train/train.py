@@ -168,11 +168,13 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   ckpt_path = os.path.join(args.out, "ckpt.pt")
   step, tokens_seen, train_time = 0, 0, 0.0
+  resumed_loss = float("nan")
   if os.path.exists(ckpt_path):
     ck = torch.load(ckpt_path, map_location=device, weights_only=False)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
     step, tokens_seen, train_time = ck["step"], ck["tokens_seen"], ck["train_time"]
+    resumed_loss = ck.get("train_loss", float("nan"))
     if "rng" in ck and not args.synthetic:
       train_data.rng.bit_generator.state = ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"]
     if master:
@@ -248,13 +250,21 @@ def main(argv=None):
     rng = train_data.rng.bit_generator.state if not args.synthetic else None
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "config": cfg.to_dict(),
                 "step": step, "tokens_seen": tokens_seen, "train_time": train_time,
-                "args": vars(args), "rng": rng}, ckpt_path + ".tmp")
+                "train_loss": loss_val, "args": vars(args), "rng": rng}, ckpt_path + ".tmp")
     os.replace(ckpt_path + ".tmp", ckpt_path)
 
   model.train()
   last_val = None
   window_t, window_tok = time.time(), 0
-  rate, mfu, loss_val = 0.0, 0.0, float("nan")
+  # A resumed run that has no step left (rerunning a finished command) reports the loss it ended
+  # with: from the checkpoint, or for checkpoints without it the last logged loss.
+  rate, mfu, loss_val = 0.0, 0.0, resumed_loss
+  if step > 0 and not math.isfinite(loss_val) and master and os.path.exists(
+      os.path.join(args.out, "log.jsonl")):
+    with open(os.path.join(args.out, "log.jsonl"), encoding="utf-8") as f:
+      logged = [json.loads(l) for l in f if '"loss"' in l]
+    logged = [r["loss"] for r in logged if isinstance(r.get("loss"), (int, float))]
+    loss_val = logged[-1] if logged else loss_val
   t_start = time.time() - train_time
   sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   while step < args.steps:
@@ -324,17 +334,20 @@ def main(argv=None):
              "tokens_per_s_steady": steady,
              "mfu_steady": (flops_tok * steady / (world * args.peak_tflops * 1e12)
                             if device.type == "cuda" else 0.0),
-             "final_train_loss": loss_val, "final_val_loss": final_val,
+             # null, not NaN (invalid JSON), if no step ever logged a loss
+             "final_train_loss": loss_val if math.isfinite(loss_val) else None,
+             "final_val_loss": final_val,
              "final_val_ppl": math.exp(final_val), "world": world, "device": str(device)}
   if master:
     log(summary)
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=2)
-    print(json.dumps(summary))
+      json.dump(summary, f, indent=2, allow_nan=False)
+    print(json.dumps(summary, allow_nan=False))
   save()
   if master and args.export:
     from .export import export_model  # pylint: disable=import-outside-toplevel
-    export_model(model, args.export, args.tokenizer, args.export_dtype)
+    export_model(model, args.export, args.tokenizer, args.export_dtype,
+                 name=os.path.basename(os.path.normpath(args.out)))
     print(f"exported to {args.export}")
   if world > 1:
     dist.barrier()
