@@ -4,7 +4,8 @@
 # (Debian 12 in both stages, so the versions match).
 #   deploy/collect-runtime.sh [--cuda] OUT_DIR EXECUTABLE...
 # --cuda also copies the CUDA runtime and cuBLAS (libcudart, libcublas, libcublasLt) that the CUDA
-# build links; the driver's libcuda.so always comes from the host (NVIDIA Container Toolkit).
+# build links; without it they are left to the machine that runs the bundle (a CUDA 13 install on
+# LD_LIBRARY_PATH). The driver's libcuda.so always comes from the host (NVIDIA Container Toolkit).
 set -euo pipefail
 cuda=0
 if [[ ${1:-} == --cuda ]]; then cuda=1; shift; fi
@@ -17,8 +18,8 @@ for exe in "$@"; do
   ldd "$exe" | awk '/=> \//{print $1, $3}' | while read -r name path; do
     [[ $name =~ $provided ]] && continue
     if [[ $name =~ $cuda_libs ]] && ((!cuda)); then
-      echo "collect-runtime: $exe loads $name: pass --cuda to copy the CUDA libraries" >&2
-      exit 1
+      echo "collect-runtime: not copying $name (--cuda copies the CUDA libraries)" >&2
+      continue
     fi
     [[ -e $out/lib/$name ]] || cp -L "$path" "$out/lib/$name"
   done

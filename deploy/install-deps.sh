@@ -55,13 +55,15 @@ serve_pkgs=(
   nlohmann-json3-dev
 )
 # make test: GoogleTest and Google Benchmark; nginx and Prometheus (promtool) for the deployment
-# test on loopback; Python 3 with venv for the Python tests and train/.
+# test on loopback; Python 3 with venv for the Python tests and train/; the training corpus
+# (train/README.md builds it, and the docs test runs that command).
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nginx prometheus
   # ss (iproute2) reads a listening socket's backlog in the server tests.
   iproute2
   python3 python3-venv
+  bible-kjv bible-kjv-text dict-gcide jargon-text
 )
 
 pkgs=("${serve_pkgs[@]}")
