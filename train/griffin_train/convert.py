@@ -15,7 +15,8 @@ models/google/recurrentgemma, variations "PyTorch" and "Flax"):
 The folder written (SPEC.md section 4.3 / 8.3; the layout of the Hugging Face repositories):
 config.json (Hugging Face RecurrentGemma config, both `block_types` keys), model.safetensors or
 shards of --max_shard_size with model.safetensors.index.json (Hugging Face tensor names; the tied
-lm_head is not stored), generation_config.json, and tokenizer.model when --tokenizer is given.
+lm_head is not stored), generation_config.json, and with --tokenizer tokenizer.model plus the
+tokenizer.json / tokenizer_config.json that clients' AutoTokenizer reads (hf_tokenizer.py).
 
 Everything is inferred from the tensor shapes except three hyper-parameters no weight holds; their
 defaults are those of every published RecurrentGemma (2B, 9B and the -it models):
@@ -369,6 +370,12 @@ def convert(src: str, out_dir: str, tokenizer: str | None = None, dtype: str | N
     f.write("\n")
   if tokenizer is not None:
     shutil.copyfile(tokenizer, os.path.join(out_dir, "tokenizer.model"))
+    _readable(os.path.join(out_dir, "tokenizer.model"))
+    try:  # tokenizer.json + tokenizer_config.json, for clients' AutoTokenizer (as export writes)
+      from . import hf_tokenizer  # pylint: disable=import-outside-toplevel
+      hf_tokenizer.write(out_dir)
+    except ImportError as e:
+      print(f"convert: tokenizer.json not written ({e}); run hf_tokenizer.py when it is installed")
   return config
 
 

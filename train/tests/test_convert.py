@@ -70,6 +70,8 @@ def test_converted_reference_checkpoint_scores_like_the_reference(fixture, fmt, 
               "_block_types", "attention_window_size", "logits_soft_cap", "conv1d_width"):
     assert got[key] == want[key], key
   assert got["torch_dtype"] == "bfloat16"
+  if "--tokenizer" in args:  # clients' tokenizer files, as the export writes them
+    assert (out / "tokenizer.json").exists() and (out / "tokenizer_config.json").exists()
   assert load_file(out / "model.safetensors")["model.embed_tokens.weight"].dtype == torch.bfloat16
   assert golden_max_error(griffin_cli, out, fixture) <= GOLDEN_TOL
 

@@ -4,11 +4,15 @@ images serve models as uid 10001) and carry the name griffin-server serves them 
 
 import json
 import os
+import shutil
 import stat
+from pathlib import Path
 
 from griffin_train import export, train as train_mod
 
 from helpers import tiny, write_tiny_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def strict_json(path):
@@ -20,7 +24,7 @@ def strict_json(path):
 
 def test_rerunning_a_finished_run_keeps_its_loss(tmp_path):
   data = write_tiny_corpus(str(tmp_path / "data"), n_docs=60)
-  (tmp_path / "data" / "tokenizer.model").write_bytes(b"copied as is by the export")
+  shutil.copy(ROOT / "tests" / "data" / "griffin" / "tokenizer.model", tmp_path / "data")
   out = str(tmp_path / "run")
   command = ["--data", data, "--out", out, "--arch", "hawk", "--width", "16", "--layers", "1",
              "--heads", "2", "--seq_len", "16", "--batch_size", "2", "--steps", "4",
