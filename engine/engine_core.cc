@@ -6,6 +6,7 @@
 #include <limits>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "engine/scheduler.h"
 
 namespace griffin::engine {
@@ -16,7 +17,8 @@ struct EngineCore::Seq {
   uint64_t cache_ns = 0;         // prefix-cache namespace (model identity + cache_salt)
   OutputCallback callback;
   int slot = -1;
-  int64_t fed = 0;               // tokens fed to the slot so far (its next position)
+  int64_t base = 0;              // the slot's position before the prompt (a resumed state's)
+  int64_t fed = 0;               // prompt and generated tokens fed to the slot so far
   std::vector<int32_t> context;  // prompt + generated (repetition penalty)
   std::vector<int32_t> output;   // generated
   int32_t next_token = -1;       // sampled, not yet fed
@@ -120,6 +122,10 @@ absl::StatusOr<std::vector<uint64_t>> EngineCore::SubmitGroup(
   for (const ValidatedRequest& r : requests) {
     if (r.prompt != requests.front().prompt) {
       return absl::InvalidArgumentError("a group's requests share one prompt");
+    }
+    // One state cannot continue into n choices and be kept as one.
+    if (requests.size() > 1 && (r.resume != nullptr || r.keep_state)) {
+      return absl::InvalidArgumentError("a group's requests cannot resume or keep a state");
     }
   }
   // Nothing to share (one member, or no token before the last): plain submissions.
@@ -229,6 +235,9 @@ EngineStats EngineCore::stats() const {
   s.slots_total = backend_->num_slots();
   s.steps = steps_.load();
   s.prompt_tokens_computed = prompt_tokens_computed_.load();
+  s.states_restored = states_restored_.load();
+  s.restore_time = absl::Nanoseconds(restore_nanos_.load());
+  s.states_kept = states_kept_.load();
   std::lock_guard<std::mutex> lock(cache_stats_mu_);
   s.prefix_cache = cache_stats_;
   return s;
@@ -242,7 +251,7 @@ int EngineCore::TakeSlot() {
 }
 
 void EngineCore::RestorePrefix(Seq& seq) {
-  if (cache_ == nullptr) return;
+  if (cache_ == nullptr || seq.base > 0 || seq.req.resume != nullptr) return;
   // Prompt log-probabilities are computed in the prefill: a request asking for them runs it all.
   if (seq.req.prompt_logprobs >= 0) return;
   seq.cache_ns = cache_->Namespace(seq.req.cache_salt);
@@ -255,10 +264,41 @@ void EngineCore::RestorePrefix(Seq& seq) {
 }
 
 void EngineCore::CacheState(Seq& seq, absl::Span<const int32_t> covered) {
-  if (cache_ == nullptr || seq.req.prompt_logprobs >= 0) return;
+  if (cache_ == nullptr || seq.req.prompt_logprobs >= 0 || seq.req.resume != nullptr) return;
   if (backend_->NextPosition(seq.slot) != static_cast<int64_t>(covered.size())) return;
   // A failure here costs a future hit, never this request.
   (void)cache_->Insert(seq.cache_ns, covered, seq.slot);
+}
+
+absl::Status EngineCore::ResumeState(Seq& seq) {
+  const SequenceState& state = *seq.req.resume;
+  const absl::Time start = absl::Now();
+  absl::Status status = backend_->RestoreSlot(seq.slot, state.snapshot, state.position);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("the saved state could not be restored: ",
+                                            status.message()));
+  }
+  seq.base = state.position;
+  states_restored_.fetch_add(1);
+  restore_nanos_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - start));
+  return absl::OkStatus();
+}
+
+absl::Status EngineCore::KeepState(Seq& seq, EngineOutput* out) {
+  if (!seq.req.keep_state) return absl::OkStatus();
+  const StateLayout* layout = backend_->state_layout();
+  if (layout == nullptr) return absl::UnimplementedError("this backend cannot save states");
+  auto state = std::make_shared<SequenceState>();
+  state->snapshot.resize(layout->slot_bytes());
+  absl::StatusOr<int64_t> position = backend_->SnapshotSlot(seq.slot, absl::MakeSpan(state->snapshot));
+  if (!position.ok()) {
+    return absl::InternalError(absl::StrCat("the sequence's state could not be saved: ",
+                                            position.status().message()));
+  }
+  state->position = *position;
+  out->final_state = std::move(state);
+  states_kept_.fetch_add(1);
+  return absl::OkStatus();
 }
 
 void EngineCore::FreeSlot(Seq& seq) {
@@ -429,7 +469,15 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       slots_used_.fetch_add(1);
       seq->timings.scheduled = now;
       seq->context = seq->req.prompt;
-      RestorePrefix(*seq);
+      if (seq->req.resume != nullptr) {
+        absl::Status resumed = ResumeState(*seq);
+        if (!resumed.ok()) {  // this request alone; FinishSeq resets the slot
+          finish(std::move(seq), FinishReason::kError, std::move(resumed));
+          continue;
+        }
+      } else {
+        RestorePrefix(*seq);
+      }
       running_.push_back(std::move(seq));
     }
   }
@@ -448,10 +496,12 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
   bool any_scored = false;
   entries.reserve(plan.entries.size());
   for (const PlanEntry& pe : plan.entries) {
-    Seq* seq = by_id.at(pe.id);
+    auto planned = by_id.find(pe.id);
+    if (planned == by_id.end()) continue;  // failed at admission (a state that did not restore)
+    Seq* seq = planned->second;
     StepEntry e;
     e.slot = seq->slot;
-    e.position = seq->fed;
+    e.position = seq->base + seq->fed;
     if (pe.prefill) {
       const absl::Span<const int32_t> prompt = seq->req.prompt;
       const int64_t prompt_size = static_cast<int64_t>(prompt.size());
@@ -460,7 +510,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       // can be cached (the prompt's longest block-aligned prefix too, at the cost of one more
       // short chunk).
       int64_t take = std::min<int64_t>(pe.num_tokens, prompt_size - seq->fed);
-      if (cache_ != nullptr && seq->req.prompt_logprobs < 0) {
+      if (cache_ != nullptr && seq->req.prompt_logprobs < 0 && seq->req.resume == nullptr) {
         const int64_t block = cache_->options().block_tokens;
         const int64_t boundary = (seq->fed + take) / block * block;
         if (boundary > seq->fed && boundary < seq->fed + take) take = boundary - seq->fed;
@@ -483,6 +533,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     entries.push_back(e);
     entry_seq.push_back(seq);
   }
+  if (entries.empty()) return true;
   const int64_t rows = LogitsRows(entries);
   bool on_device = options_.device_sampling && backend_->samples_on_device() && !any_scored;
   for (size_t i = 0; i < entries.size() && on_device; ++i) {
@@ -566,6 +617,11 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
         if (!seq.prefilling() && req.max_tokens == 0) {  // prefill only: done
           EngineOutput out;
           out.prompt_logprobs = std::move(seq.prompt_logprobs);
+          absl::Status kept = KeepState(seq, &out);
+          if (!kept.ok()) {
+            ended[seq.id] = {FinishReason::kError, std::move(kept)};
+            continue;
+          }
           ended[seq.id] = {FinishReason::kLength, absl::OkStatus()};
           FinishSeq(seq, FinishReason::kLength, absl::OkStatus(), &out);
           outputs->emplace_back(&seq.callback, std::move(out));
@@ -608,15 +664,19 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
       const bool stop_id = (!req.ignore_eos && t == eos_id_) ||
                            std::find(req.stop_token_ids.begin(), req.stop_token_ids.end(), t) !=
                                req.stop_token_ids.end();
-      if (stop_id) {
-        out.stop_token_id = t;
-        ended[seq.id] = {FinishReason::kStop, absl::OkStatus()};
+      const bool length = static_cast<int>(seq.output.size()) >= req.max_tokens;
+      if (stop_id || length) {
+        const FinishReason reason = stop_id ? FinishReason::kStop : FinishReason::kLength;
+        if (stop_id) out.stop_token_id = t;
         CacheState(seq, absl::MakeConstSpan(seq.context).subspan(0, seq.fed));
-        FinishSeq(seq, FinishReason::kStop, absl::OkStatus(), &out);
-      } else if (static_cast<int>(seq.output.size()) >= req.max_tokens) {
-        ended[seq.id] = {FinishReason::kLength, absl::OkStatus()};
-        CacheState(seq, absl::MakeConstSpan(seq.context).subspan(0, seq.fed));
-        FinishSeq(seq, FinishReason::kLength, absl::OkStatus(), &out);
+        absl::Status kept = KeepState(seq, &out);
+        if (kept.ok()) {
+          ended[seq.id] = {reason, absl::OkStatus()};
+          FinishSeq(seq, reason, absl::OkStatus(), &out);
+        } else {
+          // The tokens go out now; the error ends the request below (its session is not updated).
+          ended[seq.id] = {FinishReason::kError, std::move(kept)};
+        }
       }
       outputs->emplace_back(&seq.callback, std::move(out));
     }

@@ -31,6 +31,13 @@
 
 namespace griffin::engine {
 
+// A sequence's saved state (sessions, issue 15): the slot's bytes (Backend::SnapshotSlot) after
+// `position` tokens.
+struct SequenceState {
+  int64_t position = 0;
+  std::vector<uint8_t> snapshot;
+};
+
 // Everything the engine needs about one request, checked by the server before enqueue.
 struct ValidatedRequest {
   std::vector<int32_t> prompt;          // ≥ 1 ids, each in [0, vocab_size)
@@ -49,6 +56,14 @@ struct ValidatedRequest {
   // Prefix-state cache namespace (vLLM's cache_salt): requests with different salts never share
   // cached states, so one tenant cannot learn another's prompts from timing (SEC-10).
   std::string cache_salt;
+  // Continue a saved sequence: its slot is restored from `resume` and the prompt is fed from
+  // position resume->position on (the prompt holds only the new tokens). Such a request neither
+  // reads nor fills the prefix cache (its keys start at position 0). Null: a fresh sequence.
+  std::shared_ptr<const SequenceState> resume;
+  // Return the state after every fed token in EngineOutput::final_state when the request ends
+  // kStop or kLength (a session keeps it). The last sampled token is not fed yet: the state's
+  // position is prompt + output - 1 past its start (prompt alone when max_tokens is 0).
+  bool keep_state = false;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -86,6 +101,8 @@ struct EngineOutput {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   RequestTimings timings;
+  // keep_state: the sequence's state at its end (with finished, reasons kStop and kLength only).
+  std::shared_ptr<SequenceState> final_state;
 };
 
 using OutputCallback = std::function<void(EngineOutput)>;
@@ -120,6 +137,9 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t prompt_tokens_computed = 0;  // prompt tokens prefilled (not restored from the cache)
   PrefixCacheStats prefix_cache;
+  int64_t states_restored = 0;         // resumed sequences (ValidatedRequest::resume)
+  absl::Duration restore_time;         // their RestoreSlot calls, summed
+  int64_t states_kept = 0;             // final states returned (keep_state)
 };
 
 class EngineCore {
@@ -181,6 +201,10 @@ class EngineCore {
   // slot; records the state at a block boundary of its prefill and at its end.
   void RestorePrefix(Seq& seq);
   void CacheState(Seq& seq, absl::Span<const int32_t> covered);
+  // Sessions: restores a resumed sequence's saved state into its slot; snapshots a finished
+  // sequence's state into its last output (an error of the request when that fails).
+  absl::Status ResumeState(Seq& seq);
+  absl::Status KeepState(Seq& seq, EngineOutput* out);
 
   std::unique_ptr<Backend> backend_;
   const EngineOptions options_;
@@ -203,6 +227,9 @@ class EngineCore {
   std::vector<int32_t> sampled_;           // device-sampled token per row
   std::unique_ptr<PrefixCache> cache_;     // null when off
   std::atomic<int64_t> prompt_tokens_computed_{0};
+  std::atomic<int64_t> states_restored_{0};
+  std::atomic<int64_t> restore_nanos_{0};
+  std::atomic<int64_t> states_kept_{0};
   mutable std::mutex cache_stats_mu_;
   PrefixCacheStats cache_stats_;           // guarded by cache_stats_mu_: a copy for stats()
   std::vector<float> prompt_logprobs_;     // StepWithPromptLogprobs output, one per scored row
