@@ -259,7 +259,7 @@ int Main() {
     SampleRowParams* dsp = reinterpret_cast<SampleRowParams*>(Buf<char>(sizeof(SampleRowParams) * rows));
     CHECK_CUDA(cudaMemcpy(dsp, sp.data(), sizeof(SampleRowParams) * rows, cudaMemcpyHostToDevice));
     std::snprintf(name, sizeof name, "sample (T 0.8, top-k 50, top-p 0.9, min-p 0.05) %d x %d", rows, V);
-    Bench(name, [&] { CHECK_CUDA(LaunchSample(logits, rows, V, dsp, tok, tok, 0)); }, rows * double(V) * 4, 0);
+    Bench(name, [&] { CHECK_CUDA(LaunchSample(logits, rows, V, dsp, tok, nullptr, tok, 0)); }, rows * double(V) * 4, 0);
   }
   for (void* p : g_allocs) cudaFree(p);
   return 0;

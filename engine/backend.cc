@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "kernels/logits/logits_reference.h"
 
 namespace griffin::engine {
 
@@ -79,11 +80,9 @@ int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests) {
   return rows;
 }
 
-absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
-                                             absl::Span<const PromptLogprobsRequest> requests,
-                                             int top_k, absl::Span<float> logits,
-                                             const PromptLogprobsOutput& out) {
-  const int vocab = config().vocab_size;
+absl::Status ValidatePromptLogprobs(absl::Span<const StepEntry> entries,
+                                    absl::Span<const PromptLogprobsRequest> requests, int top_k,
+                                    int vocab, size_t logits_size, const PromptLogprobsOutput& out) {
   if (requests.size() != entries.size()) {
     return absl::InvalidArgumentError("one prompt log-probability request per step entry");
   }
@@ -105,9 +104,19 @@ absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries
       static_cast<int64_t>(out.top_logprobs.size()) != scored * top_k) {
     return absl::InvalidArgumentError("the output spans must hold one row per target");
   }
-  if (static_cast<int64_t>(logits.size()) != LogitsRows(entries) * vocab) {
+  if (static_cast<int64_t>(logits_size) != LogitsRows(entries) * vocab) {
     return absl::InvalidArgumentError("logits must hold LogitsRows(entries) rows");
   }
+
+  return absl::OkStatus();
+}
+
+absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                             absl::Span<const PromptLogprobsRequest> requests,
+                                             int top_k, absl::Span<float> logits,
+                                             const PromptLogprobsOutput& out) {
+  const int vocab = config().vocab_size;
+  RETURN_IF_ERROR(ValidatePromptLogprobs(entries, requests, top_k, vocab, logits.size(), out));
 
   // Scored entries return every row; the rows the caller asked for are copied out of them.
   std::vector<StepEntry> all_rows(entries.begin(), entries.end());
@@ -117,7 +126,6 @@ absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries
   std::vector<float> rows(static_cast<size_t>(LogitsRows(all_rows)) * vocab);
   RETURN_IF_ERROR(Step(all_rows, absl::MakeSpan(rows)));
 
-  std::vector<float> log_probs(vocab);
   int64_t src = 0, dst = 0, scored_row = 0;
   auto row = [&](int64_t r) {
     return absl::MakeConstSpan(rows).subspan(static_cast<size_t>(r) * vocab, vocab);
@@ -129,17 +137,12 @@ absl::Status Backend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries
                                                                           : 0;
     const absl::Span<const int32_t> targets = requests[i].targets;
     for (size_t j = 0; j < targets.size(); ++j, ++scored_row) {
-      LogSoftmax(row(src + static_cast<int64_t>(j)), absl::MakeSpan(log_probs));
-      const float target = log_probs[targets[j]];
-      out.logprobs[scored_row] = target;
-      out.ranks[scored_row] = 1 + static_cast<int32_t>(std::count_if(
-                                      log_probs.begin(), log_probs.end(),
-                                      [target](float v) { return v > target; }));
-      const std::vector<std::pair<int32_t, float>> top = TopK(log_probs, top_k);
-      for (int k = 0; k < top_k; ++k) {
-        out.top_ids[scored_row * top_k + k] = top[k].first;
-        out.top_logprobs[scored_row * top_k + k] = top[k].second;
-      }
+      const ref::RowScore score =
+          ref::ScoreRow(row(src + static_cast<int64_t>(j)), targets[j],
+                        out.top_ids.subspan(scored_row * top_k, top_k),
+                        out.top_logprobs.subspan(scored_row * top_k, top_k));
+      out.logprobs[scored_row] = score.logprob;
+      out.ranks[scored_row] = score.rank;
     }
     const int64_t wanted = entries[i].logits == LogitsRequest::kAll    ? n
                            : entries[i].logits == LogitsRequest::kLast ? 1

@@ -63,9 +63,22 @@ struct PromptLogprobsOutput {
   absl::Span<float> top_logprobs;  // [rows × top_k]: their log-softmax values
 };
 
+// StepWithPromptLogprobs's INVALID_ARGUMENT checks on everything but the entries themselves
+// (ValidateStepEntries): one request per entry, targets within their entries and the vocabulary,
+// top_k in [0, vocab], output spans of the right sizes, `logits_size` = LogitsRows(entries) rows.
+absl::Status ValidatePromptLogprobs(absl::Span<const StepEntry> entries,
+                                    absl::Span<const PromptLogprobsRequest> requests, int top_k,
+                                    int vocab, size_t logits_size, const PromptLogprobsOutput& out);
+
 // One row's request to sample on the device (Backend::StepSample).
+// The most logit_bias entries a request sampled on the device may carry (OpenAI allows 300);
+// requests with more are sampled on the host.
+inline constexpr int kMaxDeviceLogitBias = 1024;
+
 struct SampleRequest {
-  SamplingParams params;              // no presence/frequency penalty (samples_on_device says so)
+  // No presence/frequency penalty (samples_on_device says so); at most kMaxDeviceLogitBias
+  // logit_bias entries.
+  SamplingParams params;
   absl::Span<const int32_t> context;  // ids the repetition penalty applies to
   uint64_t step = 0;                  // draw index of the request (Philox counter)
 };

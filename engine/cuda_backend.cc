@@ -81,6 +81,24 @@ struct Workspace {
   int32_t* argmax_scratch = nullptr;
   kernels::SampleRowParams* sample_params = nullptr;  // [rows]
   int32_t* sample_context = nullptr;                  // [kSampleContextCapacity]
+  kernels::LogitBias* sample_bias = nullptr;          // [rows × kMaxDeviceLogitBias]
+  int32_t* score_targets = nullptr;       // [rows] prompt scoring: target id or -1
+  float* score_logprobs = nullptr;        // [rows]
+  int32_t* score_ranks = nullptr;         // [rows]
+  int32_t* score_top_ids = nullptr;       // [rows × kMaxDeviceTopLogprobs]
+  float* score_top_logprobs = nullptr;    // [rows × kMaxDeviceTopLogprobs]
+};
+
+// What a StepWithPromptLogprobs step does with each row it produces, in step-row order, and where
+// the device's results for that row land before they are gathered into the caller's spans.
+struct PromptScoring {
+  int top_k = 0;
+  std::vector<int32_t> target;    // the id the row is scored against, or -1
+  std::vector<int64_t> host_row;  // the caller's logits row it is copied to, or -1
+  std::vector<float> logprobs;    // [rows]
+  std::vector<int32_t> ranks;     // [rows]
+  std::vector<int32_t> top_ids;   // [rows × top_k]
+  std::vector<float> top_logprobs;
 };
 
 class CudaBackend::Impl {
@@ -129,7 +147,9 @@ class CudaBackend::Impl {
   StepMetadata meta_;
   kernels::SampleRowParams* sample_params_host_ = nullptr;  // pinned [rows]
   int32_t* sample_context_host_ = nullptr;                  // pinned [kSampleContextCapacity]
+  kernels::LogitBias* sample_bias_host_ = nullptr;          // pinned [rows × kMaxDeviceLogitBias]
   DecodeGraphs graphs_;
+  PromptScoring* scoring_ = nullptr;  // set for the duration of a StepWithPromptLogprobs
 
  private:
   // Key splits for a decode pass of n tokens: enough blocks to fill the GPU twice over, at most
@@ -177,6 +197,9 @@ class CudaBackend::Impl {
   // After a head over step rows [row0, row0 + n): sample (if asked) and copy results out.
   absl::Status Consume(absl::Span<const SampleRequest> requests, bool all_greedy, int row0, int n,
                        bool argmax_done, float* logits_out, int32_t* tokens_out);
+  // Consume for a StepWithPromptLogprobs step: scores the rows that have targets, copies out the
+  // rows the caller asked for.
+  absl::Status ConsumeScored(int row0, int n, float* logits_out);
   absl::Status RunDecodeGraph(absl::Span<const StepEntry> entries,
                               absl::Span<const SampleRequest> requests, bool all_greedy,
                               float* logits_out, int32_t* tokens_out);
@@ -190,6 +213,7 @@ class CudaBackend::Impl {
 CudaBackend::Impl::~Impl() {
   if (sample_params_host_ != nullptr) cudaFreeHost(sample_params_host_);
   if (sample_context_host_ != nullptr) cudaFreeHost(sample_context_host_);
+  if (sample_bias_host_ != nullptr) cudaFreeHost(sample_bias_host_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
@@ -257,10 +281,20 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   ASSIGN_OR_RETURN(ws_.argmax_scratch, arena_.Allocate<int32_t>(rows * kernels::kArgMaxParts * 3));
   ASSIGN_OR_RETURN(ws_.sample_params, arena_.Allocate<kernels::SampleRowParams>(rows));
   ASSIGN_OR_RETURN(ws_.sample_context, arena_.Allocate<int32_t>(kSampleContextCapacity));
+  ASSIGN_OR_RETURN(ws_.sample_bias, arena_.Allocate<kernels::LogitBias>(rows * kMaxDeviceLogitBias));
+  ASSIGN_OR_RETURN(ws_.score_targets, arena_.Allocate<int32_t>(rows));
+  ASSIGN_OR_RETURN(ws_.score_logprobs, arena_.Allocate<float>(rows));
+  ASSIGN_OR_RETURN(ws_.score_ranks, arena_.Allocate<int32_t>(rows));
+  ASSIGN_OR_RETURN(ws_.score_top_ids,
+                   arena_.Allocate<int32_t>(rows * kernels::kMaxDeviceTopLogprobs));
+  ASSIGN_OR_RETURN(ws_.score_top_logprobs,
+                   arena_.Allocate<float>(rows * kernels::kMaxDeviceTopLogprobs));
   RETURN_IF_ERROR(meta_.Init(max_tokens_));
   CUDA_RETURN_IF_ERROR(cudaMallocHost(&sample_params_host_, rows * sizeof(kernels::SampleRowParams)));
   CUDA_RETURN_IF_ERROR(
       cudaMallocHost(&sample_context_host_, int64_t{kSampleContextCapacity} * sizeof(int32_t)));
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(&sample_bias_host_, rows * kMaxDeviceLogitBias * sizeof(kernels::LogitBias)));
   return absl::OkStatus();
 }
 
@@ -493,7 +527,7 @@ absl::Status CudaBackend::Impl::CaptureGraphs() {
 
 absl::Status CudaBackend::Impl::UploadSampling(absl::Span<const SampleRequest> requests, int row0,
                                                int n) {
-  int context = 0;
+  int context = 0, bias = 0;  // rows x kMaxDeviceLogitBias entries fit by construction
   for (int i = 0; i < n; ++i) {
     const SampleRequest& r = requests[row0 + i];
     kernels::SampleRowParams& s = sample_params_host_[i];
@@ -514,6 +548,9 @@ absl::Status CudaBackend::Impl::UploadSampling(absl::Span<const SampleRequest> r
     std::memcpy(sample_context_host_ + context, r.context.data(), size_t(len) * 4);
     s.context_len = len;
     context += len;
+    s.bias_start = bias;
+    s.bias_len = static_cast<int>(r.params.logit_bias.size());
+    for (const auto& [id, value] : r.params.logit_bias) sample_bias_host_[bias++] = {id, value};
   }
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_params, sample_params_host_,
                                        n * sizeof(kernels::SampleRowParams),
@@ -522,19 +559,26 @@ absl::Status CudaBackend::Impl::UploadSampling(absl::Span<const SampleRequest> r
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_context, sample_context_host_,
                                          size_t(context) * 4, cudaMemcpyHostToDevice, stream_));
   }
+  if (bias > 0) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_bias, sample_bias_host_,
+                                         size_t(bias) * sizeof(kernels::LogitBias),
+                                         cudaMemcpyHostToDevice, stream_));
+  }
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::Consume(absl::Span<const SampleRequest> requests, bool all_greedy,
                                         int row0, int n, bool argmax_done, float* logits_out,
                                         int32_t* tokens_out) {
+  if (scoring_ != nullptr) return ConsumeScored(row0, n, logits_out);
   const int V = config_.vocab_size;
   if (tokens_out != nullptr) {
     if (!all_greedy) {
       RETURN_IF_ERROR(UploadSampling(requests, row0, n));
       Trace("head: sampling", "Sample", double(n) * V * 4, 0);
       CUDA_RETURN_IF_ERROR(kernels::LaunchSample(ws_.logits, n, V, ws_.sample_params,
-                                                 ws_.sample_context, ws_.sampled, stream_));
+                                                 ws_.sample_context, ws_.sample_bias, ws_.sampled,
+                                                 stream_));
     } else if (!argmax_done) {
       Trace("head: greedy argmax", "ArgMax", double(n) * V * 4, 0);
       CUDA_RETURN_IF_ERROR(
@@ -545,6 +589,39 @@ absl::Status CudaBackend::Impl::Consume(absl::Span<const SampleRequest> requests
   } else {
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_out + int64_t{row0} * V, ws_.logits,
                                          size_t(n) * V * 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Impl::ConsumeScored(int row0, int n, float* logits_out) {
+  const int V = config_.vocab_size;
+  PromptScoring& s = *scoring_;
+  const int k = s.top_k;
+  // Pageable copies: the host waits for each, so the vectors can be reused by the next chunk.
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.score_targets, s.target.data() + row0, size_t(n) * 4,
+                                       cudaMemcpyHostToDevice, stream_));
+  Trace("head: prompt log-probabilities", "ScoreRows", double(n) * V * 4 * (1 + std::max(1, k)),
+        0);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchScoreRows(ws_.logits, n, V, ws_.score_targets, k,
+                                                ws_.score_logprobs, ws_.score_ranks,
+                                                ws_.score_top_ids, ws_.score_top_logprobs,
+                                                stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.logprobs.data() + row0, ws_.score_logprobs,
+                                       size_t(n) * 4, cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.ranks.data() + row0, ws_.score_ranks, size_t(n) * 4,
+                                       cudaMemcpyDeviceToHost, stream_));
+  if (k > 0) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.top_ids.data() + int64_t{row0} * k, ws_.score_top_ids,
+                                         size_t(n) * k * 4, cudaMemcpyDeviceToHost, stream_));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.top_logprobs.data() + int64_t{row0} * k,
+                                         ws_.score_top_logprobs, size_t(n) * k * 4,
+                                         cudaMemcpyDeviceToHost, stream_));
+  }
+  for (int r = 0; r < n; ++r) {
+    const int64_t dst = s.host_row[row0 + r];
+    if (dst < 0) continue;
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_out + dst * V, ws_.logits + int64_t{r} * V,
+                                         size_t(V) * 4, cudaMemcpyDeviceToHost, stream_));
   }
   return absl::OkStatus();
 }
@@ -631,8 +708,13 @@ absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
 absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* logits_out,
                                     absl::Span<const SampleRequest> requests,
                                     int32_t* tokens_out) {
+  // Plain argmax only where nothing changes the logits first: a greedy row with a repetition
+  // penalty or a logit bias goes through the sampling kernel (temperature 0 is its argmax).
   bool all_greedy = true;
-  for (const SampleRequest& r : requests) all_greedy &= r.params.greedy();
+  for (const SampleRequest& r : requests) {
+    all_greedy &= r.params.greedy() && r.params.repetition_penalty == 1.0f &&
+                  r.params.logit_bias.empty();
+  }
   // Resets first (stream order puts them before the forward).
   for (const StepEntry& e : entries) {
     if (e.position == 0) {
@@ -641,7 +723,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* 
   }
   bool decode_only = static_cast<int>(entries.size()) <= options_.max_decode_batch;
   for (const StepEntry& e : entries) decode_only &= e.tokens.size() == 1;
-  if (decode_only && use_graphs_ && !graphs_.empty() && trace_ == nullptr) {
+  if (decode_only && use_graphs_ && !graphs_.empty() && trace_ == nullptr && scoring_ == nullptr) {
     RETURN_IF_ERROR(RunDecodeGraph(entries, requests, all_greedy, logits_out, tokens_out));
   } else {
     RETURN_IF_ERROR(RunPasses(entries, requests, all_greedy, logits_out, tokens_out));
@@ -725,10 +807,65 @@ absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
     if (r.params.presence_penalty != 0.0f || r.params.frequency_penalty != 0.0f) {
       return absl::InvalidArgumentError("the GPU sampler has no presence/frequency penalty");
     }
+    if (r.params.logit_bias.size() > static_cast<size_t>(kMaxDeviceLogitBias)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the GPU sampler takes at most ", kMaxDeviceLogitBias, " logit_bias entries"));
+    }
   }
   absl::Status st = impl_->Run(entries, nullptr, requests, tokens.data());
   if (!st.ok() && st.code() == absl::StatusCode::kInternal) return impl_->Fail(st);
   return st;
+}
+
+absl::Status CudaBackend::StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                                 absl::Span<const PromptLogprobsRequest> requests,
+                                                 int top_k, absl::Span<float> logits,
+                                                 const PromptLogprobsOutput& out) {
+  if (top_k > kernels::kMaxDeviceTopLogprobs) {
+    return Backend::StepWithPromptLogprobs(entries, requests, top_k, logits, out);
+  }
+  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  RETURN_IF_ERROR(impl_->Validate(entries));
+  RETURN_IF_ERROR(
+      ValidatePromptLogprobs(entries, requests, top_k, impl_->config_.vocab_size, logits.size(), out));
+
+  // Scored entries produce every row on the device; each row is scored, copied out, or both.
+  std::vector<StepEntry> all_rows(entries.begin(), entries.end());
+  PromptScoring scoring;
+  scoring.top_k = top_k;
+  int64_t host_row = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const absl::Span<const int32_t> targets = requests[i].targets;
+    if (!targets.empty()) all_rows[i].logits = LogitsRequest::kAll;
+    const int64_t produced = LogitsRows(absl::MakeConstSpan(&all_rows[i], 1));
+    const int64_t wanted = LogitsRows(entries.subspan(i, 1));
+    for (int64_t k = 0; k < produced; ++k) {
+      scoring.target.push_back(k < static_cast<int64_t>(targets.size()) ? targets[k] : -1);
+      scoring.host_row.push_back(k >= produced - wanted ? host_row++ : -1);
+    }
+  }
+  const size_t rows = scoring.target.size();
+  scoring.logprobs.resize(rows);
+  scoring.ranks.resize(rows);
+  scoring.top_ids.resize(rows * top_k);
+  scoring.top_logprobs.resize(rows * top_k);
+
+  impl_->scoring_ = &scoring;
+  absl::Status st = impl_->Run(all_rows, logits.data(), {}, nullptr);
+  impl_->scoring_ = nullptr;
+  if (!st.ok()) return st.code() == absl::StatusCode::kInternal ? impl_->Fail(st) : st;
+
+  size_t scored = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    if (scoring.target[r] < 0) continue;
+    out.logprobs[scored] = scoring.logprobs[r];
+    out.ranks[scored] = scoring.ranks[r];
+    std::copy_n(scoring.top_ids.begin() + r * top_k, top_k, out.top_ids.begin() + scored * top_k);
+    std::copy_n(scoring.top_logprobs.begin() + r * top_k, top_k,
+                out.top_logprobs.begin() + scored * top_k);
+    ++scored;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::ResetSlot(int slot) {

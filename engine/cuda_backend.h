@@ -95,6 +95,14 @@ class CudaBackend final : public Backend {
                           absl::Span<const SampleRequest> requests,
                           absl::Span<int32_t> tokens) override;
 
+  // Prompt positions scored on the device (kernels::LaunchScoreRows): one value, one rank and the
+  // top_k alternatives per position cross to the host instead of a row of vocab_size floats (1 MB
+  // at 256k). top_k above kernels::kMaxDeviceTopLogprobs takes Backend's host path.
+  absl::Status StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
+                                      absl::Span<const PromptLogprobsRequest> requests, int top_k,
+                                      absl::Span<float> logits,
+                                      const PromptLogprobsOutput& out) override;
+
   const StateLayout* state_layout() const override;
   // Device to device within the pool (no host round trip).
   absl::Status CopySlot(int from, int to) override;

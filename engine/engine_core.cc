@@ -349,7 +349,8 @@ bool EngineCore::MasksStopIds(const Seq& seq) const {
 bool EngineCore::DeviceCanSample(const Seq& seq) const {
   const ValidatedRequest& req = seq.req;
   return req.top_logprobs < 0 && req.sampling.presence_penalty == 0.0f &&
-         req.sampling.frequency_penalty == 0.0f && req.sampling.logit_bias.empty() &&
+         req.sampling.frequency_penalty == 0.0f &&
+         req.sampling.logit_bias.size() <= static_cast<size_t>(kMaxDeviceLogitBias) &&
          !MasksStopIds(seq);
 }
 

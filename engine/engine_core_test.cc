@@ -406,7 +406,8 @@ class FakeBackend : public Backend {
   }
   int64_t NextPosition(int slot) const override { return positions_[slot]; }
 
-  // Device sampling (when device_sampler): the greedy token of Step's logits, -1 for poisoned rows.
+  // Device sampling (when device_sampler): the greedy token of Step's logits after the request's
+  // logit_bias (as the CUDA sampler), -1 for poisoned rows.
   bool samples_on_device() const override { return device_sampler; }
   absl::Status StepSample(absl::Span<const StepEntry> entries,
                           absl::Span<const SampleRequest> requests,
@@ -419,7 +420,10 @@ class FakeBackend : public Backend {
       return absl::InvalidArgumentError("one request and one token per row");
     }
     for (size_t r = 0; r < tokens.size(); ++r) {
-      const float* row = &logits[r * 16];
+      float* row = &logits[r * 16];
+      for (const auto& [id, bias] : requests[r].params.logit_bias) {
+        if (id >= 0 && id < 16) row[id] += bias;
+      }
       tokens[r] = std::isnan(row[0]) ? -1 : static_cast<int32_t>(std::max_element(row, row + 16) - row);
     }
     return absl::OkStatus();
@@ -488,19 +492,27 @@ TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
   }
 }
 
-TEST(EngineDeviceSamplingTest, LogitBiasAndPromptLogprobsSampleOnTheHost) {
+TEST(EngineDeviceSamplingTest, LogitBiasOnTheDevicePromptLogprobsOnTheHost) {
   auto fake = std::make_unique<FakeBackend>(2);
   fake->device_sampler = true;
   FakeBackend* raw = fake.get();
   auto core = MakeChecked(std::move(fake), {});
-  // The device sampler knows nothing of logit_bias: a biased request is sampled on the host, so
-  // the bias holds (greedy would give 4, 5, 6; +100 on id 9 gives 9 every time).
+  // The device sampler applies logit_bias: a biased request stays on the device and the bias holds
+  // (greedy would give 4, 5, 6; +100 on id 9 gives 9 every time).
   ValidatedRequest biased = Req({2, 3}, 3);
   biased.sampling.logit_bias = {{9, 100.0f}};
   Collector b;
   ASSERT_TRUE(core->Submit(std::move(biased), b.Callback()).ok());
   EXPECT_EQ(b.Wait().tokens, (std::vector<int32_t>{9, 9, 9}));
-  EXPECT_EQ(raw->device_steps.load(), 0);
+  EXPECT_EQ(raw->device_steps.load(), 3);
+  // More entries than the device sampler takes: sampled on the host, the bias still holds.
+  ValidatedRequest wide = Req({2, 3}, 2);
+  for (int id = 0; id < 16; ++id) wide.sampling.logit_bias.emplace_back(id, id == 8 ? 100.0f : 0.0f);
+  for (int id = 16; id <= kMaxDeviceLogitBias; ++id) wide.sampling.logit_bias.emplace_back(id, 0.0f);
+  Collector w;
+  ASSERT_TRUE(core->Submit(std::move(wide), w.Callback()).ok());
+  EXPECT_EQ(w.Wait().tokens, (std::vector<int32_t>{8, 8}));
+  EXPECT_EQ(raw->device_steps.load(), 3);
   // A scored prefill is a host step too; the decodes after it go back to the device.
   ValidatedRequest scored = Req({2, 3, 4, 9}, 2);
   scored.prompt_logprobs = 1;
@@ -528,7 +540,7 @@ TEST(EngineDeviceSamplingTest, LogitBiasAndPromptLogprobsSampleOnTheHost) {
   EXPECT_EQ(lps[2].id, 9);
   EXPECT_EQ(lps[2].top[0].first, 5);
   EXPECT_LT(lps[2].logprob, lps[2].top[0].second);
-  EXPECT_EQ(raw->device_steps.load(), 1);  // the second token only
+  EXPECT_EQ(raw->device_steps.load(), 3 + 1);  // the biased request, then the second token only
   EXPECT_EQ(core->stats().slots_used, 0);
 }
 

@@ -290,6 +290,91 @@ TEST_P(CudaGoldenTest, RestoredAndCopiedSlotsContinueIdentically) {
 // NUM-1: prompts of mixed lengths prefilled in one step and decoded together give each sequence
 // the greedy tokens it gets alone. GEMM rounding depends on the batch size, so a mismatch is
 // accepted only at a near-tie of the alone run (top-2 within 2e-2); the sequences then diverge.
+// Echo on the device (StepWithPromptLogprobs's override scores rows where they are computed)
+// against Backend's host path on the same backend: every prompt position of one entry scored
+// across several head chunks (max_decode_batch 8) and passes, next to an unscored entry; the last
+// row of each handed back as Step would.
+TEST_P(CudaGoldenTest, PromptLogprobsOnTheDeviceEqualTheHostPath) {
+  const std::vector<int32_t>& prompt = golden_[0].tokens;
+  const std::vector<int32_t> other(golden_.back().tokens.begin(),
+                                   golden_.back().tokens.begin() + 5);
+  const std::vector<int32_t> targets(prompt.begin() + 1, prompt.end());
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  const std::vector<StepEntry> entries = {
+      {.slot = 1, .position = 0, .tokens = prompt, .logits = LogitsRequest::kLast},
+      {.slot = 2, .position = 0, .tokens = other, .logits = LogitsRequest::kLast}};
+  const std::vector<engine::PromptLogprobsRequest> requests = {{.targets = targets}, {}};
+  const size_t rows = targets.size();
+  struct Result {
+    std::vector<float> logits, logprobs, top_logprobs;
+    std::vector<int32_t> ranks, top_ids;
+  };
+  for (int top_k : {0, 1, 5, 20, 24}) {  // 24: above the device's maximum, the host path
+    auto run = [&](bool device) {
+      Result r;
+      r.logits.resize(2 * size_t(vocab_));
+      r.logprobs.resize(rows);
+      r.ranks.resize(rows);
+      r.top_ids.resize(rows * top_k);
+      r.top_logprobs.resize(rows * top_k);
+      const engine::PromptLogprobsOutput out{absl::MakeSpan(r.logprobs), absl::MakeSpan(r.ranks),
+                                             absl::MakeSpan(r.top_ids),
+                                             absl::MakeSpan(r.top_logprobs)};
+      const absl::Status st =
+          device ? backend_->StepWithPromptLogprobs(entries, requests, top_k,
+                                                    absl::MakeSpan(r.logits), out)
+                 : backend_->engine::Backend::StepWithPromptLogprobs(
+                       entries, requests, top_k, absl::MakeSpan(r.logits), out);
+      EXPECT_TRUE(st.ok()) << st;
+      EXPECT_EQ(backend_->NextPosition(1), T);
+      EXPECT_EQ(backend_->NextPosition(2), 5);
+      return r;
+    };
+    const Result host = run(false), device = run(true);
+    for (size_t i = 0; i < host.logits.size(); ++i) {
+      ASSERT_NEAR(device.logits[i], host.logits[i], 1e-5f) << "logits " << i << " top_k " << top_k;
+    }
+    for (size_t j = 0; j < rows; ++j) {
+      // float32 sums on the device, double on the host.
+      ASSERT_NEAR(device.logprobs[j], host.logprobs[j], 2e-5f + 1e-6f * std::abs(host.logprobs[j]))
+          << "position " << j << " top_k " << top_k;
+      // Distinct logits that round to one float log-probability tie on the host only.
+      ASSERT_LE(std::abs(device.ranks[j] - host.ranks[j]), 1) << "position " << j;
+      for (int k = 0; k < top_k; ++k) {
+        const size_t at = j * top_k + k;
+        ASSERT_NEAR(device.top_logprobs[at], host.top_logprobs[at],
+                    2e-5f + 1e-6f * std::abs(host.top_logprobs[at]))
+            << "position " << j << " alternative " << k;
+        if (device.top_ids[at] != host.top_ids[at]) {
+          // Only neighbours whose log-probabilities the host rounded to one value may swap.
+          const bool swapped = (k > 0 && host.top_ids[at - 1] == device.top_ids[at]) ||
+                               (k + 1 < top_k && host.top_ids[at + 1] == device.top_ids[at]);
+          EXPECT_TRUE(swapped) << "position " << j << " alternative " << k << ": ids "
+                               << device.top_ids[at] << " vs " << host.top_ids[at];
+        }
+      }
+    }
+    // The target's rank agrees with where it sits in the top list.
+    for (size_t j = 0; j < rows && top_k > 0; ++j) {
+      for (int k = 0; k < top_k; ++k) {
+        if (device.top_ids[j * top_k + k] == targets[j]) {
+          EXPECT_LE(device.ranks[j], k + 1) << "position " << j;
+        }
+      }
+    }
+  }
+  // Bad requests change nothing, as on the host path.
+  std::vector<float> logits(2 * size_t(vocab_)), lp(rows), tl(rows);
+  std::vector<int32_t> ranks(rows), ti(rows);
+  const engine::PromptLogprobsOutput out{absl::MakeSpan(lp), absl::MakeSpan(ranks),
+                                         absl::MakeSpan(ti), absl::MakeSpan(tl)};
+  const std::vector<int32_t> bad_target = {vocab_};
+  const std::vector<engine::PromptLogprobsRequest> bad = {{.targets = bad_target}, {}};
+  EXPECT_EQ(backend_->StepWithPromptLogprobs(entries, bad, 1, absl::MakeSpan(logits), out).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->NextPosition(1), T);
+}
+
 TEST_P(CudaGoldenTest, MixedBatchGreedyEqualsAlone) {
   const GoldenSequence& g = golden_[0];
   const std::vector<int> lengths = {1, 2, 5, 17, int(g.tokens.size())};
@@ -383,6 +468,20 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
   engine::ValidatedRequest with_logprobs = greedy;
   with_logprobs.top_logprobs = 3;
   EXPECT_EQ(run(true, with_logprobs), on_device);
+
+  // What changes the logits before a greedy pick is applied on the device as on the host: the
+  // repetition penalty, and a logit_bias that forces one token and bans the greedy path's first.
+  engine::ValidatedRequest penalised = greedy;
+  penalised.sampling.repetition_penalty = 3.0f;
+  const auto penalised_on_device = run(true, penalised);
+  EXPECT_EQ(penalised_on_device, run(false, penalised));
+  if (penalised_on_device == on_device) std::printf("%s: the penalty left greedy unchanged\n", GetParam().c_str());
+  engine::ValidatedRequest biased = greedy;
+  const int32_t boosted = on_device[1] != on_device[0] ? on_device[1] : (on_device[0] + 1) % vocab_;
+  biased.sampling.logit_bias = {{on_device[0], -100.0f}, {boosted, 2.5f}};
+  const auto biased_on_device = run(true, biased);
+  EXPECT_NE(biased_on_device[0], on_device[0]);
+  EXPECT_EQ(biased_on_device, run(false, biased));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGoldenTest,

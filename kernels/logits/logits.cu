@@ -168,7 +168,7 @@ __device__ void Philox(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
 }
 
 __global__ void SampleKernel(float* logits, int V, const SampleRowParams* params,
-                             const int32_t* context, int32_t* tokens) {
+                             const int32_t* context, const LogitBias* bias, int32_t* tokens) {
   __shared__ int s_flag;
   __shared__ Best s_best[32];
   __shared__ float scratch[32];
@@ -176,6 +176,14 @@ __global__ void SampleKernel(float* logits, int V, const SampleRowParams* params
   const SampleRowParams sp = params[blockIdx.x];
   float* row = logits + int64_t{blockIdx.x} * V;
 
+  // logit_bias first (OpenAI, vLLM): distinct ids, so one thread per entry writes alone.
+  if (sp.bias_len > 0) {
+    for (int i = threadIdx.x; i < sp.bias_len; i += blockDim.x) {
+      const LogitBias b = bias[sp.bias_start + i];
+      if (b.id >= 0 && b.id < V) row[b.id] += b.bias;
+    }
+    __syncthreads();
+  }
   // Repetition penalty: every thread reads its ids' values, then all write (duplicates write the
   // same value, so an id seen twice is penalised once).
   if (sp.repetition_penalty != 1.0f) {
@@ -305,6 +313,84 @@ __global__ void SampleKernel(float* logits, int V, const SampleRowParams* params
   if (threadIdx.x == 0) tokens[blockIdx.x] = s_flag;
 }
 
+// Block-wide Better() over every thread's candidate; all threads get the result. `s_best` holds
+// 32 entries and is free again when this returns.
+__device__ Best BlockBest(Best best, Best* s_best) {
+  for (int o = 16; o > 0; o >>= 1) {
+    Best other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
+    best = Better(best, other);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) s_best[warp] = best;
+  __syncthreads();
+  Best b{-INFINITY, -1};
+  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) b = Better(b, s_best[w]);
+  __syncthreads();
+  return b;
+}
+
+// One block per row (see LaunchScoreRows). Passes over the row: the argmax (also the first of the
+// top list and the log-softmax's shift), the exponential sum with the count of values above the
+// target, then one pass per further top entry: the best value ranked after the previous one in
+// (value descending, id ascending) order. top_k is small (kMaxDeviceTopLogprobs), so k passes over
+// a row that sits in L2 cost less than keeping k candidates per thread in registers.
+__global__ void ScoreRowsKernel(const float* logits, int V, const int32_t* targets, int top_k,
+                                float* logprob, int32_t* rank, int32_t* top_ids,
+                                float* top_logprobs) {
+  __shared__ int s_flag;
+  __shared__ Best s_best[32];
+  __shared__ float scratch[32];
+  const int target = targets[blockIdx.x];
+  if (target < 0 || target >= V) return;  // unscored row (the whole block leaves)
+  const float* row = logits + int64_t{blockIdx.x} * V;
+  int32_t* ids = top_ids + int64_t{blockIdx.x} * top_k;
+  float* lps = top_logprobs + int64_t{blockIdx.x} * top_k;
+  const int argmax = RowArgMax(row, V, &s_flag, s_best);
+  if (argmax < 0) {
+    // NaN, +inf or nothing finite: the log-softmax is NaN throughout (as the host's in double).
+    if (threadIdx.x == 0) {
+      logprob[blockIdx.x] = NAN;
+      rank[blockIdx.x] = 1;
+    }
+    for (int j = threadIdx.x; j < top_k; j += blockDim.x) {
+      ids[j] = j;
+      lps[j] = NAN;
+    }
+    return;
+  }
+  const float top = row[argmax];
+  const float target_value = row[target];
+  float sum = 0.0f, above = 0.0f;
+  ForRow(row, V, [&](int, float v) {
+    sum += expf(v - top);
+    above += v > target_value ? 1.0f : 0.0f;
+  });
+  const float total = BlockSum(sum, scratch);
+  const float count = BlockSum(above, scratch);
+  const float log_sum = top + logf(total);
+  if (threadIdx.x == 0) {
+    logprob[blockIdx.x] = target_value - log_sum;
+    rank[blockIdx.x] = 1 + static_cast<int32_t>(count);
+    if (top_k > 0) {
+      ids[0] = argmax;
+      lps[0] = top - log_sum;
+    }
+  }
+  Best prev{top, argmax};
+  for (int j = 1; j < top_k && j < V; ++j) {
+    Best best{-INFINITY, -1};
+    ForRow(row, V, [&](int i, float v) {
+      if (v < prev.v || (v == prev.v && i > prev.i)) best = Better(best, Best{v, i});
+    });
+    prev = BlockBest(best, s_best);
+    if (threadIdx.x == 0) {
+      ids[j] = prev.i;
+      lps[j] = prev.v - log_sum;
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t LaunchSoftCap(float* logits, int64_t count, float cap, cudaStream_t stream) {
@@ -328,9 +414,20 @@ cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, 
 }
 
 cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* params,
-                         const int32_t* context, int32_t* tokens, cudaStream_t stream) {
+                         const int32_t* context, const LogitBias* bias, int32_t* tokens,
+                         cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  SampleKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, params, context, tokens);
+  SampleKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, params, context, bias, tokens);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets,
+                            int top_k, float* logprob, int32_t* rank, int32_t* top_ids,
+                            float* top_logprobs, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (top_k < 0 || top_k > kMaxDeviceTopLogprobs) return cudaErrorInvalidValue;
+  ScoreRowsKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, targets, top_k, logprob, rank,
+                                                   top_ids, top_logprobs);
   return cudaGetLastError();
 }
 

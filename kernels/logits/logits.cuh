@@ -11,6 +11,12 @@
 //   over the row, each a block reduction; each stops once the kept set can no longer change), the
 //   passes reading four float4 per thread at a time. temperature < 1e-5 is greedy. NaN/+inf rows
 //   give -1.
+// LaunchScoreRows: prompt log-probabilities without copying rows to the host. For each row r whose
+//   targets[r] is in [0, V) (others are skipped): logprob[r] = log-softmax of the row at the target,
+//   rank[r] = 1 + the number of values above the target's, and the top_k most likely ids (ties: lower
+//   id) with their log-softmax values at top_ids / top_logprobs [r * top_k, (r + 1) * top_k).
+//   As ref::ScoreRow, in float32 (the reference sums in double). A row holding NaN or +inf, or
+//   nothing finite, gets NaN values (ids 0..top_k-1, rank 1). top_k in [0, kMaxDeviceTopLogprobs].
 #ifndef GRIFFIN_KERNELS_LOGITS_LOGITS_CUH_
 #define GRIFFIN_KERNELS_LOGITS_LOGITS_CUH_
 
@@ -23,6 +29,12 @@ inline constexpr int kArgMaxParts = 64;
 cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
                          cudaStream_t stream);
 
+// One logit_bias entry: `bias` added to the row's logit of `id` before anything else (OpenAI).
+struct LogitBias {
+  int32_t id;
+  float bias;
+};
+
 // Per-row sampling parameters (device array of rows).
 struct SampleRowParams {
   float temperature;
@@ -34,11 +46,21 @@ struct SampleRowParams {
   uint32_t step_lo, step_hi;
   int context_start;  // into the context id array
   int context_len;
+  int bias_start = 0;  // into the logit-bias array; a row's ids are distinct
+  int bias_len = 0;
 };
 
-// `logits` is modified (penalty and temperature applied in place).
+// `logits` is modified (bias, penalty and temperature applied in place). `bias` may be null when
+// no row has bias entries.
 cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* params,
-                         const int32_t* context, int32_t* tokens, cudaStream_t stream);
+                         const int32_t* context, const LogitBias* bias, int32_t* tokens,
+                         cudaStream_t stream);
+
+// The most alternatives per position LaunchScoreRows returns (OpenAI's top_logprobs maximum).
+inline constexpr int kMaxDeviceTopLogprobs = 20;
+cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets,
+                            int top_k, float* logprob, int32_t* rank, int32_t* top_ids,
+                            float* top_logprobs, cudaStream_t stream);
 
 }  // namespace griffin::kernels
 

@@ -45,7 +45,7 @@ void ArgMaxAndSamplingFlagNonFinite(int V) {
     Dev<int32_t> ctx(1);
     Dev<float> d2(logits);
     ASSERT_EQ(LaunchSample(d2.get(), rows, V, reinterpret_cast<SampleRowParams*>(dsp.get()),
-                           ctx.get(), tok.get(), 0), cudaSuccess);
+                           ctx.get(), nullptr, tok.get(), 0), cudaSuccess);
     got = tok.Get(rows);
     EXPECT_EQ(got[0], ref::ArgMax(absl::MakeConstSpan(logits).subspan(0, V))) << V;
     EXPECT_EQ(got[1], -1);
@@ -105,7 +105,7 @@ void SamplingKeepsTheSortedFilterSet(const FilterCase& c) {
     for (int repeat = 0; repeat < 2; ++repeat) {
       Dev<float> d(logits);
       ASSERT_EQ(LaunchSample(d.get(), rows, c.V, reinterpret_cast<SampleRowParams*>(dsp.get()),
-                             ctx.get(), tok.get(), 0), cudaSuccess);
+                             ctx.get(), nullptr, tok.get(), 0), cudaSuccess);
       auto got = tok.Get(rows);
       if (repeat == 0) {
         first = got;
@@ -142,7 +142,7 @@ void SamplingFollowsTheDistribution() {
   Dev<float> d(logits);
   Dev<int32_t> ctx(1), tok(rows);
   ASSERT_EQ(LaunchSample(d.get(), rows, V, reinterpret_cast<SampleRowParams*>(dsp.get()), ctx.get(),
-                         tok.get(), 0), cudaSuccess);
+                         nullptr, tok.get(), 0), cudaSuccess);
   auto got = tok.Get(rows);
   int c10 = 0, c20 = 0, c30 = 0;
   for (int t : got) {
@@ -154,6 +154,97 @@ void SamplingFollowsTheDistribution() {
   EXPECT_NEAR(c10 / double(rows), 0.5, 0.04);
   EXPECT_NEAR(c20 / double(rows), 0.3, 0.04);
   EXPECT_NEAR(c30 / double(rows), 0.2, 0.04);
+}
+
+// Prompt scoring against ref::ScoreRow: rows of a random spread, one with a tied pair at the top,
+// one with -inf entries, a NaN row, and an unscored row (target -1) the kernel must leave alone.
+void ScoreRowsCase(int V, int top_k) {
+  const int rows = 5;
+  auto logits = Random(size_t(rows) * V, 4.0f);
+  if (V > 2) logits[size_t(1) * V + 1] = logits[size_t(1) * V + 2] = 40.0f;  // row 1: a tie
+  for (int i = 0; i < V; i += 3) logits[size_t(2) * V + i] = -INFINITY;     // row 2: -inf entries
+  logits[size_t(3) * V + V / 2] = NAN;                                       // row 3: NaN
+  std::vector<int32_t> targets = {V - 1, V > 2 ? 2 : 0, 1 % V, 0, -1};
+  Dev<float> d(logits);
+  Dev<int32_t> dt(targets), rank(rows), ids(size_t(rows) * std::max(1, top_k));
+  Dev<float> lp(rows), tlp(size_t(rows) * std::max(1, top_k));
+  const std::vector<int32_t> sentinel(rows, -7);
+  rank.Put(sentinel);
+  ASSERT_EQ(LaunchScoreRows(d.get(), rows, V, dt.get(), top_k, lp.get(), rank.get(), ids.get(),
+                            tlp.get(), 0),
+            cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto got_lp = lp.Get(rows), got_tlp = tlp.Get(size_t(rows) * std::max(1, top_k));
+  const auto got_rank = rank.Get(rows), got_ids = ids.Get(size_t(rows) * std::max(1, top_k));
+  for (int r = 0; r < rows; ++r) {
+    const auto row = absl::MakeConstSpan(logits).subspan(size_t(r) * V, V);
+    if (targets[r] < 0) {
+      EXPECT_EQ(got_rank[r], -7) << "an unscored row was written";
+      continue;
+    }
+    std::vector<int32_t> want_ids(top_k);
+    std::vector<float> want_tlp(top_k);
+    const ref::RowScore want =
+        ref::ScoreRow(row, targets[r], absl::MakeSpan(want_ids), absl::MakeSpan(want_tlp));
+    if (r == 3 || std::isnan(want.logprob)) {  // the NaN row; at V 1 also the all -inf row
+      EXPECT_TRUE(std::isnan(want.logprob));
+      EXPECT_TRUE(std::isnan(got_lp[r])) << "row " << r << " V " << V;
+      continue;
+    }
+    const float tol = 2e-5f + 1e-6f * std::abs(want.logprob);
+    EXPECT_NEAR(got_lp[r], want.logprob, tol) << "row " << r << " V " << V;
+    EXPECT_LE(std::abs(got_rank[r] - want.rank), 1) << "row " << r;
+    for (int k = 0; k < top_k; ++k) {
+      const size_t at = size_t(r) * top_k + k;
+      EXPECT_EQ(got_ids[at], want_ids[k]) << "row " << r << " alternative " << k;
+      EXPECT_NEAR(got_tlp[at], want_tlp[k], 2e-5f + 1e-6f * std::abs(want_tlp[k]))
+          << "row " << r << " alternative " << k;
+    }
+  }
+  // More alternatives than the device keeps is refused, not truncated.
+  EXPECT_EQ(LaunchScoreRows(d.get(), rows, V, dt.get(), kMaxDeviceTopLogprobs + 1, lp.get(),
+                            rank.get(), ids.get(), tlp.get(), 0),
+            cudaErrorInvalidValue);
+}
+
+// logit_bias comes first, before the repetition penalty (OpenAI's and the host sampler's order):
+// a +100 bias forces a token under greedy and under top-k 1 sampling, a -100 bias removes the
+// argmax, and a biased id that is also penalised is penalised from its biased value.
+void LogitBiasCase(int V) {
+  const int rows = 4;
+  auto logits = Random(size_t(rows) * V, 3.0f);
+  auto row = [&](int r) { return absl::MakeConstSpan(logits).subspan(size_t(r) * V, V); };
+  const int a1 = ref::ArgMax(row(1));
+  std::vector<LogitBias> bias = {{7 % V, 100.0f}, {a1, -100.0f}, {11 % V, 100.0f}, {3 % V, 5.0f}};
+  std::vector<SampleRowParams> sp(rows);
+  for (int r = 0; r < rows; ++r) {
+    sp[r] = SampleRowParams{0.0f, -1, 1.0f, 0.0f, 1.0f, 5, 0, uint32_t(r), 0, 0, 0, r, 1};
+  }
+  sp[2].temperature = 0.8f;
+  sp[2].top_k = 1;
+  sp[3].repetition_penalty = 2.0f;
+  sp[3].context_len = 1;
+  // Expected: the host's order applied to copies of the rows.
+  std::vector<float> r1(row(1).begin(), row(1).end()), r3(row(3).begin(), row(3).end());
+  r1[a1] -= 100.0f;
+  float& v3 = r3[3 % V];
+  v3 += 5.0f;
+  v3 = v3 > 0.0f ? v3 / 2.0f : v3 * 2.0f;
+  std::vector<char> raw(sizeof(SampleRowParams) * rows);
+  std::memcpy(raw.data(), sp.data(), raw.size());
+  std::vector<char> raw_bias(sizeof(LogitBias) * bias.size());
+  std::memcpy(raw_bias.data(), bias.data(), raw_bias.size());
+  Dev<char> dsp(raw), dbias(raw_bias);
+  Dev<int32_t> ctx(std::vector<int32_t>{3 % V}), tok(rows);
+  Dev<float> d(logits);
+  ASSERT_EQ(LaunchSample(d.get(), rows, V, reinterpret_cast<SampleRowParams*>(dsp.get()), ctx.get(),
+                         reinterpret_cast<LogitBias*>(dbias.get()), tok.get(), 0),
+            cudaSuccess);
+  const auto got = tok.Get(rows);
+  EXPECT_EQ(got[0], 7 % V);
+  if (V > 1) EXPECT_EQ(got[1], ref::ArgMax(r1)) << "a -100 bias on the argmax";
+  EXPECT_EQ(got[2], 11 % V);
+  EXPECT_EQ(got[3], ref::ArgMax(r3)) << "bias, then the penalty";
 }
 
 void SoftCapCase(int64_t count, float cap) {
@@ -190,6 +281,20 @@ std::vector<OpCase> MakeLogitsCases() {
                      "the kept set of a full sort (top-k ties kept, top-p prefix, min-p)",
                      "every draw in the set; top token drawn at its renormalised probability +-0.05",
                      c.V > 10000, [c] { SamplingKeepsTheSortedFilterSet(c); }});
+  }
+  for (int V : {1, 33, 1025, 256000}) {
+    for (int top_k : {0, 1, 5, kMaxDeviceTopLogprobs}) {
+      if (top_k > V) continue;
+      cases.push_back({"score_rows", absl::StrCat("V", V, " k", top_k, " rows5"),
+                       "ref::ScoreRow (log-softmax in double, rank, top list; NaN row -> NaN)",
+                       "log-probabilities 2e-5 + 1e-6 relative; rank within 1; ids exact",
+                       V > 10000 && top_k > 1, [V, top_k] { ScoreRowsCase(V, top_k); }});
+    }
+  }
+  for (int V : {1, 1025, 256000}) {
+    cases.push_back({"sample.logit_bias", absl::StrCat("V", V, " rows4"),
+                     "the row biased (then penalised) on the host, ref::ArgMax", "exact", false,
+                     [V] { LogitBiasCase(V); }});
   }
   cases.push_back({"sample.distribution", "V100 rows4000 p(.5 .3 .2)", "the stated probabilities",
                    "frequencies within 0.04", false, [] { SamplingFollowsTheDistribution(); }});

@@ -4,6 +4,8 @@
 #ifndef GRIFFIN_KERNELS_LOGITS_LOGITS_REFERENCE_H_
 #define GRIFFIN_KERNELS_LOGITS_LOGITS_REFERENCE_H_
 
+#include <cstdint>
+
 #include "absl/types/span.h"
 
 namespace griffin::ref {
@@ -13,6 +15,17 @@ void SoftCap(absl::Span<float> logits, float cap);
 
 // Index of the largest value; the lowest index among ties; NaN never wins.
 int ArgMax(absl::Span<const float> logits);
+
+// One scored position of a prompt (echo, prompt log-probabilities): the log-softmax of `logits`
+// (computed in double) at `target`, its rank (1 + the number of ids whose log-probability is
+// higher) and the top_ids.size() most likely ids, best first, ties to the lower id, NaN last, with
+// their log-probabilities in top_logprobs (same size). A row holding NaN or +inf gives NaN values.
+struct RowScore {
+  float logprob = 0.0f;
+  int32_t rank = 0;
+};
+RowScore ScoreRow(absl::Span<const float> logits, int32_t target, absl::Span<int32_t> top_ids,
+                  absl::Span<float> top_logprobs);
 
 }  // namespace griffin::ref
 
