@@ -213,6 +213,89 @@ int Run(const std::string& name, bool quick, int reps) {
     std::fflush(stdout);
   }
 
+  // Prompt log-probabilities (echo, lm-eval's loglikelihood): every position of a 1 x 2048 prompt
+  // scored against the next token with its 5 best alternatives, on the device (CudaBackend's
+  // override) and through Backend's host path (rows of logits to the host, log-softmax in double).
+  if (!quick) {
+    const int T = 2048, top_k = 5;
+    const auto prompt = absl::MakeConstSpan(tokens).subspan(0, T);
+    const std::vector<StepEntry> entries = {
+        StepEntry{.slot = 0, .position = 0, .tokens = prompt, .logits = engine::LogitsRequest::kLast}};
+    const std::vector<engine::PromptLogprobsRequest> requests = {{.targets = prompt.subspan(1)}};
+    std::vector<float> logits(m.c.vocab_size), lp(T - 1), top_lp(size_t(T - 1) * top_k);
+    std::vector<int32_t> ranks(T - 1), top_ids(size_t(T - 1) * top_k);
+    const engine::PromptLogprobsOutput out{absl::MakeSpan(lp), absl::MakeSpan(ranks),
+                                           absl::MakeSpan(top_ids), absl::MakeSpan(top_lp)};
+    absl::Status status;
+    const double device = time_it([&] {
+      status.Update(backend->StepWithPromptLogprobs(entries, requests, top_k, absl::MakeSpan(logits), out));
+    }, std::max(3, reps / 2));
+    const auto a = std::chrono::steady_clock::now();
+    status.Update(backend->engine::Backend::StepWithPromptLogprobs(entries, requests, top_k,
+                                                                  absl::MakeSpan(logits), out));
+    const double host = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+    if (!status.ok()) {
+      std::printf("| echo 1 x 2048 | error: %s | | |\n", std::string(status.message()).c_str());
+      ++failures;
+    } else {
+      std::printf("| prompt log-probabilities (echo), 1 x 2048, top 5, on the device | %.1f ms | host path (one run) %.1f ms | %.3f |\n",
+                  device * 1e3, host * 1e3, device / host);
+    }
+    std::fflush(stdout);
+  }
+
+  // State as an object (prefix cache, sessions): one slot to pageable host memory and back, a
+  // device-to-device copy (n > 1 fan-out), and the first token of a 2048-token prompt whose first
+  // 1984 tokens are restored from a snapshot (64 prefilled) against prefilling all 2048.
+  {
+    const int T = 2048, tail = 64;
+    std::vector<StepEntry> entries(1);
+    std::vector<engine::SampleRequest> req(1);
+    req[0].params.temperature = 0.0f;
+    std::vector<int32_t> tok(1);
+    absl::Status status;
+    entries[0] = StepEntry{.slot = 0, .position = 0,
+                           .tokens = absl::MakeConstSpan(tokens).subspan(0, T - tail)};
+    status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+    std::vector<uint8_t> snapshot(state);
+    int64_t covered = 0;
+    const double snap = time_it([&] {
+      auto pos = backend->SnapshotSlot(0, absl::MakeSpan(snapshot));
+      status.Update(pos.status());
+      if (pos.ok()) covered = *pos;
+    }, reps);
+    const double restore = time_it([&] {
+      status.Update(backend->RestoreSlot(1, snapshot, covered));
+    }, reps);
+    const double copy = time_it([&] { status.Update(backend->CopySlot(0, 2)); }, reps);
+    const double resumed_ttft = time_it([&] {
+      status.Update(backend->RestoreSlot(1, snapshot, covered));
+      entries[0] = StepEntry{.slot = 1, .position = covered,
+                             .tokens = absl::MakeConstSpan(tokens).subspan(T - tail, tail)};
+      status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+    }, reps);
+    const double full_ttft = time_it([&] {
+      entries[0] = StepEntry{.slot = 1, .position = 0,
+                             .tokens = absl::MakeConstSpan(tokens).subspan(0, T)};
+      status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+    }, reps);
+    if (!status.ok()) {
+      std::printf("| state snapshot/restore | error: %s | | |\n", std::string(status.message()).c_str());
+      ++failures;
+    } else {
+      const double pcie = 50e9;  // bytes/s one way, PCIe 5.0 x16 in practice
+      std::printf("| snapshot one slot to host memory (%.1f MiB, pageable) | %.2f ms | %.2f ms | %.2f |\n",
+                  state / 1048576.0, snap * 1e3, state / pcie * 1e3, snap / (state / pcie));
+      std::printf("| restore one slot from host memory | %.2f ms | %.2f ms | %.2f |\n",
+                  restore * 1e3, state / pcie * 1e3, restore / (state / pcie));
+      std::printf("| copy one slot on the device (n > 1 fan-out) | %.3f ms | %.3f ms | %.2f |\n",
+                  copy * 1e3, 2.0 * state / kBandwidth * 1e3, copy / (2.0 * state / kBandwidth));
+      std::printf("| time to first token, 2048 prompt, 1984 restored + 64 prefilled | %.2f ms | full prefill %.2f ms | %.3f |\n",
+                  resumed_ttft * 1e3, full_ttft * 1e3, resumed_ttft / full_ttft);
+    }
+    std::fflush(stdout);
+  }
+
   // Memory.
   const double gib = 1024.0 * 1024.0 * 1024.0;
   std::printf("| device bytes per live sequence | %lld B (%.2f MiB) | %lld B state | %.4f |\n",

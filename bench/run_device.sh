@@ -7,6 +7,9 @@
 #   load      load time and host memory of a 2B-shaped bf16 checkpoint (bench/load_bench.py)
 #   profile   per-kernel tables of decode and prefill steps under ncu (bench/profile_step.sh)
 #   peers     the official JAX sampler and Hugging Face transformers at batch 1
+#   portable  kernels_test and cuda_backend_test built by the cuda-ptx80 preset (compute_80 PTX
+#             only, JIT-compiled by the driver; the path an A100/L4/L40S takes), from
+#             .bundle/cuda-ptx80, in parallel with the tests and sanitizers
 # Run from the repository root on the GPU machine, with the binaries bundled in .bundle/cuda
 # (shared/tools/bundle-binaries.sh) and, for peers, the reference's recurrentgemma/ package in
 # .bundle/rg_ref (never committed). Logs go to $OUT (or ./out).
@@ -36,6 +39,16 @@ if has tests; then
     grep -hE "^\[  (PASSED|FAILED)|all golden" /tmp/tests/*.log ) &
   pids+=($!)
 fi
+if has portable; then
+  mkdir -p /tmp/portable
+  ( for t in kernels_test cuda_backend_test; do
+      LD_LIBRARY_PATH=$PWD/.bundle/cuda-ptx80/lib:$LD_LIBRARY_PATH .bundle/cuda-ptx80/$t \
+          > /tmp/portable/$t.log 2>&1
+      echo "portable $t rc=$?"
+    done
+    grep -hE "^\[  (PASSED|FAILED)|all golden" /tmp/portable/*.log | sed 's/^/portable: /' ) &
+  pids+=($!)
+fi
 if has sanitize; then
   ( bash bench/run_sanitizers.sh $bundle /tmp/sanitize "${SANITIZE_TIMEOUT:-300}" > /dev/null;
     echo "sanitizers rc=$?"; cut -c1-220 /tmp/sanitize/summary.txt ) &
@@ -43,7 +56,8 @@ if has sanitize; then
 fi
 wait "${pids[@]}" 2>/dev/null
 # Test and sanitizer logs in one archive (the run returns few files).
-[[ -d /tmp/tests || -d /tmp/sanitize ]] && tar czf "$out/tests.tgz" -C /tmp $(cd /tmp && ls -d tests sanitize 2>/dev/null)
+[[ -d /tmp/tests || -d /tmp/sanitize || -d /tmp/portable ]] &&
+  tar czf "$out/tests.tgz" -C /tmp $(cd /tmp && ls -d tests sanitize portable 2>/dev/null)
 if has bench; then
   timeout 260 $bundle/engine_bench --model=2b --reps="${REPS:-10}" 2>&1 | tee "$out/engine_bench.log"
   if [[ -n ${BENCH_9B:-} ]]; then

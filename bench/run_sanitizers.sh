@@ -20,6 +20,14 @@ export GRIFFIN_SOURCE_DIR=${GRIFFIN_SOURCE_DIR:-$PWD}
 # The tests cut their largest shapes and sequences under sanitizers (kernels_test's heavy cases,
 # cuda_backend_test's sequences beyond 48 tokens): every kernel still runs, in minutes, not hours.
 export GRIFFIN_SANITIZER_RUN=1
+# SANITIZE_FILTER: a gtest filter for both binaries (e.g. the cases of a changed kernel).
+[[ -n ${SANITIZE_FILTER:-} ]] && export GTEST_FILTER=$SANITIZE_FILTER
+# Processes per (tool, binary): SANITIZE_SHARDS_<binary>_<tool>, else SANITIZE_SHARDS_<binary>,
+# else SANITIZE_SHARDS, else 1 (gtest's own sharding; racecheck on cuda_backend_test wants most).
+shards() {
+  local a="SANITIZE_SHARDS_$2_$1" b="SANITIZE_SHARDS_$2"
+  echo "${!a:-${!b:-${SANITIZE_SHARDS:-1}}}"
+}
 pids=()
 for tool in memcheck racecheck initcheck synccheck; do
   extra=(--print-limit 20)
@@ -27,9 +35,9 @@ for tool in memcheck racecheck initcheck synccheck; do
   # Every hazard printed, so the summary can tell ours from cuBLAS's.
   [[ $tool == racecheck ]] && extra=(--racecheck-report hazard --print-limit 2000)
   for bin in ${SANITIZE_BINARIES:-kernels_test cuda_backend_test}; do
-    # SANITIZE_SHARDS > 1 splits each binary's tests over processes (gtest's own sharding).
-    for ((shard = 0; shard < ${SANITIZE_SHARDS:-1}; ++shard)); do
-      ( GTEST_TOTAL_SHARDS=${SANITIZE_SHARDS:-1} GTEST_SHARD_INDEX=$shard \
+    n=$(shards "$tool" "$bin")
+    for ((shard = 0; shard < n; ++shard)); do
+      ( GTEST_TOTAL_SHARDS=$n GTEST_SHARD_INDEX=$shard \
           timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 3 \
           "$bundle/$bin" > "$out/$tool-$bin.$shard.log" 2>&1
         echo $? > "$out/$tool-$bin.$shard.rc" ) &
@@ -52,7 +60,7 @@ summary_file=$out/summary.txt
       summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -1)
       gtest=$(grep -E "^\[  (PASSED|FAILED)  \]" "$log" | tr '\n' ' ')
       # Every shard must have reached gtest's end.
-      [[ $(grep -cE "^\[  PASSED  \]" "$log") -ge ${SANITIZE_SHARDS:-1} ]] || gtest="incomplete: $gtest"
+      [[ $(grep -cE "^\[  PASSED  \]" "$log") -ge $(shards "$tool" "$bin") ]] || gtest="incomplete: $gtest"
       # Each report's first "at ..." line names the kernel; cuBLAS's own kernels (nvjet, xmma,
       # cutlass) are counted apart: racecheck does not model their TMA/mbarrier ordering.
       read -r ours library < <(awk '
