@@ -74,6 +74,11 @@ absl::Status Backend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
   return absl::UnimplementedError("this backend cannot restore slots");
 }
 
+Backend::SnapshotMemory Backend::AllocateSnapshotMemory(int64_t bytes) {
+  return SnapshotMemory(new uint8_t[static_cast<size_t>(std::max<int64_t>(bytes, 1))],
+                        [](uint8_t* p) { delete[] p; });
+}
+
 int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests) {
   int64_t rows = 0;
   for (const PromptLogprobsRequest& r : requests) rows += static_cast<int64_t>(r.targets.size());

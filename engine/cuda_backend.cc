@@ -912,6 +912,15 @@ absl::StatusOr<int64_t> CudaBackend::SnapshotSlot(int slot, absl::Span<uint8_t> 
   return impl_->next_position_[slot];
 }
 
+Backend::SnapshotMemory CudaBackend::AllocateSnapshotMemory(int64_t bytes) {
+  void* p = nullptr;
+  if (cudaMallocHost(&p, static_cast<size_t>(std::max<int64_t>(bytes, 1))) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it and use pageable memory
+    return Backend::AllocateSnapshotMemory(bytes);
+  }
+  return SnapshotMemory(static_cast<uint8_t*>(p), [](uint8_t* q) { cudaFreeHost(q); });
+}
+
 absl::Status CudaBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                                       int64_t next_position) {
   if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");

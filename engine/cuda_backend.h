@@ -109,6 +109,8 @@ class CudaBackend final : public Backend {
   absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override;
   absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                            int64_t next_position) override;
+  // Page-locked (cudaMallocHost); ordinary memory when pinning fails.
+  SnapshotMemory AllocateSnapshotMemory(int64_t bytes) override;
 
   // Device bytes not proportional to the slot count (weights, workspaces, graphs' buffers).
   int64_t fixed_device_bytes() const;

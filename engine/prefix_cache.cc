@@ -42,6 +42,11 @@ PrefixCache::PrefixCache(Backend* backend, const PrefixCacheOptions& options,
     options_.max_device_entries = 0;
     options_.host_bytes = 0;
   }
+  const int64_t blocks = snapshot_bytes_ > 0 ? options_.host_bytes / snapshot_bytes_ : 0;
+  if (blocks > 0) {
+    host_memory_ = backend_->AllocateSnapshotMemory(blocks * snapshot_bytes_);
+    for (int64_t b = blocks - 1; b >= 0; --b) free_blocks_.push_back(static_cast<int>(b));
+  }
 }
 
 PrefixCache::~PrefixCache() {
@@ -83,12 +88,14 @@ void PrefixCache::Erase(Entry* e) {
     v.erase(std::remove(v.begin(), v.end(), e), v.end());
     if (v.empty()) index_.erase(it);
   }
+  if (e->host_block >= 0) free_blocks_.push_back(e->host_block);
   delete e;
 }
 
 bool PrefixCache::MakeHostRoom() {
-  if (options_.host_bytes < snapshot_bytes_ || snapshot_bytes_ == 0) return false;
-  while (static_cast<int64_t>(host_lru_.size() + 1) * snapshot_bytes_ > options_.host_bytes) {
+  if (host_memory_ == nullptr) return false;
+  while (free_blocks_.empty()) {
+    if (host_lru_.empty()) return false;
     Erase(host_lru_.back());
     ++stats_.evictions;
   }
@@ -96,9 +103,10 @@ bool PrefixCache::MakeHostRoom() {
 }
 
 absl::Status PrefixCache::ToHost(Entry* e) {
-  std::vector<uint8_t> bytes(snapshot_bytes_);
-  RETURN_IF_ERROR(backend_->SnapshotSlot(e->slot, absl::MakeSpan(bytes)).status());
-  e->bytes = std::move(bytes);
+  const int block = free_blocks_.back();
+  RETURN_IF_ERROR(backend_->SnapshotSlot(e->slot, HostBlock(block)).status());
+  free_blocks_.pop_back();
+  e->host_block = block;
   device_lru_.erase(e->lru);
   e->slot = -1;
   host_lru_.push_front(e);
@@ -137,7 +145,7 @@ absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns,
     if (e->slot >= 0) {
       RETURN_IF_ERROR(backend_->CopySlot(e->slot, slot));
     } else {
-      RETURN_IF_ERROR(backend_->RestoreSlot(slot, e->bytes, static_cast<int64_t>(len)));
+      RETURN_IF_ERROR(backend_->RestoreSlot(slot, HostBlock(e->host_block), static_cast<int64_t>(len)));
     }
     Touch(e);
     ++stats_.hits;
@@ -180,9 +188,10 @@ absl::Status PrefixCache::Insert(uint64_t ns, absl::Span<const int32_t> tokens, 
     entry->lru = device_lru_.begin();
   } else {
     if (!MakeHostRoom()) return absl::OkStatus();  // no tier can hold it
-    std::vector<uint8_t> bytes(snapshot_bytes_);
-    RETURN_IF_ERROR(backend_->SnapshotSlot(slot, absl::MakeSpan(bytes)).status());
-    entry->bytes = std::move(bytes);
+    const int block = free_blocks_.back();
+    RETURN_IF_ERROR(backend_->SnapshotSlot(slot, HostBlock(block)).status());
+    free_blocks_.pop_back();
+    entry->host_block = block;
     host_lru_.push_front(entry.get());
     entry->lru = host_lru_.begin();
   }

@@ -95,7 +95,7 @@ class PrefixCache {
     uint64_t ns = 0;
     std::vector<int32_t> tokens;
     int slot = -1;                // device tier
-    std::vector<uint8_t> bytes;   // host tier
+    int host_block = -1;          // host tier: its block of host_memory_
     std::list<Entry*>::iterator lru;
   };
   using Key = std::pair<uint64_t, int64_t>;  // (prefix hash, length)
@@ -108,6 +108,10 @@ class PrefixCache {
   // Makes room for one host snapshot; false when the host tier cannot hold any.
   bool MakeHostRoom();
   absl::Status ToHost(Entry* e);
+  absl::Span<uint8_t> HostBlock(int block) {
+    return absl::MakeSpan(host_memory_.get() + int64_t{block} * snapshot_bytes_,
+                          static_cast<size_t>(snapshot_bytes_));
+  }
 
   Backend* backend_;
   PrefixCacheOptions options_;
@@ -117,6 +121,10 @@ class PrefixCache {
   std::function<void(int)> return_slot_;
   absl::flat_hash_map<Key, std::vector<Entry*>> index_;  // entries per key (collisions kept apart)
   std::list<Entry*> device_lru_, host_lru_;             // most recent first
+  // The host tier: host_bytes / snapshot bytes blocks allocated once by the backend (pinned on a
+  // GPU, so a restore runs at the link's speed), and the blocks no entry holds.
+  Backend::SnapshotMemory host_memory_{nullptr, [](uint8_t*) {}};
+  std::vector<int> free_blocks_;
   PrefixCacheStats stats_;
 };
 
