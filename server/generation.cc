@@ -1,5 +1,9 @@
 #include "server/generation.h"
 
+#include <sys/random.h>
+
+#include <random>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -7,17 +11,29 @@
 namespace griffin::server {
 
 std::string ServerState::NewRequestId(const char* prefix) {
-  return absl::StrCat(prefix, absl::ToUnixMicros(absl::Now()), "-", next_id.fetch_add(1));
+  unsigned char bytes[16];
+  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
+    static thread_local std::random_device device;  // getrandom is missing only on old kernels
+    for (unsigned char& b : bytes) b = static_cast<unsigned char>(device());
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = prefix;
+  for (unsigned char b : bytes) {
+    id += kHex[b >> 4];
+    id += kHex[b & 15];
+  }
+  return id;
 }
 
 std::string MetricReason(const std::string& r) { return r == "stop_string" ? "stop" : r; }
 
 absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
     ServerState* state, engine::ValidatedRequest request, std::vector<std::string> stop_strings,
-    std::string request_id, std::string api, std::function<void()> notify) {
+    std::string request_id, std::string owner, std::string api, std::function<void()> notify) {
   std::shared_ptr<Generation> g(new Generation());
   g->state_ = state;
   g->request_id_ = std::move(request_id);
+  g->owner_ = std::move(owner);
   g->api_ = std::move(api);
   g->stop_strings_ = std::move(stop_strings);
   g->notify_ = std::move(notify);
@@ -28,16 +44,14 @@ absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
   }
   {
     std::lock_guard<std::mutex> lock(state->mu);
-    if (state->by_id.contains(g->request_id_)) {
-      return absl::InvalidArgumentError("request_id is already in flight");
-    }
-    state->by_id[g->request_id_] = g;
+    auto [it, inserted] = state->by_id.try_emplace({g->owner_, g->request_id_}, g);
+    if (!inserted) return absl::InvalidArgumentError("request_id is already in flight");
   }
   absl::StatusOr<uint64_t> id = state->engine->Submit(
       std::move(request), [g](engine::EngineOutput out) { g->OnOutput(std::move(out)); });
   if (!id.ok()) {
     std::lock_guard<std::mutex> lock(state->mu);
-    state->by_id.erase(g->request_id_);
+    state->by_id.erase(std::make_pair(g->owner_, g->request_id_));
     return id.status();
   }
   g->engine_id_ = *id;
@@ -160,7 +174,7 @@ void Generation::Account(const engine::EngineOutput& out, bool dying) {
                                    out.timings);
   {
     std::lock_guard<std::mutex> lock(state_->mu);
-    auto it = state_->by_id.find(request_id_);
+    auto it = state_->by_id.find(std::make_pair(owner_, request_id_));
     // In the destructor no weak_ptr to this locks any more: the expired entry is this one.
     if (it != state_->by_id.end() &&
         (dying ? it->second.expired() : it->second.lock().get() == this)) {
@@ -176,6 +190,7 @@ void Generation::Account(const engine::EngineOutput& out, bool dying) {
   if (state_->json_logs) {
     nlohmann::json j = {{"event", "request"},
                         {"request_id", request_id_},
+                        {"tenant", owner_},
                         {"api", api_},
                         {"finish_reason", reason},
                         {"status", code},
@@ -188,9 +203,9 @@ void Generation::Account(const engine::EngineOutput& out, bool dying) {
     spdlog::info("{}", j.dump());
   } else {
     spdlog::info(
-        "request id={} api={} finish={} status={} prompt_tokens={} completion_tokens={} "
+        "request id={} tenant={} api={} finish={} status={} prompt_tokens={} completion_tokens={} "
         "queue_s={:.6f} prefill_s={:.6f} decode_s={:.6f} e2e_s={:.6f}",
-        request_id_, api_, reason, code, out.prompt_tokens, out.completion_tokens, queue_s,
+        request_id_, owner_.empty() ? "-" : owner_, api_, reason, code, out.prompt_tokens, out.completion_tokens, queue_s,
         prefill_s, decode_s, e2e_s);
   }
 }

@@ -18,7 +18,9 @@
 #include "absl/status/statusor.h"
 #include "engine/engine_core.h"
 #include "loader/tokenizer.h"
+#include "server/auth.h"
 #include "server/detokenizer.h"
+#include "server/memory_release.h"
 #include "server/metrics.h"
 #include "server/validation.h"
 
@@ -31,6 +33,8 @@ struct ServerState {
   engine::EngineCore* engine = nullptr;
   const loader::Tokenizer* tokenizer = nullptr;  // null: the model serves token ids only
   Metrics* metrics = nullptr;
+  const ApiKeys* api_keys = nullptr;      // null or empty: no authentication
+  MemoryReleaser* memory = nullptr;       // null: large requests are not followed by a trim
   Limits limits;
   ModelLimits model;
   std::string model_name;
@@ -50,11 +54,14 @@ struct ServerState {
   std::atomic<bool> draining{false};
   std::atomic<bool> fatal{false};  // the engine stopped on a device failure (OPS-1)
 
-  // Request ids in flight (the gRPC Abort RPC).
+  // Requests in flight by (owner, request id), for the gRPC Abort RPC and any call that names a
+  // request (SEC-3). The owner is the API key's tenant ("" without keys): one tenant can neither
+  // reach nor detect another's requests, whatever ids they use.
   std::mutex mu;
-  absl::flat_hash_map<std::string, std::weak_ptr<Generation>> by_id;
-  std::atomic<uint64_t> next_id{1};
-  std::string NewRequestId(const char* prefix);
+  absl::flat_hash_map<std::pair<std::string, std::string>, std::weak_ptr<Generation>> by_id;
+  // `prefix` + 32 hex digits: 128 bits from the system's random source, so an id says nothing
+  // about when it was made or about any other id.
+  static std::string NewRequestId(const char* prefix);
 };
 
 class Generation : public std::enable_shared_from_this<Generation> {
@@ -78,11 +85,14 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   // Submits to the engine. RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (stopping), with
   // nothing left behind. `notify` is called on the engine thread when new output is ready; it
-  // must not block (it may call Poll). `api` names the front end in the log line.
+  // must not block (it may call Poll). `api` names the front end in the log line. `owner` is the
+  // caller's tenant: the request is registered under (owner, request_id), and a request id in
+  // flight for the same owner is INVALID_ARGUMENT.
   static absl::StatusOr<std::shared_ptr<Generation>> Start(ServerState* state,
                                                            engine::ValidatedRequest request,
                                                            std::vector<std::string> stop_strings,
-                                                           std::string request_id, std::string api,
+                                                           std::string request_id, std::string owner,
+                                                           std::string api,
                                                            std::function<void()> notify);
 
   // Moves everything ready into one merged event; false when nothing is new. The event with
@@ -97,6 +107,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   const std::string& request_id() const { return request_id_; }
   // The prompt's length in tokens (BOS included), known from the start.
   int64_t prompt_tokens() const { return prompt_tokens_; }
+  const std::string& owner() const { return owner_; }
   bool finished() const { return final_returned_.load(); }
 
   // Accounts for the request here if no Poll returned its final event (the client went away).
@@ -114,6 +125,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   ServerState* state_ = nullptr;
   std::string request_id_;
+  std::string owner_;
   std::string api_;
   uint64_t engine_id_ = 0;
   int64_t prompt_tokens_ = 0;

@@ -1,17 +1,22 @@
 // griffin-server: gRPC (griffin.v1.Generation, grpc.health.v1, reflection) and OpenAI-compatible
 // HTTP over the continuous-batching engine. See server/README.md for flags and examples.
 //
-// Lifecycle: load → warm-up step → ready. SIGTERM or SIGINT drains: readiness goes false, new
-// requests get UNAVAILABLE / 503, in-flight requests finish within --drain_timeout (then they
-// are aborted), and the process exits 0. Startup errors exit 1.
+// Lifecycle: load → warm-up step → ready. SIGTERM or SIGINT drains: readiness goes false, both
+// listeners stop accepting, idle HTTP connections close, in-flight requests finish within
+// --drain_timeout (then they end UNAVAILABLE), and the process exits 0 within drain_timeout + 1 s
+// whatever the clients do. SIGHUP reloads --api_key_file. Startup errors exit 1.
 #include <pthread.h>
 #include <signal.h>
-#include <unistd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +26,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "base/program_info.h"
 #include "base/utf8.h"
@@ -33,9 +40,11 @@
 #include "loader/checkpoint.h"
 #include "loader/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "server/auth.h"
 #include "server/generation.h"
 #include "server/grpc_service.h"
 #include "server/http_server.h"
+#include "server/memory_release.h"
 #include "server/metrics.h"
 #include "server/reflection_v1.h"
 #include "spdlog/spdlog.h"
@@ -78,8 +87,40 @@ ABSL_FLAG(int64_t, max_logit_bias, 300, "most logit_bias entries in one request"
 ABSL_FLAG(int64_t, max_prompts_per_request, 64,
           "most prompts in one /v1/completions prompt list (each gets n choices)");
 ABSL_FLAG(double, drain_timeout, 30.0, "seconds in-flight requests get to finish after SIGTERM");
-ABSL_FLAG(int, http_threads, 0, "HTTP worker threads; 0: slots + max_queue + 16");
-ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message / HTTP body accepted");
+ABSL_FLAG(int, http_threads, 0,
+          "HTTP I/O threads (every connection is served by them; none is held by a connection); "
+          "0: the number of CPUs, between 2 and 8");
+ABSL_FLAG(int, max_message_bytes, 4 << 20,
+          "largest gRPC message / HTTP request body accepted (a compressed body: after decoding)");
+ABSL_FLAG(int64_t, max_prompt_bytes, 0,
+          "longest text accepted before tokenizing (prompt, chat messages, /tokenize, gRPC "
+          "Tokenize); 0: 64 x --max_prompt_tokens");
+ABSL_FLAG(int64_t, max_logprob_entries, int64_t{1} << 20,
+          "most log-probabilities one request may ask for: n x max_tokens x (1 + top_logprobs)");
+ABSL_FLAG(int, max_connections, 4096,
+          "HTTP connections open at once; more are closed at accept");
+ABSL_FLAG(double, http_header_timeout, 10.0,
+          "seconds a request's line and headers may take from their first byte");
+ABSL_FLAG(double, http_body_timeout, 60.0, "seconds a request body may take to arrive");
+ABSL_FLAG(double, http_idle_timeout, 75.0,
+          "seconds an idle keep-alive connection stays open, and a client may take no response "
+          "data before it is closed (its request cancelled)");
+ABSL_FLAG(int, http_max_header_bytes, 16 << 10, "largest HTTP request line + headers (431 above)");
+ABSL_FLAG(int, http_max_header_fields, 100, "most HTTP header fields in a request (431 above)");
+ABSL_FLAG(std::string, allowed_origins, "",
+          "comma-separated origins (scheme://host[:port], or *) browsers may call from (CORS); "
+          "empty: none, and requests carrying another Origin are refused 403");
+ABSL_FLAG(std::string, api_key_file, "",
+          "file of API keys, one per line, optionally followed by a tenant name; reloaded on "
+          "SIGHUP. GRIFFIN_API_KEY adds one key. With any key, every call needs one (HTTP: "
+          "Authorization: Bearer KEY; gRPC: authorization metadata) except health, ready and "
+          "metrics");
+ABSL_FLAG(bool, protect_metrics, false, "require an API key for /metrics too");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: both ports serve TLS only (with --tls_key_file)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: clients must present a certificate they signed (mutual TLS)");
 ABSL_FLAG(double, debug_load_delay, 0.0,
           "test hook: seconds to wait, listening but not ready, before loading the model");
 ABSL_FLAG(int64_t, debug_fail_device_after_steps, -1,
@@ -219,6 +260,62 @@ int Run() {
   server::Metrics metrics(model_name);
   state.metrics = &metrics;
 
+  state.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes) > 0
+                                      ? absl::GetFlag(FLAGS_max_prompt_bytes)
+                                      : state.limits.max_prompt_tokens * 64;
+  state.limits.max_logprob_entries = absl::GetFlag(FLAGS_max_logprob_entries);
+
+  // API keys (SEC-6): never logged; only their count and tenants' count.
+  server::ApiKeys api_keys;
+  {
+    const char* env_key = std::getenv("GRIFFIN_API_KEY");
+    absl::Status loaded = api_keys.Load(absl::GetFlag(FLAGS_api_key_file),
+                                        env_key != nullptr ? env_key : "");
+    if (!loaded.ok()) {
+      Log(spdlog::level::err, absl::StrCat("startup failed: API keys: ", loaded.ToString()));
+      return 1;
+    }
+    if (api_keys.enabled()) {
+      Log(spdlog::level::info, absl::StrCat("api keys: ", api_keys.size(), " loaded"));
+    }
+  }
+  state.api_keys = &api_keys;
+  server::MemoryReleaser memory;
+  state.memory = &memory;
+
+  // TLS (SEC-7): the same certificate on both ports.
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert_file);
+  const std::string tls_key = absl::GetFlag(FLAGS_tls_key_file);
+  const std::string tls_ca = absl::GetFlag(FLAGS_tls_client_ca_file);
+  std::shared_ptr<grpc::ServerCredentials> grpc_credentials = grpc::InsecureServerCredentials();
+  if (!tls_cert.empty() || !tls_key.empty() || !tls_ca.empty()) {
+    if (tls_cert.empty() || tls_key.empty()) {
+      Log(spdlog::level::err, "startup failed: --tls_cert_file and --tls_key_file go together");
+      return 1;
+    }
+    // Names the flag, never the file's content.
+    auto read = [](const std::string& path, const char* flag, std::string* out) {
+      std::ifstream in(path, std::ios::binary);
+      std::stringstream text;
+      text << in.rdbuf();
+      *out = text.str();
+      if (in.is_open() && !out->empty()) return true;
+      Log(spdlog::level::err, absl::StrCat("startup failed: ", flag, " cannot be read"));
+      return false;
+    };
+    grpc::SslServerCredentialsOptions ssl(
+        tls_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                       : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!read(tls_cert, "--tls_cert_file", &pair.cert_chain) ||
+        !read(tls_key, "--tls_key_file", &pair.private_key) ||
+        (!tls_ca.empty() && !read(tls_ca, "--tls_client_ca_file", &ssl.pem_root_certs))) {
+      return 1;
+    }
+    ssl.pem_key_cert_pairs.push_back(std::move(pair));
+    grpc_credentials = grpc::SslServerCredentials(ssl);
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   server::GenerationService service(&state);
@@ -226,7 +323,7 @@ int Run() {
   int grpc_port = 0;
   builder.AddListeningPort(
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_grpc_port)),
-      grpc::InsecureServerCredentials(), &grpc_port);
+      grpc_credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.RegisterService(&service);
   builder.SetOption(server::MakeReflectionV1Option());  // v1alpha comes from gRPC's own plugin
@@ -246,27 +343,63 @@ int Run() {
 
   int http_threads = absl::GetFlag(FLAGS_http_threads);
   if (http_threads <= 0) {
-    const int slot_bound = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots)
-                                                          : absl::GetFlag(FLAGS_max_slots);
-    http_threads = slot_bound + max_queue + 16;
+    http_threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 2, 8);
   }
-  server::HttpServer http(
-      &state, {.host = absl::GetFlag(FLAGS_host),
-               .port = absl::GetFlag(FLAGS_http_port),
-               .threads = http_threads,
-               .max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_message_bytes))});
-  if (!http.Bind()) {
+  int max_connections = absl::GetFlag(FLAGS_max_connections);
+  {
+    // Each connection is a descriptor: raise the soft limit to the hard one, and keep the cap
+    // below it with room for the model files, gRPC and the engine.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+      getrlimit(RLIMIT_NOFILE, &files);
+      const rlim_t room = 512;
+      if (files.rlim_cur != RLIM_INFINITY &&
+          static_cast<rlim_t>(max_connections) + room > files.rlim_cur) {
+        max_connections = static_cast<int>(files.rlim_cur > room ? files.rlim_cur - room : 64);
+        Log(spdlog::level::warn,
+            absl::StrCat("--max_connections lowered to ", max_connections,
+                         " to fit the open-file limit (ulimit -n ", files.rlim_cur, ")"));
+      }
+    }
+  }
+  std::vector<std::string> origins;
+  for (absl::string_view origin :
+       absl::StrSplit(absl::GetFlag(FLAGS_allowed_origins), ',', absl::SkipWhitespace())) {
+    origins.emplace_back(absl::StripAsciiWhitespace(origin));
+  }
+  server::HttpOptions http_options;
+  server::HttpTransportOptions& t = http_options.transport;
+  t.host = absl::GetFlag(FLAGS_host);
+  t.port = absl::GetFlag(FLAGS_http_port);
+  t.threads = http_threads;
+  t.max_connections = max_connections;
+  t.max_header_bytes = static_cast<size_t>(std::max(1024, absl::GetFlag(FLAGS_http_max_header_bytes)));
+  t.max_header_count = std::max(8, absl::GetFlag(FLAGS_http_max_header_fields));
+  t.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_message_bytes));
+  t.header_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_header_timeout));
+  t.body_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_body_timeout));
+  t.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_idle_timeout));
+  t.allowed_origins = std::move(origins);
+  t.tls_cert_file = tls_cert;
+  t.tls_key_file = tls_key;
+  t.tls_client_ca_file = tls_ca;
+  t.api_keys = &api_keys;
+  t.on_large_request = [&memory](size_t bytes) { memory.NoteLargeRequest(bytes); };
+  http_options.protect_metrics = absl::GetFlag(FLAGS_protect_metrics);
+  server::HttpServer http(&state, std::move(http_options));
+  if (absl::Status started = http.Start(); !started.ok()) {
     grpc_server->Shutdown();
-    Log(spdlog::level::err, absl::StrCat("startup failed: cannot listen on HTTP port ",
-                                         absl::GetFlag(FLAGS_http_port)));
+    Log(spdlog::level::err,
+        absl::StrCat("startup failed: HTTP port ", absl::GetFlag(FLAGS_http_port), ": ",
+                     started.message()));
     return 1;
   }
-  std::thread http_thread([&http] { http.Listen(); });
   auto fail = [&](const std::string& what, const absl::Status& s) {
     Log(spdlog::level::err, absl::StrCat("startup failed: ", what, ": ", s.ToString()));
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    http.Stop();
-    http_thread.join();
+    http.Stop(absl::ZeroDuration());
     return 1;
   };
 
@@ -381,6 +514,7 @@ int Run() {
   state.backend_name = backend_name;
   state.state_bytes_per_sequence = state_bytes;
   state.num_slots = slots;
+  state.limits.max_sequences = static_cast<int64_t>(slots) + max_queue;
   state.model = {.vocab_size = config.vocab_size,
                  .bos_id = config.bos_token_id,
                  .eos_id = config.eos_token_id,
@@ -397,18 +531,30 @@ int Run() {
                    " http=", absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_http_port),
                    " grpc=", absl::GetFlag(FLAGS_host), ":", grpc_port));
 
-  // Wait for SIGTERM / SIGINT (blocked in every thread; taken here).
+  // Wait for SIGTERM / SIGINT (blocked in every thread; taken here); SIGHUP reloads the keys.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (absl::GetFlag(FLAGS_api_key_file).empty()) {
+      Log(spdlog::level::info, "SIGHUP: no --api_key_file to reload");
+      continue;
+    }
+    absl::Status reloaded = api_keys.Reload();
+    Log(reloaded.ok() ? spdlog::level::info : spdlog::level::err,
+        reloaded.ok() ? absl::StrCat("api keys: reloaded, ", api_keys.size(), " keys")
+                      : absl::StrCat("api keys: reload failed (", reloaded.ToString(),
+                                     "); the previous ", api_keys.size(), " keys stay"));
+  }
 
-  // Drain (CAN-6).
+  // Drain (CAN-6, SEC-5).
   state.draining.store(true);
   state.ready.store(false);
   if (health != nullptr) health->SetServingStatus(false);
+  http.BeginDrain();
   Log(spdlog::level::info, absl::StrCat(state.fatal.load() ? "stopping" : "draining", ": signal ", sig));
   const absl::Time drain_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
   // gRPC stops taking calls now (GOAWAY, then the listener closes) rather than answering them
@@ -431,9 +577,10 @@ int Run() {
         absl::StrCat("drain timeout: aborting ", left.waiting + left.running, " requests"));
   }
   state.engine->Stop();  // anything left ends UNAVAILABLE
+  // The last events (an error event and [DONE], or a 503) get a moment to reach clients that
+  // read; a client that does not read is closed then.
+  http.Stop(absl::Milliseconds(500));
   grpc_shutdown.join();
-  http.Stop();
-  http_thread.join();
   grpc_server->Wait();
   const bool fatal = state.fatal.load();
   Log(fatal ? spdlog::level::err : spdlog::level::info,
@@ -451,6 +598,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
   griffin::ParseProgramFlags(

@@ -18,6 +18,30 @@ namespace pb = ::griffin::v1;
 std::atomic<int64_t> g_created{0};
 std::atomic<int64_t> g_destroyed{0};
 
+// Requests whose text is at least this large are followed by a malloc_trim (SEC-9).
+constexpr size_t kLargeRequestBytes = 256 << 10;
+
+// The caller's tenant from its `authorization: Bearer KEY` metadata (SEC-6): "" when no keys are
+// configured, nullopt when a key is required and this one is missing or not configured.
+std::optional<std::string> CallerTenant(const ServerState& state,
+                                        const grpc::CallbackServerContext* context) {
+  if (state.api_keys == nullptr || !state.api_keys->enabled()) return std::string();
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return std::nullopt;
+  const std::string_view value(it->second.data(), it->second.size());
+  std::optional<std::string_view> token = ApiKeys::BearerToken(value);
+  if (!token) return std::nullopt;
+  return state.api_keys->Authenticate(*token);
+}
+
+const grpc::Status& Unauthenticated() {
+  static const grpc::Status* status = new grpc::Status(
+      grpc::StatusCode::UNAUTHENTICATED,
+      "a valid API key is required (metadata authorization: Bearer KEY)");
+  return *status;
+}
+
 pb::FinishReason ToProto(const std::string& reason) {
   if (reason == "stop") return pb::FINISH_REASON_STOP;
   if (reason == "length") return pb::FINISH_REASON_LENGTH;
@@ -78,6 +102,18 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
                   const pb::GenerateRequest* request)
       : state_(state), context_(context) {
     g_created.fetch_add(1);
+    std::optional<std::string> tenant = CallerTenant(*state, context);
+    if (!tenant) {
+      state_->metrics->Rejected("unauthenticated");
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        finished_ = true;
+      }
+      Finish(Unauthenticated());
+      return;
+    }
+    tenant_ = std::move(*tenant);
+    if (request->ByteSizeLong() >= kLargeRequestBytes) large_request_ = true;
     absl::Status status = StartGeneration(*request);
     if (!status.ok()) {
       {
@@ -127,6 +163,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
       g->ClearNotify();  // no more calls into this reactor
       if (!g->finished()) g->Cancel(absl::CancelledError("the call ended"));
     }
+    if (large_request_ && state_->memory != nullptr) state_->memory->NoteLargeRequest(0);
     delete this;
   }
 
@@ -163,7 +200,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     }
     std::lock_guard<std::mutex> lock(mu_);
     absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
-        state_, std::move(v->request), std::move(v->stop_strings), id, "grpc", [this] {
+        state_, std::move(v->request), std::move(v->stop_strings), id, tenant_, "grpc", [this] {
           std::lock_guard<std::mutex> inner(mu_);
           MaybeWriteLocked();
         });
@@ -242,6 +279,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
 
   ServerState* const state_;
   grpc::CallbackServerContext* const context_;
+  std::string tenant_;  // the caller's (SEC-3: it owns the request)
+  bool large_request_ = false;
   std::string request_id_;
   std::mutex mu_;
   std::shared_ptr<Generation> generation_;    // guarded by mu_
@@ -269,8 +308,21 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       const pb::TokenizeRequest* request,
                                                       pb::TokenizeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!CallerTenant(*state_, context)) {
+    state_->metrics->Rejected("unauthenticated");
+    reactor->Finish(Unauthenticated());
+    return reactor;
+  }
   if (!state_->loaded.load(std::memory_order_acquire)) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading"));
+    return reactor;
+  }
+  // Before any work on the text (LEN-1: tokenizing is the expensive part).
+  if (static_cast<int64_t>(request->text().size()) > state_->limits.max_prompt_bytes) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("text is longer than the limit of ", state_->limits.max_prompt_bytes,
+                     " bytes")));
     return reactor;
   }
   if (state_->tokenizer == nullptr) {
@@ -291,6 +343,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
   if (request->add_bos()) response->add_token_ids(state_->model.bos_id);
   for (int id : *ids) response->add_token_ids(id);
   reactor->Finish(grpc::Status::OK);
+  if (request->text().size() >= kLargeRequestBytes && state_->memory != nullptr) {
+    state_->memory->NoteLargeRequest(request->text().size());
+  }
   return reactor;
 }
 
@@ -298,14 +353,26 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
                                                    const pb::AbortRequest* request,
                                                    pb::AbortResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<std::string> tenant = CallerTenant(*state_, context);
+  if (!tenant) {
+    state_->metrics->Rejected("unauthenticated");
+    reactor->Finish(Unauthenticated());
+    return reactor;
+  }
+  // SEC-3: only the caller's own requests are reachable; any other id, whether it exists for
+  // another tenant, has finished or never existed, gets the same NOT_FOUND.
   std::shared_ptr<Generation> g;
   {
     std::lock_guard<std::mutex> lock(state_->mu);
-    auto it = state_->by_id.find(request->request_id());
+    auto it = state_->by_id.find(std::make_pair(*tenant, request->request_id()));
     if (it != state_->by_id.end()) g = it->second.lock();
   }
-  if (g != nullptr) g->Cancel(absl::OkStatus());
-  response->set_found(g != nullptr);
+  if (g == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no such request in flight"));
+    return reactor;
+  }
+  g->Cancel(absl::OkStatus());
+  response->set_found(true);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -314,6 +381,11 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
                                                           const pb::GetModelInfoRequest*,
                                                           pb::GetModelInfoResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!CallerTenant(*state_, context)) {
+    state_->metrics->Rejected("unauthenticated");
+    reactor->Finish(Unauthenticated());
+    return reactor;
+  }
   if (!state_->loaded.load(std::memory_order_acquire)) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading"));
     return reactor;

@@ -1,22 +1,12 @@
 #include "server/http_server.h"
 
-#include <dirent.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <condition_variable>
-#include <cstdlib>
 #include <limits>
-#include <mutex>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/utf8.h"
-#include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "server/grpc_service.h"
 #include "spdlog/spdlog.h"
@@ -68,16 +58,63 @@ const char* ErrorType(int http) {
   }
 }
 
-void SendError(httplib::Response& res, const absl::Status& status) {
+HttpResponse ErrorResponse(const absl::Status& status) {
   const int http = HttpCode(status.code());
+  HttpResponse res;
   res.status = http;
-  if (http == 429) res.set_header("Retry-After", "1");
+  if (http == 429) res.headers.emplace_back("Retry-After", "1");
   json j = {{"error",
              {{"message", std::string(status.message())},
               {"type", ErrorType(http)},
               {"param", nullptr},
               {"code", http}}}};
-  res.set_content(Dump(j), "application/json");
+  res.body = Dump(j);
+  return res;
+}
+
+HttpReply Reply(HttpResponse response) { return HttpReply{std::move(response), nullptr}; }
+HttpReply Error(const absl::Status& status) { return Reply(ErrorResponse(status)); }
+HttpReply Json(const json& body) {
+  return Reply(HttpResponse{.content_type = "application/json", .body = Dump(body)});
+}
+
+// Deeper nesting than any request of this API needs is refused before parsing: a body of
+// brackets would otherwise cost a JSON node per byte (hundreds of bytes each).
+constexpr int kMaxJsonDepth = 32;
+bool NestsTooDeep(const std::string& text) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+// The request body as a JSON object, or INVALID_ARGUMENT.
+absl::StatusOr<json> ParseBody(const std::string& body) {
+  if (NestsTooDeep(body)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
+  }
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return absl::InvalidArgumentError("the body must be a JSON object");
+  }
+  return parsed;
 }
 
 absl::Status Invalid(const std::string& field, const std::string& what) {
@@ -325,6 +362,7 @@ absl::Status ParseChat(const json& b, const ServerState& state, OpenAiRequest* r
   if (msgs == b.end() || !msgs->is_array()) return Invalid("messages", "must be an array");
   if (state.tokenizer == nullptr) return Invalid("messages", "need a model with a tokenizer");
   std::vector<ChatMessage> messages;
+  size_t total_bytes = 0;
   for (const json& m : *msgs) {
     if (!m.is_object()) return Invalid("messages", "must hold objects");
     auto role = m.find("role");
@@ -347,7 +385,13 @@ absl::Status ParseChat(const json& b, const ServerState& state, OpenAiRequest* r
     } else {
       return Invalid("messages.content", "must be a string or an array of text parts");
     }
+    total_bytes += cm.content.size();
     messages.push_back(std::move(cm));
+  }
+  // Before any tokenizing (LEN-1): the text of all messages together.
+  if (static_cast<int64_t>(total_bytes) > state.limits.max_prompt_bytes) {
+    return Invalid("messages", absl::StrCat("are longer than the limit of ",
+                                            state.limits.max_prompt_bytes, " bytes"));
   }
   absl::StatusOr<std::vector<int64_t>> ids =
       ApplyGemmaChatTemplate(messages, *state.tokenizer, state.model.bos_id);
@@ -360,57 +404,7 @@ absl::Status ParseChat(const json& b, const ServerState& state, OpenAiRequest* r
   return absl::OkStatus();
 }
 
-// ---- Client disconnect: the socket that carries `req`, found by its two ports.
-
-int FindConnectionFd(const httplib::Request& req) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int found = -1;
-  while (dirent* e = readdir(dir)) {
-    const int fd = std::atoi(e->d_name);
-    if (fd <= 2) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t ll = sizeof(local), pl = sizeof(peer);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0) continue;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
-    auto port = [](const sockaddr_storage& a) -> int {
-      if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
-      if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
-      return -1;
-    };
-    if (port(local) == req.local_port && port(peer) == req.remote_port) {
-      found = fd;
-      break;
-    }
-  }
-  closedir(dir);
-  return found;
-}
-
-bool ConnectionClosed(int fd) {
-  if (fd < 0) return false;
-  pollfd p{.fd = fd, .events = POLLRDHUP, .revents = 0};
-  if (poll(&p, 1, 0) <= 0) return false;
-  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-}
-
-// ---- Running one OpenAI request: n generations and what they produced.
-
-struct Waiter {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool signaled = false;
-  void Notify() {
-    std::lock_guard<std::mutex> lock(mu);
-    signaled = true;
-    cv.notify_all();
-  }
-  void Wait(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait_for(lock, timeout, [&] { return signaled; });
-    signaled = false;
-  }
-};
+// ---- Running one OpenAI request: n generations (per prompt) and what they produced.
 
 struct Choice {
   std::shared_ptr<Generation> generation;
@@ -436,10 +430,7 @@ struct Run {
   OpenAiRequest request;
   std::string id;
   int64_t created = 0;
-  std::shared_ptr<Waiter> waiter = std::make_shared<Waiter>();
   std::vector<Choice> choices;
-  int fd = -1;
-  bool cancelled = false;
 
   bool AllDone() const {
     for (const Choice& c : choices) {
@@ -447,28 +438,13 @@ struct Run {
     }
     return true;
   }
+  // Each unfinished generation ends within one engine step; nothing here waits for that.
   void CancelAll(const absl::Status& status) {
-    cancelled = true;
     for (Choice& c : choices) {
-      if (!c.done) c.generation->Cancel(status);
+      if (!c.done && c.generation != nullptr) c.generation->Cancel(status);
     }
   }
-  // Waits (bounded: every generation ends within one engine step once cancelled) for the rest.
-  void DrainAfterCancel() {
-    for (int i = 0; i < 20000 && !AllDone(); ++i) {
-      Generation::Event ev;
-      for (Choice& c : choices) {
-        while (!c.done && c.generation->Poll(&ev)) c.done = ev.finished;
-      }
-      if (!AllDone()) waiter->Wait(std::chrono::milliseconds(5));
-    }
-  }
-  ~Run() {
-    if (!AllDone()) {
-      CancelAll(absl::CancelledError("the client went away"));
-      DrainAfterCancel();
-    }
-  }
+  ~Run() { CancelAll(absl::CancelledError("the client went away")); }
 };
 
 std::string TokenText(const ServerState& state, int32_t id) {
@@ -574,23 +550,23 @@ std::string OpenAiFinish(const std::string& reason) {
   return reason;
 }
 
-absl::StatusOr<std::unique_ptr<Run>> StartRun(ServerState* state, const httplib::Request& req,
-                                              bool chat) {
+absl::StatusOr<std::shared_ptr<Run>> StartRun(ServerState* state, const HttpRequest& req,
+                                              const HttpWaker& wake, bool chat) {
   if (state->draining.load() || !state->ready.load()) {
     state->metrics->Rejected("unavailable");
     return absl::UnavailableError("the server is not accepting requests");
   }
-  auto run = std::make_unique<Run>();
+  auto run = std::make_shared<Run>();
   run->state = state;
-  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object()) {
+  absl::StatusOr<json> body = ParseBody(req.body);
+  if (!body.ok()) {
     state->metrics->Rejected("invalid");
-    return absl::InvalidArgumentError("the body must be a JSON object");
+    return body.status();
   }
   absl::Status parsed;
   try {  // the readers check types; this catches any nlohmann type error they did not foresee
-    parsed = chat ? ParseChat(body, *state, &run->request)
-                  : ParseCompletion(body, *state, &run->request);
+    parsed = chat ? ParseChat(*body, *state, &run->request)
+                  : ParseCompletion(*body, *state, &run->request);
   } catch (const json::exception&) {
     parsed = absl::InvalidArgumentError("the body has a field of the wrong type");
   }
@@ -611,6 +587,25 @@ absl::StatusOr<std::unique_ptr<Run>> StartRun(ServerState* state, const httplib:
       break;
     }
     validated.push_back(std::move(*v));
+  }
+  // The whole request against what the server could ever hold and return (a prompt list
+  // multiplies both): a clear 400 rather than a 429 no retry can cure, or a gigantic response.
+  if (parsed.ok()) {
+    const int64_t sequences = static_cast<int64_t>(validated.size()) * validated.front().n;
+    if (sequences > state->limits.max_sequences) {
+      parsed = Invalid("n", absl::StrCat("x the number of prompts must be at most ",
+                                         state->limits.max_sequences,
+                                         ": the sequences this server can hold at once"));
+    }
+    int64_t entries = 0;
+    for (const ValidatedGenerate& v : validated) {
+      entries = std::min<int64_t>(entries + LogprobEntries(v), std::numeric_limits<int64_t>::max() / 2);
+    }
+    if (parsed.ok() && entries > state->limits.max_logprob_entries) {
+      parsed = Invalid("prompt", absl::StrCat("list asks for more than ",
+                                              state->limits.max_logprob_entries,
+                                              " log-probabilities in all"));
+    }
   }
   if (!parsed.ok()) {
     state->metrics->Rejected("invalid");
@@ -638,25 +633,22 @@ absl::StatusOr<std::unique_ptr<Run>> StartRun(ServerState* state, const httplib:
       engine::ValidatedRequest r = validated[p].request;
       r.deadline = absl::Now() + state->request_timeout;
       r.sampling.seed += static_cast<uint64_t>(i);  // n choices differ; the same seed repeats them
-      std::shared_ptr<Waiter> waiter = run->waiter;
       absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
           state, std::move(r), validated[p].stop_strings,
-          run->choices.size() == 1 ? run->id : absl::StrCat(run->id, "-", index),
-          chat ? "chat" : "completions", [waiter] { waiter->Notify(); });
+          run->choices.size() == 1 ? run->id : absl::StrCat(run->id, "-", index), req.tenant,
+          chat ? "chat" : "completions", wake);
       if (!g.ok()) {
         state->metrics->Rejected(g.status().code() == absl::StatusCode::kResourceExhausted
                                      ? "queue_full"
                                      : "unavailable");
         run->choices.resize(index);
         run->CancelAll(absl::CancelledError("a sibling was rejected"));
-        run->DrainAfterCancel();
         return g.status();
       }
       c.generation = *g;
       c.prompt_tokens = c.generation->prompt_tokens();
     }
   }
-  run->fd = FindConnectionFd(req);
   return run;
 }
 
@@ -691,35 +683,46 @@ json Usage(const Run& run) {
   return UsageJson(prompt, completion);
 }
 
-void Respond(ServerState* state, const httplib::Request& req, httplib::Response& res, bool chat) {
-  absl::StatusOr<std::unique_ptr<Run>> started = StartRun(state, req, chat);
-  if (!started.ok()) {
-    SendError(res, started.status());
-    return;
-  }
-  std::shared_ptr<Run> run = std::move(*started);
-  const OpenAiRequest& request = run->request;
+// One OpenAI request after it started: the transport polls it when the engine has news (the
+// generations' notify wakes the connection) and writes what it returns. Nothing here blocks or
+// holds a thread while the request waits or streams.
+class CompletionReply final : public HttpAsyncReply {
+ public:
+  CompletionReply(ServerState* state, std::shared_ptr<Run> run, bool chat)
+      : state_(state), run_(std::move(run)), chat_(chat), offsets_(run_->choices.size(), 0) {}
 
-  if (!request.stream) {
-    while (!run->AllDone()) {
-      run->waiter->Wait(std::chrono::milliseconds(50));
-      Generation::Event ev;
-      for (Choice& c : run->choices) {
-        while (!c.done && c.generation->Poll(&ev)) Apply(c, ev);
-      }
-      if (!run->AllDone() && !run->cancelled && ConnectionClosed(run->fd)) {
-        run->CancelAll(absl::CancelledError("the client went away"));
-      }
+  void Poll(Output* out) override {
+    if (run_->request.stream) {
+      PollStream(out);
+    } else {
+      PollWhole(out);
     }
-    for (const Choice& c : run->choices) {
+  }
+
+  // The connection closed first (the client went away, stopped reading, or the server stops).
+  void Cancel() override { run_->CancelAll(absl::CancelledError("the client went away")); }
+
+ private:
+  // Non-streaming: one response once every choice has finished.
+  void PollWhole(Output* out) {
+    ServerState* state = state_;
+    const bool chat = chat_;
+    const OpenAiRequest& request = run_->request;
+    Generation::Event ev;
+    for (Choice& c : run_->choices) {
+      while (!c.done && c.generation->Poll(&ev)) Apply(c, ev);
+    }
+    if (!run_->AllDone()) return;
+    out->done = true;
+    for (const Choice& c : run_->choices) {
       if (!c.status.ok()) {
-        SendError(res, c.status);
+        out->head = ErrorResponse(c.status);
         return;
       }
     }
     json choices = json::array();
-    for (size_t i = 0; i < run->choices.size(); ++i) {
-      const Choice& c = run->choices[i];
+    for (size_t i = 0; i < run_->choices.size(); ++i) {
+      const Choice& c = run_->choices[i];
       json lp = nullptr;
       if (request.logprobs) {
         if (chat) {
@@ -749,163 +752,155 @@ void Respond(ServerState* state, const httplib::Request& req, httplib::Response&
       }
     }
     json body = {
-        {"id", run->id},           {"object", chat ? "chat.completion" : "text_completion"},
-        {"created", run->created}, {"model", state->model_name},
-        {"choices", choices},      {"usage", Usage(*run)}};
+        {"id", run_->id},           {"object", chat ? "chat.completion" : "text_completion"},
+        {"created", run_->created}, {"model", state->model_name},
+        {"choices", choices},       {"usage", Usage(*run_)}};
     if (chat && request.prompt_logprobs) {  // vLLM puts it beside the choices for chat
-      body["prompt_logprobs"] = PromptLogprobsJson(*state, run->choices[0],
+      body["prompt_logprobs"] = PromptLogprobsJson(*state, run_->choices[0],
                                                    *request.prompt_logprobs);
     }
-    res.set_content(Dump(body), "application/json");
-    return;
+    out->head = HttpResponse{.content_type = "application/json", .body = Dump(body)};
   }
 
-  // SSE: the provider runs on this worker thread after the handler returns.
-  res.set_header("Cache-Control", "no-cache");
-  auto offsets = std::make_shared<std::vector<int64_t>>(run->choices.size(), 0);
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [run, state, chat, offsets](size_t, httplib::DataSink& sink) -> bool {
-        const OpenAiRequest& request = run->request;
-        auto send = [&](const json& j) {
-          const std::string line = absl::StrCat("data: ", Dump(j), "\n\n");
-          return sink.write(line.data(), line.size());
-        };
-        auto chunk = [&](json choices) {
-          return json{{"id", run->id},
-                      {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                      {"created", run->created},
-                      {"model", state->model_name},
-                      {"choices", std::move(choices)}};
-        };
-        while (true) {
-          for (size_t i = 0; i < run->choices.size(); ++i) {
-            Choice& c = run->choices[i];
-            Generation::Event ev;
-            while (!c.done && c.generation->Poll(&ev)) {
-              Apply(c, ev);
-              if (!c.status.ok()) {
-                const int http = HttpCode(c.status.code());
-                send({{"error",
-                       {{"message", std::string(c.status.message())},
-                        {"type", ErrorType(http)},
-                        {"code", http}}}});
-                run->CancelAll(absl::CancelledError("a sibling failed"));
-                const std::string done = "data: [DONE]\n\n";  // end the stream cleanly
-                sink.write(done.data(), done.size());
-                sink.done();
-                return true;
-              }
-              // The prompt's part (echo text, its log-probabilities) goes out with the choice's
-              // first event: the engine delivers the prompt's scores with the first token.
-              const bool prompt_now = !c.sent_prompt;
-              c.sent_prompt = true;
-              const std::string text = prompt_now ? c.echo_text + ev.text : ev.text;
-              json lp = nullptr;
-              if (request.logprobs && chat && !ev.logprobs.empty()) {
-                lp = json{{"content", ChatLogprobEntries(*state, ev.logprobs)}};
-              } else if (request.logprobs && !chat &&
-                         (!ev.logprobs.empty() || (prompt_now && request.input.echo))) {
-                CompletionLogprobs built;
-                if (prompt_now && request.input.echo) {
-                  built.AddPrompt(*state, c, request.echo_top, &(*offsets)[i]);
-                }
-                for (const auto& t : ev.logprobs) {
-                  built.Add(*state, t.id, &t, t.top.size(), &(*offsets)[i]);
-                }
-                lp = std::move(built).ToJson();
-              }
-              json finish = ev.finished ? json(OpenAiFinish(ev.finish_reason)) : json(nullptr);
-              json choice;
-              bool role_now = false;
-              if (chat) {
-                json delta = json::object();
-                if (!c.sent_role) {
-                  delta["role"] = "assistant";
-                  c.sent_role = true;
-                  role_now = true;
-                }
-                if (!text.empty() || !ev.finished) delta["content"] = text;
-                choice = {
-                    {"index", i}, {"delta", delta}, {"logprobs", lp}, {"finish_reason", finish}};
-              } else {
-                choice = {{"index", i}, {"text", text}, {"logprobs", lp}, {"finish_reason", finish}};
-                if (prompt_now && request.prompt_logprobs) {
-                  choice["prompt_logprobs"] =
-                      PromptLogprobsJson(*state, c, *request.prompt_logprobs);
-                }
-              }
-              if (text.empty() && !ev.finished && lp.is_null() && !role_now && !prompt_now) {
-                continue;  // nothing to say yet (text held back)
-              }
-              json out = chunk(json::array({choice}));
-              if (chat && prompt_now && request.prompt_logprobs) {
-                out["prompt_logprobs"] = PromptLogprobsJson(*state, c, *request.prompt_logprobs);
-              }
-              if (request.continuous_usage) {  // vLLM: this choice's usage so far, every chunk
-                out["usage"] = UsageJson(c.prompt_tokens, c.tokens_so_far);
-              }
-              if (!send(out)) {
-                run->CancelAll(absl::CancelledError("the client went away"));
-                return false;
-              }
-            }
-          }
-          if (run->AllDone()) {
-            if (request.include_usage) {
-              json last = chunk(json::array());
-              last["usage"] = Usage(*run);
-              if (!send(last)) return false;
-            }
-            const std::string done = "data: [DONE]\n\n";
-            sink.write(done.data(), done.size());
-            sink.done();
-            return true;
-          }
-          if (ConnectionClosed(run->fd)) {
-            run->CancelAll(absl::CancelledError("the client went away"));
-            return false;
-          }
-          run->waiter->Wait(std::chrono::milliseconds(50));
+  // Server-sent events: a head at once, then every event as it comes, then data: [DONE].
+  void PollStream(Output* out) {
+    ServerState* state = state_;
+    const bool chat = chat_;
+    const OpenAiRequest& request = run_->request;
+    if (!head_sent_) {
+      head_sent_ = true;
+      out->head = HttpResponse{.content_type = "text/event-stream", .stream = true};
+      out->head->headers.emplace_back("Cache-Control", "no-cache");
+    }
+    auto send = [&](const json& j) { absl::StrAppend(&out->data, "data: ", Dump(j), "\n\n"); };
+    auto chunk = [&](json choices) {
+      return json{{"id", run_->id},
+                  {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                  {"created", run_->created},
+                  {"model", state->model_name},
+                  {"choices", std::move(choices)}};
+    };
+    for (size_t i = 0; i < run_->choices.size(); ++i) {
+      Choice& c = run_->choices[i];
+      Generation::Event ev;
+      while (!c.done && c.generation->Poll(&ev)) {
+        Apply(c, ev);
+        if (!c.status.ok()) {
+          const int http = HttpCode(c.status.code());
+          send({{"error",
+                 {{"message", std::string(c.status.message())},
+                  {"type", ErrorType(http)},
+                  {"code", http}}}});
+          run_->CancelAll(absl::CancelledError("a sibling failed"));
+          out->data += "data: [DONE]\n\n";  // end the stream cleanly
+          out->done = true;
+          return;
         }
-      },
-      [run](bool success) {
-        if (!success && !run->AllDone())
-          run->CancelAll(absl::CancelledError("the client went away"));
-      });
+        // The prompt's part (echo text, its log-probabilities) goes out with the choice's
+        // first event: the engine delivers the prompt's scores with the first token.
+        const bool prompt_now = !c.sent_prompt;
+        c.sent_prompt = true;
+        const std::string text = prompt_now ? c.echo_text + ev.text : ev.text;
+        json lp = nullptr;
+        if (request.logprobs && chat && !ev.logprobs.empty()) {
+          lp = json{{"content", ChatLogprobEntries(*state, ev.logprobs)}};
+        } else if (request.logprobs && !chat &&
+                   (!ev.logprobs.empty() || (prompt_now && request.input.echo))) {
+          CompletionLogprobs built;
+          if (prompt_now && request.input.echo) {
+            built.AddPrompt(*state, c, request.echo_top, &offsets_[i]);
+          }
+          for (const auto& t : ev.logprobs) {
+            built.Add(*state, t.id, &t, t.top.size(), &offsets_[i]);
+          }
+          lp = std::move(built).ToJson();
+        }
+        json finish = ev.finished ? json(OpenAiFinish(ev.finish_reason)) : json(nullptr);
+        json choice;
+        bool role_now = false;
+        if (chat) {
+          json delta = json::object();
+          if (!c.sent_role) {
+            delta["role"] = "assistant";
+            c.sent_role = true;
+            role_now = true;
+          }
+          if (!text.empty() || !ev.finished) delta["content"] = text;
+          choice = {{"index", i}, {"delta", delta}, {"logprobs", lp}, {"finish_reason", finish}};
+        } else {
+          choice = {{"index", i}, {"text", text}, {"logprobs", lp}, {"finish_reason", finish}};
+          if (prompt_now && request.prompt_logprobs) {
+            choice["prompt_logprobs"] = PromptLogprobsJson(*state, c, *request.prompt_logprobs);
+          }
+        }
+        if (text.empty() && !ev.finished && lp.is_null() && !role_now && !prompt_now) {
+          continue;  // nothing to say yet (text held back)
+        }
+        json event = chunk(json::array({choice}));
+        if (chat && prompt_now && request.prompt_logprobs) {
+          event["prompt_logprobs"] = PromptLogprobsJson(*state, c, *request.prompt_logprobs);
+        }
+        if (request.continuous_usage) {  // vLLM: this choice's usage so far, every chunk
+          event["usage"] = UsageJson(c.prompt_tokens, c.tokens_so_far);
+        }
+        send(event);
+      }
+    }
+    if (run_->AllDone()) {
+      if (request.include_usage) {
+        json last = chunk(json::array());
+        last["usage"] = Usage(*run_);
+        send(last);
+      }
+      out->data += "data: [DONE]\n\n";
+      out->done = true;
+    }
+  }
+
+  ServerState* const state_;
+  const std::shared_ptr<Run> run_;
+  const bool chat_;
+  std::vector<int64_t> offsets_;  // completions logprobs: text offset per choice
+  bool head_sent_ = false;
+};
+
+HttpReply Respond(ServerState* state, const HttpRequest& req, const HttpWaker& wake, bool chat) {
+  absl::StatusOr<std::shared_ptr<Run>> started = StartRun(state, req, wake, chat);
+  if (!started.ok()) return Error(started.status());
+  return HttpReply{{}, std::make_shared<CompletionReply>(state, std::move(*started), chat)};
 }
 
 }  // namespace
 
-HttpServer::HttpServer(ServerState* state, const HttpOptions& options)
-    : state_(state), options_(options), server_(std::make_unique<httplib::Server>()) {
-  httplib::Server& s = *server_;
-  const int threads = std::max(options_.threads, 8);
-  s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  s.set_payload_max_length(options_.max_body_bytes);
-  s.set_keep_alive_timeout(2);
-  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-    SendError(res, absl::InternalError("internal error"));
-  });
-  s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    if (res.status == 404) {
-      SendError(res, absl::NotFoundError("no such route"));
-    } else if (res.status == 413) {
-      res.set_content(Dump({{"error",
-                             {{"message", "the request body is too large"},
-                              {"type", "invalid_request_error"},
-                              {"code", 413}}}}),
-                      "application/json");
-    }
-  });
+HttpServer::HttpServer(ServerState* state, HttpOptions options) : state_(state) {
+  options.transport.api_keys = state->api_keys;
+  std::vector<HttpRoute> routes = Routes(options.protect_metrics);
+  transport_ = std::make_unique<HttpTransport>(std::move(options.transport), std::move(routes));
+}
+
+HttpServer::~HttpServer() { transport_->Stop(absl::ZeroDuration()); }
+
+absl::Status HttpServer::Start() { return transport_->Start(); }
+void HttpServer::BeginDrain() { transport_->BeginDrain(); }
+void HttpServer::Stop(absl::Duration grace) { transport_->Stop(grace); }
+int HttpServer::port() const { return transport_->port(); }
+const HttpTransportStats& HttpServer::stats() const { return transport_->stats(); }
+
+std::vector<HttpRoute> HttpServer::Routes(bool protect_metrics) {
   ServerState* st = state_;
-  s.Post("/v1/completions", [st](const httplib::Request& req, httplib::Response& res) {
-    Respond(st, req, res, /*chat=*/false);
-  });
-  s.Post("/v1/chat/completions", [st](const httplib::Request& req, httplib::Response& res) {
-    Respond(st, req, res, /*chat=*/true);
-  });
+  std::vector<HttpRoute> routes;
+  routes.push_back({.method = "POST",
+                    .path = "/v1/completions",
+                    .json_body = true,
+                    .handler = [st](HttpRequest req, HttpWaker wake) {
+                      return Respond(st, req, wake, /*chat=*/false);
+                    }});
+  routes.push_back({.method = "POST",
+                    .path = "/v1/chat/completions",
+                    .json_body = true,
+                    .handler = [st](HttpRequest req, HttpWaker wake) {
+                      return Respond(st, req, wake, /*chat=*/true);
+                    }});
   // max_model_len is the longest prompt accepted, the one figure /tokenize reports too: a client
   // that keeps prompt + max_tokens under it (vLLM's rule) is never refused for length, whereas the
   // sum of the two limits would invite prompts the server refuses. The state is fixed-size, so
@@ -919,130 +914,136 @@ HttpServer::HttpServer(ServerState* state, const HttpOptions& options)
                 {"parent", nullptr},
                 {"max_model_len", st->limits.max_prompt_tokens}};
   };
-  s.Get("/v1/models", [st, model_card](const httplib::Request&, httplib::Response& res) {
-    if (!st->loaded.load(std::memory_order_acquire)) {
-      return SendError(res, absl::UnavailableError("the model is loading"));
-    }
-    res.set_content(Dump({{"object", "list"}, {"data", json::array({model_card()})}}),
-                    "application/json");
-  });
-  s.Get(R"(/v1/models/(.+))", [st, model_card](const httplib::Request& req,
-                                               httplib::Response& res) {
-    if (!st->loaded.load(std::memory_order_acquire)) {
-      return SendError(res, absl::UnavailableError("the model is loading"));
-    }
-    if (req.matches.size() < 2 || req.matches[1].str() != st->model_name) {
-      res.status = 404;  // OpenAI's shape for an unknown model; the id is not echoed (TXT-7)
-      res.set_content(Dump({{"error",
-                             {{"message", "no model has this id (see /v1/models)"},
-                              {"type", "invalid_request_error"},
-                              {"param", "model"},
-                              {"code", "model_not_found"}}}}),
-                      "application/json");
-      return;
-    }
-    res.set_content(Dump(model_card()), "application/json");
-  });
-  s.Post("/tokenize", [st](const httplib::Request& req, httplib::Response& res) {
-    if (!st->loaded.load(std::memory_order_acquire)) {
-      return SendError(res, absl::UnavailableError("the model is loading"));
-    }
-    json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object() || !body.contains("prompt") ||
-        !body["prompt"].is_string()) {
-      return SendError(res, absl::InvalidArgumentError("prompt must be a string"));
-    }
-    if (st->tokenizer == nullptr) {
-      return SendError(res, absl::FailedPreconditionError("this model has no tokenizer"));
-    }
-    bool add_special = true;
-    if (absl::Status s = ReadBool(body, "add_special_tokens", &add_special); !s.ok()) {
-      return SendError(res, s);
-    }
-    absl::StatusOr<std::vector<int>> ids = st->tokenizer->Encode(body["prompt"].get<std::string>());
-    if (!ids.ok())
-      return SendError(res, absl::InvalidArgumentError("prompt could not be tokenized"));
-    json tokens = json::array();
-    if (add_special) tokens.push_back(st->model.bos_id);
-    for (int id : *ids) tokens.push_back(id);
-    res.set_content(Dump({{"tokens", tokens},
-                          {"count", tokens.size()},
-                          {"max_model_len", st->limits.max_prompt_tokens}}),
-                    "application/json");
-  });
-  s.Post("/detokenize", [st](const httplib::Request& req, httplib::Response& res) {
-    if (!st->loaded.load(std::memory_order_acquire)) {
-      return SendError(res, absl::UnavailableError("the model is loading"));
-    }
-    json body = json::parse(req.body, nullptr, false);
-    std::vector<int64_t> ids;
-    if (body.is_discarded() || !body.is_object() || !body.contains("tokens")) {
-      return SendError(res, absl::InvalidArgumentError("tokens must be an array of integers"));
-    }
-    if (absl::Status s = ReadIdList(body["tokens"], "tokens", &ids); !s.ok())
-      return SendError(res, s);
-    if (st->tokenizer == nullptr) {
-      return SendError(res, absl::FailedPreconditionError("this model has no tokenizer"));
-    }
-    const int vocab = std::min(st->model.vocab_size, st->tokenizer->vocab_size());
-    std::vector<int> v;
-    for (int64_t id : ids) {
-      if (id < 0 || id >= vocab) {
-        return SendError(res, absl::InvalidArgumentError(
-                                  absl::StrCat("tokens holds an id outside [0, ", vocab, ")")));
-      }
-      v.push_back(static_cast<int>(id));
-    }
-    res.set_content(Dump({{"prompt", SanitizeUtf8(st->tokenizer->Decode(v))}}), "application/json");
-  });
-  s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  s.Get("/ready", [st](const httplib::Request&, httplib::Response& res) {
-    const bool ready = st->loaded.load() && st->ready.load() && !st->draining.load();
-    res.status = ready ? 200 : 503;
-    res.set_content(ready ? "ready\n" : (st->draining.load() ? "draining\n" : "not ready\n"),
-                    "text/plain");
-  });
-  s.Get("/metrics", [st](const httplib::Request&, httplib::Response& res) {
-    st->metrics->SetCallObjects(GenerationService::reactors_created(),
-                                GenerationService::reactors_destroyed());
-    if (st->loaded.load(std::memory_order_acquire)) {
-      const engine::EngineStats stats = st->engine->stats();
-      res.set_content(st->metrics->Serialize(&stats), "text/plain; version=0.0.4");
-    } else {
-      res.set_content(st->metrics->Serialize(nullptr), "text/plain; version=0.0.4");
-    }
-  });
+  routes.push_back({.method = "GET",
+                    .path = "/v1/models",
+                    .handler = [st, model_card](HttpRequest, HttpWaker) {
+                      if (!st->loaded.load(std::memory_order_acquire)) {
+                        return Error(absl::UnavailableError("the model is loading"));
+                      }
+                      return Json({{"object", "list"}, {"data", json::array({model_card()})}});
+                    }});
+  routes.push_back(
+      {.method = "GET",
+       .path = "/v1/models/",
+       .prefix = true,
+       .handler = [st, model_card](HttpRequest req, HttpWaker) {
+         if (!st->loaded.load(std::memory_order_acquire)) {
+           return Error(absl::UnavailableError("the model is loading"));
+         }
+         const std::string id = req.path.substr(std::string("/v1/models/").size());
+         if (id != st->model_name) {
+           // OpenAI's shape for an unknown model; the id is not echoed (TXT-7).
+           return Reply(HttpResponse{
+               .status = 404,
+               .body = Dump({{"error",
+                              {{"message", "no model has this id (see /v1/models)"},
+                               {"type", "invalid_request_error"},
+                               {"param", "model"},
+                               {"code", "model_not_found"}}}})});
+         }
+         return Json(model_card());
+       }});
+  routes.push_back(
+      {.method = "POST",
+       .path = "/tokenize",
+       .json_body = true,
+       .handler = [st](HttpRequest req, HttpWaker) {
+         if (!st->loaded.load(std::memory_order_acquire)) {
+           return Error(absl::UnavailableError("the model is loading"));
+         }
+         absl::StatusOr<json> body = ParseBody(req.body);
+         if (!body.ok() || !body->contains("prompt") || !(*body)["prompt"].is_string()) {
+           return Error(absl::InvalidArgumentError("prompt must be a string"));
+         }
+         if (st->tokenizer == nullptr) {
+           return Error(absl::FailedPreconditionError("this model has no tokenizer"));
+         }
+         bool add_special = true;
+         if (absl::Status s = ReadBool(*body, "add_special_tokens", &add_special); !s.ok()) {
+           return Error(s);
+         }
+         const std::string& prompt = (*body)["prompt"].get_ref<const std::string&>();
+         // Before any work on the text (LEN-1): tokenizing is the expensive part.
+         if (static_cast<int64_t>(prompt.size()) > st->limits.max_prompt_bytes) {
+           return Error(Invalid("prompt", absl::StrCat("is longer than the limit of ",
+                                                       st->limits.max_prompt_bytes, " bytes")));
+         }
+         absl::StatusOr<std::vector<int>> ids = st->tokenizer->Encode(prompt);
+         if (!ids.ok()) {
+           return Error(absl::InvalidArgumentError("prompt could not be tokenized"));
+         }
+         json tokens = json::array();
+         if (add_special) tokens.push_back(st->model.bos_id);
+         for (int id : *ids) tokens.push_back(id);
+         return Json({{"tokens", tokens},
+                      {"count", tokens.size()},
+                      {"max_model_len", st->limits.max_prompt_tokens}});
+       }});
+  routes.push_back(
+      {.method = "POST",
+       .path = "/detokenize",
+       .json_body = true,
+       .handler = [st](HttpRequest req, HttpWaker) {
+         if (!st->loaded.load(std::memory_order_acquire)) {
+           return Error(absl::UnavailableError("the model is loading"));
+         }
+         absl::StatusOr<json> body = ParseBody(req.body);
+         std::vector<int64_t> ids;
+         if (!body.ok() || !body->contains("tokens")) {
+           return Error(absl::InvalidArgumentError("tokens must be an array of integers"));
+         }
+         if (absl::Status s = ReadIdList((*body)["tokens"], "tokens", &ids); !s.ok()) {
+           return Error(s);
+         }
+         if (st->tokenizer == nullptr) {
+           return Error(absl::FailedPreconditionError("this model has no tokenizer"));
+         }
+         const int vocab = std::min(st->model.vocab_size, st->tokenizer->vocab_size());
+         std::vector<int> v;
+         for (int64_t id : ids) {
+           if (id < 0 || id >= vocab) {
+             return Error(absl::InvalidArgumentError(
+                 absl::StrCat("tokens holds an id outside [0, ", vocab, ")")));
+           }
+           v.push_back(static_cast<int>(id));
+         }
+         return Json({{"prompt", SanitizeUtf8(st->tokenizer->Decode(v))}});
+       }});
+  routes.push_back({.method = "GET",
+                    .path = "/health",
+                    .open = true,
+                    .handler = [](HttpRequest, HttpWaker) {
+                      return Reply(HttpResponse{.content_type = "text/plain", .body = "ok\n"});
+                    }});
+  routes.push_back(
+      {.method = "GET",
+       .path = "/ready",
+       .open = true,
+       .handler = [st](HttpRequest, HttpWaker) {
+         const bool ready = st->loaded.load() && st->ready.load() && !st->draining.load();
+         return Reply(HttpResponse{
+             .status = ready ? 200 : 503,
+             .content_type = "text/plain",
+             .body = ready ? "ready\n" : (st->draining.load() ? "draining\n" : "not ready\n")});
+       }});
+  routes.push_back(
+      {.method = "GET",
+       .path = "/metrics",
+       .open = !protect_metrics,
+       .handler = [this, st](HttpRequest, HttpWaker) {
+         st->metrics->SetCallObjects(GenerationService::reactors_created(),
+                                     GenerationService::reactors_destroyed());
+         st->metrics->SetHttpStats(transport_->stats());
+         HttpResponse res{.content_type = "text/plain; version=0.0.4"};
+         if (st->loaded.load(std::memory_order_acquire)) {
+           const engine::EngineStats stats = st->engine->stats();
+           res.body = st->metrics->Serialize(&stats);
+         } else {
+           res.body = st->metrics->Serialize(nullptr);
+         }
+         return Reply(std::move(res));
+       }});
+  return routes;
 }
-
-HttpServer::~HttpServer() = default;
-
-bool HttpServer::Bind() {
-  // cpp-httplib's default socket options set SO_REUSEPORT, which would let a second server bind a
-  // port this one holds and silently take half its connections: SO_REUSEADDR only (fast restart).
-  int listen_fd = -1;
-  server_->set_socket_options([&listen_fd](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    listen_fd = sock;
-  });
-  if (!server_->bind_to_port(options_.host, options_.port)) {
-    spdlog::error("http: cannot bind {}:{}", options_.host, options_.port);
-    return false;
-  }
-  // The library listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
-  // libcpp-httplib): a burst of new connections beyond it waits for SYN retransmits (1 s) or fails.
-  // Listening again on the bound socket raises the backlog.
-  if (listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) != 0) {
-    spdlog::error("http: cannot raise the listen backlog");
-    return false;
-  }
-  return true;
-}
-
-void HttpServer::Listen() { server_->listen_after_bind(); }
-
-void HttpServer::Stop() { server_->stop(); }
 
 }  // namespace griffin::server

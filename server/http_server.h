@@ -1,43 +1,46 @@
-// The OpenAI-compatible HTTP front end on cpp-httplib: /v1/completions, /v1/chat/completions
-// (SSE with `stream: true`), /v1/models, /tokenize, /detokenize, /health, /ready, /metrics.
-// Each connection is served on a worker thread; an SSE stream (and a queued non-streaming
-// request) holds its worker until it ends, so the pool is sized by the caller for the slots plus
-// the queue, never httplib's default 8.
+// The OpenAI-compatible HTTP front end: /v1/completions, /v1/chat/completions (SSE with
+// `stream: true`), /v1/models, /tokenize, /detokenize, /health, /ready, /metrics.
+//
+// The routes are transport-neutral handlers (http_transport.h) served by HttpTransport (Beast
+// over Asio): a request waiting for the engine or streaming events holds no thread; the engine's
+// callback wakes its connection, which polls the request's generations and writes what is new.
 #ifndef GRIFFIN_SERVER_HTTP_SERVER_H_
 #define GRIFFIN_SERVER_HTTP_SERVER_H_
 
 #include <memory>
-#include <string>
+#include <vector>
 
+#include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "server/generation.h"
-
-namespace httplib {
-class Server;
-}
+#include "server/http_transport.h"
 
 namespace griffin::server {
 
 struct HttpOptions {
-  std::string host = "127.0.0.1";
-  int port = 8000;
-  int threads = 64;
-  size_t max_body_bytes = 4 << 20;
+  HttpTransportOptions transport;  // address, limits, timeouts, TLS, CORS (keys: state's)
+  bool protect_metrics = false;    // /metrics needs an API key too (health and ready never do)
 };
 
 class HttpServer {
  public:
-  HttpServer(ServerState* state, const HttpOptions& options);
+  HttpServer(ServerState* state, HttpOptions options);
   ~HttpServer();
-  // Binds; false (and a log line) if the address is taken.
-  bool Bind();
-  // Serves until Stop(); blocks.
-  void Listen();
-  void Stop();
+
+  // Binds and starts serving (see HttpTransport::Start for the errors).
+  absl::Status Start();
+  // SIGTERM: stop accepting; close connections that are not serving a request.
+  void BeginDrain();
+  // After the engine stopped: up to `grace` for responses to finish writing, then close all.
+  void Stop(absl::Duration grace);
+  int port() const;
+  const HttpTransportStats& stats() const;
 
  private:
+  std::vector<HttpRoute> Routes(bool protect_metrics);
+
   ServerState* state_;
-  HttpOptions options_;
-  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<HttpTransport> transport_;
 };
 
 }  // namespace griffin::server

@@ -39,7 +39,7 @@ Metrics::Metrics(const std::string& model_name)
                    .Name("griffin_request_rejected_total")
                    .Help("Requests rejected before enqueue, by reason.")
                    .Register(r);
-  for (const char* reason : {"invalid", "queue_full", "unavailable", "too_large"}) {
+  for (const char* reason : {"invalid", "queue_full", "unavailable", "too_large", "unauthenticated"}) {
     auto labels = labels_;
     labels["reason"] = reason;
     rejected_->Add(labels);
@@ -119,6 +119,67 @@ Metrics::Metrics(const std::string& model_name)
                           .Help("gRPC Generate handler objects destroyed (CAN-4).")
                           .Register(r)
                           .Add(labels_);
+  http_open_ = &BuildGauge()
+                    .Name("griffin_http_connections")
+                    .Help("HTTP connections open now.")
+                    .Register(r)
+                    .Add(labels_);
+  http_accepted_ = &BuildCounter()
+                        .Name("griffin_http_connections_accepted_total")
+                        .Help("HTTP connections accepted.")
+                        .Register(r)
+                        .Add(labels_);
+  http_refused_ = &BuildCounter()
+                       .Name("griffin_http_connections_refused_total")
+                       .Help("HTTP connections closed at accept: over --max_connections.")
+                       .Register(r)
+                       .Add(labels_);
+  auto& timeouts = BuildCounter()
+                       .Name("griffin_http_timeouts_total")
+                       .Help("HTTP connections closed by a deadline, by phase (header: "
+                             "--http_header_timeout, body: --http_body_timeout, idle: "
+                             "--http_idle_timeout while idle or writing).")
+                       .Register(r);
+  auto phase = [&](const char* name) {
+    auto labels = labels_;
+    labels["phase"] = name;
+    return &timeouts.Add(labels);
+  };
+  http_header_timeouts_ = phase("header");
+  http_body_timeouts_ = phase("body");
+  http_idle_timeouts_ = phase("idle");
+  http_tls_failures_ = &BuildCounter()
+                            .Name("griffin_http_tls_handshake_failures_total")
+                            .Help("HTTPS handshakes that failed (plaintext, no client "
+                                  "certificate, bad certificate, timeout).")
+                            .Register(r)
+                            .Add(labels_);
+}
+
+namespace {
+// Brings a counter up to a running total kept elsewhere.
+void SyncCounter(prometheus::Counter* counter, int64_t total) {
+  const double delta = static_cast<double>(total) - counter->Value();
+  if (delta > 0) counter->Increment(delta);
+}
+}  // namespace
+
+void Metrics::SetHttpStats(const HttpTransportStats& s) {
+  std::lock_guard<std::mutex> lock(http_mu_);
+  const int64_t unauthenticated = s.unauthenticated.load(std::memory_order_relaxed);
+  if (unauthenticated > http_unauthenticated_) {
+    auto labels = labels_;
+    labels["reason"] = "unauthenticated";
+    rejected_->Add(labels).Increment(static_cast<double>(unauthenticated - http_unauthenticated_));
+    http_unauthenticated_ = unauthenticated;
+  }
+  http_open_->Set(static_cast<double>(s.open.load(std::memory_order_relaxed)));
+  SyncCounter(http_accepted_, s.accepted.load(std::memory_order_relaxed));
+  SyncCounter(http_refused_, s.refused.load(std::memory_order_relaxed));
+  SyncCounter(http_header_timeouts_, s.header_timeouts.load(std::memory_order_relaxed));
+  SyncCounter(http_body_timeouts_, s.body_timeouts.load(std::memory_order_relaxed));
+  SyncCounter(http_idle_timeouts_, s.idle_timeouts.load(std::memory_order_relaxed));
+  SyncCounter(http_tls_failures_, s.tls_failures.load(std::memory_order_relaxed));
 }
 
 void Metrics::SetModel(int64_t state_bytes_per_sequence, int slots_total) {

@@ -5,9 +5,11 @@
 #define GRIFFIN_SERVER_METRICS_H_
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "engine/engine_core.h"
+#include "server/http_transport.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -26,11 +28,14 @@ class Metrics {
                        int64_t completion_tokens, const engine::RequestTimings& timings);
   void FirstToken(double seconds_since_arrival);
   void InterToken(double seconds);
-  // reason: "invalid", "queue_full", "unavailable", "too_large".
+  // reason: "invalid", "queue_full", "unavailable", "too_large", "unauthenticated".
   void Rejected(const std::string& reason);
 
   // Per-call objects of the gRPC Generate handler, created and destroyed so far (CAN-4).
   void SetCallObjects(int64_t created, int64_t destroyed);
+  // The HTTP transport's connection counters (SEC-1): open now, accepted, refused at accept,
+  // closed by each deadline, failed TLS handshakes.
+  void SetHttpStats(const HttpTransportStats& stats);
 
   // Sets the gauges from `stats` (null before the model is loaded) and returns the text format.
   std::string Serialize(const engine::EngineStats* stats);
@@ -55,6 +60,15 @@ class Metrics {
   prometheus::Gauge* state_bytes_;
   prometheus::Gauge* calls_created_;
   prometheus::Gauge* calls_destroyed_;
+  prometheus::Gauge* http_open_;
+  prometheus::Counter* http_accepted_;
+  prometheus::Counter* http_refused_;
+  prometheus::Counter* http_header_timeouts_;
+  prometheus::Counter* http_body_timeouts_;
+  prometheus::Counter* http_idle_timeouts_;
+  prometheus::Counter* http_tls_failures_;
+  std::mutex http_mu_;               // SetHttpStats runs on any /metrics request
+  int64_t http_unauthenticated_ = 0;  // guarded by http_mu_: 401s already counted
 };
 
 }  // namespace griffin::server

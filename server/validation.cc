@@ -1,6 +1,7 @@
 #include "server/validation.h"
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -96,6 +97,10 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
   const int64_t n = in.n.value_or(1);
   if (n < 1 || n > limits.max_n)
     return Invalid("n", absl::StrCat("must be in [1, ", limits.max_n, "]"));
+  if (n > limits.max_sequences) {
+    return Invalid("n", absl::StrCat("must be at most ", limits.max_sequences,
+                                     ": the sequences this server can hold at once"));
+  }
   out.n = static_cast<int>(n);
   const int64_t max_tokens =
       in.max_tokens.value_or(std::min(limits.default_max_tokens, limits.max_output_tokens));
@@ -178,11 +183,10 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
     if (IsBlank(text)) return Invalid("prompt", "is empty or only whitespace");
     if (tokenizer == nullptr)
       return Invalid("prompt", "must be token ids: this model has no tokenizer");
-    // A token holds at least one byte of text except for the byte-fallback splits, which need
-    // at most 4 tokens per byte: this bounds the work before tokenizing.
-    if (static_cast<int64_t>(text.size()) > limits.max_prompt_tokens * 64) {
+    // Bounds the work before tokenizing (--max_prompt_bytes).
+    if (static_cast<int64_t>(text.size()) > limits.max_prompt_bytes) {
       return Invalid("prompt", absl::StrCat("is longer than the limit of ",
-                                            limits.max_prompt_tokens, " tokens"));
+                                            limits.max_prompt_bytes, " bytes"));
     }
     absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(text);
     if (!ids.ok()) return Invalid("prompt", "could not be tokenized");
@@ -219,7 +223,26 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
   for (int32_t id : r.prompt) {
     if (id < 0 || id >= vocab) return Invalid("prompt", "holds a token id outside the vocabulary");
   }
+  // Response fan-out (OVL: one request cannot ask for a response of gigabytes).
+  if (LogprobEntries(out) > limits.max_logprob_entries) {
+    return Invalid(in.top_logprobs ? "top_logprobs" : "prompt_logprobs",
+                   absl::StrCat("with n and the lengths asks for more than ",
+                                limits.max_logprob_entries,
+                                " log-probabilities (n x tokens x (1 + alternatives))"));
+  }
   return out;
+}
+
+int64_t LogprobEntries(const ValidatedGenerate& v) {
+  const engine::ValidatedRequest& r = v.request;
+  // In floating point, saturated: limits are flags, so no product of them is assumed to fit.
+  long double per_choice = 0;
+  if (r.top_logprobs >= 0) per_choice += static_cast<long double>(r.max_tokens) * (1 + r.top_logprobs);
+  if (r.prompt_logprobs >= 0) {
+    per_choice += static_cast<long double>(r.prompt.size()) * (1 + r.prompt_logprobs);
+  }
+  const long double total = per_choice * v.n;
+  return total >= 9.2e18L ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(total);
 }
 
 absl::StatusOr<std::vector<int64_t>> ApplyGemmaChatTemplate(

@@ -25,6 +25,15 @@ struct Limits {
   int64_t default_max_tokens = 256;
   int64_t max_n = 8;
   int64_t max_top_logprobs = 20;
+  // Text longer than this (a prompt, the messages of a chat, /tokenize and gRPC Tokenize input)
+  // is refused before it is tokenized: tokenizing is the expensive part of a bad request.
+  int64_t max_prompt_bytes = 8192 * 64;
+  // What the server could ever hold at once (slots + queue): a request needing more sequences
+  // (n, or prompts x n) is INVALID_ARGUMENT rather than a RESOURCE_EXHAUSTED no retry can cure.
+  int64_t max_sequences = int64_t{1} << 30;
+  // Response fan-out: n x (max_tokens + scored prompt positions) x (1 + alternatives) log-
+  // probability entries at most, so one request cannot ask for a response of gigabytes.
+  int64_t max_logprob_entries = int64_t{1} << 20;
   int64_t max_stop_strings = 16;
   int64_t max_stop_string_bytes = 256;
   int64_t max_stop_token_ids = 64;
@@ -74,6 +83,10 @@ struct ValidatedGenerate {
 absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& input, const Limits& limits,
                                                    const ModelLimits& model,
                                                    const loader::Tokenizer* tokenizer);
+
+// The log-probability entries a validated request will return: n x (max_tokens x (1 +
+// top_logprobs) + prompt length x (1 + prompt_logprobs)), each term when asked for.
+int64_t LogprobEntries(const ValidatedGenerate& v);
 
 // A client-chosen request id: 1..64 of [A-Za-z0-9._:-].
 bool IsValidRequestId(const std::string& id);

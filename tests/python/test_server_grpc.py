@@ -152,7 +152,12 @@ def test_abort_rpc(server, stub, pb):
         if r.WhichOneof("output") == "complete":
             complete = r.complete
     assert complete.finish_reason == pb2.FINISH_REASON_ABORT
-    assert not stub.Abort(pb2.AbortRequest(request_id="abort-me-1"), timeout=10).found
+    # Finished: NOT_FOUND, as for an id that never existed (SEC-3: no hint either way).
+    for gone in ("abort-me-1", "never-was"):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Abort(pb2.AbortRequest(request_id=gone), timeout=10)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert e.value.details() == "no such request in flight"
     server.wait_idle()
     # The id is reusable once finished.
     ids, _, _ = collect(stub, gen_request(pb2, max_tokens=3, request_id="abort-me-1"))

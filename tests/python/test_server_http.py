@@ -214,8 +214,12 @@ def test_bad_prompts(server):  # VAL-1, VAL-5, TXT-1, LEN-1
     r = requests.post(server.url + "/v1/completions", data=b'{"prompt": "ab\xff\xfe"}', timeout=30,
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 400
-    r = requests.post(server.url + "/v1/completions", data=b"{not json", timeout=30)
+    r = requests.post(server.url + "/v1/completions", data=b"{not json", timeout=30,
+                      headers={"Content-Type": "application/json"})
     assert r.status_code == 400
+    # Without Content-Type: application/json the JSON routes answer 415 (SEC-8).
+    r = requests.post(server.url + "/v1/completions", data=b"{not json", timeout=30)
+    assert r.status_code == 415
     # Chat: unknown role, no text.
     for msgs in ([{"role": "robot", "content": "x"}], [{"role": "user", "content": "  "}], []):
         r = post(server, "/v1/chat/completions", {"messages": msgs})
