@@ -289,8 +289,8 @@ int Run() {
   const std::string tls_ca = absl::GetFlag(FLAGS_tls_client_ca_file);
   std::shared_ptr<grpc::ServerCredentials> grpc_credentials = grpc::InsecureServerCredentials();
   if (!tls_cert.empty() || !tls_key.empty() || !tls_ca.empty()) {
-    if (tls_cert.empty() || tls_key.empty()) {
-      Log(spdlog::level::err, "startup failed: --tls_cert_file and --tls_key_file go together");
+    if (absl::Status usable = server::CheckTlsFiles(tls_cert, tls_key, tls_ca); !usable.ok()) {
+      Log(spdlog::level::err, absl::StrCat("startup failed: ", usable.message()));
       return 1;
     }
     // Names the flag, never the file's content.

@@ -873,44 +873,73 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
 }  // namespace
 
-absl::Status HttpTransport::Impl::Start() {
-  if (options_.tls_cert_file.empty() != options_.tls_key_file.empty()) {
+namespace {
+
+// The server's TLS context from PEM files. Errors name the flag, never the file's content.
+absl::Status LoadTls(const std::string& cert, const std::string& key, const std::string& client_ca,
+                     ssl::context* c) {
+  if (cert.empty() != key.empty()) {
     return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
   }
-  if (!options_.tls_client_ca_file.empty() && options_.tls_cert_file.empty()) {
+  if (!client_ca.empty() && cert.empty()) {
     return absl::InvalidArgumentError("--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
   }
-  if (!options_.tls_cert_file.empty()) {
-    tls_.emplace(ssl::context::tls_server);
-    ssl::context& c = *tls_;
-    c.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
-                  ssl::context::single_dh_use);
-    error_code ec;
-    c.use_certificate_chain_file(options_.tls_cert_file, ec);
-    if (ec) return absl::InvalidArgumentError("--tls_cert_file cannot be loaded (PEM certificate chain)");
-    c.use_private_key_file(options_.tls_key_file, ssl::context::pem, ec);
-    if (ec || SSL_CTX_check_private_key(c.native_handle()) != 1) {
-      return absl::InvalidArgumentError(
-          "--tls_key_file cannot be loaded or does not match --tls_cert_file");
+  c->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                 ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                 ssl::context::single_dh_use);
+  error_code ec;
+  c->use_certificate_chain_file(cert, ec);
+  if (ec) return absl::InvalidArgumentError("--tls_cert_file cannot be loaded (PEM certificate chain)");
+  c->use_private_key_file(key, ssl::context::pem, ec);
+  if (ec || SSL_CTX_check_private_key(c->native_handle()) != 1) {
+    return absl::InvalidArgumentError(
+        "--tls_key_file cannot be loaded or does not match --tls_cert_file");
+  }
+  if (!client_ca.empty()) {
+    c->load_verify_file(client_ca, ec);
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca.c_str());
+    if (ec || names == nullptr) {
+      return absl::InvalidArgumentError("--tls_client_ca_file cannot be loaded (PEM)");
     }
-    if (!options_.tls_client_ca_file.empty()) {
-      c.load_verify_file(options_.tls_client_ca_file, ec);
-      STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options_.tls_client_ca_file.c_str());
-      if (ec || names == nullptr) {
-        return absl::InvalidArgumentError("--tls_client_ca_file cannot be loaded (PEM)");
-      }
-      SSL_CTX_set_client_CA_list(c.native_handle(), names);
-      c.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
-      static const unsigned char kContext[] = "griffin-http";
-      SSL_CTX_set_session_id_context(c.native_handle(), kContext, sizeof(kContext) - 1);
+    SSL_CTX_set_client_CA_list(c->native_handle(), names);
+    c->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    static const unsigned char kContext[] = "griffin-http";
+    SSL_CTX_set_session_id_context(c->native_handle(), kContext, sizeof(kContext) - 1);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckTlsFiles(const std::string& cert, const std::string& key,
+                           const std::string& client_ca) {
+  ssl::context c(ssl::context::tls_server);
+  return LoadTls(cert, key, client_ca, &c);
+}
+
+absl::Status HttpTransport::Impl::Start() {
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty() ||
+      !options_.tls_client_ca_file.empty()) {
+    tls_.emplace(ssl::context::tls_server);
+    absl::Status loaded = LoadTls(options_.tls_cert_file, options_.tls_key_file,
+                                  options_.tls_client_ca_file, &*tls_);
+    if (!loaded.ok()) {
+      tls_.reset();
+      return loaded;
     }
   }
 
   error_code ec;
+  tcp::endpoint endpoint;
   const net::ip::address address = net::ip::make_address(options_.host, ec);
-  if (ec) return absl::InvalidArgumentError("--host is not an IP address");
-  const tcp::endpoint endpoint(address, static_cast<unsigned short>(options_.port));
+  if (!ec) {
+    endpoint = tcp::endpoint(address, static_cast<unsigned short>(options_.port));
+  } else {  // a name (localhost): its first address
+    tcp::resolver resolver(ioc_);
+    auto results = resolver.resolve(options_.host, std::to_string(options_.port), ec);
+    if (ec || results.empty()) return absl::InvalidArgumentError("--host cannot be resolved");
+    endpoint = results.begin()->endpoint();
+  }
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);  // not REUSEPORT
   if (!ec) acceptor_.bind(endpoint, ec);

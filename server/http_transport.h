@@ -163,6 +163,11 @@ class HttpTransport {
   std::unique_ptr<Impl> impl_;
 };
 
+// Loads the TLS files as Start would (INVALID_ARGUMENT naming the flag): lets the caller refuse
+// bad files before it starts anything.
+absl::Status CheckTlsFiles(const std::string& cert, const std::string& key,
+                           const std::string& client_ca);
+
 // An OpenAI-shaped error body: {"error": {"message", "type", "param": null, "code"}}.
 HttpResponse HttpError(int status, std::string_view message);
 

@@ -34,9 +34,14 @@ def free_port():
 
 
 class Server:
-    """One griffin-server process. stop() sends SIGTERM and returns the exit code."""
+    """One griffin-server process. stop() sends SIGTERM and returns the exit code.
 
-    def __init__(self, *extra, model=FIXTURE, drain_timeout=10, wait_ready=True):
+    `api_key`: sent by the helpers below (and `session`) as Authorization: Bearer. `tls`: a dict
+    with `ca` (verifies the server) and optionally `cert` and `key` (the client's, for mutual TLS);
+    the helpers then speak HTTPS. `env`: extra environment variables for the process."""
+
+    def __init__(self, *extra, model=FIXTURE, drain_timeout=10, wait_ready=True, api_key=None,
+                 tls=None, env=None):
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"griffin-server-{self.http_port}.log"
@@ -44,16 +49,26 @@ class Server:
         args = [server_binary(), "--model", str(model), "--backend", "cpu",
                 "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
                 "--drain_timeout", str(drain_timeout), *map(str, extra)]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.http_port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+        if tls:
+            # Not from the environment: REQUESTS_CA_BUNDLE would replace this CA.
+            self.session.trust_env = False
+            self.session.verify = str(tls["ca"])
+            if tls.get("cert"):
+                self.session.cert = (str(tls["cert"]), str(tls["key"]))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"griffin-server exited with {self.proc.returncode}: {self.logs()}")
             try:
-                if requests.get(self.url + ("/ready" if wait_ready else "/health"),
-                                timeout=1).status_code == 200:
+                if self.session.get(self.url + ("/ready" if wait_ready else "/health"),
+                                    timeout=1).status_code == 200:
                     break
             except requests.RequestException:
                 pass
@@ -62,7 +77,7 @@ class Server:
             self.proc.kill()
             raise RuntimeError("griffin-server did not become ready in 60 s")
         if wait_ready:
-            self.model = requests.get(self.url + "/v1/models", timeout=5).json()["data"][0]["id"]
+            self.model = self.session.get(self.url + "/v1/models", timeout=5).json()["data"][0]["id"]
 
     def logs(self):
         if not self.log.closed:
@@ -82,7 +97,7 @@ class Server:
 
     # ---- metrics (OPS-3)
     def metrics(self):
-        text = requests.get(self.url + "/metrics", timeout=5).text
+        text = self.session.get(self.url + "/metrics", timeout=5).text
         values = {}
         for line in text.splitlines():
             if line.startswith("#") or not line.strip():
@@ -112,8 +127,8 @@ class Server:
 
     def assert_healthy(self):
         """R-SHARED-1: still ready, one valid request succeeds, gauges back to idle."""
-        assert requests.get(self.url + "/ready", timeout=5).status_code == 200
-        r = requests.post(self.url + "/v1/completions",
+        assert self.session.get(self.url + "/ready", timeout=5).status_code == 200
+        r = self.session.post(self.url + "/v1/completions",
                           json={"model": self.model, "prompt": "Hello", "max_tokens": 4,
                                 "temperature": 0, "ignore_eos": True}, timeout=30)
         assert r.status_code == 200, r.text
