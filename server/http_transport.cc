@@ -634,6 +634,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       reply = HttpReply{HttpError(500, "internal error"), nullptr};
     }
     if (reply.async == nullptr) return WriteWhole(std::move(reply.response));
+    // While the reply waits for the engine, nothing else may hold this session (the watch is
+    // not posted when pipelined bytes are waiting, and wakes hold it weakly): hold it here until
+    // the reply ends (FinishRequest) or the connection closes (Close).
+    self_ = this->shared_from_this();
     reply_ = std::move(reply.async);
     reply_done_ = false;
     head_sent_ = false;
@@ -767,6 +771,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   void FinishRequest() {
     reply_.reset();
+    std::shared_ptr<Session> self = std::move(self_);  // released when this returns
     if (serving_) {
       serving_ = false;
       server_->SetServing(-1);
@@ -827,6 +832,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void Close() {
     if (phase_ == Phase::kClosed) return;
     phase_ = Phase::kClosed;
+    std::shared_ptr<Session> self = std::move(self_);  // released when this returns
     CancelTimer();
     if (reply_ != nullptr) {
       std::shared_ptr<HttpAsyncReply> reply = std::move(reply_);
@@ -861,6 +867,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   HttpRequest request_;
   std::vector<std::pair<std::string, std::string>> cors_;
   std::shared_ptr<HttpAsyncReply> reply_;
+  std::shared_ptr<Session> self_;  // set while an async reply runs
   bool reply_done_ = false;
   bool head_sent_ = false;
   bool chunked_ = false;

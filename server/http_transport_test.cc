@@ -678,6 +678,22 @@ TEST_F(HttpTransportTest, AsyncReplyAndDisconnectCancelsOnlyItsOwnRequest) {  //
   reply_a->Release(wake_a);
 }
 
+TEST_F(HttpTransportTest, PipelinedRequestBehindAWaitingReply) {
+  Start();
+  Conn c(port_);
+  // Both in one write: the first waits for the engine while the second's bytes are buffered.
+  c.Send(Post("/held", "first") + Get("/health"));
+  auto [reply, wake] = Held(0);
+  ASSERT_NE(reply, nullptr);
+  std::this_thread::sleep_for(200ms);  // nothing holds the connection but the reply itself
+  EXPECT_FALSE(reply->cancelled_.load());
+  reply->Release(wake);
+  Conn::Response first = c.Read();
+  EXPECT_EQ(first.status, 200);
+  EXPECT_EQ(first.body, "first");
+  EXPECT_EQ(c.Read().body, "ok\n");
+}
+
 TEST_F(HttpTransportTest, StreamedReplyIsChunkedAndAResetCancelsIt) {
   Start();
   Conn c(port_);
