@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/utf8.h"
+#include "server/grpc_request.h"
 
 namespace griffin::server {
 namespace {
@@ -48,41 +49,6 @@ pb::FinishReason ToProto(const std::string& reason) {
   if (reason == "stop_string") return pb::FINISH_REASON_STOP_STRING;
   if (reason == "abort") return pb::FINISH_REASON_ABORT;
   return pb::FINISH_REASON_UNSPECIFIED;
-}
-
-// Fills the neutral GenerateInput from the proto (VAL-8: the oneof must be set).
-absl::StatusOr<GenerateInput> FromProto(const pb::GenerateRequest& req) {
-  GenerateInput in;
-  switch (req.input_case()) {
-    case pb::GenerateRequest::kText:
-      in.text = req.text();
-      break;
-    case pb::GenerateRequest::kTokenIds:
-      in.token_ids =
-          std::vector<int64_t>(req.token_ids().ids().begin(), req.token_ids().ids().end());
-      break;
-    default:
-      return absl::InvalidArgumentError("input must set text or token_ids");
-  }
-  const pb::SamplingParams& s = req.sampling();
-  if (s.has_temperature()) in.temperature = s.temperature();
-  if (s.has_top_k()) in.top_k = s.top_k();
-  if (s.has_top_p()) in.top_p = s.top_p();
-  if (s.has_min_p()) in.min_p = s.min_p();
-  if (s.has_repetition_penalty()) in.repetition_penalty = s.repetition_penalty();
-  if (s.has_presence_penalty()) in.presence_penalty = s.presence_penalty();
-  if (s.has_frequency_penalty()) in.frequency_penalty = s.frequency_penalty();
-  if (s.has_seed()) in.seed = s.seed();
-  for (const auto& [id, bias] : s.logit_bias()) in.logit_bias.emplace_back(id, bias);
-  const pb::StoppingCriteria& st = req.stopping();
-  if (st.has_max_tokens()) in.max_tokens = st.max_tokens();
-  if (st.has_min_tokens()) in.min_tokens = st.min_tokens();
-  in.stop.assign(st.stop().begin(), st.stop().end());
-  in.stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
-  in.ignore_eos = st.ignore_eos();
-  if (req.has_top_logprobs()) in.top_logprobs = req.top_logprobs();
-  if (req.has_prompt_logprobs()) in.prompt_logprobs = req.prompt_logprobs();
-  return in;
 }
 
 void AddLogprobs(const engine::TokenLogprobs& lp, pb::PositionLogprobs* p) {
@@ -185,7 +151,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
       return absl::InvalidArgumentError("request_id must be 1 to 64 of [A-Za-z0-9._:-]");
     }
     request_id_ = id;
-    absl::StatusOr<GenerateInput> in = FromProto(request);
+    absl::StatusOr<GenerateInput> in = GenerateInputFromProto(request);
     absl::StatusOr<ValidatedGenerate> v =
         in.ok() ? ValidateGenerate(*in, state_->limits, state_->model, state_->tokenizer)
                 : absl::StatusOr<ValidatedGenerate>(in.status());
