@@ -1031,6 +1031,19 @@ void HttpTransport::Impl::Stop(absl::Duration grace) {
   ioc_.stop();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
+  // Whatever did not close in time closes now, on this thread (the I/O threads are gone), so the
+  // sessions, their replies and the requests those hold are released before Stop returns and
+  // never after the caller has torn down what they point to (the engine).
+  ioc_.restart();
+  for (int round = 0; round < 3 && stats_.open.load() > 0; ++round) {
+    ForEachSession(&SessionBase::ForceStop);
+    ioc_.poll();
+  }
+  {
+    error_code ignored;
+    acceptor_.close(ignored);
+  }
+  ioc_.poll();
 }
 
 HttpTransport::HttpTransport(HttpTransportOptions options, std::vector<HttpRoute> routes)
