@@ -46,6 +46,9 @@ case "$os_id:$os_version" in
           "trying the same packages" >&2 ;;
 esac
 
+boost_pkg=libboost1.81-dev
+if [[ $os_id == ubuntu ]]; then boost_pkg=libboost1.83-dev; fi
+
 # Building griffin-server (and griffin-cli): the server's libraries, the tools, and curl for the
 # README's first request.
 serve_pkgs=(
@@ -53,12 +56,17 @@ serve_pkgs=(
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev prometheus-cpp-dev libsentencepiece-dev libcpp-httplib-dev
   nlohmann-json3-dev
+  # The HTTP server: Boost.Beast/Asio (headers only; 1.81 is Debian 12's newest, Ubuntu 24.04 has
+  # 1.83), OpenSSL for HTTPS and key digests, zlib for bounded gzip bodies.
+  "$boost_pkg" libssl-dev zlib1g-dev
 )
 # make test: GoogleTest and Google Benchmark; nginx and Prometheus (promtool) for the deployment
 # test on loopback; Python 3 with venv for the Python tests and train/; the training corpus
 # (train/README.md builds it, and the docs test runs that command).
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
+  # make fuzz: libFuzzer comes with clang's runtime libraries; openssl makes the TLS tests' CA.
+  clang libclang-rt-dev openssl
   nginx prometheus
   # ss (iproute2) reads a listening socket's backlog in the server tests.
   iproute2

@@ -105,7 +105,9 @@ class ServerE2eTest : public ::testing::Test {
     const std::string log = "/tmp/griffin_server_e2e_" + std::to_string(http_port_) + ".log";
     posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    ASSERT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0);
+    const int spawned = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);  // LSan (make sanitize) reports it otherwise
+    ASSERT_EQ(spawned, 0);
     for (int i = 0; i < 600 && HttpGet(http_port_, "/ready").first != 200; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
