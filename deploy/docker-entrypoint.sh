@@ -1,7 +1,20 @@
 #!/bin/sh
 # Container entry point: griffin-server configured through environment variables (flags given
 # as container arguments are appended and win). exec, so SIGTERM reaches the server and drains it.
+# Optional security files (mounted secrets): GRIFFIN_API_KEY_FILE, GRIFFIN_TLS_CERT_FILE,
+# GRIFFIN_TLS_KEY_FILE, GRIFFIN_TLS_CLIENT_CA_FILE. A single key can also come as GRIFFIN_API_KEY,
+# which griffin-server reads from its environment itself (never on a command line).
 set -eu
+if [ -n "${GRIFFIN_TLS_CLIENT_CA_FILE:-}" ]; then
+  set -- --tls_client_ca_file="${GRIFFIN_TLS_CLIENT_CA_FILE}" "$@"
+fi
+if [ -n "${GRIFFIN_TLS_CERT_FILE:-}" ]; then
+  set -- --tls_cert_file="${GRIFFIN_TLS_CERT_FILE}" --tls_key_file="${GRIFFIN_TLS_KEY_FILE:-}" "$@"
+fi
+if [ -n "${GRIFFIN_API_KEY_FILE:-}" ]; then
+  set -- --api_key_file="${GRIFFIN_API_KEY_FILE}" "$@"
+fi
+: "${GRIFFIN_API_KEY:=}"  # read by griffin-server from the environment when set
 exec /opt/griffin/bin/griffin-server \
   --model="${GRIFFIN_MODEL:-/models/demo}" \
   --backend="${GRIFFIN_BACKEND:-auto}" \
