@@ -417,6 +417,46 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
   EXPECT_GT(accepted, 100);
 }
 
+TEST_F(ValidationTest, LimitsBeforeWork) {  // LEN-1, SEC-9: bytes, capacity and fan-out
+  limits_.max_prompt_tokens = 64;  // only the byte cap matters here
+  limits_.max_prompt_bytes = 16;
+  GenerateInput text;
+  text.text = std::string(17, 'a');
+  absl::Status s = Check(text);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "prompt is longer than the limit of 16 bytes");
+  text.text = std::string(16, 'a');
+  EXPECT_TRUE(Check(text).ok());
+
+  limits_.max_sequences = 3;  // slots + queue
+  GenerateInput n = Ok();
+  n.n = 4;
+  s = Check(n);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message().rfind("n must be at most 3", 0), 0u) << s.message();
+  n.n = 3;
+  EXPECT_TRUE(Check(n).ok());
+
+  limits_.max_logprob_entries = 100;
+  GenerateInput lp = Ok();
+  lp.n = 2;
+  lp.max_tokens = 10;
+  lp.top_logprobs = 4;  // 2 x 10 x 5 = 100: at the limit
+  absl::StatusOr<ValidatedGenerate> v = ValidateGenerate(lp, limits_, model_, tokenizer_.get());
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(LogprobEntries(*v), 100);
+  lp.top_logprobs = 5;  // 120
+  s = Check(lp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message().rfind("top_logprobs", 0), 0u) << s.message();
+  lp.top_logprobs.reset();
+  lp.prompt_logprobs = 20;  // 2 x 3 prompt tokens x 21 = 126
+  s = Check(lp);
+  EXPECT_EQ(s.message().rfind("prompt_logprobs", 0), 0u) << s.message();
+  lp.prompt_logprobs = 10;  // 66
+  EXPECT_TRUE(Check(lp).ok());
+}
+
 TEST(RequestIdTest, Charset) {
   EXPECT_TRUE(IsValidRequestId("abc-1.2_x:y"));
   EXPECT_FALSE(IsValidRequestId(""));
