@@ -114,7 +114,7 @@ class GenerationTest : public ::testing::Test {
     std::condition_variable cv;
     bool ready = false;
     auto generation = Generation::Start(&state, std::move(request), std::move(stops), "test-1",
-                                        "test", [&] {
+                                        /*owner=*/"", "test", [&] {
                                           std::lock_guard<std::mutex> lock(mu);
                                           ready = true;
                                           cv.notify_all();
