@@ -210,11 +210,9 @@ def test_idle_flood_is_capped_at_accept_and_times_out():  # SEC-1
             time.sleep(0.05)
         for _ in range(80):
             flood.append(connect(s.http_port))
-        # The 30 beyond the cap are closed at once (well before the 3 s idle timeout).
-        refused = closed_within(flood, 1.0)
-        assert len(refused) == 30, len(refused)
-        # The accepted ones are idle: the idle timeout closes them, then the server answers again.
-        assert len(closed_within([c for c in flood if c not in refused], 20)) == 50
+        # Every one is closed by the server: those over the cap at accept, the rest by the idle
+        # timeout. Which closed how is read from the counters below, not from the clock.
+        assert len(closed_within(flood, 20)) == 80
         deadline = time.time() + 10
         while True:
             try:
@@ -224,8 +222,12 @@ def test_idle_flood_is_capped_at_accept_and_times_out():  # SEC-1
                 pass
             assert time.time() < deadline, "the server did not accept again"
             time.sleep(0.1)
-        assert metric(s, "griffin_http_connections_refused_total") >= 30
-        assert metric(s, "griffin_http_timeouts_total", phase="idle") >= 50
+        # 30 over the cap of 50 (31 if the connection that read the gauge above was not yet
+        # released; a retry of the /health loop may add more). Without the cap none is refused.
+        refused = metric(s, "griffin_http_connections_refused_total")
+        idle = metric(s, "griffin_http_timeouts_total", phase="idle")
+        assert refused >= 30, refused
+        assert idle >= 49 and refused + idle >= 80, (refused, idle)
         s.assert_healthy()
     finally:
         for c in flood:
