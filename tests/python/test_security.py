@@ -581,6 +581,44 @@ def test_api_keys_on_both_protocols_with_reload(tmp_path, pb):  # SEC-6, OPS-4
     assert "api keys: 3 loaded" in log
 
 
+def test_every_api_route_needs_the_key(tmp_path):  # SEC-6
+    """The routes of issue 17 (/v1/models/{id}, echo with prompt log-probabilities, prompt lists)
+    and the rest go through the same key check on the Beast transport: 401 without the key, before
+    any of the body is read (a prompt list over the fan-out limit is 401, not 400, and an unknown
+    model id is 401, not 404: no hint of what exists); with it, each answers."""
+    keys = write_keys(tmp_path / "keys", "route-key-0123456789abcdef\n")
+    s = Server("--slots", 2, "--api_key_file", keys, api_key="route-key-0123456789abcdef")
+    try:
+        calls = [
+            ("GET", f"/v1/models/{s.model}", None, 200),
+            ("GET", "/v1/models/no-such-model", None, 404),
+            ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 0, "echo": True,
+                                         "logprobs": 1, "prompt_logprobs": 1}, 200),
+            ("POST", "/v1/completions", {"prompt": ["hi", "there"], "max_tokens": 2}, 200),
+            ("POST", "/v1/completions", {"prompt": ["a"] * 200, "n": 8, "max_tokens": 1}, 400),
+            ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                              "max_tokens": 2}, 200),
+            ("POST", "/tokenize", {"prompt": "hi"}, 200),
+            ("POST", "/detokenize", {"tokens": [2, 5]}, 200),
+        ]
+        for method, path, body, with_key in calls:
+            r = requests.request(method, s.url + path, json=body, timeout=30)
+            assert r.status_code == 401, (path, body, r.status_code)
+            assert r.json()["error"]["type"] == "authentication_error"
+            r = s.session.request(method, s.url + path, json=body, timeout=30)
+            assert r.status_code == with_key, (path, body, r.text)
+        # The echoed prompt's log-probabilities and both prompts of the list came back.
+        r = s.session.post(s.url + "/v1/completions", timeout=30,
+                           json={"prompt": "hi", "max_tokens": 0, "echo": True, "logprobs": 1})
+        assert r.json()["choices"][0]["text"] == "hi", r.text
+        r = s.session.post(s.url + "/v1/completions", timeout=30,
+                           json={"prompt": ["hi", "there"], "max_tokens": 2})
+        assert sorted(c["index"] for c in r.json()["choices"]) == [0, 1], r.text
+        s.assert_healthy()
+    finally:
+        assert s.stop() == 0, s.logs()
+
+
 def test_protect_metrics(tmp_path):  # OPS-4
     keys = write_keys(tmp_path / "keys", "metrics-key-0123456789abcdef\n")
     s = Server("--slots", 1, "--api_key_file", keys, "--protect_metrics",
