@@ -13,7 +13,8 @@ namespace griffin::engine {
 
 namespace {
 
-constexpr char kMagic[8] = {'G', 'R', 'F', 'N', 'S', 'E', 'S', '1'};
+constexpr char kMagic[8] = {'G', 'R', 'F', 'N', 'S', 'E', 'S', '2'};
+constexpr char kStaleMagic[8] = {'G', 'R', 'F', 'N', 'S', 'E', 'S', '1'};  // before owners
 // A file larger than this is not ours (a 9B slot is 25 MB; tokens are bounded by the context).
 constexpr uint64_t kMaxFileBytes = uint64_t{1} << 32;
 
@@ -88,7 +89,7 @@ std::string SessionStore::PathOf(const std::string& id) const {
   return absl::StrCat(options_.dir, "/", id, ".session");
 }
 
-absl::StatusOr<std::string> SessionStore::Create() {
+absl::StatusOr<std::string> SessionStore::Create(std::string owner) {
   std::random_device random;
   std::string id;
   static constexpr char kHex[] = "0123456789abcdef";
@@ -100,6 +101,7 @@ absl::StatusOr<std::string> SessionStore::Create() {
   ExpireLocked();
   auto s = std::make_unique<Session>();
   s->id = id;
+  s->owner = std::move(owner);
   s->last_used = now_();
   lru_.push_front(s.get());
   s->lru = lru_.begin();
@@ -107,7 +109,8 @@ absl::StatusOr<std::string> SessionStore::Create() {
   return id;
 }
 
-absl::StatusOr<SessionState> SessionStore::Acquire(const std::string& id) {
+absl::StatusOr<SessionState> SessionStore::Acquire(const std::string& id,
+                                                   const std::string& owner) {
   if (!ValidId(id)) return absl::NotFoundError("unknown session");
   std::lock_guard<std::mutex> lock(mu_);
   ExpireLocked();
@@ -131,13 +134,18 @@ absl::StatusOr<SessionState> SessionStore::Acquire(const std::string& id) {
     it = sessions_.emplace(id, std::move(s)).first;
   }
   Session& s = *it->second;
+  // Another owner's session answers exactly as an unknown one, busy or not.
+  if (s.in_memory && s.owner != owner) return absl::NotFoundError("unknown or expired session");
   if (s.busy) return absl::AbortedError("the session is in use by another request");
   if (!s.in_memory) {
-    absl::StatusOr<SessionState> loaded = ReadFile(id);
+    std::string file_owner;
+    absl::StatusOr<SessionState> loaded = ReadFile(id, &file_owner);
     if (!loaded.ok()) {
       if (loaded.status().code() == absl::StatusCode::kNotFound) sessions_.erase(it);
       return loaded.status();
     }
+    if (file_owner != owner) return absl::NotFoundError("unknown or expired session");
+    s.owner = std::move(file_owner);
     MakeRoomLocked(static_cast<int64_t>(loaded->snapshot.size()));
     s.state = std::move(*loaded);
     s.in_memory = true;
@@ -244,6 +252,8 @@ absl::Status SessionStore::WriteFile(const Session& s) const {
   Put(bytes, model_identity_);
   Put(bytes, static_cast<uint32_t>(layout_.size()));
   bytes += layout_;
+  Put(bytes, static_cast<uint32_t>(s.owner.size()));
+  bytes += s.owner;
   Put(bytes, s.state.position);
   Put(bytes, static_cast<uint64_t>(s.state.tokens.size()));
   bytes.append(reinterpret_cast<const char*>(s.state.tokens.data()), s.state.tokens.size() * 4);
@@ -263,7 +273,8 @@ absl::Status SessionStore::WriteFile(const Session& s) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id) const {
+absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id,
+                                                    std::string* owner) const {
   std::ifstream f(PathOf(id), std::ios::binary | std::ios::ate);
   if (!f) return absl::NotFoundError("unknown or expired session");
   const std::streamoff size = f.tellg();
@@ -275,6 +286,10 @@ absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id) const
   f.read(bytes.data(), size);
   if (!f) return absl::DataLossError("the session file is damaged");
   const absl::Status damaged = absl::DataLossError("the session file is damaged");
+  if (bytes.size() >= sizeof(kMagic) &&
+      std::memcmp(bytes.data(), kStaleMagic, sizeof(kStaleMagic)) == 0) {
+    return absl::FailedPreconditionError("the session was saved by another model or format");
+  }
   if (bytes.size() < sizeof(kMagic) + 8 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
     return damaged;
   }
@@ -285,7 +300,7 @@ absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id) const
   Reader r(body);
   char magic[sizeof(kMagic)];
   uint64_t model = 0, count = 0, snapshot_bytes = 0;
-  uint32_t layout_size = 0;
+  uint32_t layout_size = 0, owner_size = 0;
   SessionState state;
   if (!r.GetBytes(magic, sizeof(magic)) || !r.Get(&model) || !r.Get(&layout_size)) return damaged;
   std::string layout(layout_size, '\0');
@@ -293,6 +308,9 @@ absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id) const
   if (model != model_identity_ || layout != layout_) {
     return absl::FailedPreconditionError("the session was saved by another model or format");
   }
+  if (!r.Get(&owner_size) || owner_size > body.size()) return damaged;
+  owner->assign(owner_size, '\0');
+  if (!r.GetBytes(owner->data(), owner_size)) return damaged;
   if (!r.Get(&state.position) || !r.Get(&count) || count > body.size() / 4) return damaged;
   state.tokens.resize(count);
   if (!r.GetBytes(state.tokens.data(), count * 4) || !r.Get(&snapshot_bytes) ||
@@ -301,7 +319,9 @@ absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id) const
   }
   state.snapshot.resize(snapshot_bytes);
   if (!r.GetBytes(state.snapshot.data(), snapshot_bytes) || r.pos() != body.size()) return damaged;
-  if (state.position != static_cast<int64_t>(state.tokens.size())) return damaged;
+  // The state covers every token, or all but the last sampled one (not fed yet).
+  const int64_t tokens = static_cast<int64_t>(state.tokens.size());
+  if (state.position != tokens && state.position + 1 != tokens) return damaged;
   return state;
 }
 

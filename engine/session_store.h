@@ -14,9 +14,14 @@
 // session is written to the directory (or dropped without one). Sessions idle longer than `ttl`
 // expire (and their files are removed).
 //
-// File format (little-endian): "GRFNSES1" | u64 model identity | u32 layout-description length |
-// layout description | i64 position | u64 token count | tokens (i32) | u64 snapshot bytes |
-// snapshot | u64 checksum of everything before it.
+// Owners: a session belongs to the owner that created it (the server passes the API key's tenant);
+// Acquire with another owner is the same NOT_FOUND as an unknown id, so a tenant can neither use
+// nor detect another's sessions. The owner is saved in the file, so it survives a restart.
+//
+// File format (little-endian): "GRFNSES2" | u64 model identity | u32 layout-description length |
+// layout description | u32 owner length | owner | i64 position | u64 token count | tokens (i32) |
+// u64 snapshot bytes | snapshot | u64 checksum of everything before it. A file of the first
+// format ("GRFNSES1", no owner) is FAILED_PRECONDITION (a stale format).
 //
 // Thread-safe: every method takes the store's lock.
 #ifndef GRIFFIN_ENGINE_SESSION_STORE_H_
@@ -37,8 +42,11 @@
 namespace griffin::engine {
 
 struct SessionState {
-  std::vector<int32_t> tokens;   // everything the state covers (prompt and outputs fed so far)
-  int64_t position = 0;          // == tokens.size() for a filled session; 0 for a new one
+  // Everything the conversation holds: the tokens the state covers (prompt and outputs fed so
+  // far), then at most one more: the last sampled token, not fed yet (EngineOutput::final_state),
+  // which the next request feeds first.
+  std::vector<int32_t> tokens;
+  int64_t position = 0;  // tokens.size() or tokens.size() - 1 for a filled session; 0 for a new one
   std::vector<uint8_t> snapshot;  // Backend::SnapshotSlot bytes; empty for a new session
 };
 
@@ -63,8 +71,8 @@ class SessionStore {
                std::string layout_description, std::function<absl::Time()> now = absl::Now);
 
   // A new empty session; its id is 128 random bits in hex (unguessable: ids are capabilities).
-  absl::StatusOr<std::string> Create();
-  absl::StatusOr<SessionState> Acquire(const std::string& id);
+  absl::StatusOr<std::string> Create(std::string owner = "");
+  absl::StatusOr<SessionState> Acquire(const std::string& id, const std::string& owner = "");
   absl::Status Release(const std::string& id, SessionState state);
   void Abandon(const std::string& id);
   // Writes every idle in-memory session to the directory (drain); OK without a directory.
@@ -79,6 +87,7 @@ class SessionStore {
  private:
   struct Session {
     std::string id;
+    std::string owner;  // known once in memory (a session read back from disk: after ReadFile)
     SessionState state;
     bool in_memory = true;
     bool busy = false;
@@ -87,7 +96,7 @@ class SessionStore {
   };
   std::string PathOf(const std::string& id) const;
   absl::Status WriteFile(const Session& s) const;
-  absl::StatusOr<SessionState> ReadFile(const std::string& id) const;
+  absl::StatusOr<SessionState> ReadFile(const std::string& id, std::string* owner) const;
   void ExpireLocked();
   void MakeRoomLocked(int64_t incoming);
   void EraseLocked(const std::string& id);

@@ -147,5 +147,46 @@ TEST_F(SessionStoreTest, SurvivesARestartAndRefusesForeignOrDamagedFiles) {
   EXPECT_TRUE(fine->Acquire(d).ok());
 }
 
+TEST_F(SessionStoreTest, OwnersAreKeptApartAcrossARestart) {
+  std::string id;
+  {
+    auto store = Store(1 << 20, true);
+    id = *store->Create("tenant-a");
+    // Another owner gets what an unknown id gets, whether the session is busy or idle.
+    EXPECT_EQ(store->Acquire(id, "tenant-b").status().code(), absl::StatusCode::kNotFound);
+    ASSERT_TRUE(store->Acquire(id, "tenant-a").ok());
+    EXPECT_EQ(store->Acquire(id, "tenant-b").status().code(), absl::StatusCode::kNotFound);
+    SessionState pending = State(6, 3);
+    pending.position = 5;  // the last sampled token is not fed yet
+    ASSERT_TRUE(store->Release(id, pending).ok());
+    EXPECT_EQ(store->Acquire(id).status().code(), absl::StatusCode::kNotFound);
+    ASSERT_TRUE(store->Flush().ok());
+  }
+  auto restarted = Store(1 << 20, true);
+  EXPECT_EQ(restarted->Acquire(id, "tenant-b").status().code(), absl::StatusCode::kNotFound);
+  auto back = restarted->Acquire(id, "tenant-a");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->position, 5);
+  EXPECT_EQ(back->tokens.size(), 6u);
+}
+
+TEST_F(SessionStoreTest, AFileOfTheFirstFormatIsStale) {
+  std::string id;
+  {
+    auto store = Store(1 << 20, true);
+    id = *store->Create();
+    ASSERT_TRUE(store->Acquire(id).ok());
+    ASSERT_TRUE(store->Release(id, State(4, 9)).ok());
+    ASSERT_TRUE(store->Flush().ok());
+  }
+  {
+    std::fstream f(dir_ + "/" + id + ".session", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(7);
+    f.put('1');
+  }
+  auto restarted = Store(1 << 20, true);
+  EXPECT_EQ(restarted->Acquire(id).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace griffin::engine
