@@ -27,9 +27,10 @@ std::string ServerState::NewRequestId(const char* prefix) {
 
 std::string MetricReason(const std::string& r) { return r == "stop_string" ? "stop" : r; }
 
-absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
-    ServerState* state, engine::ValidatedRequest request, std::vector<std::string> stop_strings,
-    std::string request_id, std::string owner, std::string api, std::function<void()> notify) {
+absl::StatusOr<std::shared_ptr<Generation>> Generation::Make(
+    ServerState* state, const engine::ValidatedRequest& request,
+    std::vector<std::string> stop_strings, std::string request_id, std::string owner,
+    std::string api, std::function<void()> notify) {
   std::shared_ptr<Generation> g(new Generation());
   g->state_ = state;
   g->request_id_ = std::move(request_id);
@@ -42,23 +43,79 @@ absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
   if (state->tokenizer != nullptr) {
     g->detok_ = std::make_unique<IncrementalDetokenizer>(state->tokenizer);
   }
-  {
-    std::lock_guard<std::mutex> lock(state->mu);
-    auto [it, inserted] = state->by_id.try_emplace({g->owner_, g->request_id_}, g);
-    if (!inserted) return absl::InvalidArgumentError("request_id is already in flight");
-  }
+  std::lock_guard<std::mutex> lock(state->mu);
+  auto [it, inserted] = state->by_id.try_emplace({g->owner_, g->request_id_}, g);
+  if (!inserted) return absl::InvalidArgumentError("request_id is already in flight");
+  return g;
+}
+
+void Generation::Unregister() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->by_id.erase(std::make_pair(owner_, request_id_));
+}
+
+absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
+    ServerState* state, engine::ValidatedRequest request, std::vector<std::string> stop_strings,
+    std::string request_id, std::string owner, std::string api, std::function<void()> notify,
+    std::unique_ptr<SessionLease> session) {
+  request.cache_salt = CacheNamespace(owner, request.cache_salt);
+  if (session != nullptr) session->Prepare(&request);
+  absl::StatusOr<std::shared_ptr<Generation>> made =
+      Make(state, request, std::move(stop_strings), std::move(request_id), std::move(owner),
+           std::move(api), std::move(notify));
+  if (!made.ok()) return made.status();  // the lease's destructor abandons the session
+  std::shared_ptr<Generation> g = *made;
+  if (session != nullptr) g->session_id_ = session->id();
+  g->session_ = std::move(session);  // before Submit: the engine thread may finish it at once
   absl::StatusOr<uint64_t> id = state->engine->Submit(
       std::move(request), [g](engine::EngineOutput out) { g->OnOutput(std::move(out)); });
   if (!id.ok()) {
-    std::lock_guard<std::mutex> lock(state->mu);
-    state->by_id.erase(std::make_pair(g->owner_, g->request_id_));
+    g->Unregister();
+    g->session_.reset();  // abandoned: the request never ran
     return id.status();
   }
   g->engine_id_ = *id;
   return g;
 }
 
+absl::StatusOr<std::vector<std::shared_ptr<Generation>>> Generation::StartGroup(
+    ServerState* state, std::vector<engine::ValidatedRequest> requests,
+    const std::vector<std::string>& stop_strings, std::vector<std::string> request_ids,
+    const std::string& owner, const std::string& api, const std::function<void()>& notify) {
+  std::vector<std::shared_ptr<Generation>> group;
+  std::vector<engine::OutputCallback> callbacks;
+  auto unregister_all = [&group] {
+    for (const auto& g : group) g->Unregister();
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    requests[i].cache_salt = CacheNamespace(owner, requests[i].cache_salt);
+    absl::StatusOr<std::shared_ptr<Generation>> g =
+        Make(state, requests[i], stop_strings, std::move(request_ids[i]), owner, api, notify);
+    if (!g.ok()) {
+      unregister_all();
+      return g.status();
+    }
+    group.push_back(*g);
+    callbacks.push_back([g = *g](engine::EngineOutput out) { g->OnOutput(std::move(out)); });
+  }
+  absl::StatusOr<std::vector<uint64_t>> ids =
+      state->engine->SubmitGroup(std::move(requests), std::move(callbacks));
+  if (!ids.ok()) {
+    unregister_all();
+    return ids.status();
+  }
+  for (size_t i = 0; i < group.size(); ++i) group[i]->engine_id_ = (*ids)[i];
+  return group;
+}
+
 void Generation::OnOutput(engine::EngineOutput out) {
+  if (session_ != nullptr) {
+    outputs_.insert(outputs_.end(), out.tokens.begin(), out.tokens.end());
+    if (out.finished) {
+      session_->Finish(out, outputs_);  // the next turn can start as soon as this one ends
+      session_.reset();
+    }
+  }
   if (!out.tokens.empty()) {
     const absl::Time now = absl::Now();
     if (!got_token_) {

@@ -22,6 +22,7 @@
 #include "server/detokenizer.h"
 #include "server/memory_release.h"
 #include "server/metrics.h"
+#include "server/sessions.h"
 #include "server/validation.h"
 
 namespace griffin::server {
@@ -35,6 +36,7 @@ struct ServerState {
   Metrics* metrics = nullptr;
   const ApiKeys* api_keys = nullptr;      // null or empty: no authentication
   MemoryReleaser* memory = nullptr;       // null: large requests are not followed by a trim
+  engine::SessionStore* sessions = nullptr;  // null: session_id is refused (FAILED_PRECONDITION)
   Limits limits;
   ModelLimits model;
   std::string model_name;
@@ -87,13 +89,21 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // nothing left behind. `notify` is called on the engine thread when new output is ready; it
   // must not block (it may call Poll). `api` names the front end in the log line. `owner` is the
   // caller's tenant: the request is registered under (owner, request_id), and a request id in
-  // flight for the same owner is INVALID_ARGUMENT.
-  static absl::StatusOr<std::shared_ptr<Generation>> Start(ServerState* state,
-                                                           engine::ValidatedRequest request,
-                                                           std::vector<std::string> stop_strings,
-                                                           std::string request_id, std::string owner,
-                                                           std::string api,
-                                                           std::function<void()> notify);
+  // flight for the same owner is INVALID_ARGUMENT. The owner also namespaces the request's
+  // prefix-cache entries (CacheNamespace). With `session`, the request continues that session
+  // (SessionLease::Prepare) and ends its lease when it ends.
+  static absl::StatusOr<std::shared_ptr<Generation>> Start(
+      ServerState* state, engine::ValidatedRequest request, std::vector<std::string> stop_strings,
+      std::string request_id, std::string owner, std::string api, std::function<void()> notify,
+      std::unique_ptr<SessionLease> session = nullptr);
+
+  // n > 1 choices of one prompt (requests[i] is choice i, with its own seed), prefilled once
+  // (engine::EngineCore::SubmitGroup). Each choice is a Generation of its own under
+  // request_ids[i]; `notify` is shared. On error nothing is left behind.
+  static absl::StatusOr<std::vector<std::shared_ptr<Generation>>> StartGroup(
+      ServerState* state, std::vector<engine::ValidatedRequest> requests,
+      const std::vector<std::string>& stop_strings, std::vector<std::string> request_ids,
+      const std::string& owner, const std::string& api, const std::function<void()>& notify);
 
   // Moves everything ready into one merged event; false when nothing is new. The event with
   // finished = true comes exactly once, after the engine freed the request's slot.
@@ -109,12 +119,22 @@ class Generation : public std::enable_shared_from_this<Generation> {
   int64_t prompt_tokens() const { return prompt_tokens_; }
   const std::string& owner() const { return owner_; }
   bool finished() const { return final_returned_.load(); }
+  // The session this request continues ("" for none): the id a client sends next time.
+  const std::string& session_id() const { return session_id_; }
 
   // Accounts for the request here if no Poll returned its final event (the client went away).
   ~Generation();
 
  private:
   Generation() = default;
+  // A Generation registered under (owner, request_id), not yet submitted.
+  static absl::StatusOr<std::shared_ptr<Generation>> Make(ServerState* state,
+                                                          const engine::ValidatedRequest& request,
+                                                          std::vector<std::string> stop_strings,
+                                                          std::string request_id,
+                                                          std::string owner, std::string api,
+                                                          std::function<void()> notify);
+  void Unregister();
   void OnOutput(engine::EngineOutput out);
   void AddText(const std::string& text, bool final, Event* event);
   void Finish(const engine::EngineOutput& out, Event* event);
@@ -138,6 +158,9 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::atomic<bool> accounted_{false};
   absl::Time last_token_;                 // engine thread only
   bool got_token_ = false;                // engine thread only
+  std::unique_ptr<SessionLease> session_;  // engine thread once submitted
+  std::string session_id_;
+  std::vector<int32_t> outputs_;          // engine thread only: every sampled id (sessions)
 
   std::mutex notify_mu_;
   std::function<void()> notify_;  // guarded by notify_mu_

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <memory>
@@ -34,6 +35,8 @@
 #include "engine/backend_factory.h"
 #include "engine/fault_injecting_backend.h"
 #include "engine/engine_core.h"
+#include "engine/griffin_model.h"
+#include "engine/session_store.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -127,6 +130,31 @@ ABSL_FLAG(int64_t, debug_fail_device_after_steps, -1,
           "test hook: from this engine step on (the warm-up is step 0), every step fails as on a "
           "sticky device error; -1 = off");
 ABSL_FLAG(std::string, log_format, "text", "text or json");
+ABSL_FLAG(bool, prefix_cache, true,
+          "exact prefix-state cache: a request restores the longest cached prefix of its tokens and "
+          "prefills only the rest. On by default when memory allows: the backend can snapshot "
+          "slots and --prefix_cache_memory_mib or --prefix_cache_host_mib holds at least one "
+          "state; --noprefix_cache turns it off");
+ABSL_FLAG(int64_t, prefix_cache_memory_mib, 64,
+          "device tier of the prefix cache: the most state memory (in whole slots: memory / state "
+          "bytes per sequence, at most --slots) it may hold in idle slots. It takes no memory of "
+          "its own and never lowers concurrency: a request that finds no free slot takes a cached "
+          "one back (its entry moves to the host tier), so a full cache never fails an admission");
+ABSL_FLAG(int64_t, prefix_cache_host_mib, 1024,
+          "host tier of the prefix cache: snapshots in host memory, filled on demand; LRU across "
+          "both tiers");
+ABSL_FLAG(int64_t, prefix_cache_block, 256,
+          "the cache snapshots a prompt every this many tokens while it is prefilled (and at the "
+          "end of every finished sequence)");
+ABSL_FLAG(double, session_ttl, 3600.0,
+          "seconds a session (session_id) may stay unused before it expires (memory and file)");
+ABSL_FLAG(int64_t, session_memory_mib, 1024,
+          "host memory for saved sessions; past it the least recently used idle one goes to "
+          "--session_dir (or is dropped without one). 0: no sessions (session_id is refused)");
+ABSL_FLAG(std::string, session_dir, "",
+          "directory for session files: written when a session is evicted from memory and at "
+          "drain (SIGTERM), read back on demand, so conversations survive a restart; empty: "
+          "sessions live in memory only");
 
 namespace griffin {
 namespace {
@@ -256,6 +284,41 @@ int Run() {
   if (state.limits.max_logit_bias < 0 || state.limits.max_prompts_per_request < 1) {
     Log(spdlog::level::err, "--max_logit_bias must be >= 0 and --max_prompts_per_request >= 1");
     return 1;
+  }
+  const int64_t prefix_block = absl::GetFlag(FLAGS_prefix_cache_block);
+  const int64_t prefix_device_mib = absl::GetFlag(FLAGS_prefix_cache_memory_mib);
+  const int64_t prefix_host_mib = absl::GetFlag(FLAGS_prefix_cache_host_mib);
+  const int64_t session_mib = absl::GetFlag(FLAGS_session_memory_mib);
+  const double session_ttl = absl::GetFlag(FLAGS_session_ttl);
+  const std::string session_dir = absl::GetFlag(FLAGS_session_dir);
+  if (prefix_block < 1) {
+    Log(spdlog::level::err, "--prefix_cache_block must be >= 1 (tokens)");
+    return 1;
+  }
+  if (prefix_device_mib < 0 || prefix_host_mib < 0 || session_mib < 0 ||
+      prefix_device_mib > (int64_t{1} << 30) || prefix_host_mib > (int64_t{1} << 30) ||
+      session_mib > (int64_t{1} << 30)) {
+    Log(spdlog::level::err,
+        "--prefix_cache_memory_mib, --prefix_cache_host_mib and --session_memory_mib must be in "
+        "[0, 2^30]");
+    return 1;
+  }
+  if (!(session_ttl > 0) || session_ttl > 1e9) {
+    Log(spdlog::level::err, "--session_ttl must be in (0, 1e9] seconds");
+    return 1;
+  }
+  if (!session_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(session_dir, ec);
+    const std::string probe = session_dir + "/.griffin-write-test";
+    std::ofstream(probe) << "ok";
+    const bool writable = FileExists(probe);
+    std::filesystem::remove(probe, ec);
+    if (!writable) {
+      Log(spdlog::level::err,
+          absl::StrCat("--session_dir ", SafeName(session_dir), " is not a writable directory"));
+      return 1;
+    }
   }
   server::Metrics metrics(model_name);
   state.metrics = &metrics;
@@ -472,6 +535,14 @@ int Run() {
                   absl::FailedPreconditionError("the memory budget holds no sequence state"));
     }
   }
+  // The prefix cache's device tier: idle slots it may hold (see --prefix_cache_memory_mib).
+  // Not extra slots: the engine admits a sequence into any slot, so extra ones would raise
+  // concurrency past --slots; it takes a cached slot back at admission instead.
+  const bool cache_wanted = absl::GetFlag(FLAGS_prefix_cache);
+  const int cache_slots =
+      cache_wanted ? static_cast<int>(std::min<int64_t>(
+                         slots, (prefix_device_mib << 20) / std::max<int64_t>(state_bytes, 1)))
+                   : 0;
   const engine::BackendOptions backend_options{
       .kind = *kind,
       .num_slots = slots,
@@ -483,33 +554,72 @@ int Run() {
           : engine::CreateBackendWithRandomWeights(config, backend_options, /*seed=*/0);
   if (!backend.ok()) return fail(absl::StrCat(loading, ": backend"), backend.status());
   const std::string backend_name((*backend)->name());
+  // Cached prefixes and sessions are keyed to the weights: never restored into another model.
+  const uint64_t model_identity = checkpoint != nullptr
+                                      ? engine::ModelIdentity(*checkpoint)
+                                      : engine::ModelIdentity(config, /*random_seed=*/0);
+  const engine::StateLayout* layout = (*backend)->state_layout();
+  engine::EngineOptions engine_options;
+  if (layout != nullptr && cache_wanted) {
+    engine_options.prefix_cache.block_tokens = prefix_block;
+    engine_options.prefix_cache.max_device_entries = cache_slots;
+    engine_options.prefix_cache.host_bytes = prefix_host_mib << 20;
+    engine_options.model_identity = model_identity;
+  }
+  const bool cache_on =
+      layout != nullptr && cache_wanted &&
+      (cache_slots > 0 || engine_options.prefix_cache.host_bytes >= layout->slot_bytes());
+  if (!cache_on) engine_options.prefix_cache = {};
+  std::unique_ptr<engine::SessionStore> sessions;
+  if (layout != nullptr && session_mib > 0) {
+    engine::SessionStoreOptions so;
+    so.ttl = absl::Seconds(session_ttl);
+    so.memory_bytes = session_mib << 20;
+    so.dir = session_dir;
+    sessions = std::make_unique<engine::SessionStore>(so, model_identity, layout->description());
+  }
+  Log(spdlog::level::info,
+      absl::StrCat("prefix cache: ",
+                   cache_on ? absl::StrCat("on (", cache_slots, " device entries, ",
+                                           prefix_host_mib, " MiB host, blocks of ", prefix_block,
+                                           " tokens)")
+                            : (layout == nullptr ? "off (the backend cannot snapshot slots)"
+                               : cache_wanted    ? "off (no memory for it)"
+                                                 : "off (--noprefix_cache)"),
+                   "; sessions: ",
+                   sessions != nullptr
+                       ? absl::StrCat("on (", session_mib, " MiB, ttl ", session_ttl, " s",
+                                      session_dir.empty() ? ", memory only" : ", with a directory",
+                                      ")")
+                       : "off"));
   if (const int64_t after = absl::GetFlag(FLAGS_debug_fail_device_after_steps); after >= 0) {
     *backend = std::make_unique<engine::FaultInjectingBackend>(std::move(*backend), after);
   }
-  absl::StatusOr<std::unique_ptr<engine::EngineCore>> engine = engine::EngineCore::Create(
-      std::move(*backend), {.token_budget = absl::GetFlag(FLAGS_token_budget),
-                            .max_batch = absl::GetFlag(FLAGS_max_batch),
-                            .max_queue = max_queue,
-                            .max_queued_tokens = absl::GetFlag(FLAGS_max_queued_prompt_tokens),
-                            .queue_timeout = absl::GetFlag(FLAGS_queue_timeout) > 0
-                                                 ? absl::Seconds(absl::GetFlag(FLAGS_queue_timeout))
-                                                 : absl::InfiniteDuration(),
-                            .device_sampling = absl::GetFlag(FLAGS_device_sampling),
-                            .on_fatal = [&](const absl::Status& status) {
-                              // OPS-1: not ready at once, then exit non-zero for a restart.
-                              state.fatal.store(true);
-                              state.ready.store(false);
-                              if (health != nullptr) health->SetServingStatus(false);
-                              Log(spdlog::level::critical,
-                                  absl::StrCat("engine stopped: ", status.ToString()));
-                              kill(getpid(), SIGTERM);
-                            }});
+  engine_options.token_budget = absl::GetFlag(FLAGS_token_budget);
+  engine_options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  engine_options.max_queue = max_queue;
+  engine_options.max_queued_tokens = absl::GetFlag(FLAGS_max_queued_prompt_tokens);
+  engine_options.queue_timeout = absl::GetFlag(FLAGS_queue_timeout) > 0
+                                     ? absl::Seconds(absl::GetFlag(FLAGS_queue_timeout))
+                                     : absl::InfiniteDuration();
+  engine_options.device_sampling = absl::GetFlag(FLAGS_device_sampling);
+  engine_options.on_fatal = [&](const absl::Status& status) {
+    // OPS-1: not ready at once, then exit non-zero for a restart.
+    state.fatal.store(true);
+    state.ready.store(false);
+    if (health != nullptr) health->SetServingStatus(false);
+    Log(spdlog::level::critical, absl::StrCat("engine stopped: ", status.ToString()));
+    kill(getpid(), SIGTERM);
+  };
+  absl::StatusOr<std::unique_ptr<engine::EngineCore>> engine =
+      engine::EngineCore::Create(std::move(*backend), engine_options);
   if (!engine.ok()) return fail(absl::StrCat(loading, ": engine warm-up"), engine.status());
   Log(spdlog::level::info,
       absl::StrFormat("loaded %s in %.2f s (backend %s, %d slots)", SafeName(model_dir),
                       absl::ToDoubleSeconds(absl::Now() - load_start), backend_name, slots));
 
   state.engine = engine->get();
+  state.sessions = sessions.get();
   state.tokenizer = tokenizer.get();
   state.backend_name = backend_name;
   state.state_bytes_per_sequence = state_bytes;
@@ -577,6 +687,15 @@ int Run() {
         absl::StrCat("drain timeout: aborting ", left.waiting + left.running, " requests"));
   }
   state.engine->Stop();  // anything left ends UNAVAILABLE
+  // Every session is idle now (the engine ended their requests): write them out, so a restarted
+  // server continues them from --session_dir.
+  if (sessions != nullptr && !session_dir.empty()) {
+    absl::Status flushed = sessions->Flush();
+    const engine::SessionStoreStats ss = sessions->stats();
+    Log(flushed.ok() ? spdlog::level::info : spdlog::level::err,
+        flushed.ok() ? absl::StrCat("sessions: ", ss.sessions, " saved in --session_dir")
+                     : absl::StrCat("sessions: saving failed: ", flushed.ToString()));
+  }
   // The last events (an error event and [DONE], or a 503) get a moment to reach clients that
   // read; a client that does not read is closed then.
   http.Stop(absl::Milliseconds(500));

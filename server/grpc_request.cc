@@ -34,6 +34,8 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const griffin::v1::Generate
   in.ignore_eos = st.ignore_eos();
   if (req.has_top_logprobs()) in.top_logprobs = req.top_logprobs();
   if (req.has_prompt_logprobs()) in.prompt_logprobs = req.prompt_logprobs();
+  if (req.has_cache_salt()) in.cache_salt = req.cache_salt();
+  if (req.has_session_id()) in.session_id = req.session_id();
   return in;
 }
 

@@ -164,12 +164,27 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     if (deadline != std::chrono::system_clock::time_point::max()) {
       v->request.deadline = std::min(v->request.deadline, absl::FromChrono(deadline));
     }
+    std::unique_ptr<SessionLease> lease;
+    if (!v->session_id.empty()) {
+      absl::StatusOr<std::unique_ptr<SessionLease>> opened =
+          OpenSession(state_->sessions, v->session_id, tenant_);
+      if (!opened.ok()) {
+        state_->metrics->Rejected("invalid");
+        return opened.status();
+      }
+      lease = std::move(*opened);
+      ContinueSessionPrompt(*lease, /*chat=*/false, request.has_text(), state_->tokenizer,
+                            state_->end_of_turn_id, &v->request.prompt);
+      session_id_ = lease->id();
+    }
     std::lock_guard<std::mutex> lock(mu_);
     absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
-        state_, std::move(v->request), std::move(v->stop_strings), id, tenant_, "grpc", [this] {
+        state_, std::move(v->request), std::move(v->stop_strings), id, tenant_, "grpc",
+        [this] {
           std::lock_guard<std::mutex> inner(mu_);
           MaybeWriteLocked();
-        });
+        },
+        std::move(lease));
     if (!g.ok()) {
       state_->metrics->Rejected(
           g.status().code() == absl::StatusCode::kResourceExhausted ? "queue_full"
@@ -190,6 +205,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
         if (!ev.token_ids.empty() || !ev.text.empty() || !ev.prompt_logprobs.empty()) {
           pb::GenerateResponse& r = pending_.emplace_back();
           r.set_request_id(request_id_);
+          r.set_session_id(session_id_);
           pb::Chunk* chunk = r.mutable_chunk();
           for (int32_t t : ev.token_ids) chunk->add_token_ids(t);
           chunk->set_text(ev.text);
@@ -204,6 +220,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
           if (ev.status.ok()) {
             pb::GenerateResponse& r = pending_.emplace_back();
             r.set_request_id(request_id_);
+          r.set_session_id(session_id_);
             pb::Complete* c = r.mutable_complete();
             c->set_finish_reason(ToProto(ev.finish_reason));
             c->mutable_usage()->set_prompt_tokens(ev.prompt_tokens);
@@ -225,6 +242,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
             if (code != absl::StatusCode::kCancelled && code != absl::StatusCode::kDeadlineExceeded) {
               pb::GenerateResponse& r = pending_.emplace_back();
               r.set_request_id(request_id_);
+          r.set_session_id(session_id_);
               r.mutable_error()->set_code(static_cast<int32_t>(code));
               r.mutable_error()->set_message(std::string(ev.status.message()));
             }
@@ -248,6 +266,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   std::string tenant_;  // the caller's (SEC-3: it owns the request)
   bool large_request_ = false;
   std::string request_id_;
+  std::string session_id_;  // with a session: sent in every response
   std::mutex mu_;
   std::shared_ptr<Generation> generation_;    // guarded by mu_
   std::deque<pb::GenerateResponse> pending_;  // guarded by mu_; front() is being written

@@ -29,6 +29,8 @@ int HttpCode(absl::StatusCode code) {
       return 400;
     case absl::StatusCode::kNotFound:
       return 404;
+    case absl::StatusCode::kAborted:
+      return 409;
     case absl::StatusCode::kResourceExhausted:
       return 429;
     case absl::StatusCode::kUnavailable:
@@ -50,6 +52,8 @@ const char* ErrorType(int http) {
       return "invalid_request_error";
     case 404:
       return "not_found_error";
+    case 409:
+      return "conflict_error";
     case 429:
       return "rate_limit_error";
     case 503:
@@ -83,6 +87,10 @@ absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
 }
 
+// The response header that carries the session id (also the body's `session_id`): a balancer can
+// hash on it to keep a conversation on its replica (deploy/README.md).
+constexpr char kSessionHeader[] = "X-Session-Id";
+
 // ---- Running one OpenAI request: n generations (per prompt) and what they produced.
 
 struct Choice {
@@ -110,6 +118,7 @@ struct Run {
   std::string id;
   int64_t created = 0;
   std::vector<Choice> choices;
+  std::string session_id;  // the session this request continues (issue 15), or ""
 
   bool AllDone() const {
     for (const Choice& c : choices) {
@@ -249,7 +258,19 @@ absl::StatusOr<std::shared_ptr<Run>> StartRun(ServerState* state, const HttpRequ
   run->id = state->NewRequestId(chat ? "chatcmpl-" : "cmpl-");
   run->created = absl::ToUnixSeconds(absl::Now());
   run->choices.resize(validated.size() * n);
+  const char* api = chat ? "chat" : "completions";
+  auto refuse = [&](size_t started, const absl::Status& status) {
+    const absl::StatusCode code = status.code();
+    state->metrics->Rejected(code == absl::StatusCode::kResourceExhausted ? "queue_full"
+                             : code == absl::StatusCode::kUnavailable     ? "unavailable"
+                                                                          : "invalid");
+    run->choices.resize(started);
+    run->CancelAll(absl::CancelledError("a sibling was rejected"));
+    return status;
+  };
   for (size_t p = 0; p < validated.size(); ++p) {
+    std::vector<engine::ValidatedRequest> requests;
+    std::vector<std::string> ids;
     for (int i = 0; i < n; ++i) {
       const size_t index = p * n + i;  // OpenAI's order: prompt-major
       Choice& c = run->choices[index];
@@ -267,21 +288,39 @@ absl::StatusOr<std::shared_ptr<Run>> StartRun(ServerState* state, const HttpRequ
       engine::ValidatedRequest r = validated[p].request;
       r.deadline = absl::Now() + state->request_timeout;
       r.sampling.seed += static_cast<uint64_t>(i);  // n choices differ; the same seed repeats them
-      absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
-          state, std::move(r), validated[p].stop_strings,
-          run->choices.size() == 1 ? run->id : absl::StrCat(run->id, "-", index), req.tenant,
-          chat ? "chat" : "completions", wake);
-      if (!g.ok()) {
-        state->metrics->Rejected(g.status().code() == absl::StatusCode::kResourceExhausted
-                                     ? "queue_full"
-                                     : "unavailable");
-        run->choices.resize(index);
-        run->CancelAll(absl::CancelledError("a sibling was rejected"));
-        return g.status();
-      }
-      c.generation = *g;
-      c.prompt_tokens = c.generation->prompt_tokens();
+      requests.push_back(std::move(r));
+      ids.push_back(run->choices.size() == 1 ? run->id : absl::StrCat(run->id, "-", index));
     }
+    if (n > 1) {
+      // The prompt is prefilled once and its state copied to the n choices' slots.
+      absl::StatusOr<std::vector<std::shared_ptr<Generation>>> group = Generation::StartGroup(
+          state, std::move(requests), validated[p].stop_strings, std::move(ids), req.tenant, api,
+          wake);
+      if (!group.ok()) return refuse(p * n, group.status());
+      for (int i = 0; i < n; ++i) {
+        Choice& c = run->choices[p * n + i];
+        c.generation = (*group)[i];
+        c.prompt_tokens = c.generation->prompt_tokens();
+      }
+      continue;
+    }
+    std::unique_ptr<SessionLease> lease;
+    if (!validated[p].session_id.empty()) {  // one prompt, n = 1 (validation)
+      absl::StatusOr<std::unique_ptr<SessionLease>> opened =
+          OpenSession(state->sessions, validated[p].session_id, req.tenant);
+      if (!opened.ok()) return refuse(p * n, opened.status());
+      lease = std::move(*opened);
+      ContinueSessionPrompt(*lease, chat, prompts[p].text.has_value() || prompts[p].text_is_chat,
+                            state->tokenizer, state->end_of_turn_id, &requests[0].prompt);
+      run->session_id = lease->id();
+    }
+    absl::StatusOr<std::shared_ptr<Generation>> g =
+        Generation::Start(state, std::move(requests[0]), validated[p].stop_strings,
+                          std::move(ids[0]), req.tenant, api, wake, std::move(lease));
+    if (!g.ok()) return refuse(p * n, g.status());
+    Choice& c = run->choices[p * n];
+    c.generation = *g;
+    c.prompt_tokens = c.generation->prompt_tokens();
   }
   return run;
 }
@@ -393,7 +432,9 @@ class CompletionReply final : public HttpAsyncReply {
       body["prompt_logprobs"] = PromptLogprobsJson(*state, run_->choices[0],
                                                    *request.prompt_logprobs);
     }
+    if (!run_->session_id.empty()) body["session_id"] = run_->session_id;
     out->head = HttpResponse{.content_type = "application/json", .body = Dump(body)};
+    if (!run_->session_id.empty()) out->head->headers.emplace_back(kSessionHeader, run_->session_id);
   }
 
   // Server-sent events: a head at once, then every event as it comes, then data: [DONE].
@@ -405,14 +446,19 @@ class CompletionReply final : public HttpAsyncReply {
       head_sent_ = true;
       out->head = HttpResponse{.content_type = "text/event-stream", .stream = true};
       out->head->headers.emplace_back("Cache-Control", "no-cache");
+      if (!run_->session_id.empty()) {
+        out->head->headers.emplace_back(kSessionHeader, run_->session_id);
+      }
     }
     auto send = [&](const json& j) { absl::StrAppend(&out->data, "data: ", Dump(j), "\n\n"); };
     auto chunk = [&](json choices) {
-      return json{{"id", run_->id},
-                  {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                  {"created", run_->created},
-                  {"model", state->model_name},
-                  {"choices", std::move(choices)}};
+      json j{{"id", run_->id},
+             {"object", chat ? "chat.completion.chunk" : "text_completion"},
+             {"created", run_->created},
+             {"model", state->model_name},
+             {"choices", std::move(choices)}};
+      if (!run_->session_id.empty()) j["session_id"] = run_->session_id;
+      return j;
     };
     for (size_t i = 0; i < run_->choices.size(); ++i) {
       Choice& c = run_->choices[i];
@@ -671,7 +717,13 @@ std::vector<HttpRoute> HttpServer::Routes(bool protect_metrics) {
          HttpResponse res{.content_type = "text/plain; version=0.0.4"};
          if (st->loaded.load(std::memory_order_acquire)) {
            const engine::EngineStats stats = st->engine->stats();
-           res.body = st->metrics->Serialize(&stats);
+           if (st->sessions != nullptr) {
+             st->sessions->Expire();  // the gauges count live sessions only
+             const engine::SessionStoreStats sessions = st->sessions->stats();
+             res.body = st->metrics->Serialize(&stats, &sessions);
+           } else {
+             res.body = st->metrics->Serialize(&stats);
+           }
          } else {
            res.body = st->metrics->Serialize(nullptr);
          }

@@ -18,6 +18,13 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
     0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 
+// A counter that mirrors a running total kept elsewhere (the engine's stats): it moves up to it.
+// The caller holds mirror_mu_ (two /metrics requests at once would both add the same delta).
+void Mirror(prometheus::Counter* counter, double total) {
+  const double delta = total - counter->Value();
+  if (delta > 0) counter->Increment(delta);
+}
+
 }  // namespace
 
 Metrics::Metrics(const std::string& model_name)
@@ -154,6 +161,53 @@ Metrics::Metrics(const std::string& model_name)
                                   "certificate, bad certificate, timeout).")
                             .Register(r)
                             .Add(labels_);
+  auto counter = [&](const char* name, const char* help) {
+    return &BuildCounter().Name(name).Help(help).Register(r).Add(labels_);
+  };
+  auto gauge = [&](const char* name, const char* help) {
+    return &BuildGauge().Name(name).Help(help).Register(r).Add(labels_);
+  };
+  cache_queries_ = counter("griffin_prefix_cache_queries_total",
+                           "Prompt tokens looked up in the prefix cache (vLLM: queries in tokens).");
+  cache_hits_ = counter("griffin_prefix_cache_hits_total",
+                        "Prompt tokens restored from the prefix cache instead of computed.");
+  cache_hit_requests_ = counter("griffin_prefix_cache_hit_requests_total",
+                                "Lookups that restored a cached prefix.");
+  cache_insertions_ = counter("griffin_prefix_cache_insertions_total",
+                              "States recorded in the prefix cache.");
+  cache_evictions_ = counter("griffin_prefix_cache_evictions_total",
+                             "Prefix-cache entries dropped for room (LRU).");
+  cache_demotions_ = counter("griffin_prefix_cache_demotions_total",
+                             "Prefix-cache entries moved from the device tier to the host tier.");
+  auto& cache_bytes = BuildGauge()
+                          .Name("griffin_prefix_cache_bytes")
+                          .Help("Snapshot bytes the prefix cache holds, per tier.")
+                          .Register(r);
+  cache_device_bytes_ = &cache_bytes.Add({{"model_name", labels_["model_name"]}, {"tier", "device"}});
+  cache_host_bytes_ = &cache_bytes.Add({{"model_name", labels_["model_name"]}, {"tier", "host"}});
+  auto& cache_entries = BuildGauge()
+                            .Name("griffin_prefix_cache_entries")
+                            .Help("States the prefix cache holds, per tier.")
+                            .Register(r);
+  cache_device_entries_ =
+      &cache_entries.Add({{"model_name", labels_["model_name"]}, {"tier", "device"}});
+  cache_host_entries_ = &cache_entries.Add({{"model_name", labels_["model_name"]}, {"tier", "host"}});
+  prompt_tokens_computed_ =
+      counter("griffin_prompt_tokens_computed_total",
+              "Prompt tokens the engine prefilled: not those restored from the prefix cache or a "
+              "session, nor those of n > 1 choices sharing one prefill.");
+  restores_ = counter("griffin_state_restores_total",
+                      "Sequences resumed from a saved state (sessions).");
+  restore_seconds_ = counter("griffin_state_restore_seconds_total",
+                             "Time spent restoring saved states into slots (sessions).");
+  states_kept_ = counter("griffin_states_kept_total",
+                         "Final states returned for sessions to keep.");
+  sessions_ = gauge("griffin_sessions", "Saved sessions, in memory and in --session_dir.");
+  session_bytes_ = gauge("griffin_session_bytes", "Host memory the saved sessions' states take.");
+  sessions_spilled_ = counter("griffin_sessions_spilled_total",
+                              "Sessions written to --session_dir to make room in memory.");
+  sessions_expired_ = counter("griffin_sessions_expired_total",
+                              "Sessions dropped after --session_ttl unused.");
 }
 
 namespace {
@@ -214,12 +268,35 @@ void Metrics::SetCallObjects(int64_t created, int64_t destroyed) {
   calls_destroyed_->Set(static_cast<double>(destroyed));
 }
 
-std::string Metrics::Serialize(const engine::EngineStats* stats) {
+std::string Metrics::Serialize(const engine::EngineStats* stats,
+                               const engine::SessionStoreStats* sessions) {
+  std::lock_guard<std::mutex> lock(mirror_mu_);
   if (stats != nullptr) {
     running_->Set(stats->running);
     waiting_->Set(stats->waiting);
     slots_used_->Set(stats->slots_used);
     slots_total_->Set(stats->slots_total);
+    const engine::PrefixCacheStats& c = stats->prefix_cache;
+    Mirror(cache_queries_, static_cast<double>(c.query_tokens));
+    Mirror(cache_hits_, static_cast<double>(c.hit_tokens));
+    Mirror(cache_hit_requests_, static_cast<double>(c.hits));
+    Mirror(cache_insertions_, static_cast<double>(c.insertions));
+    Mirror(cache_evictions_, static_cast<double>(c.evictions));
+    Mirror(cache_demotions_, static_cast<double>(c.demotions));
+    cache_device_bytes_->Set(static_cast<double>(c.device_bytes));
+    cache_host_bytes_->Set(static_cast<double>(c.host_bytes));
+    cache_device_entries_->Set(c.device_entries);
+    cache_host_entries_->Set(c.host_entries);
+    Mirror(prompt_tokens_computed_, static_cast<double>(stats->prompt_tokens_computed));
+    Mirror(restores_, static_cast<double>(stats->states_restored));
+    Mirror(restore_seconds_, absl::ToDoubleSeconds(stats->restore_time));
+    Mirror(states_kept_, static_cast<double>(stats->states_kept));
+  }
+  if (sessions != nullptr) {
+    sessions_->Set(sessions->sessions);
+    session_bytes_->Set(static_cast<double>(sessions->memory_bytes));
+    Mirror(sessions_spilled_, static_cast<double>(sessions->spilled));
+    Mirror(sessions_expired_, static_cast<double>(sessions->expired));
   }
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, registry_->Collect());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/engine_core.h"
+#include "engine/session_store.h"
 #include "server/http_transport.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -37,8 +38,11 @@ class Metrics {
   // closed by each deadline, failed TLS handshakes.
   void SetHttpStats(const HttpTransportStats& stats);
 
-  // Sets the gauges from `stats` (null before the model is loaded) and returns the text format.
-  std::string Serialize(const engine::EngineStats* stats);
+  // Sets the gauges (and the engine's own counters: prefix cache, restores) from `stats` (null
+  // before the model is loaded) and `sessions` (null: the server keeps none) and returns the text
+  // format.
+  std::string Serialize(const engine::EngineStats* stats,
+                        const engine::SessionStoreStats* sessions = nullptr);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -67,6 +71,27 @@ class Metrics {
   prometheus::Counter* http_body_timeouts_;
   prometheus::Counter* http_idle_timeouts_;
   prometheus::Counter* http_tls_failures_;
+  // Issue 15: the prefix cache (vLLM's names: queries and hits count tokens), prompt tokens the
+  // engine computed (a cached or shared prefix is not), session resumes and saved sessions.
+  prometheus::Counter* cache_queries_;
+  prometheus::Counter* cache_hits_;
+  prometheus::Counter* cache_hit_requests_;
+  prometheus::Counter* cache_insertions_;
+  prometheus::Counter* cache_evictions_;
+  prometheus::Counter* cache_demotions_;
+  prometheus::Gauge* cache_device_bytes_;
+  prometheus::Gauge* cache_host_bytes_;
+  prometheus::Gauge* cache_device_entries_;
+  prometheus::Gauge* cache_host_entries_;
+  prometheus::Counter* prompt_tokens_computed_;
+  prometheus::Counter* restores_;
+  prometheus::Counter* restore_seconds_;
+  prometheus::Counter* states_kept_;
+  prometheus::Gauge* sessions_;
+  prometheus::Gauge* session_bytes_;
+  prometheus::Counter* sessions_spilled_;
+  prometheus::Counter* sessions_expired_;
+  std::mutex mirror_mu_;  // Serialize: mirrored counters move once per increase, whatever thread
   std::mutex http_mu_;               // SetHttpStats runs on any /metrics request
   int64_t http_unauthenticated_ = 0;  // guarded by http_mu_: 401s already counted
 };

@@ -196,6 +196,12 @@ absl::Status ReadCommon(const json& b, const ServerState& state, OpenAiRequest* 
   if (stop_ids != b.end() && !stop_ids->is_null()) {
     RETURN_IF_ERROR_HTTP(ReadIdList(*stop_ids, "stop_token_ids", &in.stop_token_ids));
   }
+  for (const char* key : {"cache_salt", "session_id"}) {
+    auto it = b.find(key);
+    if (it == b.end() || it->is_null()) continue;
+    if (!it->is_string()) return Invalid(key, "must be a string");
+    (std::string(key) == "cache_salt" ? in.cache_salt : in.session_id) = it->get<std::string>();
+  }
   std::optional<int64_t> best_of;
   RETURN_IF_ERROR_HTTP(ReadInt(b, "best_of", &best_of));
   if (best_of && *best_of != in.n.value_or(1)) return Invalid("best_of", "must equal n");
@@ -267,6 +273,9 @@ absl::Status ParseCompletion(const json& b, const ServerState& state, OpenAiRequ
     prompts.push_back(&*prompt);
   } else {
     return Invalid("prompt", "must be a string or an array of token ids");
+  }
+  if (prompts.size() > 1 && in.session_id) {
+    return Invalid("prompt", "must be one prompt with session_id");
   }
   for (size_t i = 0; i < prompts.size(); ++i) {
     GenerateInput one = in;

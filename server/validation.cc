@@ -34,6 +34,16 @@ absl::Status CheckFiniteRange(const std::optional<double>& v, const char* field,
   return absl::OkStatus();
 }
 
+// engine::SessionStore::ValidId's rule (32 lowercase hex digits), here so validation, which the
+// fuzz targets build alone, needs no engine library.
+bool IsSessionId(const std::string& id) {
+  if (id.size() != 32) return false;
+  for (char c : id) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool IsValidRequestId(const std::string& id) {
@@ -172,6 +182,29 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
     r.stop_token_ids.push_back(static_cast<int32_t>(id));
   }
   r.ignore_eos = in.ignore_eos;
+  if (in.cache_salt) {
+    if (in.cache_salt->empty()) return Invalid("cache_salt", "must not be empty");
+    if (static_cast<int64_t>(in.cache_salt->size()) > limits.max_cache_salt_bytes) {
+      return Invalid("cache_salt",
+                     absl::StrCat("may be at most ", limits.max_cache_salt_bytes, " bytes"));
+    }
+    r.cache_salt = *in.cache_salt;
+  }
+  if (in.session_id) {
+    const std::string& id = *in.session_id;
+    if (id != kNewSession && !IsSessionId(id)) {
+      return Invalid("session_id", "must be \"new\" or a session id the server returned");
+    }
+    // One saved state continues as one sequence: the request's own outputs must be what is kept.
+    if (n != 1) return Invalid("n", "must be 1 with session_id");
+    if (in.echo) return Invalid("echo", "is not supported with session_id");
+    if (in.prompt_logprobs) return Invalid("prompt_logprobs", "is not supported with session_id");
+    // A stop string ends the request by an abort, which keeps no state: use stop_token_ids.
+    if (!in.stop.empty()) {
+      return Invalid("stop", "strings are not supported with session_id (use stop_token_ids)");
+    }
+    out.session_id = id;
+  }
 
   // The prompt (VAL-1, VAL-5, TXT-1, LEN-1).
   if (in.text.has_value() == in.token_ids.has_value()) {

@@ -39,6 +39,7 @@ struct Limits {
   int64_t max_stop_token_ids = 64;
   int64_t max_logit_bias = 300;          // logit_bias entries per request (each is sampler work)
   int64_t max_prompts_per_request = 64;  // prompts in one /v1/completions list
+  int64_t max_cache_salt_bytes = 256;    // cache_salt length (it is hashed, never stored whole)
 };
 
 // A logit bias must lie in this range (OpenAI's): ±100 bans or forces a token in practice.
@@ -69,6 +70,12 @@ struct GenerateInput {
   std::vector<std::string> stop;
   std::vector<int64_t> stop_token_ids;
   bool ignore_eos = false;
+  // Prefix-cache namespace (vLLM's cache_salt): requests with different salts never share cached
+  // states. Absent: the tenant's shared namespace.
+  std::optional<std::string> cache_salt;
+  // Continue a saved conversation (issue 15): "new" opens one, else a session id the server
+  // handed out. The prompt then holds only the new tokens.
+  std::optional<std::string> session_id;
 };
 
 struct ValidatedGenerate {
@@ -76,7 +83,11 @@ struct ValidatedGenerate {
   std::vector<std::string> stop_strings;
   int n = 1;
   bool seeded = false;  // the client gave a seed (else the server drew one)
+  std::string session_id;  // empty: none; "new", or a well-formed session id (kNewSession)
 };
+
+// The session_id value that asks the server to open a new session.
+inline constexpr char kNewSession[] = "new";
 
 // INVALID_ARGUMENT naming the field. `tokenizer` may be null (then text prompts and stop strings
 // are INVALID_ARGUMENT: the model serves token ids only).
