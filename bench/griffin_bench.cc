@@ -62,6 +62,18 @@ ABSL_FLAG(double, request_timeout, 600, "seconds before a request counts as fail
 ABSL_FLAG(uint64_t, seed, 0, "workload seed");
 ABSL_FLAG(std::string, result_json, "", "write the results (with command, server info, host, time) here");
 ABSL_FLAG(bool, progress, true, "show a progress bar on stderr");
+ABSL_FLAG(int, shared_prefix_len, 0,
+          "every random prompt starts with the same N random tokens (a shared system prompt), then "
+          "its own --input_len tokens: exercises the server's prefix cache");
+ABSL_FLAG(int, multi_turn, 0,
+          "T > 0: --num_requests conversations of T turns each (--concurrency of them at a time, "
+          "default 1); turn 1 sends --shared_prefix_len + --input_len tokens, every later turn a "
+          "new message of --input_len tokens after the previous prompt and its output; reports "
+          "TTFT per turn");
+ABSL_FLAG(std::string, multi_turn_mode, "full",
+          "full: every turn sends the whole conversation so far; session: turn 1 opens a session "
+          "(session_id \"new\") and later turns send only the new message with its id (griffin's "
+          "extension). full over HTTP rebuilds the previous output's ids with /tokenize (its text)");
 
 namespace griffin::bench {
 namespace {
@@ -139,10 +151,19 @@ absl::StatusOr<std::vector<WorkItem>> MakeWorkload(int count) {
   if (in_range.first < 1) return absl::InvalidArgumentError("--input_len must be positive");
   auto ids = ParseRange(absl::GetFlag(FLAGS_token_id_range), "token_id_range");
   if (!ids.ok()) return ids.status();
+  const int shared_len = absl::GetFlag(FLAGS_shared_prefix_len);
+  if (shared_len < 0) return absl::InvalidArgumentError("--shared_prefix_len must be >= 0");
+  // Drawn from its own seed: the warm-up workload and every level share the same prefix.
+  std::mt19937_64 prefix_rng(absl::GetFlag(FLAGS_seed) ^ 0x5eed5eed5eedull);
+  std::vector<int32_t> shared(shared_len);
+  for (int32_t& id : shared) {
+    id = std::uniform_int_distribution<int>(ids->first, ids->second)(prefix_rng);
+  }
   for (int i = 0; i < count; ++i) {
     WorkItem w;
-    w.prompt_ids.resize(draw(in_range));
-    for (int32_t& id : w.prompt_ids) id = draw(*ids);
+    w.prompt_ids = shared;
+    w.prompt_ids.resize(shared.size() + draw(in_range));
+    for (size_t k = shared.size(); k < w.prompt_ids.size(); ++k) w.prompt_ids[k] = draw(*ids);
     w.max_tokens = draw(out_range);
     items.push_back(std::move(w));
   }
@@ -234,6 +255,81 @@ std::vector<RequestOutcome> RunLevel(LoadClient& client, const std::vector<WorkI
   return outcomes;
 }
 
+// --multi_turn: `conversations` conversations of `turns` turns, `concurrency` at a time; each
+// conversation's turn k + 1 starts when its turn k ended. Outcomes carry their turn index.
+absl::StatusOr<std::vector<RequestOutcome>> RunConversations(LoadClient& client,
+                                                             const std::vector<WorkItem>& firsts,
+                                                             int turns, bool session_mode,
+                                                             int concurrency, uint64_t seed) {
+  auto ids = ParseRange(absl::GetFlag(FLAGS_token_id_range), "token_id_range");
+  if (!ids.ok()) return ids.status();
+  std::vector<RequestOutcome> outcomes;
+  std::mutex mu;
+  absl::Status failure;
+  const auto start = std::chrono::steady_clock::now();
+  Progress progress(static_cast<int>(firsts.size()) * turns, 0, absl::GetFlag(FLAGS_progress));
+  std::atomic<size_t> next{0};
+  auto converse = [&](size_t c) {
+    std::mt19937_64 rng(seed + c);
+    std::vector<int32_t> history;  // full mode: the conversation so far
+    std::string session;
+    WorkItem item = firsts[c];
+    const size_t message_len = firsts[c].prompt_ids.size() - absl::GetFlag(FLAGS_shared_prefix_len);
+    if (session_mode) item.session_id = "new";
+    for (int t = 1; t <= turns; ++t) {
+      if (t > 1) {
+        std::vector<int32_t> message(std::max<size_t>(message_len, 1));
+        for (int32_t& id : message) {
+          id = std::uniform_int_distribution<int>(ids->first, ids->second)(rng);
+        }
+        if (session_mode) {
+          item.prompt_ids = message;
+          item.session_id = session;
+        } else {
+          item.prompt_ids = history;
+          item.prompt_ids.insert(item.prompt_ids.end(), message.begin(), message.end());
+        }
+      }
+      RequestOutcome o = client.Send(item, start);
+      o.turn = t;
+      const bool ok = o.ok;
+      std::vector<int32_t> output = o.output_ids;
+      if (ok && !session_mode && output.empty()) {
+        absl::StatusOr<std::vector<int32_t>> tokens = client.Tokenize(o.output_text);
+        if (!tokens.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          failure = tokens.status();
+        } else {
+          output = *tokens;
+        }
+      }
+      if (ok && session_mode && o.session_id.empty()) {
+        std::lock_guard<std::mutex> lock(mu);
+        failure = absl::FailedPreconditionError(
+            "--multi_turn_mode session: the server returned no session_id (not griffin-server?)");
+      }
+      session = o.session_id;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        outcomes.push_back(std::move(o));
+      }
+      progress.Tick();
+      if (!ok) return;  // a failed turn ends its conversation
+      history = item.prompt_ids;
+      history.insert(history.end(), output.begin(), output.end());
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int w = 0; w < std::max(concurrency, 1); ++w) {
+    workers.emplace_back([&] {
+      for (size_t c = next++; c < firsts.size(); c = next++) converse(c);
+    });
+  }
+  for (auto& t : workers) t.join();
+  if (!failure.ok()) return failure;
+  return outcomes;
+}
+
 std::string Hostname() {
   char name[256] = {0};
   gethostname(name, sizeof(name) - 1);
@@ -291,9 +387,38 @@ int Main(int argc, char** argv) {
                          .tpot_s = absl::GetFlag(FLAGS_slo_tpot_ms) / 1e3};
   nlohmann::json levels = nlohmann::json::array();
   int total_failed = 0;
+  const int turns = absl::GetFlag(FLAGS_multi_turn);
+  if (turns > 0) {
+    const std::string mode = absl::GetFlag(FLAGS_multi_turn_mode);
+    if (mode != "full" && mode != "session") {
+      return fail(absl::InvalidArgumentError("--multi_turn_mode must be full or session"));
+    }
+    if (num_requests < 1 || !absl::GetFlag(FLAGS_dataset).empty()) {
+      return fail(absl::InvalidArgumentError(
+          "--multi_turn needs --num_requests conversations and random prompts (no --dataset)"));
+    }
+    auto firsts = MakeWorkload(num_requests);
+    if (!firsts.ok()) return fail(firsts.status());
+    auto outcomes = RunConversations(**client, *firsts, turns, mode == "session", concurrency,
+                                     absl::GetFlag(FLAGS_seed) + 1);
+    if (!outcomes.ok()) return fail(outcomes.status());
+    const ServingSummary summary = Summarize(*outcomes, slo);
+    total_failed += summary.failed;
+    const nlohmann::json by_turn = TtftByTurn(*outcomes);
+    std::printf("============ %d conversations x %d turns (%s) ============\n", num_requests,
+                turns, mode.c_str());
+    std::printf("%s", FormatTable(summary).c_str());
+    std::printf("%s", FormatTtftByTurn(by_turn).c_str());
+    nlohmann::json level = ToJson(summary);
+    level["multi_turn"] = turns;
+    level["multi_turn_mode"] = mode;
+    level["concurrency"] = std::max(concurrency, 1);
+    level["ttft_by_turn"] = by_turn;
+    levels.push_back(std::move(level));
+  }
   const std::vector<double> level_rates =
       concurrency > 0 ? std::vector<double>{std::numeric_limits<double>::infinity()} : *rates;
-  for (double rate : level_rates) {
+  for (double rate : turns > 0 ? std::vector<double>{} : level_rates) {
     // Bounded by time (--num_requests 0): a pool of distinct prompts the level cycles through,
     // sized to what the rate sends in --duration (mean + 6 sigma), at most 4096 (no need to hold a
     // million 2048-token prompts in memory).

@@ -21,6 +21,7 @@ struct WorkItem {
   std::vector<int32_t> prompt_ids;
   std::string prompt_text;
   int max_tokens = 128;
+  std::string session_id;  // griffin's session extension: "new", an id, or "" (none)
 };
 
 struct ClientOptions {
@@ -40,6 +41,9 @@ class LoadClient {
   virtual absl::StatusOr<nlohmann::json> ServerInfo() = 0;
   // Sends one streaming request and waits for its end. Times are relative to `epoch`.
   virtual RequestOutcome Send(const WorkItem& item, std::chrono::steady_clock::time_point epoch) = 0;
+  // The ids of `text` without BOS (HTTP /tokenize, gRPC Tokenize): --multi_turn full rebuilds a
+  // conversation from an output's text where the protocol returns no output ids (HTTP).
+  virtual absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text) = 0;
 };
 
 // "http" (OpenAI /v1/completions with SSE) or "grpc" (griffin.v1.Generation/Generate).

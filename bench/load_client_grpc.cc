@@ -66,6 +66,17 @@ class GrpcClient final : public LoadClient {
                             {"attention_window", c.attention_window()}}}};
   }
 
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text) override {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    griffin::v1::TokenizeRequest request;
+    request.set_text(text);
+    griffin::v1::TokenizeResponse response;
+    grpc::Status status = stubs_[0]->Tokenize(&context, request, &response);
+    if (!status.ok()) return absl::UnavailableError("Tokenize failed");
+    return std::vector<int32_t>(response.token_ids().begin(), response.token_ids().end());
+  }
+
   RequestOutcome Send(const WorkItem& item, std::chrono::steady_clock::time_point epoch) override {
     griffin::v1::GenerateRequest request;
     if (!item.prompt_ids.empty()) {
@@ -76,6 +87,7 @@ class GrpcClient final : public LoadClient {
     request.mutable_sampling()->set_temperature(options_.temperature);
     request.mutable_stopping()->set_max_tokens(item.max_tokens);
     request.mutable_stopping()->set_ignore_eos(options_.ignore_eos);
+    if (!item.session_id.empty()) request.set_session_id(item.session_id);
 
     RequestOutcome o;
     o.prompt_tokens = static_cast<int>(item.prompt_ids.size());
@@ -91,8 +103,10 @@ class GrpcClient final : public LoadClient {
     bool complete = false;
     std::string error;
     while (reader->Read(&response)) {
+      if (!response.session_id().empty()) o.session_id = response.session_id();
       if (response.has_chunk()) {
         const int n = response.chunk().token_ids_size();
+        for (int64_t id : response.chunk().token_ids()) o.output_ids.push_back(static_cast<int32_t>(id));
         if (n > 0) {
           const double now = Since(epoch);
           if (tokens == 0) o.first_token_time = now;

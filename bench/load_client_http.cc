@@ -39,6 +39,19 @@ class HttpClient final : public LoadClient {
     return j;
   }
 
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text) override {
+    httplib::Client client(options_.host, options_.port);
+    client.set_read_timeout(static_cast<time_t>(options_.timeout_s));
+    nlohmann::json body = {{"prompt", text}, {"add_special_tokens", false}};
+    auto res = client.Post("/tokenize", body.dump(), "application/json");
+    if (!res || res->status != 200) return absl::UnavailableError("POST /tokenize failed");
+    auto j = nlohmann::json::parse(res->body, nullptr, false);
+    if (j.is_discarded() || !j.contains("tokens") || !j["tokens"].is_array()) {
+      return absl::UnavailableError("POST /tokenize answered no tokens");
+    }
+    return j["tokens"].get<std::vector<int32_t>>();
+  }
+
   RequestOutcome Send(const WorkItem& item, std::chrono::steady_clock::time_point epoch) override {
     nlohmann::json body = {{"model", options_.model},
                            {"max_tokens", item.max_tokens},
@@ -51,6 +64,7 @@ class HttpClient final : public LoadClient {
     } else {
       body["prompt"] = item.prompt_text;
     }
+    if (!item.session_id.empty()) body["session_id"] = item.session_id;
     RequestOutcome o;
     o.prompt_tokens = static_cast<int>(item.prompt_ids.size());
     httplib::Client client(options_.host, options_.port);
@@ -91,6 +105,9 @@ class HttpClient final : public LoadClient {
           error = "stream_error";
           return;
         }
+        if (j.contains("session_id") && j["session_id"].is_string()) {
+          o.session_id = j["session_id"].get<std::string>();
+        }
         if (j.contains("usage") && j["usage"].is_object()) {
           usage_tokens = j["usage"].value("completion_tokens", -1);
           o.prompt_tokens = j["usage"].value("prompt_tokens", o.prompt_tokens);
@@ -98,6 +115,8 @@ class HttpClient final : public LoadClient {
         // As vLLM's benchmark: every chunk with choices is a token arrival (the first one is
         // TTFT), whatever its text; servers skip chunks whose text is still held back.
         if (j.contains("choices") && j["choices"].is_array() && !j["choices"].empty()) {
+          const auto& text = j["choices"][0]["text"];
+          if (text.is_string()) o.output_text += text.get<std::string>();
           const double now = Since(epoch);
           if (chunks == 0) o.first_token_time = now;
           o.chunk_times.push_back(now);

@@ -126,4 +126,28 @@ std::string FormatTable(const ServingSummary& s) {
   return out;
 }
 
+nlohmann::json TtftByTurn(const std::vector<RequestOutcome>& outcomes) {
+  std::map<int, std::vector<double>> ttft;
+  for (const RequestOutcome& o : outcomes) {
+    if (o.ok && o.turn > 0) ttft[o.turn].push_back(o.first_token_time - o.send_time);
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (auto& [turn, values] : ttft) {
+    out.push_back({{"turn", turn}, {"ttft_ms", DistributionMs(Summarize(std::move(values)))}});
+  }
+  return out;
+}
+
+std::string FormatTtftByTurn(const nlohmann::json& by_turn) {
+  std::string out = absl::StrFormat("%-6s %10s %10s %10s %6s\n", "turn", "TTFT p50", "TTFT p99",
+                                    "mean (ms)", "n");
+  for (const auto& t : by_turn) {
+    const auto& d = t["ttft_ms"];
+    out += absl::StrFormat("%-6d %10.2f %10.2f %10.2f %6d\n", t["turn"].get<int>(),
+                           d["median"].get<double>(), d["p99"].get<double>(),
+                           d["mean"].get<double>(), d["count"].get<int>());
+  }
+  return out;
+}
+
 }  // namespace griffin::bench

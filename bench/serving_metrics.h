@@ -23,6 +23,12 @@ struct RequestOutcome {
   std::vector<double> chunk_times;  // arrival of every token-carrying chunk (first included)
   int prompt_tokens = 0;
   int output_tokens = 0;
+  // --multi_turn: what the next turn needs (output ids where the protocol sends them (gRPC), else
+  // its text) and the turn's index (1-based; 0 outside multi-turn runs).
+  std::vector<int32_t> output_ids;
+  std::string output_text;
+  std::string session_id;
+  int turn = 0;
 };
 
 struct Distribution {
@@ -54,6 +60,11 @@ ServingSummary Summarize(const std::vector<RequestOutcome>& outcomes, const Serv
 
 // {"ttft_ms": {"mean": ..}, ...}: every distribution in milliseconds, throughputs, counts.
 nlohmann::json ToJson(const ServingSummary& summary);
+
+// TTFT per turn index of a --multi_turn run: {"turn": t, "ttft_ms": {...}} for t = 1.., over the
+// completed requests of that turn.
+nlohmann::json TtftByTurn(const std::vector<RequestOutcome>& outcomes);
+std::string FormatTtftByTurn(const nlohmann::json& by_turn);
 
 // A fixed-width table for stdout.
 std::string FormatTable(const ServingSummary& summary);

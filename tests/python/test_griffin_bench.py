@@ -92,3 +92,66 @@ def test_unbounded_burst_is_refused(server):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "give --num_requests" in proc.stderr
+
+
+def computed(server):
+    for key, value in server.metrics().items():
+        if key.startswith("griffin_prompt_tokens_computed_total"):
+            return value
+    raise KeyError("griffin_prompt_tokens_computed_total")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_multi_turn_full_and_session(tmp_path, protocol):
+    """--multi_turn T: TTFT per turn in the summary and the JSON; the same conversations sent in
+    full and through sessions, and the issue's CPU ratio: with sessions the server computes each
+    turn's new tokens only (+1 for the previous output's last token), in full the whole history
+    (the cache is off, so nothing else saves work)."""
+    from server_harness import Server
+    s = Server("--slots", 4, "--noprefix_cache", "--max_prompt_tokens", 4096)
+    try:
+        port = s.http_port if protocol == "http" else s.grpc_port
+        tokens = {}
+        for mode in ("full", "session"):
+            out = tmp_path / f"{mode}.json"
+            before = computed(s)
+            p = subprocess.run([bench_binary(), "--protocol", protocol, "--port", str(port),
+                                "--multi_turn", "5", "--multi_turn_mode", mode, "--num_requests", "3",
+                                "--concurrency", "2", "--input_len", "12", "--output_len", "8",
+                                "--ignore_eos", "--warmup_requests", "0", "--progress=false",
+                                "--result_json", str(out)], capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, p.stderr + p.stdout
+            tokens[mode] = computed(s) - before
+            assert "TTFT p50" in p.stdout
+            level = json.loads(out.read_text())["levels"][0]
+            assert level["failed"] == 0 and level["completed"] == 15
+            assert level["multi_turn_mode"] == mode
+            assert [t["turn"] for t in level["ttft_by_turn"]] == [1, 2, 3, 4, 5]
+            assert all(t["ttft_ms"]["count"] == 3 for t in level["ttft_by_turn"])
+        # Per conversation: session 12 + 4 x (12 + 1); full 12 + 32 + 52 + 72 + 92 (history grows
+        # by 8 outputs and 12 new tokens a turn; HTTP rebuilds outputs through /tokenize, which may
+        # split text differently, so full is checked as a bound there).
+        assert tokens["session"] == 3 * (12 + 4 * 13)
+        if protocol == "grpc":
+            assert tokens["full"] == 3 * (12 + 32 + 52 + 72 + 92)
+        assert tokens["session"] / tokens["full"] < 0.4
+    finally:
+        assert s.stop() == 0, s.logs()
+
+
+def test_shared_prefix_workload_hits_the_cache(tmp_path):
+    """--shared_prefix_len N: every prompt starts with the same N tokens, so after the first the
+    server restores N (rounded down to its cache block) instead of computing them."""
+    from server_harness import Server
+    s = Server("--slots", 2, "--prefix_cache_block", 16)
+    try:
+        before = computed(s)
+        p = subprocess.run([bench_binary(), "--port", str(s.http_port), "--shared_prefix_len", "64",
+                            "--input_len", "8", "--output_len", "2", "--num_requests", "6",
+                            "--concurrency", "1", "--warmup_requests", "0", "--progress=false"],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr + p.stdout
+        # The first computes 72 tokens; the other five restore the 64-token prefix.
+        assert computed(s) - before == 72 + 5 * 8
+    finally:
+        assert s.stop() == 0, s.logs()
