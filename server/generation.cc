@@ -43,10 +43,14 @@ absl::StatusOr<std::shared_ptr<Generation>> Generation::Make(
   if (state->tokenizer != nullptr) {
     g->detok_ = std::make_unique<IncrementalDetokenizer>(state->tokenizer);
   }
-  std::lock_guard<std::mutex> lock(state->mu);
-  auto [it, inserted] = state->by_id.try_emplace({g->owner_, g->request_id_}, g);
-  if (!inserted) return absl::InvalidArgumentError("request_id is already in flight");
   return g;
+}
+
+absl::Status Generation::Register() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  auto [it, inserted] = state_->by_id.try_emplace({owner_, request_id_}, weak_from_this());
+  if (!inserted) return absl::InvalidArgumentError("request_id is already in flight");
+  return absl::OkStatus();
 }
 
 void Generation::Unregister() {
@@ -65,6 +69,7 @@ absl::StatusOr<std::shared_ptr<Generation>> Generation::Start(
            std::move(api), std::move(notify));
   if (!made.ok()) return made.status();  // the lease's destructor abandons the session
   std::shared_ptr<Generation> g = *made;
+  if (absl::Status registered = g->Register(); !registered.ok()) return registered;
   if (session != nullptr) g->session_id_ = session->id();
   g->session_ = std::move(session);  // before Submit: the engine thread may finish it at once
   absl::StatusOr<uint64_t> id = state->engine->Submit(
@@ -84,19 +89,24 @@ absl::StatusOr<std::vector<std::shared_ptr<Generation>>> Generation::StartGroup(
     const std::string& owner, const std::string& api, const std::function<void()>& notify) {
   std::vector<std::shared_ptr<Generation>> group;
   std::vector<engine::OutputCallback> callbacks;
-  auto unregister_all = [&group] {
-    for (const auto& g : group) g->Unregister();
-  };
   for (size_t i = 0; i < requests.size(); ++i) {
     requests[i].cache_salt = CacheNamespace(owner, requests[i].cache_salt);
     absl::StatusOr<std::shared_ptr<Generation>> g =
         Make(state, requests[i], stop_strings, std::move(request_ids[i]), owner, api, notify);
-    if (!g.ok()) {
-      unregister_all();
-      return g.status();
-    }
+    if (!g.ok()) return g.status();
     group.push_back(*g);
     callbacks.push_back([g = *g](engine::EngineOutput out) { g->OnOutput(std::move(out)); });
+  }
+  Link(group);  // before any choice can be found by its id and aborted
+  size_t registered = 0;
+  auto unregister_all = [&] {
+    for (size_t i = 0; i < registered; ++i) group[i]->Unregister();
+  };
+  for (; registered < group.size(); ++registered) {
+    if (absl::Status s = group[registered]->Register(); !s.ok()) {
+      unregister_all();
+      return s;
+    }
   }
   absl::StatusOr<std::vector<uint64_t>> ids =
       state->engine->SubmitGroup(std::move(requests), std::move(callbacks));
@@ -142,6 +152,20 @@ void Generation::ClearNotify() {
 
 void Generation::Cancel(absl::Status status) {
   state_->engine->Abort(engine_id_, std::move(status));
+}
+
+void Generation::CancelGroup(const absl::Status& status) {
+  if (group_.empty()) {
+    Cancel(status);
+    return;
+  }
+  for (const auto& weak : group_) {
+    if (std::shared_ptr<Generation> g = weak.lock()) g->Cancel(status);
+  }
+}
+
+void Generation::Link(const std::vector<std::shared_ptr<Generation>>& group) {
+  for (const auto& g : group) g->group_.assign(group.begin(), group.end());
 }
 
 void Generation::AddText(const std::string& text, bool final, Event* event) {

@@ -111,6 +111,10 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   // Asks the engine to end the request (within one step). OK status: an orderly abort.
   void Cancel(absl::Status status);
+  // Cancel, and the same for every choice Link tied to this one (the gRPC Abort of an n > 1 call).
+  void CancelGroup(const absl::Status& status);
+  // Ties the choices of one request together for CancelGroup (StartGroup does, before submitting).
+  static void Link(const std::vector<std::shared_ptr<Generation>>& group);
   // After this returns, `notify` is never called again (the gRPC reactor calls it in OnDone).
   void ClearNotify();
 
@@ -127,13 +131,14 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
  private:
   Generation() = default;
-  // A Generation registered under (owner, request_id), not yet submitted.
+  // A Generation, neither registered under (owner, request_id) nor submitted.
   static absl::StatusOr<std::shared_ptr<Generation>> Make(ServerState* state,
                                                           const engine::ValidatedRequest& request,
                                                           std::vector<std::string> stop_strings,
                                                           std::string request_id,
                                                           std::string owner, std::string api,
                                                           std::function<void()> notify);
+  absl::Status Register();  // INVALID_ARGUMENT when the id is in flight for the owner
   void Unregister();
   void OnOutput(engine::EngineOutput out);
   void AddText(const std::string& text, bool final, Event* event);
@@ -161,6 +166,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::unique_ptr<SessionLease> session_;  // engine thread once submitted
   std::string session_id_;
   std::vector<int32_t> outputs_;          // engine thread only: every sampled id (sessions)
+  std::vector<std::weak_ptr<Generation>> group_;  // set by Link before any CancelGroup
 
   std::mutex notify_mu_;
   std::function<void()> notify_;  // guarded by notify_mu_

@@ -36,6 +36,7 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const griffin::v1::Generate
   if (req.has_prompt_logprobs()) in.prompt_logprobs = req.prompt_logprobs();
   if (req.has_cache_salt()) in.cache_salt = req.cache_salt();
   if (req.has_session_id()) in.session_id = req.session_id();
+  if (req.has_n()) in.n = req.n();
   return in;
 }
 

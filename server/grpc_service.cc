@@ -1,5 +1,6 @@
 #include "server/grpc_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -97,7 +98,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
     if (!pending_.empty()) pending_.pop_front();
     if (!ok) {
       // The stream broke (client gone): the engine request ends through OnCancel or here.
-      if (generation_ != nullptr) generation_->Cancel(absl::CancelledError("the client went away"));
+      for (const auto& g : generations_) g->Cancel(absl::CancelledError("the client went away"));
       if (!finished_) {
         finished_ = true;
         Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
@@ -108,24 +109,25 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   }
 
   void OnCancel() override {
-    std::shared_ptr<Generation> g;
+    std::vector<std::shared_ptr<Generation>> gs;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      g = generation_;
+      gs = generations_;
     }
-    if (g == nullptr) return;
     const bool past_deadline = context_->deadline() <= std::chrono::system_clock::now();
-    g->Cancel(past_deadline ? absl::DeadlineExceededError("the deadline passed")
-                            : absl::CancelledError("the client cancelled"));
+    for (const auto& g : gs) {
+      g->Cancel(past_deadline ? absl::DeadlineExceededError("the deadline passed")
+                              : absl::CancelledError("the client cancelled"));
+    }
   }
 
   void OnDone() override {
-    std::shared_ptr<Generation> g;
+    std::vector<std::shared_ptr<Generation>> gs;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      g = generation_;
+      gs = generations_;
     }
-    if (g != nullptr) {
+    for (const auto& g : gs) {
       g->ClearNotify();  // no more calls into this reactor
       if (!g->finished()) g->Cancel(absl::CancelledError("the call ended"));
     }
@@ -178,86 +180,123 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
       session_id_ = lease->id();
     }
     std::lock_guard<std::mutex> lock(mu_);
-    absl::StatusOr<std::shared_ptr<Generation>> g = Generation::Start(
-        state_, std::move(v->request), std::move(v->stop_strings), id, tenant_, "grpc",
-        [this] {
-          std::lock_guard<std::mutex> inner(mu_);
-          MaybeWriteLocked();
-        },
-        std::move(lease));
-    if (!g.ok()) {
-      state_->metrics->Rejected(
-          g.status().code() == absl::StatusCode::kResourceExhausted ? "queue_full"
-          : g.status().code() == absl::StatusCode::kUnavailable     ? "unavailable"
-                                                                    : "invalid");
-      return g.status();
+    auto notify = [this] {
+      std::lock_guard<std::mutex> inner(mu_);
+      MaybeWriteLocked();
+    };
+    absl::Status started;
+    if (v->n > 1) {
+      // n choices of one prompt, prefilled once. Choice 0 is registered under the request id,
+      // choice i under "id/i" ('/' is outside client ids, so no client id collides); Abort of
+      // the request id ends them all.
+      std::vector<engine::ValidatedRequest> requests;
+      std::vector<std::string> ids;
+      for (int i = 0; i < v->n; ++i) {
+        requests.push_back(v->request);
+        requests.back().sampling.seed += static_cast<uint64_t>(i);  // as HTTP's n
+        ids.push_back(i == 0 ? id : absl::StrCat(id, "/", i));
+      }
+      absl::StatusOr<std::vector<std::shared_ptr<Generation>>> group = Generation::StartGroup(
+          state_, std::move(requests), v->stop_strings, std::move(ids), tenant_, "grpc", notify);
+      if (group.ok()) generations_ = std::move(*group);
+      started = group.status();
+    } else {
+      absl::StatusOr<std::shared_ptr<Generation>> g =
+          Generation::Start(state_, std::move(v->request), std::move(v->stop_strings), id, tenant_,
+                            "grpc", notify, std::move(lease));
+      if (g.ok()) generations_.push_back(*g);
+      started = g.status();
     }
-    generation_ = *g;
+    if (!started.ok()) {
+      state_->metrics->Rejected(
+          started.code() == absl::StatusCode::kResourceExhausted ? "queue_full"
+          : started.code() == absl::StatusCode::kUnavailable     ? "unavailable"
+                                                                 : "invalid");
+      return started;
+    }
+    done_.assign(generations_.size(), false);
     return absl::OkStatus();
   }
 
-  // Starts the next write, or finishes the call once the final message is written.
+  // Starts the next write, or finishes the call once the final message is written: after every
+  // choice's `complete`, or after the first choice that failed (the others are cancelled).
   void MaybeWriteLocked() {
-    if (writing_ || finished_ || generation_ == nullptr) return;
+    if (writing_ || finished_ || generations_.empty()) return;
     if (pending_.empty()) {
-      Generation::Event ev;
-      while (generation_->Poll(&ev)) {
-        if (!ev.token_ids.empty() || !ev.text.empty() || !ev.prompt_logprobs.empty()) {
-          pb::GenerateResponse& r = pending_.emplace_back();
-          r.set_request_id(request_id_);
-          r.set_session_id(session_id_);
-          pb::Chunk* chunk = r.mutable_chunk();
-          for (int32_t t : ev.token_ids) chunk->add_token_ids(t);
-          chunk->set_text(ev.text);
-          for (const engine::TokenLogprobs& lp : ev.prompt_logprobs) {
-            AddLogprobs(lp, chunk->add_prompt_logprobs());
-          }
-          for (const engine::TokenLogprobs& lp : ev.logprobs) {
-            AddLogprobs(lp, chunk->add_logprobs());
-          }
-        }
-        if (ev.finished) {
-          if (ev.status.ok()) {
-            pb::GenerateResponse& r = pending_.emplace_back();
-            r.set_request_id(request_id_);
-          r.set_session_id(session_id_);
-            pb::Complete* c = r.mutable_complete();
-            c->set_finish_reason(ToProto(ev.finish_reason));
-            c->mutable_usage()->set_prompt_tokens(ev.prompt_tokens);
-            c->mutable_usage()->set_completion_tokens(ev.completion_tokens);
-            const auto& t = ev.timings;
-            c->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(t.scheduled - t.arrival));
-            c->mutable_timings()->set_prefill_seconds(
-                absl::ToDoubleSeconds(t.first_token - t.scheduled));
-            c->mutable_timings()->set_decode_seconds(
-                absl::ToDoubleSeconds(t.finished - t.first_token));
-            c->set_stop_string(ev.stop_string);
-            c->set_stop_token_id(ev.stop_token_id);
-            final_status_ = grpc::Status::OK;
-          } else {
-            // The request failed after it started (INTERNAL, UNAVAILABLE at shutdown, ...): an
-            // `error` message says so in-band, then the call ends with the same status. A client
-            // that cancelled or whose deadline passed is not listening: no message for it.
-            const absl::StatusCode code = ev.status.code();
-            if (code != absl::StatusCode::kCancelled && code != absl::StatusCode::kDeadlineExceeded) {
-              pb::GenerateResponse& r = pending_.emplace_back();
-              r.set_request_id(request_id_);
-          r.set_session_id(session_id_);
-              r.mutable_error()->set_code(static_cast<int32_t>(code));
-              r.mutable_error()->set_message(std::string(ev.status.message()));
-            }
-            final_status_ = ToGrpcStatus(ev.status);
-          }
-          break;
-        }
+      for (size_t i = 0; i < generations_.size(); ++i) PollChoiceLocked(i);
+      if (!final_status_.has_value() &&
+          std::all_of(done_.begin(), done_.end(), [](bool d) { return d; })) {
+        final_status_ = grpc::Status::OK;
       }
     }
     if (!pending_.empty()) {
       writing_ = true;
       StartWrite(&pending_.front());
-    } else if (final_status_.has_value()) {
+    } else if (final_status_.has_value() &&
+               std::all_of(done_.begin(), done_.end(), [](bool d) { return d; })) {
       finished_ = true;
       Finish(*final_status_);
+    }
+  }
+
+  pb::GenerateResponse& NewResponseLocked(size_t index) {
+    pb::GenerateResponse& r = pending_.emplace_back();
+    r.set_request_id(request_id_);
+    r.set_session_id(session_id_);
+    r.set_index(static_cast<int32_t>(index));
+    return r;
+  }
+
+  void PollChoiceLocked(size_t index) {
+    Generation::Event ev;
+    while (!done_[index] && generations_[index]->Poll(&ev)) {
+      if (final_status_.has_value() && !ev.finished) continue;  // a sibling failed: drop
+      if (final_status_.has_value()) {
+        done_[index] = true;
+        break;
+      }
+      if (!ev.token_ids.empty() || !ev.text.empty() || !ev.prompt_logprobs.empty()) {
+        pb::Chunk* chunk = NewResponseLocked(index).mutable_chunk();
+        for (int32_t t : ev.token_ids) chunk->add_token_ids(t);
+        chunk->set_text(ev.text);
+        for (const engine::TokenLogprobs& lp : ev.prompt_logprobs) {
+          AddLogprobs(lp, chunk->add_prompt_logprobs());
+        }
+        for (const engine::TokenLogprobs& lp : ev.logprobs) {
+          AddLogprobs(lp, chunk->add_logprobs());
+        }
+      }
+      if (!ev.finished) continue;
+      done_[index] = true;
+      if (ev.status.ok()) {
+        pb::Complete* c = NewResponseLocked(index).mutable_complete();
+        c->set_finish_reason(ToProto(ev.finish_reason));
+        c->mutable_usage()->set_prompt_tokens(ev.prompt_tokens);
+        c->mutable_usage()->set_completion_tokens(ev.completion_tokens);
+        const auto& t = ev.timings;
+        c->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(t.scheduled - t.arrival));
+        c->mutable_timings()->set_prefill_seconds(
+            absl::ToDoubleSeconds(t.first_token - t.scheduled));
+        c->mutable_timings()->set_decode_seconds(
+            absl::ToDoubleSeconds(t.finished - t.first_token));
+        c->set_stop_string(ev.stop_string);
+        c->set_stop_token_id(ev.stop_token_id);
+      } else {
+        // The request failed after it started (INTERNAL, UNAVAILABLE at shutdown, ...): an
+        // `error` message says so in-band, then the call ends with the same status (its
+        // siblings are cancelled). A client that cancelled or whose deadline passed is not
+        // listening: no message for it.
+        const absl::StatusCode code = ev.status.code();
+        if (code != absl::StatusCode::kCancelled && code != absl::StatusCode::kDeadlineExceeded) {
+          pb::Error* e = NewResponseLocked(index).mutable_error();
+          e->set_code(static_cast<int32_t>(code));
+          e->set_message(std::string(ev.status.message()));
+        }
+        final_status_ = ToGrpcStatus(ev.status);
+        for (size_t j = 0; j < generations_.size(); ++j) {
+          if (!done_[j]) generations_[j]->Cancel(absl::CancelledError("a sibling failed"));
+        }
+      }
     }
   }
 
@@ -268,7 +307,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
   std::string request_id_;
   std::string session_id_;  // with a session: sent in every response
   std::mutex mu_;
-  std::shared_ptr<Generation> generation_;    // guarded by mu_
+  std::vector<std::shared_ptr<Generation>> generations_;  // guarded by mu_: one per choice
+  std::vector<bool> done_;                    // guarded by mu_: the choice's final event came
   std::deque<pb::GenerateResponse> pending_;  // guarded by mu_; front() is being written
   bool writing_ = false;                      // guarded by mu_
   bool finished_ = false;                     // guarded by mu_
@@ -356,7 +396,7 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no such request in flight"));
     return reactor;
   }
-  g->Cancel(absl::OkStatus());
+  g->CancelGroup(absl::OkStatus());  // every choice of an n > 1 request
   response->set_found(true);
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -75,7 +75,7 @@ def prompt(n, start=3):
 
 @pytest.fixture(scope="module")
 def cold():
-    s = Server("--slots", 8, "--noprefix_cache")  # n = 8 fits at once
+    s = Server("--slots", 8, "--noprefix_cache", "--max_output_tokens", 100000)  # n = 8 fits at once
     yield s
     assert s.stop() == 0, s.logs()
 
@@ -268,6 +268,46 @@ def test_n_choices_stream_and_their_first_choice_equals_n_1(cold):
                     texts[c["index"]] = texts.get(c["index"], "") + c["text"]
     assert sorted(texts) == [0, 1, 2]
     assert texts[0] == one["choices"][0]["text"]  # choice 0 has the request's own seed
+
+
+def test_n_choices_over_grpc(cold, pb):
+    pb2, pb2_grpc = pb
+    p = prompt(40, start=19)
+    with grpc.insecure_channel(cold.grpc_target) as ch:
+        stub = pb2_grpc.GenerationStub(ch)
+        before = series(cold, "griffin_prompt_tokens_computed_total")
+        req = gen(pb2, p, max_tokens=5, n=4)
+        req.sampling.temperature = 1.0
+        req.sampling.seed = 7
+        ids, completes = {}, {}
+        for r in stub.Generate(req, timeout=60):
+            kind = r.WhichOneof("output")
+            if kind == "chunk":
+                ids.setdefault(r.index, []).extend(r.chunk.token_ids)
+            elif kind == "complete":
+                completes[r.index] = r.complete
+        assert sorted(completes) == [0, 1, 2, 3] and sorted(ids) == [0, 1, 2, 3]
+        assert all(len(v) == 5 for v in ids.values())
+        assert all(c.usage.prompt_tokens == 40 for c in completes.values())
+        assert series(cold, "griffin_prompt_tokens_computed_total") - before == 39 + 4
+        one = gen(pb2, p, max_tokens=5)
+        one.sampling.temperature = 1.0
+        one.sampling.seed = 7
+        assert collect(stub, one)[0] == ids[0]  # choice 0 has the request's own seed
+        assert len({tuple(v) for v in ids.values()}) > 1
+        # Abort by the request id ends every choice.
+        long = gen(pb2, p, max_tokens=100000, n=3, request_id="group-abort")
+        stream = stub.Generate(long, timeout=120)
+        first = next(stream)
+        assert first.request_id == "group-abort"
+        assert stub.Abort(pb2.AbortRequest(request_id="group-abort"), timeout=10).found
+        reasons = {r.index: r.complete.finish_reason for r in stream
+                   if r.WhichOneof("output") == "complete"}
+        assert reasons == {i: pb2.FINISH_REASON_ABORT for i in range(3)}
+        with pytest.raises(grpc.RpcError) as e:
+            collect(stub, gen(pb2, p, n=2, session_id="new"))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "n must be 1" in e.value.details()
+    cold.wait_idle()
 
 
 def test_shared_prefix_ratio_with_and_without_the_cache(cold, cached):
