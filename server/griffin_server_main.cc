@@ -141,8 +141,8 @@ ABSL_FLAG(int64_t, prefix_cache_memory_mib, 64,
           "its own and never lowers concurrency: a request that finds no free slot takes a cached "
           "one back (its entry moves to the host tier), so a full cache never fails an admission");
 ABSL_FLAG(int64_t, prefix_cache_host_mib, 1024,
-          "host tier of the prefix cache: snapshots in host memory, filled on demand; LRU across "
-          "both tiers");
+          "host tier of the prefix cache: snapshots in host memory (LRU across both tiers); a "
+          "request restores from it with one copy");
 ABSL_FLAG(int64_t, prefix_cache_block, 256,
           "the cache snapshots a prompt every this many tokens while it is prefilled (and at the "
           "end of every finished sequence)");

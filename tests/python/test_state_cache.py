@@ -218,10 +218,12 @@ def test_a_full_cache_never_fails_an_admission():
         while s.gauge("griffin_state_slots_used") < 2:
             assert time.time() < deadline, "the second request was never admitted"
             time.sleep(0.02)
-        assert series(s, "griffin_prefix_cache_demotions_total") > demotions  # taken back
         for r in streams:
             r.close()
         s.wait_idle()
+        # Taken back from the cache (the engine copies its cache stats once per step: read them
+        # after the requests ended, not the moment the second was admitted).
+        assert series(s, "griffin_prefix_cache_demotions_total") > demotions
     finally:
         for r in streams:
             r.close()
@@ -534,6 +536,59 @@ def test_chat_sessions_send_only_the_new_messages(sessions):
     assert chunks.headers["X-Session-Id"] == sid
     assert all(b'"session_id":"' + sid.encode() in line
                for line in chunks.iter_lines() if line.startswith(b"data: {"))
+
+
+@pytest.mark.parametrize("turn1_ends", ["length", "end_of_turn"])
+def test_a_chat_session_equals_the_template_rendered_in_full(sessions, pb, turn1_ends):
+    """Turn 2 of a chat session sends only its message; the server must feed exactly what the
+    Gemma template gives for the whole conversation (the previous turn closed with <end_of_turn>
+    when it ended by length, then the newline, no BOS): compared with that conversation built
+    as token ids and sent whole to /v1/completions."""
+    pb2, pb2_grpc = pb
+    url = sessions.url
+
+    def ids(text):
+        r = sessions.session.post(url + "/tokenize", json={"prompt": text, "add_special_tokens": False},
+                                  timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["tokens"]
+
+    sot, eot = ids("<start_of_turn>"), ids("<end_of_turn>")
+    assert len(sot) == 1 and len(eot) == 1, "the fixture tokenizer has Gemma's turn markers"
+    nl = ids("\n")
+    first = sot + ids("user\nHello there") + eot + nl + sot + ids("model\n")
+    t1 = [2] + first
+    # Turn 1 ends by length, or with <end_of_turn> (a logit bias makes it the first token).
+    bias = {str(eot[0]): 100} if turn1_ends == "end_of_turn" else {}
+    chat = lambda messages, sid, extra={}: sessions.session.post(url + "/v1/chat/completions", timeout=60, json={
+        "model": sessions.model, "messages": messages, "max_tokens": 4, "temperature": 0,
+        "ignore_eos": True, "logprobs": True, "session_id": sid, **extra})
+    r1 = chat([{"role": "user", "content": "Hello there"}], "new", {"logit_bias": bias})
+    assert r1.status_code == 200, r1.text
+    assert r1.json()["choices"][0]["finish_reason"] == ("stop" if bias else "length")
+    assert r1.json()["usage"]["prompt_tokens"] == len(t1)
+    sid = r1.json()["session_id"]
+    with grpc.insecure_channel(sessions.grpc_target) as ch:
+        req = gen(pb2, t1, max_tokens=4)
+        req.stopping.stop_token_ids.append(eot[0])
+        for token, value in bias.items():
+            req.sampling.logit_bias[int(token)] = value
+        out1, _, _ = collect(pb2_grpc.GenerationStub(ch), req)
+    assert (out1 == eot) == bool(bias)
+    closing = [] if out1[-1] == eot[0] else eot  # ended by length: the turn is closed first
+    second = sot + ids("user\nAnd again") + eot + nl + sot + ids("model\n")
+    full = t1 + out1 + closing + nl + second
+    r2 = chat([{"role": "user", "content": "And again"}], sid)
+    assert r2.status_code == 200, r2.text
+    assert r2.json()["usage"]["prompt_tokens"] == len(full) - len(t1) - len(out1) + 1
+    whole = sessions.session.post(url + "/v1/completions", timeout=60, json={
+        "model": sessions.model, "prompt": full, "max_tokens": 4, "temperature": 0,
+        "ignore_eos": True, "logprobs": 0, "stop_token_ids": eot}).json()["choices"][0]
+    content = r2.json()["choices"][0]
+    assert content["message"]["content"] == whole["text"]
+    got = [e["logprob"] for e in content["logprobs"]["content"]]
+    assert len(got) == len(whole["logprobs"]["token_logprobs"])
+    assert all(abs(a - b) <= TOL for a, b in zip(got, whole["logprobs"]["token_logprobs"]))
 
 
 def test_sessions_off_is_a_clear_400():
