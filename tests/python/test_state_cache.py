@@ -495,6 +495,35 @@ def test_sessions_survive_a_restart_and_a_damaged_file_loses_nothing_else(tmp_pa
             assert s.stop() == 0, s.logs()
 
 
+@pytest.mark.skipif(not (DEMO / "config.json").exists(), reason="the demo model is not bundled")
+@pytest.mark.parametrize("with_dir", [True, False])
+def test_sessions_past_the_memory_cap_spill_to_disk_or_are_dropped(tmp_path, with_dir):
+    """The demo model's state is ~0.5 MiB: --session_memory_mib 1 holds two sessions. Four open
+    sessions push the two least recently used out: to --session_dir (counted, and read back when
+    named) or, without one, dropped (404)."""
+    args = ["--slots", 1, "--session_memory_mib", 1]
+    if with_dir:
+        args += ["--session_dir", tmp_path / "sessions"]
+    s = Server(*args, model=DEMO)
+    try:
+        sids = [turn(s, [2, 100 + k, 200 + k], "new", max_tokens=2).json()["session_id"] for k in range(4)]
+        assert series(s, "griffin_session_bytes") <= 1 << 20
+        if with_dir:
+            assert series(s, "griffin_sessions_spilled_total") == 2
+            assert series(s, "griffin_sessions") == 4
+            assert all((tmp_path / "sessions" / f"{sid}.session").exists() for sid in sids[:2])
+            restores = series(s, "griffin_state_restores_total")
+            assert turn(s, [300], sids[0], max_tokens=2).json()["session_id"] == sids[0]
+            assert series(s, "griffin_state_restores_total") - restores == 1
+        else:
+            assert series(s, "griffin_sessions_spilled_total") == 0
+            assert series(s, "griffin_sessions") == 2
+            turn(s, [300], sids[0], max_tokens=2, expect=404)
+            assert turn(s, [300], sids[3], max_tokens=2).status_code == 200
+    finally:
+        assert s.stop() == 0, s.logs()
+
+
 def test_another_tenants_session_is_404(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("alpha-key-0123456789abcdef tenant-a\nbeta-key-0123456789abcdef tenant-b\n")
