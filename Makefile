@@ -66,7 +66,8 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:suppressions=$(SAN_DIR)/asan.supp \
            TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SAN_DIR)/tsan.supp
 SANITIZE_PYTEST := -k "not rss and not allocate" tests/python/test_server_http.py \
                    tests/python/test_server_grpc.py tests/python/test_http_fuzz.py \
-                   tests/python/test_server_lifecycle.py tests/python/test_security.py
+                   tests/python/test_server_lifecycle.py tests/python/test_security.py \
+                   tests/python/test_state_cache.py
 
 sanitize:
 	@deploy/build.sh asan
