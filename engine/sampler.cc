@@ -35,29 +35,11 @@ float UniformForStep(uint64_t seed, uint64_t step) {
 int ArgMax(absl::Span<const float> logits) { return ref::ArgMax(logits); }
 
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out) {
-  double max_value = -std::numeric_limits<double>::infinity();
-  for (float v : logits) max_value = std::max<double>(max_value, v);
-  double sum = 0.0;
-  for (float v : logits) sum += std::exp(static_cast<double>(v) - max_value);
-  const double log_sum = max_value + std::log(sum);
-  for (size_t i = 0; i < logits.size(); ++i) {
-    out[i] = static_cast<float>(static_cast<double>(logits[i]) - log_sum);
-  }
+  ref::LogSoftmax(logits, out);
 }
 
 std::vector<std::pair<int32_t, float>> TopK(absl::Span<const float> values, int k) {
-  const int n = std::clamp(k, 0, static_cast<int>(values.size()));
-  std::vector<int32_t> order(values.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
-    const bool a_nan = std::isnan(values[a]), b_nan = std::isnan(values[b]);
-    if (a_nan != b_nan) return b_nan;
-    return values[a] > values[b] || (values[a] == values[b] && a < b);
-  });
-  std::vector<std::pair<int32_t, float>> top;
-  top.reserve(n);
-  for (int i = 0; i < n; ++i) top.emplace_back(order[i], values[order[i]]);
-  return top;
+  return ref::TopK(values, k);
 }
 
 absl::StatusOr<int> SampleToken(absl::Span<const float> logits, const SamplingParams& params,

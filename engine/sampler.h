@@ -48,11 +48,11 @@ float UniformForStep(uint64_t seed, uint64_t step);
 // Index of the largest value; the lowest index among ties; NaN never wins.
 int ArgMax(absl::Span<const float> logits);
 
-// log_softmax of `logits` into `out` (same size), computed stably in double.
+// log_softmax of `logits` into `out` (same size), computed stably in double (ref::LogSoftmax).
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out);
 
 // The min(k, size) largest values as (index, value), largest first; ties go to the lower index and
-// NaN sorts after every number. What log-probability responses list as the top alternatives.
+// NaN sorts after every number (ref::TopK). What log-probability responses list as the top alternatives.
 std::vector<std::pair<int32_t, float>> TopK(absl::Span<const float> values, int k);
 
 // Samples one token from `logits` ([vocab], soft-capped model output) for draw `step` of a request:

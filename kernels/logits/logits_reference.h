@@ -5,6 +5,8 @@
 #define GRIFFIN_KERNELS_LOGITS_LOGITS_REFERENCE_H_
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/types/span.h"
 
@@ -15,6 +17,12 @@ void SoftCap(absl::Span<float> logits, float cap);
 
 // Index of the largest value; the lowest index among ties; NaN never wins.
 int ArgMax(absl::Span<const float> logits);
+
+// log-softmax of `logits` into `out` (same size), computed in double. A NaN or +inf gives NaN.
+void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out);
+
+// The k largest values (k clamped to [0, size]), best first, ties to the lower index, NaN last.
+std::vector<std::pair<int32_t, float>> TopK(absl::Span<const float> values, int k);
 
 // One scored position of a prompt (echo, prompt log-probabilities): the log-softmax of `logits`
 // (computed in double) at `target`, its rank (1 + the number of ids whose log-probability is
