@@ -51,10 +51,10 @@ std::string ProgramHelp(absl::string_view main_file) {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (!flag->IsRetired() && absl::EndsWith(flag->Filename(), main_file)) flags.push_back(flag);
   }
-  std::sort(flags.begin(), flags.end(), [](const absl::CommandLineFlag* a,
-                                           const absl::CommandLineFlag* b) {
-    return a->Name() < b->Name();
-  });
+  std::sort(flags.begin(), flags.end(),
+            [](const absl::CommandLineFlag* a, const absl::CommandLineFlag* b) {
+              return a->Name() < b->Name();
+            });
   std::string out = absl::StrCat(absl::ProgramUsageMessage(), "\n\nFlags (--name=value):\n");
   for (const absl::CommandLineFlag* flag : flags) {
     std::string default_value = flag->DefaultValue();

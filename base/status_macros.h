@@ -9,9 +9,9 @@
 #define GRIFFIN_CONCAT_(a, b) GRIFFIN_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                      \
-  do {                                             \
-    ::absl::Status griffin_status_ = (expr);       \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status griffin_status_ = (expr);           \
     if (!griffin_status_.ok()) return griffin_status_; \
   } while (0)
 

@@ -6,8 +6,8 @@ namespace griffin {
 namespace {
 
 TEST(Utf8Test, CompletePrefixHoldsBackSplitCharacters) {
-  const std::string euro = "\xE2\x82\xAC";        // U+20AC, 3 bytes
-  const std::string emoji = "\xF0\x9F\x98\x80";    // U+1F600, 4 bytes
+  const std::string euro = "\xE2\x82\xAC";       // U+20AC, 3 bytes
+  const std::string emoji = "\xF0\x9F\x98\x80";  // U+1F600, 4 bytes
   EXPECT_EQ(CompleteUtf8Prefix("ab"), 2u);
   EXPECT_EQ(CompleteUtf8Prefix("a" + euro.substr(0, 2)), 1u);
   EXPECT_EQ(CompleteUtf8Prefix("a" + euro), 4u);
@@ -23,7 +23,10 @@ TEST(Utf8Test, SanitizeAndValidate) {
   EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
   EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // above U+10FFFF
   EXPECT_FALSE(IsValidUtf8("\xE2\x82"));          // truncated
-  EXPECT_EQ(SanitizeUtf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(SanitizeUtf8("a\xFF"
+                         "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_TRUE(IsValidUtf8(SanitizeUtf8("\xE2\x82\xF0\x9F")));
   EXPECT_TRUE(IsValidUtf8(std::string("nul\0inside", 10)));
 }

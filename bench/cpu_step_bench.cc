@@ -1,9 +1,10 @@
 // The CPU backend's decode step and prefill throughput on a small random model. The CPU backend is
 // the readable reference, not a fast path: these figures exist to notice regressions in it, and to
 // size CPU-backend test servers.
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
@@ -16,15 +17,15 @@ namespace {
 
 std::unique_ptr<CpuBackend> MakeBackend(int hidden, int layers) {
   using loader::BlockType;
-  loader::ModelConfig c = TinyConfig({BlockType::kRecurrent, BlockType::kRecurrent,
-                                      BlockType::kAttention}, layers, 64);
+  loader::ModelConfig c =
+      TinyConfig({BlockType::kRecurrent, BlockType::kRecurrent, BlockType::kAttention}, layers, 64);
   c.hidden_size = hidden;
   c.lru_width = hidden;
   c.mlp_width = 3 * hidden;
   c.head_dim = hidden / c.num_heads;
   c.vocab_size = 4096;
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           absl::StrCat("griffin_bench_", getpid())).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / absl::StrCat("griffin_bench_", getpid())).string();
   if (!WriteRandomCheckpoint(dir, c, 1).ok()) return nullptr;
   auto checkpoint = loader::Checkpoint::Open(dir);
   auto backend = CpuBackend::Create(**checkpoint, 1);

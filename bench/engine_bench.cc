@@ -24,20 +24,19 @@
 // sample greedily on the GPU (StepSample), so no logits cross PCIe.
 // Floors: bytes over 4.3 TB/s (measured device-to-device copy, PERF.md), FLOPs over 790 TFLOP/s
 // (measured cuBLAS bf16), the larger of the two.
-#include <algorithm>
-#include <chrono>
-#include <condition_variable>
-#include <mutex>
-#include <random>
-#include <cstdio>
-#include <cstring>
-#include <string>
-#include <vector>
-
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -108,7 +107,8 @@ int Run(const std::string& name, bool quick, int reps) {
   m.c = Preset(name);
   m.params = double(engine::GriffinParameterCount(m.c));
   m.embed_params = double(m.c.vocab_size) * m.c.hidden_size;
-  const std::vector<int> batches = quick ? std::vector<int>{1, 64, 256} : std::vector<int>{1, 8, 64, 256, 1024};
+  const std::vector<int> batches =
+      quick ? std::vector<int>{1, 64, 256} : std::vector<int>{1, 8, 64, 256, 1024};
   const int max_batch = batches.back();
   engine::CudaBackendOptions opt;
   opt.num_slots = std::max(max_batch, 16);
@@ -158,7 +158,8 @@ int Run(const std::string& name, bool quick, int reps) {
       absl::Status status;
       auto step = [&]() {
         for (int s = 0; s < B; ++s) {
-          entries[s] = StepEntry{.slot = s, .position = backend->NextPosition(s),
+          entries[s] = StepEntry{.slot = s,
+                                 .position = backend->NextPosition(s),
                                  .tokens = absl::MakeConstSpan(&tok[s], 1)};
           if (tok[s] < 0) tok[s] = 5;
         }
@@ -171,11 +172,15 @@ int Run(const std::string& name, bool quick, int reps) {
         ++failures;
         continue;
       }
-      const double bytes = m.weight_bytes + B * (KvReadBytes(m, pos) + 2.0 * double(state - exact_size.kv_bytes));
-      const double flops = B * (BodyFlops(m, std::min<int64_t>(pos, m.c.attention_window) + 1) + HeadFlops(m));
+      const double bytes =
+          m.weight_bytes + B * (KvReadBytes(m, pos) + 2.0 * double(state - exact_size.kv_bytes));
+      const double flops =
+          B * (BodyFlops(m, std::min<int64_t>(pos, m.c.attention_window) + 1) + HeadFlops(m));
       const double floor = std::max(bytes / kBandwidth, flops / kFlops);
-      std::printf("| decode step, batch %d, position %lld | %.3f ms (%.0f tok/s) | %.3f ms (%.0f tok/s) | %.2f |\n",
-                  B, (long long)pos, t * 1e3, B / t, floor * 1e3, B / floor, t / floor);
+      std::printf(
+          "| decode step, batch %d, position %lld | %.3f ms (%.0f tok/s) | %.3f ms (%.0f tok/s) | "
+          "%.2f |\n",
+          B, (long long)pos, t * 1e3, B / t, floor * 1e3, B / floor, t / floor);
       std::fflush(stdout);
     }
   }
@@ -190,14 +195,16 @@ int Run(const std::string& name, bool quick, int reps) {
     absl::Status status;
     auto step = [&]() {
       for (int s = 0; s < S; ++s) {
-        entries[s] = StepEntry{.slot = s, .position = 0,
+        entries[s] = StepEntry{.slot = s,
+                               .position = 0,
                                .tokens = absl::MakeConstSpan(tokens).subspan(size_t(s) * T, T)};
       }
       status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
     };
     const double t = time_it(step, S == 1 ? reps : std::max(3, reps / 4));
     if (!status.ok()) {
-      std::printf("| prefill %dx%d | error: %s | | |\n", S, T, std::string(status.message()).c_str());
+      std::printf("| prefill %dx%d | error: %s | | |\n", S, T,
+                  std::string(status.message()).c_str());
       ++failures;
       continue;
     }
@@ -219,27 +226,32 @@ int Run(const std::string& name, bool quick, int reps) {
   if (!quick) {
     const int T = 2048, top_k = 5;
     const auto prompt = absl::MakeConstSpan(tokens).subspan(0, T);
-    const std::vector<StepEntry> entries = {
-        StepEntry{.slot = 0, .position = 0, .tokens = prompt, .logits = engine::LogitsRequest::kLast}};
+    const std::vector<StepEntry> entries = {StepEntry{
+        .slot = 0, .position = 0, .tokens = prompt, .logits = engine::LogitsRequest::kLast}};
     const std::vector<engine::PromptLogprobsRequest> requests = {{.targets = prompt.subspan(1)}};
     std::vector<float> logits(m.c.vocab_size), lp(T - 1), top_lp(size_t(T - 1) * top_k);
     std::vector<int32_t> ranks(T - 1), top_ids(size_t(T - 1) * top_k);
     const engine::PromptLogprobsOutput out{absl::MakeSpan(lp), absl::MakeSpan(ranks),
                                            absl::MakeSpan(top_ids), absl::MakeSpan(top_lp)};
     absl::Status status;
-    const double device = time_it([&] {
-      status.Update(backend->StepWithPromptLogprobs(entries, requests, top_k, absl::MakeSpan(logits), out));
-    }, std::max(3, reps / 2));
+    const double device = time_it(
+        [&] {
+          status.Update(backend->StepWithPromptLogprobs(entries, requests, top_k,
+                                                        absl::MakeSpan(logits), out));
+        },
+        std::max(3, reps / 2));
     const auto a = std::chrono::steady_clock::now();
     status.Update(backend->engine::Backend::StepWithPromptLogprobs(entries, requests, top_k,
-                                                                  absl::MakeSpan(logits), out));
+                                                                   absl::MakeSpan(logits), out));
     const double host = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
     if (!status.ok()) {
       std::printf("| echo 1 x 2048 | error: %s | | |\n", std::string(status.message()).c_str());
       ++failures;
     } else {
-      std::printf("| prompt log-probabilities (echo), 1 x 2048, top 5, on the device | %.1f ms | host path (one run) %.1f ms | %.3f |\n",
-                  device * 1e3, host * 1e3, device / host);
+      std::printf(
+          "| prompt log-probabilities (echo), 1 x 2048, top 5, on the device | %.1f ms | host path "
+          "(one run) %.1f ms | %.3f |\n",
+          device * 1e3, host * 1e3, device / host);
     }
     std::fflush(stdout);
   }
@@ -254,56 +266,66 @@ int Run(const std::string& name, bool quick, int reps) {
     req[0].params.temperature = 0.0f;
     std::vector<int32_t> tok(1);
     absl::Status status;
-    entries[0] = StepEntry{.slot = 0, .position = 0,
-                           .tokens = absl::MakeConstSpan(tokens).subspan(0, T - tail)};
+    entries[0] = StepEntry{
+        .slot = 0, .position = 0, .tokens = absl::MakeConstSpan(tokens).subspan(0, T - tail)};
     status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
     std::vector<uint8_t> snapshot(state);
     int64_t covered = 0;
-    const double snap = time_it([&] {
-      auto pos = backend->SnapshotSlot(0, absl::MakeSpan(snapshot));
-      status.Update(pos.status());
-      if (pos.ok()) covered = *pos;
-    }, reps);
-    const double restore = time_it([&] {
-      status.Update(backend->RestoreSlot(1, snapshot, covered));
-    }, reps);
+    const double snap = time_it(
+        [&] {
+          auto pos = backend->SnapshotSlot(0, absl::MakeSpan(snapshot));
+          status.Update(pos.status());
+          if (pos.ok()) covered = *pos;
+        },
+        reps);
+    const double restore =
+        time_it([&] { status.Update(backend->RestoreSlot(1, snapshot, covered)); }, reps);
     // The prefix cache's host tier lives in page-locked memory (Backend::AllocateSnapshotMemory).
     engine::Backend::SnapshotMemory pinned = backend->AllocateSnapshotMemory(state);
     const absl::Span<uint8_t> pinned_span(pinned.get(), static_cast<size_t>(state));
-    const double snap_pinned = time_it([&] {
-      status.Update(backend->SnapshotSlot(0, pinned_span).status());
-    }, reps);
-    const double restore_pinned = time_it([&] {
-      status.Update(backend->RestoreSlot(1, pinned_span, covered));
-    }, reps);
+    const double snap_pinned =
+        time_it([&] { status.Update(backend->SnapshotSlot(0, pinned_span).status()); }, reps);
+    const double restore_pinned =
+        time_it([&] { status.Update(backend->RestoreSlot(1, pinned_span, covered)); }, reps);
     const double copy = time_it([&] { status.Update(backend->CopySlot(0, 2)); }, reps);
-    const double resumed_ttft = time_it([&] {
-      status.Update(backend->RestoreSlot(1, snapshot, covered));
-      entries[0] = StepEntry{.slot = 1, .position = covered,
-                             .tokens = absl::MakeConstSpan(tokens).subspan(T - tail, tail)};
-      status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
-    }, reps);
-    const double full_ttft = time_it([&] {
-      entries[0] = StepEntry{.slot = 1, .position = 0,
-                             .tokens = absl::MakeConstSpan(tokens).subspan(0, T)};
-      status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
-    }, reps);
+    const double resumed_ttft = time_it(
+        [&] {
+          status.Update(backend->RestoreSlot(1, snapshot, covered));
+          entries[0] = StepEntry{.slot = 1,
+                                 .position = covered,
+                                 .tokens = absl::MakeConstSpan(tokens).subspan(T - tail, tail)};
+          status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+        },
+        reps);
+    const double full_ttft = time_it(
+        [&] {
+          entries[0] = StepEntry{
+              .slot = 1, .position = 0, .tokens = absl::MakeConstSpan(tokens).subspan(0, T)};
+          status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+        },
+        reps);
     if (!status.ok()) {
-      std::printf("| state snapshot/restore | error: %s | | |\n", std::string(status.message()).c_str());
+      std::printf("| state snapshot/restore | error: %s | | |\n",
+                  std::string(status.message()).c_str());
       ++failures;
     } else {
       const double pcie = 50e9;  // bytes/s one way, PCIe 5.0 x16 in practice
-      std::printf("| snapshot one slot to host memory (%.1f MiB, pageable) | %.2f ms | %.2f ms | %.2f |\n",
-                  state / 1048576.0, snap * 1e3, state / pcie * 1e3, snap / (state / pcie));
+      std::printf(
+          "| snapshot one slot to host memory (%.1f MiB, pageable) | %.2f ms | %.2f ms | %.2f |\n",
+          state / 1048576.0, snap * 1e3, state / pcie * 1e3, snap / (state / pcie));
       std::printf("| restore one slot from host memory | %.2f ms | %.2f ms | %.2f |\n",
                   restore * 1e3, state / pcie * 1e3, restore / (state / pcie));
-      std::printf("| snapshot / restore one slot, page-locked host memory (prefix cache host tier) | %.2f / %.2f ms | %.2f ms | %.2f |\n",
-                  snap_pinned * 1e3, restore_pinned * 1e3, state / pcie * 1e3,
-                  restore_pinned / (state / pcie));
+      std::printf(
+          "| snapshot / restore one slot, page-locked host memory (prefix cache host tier) | %.2f "
+          "/ %.2f ms | %.2f ms | %.2f |\n",
+          snap_pinned * 1e3, restore_pinned * 1e3, state / pcie * 1e3,
+          restore_pinned / (state / pcie));
       std::printf("| copy one slot on the device (n > 1 fan-out) | %.3f ms | %.3f ms | %.2f |\n",
                   copy * 1e3, 2.0 * state / kBandwidth * 1e3, copy / (2.0 * state / kBandwidth));
-      std::printf("| time to first token, 2048 prompt, 1984 restored + 64 prefilled | %.2f ms | full prefill %.2f ms | %.3f |\n",
-                  resumed_ttft * 1e3, full_ttft * 1e3, resumed_ttft / full_ttft);
+      std::printf(
+          "| time to first token, 2048 prompt, 1984 restored + 64 prefilled | %.2f ms | full "
+          "prefill %.2f ms | %.3f |\n",
+          resumed_ttft * 1e3, full_ttft * 1e3, resumed_ttft / full_ttft);
     }
     std::fflush(stdout);
   }
@@ -315,8 +337,10 @@ int Run(const std::string& name, bool quick, int reps) {
   std::printf("| sequences in 100 GiB of state memory | %lld | %lld | %.4f |\n",
               (long long)(100 * gib / state), (long long)(100 * gib / exact),
               double(int64_t(100 * gib / state)) / double(int64_t(100 * gib / exact)));
-  std::printf("\nfixed device bytes (workspaces, logits buffer, scratch slot, cuBLASLt workspace): %.2f GB; weights %.2f GB\n",
-              backend->fixed_device_bytes() / 1e9, m.weight_bytes / 1e9);
+  std::printf(
+      "\nfixed device bytes (workspaces, logits buffer, scratch slot, cuBLASLt workspace): %.2f "
+      "GB; weights %.2f GB\n",
+      backend->fixed_device_bytes() / 1e9, m.weight_bytes / 1e9);
   return failures;
 }
 
@@ -346,9 +370,11 @@ int Profile(const std::string& name, const std::string& kind, int a, int b,
     for (int s = 0; s < a; ++s) {
       if (decode) {
         (void)backend.SetNextPositionForBenchmark(s, b);
-        entries[s] = StepEntry{.slot = s, .position = b, .tokens = absl::MakeConstSpan(&tokens[s], 1)};
+        entries[s] =
+            StepEntry{.slot = s, .position = b, .tokens = absl::MakeConstSpan(&tokens[s], 1)};
       } else {
-        entries[s] = StepEntry{.slot = s, .position = 0,
+        entries[s] = StepEntry{.slot = s,
+                               .position = 0,
                                .tokens = absl::MakeConstSpan(tokens).subspan(size_t(s) * b, b)};
       }
     }
@@ -365,8 +391,12 @@ int Profile(const std::string& name, const std::string& kind, int a, int b,
   }
   std::ofstream file(trace_out);
   for (const engine::LaunchRecord& r : trace) {
-    file << nlohmann::json{{"op", r.op}, {"kernel", r.kernel}, {"bytes", r.bytes},
-                           {"flops", r.flops}}.dump() << "\n";
+    file << nlohmann::json{{"op", r.op},
+                           {"kernel", r.kernel},
+                           {"bytes", r.bytes},
+                           {"flops", r.flops}}
+                .dump()
+         << "\n";
   }
   if (!file) {
     std::fprintf(stderr, "cannot write %s\n", trace_out.c_str());
@@ -378,7 +408,8 @@ int Profile(const std::string& name, const std::string& kind, int a, int b,
   cudaDeviceSynchronize();
   cudaProfilerStop();
   std::printf("profiled %s %s %d:%d: %zu launches traced to %s (%s)\n", name.c_str(), kind.c_str(),
-              a, b, trace.size(), trace_out.c_str(), status.ok() ? "ok" : status.ToString().c_str());
+              a, b, trace.size(), trace_out.c_str(),
+              status.ok() ? "ok" : status.ToString().c_str());
   return status.ok() ? 0 : 1;
 }
 
@@ -393,16 +424,19 @@ struct ServingArgs {
 int RunServing(const std::string& name, const ServingArgs& a) {
   const loader::ModelConfig c = Preset(name);
   const int requests = a.num_requests > 0 ? a.num_requests : 2 * a.concurrency;
-  auto backend = engine::CreateBackendWithRandomWeights(
-      c, {.kind = engine::BackendKind::kCuda, .num_slots = a.concurrency,
-          .max_batch = a.max_batch, .max_tokens_per_step = a.token_budget}, 1);
+  auto backend = engine::CreateBackendWithRandomWeights(c,
+                                                        {.kind = engine::BackendKind::kCuda,
+                                                         .num_slots = a.concurrency,
+                                                         .max_batch = a.max_batch,
+                                                         .max_tokens_per_step = a.token_budget},
+                                                        1);
   if (!backend.ok()) {
     std::printf("backend: %s\n", backend.status().ToString().c_str());
     return 1;
   }
   auto core = engine::EngineCore::Create(
-      std::move(*backend), {.token_budget = a.token_budget, .max_batch = a.max_batch,
-                            .max_queue = requests});
+      std::move(*backend),
+      {.token_budget = a.token_budget, .max_batch = a.max_batch, .max_queue = requests});
   if (!core.ok()) {
     std::printf("engine: %s\n", core.status().ToString().c_str());
     return 1;
@@ -448,11 +482,12 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("engine alone (%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
-              "token budget %lld, max batch %d: %.1f s, %.0f output tok/s, %.2f req/s, %d failed\n",
-              name.c_str(), a.concurrency, requests, a.input_len, a.output_len,
-              static_cast<long long>(a.token_budget), a.max_batch, seconds,
-              output_tokens / seconds, requests / seconds, failed);
+  std::printf(
+      "engine alone (%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
+      "token budget %lld, max batch %d: %.1f s, %.0f output tok/s, %.2f req/s, %d failed\n",
+      name.c_str(), a.concurrency, requests, a.input_len, a.output_len,
+      static_cast<long long>(a.token_budget), a.max_batch, seconds, output_tokens / seconds,
+      requests / seconds, failed);
   return failed == 0 ? 0 : 1;
 }
 
@@ -486,8 +521,9 @@ int main(int argc, char** argv) {
         !absl::SimpleAtoi(parts[1], &profile_a) || !absl::SimpleAtoi(parts[2], &profile_b) ||
         profile_a < 1 || profile_b < (parts[0] == "decode" ? 0 : 1) ||
         absl::GetFlag(FLAGS_trace_out).empty() || model == "all") {
-      std::fprintf(stderr, "--profile takes decode:BATCH:POSITION or prefill:SEQUENCES:TOKENS, "
-                           "with --trace_out and --model 2b or 9b\n");
+      std::fprintf(stderr,
+                   "--profile takes decode:BATCH:POSITION or prefill:SEQUENCES:TOKENS, "
+                   "with --trace_out and --model 2b or 9b\n");
       return 2;
     }
     kind = parts[0];

@@ -41,10 +41,12 @@
 ABSL_FLAG(std::string, protocol, "http", "http (OpenAI /v1/completions, streaming) or grpc");
 ABSL_FLAG(std::string, host, "127.0.0.1", "server address");
 ABSL_FLAG(int, port, 8000, "server port");
-ABSL_FLAG(std::string, model, "", "model name sent in OpenAI requests (default: the first of /v1/models)");
+ABSL_FLAG(std::string, model, "",
+          "model name sent in OpenAI requests (default: the first of /v1/models)");
 ABSL_FLAG(std::string, request_rate, "inf",
           "comma-separated request rates in req/s for open-loop Poisson arrivals; inf = no pacing");
-ABSL_FLAG(int, concurrency, 0, "closed loop with this many requests in flight (overrides request_rate)");
+ABSL_FLAG(int, concurrency, 0,
+          "closed loop with this many requests in flight (overrides request_rate)");
 ABSL_FLAG(int, num_requests, 100, "requests per rate (0 = until --duration)");
 ABSL_FLAG(double, duration, 0, "stop sending after this many seconds (0 = no limit)");
 ABSL_FLAG(int, warmup_requests, 2, "requests sent one by one before timing, excluded from results");
@@ -60,7 +62,8 @@ ABSL_FLAG(double, slo_ttft_ms, 0, "goodput: TTFT limit in ms (0 = none)");
 ABSL_FLAG(double, slo_tpot_ms, 0, "goodput: TPOT limit in ms (0 = none)");
 ABSL_FLAG(double, request_timeout, 600, "seconds before a request counts as failed");
 ABSL_FLAG(uint64_t, seed, 0, "workload seed");
-ABSL_FLAG(std::string, result_json, "", "write the results (with command, server info, host, time) here");
+ABSL_FLAG(std::string, result_json, "",
+          "write the results (with command, server info, host, time) here");
 ABSL_FLAG(bool, progress, true, "show a progress bar on stderr");
 ABSL_FLAG(int, shared_prefix_len, 0,
           "every random prompt starts with the same N random tokens (a shared system prompt), then "
@@ -70,10 +73,11 @@ ABSL_FLAG(int, multi_turn, 0,
           "default 1); turn 1 sends --shared_prefix_len + --input_len tokens, every later turn a "
           "new message of --input_len tokens after the previous prompt and its output; reports "
           "TTFT per turn");
-ABSL_FLAG(std::string, multi_turn_mode, "full",
-          "full: every turn sends the whole conversation so far; session: turn 1 opens a session "
-          "(session_id \"new\") and later turns send only the new message with its id (griffin's "
-          "extension). full over HTTP rebuilds the previous output's ids with /tokenize (its text)");
+ABSL_FLAG(
+    std::string, multi_turn_mode, "full",
+    "full: every turn sends the whole conversation so far; session: turn 1 opens a session "
+    "(session_id \"new\") and later turns send only the new message with its id (griffin's "
+    "extension). full over HTTP rebuilds the previous output's ids with /tokenize (its text)");
 
 namespace griffin::bench {
 namespace {
@@ -83,7 +87,8 @@ absl::StatusOr<std::pair<int, int>> ParseRange(const std::string& text, const ch
   std::pair<int, int> r;
   if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &r.first) ||
       !absl::SimpleAtoi(parts[1], &r.second) || r.first < 1 || r.second < r.first) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be LO:HI with 1 <= LO <= HI"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " must be LO:HI with 1 <= LO <= HI"));
   }
   return r;
 }
@@ -174,7 +179,9 @@ class Progress {
  public:
   // `total` 0: bounded by time, not by a count (shows the count and the elapsed seconds).
   Progress(int total, double duration_s, bool enabled)
-      : total_(total), duration_s_(duration_s), enabled_(enabled),
+      : total_(total),
+        duration_s_(duration_s),
+        enabled_(enabled),
         start_(std::chrono::steady_clock::now()) {}
   void Tick() {
     const int done = ++done_;
@@ -208,8 +215,8 @@ class Progress {
 // Runs one load level of at most `limit` requests (0: until `duration_s`), cycling through
 // `items`; returns every sent request's outcome (times relative to the level's start).
 std::vector<RequestOutcome> RunLevel(LoadClient& client, const std::vector<WorkItem>& items,
-                                     size_t limit, double rate, int concurrency,
-                                     double duration_s, uint64_t seed) {
+                                     size_t limit, double rate, int concurrency, double duration_s,
+                                     uint64_t seed) {
   std::vector<RequestOutcome> outcomes;
   std::mutex outcomes_mu;
   const auto start = std::chrono::steady_clock::now();
@@ -365,7 +372,8 @@ int Main(int argc, char** argv) {
     }
   }
 
-  ClientOptions options{.host = absl::GetFlag(FLAGS_host), .port = absl::GetFlag(FLAGS_port),
+  ClientOptions options{.host = absl::GetFlag(FLAGS_host),
+                        .port = absl::GetFlag(FLAGS_port),
                         .model = absl::GetFlag(FLAGS_model),
                         .ignore_eos = absl::GetFlag(FLAGS_ignore_eos),
                         .temperature = absl::GetFlag(FLAGS_temperature),
@@ -380,7 +388,8 @@ int Main(int argc, char** argv) {
   if (!warmup_items.ok()) return fail(warmup_items.status());
   for (const WorkItem& w : *warmup_items) {
     RequestOutcome o = (*client)->Send(w, std::chrono::steady_clock::now());
-    if (!o.ok) return fail(absl::UnavailableError(absl::StrCat("warm-up request failed: ", o.status)));
+    if (!o.ok)
+      return fail(absl::UnavailableError(absl::StrCat("warm-up request failed: ", o.status)));
   }
 
   const ServiceLevel slo{.ttft_s = absl::GetFlag(FLAGS_slo_ttft_ms) / 1e3,
@@ -405,8 +414,8 @@ int Main(int argc, char** argv) {
     const ServingSummary summary = Summarize(*outcomes, slo);
     total_failed += summary.failed;
     const nlohmann::json by_turn = TtftByTurn(*outcomes);
-    std::printf("============ %d conversations x %d turns (%s) ============\n", num_requests,
-                turns, mode.c_str());
+    std::printf("============ %d conversations x %d turns (%s) ============\n", num_requests, turns,
+                mode.c_str());
     std::printf("%s", FormatTable(summary).c_str());
     std::printf("%s", FormatTtftByTurn(by_turn).c_str());
     nlohmann::json level = ToJson(summary);
@@ -425,7 +434,8 @@ int Main(int argc, char** argv) {
     int pool = num_requests;
     if (pool == 0) {
       const double expected = std::isinf(rate) ? 4096.0 : rate * duration;
-      pool = static_cast<int>(std::min(4096.0, std::ceil(expected + 6.0 * std::sqrt(expected) + 16.0)));
+      pool = static_cast<int>(
+          std::min(4096.0, std::ceil(expected + 6.0 * std::sqrt(expected) + 16.0)));
     }
     auto items = MakeWorkload(pool);
     if (!items.ok()) return fail(items.status());
@@ -435,7 +445,7 @@ int Main(int argc, char** argv) {
     const ServingSummary summary = Summarize(outcomes, slo);
     total_failed += summary.failed;
     std::printf("============ %s ============\n",
-                concurrency > 0 ? absl::StrCat("concurrency ", concurrency).c_str()
+                concurrency > 0    ? absl::StrCat("concurrency ", concurrency).c_str()
                 : std::isinf(rate) ? "request rate inf"
                                    : absl::StrCat("request rate ", rate, " req/s").c_str());
     std::printf("%s", FormatTable(summary).c_str());
@@ -455,7 +465,9 @@ int Main(int argc, char** argv) {
         {"time", absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())},
         {"protocol", absl::GetFlag(FLAGS_protocol)},
         {"server_info", *info},
-        {"slo", {{"ttft_ms", absl::GetFlag(FLAGS_slo_ttft_ms)}, {"tpot_ms", absl::GetFlag(FLAGS_slo_tpot_ms)}}},
+        {"slo",
+         {{"ttft_ms", absl::GetFlag(FLAGS_slo_ttft_ms)},
+          {"tpot_ms", absl::GetFlag(FLAGS_slo_tpot_ms)}}},
         {"levels", levels}};
     std::ofstream f(path);
     f << out.dump(2) << "\n";

@@ -18,9 +18,9 @@
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
+#include "kernels/norm/rmsnorm.cuh"
 #include "kernels/random_init/random_init.cuh"
 #include "kernels/rglru/rglru.cuh"
-#include "kernels/norm/rmsnorm.cuh"
 
 ABSL_FLAG(int, reps, 50, "timed launches per kernel (median)");
 ABSL_FLAG(std::string, filter, "", "only the rows whose name contains this text");
@@ -28,13 +28,13 @@ ABSL_FLAG(std::string, filter, "", "only the rows whose name contains this text"
 namespace griffin::kernels {
 namespace {
 
-#define CHECK_CUDA(x)                                                              \
-  do {                                                                             \
-    cudaError_t e = (x);                                                           \
-    if (e != cudaSuccess) {                                                        \
+#define CHECK_CUDA(x)                                                                \
+  do {                                                                               \
+    cudaError_t e = (x);                                                             \
+    if (e != cudaSuccess) {                                                          \
       std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
-      std::exit(1);                                                                \
-    }                                                                              \
+      std::exit(1);                                                                  \
+    }                                                                                \
   } while (0)
 
 std::vector<void*> g_allocs;
@@ -44,8 +44,10 @@ T* Buf(int64_t n, float sd = 1.0f, float mean = 0.0f) {
   CHECK_CUDA(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(T)));
   g_allocs.push_back(p);
   static uint64_t seed = 1;
-  if constexpr (sizeof(T) == 2) CHECK_CUDA(LaunchFillRandomBf16(reinterpret_cast<bf16_t*>(p), n, ++seed, sd, mean, 0));
-  else if constexpr (std::is_same_v<T, float>) CHECK_CUDA(LaunchFillRandomF32(reinterpret_cast<float*>(p), n, ++seed, sd, mean, 0));
+  if constexpr (sizeof(T) == 2)
+    CHECK_CUDA(LaunchFillRandomBf16(reinterpret_cast<bf16_t*>(p), n, ++seed, sd, mean, 0));
+  else if constexpr (std::is_same_v<T, float>)
+    CHECK_CUDA(LaunchFillRandomF32(reinterpret_cast<float*>(p), n, ++seed, sd, mean, 0));
   return static_cast<T*>(p);
 }
 
@@ -87,7 +89,9 @@ void Bench(const char* name, const std::function<void()>& fn, double bytes, doub
 int Main() {
   const int d = 2560, m = 7680, L = 2560, H = 10, hd = 256, W = 2048, V = 256000;
   char name[160];
-  std::printf("| kernel | median | bandwidth | FLOP rate | floor | time / floor |\n| --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "| kernel | median | bandwidth | FLOP rate | floor | time / floor |\n| --- | --- | --- | --- "
+      "| --- | --- |\n");
   for (int rows : {1, 256, 4096}) {
     float* x = Buf<float>(int64_t(rows) * d);
     float* delta = Buf<float>(int64_t(rows) * d);
@@ -95,15 +99,18 @@ int Main() {
     float* w = Buf<float>(d, 0.1f);
     bf16_t* out = Buf<bf16_t>(int64_t(rows) * d);
     std::snprintf(name, sizeof name, "add+rmsnorm %d x %d", rows, d);
-    Bench(name, [&] { CHECK_CUDA(LaunchAddRmsNorm(x, delta, bias, w, nullptr, rows, d, 1e-6f, out, 0)); },
-           rows * double(d) * (4 * 3 + 2), 0);
+    Bench(
+        name,
+        [&] { CHECK_CUDA(LaunchAddRmsNorm(x, delta, bias, w, nullptr, rows, d, 1e-6f, out, 0)); },
+        rows * double(d) * (4 * 3 + 2), 0);
   }
   for (int n : {1, 256, 4096}) {
     float* gu = Buf<float>(int64_t(n) * 2 * m);
     float* b = Buf<float>(m, 0.1f);
     bf16_t* out = Buf<bf16_t>(int64_t(n) * m);
     std::snprintf(name, sizeof name, "geglu %d x %d", n, m);
-    Bench(name, [&] { CHECK_CUDA(LaunchGeGlu(gu, b, b, n, m, out, 0)); }, n * double(m) * 10, 0);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchGeGlu(gu, b, b, n, m, out, 0)); }, n * double(m) * 10, 0);
   }
   Gemm gemm;
   if (!gemm.Init(64 << 20).empty()) return 1;
@@ -113,8 +120,9 @@ int Main() {
     bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
     float* out = Buf<float>(int64_t(M) * N);
     std::snprintf(name, sizeof name, "cuBLASLt gemm %d x %d x %d (gate|up)", M, N, K);
-    Bench(name, [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); },
-           2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    Bench(
+        name, [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); },
+        2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
   }
   for (int M : {1, 8}) {
     const int N = 2 * m, K = d;
@@ -122,52 +130,79 @@ int Main() {
     bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
     float* out = Buf<float>(int64_t(M) * N);
     std::snprintf(name, sizeof name, "gemv %d x %d x %d (gate|up)", M, N, K);
-    Bench(name, [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); },
-           2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); },
+        2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
   }
   {
     const int M = 1, N = 256000, K = d;
     bf16_t* a = Buf<bf16_t>(int64_t(M) * K);
     bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
     float* out = Buf<float>(int64_t(M) * N);
-    Bench("gemv 1 x 256000 x 2560 (tied head)", [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); },
-           2.0 * N * K + 4.0 * N, 2.0 * N * K);
-    Bench("cuBLASLt gemm 1 x 256000 x 2560 (tied head)", [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); },
-           2.0 * N * K + 4.0 * N, 2.0 * N * K);
+    Bench(
+        "gemv 1 x 256000 x 2560 (tied head)",
+        [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); }, 2.0 * N * K + 4.0 * N,
+        2.0 * N * K);
+    Bench(
+        "cuBLASLt gemm 1 x 256000 x 2560 (tied head)",
+        [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); }, 2.0 * N * K + 4.0 * N, 2.0 * N * K);
   }
   // RG-LRU: decode (fused) and prefill (gates + scan), one slot per sequence.
   for (int n : {1, 256}) {
     const int K = 4;
     const int64_t stride = int64_t(L) * 4 + int64_t(K - 1) * L * 2;
     RgLruParams p;
-    p.xy = Buf<float>(int64_t(n) * 2 * L); p.bx = Buf<float>(L, 0.1f); p.by = Buf<float>(L, 0.1f);
-    p.conv_w = Buf<float>(int64_t(L) * K, 0.5f); p.conv_b = Buf<float>(L, 0.1f);
-    p.gx_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f); p.ga_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
-    p.gx_b = Buf<float>(L, 0.1f); p.ga_b = Buf<float>(L, 0.1f); p.a_param = Buf<float>(L, 0.5f, -4.0f);
+    p.xy = Buf<float>(int64_t(n) * 2 * L);
+    p.bx = Buf<float>(L, 0.1f);
+    p.by = Buf<float>(L, 0.1f);
+    p.conv_w = Buf<float>(int64_t(L) * K, 0.5f);
+    p.conv_b = Buf<float>(L, 0.1f);
+    p.gx_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
+    p.ga_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
+    p.gx_b = Buf<float>(L, 0.1f);
+    p.ga_b = Buf<float>(L, 0.1f);
+    p.a_param = Buf<float>(L, 0.5f, -4.0f);
     std::vector<int32_t> te(n);
     std::vector<StepEntryRecord> en(n);
-    for (int i = 0; i < n; ++i) { te[i] = i; en[i] = {i, 1, i, 100}; }
+    for (int i = 0; i < n; ++i) {
+      te[i] = i;
+      en[i] = {i, 1, i, 100};
+    }
     int32_t* dte = Buf<int32_t>(n);
     auto* den = reinterpret_cast<StepEntryRecord*>(Buf<int32_t>(4 * n));
     CHECK_CUDA(cudaMemcpy(dte, te.data(), n * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * n, cudaMemcpyHostToDevice));
     char* pool = reinterpret_cast<char*>(Buf<float>(stride * n / 4 + 1));
     CHECK_CUDA(cudaMemset(pool, 0, stride * n));
-    p.layout = {dte, den}; p.state = {pool, stride}; p.lru_offset = 0; p.conv_offset = int64_t(L) * 4;
-    p.n = n; p.num_entries = n; p.L = L; p.H = H; p.K = K;
+    p.layout = {dte, den};
+    p.state = {pool, stride};
+    p.lru_offset = 0;
+    p.conv_offset = int64_t(L) * 4;
+    p.n = n;
+    p.num_entries = n;
+    p.L = L;
+    p.H = H;
+    p.K = K;
     p.out = Buf<bf16_t>(int64_t(n) * L);
     std::snprintf(name, sizeof name, "rg-lru decode (fused) + tail shift, %d tokens", n);
-    Bench(name, [&] { CHECK_CUDA(LaunchRgLruDecode(p, 0)); },
-           2.0 * H * 256 * 256 * 2 + n * double(L) * (8 + 2 + 8 + 12), n * double(L) * 4 * 256);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRgLruDecode(p, 0)); },
+        2.0 * H * 256 * 256 * 2 + n * double(L) * (8 + 2 + 8 + 12), n * double(L) * 4 * 256);
   }
   for (int seqs : {1, 16}) {
     const int T = 2048, n = seqs * T, K = 4;
     const int64_t stride = int64_t(L) * 4 + int64_t(K - 1) * L * 2;
     RgLruParams p;
-    p.xy = Buf<float>(int64_t(n) * 2 * L); p.bx = Buf<float>(L, 0.1f); p.by = Buf<float>(L, 0.1f);
-    p.conv_w = Buf<float>(int64_t(L) * K, 0.5f); p.conv_b = Buf<float>(L, 0.1f);
-    p.gx_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f); p.ga_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
-    p.gx_b = Buf<float>(L, 0.1f); p.ga_b = Buf<float>(L, 0.1f); p.a_param = Buf<float>(L, 0.5f, -4.0f);
+    p.xy = Buf<float>(int64_t(n) * 2 * L);
+    p.bx = Buf<float>(L, 0.1f);
+    p.by = Buf<float>(L, 0.1f);
+    p.conv_w = Buf<float>(int64_t(L) * K, 0.5f);
+    p.conv_b = Buf<float>(L, 0.1f);
+    p.gx_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
+    p.ga_w = Buf<bf16_t>(int64_t(H) * 256 * 256, 0.06f);
+    p.gx_b = Buf<float>(L, 0.1f);
+    p.ga_b = Buf<float>(L, 0.1f);
+    p.a_param = Buf<float>(L, 0.5f, -4.0f);
     std::vector<int32_t> te(n);
     std::vector<StepEntryRecord> en(seqs);
     for (int i = 0; i < n; ++i) te[i] = i / T;
@@ -178,23 +213,39 @@ int Main() {
     CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * seqs, cudaMemcpyHostToDevice));
     char* pool = reinterpret_cast<char*>(Buf<float>(stride * seqs / 4 + 1));
     CHECK_CUDA(cudaMemset(pool, 0, stride * seqs));
-    p.layout = {dte, den}; p.state = {pool, stride}; p.lru_offset = 0; p.conv_offset = int64_t(L) * 4;
-    p.n = n; p.num_entries = seqs; p.L = L; p.H = H; p.K = K;
+    p.layout = {dte, den};
+    p.state = {pool, stride};
+    p.lru_offset = 0;
+    p.conv_offset = int64_t(L) * 4;
+    p.n = n;
+    p.num_entries = seqs;
+    p.L = L;
+    p.H = H;
+    p.K = K;
     p.out = Buf<bf16_t>(int64_t(n) * L);
-    p.c = Buf<float>(int64_t(n) * L); p.c_half = reinterpret_cast<uint16_t*>(Buf<bf16_t>(int64_t(n) * L));
+    p.c = Buf<float>(int64_t(n) * L);
+    p.c_half = reinterpret_cast<uint16_t*>(Buf<bf16_t>(int64_t(n) * L));
     float* gates = Buf<float>(int64_t(n) * 2 * L);
     p.gates = gates;
     uint16_t* packed = reinterpret_cast<uint16_t*>(Buf<bf16_t>(int64_t(2) * H * 256 * 256));
     CHECK_CUDA(LaunchPackGateWeights(p.gx_w, p.ga_w, H, 256, packed, 0));
     std::snprintf(name, sizeof name, "rg-lru prefill conv, %d x %d", seqs, T);
-    Bench(name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); }, n * double(L) * (4 + 4 + 2), 0);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); }, n * double(L) * (4 + 4 + 2), 0);
     std::snprintf(name, sizeof name, "rg-lru prefill gates (batched cuBLASLt), %d x %d", seqs, T);
-    Bench(name, [&] { (void)gemm.RunBatched(p.c_half, L, 256, packed, 2 * 256 * 256, gates, 2 * L, 512, n, 512, 256, H, true, 0); },
-           n * double(L) * (2 + 8), n * double(L) * 4 * 256);
+    Bench(
+        name,
+        [&] {
+          (void)gemm.RunBatched(p.c_half, L, 256, packed, 2 * 256 * 256, gates, 2 * L, 512, n, 512,
+                                256, H, true, 0);
+        },
+        n * double(L) * (2 + 8), n * double(L) * 4 * 256);
     std::snprintf(name, sizeof name, "rg-lru prefill gate math, %d x %d", seqs, T);
-    Bench(name, [&] { CHECK_CUDA(LaunchRgLruGateMath(p, 0)); }, n * double(L) * (8 + 4 + 8), 0);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRgLruGateMath(p, 0)); }, n * double(L) * (8 + 4 + 8), 0);
     std::snprintf(name, sizeof name, "rg-lru prefill scan, %d x %d", seqs, T);
-    Bench(name, [&] { CHECK_CUDA(LaunchRgLruScan(p, 0)); }, n * double(L) * (8 + 4 + 4 + 2), 0);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRgLruScan(p, 0)); }, n * double(L) * (8 + 4 + 4 + 2), 0);
   }
   // Attention: decode at position 4096 (full window), prefill 1 x 2048 from position 0.
   CHECK_CUDA(PrepareAttentionKernels());
@@ -205,13 +256,16 @@ int Main() {
     const int64_t ring = int64_t(W) * hd * 2, stride = 2 * ring;
     AttentionParams p;
     p.qkv = Buf<float>(int64_t(n) * (H + 2) * hd);
-    p.q = Buf<bf16_t>(int64_t(n) * H * hd); p.k = Buf<bf16_t>(int64_t(n) * hd); p.v = Buf<bf16_t>(int64_t(n) * hd);
+    p.q = Buf<bf16_t>(int64_t(n) * H * hd);
+    p.k = Buf<bf16_t>(int64_t(n) * hd);
+    p.v = Buf<bf16_t>(int64_t(n) * hd);
     std::vector<int32_t> te(n);
     std::vector<StepEntryRecord> en(seqs);
     std::vector<QueryTile> tiles;
     const int tile = prefill ? AttentionPrefillTileTokens(H, 1, hd) : 1;
     for (int i = 0; i < n; ++i) te[i] = prefill ? 0 : i;
-    for (int s = 0; s < seqs; ++s) en[s] = {prefill ? 0 : s, prefill ? n : 1, s, prefill ? 0 : 4096};
+    for (int s = 0; s < seqs; ++s)
+      en[s] = {prefill ? 0 : s, prefill ? n : 1, s, prefill ? 0 : 4096};
     for (int t = 0; t < n; t += tile) tiles.push_back({t, std::min(tile, n - t)});
     int32_t* dte = Buf<int32_t>(n);
     auto* den = reinterpret_cast<StepEntryRecord*>(Buf<int32_t>(4 * seqs));
@@ -219,47 +273,70 @@ int Main() {
     CHECK_CUDA(cudaMemcpy(dte, te.data(), n * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * seqs, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(dti, tiles.data(), tiles.size() * 8, cudaMemcpyHostToDevice));
-    p.layout = {dte, den}; p.tiles = dti; p.num_tiles = int(tiles.size());
+    p.layout = {dte, den};
+    p.tiles = dti;
+    p.num_tiles = int(tiles.size());
     p.state = {reinterpret_cast<char*>(Buf<bf16_t>(stride * seqs / 2)), stride};
-    p.k_offset = 0; p.v_offset = ring;
-    p.n = n; p.H = H; p.KV = 1; p.hd = hd; p.W = W; p.rotary = hd / 2; p.scale = 1.0f / 16;
+    p.k_offset = 0;
+    p.v_offset = ring;
+    p.n = n;
+    p.H = H;
+    p.KV = 1;
+    p.hd = hd;
+    p.W = W;
+    p.rotary = hd / 2;
+    p.scale = 1.0f / 16;
     const int splits = prefill ? 1 : std::max(1, std::min({64, (264 + n - 1) / n, (W + 32) / 32}));
     p.splits = n >= 264 ? 1 : splits;
-    p.part_o = Buf<float>(int64_t(n) * H * 64 * hd); p.part_ml = Buf<float>(int64_t(n) * H * 64 * 2);
+    p.part_o = Buf<float>(int64_t(n) * H * 64 * hd);
+    p.part_ml = Buf<float>(int64_t(n) * H * 64 * 2);
     p.out = Buf<bf16_t>(int64_t(n) * H * hd);
     CHECK_CUDA(LaunchRope(p, 0));
     const double keys = prefill ? 0.5 * (n + 1) : W + 1;
-    const double bytes = prefill ? 3.0 * n * hd * 2 * 2 + n * double(H) * hd * 4 : n * keys * hd * 2 * 2;
+    const double bytes =
+        prefill ? 3.0 * n * hd * 2 * 2 + n * double(H) * hd * 4 : n * keys * hd * 2 * 2;
     const double flops = 4.0 * n * H * hd * keys;
     std::snprintf(name, sizeof name, "attention %s, %d tokens, %.0f keys each, %d splits",
                   prefill ? "prefill" : "decode", n, keys, p.splits);
-    Bench(name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
     if (!prefill) {  // how many key splits a decode batch wants (the backend's Splits heuristic)
       const int chosen = p.splits;
       for (int alt : {1, 2, 4, 8, 16, 32}) {
         if (alt == chosen || alt > (W + 32) / 32) continue;
         p.splits = alt;
         std::snprintf(name, sizeof name, "  same, %d splits", alt);
-        Bench(name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
+        Bench(
+            name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
       }
       p.splits = chosen;
     }
     std::snprintf(name, sizeof name, "rope, %d tokens", n);
-    Bench(name, [&] { CHECK_CUDA(LaunchRope(p, 0)); }, n * double(H + 2) * hd * 6, 0);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRope(p, 0)); }, n * double(H + 2) * hd * 6, 0);
   }
   for (int rows : {1, 64, 256}) {
     float* logits = Buf<float>(int64_t(rows) * V, 3.0f);
     int32_t* tok = Buf<int32_t>(rows);
     int32_t* scratch = Buf<int32_t>(int64_t(rows) * kArgMaxParts * 3);
     std::snprintf(name, sizeof name, "soft-cap %d x %d", rows, V);
-    Bench(name, [&] { CHECK_CUDA(LaunchSoftCap(logits, int64_t(rows) * V, 30.0f, 0)); }, rows * double(V) * 8, 0);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchSoftCap(logits, int64_t(rows) * V, 30.0f, 0)); },
+        rows * double(V) * 8, 0);
     std::snprintf(name, sizeof name, "argmax (greedy) %d x %d", rows, V);
-    Bench(name, [&] { CHECK_CUDA(LaunchArgMax(logits, rows, V, tok, scratch, 0)); }, rows * double(V) * 4, 0);
-    std::vector<SampleRowParams> sp(rows, SampleRowParams{0.8f, 50, 0.9f, 0.05f, 1.1f, 1, 0, 3, 0, 0, 0});
-    SampleRowParams* dsp = reinterpret_cast<SampleRowParams*>(Buf<char>(sizeof(SampleRowParams) * rows));
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchArgMax(logits, rows, V, tok, scratch, 0)); },
+        rows * double(V) * 4, 0);
+    std::vector<SampleRowParams> sp(rows,
+                                    SampleRowParams{0.8f, 50, 0.9f, 0.05f, 1.1f, 1, 0, 3, 0, 0, 0});
+    SampleRowParams* dsp =
+        reinterpret_cast<SampleRowParams*>(Buf<char>(sizeof(SampleRowParams) * rows));
     CHECK_CUDA(cudaMemcpy(dsp, sp.data(), sizeof(SampleRowParams) * rows, cudaMemcpyHostToDevice));
-    std::snprintf(name, sizeof name, "sample (T 0.8, top-k 50, top-p 0.9, min-p 0.05) %d x %d", rows, V);
-    Bench(name, [&] { CHECK_CUDA(LaunchSample(logits, rows, V, dsp, tok, nullptr, tok, 0)); }, rows * double(V) * 4, 0);
+    std::snprintf(name, sizeof name, "sample (T 0.8, top-k 50, top-p 0.9, min-p 0.05) %d x %d",
+                  rows, V);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchSample(logits, rows, V, dsp, tok, nullptr, tok, 0)); },
+        rows * double(V) * 4, 0);
   }
   for (void* p : g_allocs) cudaFree(p);
   return 0;
@@ -269,7 +346,8 @@ int Main() {
 }  // namespace griffin::kernels
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("every CUDA kernel alone at recurrentgemma-2b shapes, beside its floor");
+  absl::SetProgramUsageMessage(
+      "every CUDA kernel alone at recurrentgemma-2b shapes, beside its floor");
   absl::ParseCommandLine(argc, argv);
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {

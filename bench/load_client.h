@@ -40,7 +40,8 @@ class LoadClient {
   // that the server answers before any load is sent.
   virtual absl::StatusOr<nlohmann::json> ServerInfo() = 0;
   // Sends one streaming request and waits for its end. Times are relative to `epoch`.
-  virtual RequestOutcome Send(const WorkItem& item, std::chrono::steady_clock::time_point epoch) = 0;
+  virtual RequestOutcome Send(const WorkItem& item,
+                              std::chrono::steady_clock::time_point epoch) = 0;
   // The ids of `text` without BOS (HTTP /tokenize, gRPC Tokenize): --multi_turn full rebuilds a
   // conversation from an output's text where the protocol returns no output ids (HTTP).
   virtual absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text) = 0;

@@ -18,15 +18,24 @@ double Since(std::chrono::steady_clock::time_point epoch) {
 
 std::string CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    default: return absl::StrCat("grpc_", static_cast<int>(code));
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    default:
+      return absl::StrCat("grpc_", static_cast<int>(code));
   }
 }
 
@@ -51,7 +60,8 @@ class GrpcClient final : public LoadClient {
     griffin::v1::GetModelInfoResponse response;
     grpc::Status status = stubs_[0]->GetModelInfo(&context, request, &response);
     if (!status.ok()) {
-      return absl::UnavailableError(absl::StrCat("GetModelInfo failed: ", CodeName(status.error_code())));
+      return absl::UnavailableError(
+          absl::StrCat("GetModelInfo failed: ", CodeName(status.error_code())));
     }
     const auto& c = response.config();
     return nlohmann::json{{"model_name", response.model_name()},
@@ -61,8 +71,10 @@ class GrpcClient final : public LoadClient {
                           {"max_prompt_tokens", response.max_prompt_tokens()},
                           {"max_output_tokens", response.max_output_tokens()},
                           {"config",
-                           {{"vocab_size", c.vocab_size()}, {"hidden_size", c.hidden_size()},
-                            {"num_layers", c.num_layers()}, {"block_pattern", c.block_pattern()},
+                           {{"vocab_size", c.vocab_size()},
+                            {"hidden_size", c.hidden_size()},
+                            {"num_layers", c.num_layers()},
+                            {"block_pattern", c.block_pattern()},
                             {"attention_window", c.attention_window()}}}};
   }
 
@@ -106,7 +118,8 @@ class GrpcClient final : public LoadClient {
       if (!response.session_id().empty()) o.session_id = response.session_id();
       if (response.has_chunk()) {
         const int n = response.chunk().token_ids_size();
-        for (int64_t id : response.chunk().token_ids()) o.output_ids.push_back(static_cast<int32_t>(id));
+        for (int64_t id : response.chunk().token_ids())
+          o.output_ids.push_back(static_cast<int32_t>(id));
         if (n > 0) {
           const double now = Since(epoch);
           if (tokens == 0) o.first_token_time = now;

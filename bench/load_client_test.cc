@@ -9,8 +9,7 @@ namespace griffin::bench {
 namespace {
 
 TEST(SseParserTest, SplitsEventsAcrossArbitraryReads) {
-  const std::string stream =
-      "data: {\"a\":1}\n\n: comment\n\ndata: {\"b\":\n\ndata: [DONE]\n\n";
+  const std::string stream = "data: {\"a\":1}\n\n: comment\n\ndata: {\"b\":\n\ndata: [DONE]\n\n";
   for (size_t piece : {1u, 3u, 7u, 1000u}) {
     SseParser parser;
     std::vector<std::string> events;

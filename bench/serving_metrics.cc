@@ -111,9 +111,10 @@ std::string FormatTable(const ServingSummary& s) {
   absl::StrAppendFormat(&out, "%-34s %d\n", "Total input tokens:", s.prompt_tokens);
   absl::StrAppendFormat(&out, "%-34s %d\n", "Total generated tokens:", s.output_tokens);
   absl::StrAppendFormat(&out, "%-34s %.2f\n", "Request throughput (req/s):", s.request_throughput);
-  absl::StrAppendFormat(&out, "%-34s %.2f\n", "Output token throughput (tok/s):", s.output_throughput);
-  absl::StrAppendFormat(&out, "%-34s %.2f\n", "Total token throughput (tok/s):",
-                        s.total_token_throughput);
+  absl::StrAppendFormat(&out, "%-34s %.2f\n",
+                        "Output token throughput (tok/s):", s.output_throughput);
+  absl::StrAppendFormat(&out, "%-34s %.2f\n",
+                        "Total token throughput (tok/s):", s.total_token_throughput);
   absl::StrAppendFormat(&out, "%-34s %.2f\n", "Goodput (req/s):", s.goodput);
   auto rows = [&](const char* name, const Distribution& d) {
     absl::StrAppendFormat(&out, "%-8s ms: mean %9.2f  median %9.2f  p90 %9.2f  p99 %9.2f\n", name,

@@ -16,9 +16,9 @@ namespace griffin::bench {
 // What one request did, as the client saw it. Times are seconds since the run's start.
 struct RequestOutcome {
   bool ok = false;
-  std::string status;             // "OK", or the gRPC code / HTTP status of the failure
+  std::string status;  // "OK", or the gRPC code / HTTP status of the failure
   double send_time = 0;
-  double first_token_time = 0;    // arrival of the first chunk carrying a token
+  double first_token_time = 0;  // arrival of the first chunk carrying a token
   double end_time = 0;
   std::vector<double> chunk_times;  // arrival of every token-carrying chunk (first included)
   int prompt_tokens = 0;
@@ -47,12 +47,12 @@ struct ServiceLevel {
 struct ServingSummary {
   int completed = 0, failed = 0;
   std::map<std::string, int> failures_by_status;
-  double duration_s = 0;          // first send → last completion
+  double duration_s = 0;  // first send → last completion
   int64_t prompt_tokens = 0, output_tokens = 0;
   double request_throughput = 0;  // completed requests / s
   double output_throughput = 0;   // output tokens / s
   double total_token_throughput = 0;
-  double goodput = 0;             // requests / s meeting the SLO
+  double goodput = 0;                 // requests / s meeting the SLO
   Distribution ttft, tpot, itl, e2e;  // seconds
 };
 

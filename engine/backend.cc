@@ -19,25 +19,26 @@ int64_t LogitsRows(absl::Span<const StepEntry> entries) {
   return rows;
 }
 
-absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots,
-                                 int vocab_size, absl::FunctionRef<int64_t(int)> next_position) {
+absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots, int vocab_size,
+                                 absl::FunctionRef<int64_t(int)> next_position) {
   absl::flat_hash_set<int> seen;
   for (size_t i = 0; i < entries.size(); ++i) {
     const StepEntry& e = entries[i];
     if (e.slot < 0 || e.slot >= num_slots) {
-      return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": slot ", e.slot,
-                                                     " out of range [0, ", num_slots, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i, ": slot ", e.slot, " out of range [0, ", num_slots, ")"));
     }
     if (!seen.insert(e.slot).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("entry ", i, ": slot ", e.slot, " appears twice in one step"));
     }
-    if (e.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": no tokens"));
+    if (e.tokens.empty())
+      return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": no tokens"));
     const int64_t expected = next_position(e.slot);
     if (e.position != 0 && e.position != expected) {
       return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": position ", e.position,
-                                                     " is not slot ", e.slot,
-                                                     "'s next position ", expected));
+                                                     " is not slot ", e.slot, "'s next position ",
+                                                     expected));
     }
     // Kernels address positions as int32.
     if (e.position + static_cast<int64_t>(e.tokens.size()) > (int64_t{1} << 31) - 1) {
@@ -45,8 +46,8 @@ absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_sl
     }
     for (int32_t token : e.tokens) {
       if (token < 0 || token >= vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": token id ", token,
-                                                       " out of range [0, ", vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry ", i, ": token id ", token, " out of range [0, ", vocab_size, ")"));
       }
     }
   }
@@ -87,7 +88,8 @@ int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests) {
 
 absl::Status ValidatePromptLogprobs(absl::Span<const StepEntry> entries,
                                     absl::Span<const PromptLogprobsRequest> requests, int top_k,
-                                    int vocab, size_t logits_size, const PromptLogprobsOutput& out) {
+                                    int vocab, size_t logits_size,
+                                    const PromptLogprobsOutput& out) {
   if (requests.size() != entries.size()) {
     return absl::InvalidArgumentError("one prompt log-probability request per step entry");
   }

@@ -28,10 +28,10 @@ enum class LogitsRequest {
 
 // One sequence's share of a step: a prefill chunk (many tokens) or a decode token (one).
 struct StepEntry {
-  int slot = 0;                        // state slot in [0, num_slots)
-  int64_t position = 0;                // position of tokens[0]; must equal the slot's next position.
-                                       // 0 starts a new sequence: the slot's state is reset first.
-  absl::Span<const int32_t> tokens;    // at least one id in [0, vocab_size)
+  int slot = 0;                      // state slot in [0, num_slots)
+  int64_t position = 0;              // position of tokens[0]; must equal the slot's next position.
+                                     // 0 starts a new sequence: the slot's state is reset first.
+  absl::Span<const int32_t> tokens;  // at least one id in [0, vocab_size)
   LogitsRequest logits = LogitsRequest::kLast;
 };
 
@@ -41,8 +41,8 @@ int64_t LogitsRows(absl::Span<const StepEntry> entries);
 // The checks every backend makes before a step changes anything (Backend::Step's
 // INVALID_ARGUMENT cases): slot in [0, num_slots) and not repeated, at least one token, token ids
 // in [0, vocab_size), a position that is 0 or the slot's next position, and positions below 2^31.
-absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots,
-                                 int vocab_size, absl::FunctionRef<int64_t(int)> next_position);
+absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots, int vocab_size,
+                                 absl::FunctionRef<int64_t(int)> next_position);
 
 // One entry's share of Backend::StepWithPromptLogprobs: the ids its positions are scored against.
 struct PromptLogprobsRequest {
@@ -58,9 +58,9 @@ int64_t PromptLogprobsRows(absl::Span<const PromptLogprobsRequest> requests);
 // Where StepWithPromptLogprobs writes: one row per scored position, entries in step order and
 // positions in order within an entry (PromptLogprobsRows rows).
 struct PromptLogprobsOutput {
-  absl::Span<float> logprobs;      // [rows]: log-softmax of the soft-capped logits at the target
-  absl::Span<int32_t> ranks;       // [rows]: 1 + the number of ids more likely than the target
-  absl::Span<int32_t> top_ids;     // [rows × top_k]: the most likely ids, best first (ties: lower id)
+  absl::Span<float> logprobs;   // [rows]: log-softmax of the soft-capped logits at the target
+  absl::Span<int32_t> ranks;    // [rows]: 1 + the number of ids more likely than the target
+  absl::Span<int32_t> top_ids;  // [rows × top_k]: the most likely ids, best first (ties: lower id)
   absl::Span<float> top_logprobs;  // [rows × top_k]: their log-softmax values
 };
 

@@ -70,13 +70,15 @@ TEST_F(PromptLogprobsTest, EqualsLogSoftmaxOfEveryRowInChunksAndNextToAnotherEnt
     const bool last = start + n == static_cast<int>(prompt.size());
     const int targets = last ? n - 1 : n;
     std::vector<StepEntry> entries = {
-        {.slot = 0, .position = start,
+        {.slot = 0,
+         .position = start,
          .tokens = absl::MakeConstSpan(prompt).subspan(start, n),
          .logits = last ? LogitsRequest::kLast : LogitsRequest::kNone}};
     std::vector<PromptLogprobsRequest> requests = {
         {.targets = absl::MakeConstSpan(prompt).subspan(start + 1, targets)}};
     if (start == 0) {  // an unscored entry in the same step keeps its own row
-      entries.push_back({.slot = 1, .position = 0, .tokens = other, .logits = LogitsRequest::kLast});
+      entries.push_back(
+          {.slot = 1, .position = 0, .tokens = other, .logits = LogitsRequest::kLast});
       requests.push_back({});
     }
     std::vector<float> logits(LogitsRows(entries) * vocab_);
@@ -135,17 +137,17 @@ TEST_F(PromptLogprobsTest, InvalidRequestsChangeNothing) {
     return backend_->StepWithPromptLogprobs({&e, 1}, requests, top_k, {}, o).code();
   };
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
-  EXPECT_EQ(run({}, 1, out), kInvalid);                            // no request for the entry
-  EXPECT_EQ(run({{.targets = too_many}}, 1, out), kInvalid);       // more targets than tokens
-  EXPECT_EQ(run({{.targets = out_of_range}}, 1, out), kInvalid);   // id == vocab
-  EXPECT_EQ(run({{.targets = good}}, -1, out), kInvalid);          // top_k < 0
-  EXPECT_EQ(run({{.targets = good}}, 2, out), kInvalid);           // top spans too small for k=2
+  EXPECT_EQ(run({}, 1, out), kInvalid);                           // no request for the entry
+  EXPECT_EQ(run({{.targets = too_many}}, 1, out), kInvalid);      // more targets than tokens
+  EXPECT_EQ(run({{.targets = out_of_range}}, 1, out), kInvalid);  // id == vocab
+  EXPECT_EQ(run({{.targets = good}}, -1, out), kInvalid);         // top_k < 0
+  EXPECT_EQ(run({{.targets = good}}, 2, out), kInvalid);          // top spans too small for k=2
   EXPECT_EQ(run({{.targets = good}}, 1,
                 {.logprobs = absl::MakeSpan(lp).subspan(0, 1),
                  .ranks = absl::MakeSpan(ranks).subspan(0, 1),
                  .top_ids = absl::MakeSpan(top_ids).subspan(0, 1),
                  .top_logprobs = absl::MakeSpan(top_lp).subspan(0, 1)}),
-            kInvalid);                                             // one row short
+            kInvalid);  // one row short
   EXPECT_EQ(backend_->NextPosition(0), 0);
   EXPECT_EQ(run({{.targets = good}}, 1, out), absl::StatusCode::kOk);
   EXPECT_EQ(backend_->NextPosition(0), 3);

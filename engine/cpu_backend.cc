@@ -67,8 +67,9 @@ absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint,
   return w;
 }
 
-absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
-    const loader::Checkpoint& checkpoint, int num_slots, CpuNumerics numerics) {
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const loader::Checkpoint& checkpoint,
+                                                               int num_slots,
+                                                               CpuNumerics numerics) {
   ASSIGN_OR_RETURN(CpuWeights weights, LoadCpuWeights(checkpoint, numerics));
   return Create(checkpoint.config(), std::move(weights), num_slots, numerics);
 }
@@ -138,8 +139,7 @@ absl::StatusOr<int64_t> CpuBackend::SnapshotSlot(int slot, absl::Span<uint8_t> o
     return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
                                                    " bytes, a slot ", layout_.slot_bytes()));
   }
-  std::memcpy(out.data(), Region(slot, 0, layout_.slot_bytes() / sizeof(float)).data(),
-              out.size());
+  std::memcpy(out.data(), Region(slot, 0, layout_.slot_bytes() / sizeof(float)).data(), out.size());
   return next_position_[slot];
 }
 
@@ -147,8 +147,8 @@ absl::Status CpuBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapsho
                                      int64_t next_position) {
   if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
   if (static_cast<int64_t>(snapshot.size()) != layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot holds ", snapshot.size(),
-                                                   " bytes, a slot ", layout_.slot_bytes()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot holds ", snapshot.size(), " bytes, a slot ", layout_.slot_bytes()));
   }
   if (next_position < 0) return absl::InvalidArgumentError("negative position");
   std::memcpy(Region(slot, 0, layout_.slot_bytes() / sizeof(float)).data(), snapshot.data(),
@@ -255,8 +255,7 @@ void CpuBackend::RecurrentBlock(const CpuLayerWeights& w, int recurrent_index, i
   Linear(normed, w[T_::kLinearY], w[T_::kLinearYBias], T, d, L, absl::MakeSpan(y));
   for (float& v : y) v = ref::GeluTanh(v);
   Linear(normed, w[T_::kLinearX], w[T_::kLinearXBias], T, d, L, absl::MakeSpan(xb));
-  absl::Span<float> tail =
-      Region(slot, layout_.conv_offset(recurrent_index), int64_t{K - 1} * L);
+  absl::Span<float> tail = Region(slot, layout_.conv_offset(recurrent_index), int64_t{K - 1} * L);
   ref::Conv1dCausal(xb, w[T_::kConvTaps], w[T_::kConvBias], T, L, K, tail, absl::MakeSpan(conv));
   absl::Span<float> h = Region(slot, layout_.lru_offset(recurrent_index), L);
   ref::RgLru(conv, w[T_::kInputGate], w[T_::kInputGateBias], w[T_::kRecurrentGate],
@@ -294,8 +293,8 @@ void CpuBackend::AttentionBlock(const CpuLayerWeights& w, int attention_index, i
   absl::Span<float> ring_k = Region(slot, layout_.key_offset(attention_index), ring_floats);
   absl::Span<float> ring_v = Region(slot, layout_.value_offset(attention_index), ring_floats);
   std::vector<float> encoded(int64_t{T} * q_width);
-  ref::LocalAttention<float>(q, k, v, ring_k, ring_v, T, H, KV, hd, W, position,
-                             AttentionScale(hd), absl::MakeSpan(encoded));
+  ref::LocalAttention<float>(q, k, v, ring_k, ring_v, T, H, KV, hd, W, position, AttentionScale(hd),
+                             absl::MakeSpan(encoded));
   ref::WriteRing(k, v, T, kv_width, W, position, ring_k, ring_v);
   Observe(absl::StrCat("attention.", attention_index, ".encoded"), encoded, T, q_width);
   Linear(encoded, w[T_::kOProj], w[T_::kOProjBias], T, q_width, d, absl::MakeSpan(out));

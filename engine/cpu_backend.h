@@ -40,7 +40,7 @@ struct CpuWeights {
 
 // What the CPU backend computes in.
 enum class CpuNumerics {
-  kFloat32,   // everything float32: the reference (SPEC.md §8.4)
+  kFloat32,  // everything float32: the reference (SPEC.md §8.4)
   // float32, except that every matrix (weights of the linears, embedding, head) and every GEMM
   // input is rounded to bfloat16, as the CUDA backend's GEMMs see them. It predicts the error the
   // GPU's bf16 path cannot avoid, to tell kernel bugs from rounding (tests/golden_test.cc).
@@ -104,8 +104,8 @@ class CpuBackend final : public Backend {
   CpuWeights weights_;
   CpuNumerics numerics_;
   StateLayout layout_;
-  std::vector<int> block_index_;    // per layer: its index among recurrent or attention layers
-  std::vector<float> pool_;         // num_slots x layout_.slot_bytes() / 4 floats
+  std::vector<int> block_index_;  // per layer: its index among recurrent or attention layers
+  std::vector<float> pool_;       // num_slots x layout_.slot_bytes() / 4 floats
   std::vector<int64_t> next_position_;
   IntermediateObserver observer_;
 };

@@ -1,18 +1,19 @@
 #include "engine/cpu_backend.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <unistd.h>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/numeric.h"
 #include "engine/random_checkpoint.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
-#include "base/numeric.h"
 
 namespace griffin::engine {
 namespace {
@@ -33,9 +34,9 @@ struct ModelCase {
 std::vector<ModelCase> Cases() {
   return {
       {"griffin", {R, R, A}, 4, 5, 40, 1},
-      {"hawk", {R}, 2, 5, 24, 1},          // lru_width ≠ hidden_size
+      {"hawk", {R}, 2, 5, 24, 1},  // lru_width ≠ hidden_size
       {"attention_first", {A, R}, 3, 4, 32, 1},
-      {"gqa", {A, R}, 2, 3, 32, 2},         // 4 query heads over 2 KV heads
+      {"gqa", {A, R}, 2, 3, 32, 2},  // 4 query heads over 2 KV heads
   };
 }
 
@@ -75,10 +76,12 @@ class CpuBackendTest : public ::testing::TestWithParam<ModelCase> {
     std::vector<float> logits(size_t(T) * V, NAN);
     for (int s = 0; s < T; s += chunk) {
       const int n = std::min(chunk, T - s);
-      StepEntry e{.slot = slot, .position = s,
+      StepEntry e{.slot = slot,
+                  .position = s,
                   .tokens = absl::MakeConstSpan(tokens).subspan(s, n),
                   .logits = LogitsRequest::kAll};
-      absl::Status st = backend_->Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * V, size_t(n) * V));
+      absl::Status st =
+          backend_->Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * V, size_t(n) * V));
       EXPECT_TRUE(st.ok()) << st;
     }
     return logits;
@@ -210,7 +213,8 @@ TEST_P(CpuBackendTest, InvalidStepsLeaveStateUntouched) {
   }
   // Wrong logits size.
   StepEntry e{.slot = 0, .position = 4, .tokens = good};
-  EXPECT_EQ(backend_->Step({&e, 1}, absl::MakeSpan(out)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->Step({&e, 1}, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(backend_->NextPosition(0), 4);
   // The sequence continues exactly as if the bad steps never happened.
   const auto reference = RunAll(tokens, 0, 3);
@@ -237,7 +241,8 @@ TEST_P(CpuBackendTest, RestoredAndCopiedSlotsContinueBitIdentically) {
   for (int prefix : {1, W - 1, W, W + 1, 2 * W + 3}) {
     const auto tokens = RandomTokens(prefix + 7, prefix);
     ASSERT_TRUE(backend_->ResetSlot(0).ok());
-    StepEntry pre{.slot = 0, .position = 0,
+    StepEntry pre{.slot = 0,
+                  .position = 0,
                   .tokens = absl::MakeConstSpan(tokens).subspan(0, prefix),
                   .logits = LogitsRequest::kNone};
     ASSERT_TRUE(backend_->Step({&pre, 1}, {}).ok());
@@ -258,7 +263,8 @@ TEST_P(CpuBackendTest, RestoredAndCopiedSlotsContinueBitIdentically) {
       std::vector<float> got[3];
       for (int slot : {0, 1, 2}) {
         got[slot].assign(V, NAN);
-        StepEntry e{.slot = slot, .position = t, .tokens = absl::MakeConstSpan(tokens).subspan(t, 1)};
+        StepEntry e{
+            .slot = slot, .position = t, .tokens = absl::MakeConstSpan(tokens).subspan(t, 1)};
         ASSERT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(got[slot])).ok());
       }
       EXPECT_EQ(0, std::memcmp(got[0].data(), got[1].data(), V * sizeof(float)))
@@ -289,8 +295,8 @@ INSTANTIATE_TEST_SUITE_P(Models, CpuBackendTest, ::testing::ValuesIn(Cases()),
 
 TEST(CpuBackendLoadTest, Bf16CheckpointWidensExactly) {
   loader::ModelConfig config = TinyConfig({R, R, A}, 3, 4);
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           absl::StrCat("griffin_bf16_", getpid())).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / absl::StrCat("griffin_bf16_", getpid())).string();
   ASSERT_TRUE(WriteRandomCheckpoint(dir, config, 7, loader::DType::kBF16).ok());
   auto checkpoint = loader::Checkpoint::Open(dir);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
@@ -303,8 +309,9 @@ TEST(CpuBackendLoadTest, Bf16CheckpointWidensExactly) {
 
 TEST(CpuBackendLoadTest, MissingTensorFailsAtLoad) {
   loader::ModelConfig config = TinyConfig({R, A}, 2, 4);
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           absl::StrCat("griffin_missing_", getpid())).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / absl::StrCat("griffin_missing_", getpid()))
+          .string();
   ASSERT_TRUE(WriteRandomCheckpoint(dir, config, 7).ok());
   // Claim one more layer than the file holds.
   loader::ModelConfig bigger = TinyConfig({R, A}, 3, 4);

@@ -64,29 +64,29 @@ absl::Status CudaCanImplement(const loader::ModelConfig& c) {
 // Activation buffers for forward passes of up to `tokens` tokens, and the head's and sampler's
 // buffers for `rows` rows. Sized once; reused by every pass.
 struct Workspace {
-  float* residual = nullptr;       // [n, d] float32 residual stream
-  float* block_out = nullptr;      // [n, d] a block's output before its bias (the next norm adds both)
-  bf16_t* normed = nullptr;        // [n, d] RMSNorm output, the next GEMM's input
-  float* projection = nullptr;     // [n, widest fused projection]: x|y, gate|up or q|k|v
-  bf16_t* activation = nullptr;    // [n, widest block activation]: the block's output GEMM input
-  float* conv_out = nullptr;       // [n, L] recurrent prefill: conv output
+  float* residual = nullptr;    // [n, d] float32 residual stream
+  float* block_out = nullptr;   // [n, d] a block's output before its bias (the next norm adds both)
+  bf16_t* normed = nullptr;     // [n, d] RMSNorm output, the next GEMM's input
+  float* projection = nullptr;  // [n, widest fused projection]: x|y, gate|up or q|k|v
+  bf16_t* activation = nullptr;       // [n, widest block activation]: the block's output GEMM input
+  float* conv_out = nullptr;          // [n, L] recurrent prefill: conv output
   uint16_t* conv_out_half = nullptr;  // [n, L] the same as IEEE half (the gate GEMM's input)
-  float* gates = nullptr;          // [n, 2L] gate sums, then a_eff and xn
+  float* gates = nullptr;             // [n, 2L] gate sums, then a_eff and xn
   bf16_t *q = nullptr, *k = nullptr, *v = nullptr;  // attention: this pass's q, k, v
-  float* split_o = nullptr;        // [split tokens, H, splits, hd] decode partial outputs
-  float* split_ml = nullptr;       // [split tokens, H, splits, 2] their max and sum
-  bf16_t* head_in = nullptr;       // [rows, d] final norm of the rows the head computes
-  float* logits = nullptr;         // [rows, V]
-  int32_t* sampled = nullptr;      // [rows] argmax / sampled token per row
+  float* split_o = nullptr;    // [split tokens, H, splits, hd] decode partial outputs
+  float* split_ml = nullptr;   // [split tokens, H, splits, 2] their max and sum
+  bf16_t* head_in = nullptr;   // [rows, d] final norm of the rows the head computes
+  float* logits = nullptr;     // [rows, V]
+  int32_t* sampled = nullptr;  // [rows] argmax / sampled token per row
   int32_t* argmax_scratch = nullptr;
   kernels::SampleRowParams* sample_params = nullptr;  // [rows]
   int32_t* sample_context = nullptr;                  // [kSampleContextCapacity]
   kernels::LogitBias* sample_bias = nullptr;          // [rows × kMaxDeviceLogitBias]
-  int32_t* score_targets = nullptr;       // [rows] prompt scoring: target id or -1
-  float* score_logprobs = nullptr;        // [rows]
-  int32_t* score_ranks = nullptr;         // [rows]
-  int32_t* score_top_ids = nullptr;       // [rows × kMaxDeviceTopLogprobs]
-  float* score_top_logprobs = nullptr;    // [rows × kMaxDeviceTopLogprobs]
+  int32_t* score_targets = nullptr;                   // [rows] prompt scoring: target id or -1
+  float* score_logprobs = nullptr;                    // [rows]
+  int32_t* score_ranks = nullptr;                     // [rows]
+  int32_t* score_top_ids = nullptr;                   // [rows × kMaxDeviceTopLogprobs]
+  float* score_top_logprobs = nullptr;                // [rows × kMaxDeviceTopLogprobs]
 };
 
 // What a StepWithPromptLogprobs step does with each row it produces, in step-row order, and where
@@ -129,19 +129,19 @@ class CudaBackend::Impl {
   CudaBackendOptions options_;
   StateLayout layout_ = StateLayout::ForCuda(loader::ModelConfig{});
   std::vector<int> block_index_;
-  int max_tokens_ = 0;         // per pass (>= max_decode_batch)
-  int max_rows_ = 0;           // logits rows per head pass
-  int prefill_tile_ = 1;       // attention prefill tile (query tokens)
-  int split_tokens_ = 0;       // decode batches below this split attention keys (2 x SMs)
+  int max_tokens_ = 0;    // per pass (>= max_decode_batch)
+  int max_rows_ = 0;      // logits rows per head pass
+  int prefill_tile_ = 1;  // attention prefill tile (query tokens)
+  int split_tokens_ = 0;  // decode batches below this split attention keys (2 x SMs)
   bool healthy_ = true;
   bool use_graphs_ = true;
   std::vector<LaunchRecord>* trace_ = nullptr;
 
   cudaStream_t stream_ = nullptr;
   kernels::Gemm gemm_;
-  DeviceArena arena_;          // workspace, pool (weights have their own)
+  DeviceArena arena_;  // workspace, pool (weights have their own)
   std::unique_ptr<DeviceWeights> weights_;
-  char* pool_ = nullptr;       // num_slots + 1 (the scratch slot pads decode buckets) slots
+  char* pool_ = nullptr;  // num_slots + 1 (the scratch slot pads decode buckets) slots
   std::vector<int64_t> next_position_;
   Workspace ws_;
   StepMetadata meta_;
@@ -170,8 +170,7 @@ class CudaBackend::Impl {
   absl::Status Linear(const std::string& op, const bf16_t* a, const bf16_t* w, float* d, int M,
                       int N, int K) {
     const bool gemv = M == 1 && N >= 8192 && kernels::GemvSupported(M, K);
-    Trace(op, gemv ? "Gemv" : "gemm",
-          2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    Trace(op, gemv ? "Gemv" : "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     if (gemv) {
       CUDA_RETURN_IF_ERROR(kernels::LaunchGemv(a, w, d, M, N, K, stream_));
       return absl::OkStatus();
@@ -281,7 +280,8 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   ASSIGN_OR_RETURN(ws_.argmax_scratch, arena_.Allocate<int32_t>(rows * kernels::kArgMaxParts * 3));
   ASSIGN_OR_RETURN(ws_.sample_params, arena_.Allocate<kernels::SampleRowParams>(rows));
   ASSIGN_OR_RETURN(ws_.sample_context, arena_.Allocate<int32_t>(kSampleContextCapacity));
-  ASSIGN_OR_RETURN(ws_.sample_bias, arena_.Allocate<kernels::LogitBias>(rows * kMaxDeviceLogitBias));
+  ASSIGN_OR_RETURN(ws_.sample_bias,
+                   arena_.Allocate<kernels::LogitBias>(rows * kMaxDeviceLogitBias));
   ASSIGN_OR_RETURN(ws_.score_targets, arena_.Allocate<int32_t>(rows));
   ASSIGN_OR_RETURN(ws_.score_logprobs, arena_.Allocate<float>(rows));
   ASSIGN_OR_RETURN(ws_.score_ranks, arena_.Allocate<int32_t>(rows));
@@ -290,7 +290,8 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   ASSIGN_OR_RETURN(ws_.score_top_logprobs,
                    arena_.Allocate<float>(rows * kernels::kMaxDeviceTopLogprobs));
   RETURN_IF_ERROR(meta_.Init(max_tokens_));
-  CUDA_RETURN_IF_ERROR(cudaMallocHost(&sample_params_host_, rows * sizeof(kernels::SampleRowParams)));
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(&sample_params_host_, rows * sizeof(kernels::SampleRowParams)));
   CUDA_RETURN_IF_ERROR(
       cudaMallocHost(&sample_context_host_, int64_t{kSampleContextCapacity} * sizeof(int32_t)));
   CUDA_RETURN_IF_ERROR(
@@ -314,8 +315,8 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
   const int r = block_index_[l];
   const DeviceWeights& w = *weights_;
   const std::string at = absl::StrCat("layer ", l, " recurrent ");
-  RETURN_IF_ERROR(Linear(at + "x|y projection", ws_.normed, w.fused(l, Fusion::kXY),
-                         ws_.projection, n, 2 * L, d));
+  RETURN_IF_ERROR(Linear(at + "x|y projection", ws_.normed, w.fused(l, Fusion::kXY), ws_.projection,
+                         n, 2 * L, d));
   kernels::RgLruParams p;
   p.xy = ws_.projection;
   p.bx = w.f32(l, T_::kLinearXBias);
@@ -359,8 +360,8 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
     Trace(at + "scan", "Scan", double(n) * (2 * L * 4 + L * 4 + L * 2) + state_bytes, 2.0 * n * L);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruScan(p, stream_));
   }
-  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kLinearOut),
-                ws_.block_out, n, d, L);
+  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kLinearOut), ws_.block_out,
+                n, d, L);
 }
 
 absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
@@ -420,8 +421,8 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
   CUDA_RETURN_IF_ERROR(kernels::LaunchAttention(p, decode_only ? 1 : prefill_tile_, stream_));
   Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
   CUDA_RETURN_IF_ERROR(kernels::LaunchRingWrite(p, stream_));
-  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kOProj), ws_.block_out,
-                n, d, H * hd);
+  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kOProj), ws_.block_out, n,
+                d, H * hd);
 }
 
 absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
@@ -429,8 +430,8 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
   const int d = c.hidden_size, m = c.mlp_width;
   const DeviceWeights& w = *weights_;
   Trace("embedding", "Embed", double(n) * d * (2 + 4), 0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchEmbed(w.embedding(), meta_.tokens(), n, d,
-                                            EmbeddingScale(c), ws_.residual, stream_));
+  CUDA_RETURN_IF_ERROR(kernels::LaunchEmbed(w.embedding(), meta_.tokens(), n, d, EmbeddingScale(c),
+                                            ws_.residual, stream_));
   const float* pending_bias = nullptr;  // the bias of block_out, added by the next norm
   bool have_block_out = false;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -451,7 +452,8 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
                            ws_.projection, n, 2 * m, d));
     Trace(at + "GeGLU", "GeGlu", double(n) * m * (2 * 4 + 2), 0);
     CUDA_RETURN_IF_ERROR(kernels::LaunchGeGlu(ws_.projection, w.f32(l, T_::kGateBias),
-                                              w.f32(l, T_::kUpBias), n, m, ws_.activation, stream_));
+                                              w.f32(l, T_::kUpBias), n, m, ws_.activation,
+                                              stream_));
     RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation, w.bf16(l, T_::kDownProj),
                            ws_.block_out, n, d, m));
     pending_bias = w.f32(l, T_::kDownBias);
@@ -466,8 +468,8 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
   const int d = c.hidden_size, V = c.vocab_size;
   Trace("head: final norm of the logit rows", "AddRmsNorm", double(nrows) * d * 6, 0);
   CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(ws_.residual, nullptr, nullptr,
-                                                 weights_->final_norm(), meta_.rows() + row0,
-                                                 nrows, d, c.rms_norm_eps, ws_.head_in, stream_));
+                                                 weights_->final_norm(), meta_.rows() + row0, nrows,
+                                                 d, c.rms_norm_eps, ws_.head_in, stream_));
   RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in, weights_->output_projection(),
                          ws_.logits, nrows, V, d));
   Trace("head: soft-cap", "SoftCap", double(nrows) * V * 8, 0);
@@ -475,8 +477,8 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
       kernels::LaunchSoftCap(ws_.logits, int64_t{nrows} * V, c.logits_soft_cap, stream_));
   if (argmax) {
     Trace("head: greedy argmax", "ArgMax", double(nrows) * V * 4, 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchArgMax(ws_.logits, nrows, V, ws_.sampled,
-                                               ws_.argmax_scratch, stream_));
+    CUDA_RETURN_IF_ERROR(
+        kernels::LaunchArgMax(ws_.logits, nrows, V, ws_.sampled, ws_.argmax_scratch, stream_));
   }
   return absl::OkStatus();
 }
@@ -553,8 +555,8 @@ absl::Status CudaBackend::Impl::UploadSampling(absl::Span<const SampleRequest> r
     for (const auto& [id, value] : r.params.logit_bias) sample_bias_host_[bias++] = {id, value};
   }
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_params, sample_params_host_,
-                                       n * sizeof(kernels::SampleRowParams),
-                                       cudaMemcpyHostToDevice, stream_));
+                                       n * sizeof(kernels::SampleRowParams), cudaMemcpyHostToDevice,
+                                       stream_));
   if (context > 0) {
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.sample_context, sample_context_host_,
                                          size_t(context) * 4, cudaMemcpyHostToDevice, stream_));
@@ -600,14 +602,12 @@ absl::Status CudaBackend::Impl::ConsumeScored(int row0, int n, float* logits_out
   // Pageable copies: the host waits for each, so the vectors can be reused by the next chunk.
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws_.score_targets, s.target.data() + row0, size_t(n) * 4,
                                        cudaMemcpyHostToDevice, stream_));
-  Trace("head: prompt log-probabilities", "ScoreRows", double(n) * V * 4 * (1 + std::max(1, k)),
-        0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchScoreRows(ws_.logits, n, V, ws_.score_targets, k,
-                                                ws_.score_logprobs, ws_.score_ranks,
-                                                ws_.score_top_ids, ws_.score_top_logprobs,
-                                                stream_));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.logprobs.data() + row0, ws_.score_logprobs,
-                                       size_t(n) * 4, cudaMemcpyDeviceToHost, stream_));
+  Trace("head: prompt log-probabilities", "ScoreRows", double(n) * V * 4 * (1 + std::max(1, k)), 0);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchScoreRows(
+      ws_.logits, n, V, ws_.score_targets, k, ws_.score_logprobs, ws_.score_ranks,
+      ws_.score_top_ids, ws_.score_top_logprobs, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.logprobs.data() + row0, ws_.score_logprobs, size_t(n) * 4,
+                                       cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.ranks.data() + row0, ws_.score_ranks, size_t(n) * 4,
                                        cudaMemcpyDeviceToHost, stream_));
   if (k > 0) {
@@ -652,12 +652,11 @@ absl::Status CudaBackend::Impl::RunDecodeGraph(absl::Span<const StepEntry> entri
 }
 
 absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
-                                          absl::Span<const SampleRequest> requests,
-                                          bool all_greedy, float* logits_out,
-                                          int32_t* tokens_out) {
+                                          absl::Span<const SampleRequest> requests, bool all_greedy,
+                                          float* logits_out, int32_t* tokens_out) {
   // Passes of at most max_tokens_ tokens; an entry may be cut between passes.
   size_t next_entry = 0;
-  int offset = 0;    // tokens of entries[next_entry] already done
+  int offset = 0;     // tokens of entries[next_entry] already done
   int rows_done = 0;  // step rows consumed so far
   while (next_entry < entries.size()) {
     meta_.Begin();
@@ -693,8 +692,8 @@ absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
     for (int r0 = 0; r0 < rows; r0 += max_rows_) {
       const int nr = std::min(max_rows_, rows - r0);
       RETURN_IF_ERROR(EnqueueHead(r0, nr, false));
-      RETURN_IF_ERROR(Consume(requests, all_greedy, rows_done + r0, nr, false, logits_out,
-                              tokens_out));
+      RETURN_IF_ERROR(
+          Consume(requests, all_greedy, rows_done + r0, nr, false, logits_out, tokens_out));
       // The logits buffer is reused by the next chunk of rows: wait for the copy out.
       if (r0 + nr < rows) CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     }
@@ -706,14 +705,13 @@ absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
 }
 
 absl::Status CudaBackend::Impl::Run(absl::Span<const StepEntry> entries, float* logits_out,
-                                    absl::Span<const SampleRequest> requests,
-                                    int32_t* tokens_out) {
+                                    absl::Span<const SampleRequest> requests, int32_t* tokens_out) {
   // Plain argmax only where nothing changes the logits first: a greedy row with a repetition
   // penalty or a logit bias goes through the sampling kernel (temperature 0 is its argmax).
   bool all_greedy = true;
   for (const SampleRequest& r : requests) {
-    all_greedy &= r.params.greedy() && r.params.repetition_penalty == 1.0f &&
-                  r.params.logit_bias.empty();
+    all_greedy &=
+        r.params.greedy() && r.params.repetition_penalty == 1.0f && r.params.logit_bias.empty();
   }
   // Resets first (stream order puts them before the forward).
   for (const StepEntry& e : entries) {
@@ -774,14 +772,14 @@ void CudaBackend::set_launch_trace(std::vector<LaunchRecord>* trace) { impl_->tr
 bool CudaBackend::healthy() const { return impl_->healthy_; }
 
 absl::Status CudaBackend::Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) {
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
   const int64_t rows = LogitsRows(entries);
   const int V = impl_->config_.vocab_size;
   if (static_cast<int64_t>(logits.size()) != rows * V) {
-    return absl::InvalidArgumentError(absl::StrCat("logits holds ", logits.size(),
-                                                   " floats, the step returns ", rows,
-                                                   " rows of ", V));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logits holds ", logits.size(), " floats, the step returns ", rows, " rows of ", V));
   }
   absl::Status st = impl_->Run(entries, logits.data(), {}, nullptr);
   if (!st.ok() && st.code() == absl::StatusCode::kInternal) return impl_->Fail(st);
@@ -791,7 +789,8 @@ absl::Status CudaBackend::Step(absl::Span<const StepEntry> entries, absl::Span<f
 absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
                                      absl::Span<const SampleRequest> requests,
                                      absl::Span<int32_t> tokens) {
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
   size_t rows = 0;
   for (const StepEntry& e : entries) {
@@ -808,8 +807,8 @@ absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
       return absl::InvalidArgumentError("the GPU sampler has no presence/frequency penalty");
     }
     if (r.params.logit_bias.size() > static_cast<size_t>(kMaxDeviceLogitBias)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the GPU sampler takes at most ", kMaxDeviceLogitBias, " logit_bias entries"));
+      return absl::InvalidArgumentError(absl::StrCat("the GPU sampler takes at most ",
+                                                     kMaxDeviceLogitBias, " logit_bias entries"));
     }
   }
   absl::Status st = impl_->Run(entries, nullptr, requests, tokens.data());
@@ -824,10 +823,11 @@ absl::Status CudaBackend::StepWithPromptLogprobs(absl::Span<const StepEntry> ent
   if (top_k > kernels::kMaxDeviceTopLogprobs) {
     return Backend::StepWithPromptLogprobs(entries, requests, top_k, logits, out);
   }
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
-  RETURN_IF_ERROR(
-      ValidatePromptLogprobs(entries, requests, top_k, impl_->config_.vocab_size, logits.size(), out));
+  RETURN_IF_ERROR(ValidatePromptLogprobs(entries, requests, top_k, impl_->config_.vocab_size,
+                                         logits.size(), out));
 
   // Scored entries produce every row on the device; each row is scored, copied out, or both.
   std::vector<StepEntry> all_rows(entries.begin(), entries.end());
@@ -870,7 +870,8 @@ absl::Status CudaBackend::StepWithPromptLogprobs(absl::Span<const StepEntry> ent
 
 absl::Status CudaBackend::ResetSlot(int slot) {
   if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   const cudaError_t err =
       cudaMemsetAsync(impl_->SlotBytes(slot), 0, impl_->layout_.slot_bytes(), impl_->stream_);
   if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
@@ -887,7 +888,8 @@ absl::Status CudaBackend::CopySlot(int from, int to) {
   if (from < 0 || from >= num_slots() || to < 0 || to >= num_slots()) {
     return absl::InvalidArgumentError("slot out of range");
   }
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   if (from == to) return absl::OkStatus();
   const cudaError_t err =
       cudaMemcpyAsync(impl_->SlotBytes(to), impl_->SlotBytes(from), impl_->layout_.slot_bytes(),
@@ -904,7 +906,8 @@ absl::StatusOr<int64_t> CudaBackend::SnapshotSlot(int slot, absl::Span<uint8_t> 
     return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
                                                    " bytes, a slot ", impl_->layout_.slot_bytes()));
   }
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   const cudaError_t err = cudaMemcpyAsync(out.data(), impl_->SlotBytes(slot), out.size(),
                                           cudaMemcpyDeviceToHost, impl_->stream_);
   if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
@@ -931,7 +934,8 @@ absl::Status CudaBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapsh
   if (next_position < 0 || next_position > (int64_t{1} << 31) - 1) {
     return absl::InvalidArgumentError("position out of range");
   }
-  if (!impl_->healthy_) return absl::InternalError("CUDA backend is unhealthy after a device error");
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
   const cudaError_t err = cudaMemcpyAsync(impl_->SlotBytes(slot), snapshot.data(), snapshot.size(),
                                           cudaMemcpyHostToDevice, impl_->stream_);
   if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));

@@ -74,7 +74,7 @@ struct LaunchRecord {
 class CudaBackend final : public Backend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const loader::Checkpoint& checkpoint,
-                                                            const CudaBackendOptions& options);
+                                                             const CudaBackendOptions& options);
   // Random bf16 weights generated on the GPU (benchmarks; no checkpoint file).
   static absl::StatusOr<std::unique_ptr<CudaBackend>> CreateRandom(
       const loader::ModelConfig& config, const CudaBackendOptions& options, uint64_t seed);

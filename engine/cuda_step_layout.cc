@@ -79,7 +79,8 @@ absl::Status StepMetadata::Upload(cudaStream_t stream) {
   if (fixed_capacity_ == 0) Place(num_tokens_, num_entries_, num_tiles_, num_rows_);
   std::memcpy(send_ + tokens_at_, tokens_, size_t(num_tokens_) * 4);
   std::memcpy(send_ + tok_entry_at_, tok_entry_, size_t(num_tokens_) * 4);
-  std::memcpy(send_ + entries_at_, entries_, size_t(num_entries_) * sizeof(kernels::StepEntryRecord));
+  std::memcpy(send_ + entries_at_, entries_,
+              size_t(num_entries_) * sizeof(kernels::StepEntryRecord));
   std::memcpy(send_ + tiles_at_, tiles_, size_t(num_tiles_) * sizeof(kernels::QueryTile));
   std::memcpy(send_ + rows_at_, rows_, size_t(num_rows_) * 4);
   CUDA_RETURN_IF_ERROR(

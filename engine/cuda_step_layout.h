@@ -75,8 +75,8 @@ class StepMetadata {
   void Place(int n, int e, int t, int r);
 
   int max_tokens_ = 0;
-  int32_t* scratch_ = nullptr;  // pinned, 9 * max_tokens words: the sections while packing
-  int32_t* send_ = nullptr;     // pinned, 9 * max_tokens words: the sections as placed, copied
+  int32_t* scratch_ = nullptr;    // pinned, 9 * max_tokens words: the sections while packing
+  int32_t* send_ = nullptr;       // pinned, 9 * max_tokens words: the sections as placed, copied
   int32_t* rows_send_ = nullptr;  // pinned, max_tokens words: UploadRows' own source, so it never
                                   // overwrites bytes an earlier Upload's copy may still read
   int32_t* device_ = nullptr;
@@ -86,7 +86,8 @@ class StepMetadata {
   kernels::QueryTile* tiles_ = nullptr;
   int fixed_capacity_ = 0;
   int num_tokens_ = 0, num_entries_ = 0, num_tiles_ = 0, num_rows_ = 0;
-  int64_t tokens_at_ = 0, tok_entry_at_ = 0, entries_at_ = 0, tiles_at_ = 0, rows_at_ = 0, used_ = 0;
+  int64_t tokens_at_ = 0, tok_entry_at_ = 0, entries_at_ = 0, tiles_at_ = 0, rows_at_ = 0,
+          used_ = 0;
 };
 
 }  // namespace griffin::engine

@@ -42,7 +42,8 @@ class Stager {
   absl::Status Init(int64_t bytes) {
     half_bytes_ = std::max<int64_t>(bytes / 2, 1 << 20) / 16 * 16;
     CUDA_RETURN_IF_ERROR(cudaMallocHost(&host_, 2 * half_bytes_));
-    for (cudaEvent_t& e : done_) CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    for (cudaEvent_t& e : done_)
+      CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     return absl::OkStatus();
   }
 
@@ -66,8 +67,8 @@ class Stager {
       } else {
         // Through float32: widening is exact; bf16 narrowing rounds to nearest even, as the
         // float32 CPU reference's bf16 emulation does.
-        loader::TensorView chunk{view.name, view.dtype, {count}, src,
-                                 static_cast<size_t>(count * src_size)};
+        loader::TensorView chunk{
+            view.name, view.dtype, {count}, src, static_cast<size_t>(count * src_size)};
         wide.resize(count);
         RETURN_IF_ERROR(loader::CopyToFloat32(chunk, absl::MakeSpan(wide)));
         if (format == DeviceFormat::kFloat32) {
@@ -112,7 +113,8 @@ absl::Status DeviceWeights::Allocate(const ModelConfig& c, bool with_lm_head) {
   config_ = c;
   auto model_tensor = [&](ModelTensor id, auto** out) -> absl::Status {
     const ModelTensorDef& def = Def(id);
-    ASSIGN_OR_RETURN(void* p, arena_.Allocate(DeviceBytes(def.device_format, Elements(def.shape(c)))));
+    ASSIGN_OR_RETURN(void* p,
+                     arena_.Allocate(DeviceBytes(def.device_format, Elements(def.shape(c)))));
     *out = static_cast<std::remove_pointer_t<decltype(out)>>(p);
     return absl::OkStatus();
   };
@@ -174,7 +176,8 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Upload(
   RETURN_IF_ERROR(stager.Init(staging_bytes));
   auto copy = [&](const std::string& name, DeviceFormat format, void* dst) -> absl::Status {
     const loader::TensorView* view = checkpoint.Find(name);
-    if (view == nullptr) return absl::FailedPreconditionError(absl::StrCat("missing tensor ", name));
+    if (view == nullptr)
+      return absl::FailedPreconditionError(absl::StrCat("missing tensor ", name));
     return stager.Copy(*view, format, dst, stream);
   };
   RETURN_IF_ERROR(copy(Def(ModelTensor::kEmbedding).name, DeviceFormat::kBf16, w->embedding_));
@@ -206,8 +209,8 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Random(const Model
     const InitDistribution init = RandomInit(kind, shape, c);
     const int64_t n = Elements(shape);
     if (format == DeviceFormat::kBf16) {
-      CUDA_RETURN_IF_ERROR(kernels::LaunchFillRandomBf16(static_cast<kernels::bf16_t*>(dst), n,
-                                                         ++stream_id, init.stddev, init.mean, stream));
+      CUDA_RETURN_IF_ERROR(kernels::LaunchFillRandomBf16(
+          static_cast<kernels::bf16_t*>(dst), n, ++stream_id, init.stddev, init.mean, stream));
     } else {
       CUDA_RETURN_IF_ERROR(kernels::LaunchFillRandomF32(static_cast<float*>(dst), n, ++stream_id,
                                                         init.stddev, init.mean, stream));

@@ -72,8 +72,8 @@ class DeviceWeights {
 
   // A fusion group's concatenated matrix [FusionRows, in] (bf16).
   const kernels::bf16_t* fused(int layer, Fusion group) const {
-    return static_cast<const kernels::bf16_t*>(layers_[layer].tensor[static_cast<int>(
-        FusionMembers(group).front())]);
+    return static_cast<const kernels::bf16_t*>(
+        layers_[layer].tensor[static_cast<int>(FusionMembers(group).front())]);
   }
   // A bf16 tensor (a matrix) or a float32 one (a vector), per its DeviceFormat.
   const kernels::bf16_t* bf16(int layer, LayerTensor id) const {

@@ -14,7 +14,7 @@ namespace griffin::engine {
 struct EngineCore::Seq {
   uint64_t id = 0;
   ValidatedRequest req;
-  uint64_t cache_ns = 0;         // prefix-cache namespace (model identity + cache_salt)
+  uint64_t cache_ns = 0;  // prefix-cache namespace (model identity + cache_salt)
   OutputCallback callback;
   int slot = -1;
   int64_t base = 0;              // the slot's position before the prompt (a resumed state's)
@@ -146,7 +146,8 @@ absl::StatusOr<std::vector<uint64_t>> EngineCore::SubmitGroup(
   if (!fatal_.ok()) return fatal_;
   if (stop_) return absl::UnavailableError("the engine is shutting down");
   const int members = static_cast<int>(requests.size());
-  if (static_cast<int>(waiting_.size()) + waiting_followers_.load() + members > options_.max_queue) {
+  if (static_cast<int>(waiting_.size()) + waiting_followers_.load() + members >
+      options_.max_queue) {
     return absl::ResourceExhaustedError("the request queue is full");
   }
   const int64_t tokens = static_cast<int64_t>(requests.front().prompt.size());
@@ -181,7 +182,8 @@ void EngineCore::ForkFollowers(Seq& leader, absl::Time now) {
   waiting_followers_.fetch_sub(static_cast<int>(followers.size()));
   std::vector<std::unique_ptr<Seq>> unplaced;
   for (auto& f : followers) {
-    const bool slot_free = !free_slots_.empty() || (cache_ != nullptr && cache_->device_slots_held() > 0);
+    const bool slot_free =
+        !free_slots_.empty() || (cache_ != nullptr && cache_->device_slots_held() > 0);
     if (slot_free) {
       const int slot = TakeSlot();
       if (backend_->CopySlot(leader.slot, slot).ok()) {
@@ -275,8 +277,8 @@ absl::Status EngineCore::ResumeState(Seq& seq) {
   const absl::Time start = absl::Now();
   absl::Status status = backend_->RestoreSlot(seq.slot, state.snapshot, state.position);
   if (!status.ok()) {
-    return absl::InternalError(absl::StrCat("the saved state could not be restored: ",
-                                            status.message()));
+    return absl::InternalError(
+        absl::StrCat("the saved state could not be restored: ", status.message()));
   }
   seq.base = state.position;
   states_restored_.fetch_add(1);
@@ -290,10 +292,11 @@ absl::Status EngineCore::KeepState(Seq& seq, EngineOutput* out) {
   if (layout == nullptr) return absl::UnimplementedError("this backend cannot save states");
   auto state = std::make_shared<SequenceState>();
   state->snapshot.resize(layout->slot_bytes());
-  absl::StatusOr<int64_t> position = backend_->SnapshotSlot(seq.slot, absl::MakeSpan(state->snapshot));
+  absl::StatusOr<int64_t> position =
+      backend_->SnapshotSlot(seq.slot, absl::MakeSpan(state->snapshot));
   if (!position.ok()) {
-    return absl::InternalError(absl::StrCat("the sequence's state could not be saved: ",
-                                            position.status().message()));
+    return absl::InternalError(
+        absl::StrCat("the sequence's state could not be saved: ", position.status().message()));
   }
   state->position = *position;
   out->final_state = std::move(state);
@@ -560,12 +563,12 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
     prompt_ranks_.resize(scored_rows);
     prompt_top_ids_.resize(scored_rows * scoring_top_k);
     prompt_top_logprobs_.resize(scored_rows * scoring_top_k);
-    status = backend_->StepWithPromptLogprobs(
-        entries, scoring, scoring_top_k, absl::MakeSpan(logits_),
-        {.logprobs = absl::MakeSpan(prompt_logprobs_),
-         .ranks = absl::MakeSpan(prompt_ranks_),
-         .top_ids = absl::MakeSpan(prompt_top_ids_),
-         .top_logprobs = absl::MakeSpan(prompt_top_logprobs_)});
+    status =
+        backend_->StepWithPromptLogprobs(entries, scoring, scoring_top_k, absl::MakeSpan(logits_),
+                                         {.logprobs = absl::MakeSpan(prompt_logprobs_),
+                                          .ranks = absl::MakeSpan(prompt_ranks_),
+                                          .top_ids = absl::MakeSpan(prompt_top_ids_),
+                                          .top_logprobs = absl::MakeSpan(prompt_top_logprobs_)});
   } else {
     logits_.resize(static_cast<size_t>(rows) * vocab_);
     status = backend_->Step(entries, absl::MakeSpan(logits_));

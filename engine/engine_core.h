@@ -40,8 +40,8 @@ struct SequenceState {
 
 // Everything the engine needs about one request, checked by the server before enqueue.
 struct ValidatedRequest {
-  std::vector<int32_t> prompt;          // ≥ 1 ids, each in [0, vocab_size)
-  SamplingParams sampling;              // VAL-2 ranges
+  std::vector<int32_t> prompt;  // ≥ 1 ids, each in [0, vocab_size)
+  SamplingParams sampling;      // VAL-2 ranges
   // ≥ 0. 0: prefill only (scoring with prompt_logprobs, or an echo): the request ends kLength once
   // its prompt is fed, and no token is sampled.
   int max_tokens = 16;
@@ -71,8 +71,8 @@ enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 
 struct TokenLogprobs {
   int32_t id = 0;
-  float logprob = 0.0f;                        // log-softmax of the model's logits (≤ 0)
-  int32_t rank = 0;  // prompt tokens: 1 + the number of more likely ids; 0 (unknown) otherwise
+  float logprob = 0.0f;  // log-softmax of the model's logits (≤ 0)
+  int32_t rank = 0;      // prompt tokens: 1 + the number of more likely ids; 0 (unknown) otherwise
   std::vector<std::pair<int32_t, float>> top;  // the most likely ids, best first
 };
 
@@ -132,14 +132,14 @@ struct EngineOptions {
 struct EngineStats {
   int waiting = 0;
   int running = 0;
-  int slots_used = 0;   // slots holding running sequences (not idle slots the cache borrowed)
+  int slots_used = 0;  // slots holding running sequences (not idle slots the cache borrowed)
   int slots_total = 0;
   int64_t steps = 0;
   int64_t prompt_tokens_computed = 0;  // prompt tokens prefilled (not restored from the cache)
   PrefixCacheStats prefix_cache;
-  int64_t states_restored = 0;         // resumed sequences (ValidatedRequest::resume)
-  absl::Duration restore_time;         // their RestoreSlot calls, summed
-  int64_t states_kept = 0;             // final states returned (keep_state)
+  int64_t states_restored = 0;  // resumed sequences (ValidatedRequest::resume)
+  absl::Duration restore_time;  // their RestoreSlot calls, summed
+  int64_t states_kept = 0;      // final states returned (keep_state)
 };
 
 class EngineCore {
@@ -224,17 +224,17 @@ class EngineCore {
   std::vector<std::unique_ptr<Seq>> running_;
   std::vector<int> free_slots_;
   std::vector<float> logits_;
-  std::vector<int32_t> sampled_;           // device-sampled token per row
-  std::unique_ptr<PrefixCache> cache_;     // null when off
+  std::vector<int32_t> sampled_;        // device-sampled token per row
+  std::unique_ptr<PrefixCache> cache_;  // null when off
   std::atomic<int64_t> prompt_tokens_computed_{0};
   std::atomic<int64_t> states_restored_{0};
   std::atomic<int64_t> restore_nanos_{0};
   std::atomic<int64_t> states_kept_{0};
   mutable std::mutex cache_stats_mu_;
-  PrefixCacheStats cache_stats_;           // guarded by cache_stats_mu_: a copy for stats()
-  std::vector<float> prompt_logprobs_;     // StepWithPromptLogprobs output, one per scored row
+  PrefixCacheStats cache_stats_;        // guarded by cache_stats_mu_: a copy for stats()
+  std::vector<float> prompt_logprobs_;  // StepWithPromptLogprobs output, one per scored row
   std::vector<int32_t> prompt_ranks_;
-  std::vector<int32_t> prompt_top_ids_;    // ... and its top ids and values, top_k per row
+  std::vector<int32_t> prompt_top_ids_;  // ... and its top ids and values, top_k per row
   std::vector<float> prompt_top_logprobs_;
 
   std::atomic<int> num_running_{0};

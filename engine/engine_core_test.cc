@@ -57,14 +57,14 @@ class Collector {
   Collected result_;
 };
 
-
 // Wraps a backend and checks, on every step the engine gives it, the limits EngineOptions set: at
 // most token_budget tokens and max_batch entries per step, each slot at most once. Records the
 // largest step seen, so a test can also show the limits were reached (not vacuously met).
 class LimitCheckingBackend : public Backend {
  public:
   LimitCheckingBackend(std::unique_ptr<Backend> inner, const EngineOptions& options)
-      : inner_(std::move(inner)), token_budget_(options.token_budget),
+      : inner_(std::move(inner)),
+        token_budget_(options.token_budget),
         max_batch_(options.max_batch) {}
   std::string_view name() const override { return inner_->name(); }
   const loader::ModelConfig& config() const override { return inner_->config(); }
@@ -424,7 +424,8 @@ class FakeBackend : public Backend {
       for (const auto& [id, bias] : requests[r].params.logit_bias) {
         if (id >= 0 && id < 16) row[id] += bias;
       }
-      tokens[r] = std::isnan(row[0]) ? -1 : static_cast<int32_t>(std::max_element(row, row + 16) - row);
+      tokens[r] =
+          std::isnan(row[0]) ? -1 : static_cast<int32_t>(std::max_element(row, row + 16) - row);
     }
     return absl::OkStatus();
   }
@@ -507,8 +508,10 @@ TEST(EngineDeviceSamplingTest, LogitBiasOnTheDevicePromptLogprobsOnTheHost) {
   EXPECT_EQ(raw->device_steps.load(), 3);
   // More entries than the device sampler takes: sampled on the host, the bias still holds.
   ValidatedRequest wide = Req({2, 3}, 2);
-  for (int id = 0; id < 16; ++id) wide.sampling.logit_bias.emplace_back(id, id == 8 ? 100.0f : 0.0f);
-  for (int id = 16; id <= kMaxDeviceLogitBias; ++id) wide.sampling.logit_bias.emplace_back(id, 0.0f);
+  for (int id = 0; id < 16; ++id)
+    wide.sampling.logit_bias.emplace_back(id, id == 8 ? 100.0f : 0.0f);
+  for (int id = 16; id <= kMaxDeviceLogitBias; ++id)
+    wide.sampling.logit_bias.emplace_back(id, 0.0f);
   Collector w;
   ASSERT_TRUE(core->Submit(std::move(wide), w.Callback()).ok());
   EXPECT_EQ(w.Wait().tokens, (std::vector<int32_t>{8, 8}));
@@ -632,7 +635,6 @@ TEST(EngineFaultTest, QueuedTokenLimitAndQueueTimeout) {  // OVL-1 (tokens), OVL
   running.Wait();
   EXPECT_EQ(core->stats().waiting, 0);
 }
-
 
 // The engine never gives the backend more than token_budget tokens or max_batch sequences in a step,
 // whatever mix of long prompts, short prompts and decodes it holds, and every request still gets

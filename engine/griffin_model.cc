@@ -53,32 +53,58 @@ using T = LayerTensor;
 
 // THE architecture. Checkpoint order (SPEC.md §4.3); random checkpoints are drawn in this order.
 constexpr LayerTensorDef kLayerTensors[] = {
-    {T::kTemporalNorm, "temporal_pre_norm.weight", S::kEveryLayer, K::kNormScale, Width, F::kFloat32, Fusion::kNone, 0},
-    {T::kChannelNorm, "channel_pre_norm.weight", S::kEveryLayer, K::kNormScale, Width, F::kFloat32, Fusion::kNone, 0},
-    {T::kGateProj, "mlp_block.gate_proj.weight", S::kEveryLayer, K::kMatrix, MlpIn, F::kBf16, Fusion::kGateUp, 0},
-    {T::kGateBias, "mlp_block.gate_proj.bias", S::kEveryLayer, K::kBias, MlpBias, F::kFloat32, Fusion::kNone, 0},
-    {T::kUpProj, "mlp_block.up_proj.weight", S::kEveryLayer, K::kMatrix, MlpIn, F::kBf16, Fusion::kGateUp, 1},
-    {T::kUpBias, "mlp_block.up_proj.bias", S::kEveryLayer, K::kBias, MlpBias, F::kFloat32, Fusion::kNone, 0},
-    {T::kDownProj, "mlp_block.down_proj.weight", S::kEveryLayer, K::kMatrix, MlpOut, F::kBf16, Fusion::kNone, 0},
-    {T::kDownBias, "mlp_block.down_proj.bias", S::kEveryLayer, K::kBias, Width, F::kFloat32, Fusion::kNone, 0},
-    {T::kLinearX, "temporal_block.linear_x.weight", S::kRecurrent, K::kMatrix, LruIn, F::kBf16, Fusion::kXY, 0},
-    {T::kLinearXBias, "temporal_block.linear_x.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32, Fusion::kNone, 0},
-    {T::kLinearY, "temporal_block.linear_y.weight", S::kRecurrent, K::kMatrix, LruIn, F::kBf16, Fusion::kXY, 1},
-    {T::kLinearYBias, "temporal_block.linear_y.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32, Fusion::kNone, 0},
-    {T::kLinearOut, "temporal_block.linear_out.weight", S::kRecurrent, K::kMatrix, LruOut, F::kBf16, Fusion::kNone, 0},
-    {T::kLinearOutBias, "temporal_block.linear_out.bias", S::kRecurrent, K::kBias, Width, F::kFloat32, Fusion::kNone, 0},
-    {T::kConvTaps, "temporal_block.conv_1d.weight", S::kRecurrent, K::kMatrix, ConvTaps, F::kFloat32, Fusion::kNone, 0},
-    {T::kConvBias, "temporal_block.conv_1d.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32, Fusion::kNone, 0},
-    {T::kLruParam, "temporal_block.rg_lru.recurrent_param", S::kRecurrent, K::kLruParam, LruVector, F::kFloat32, Fusion::kNone, 0},
-    {T::kInputGate, "temporal_block.rg_lru.input_gate_weight", S::kRecurrent, K::kMatrix, GateBlocks, F::kBf16, Fusion::kNone, 0},
-    {T::kInputGateBias, "temporal_block.rg_lru.input_gate_bias", S::kRecurrent, K::kBias, GateBias, F::kFloat32, Fusion::kNone, 0},
-    {T::kRecurrentGate, "temporal_block.rg_lru.recurrent_gate_weight", S::kRecurrent, K::kMatrix, GateBlocks, F::kBf16, Fusion::kNone, 0},
-    {T::kRecurrentGateBias, "temporal_block.rg_lru.recurrent_gate_bias", S::kRecurrent, K::kBias, GateBias, F::kFloat32, Fusion::kNone, 0},
-    {T::kQProj, "temporal_block.q_proj.weight", S::kAttention, K::kMatrix, QProj, F::kBf16, Fusion::kQKV, 0},
-    {T::kKProj, "temporal_block.k_proj.weight", S::kAttention, K::kMatrix, KvProj, F::kBf16, Fusion::kQKV, 1},
-    {T::kVProj, "temporal_block.v_proj.weight", S::kAttention, K::kMatrix, KvProj, F::kBf16, Fusion::kQKV, 2},
-    {T::kOProj, "temporal_block.o_proj.weight", S::kAttention, K::kMatrix, OProj, F::kBf16, Fusion::kNone, 0},
-    {T::kOProjBias, "temporal_block.o_proj.bias", S::kAttention, K::kBias, Width, F::kFloat32, Fusion::kNone, 0},
+    {T::kTemporalNorm, "temporal_pre_norm.weight", S::kEveryLayer, K::kNormScale, Width,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kChannelNorm, "channel_pre_norm.weight", S::kEveryLayer, K::kNormScale, Width, F::kFloat32,
+     Fusion::kNone, 0},
+    {T::kGateProj, "mlp_block.gate_proj.weight", S::kEveryLayer, K::kMatrix, MlpIn, F::kBf16,
+     Fusion::kGateUp, 0},
+    {T::kGateBias, "mlp_block.gate_proj.bias", S::kEveryLayer, K::kBias, MlpBias, F::kFloat32,
+     Fusion::kNone, 0},
+    {T::kUpProj, "mlp_block.up_proj.weight", S::kEveryLayer, K::kMatrix, MlpIn, F::kBf16,
+     Fusion::kGateUp, 1},
+    {T::kUpBias, "mlp_block.up_proj.bias", S::kEveryLayer, K::kBias, MlpBias, F::kFloat32,
+     Fusion::kNone, 0},
+    {T::kDownProj, "mlp_block.down_proj.weight", S::kEveryLayer, K::kMatrix, MlpOut, F::kBf16,
+     Fusion::kNone, 0},
+    {T::kDownBias, "mlp_block.down_proj.bias", S::kEveryLayer, K::kBias, Width, F::kFloat32,
+     Fusion::kNone, 0},
+    {T::kLinearX, "temporal_block.linear_x.weight", S::kRecurrent, K::kMatrix, LruIn, F::kBf16,
+     Fusion::kXY, 0},
+    {T::kLinearXBias, "temporal_block.linear_x.bias", S::kRecurrent, K::kBias, LruVector,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kLinearY, "temporal_block.linear_y.weight", S::kRecurrent, K::kMatrix, LruIn, F::kBf16,
+     Fusion::kXY, 1},
+    {T::kLinearYBias, "temporal_block.linear_y.bias", S::kRecurrent, K::kBias, LruVector,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kLinearOut, "temporal_block.linear_out.weight", S::kRecurrent, K::kMatrix, LruOut, F::kBf16,
+     Fusion::kNone, 0},
+    {T::kLinearOutBias, "temporal_block.linear_out.bias", S::kRecurrent, K::kBias, Width,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kConvTaps, "temporal_block.conv_1d.weight", S::kRecurrent, K::kMatrix, ConvTaps,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kConvBias, "temporal_block.conv_1d.bias", S::kRecurrent, K::kBias, LruVector, F::kFloat32,
+     Fusion::kNone, 0},
+    {T::kLruParam, "temporal_block.rg_lru.recurrent_param", S::kRecurrent, K::kLruParam, LruVector,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kInputGate, "temporal_block.rg_lru.input_gate_weight", S::kRecurrent, K::kMatrix,
+     GateBlocks, F::kBf16, Fusion::kNone, 0},
+    {T::kInputGateBias, "temporal_block.rg_lru.input_gate_bias", S::kRecurrent, K::kBias, GateBias,
+     F::kFloat32, Fusion::kNone, 0},
+    {T::kRecurrentGate, "temporal_block.rg_lru.recurrent_gate_weight", S::kRecurrent, K::kMatrix,
+     GateBlocks, F::kBf16, Fusion::kNone, 0},
+    {T::kRecurrentGateBias, "temporal_block.rg_lru.recurrent_gate_bias", S::kRecurrent, K::kBias,
+     GateBias, F::kFloat32, Fusion::kNone, 0},
+    {T::kQProj, "temporal_block.q_proj.weight", S::kAttention, K::kMatrix, QProj, F::kBf16,
+     Fusion::kQKV, 0},
+    {T::kKProj, "temporal_block.k_proj.weight", S::kAttention, K::kMatrix, KvProj, F::kBf16,
+     Fusion::kQKV, 1},
+    {T::kVProj, "temporal_block.v_proj.weight", S::kAttention, K::kMatrix, KvProj, F::kBf16,
+     Fusion::kQKV, 2},
+    {T::kOProj, "temporal_block.o_proj.weight", S::kAttention, K::kMatrix, OProj, F::kBf16,
+     Fusion::kNone, 0},
+    {T::kOProjBias, "temporal_block.o_proj.bias", S::kAttention, K::kBias, Width, F::kFloat32,
+     Fusion::kNone, 0},
 };
 static_assert(std::size(kLayerTensors) == kNumLayerTensors, "one row per LayerTensor");
 
@@ -228,10 +254,10 @@ uint64_t MixBytes(uint64_t h, const void* data, size_t n) {
   return h;
 }
 uint64_t MixConfig(uint64_t h, const ModelConfig& c) {
-  for (int64_t v : {int64_t{c.vocab_size}, int64_t{c.hidden_size}, int64_t{c.mlp_width},
-                    int64_t{c.num_layers}, int64_t{c.num_heads}, int64_t{c.num_kv_heads},
-                    int64_t{c.head_dim}, int64_t{c.lru_width}, int64_t{c.attention_window},
-                    int64_t{c.conv1d_width}}) {
+  for (int64_t v :
+       {int64_t{c.vocab_size}, int64_t{c.hidden_size}, int64_t{c.mlp_width}, int64_t{c.num_layers},
+        int64_t{c.num_heads}, int64_t{c.num_kv_heads}, int64_t{c.head_dim}, int64_t{c.lru_width},
+        int64_t{c.attention_window}, int64_t{c.conv1d_width}}) {
     h = Mix(h, static_cast<uint64_t>(v));
   }
   for (float f : {c.logits_soft_cap, c.partial_rotary_factor, c.rope_theta, c.rms_norm_eps}) {
@@ -248,8 +274,9 @@ uint64_t MixConfig(uint64_t h, const ModelConfig& c) {
 uint64_t ModelIdentity(const loader::Checkpoint& checkpoint) {
   uint64_t h = MixConfig(0x6d6f64656c2121ull, checkpoint.config());
   std::vector<const loader::TensorView*> tensors = checkpoint.tensors();
-  std::sort(tensors.begin(), tensors.end(),
-            [](const loader::TensorView* a, const loader::TensorView* b) { return a->name < b->name; });
+  std::sort(
+      tensors.begin(), tensors.end(),
+      [](const loader::TensorView* a, const loader::TensorView* b) { return a->name < b->name; });
   for (const loader::TensorView* t : tensors) {
     h = MixBytes(h, t->name.data(), t->name.size());
     h = Mix(h, static_cast<uint64_t>(t->dtype));

@@ -71,11 +71,11 @@ enum class LayerScope { kEveryLayer, kRecurrent, kAttention };
 
 // What a tensor is, which decides how random weights are drawn for it.
 enum class TensorKind {
-  kEmbedding,     // N(0, 1/width)
-  kMatrix,        // a linear's [out, in] weight (or the block-diagonal gates, conv taps): N(0, 1/fan_in)
-  kNormScale,     // zero-centred RMSNorm scale: N(0, 0.1^2)
-  kBias,          // N(0, 0.05^2)
-  kLruParam,      // RG-LRU a_param: a = exp(-8 softplus(a_param) / 2) spread over [0.9, 0.999]
+  kEmbedding,  // N(0, 1/width)
+  kMatrix,  // a linear's [out, in] weight (or the block-diagonal gates, conv taps): N(0, 1/fan_in)
+  kNormScale,  // zero-centred RMSNorm scale: N(0, 0.1^2)
+  kBias,       // N(0, 0.05^2)
+  kLruParam,   // RG-LRU a_param: a = exp(-8 softplus(a_param) / 2) spread over [0.9, 0.999]
 };
 
 // How the CUDA backend stores a tensor: matrices in bf16 (what the GEMMs read), everything small

@@ -1,12 +1,10 @@
 #include "engine/griffin_model.h"
 
 #include "engine/state_layout.h"
-
 #include "gtest/gtest.h"
 
 namespace griffin::engine {
 namespace {
-
 
 TEST(GriffinModelTest, ParameterCountsMatchThePublishedModels) {
   loader::ModelConfig c2 = RecurrentGemma2B();
@@ -62,9 +60,9 @@ TEST(GriffinModelTest, EveryTableTensorAppearsOnceInTheSpecs) {
   }
   EXPECT_EQ(specs.size(), ModelTensorDefs().size() + per_layer);
   // Fusion groups: members in order, widths add up.
-  EXPECT_EQ(FusionMembers(Fusion::kQKV),
-            (std::vector<LayerTensor>{LayerTensor::kQProj, LayerTensor::kKProj,
-                                      LayerTensor::kVProj}));
+  EXPECT_EQ(
+      FusionMembers(Fusion::kQKV),
+      (std::vector<LayerTensor>{LayerTensor::kQProj, LayerTensor::kKProj, LayerTensor::kVProj}));
   EXPECT_EQ(FusionRows(c, Fusion::kQKV), 2560 + 2 * 256);
   EXPECT_EQ(FusionRows(c, Fusion::kGateUp), 2 * 7680);
   EXPECT_EQ(TensorName(3, LayerTensor::kUpProj), "model.layers.3.mlp_block.up_proj.weight");

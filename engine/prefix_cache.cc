@@ -130,8 +130,8 @@ int PrefixCache::EvictDevice() {
 
 int PrefixCache::ReclaimSlot() { return EvictDevice(); }
 
-absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns,
-                                                    absl::Span<const int32_t> tokens, int slot) {
+absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns, absl::Span<const int32_t> tokens,
+                                                    int slot) {
   ++stats_.queries;
   stats_.query_tokens += static_cast<int64_t>(tokens.size());
   if (index_.empty() || tokens.size() < 2) return 0;
@@ -145,7 +145,8 @@ absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns,
     if (e->slot >= 0) {
       RETURN_IF_ERROR(backend_->CopySlot(e->slot, slot));
     } else {
-      RETURN_IF_ERROR(backend_->RestoreSlot(slot, HostBlock(e->host_block), static_cast<int64_t>(len)));
+      RETURN_IF_ERROR(
+          backend_->RestoreSlot(slot, HostBlock(e->host_block), static_cast<int64_t>(len)));
     }
     Touch(e);
     ++stats_.hits;

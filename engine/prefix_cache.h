@@ -36,19 +36,19 @@
 namespace griffin::engine {
 
 struct PrefixCacheOptions {
-  int64_t block_tokens = 256;   // prefill snapshots at multiples of this many tokens (>= 1)
-  int max_device_entries = 0;   // idle slots the cache may hold at once (device tier)
-  int64_t host_bytes = 0;       // host tier capacity (snapshots of state_layout()->slot_bytes())
+  int64_t block_tokens = 256;  // prefill snapshots at multiples of this many tokens (>= 1)
+  int max_device_entries = 0;  // idle slots the cache may hold at once (device tier)
+  int64_t host_bytes = 0;      // host tier capacity (snapshots of state_layout()->slot_bytes())
 };
 
 struct PrefixCacheStats {
-  int64_t queries = 0;          // lookups
-  int64_t query_tokens = 0;     // prompt tokens looked up
-  int64_t hit_tokens = 0;       // tokens restored instead of computed
+  int64_t queries = 0;       // lookups
+  int64_t query_tokens = 0;  // prompt tokens looked up
+  int64_t hit_tokens = 0;    // tokens restored instead of computed
   int64_t hits = 0;
   int64_t insertions = 0;
-  int64_t evictions = 0;        // entries dropped for room
-  int64_t demotions = 0;        // device entries moved to the host tier
+  int64_t evictions = 0;  // entries dropped for room
+  int64_t demotions = 0;  // device entries moved to the host tier
   int device_entries = 0;
   int host_entries = 0;
   int64_t device_bytes = 0;
@@ -94,8 +94,8 @@ class PrefixCache {
   struct Entry {
     uint64_t ns = 0;
     std::vector<int32_t> tokens;
-    int slot = -1;                // device tier
-    int host_block = -1;          // host tier: its block of host_memory_
+    int slot = -1;        // device tier
+    int host_block = -1;  // host tier: its block of host_memory_
     std::list<Entry*>::iterator lru;
   };
   using Key = std::pair<uint64_t, int64_t>;  // (prefix hash, length)
@@ -120,7 +120,7 @@ class PrefixCache {
   std::function<int()> borrow_slot_;
   std::function<void(int)> return_slot_;
   absl::flat_hash_map<Key, std::vector<Entry*>> index_;  // entries per key (collisions kept apart)
-  std::list<Entry*> device_lru_, host_lru_;             // most recent first
+  std::list<Entry*> device_lru_, host_lru_;              // most recent first
   // The host tier: host_bytes / snapshot bytes blocks allocated once by the backend (pinned on a
   // GPU, so a restore runs at the link's speed), and the blocks no entry holds.
   Backend::SnapshotMemory host_memory_{nullptr, [](uint8_t*) {}};

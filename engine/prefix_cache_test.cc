@@ -61,7 +61,8 @@ class PrefixCacheTest : public ::testing::Test {
 
   // Feeds tokens[from, to) into `slot` (from == 0 starts the sequence).
   void Feed(int slot, const std::vector<int32_t>& tokens, int from, int to) {
-    StepEntry e{.slot = slot, .position = from,
+    StepEntry e{.slot = slot,
+                .position = from,
                 .tokens = absl::MakeConstSpan(tokens).subspan(from, to - from),
                 .logits = LogitsRequest::kNone};
     ASSERT_TRUE(backend_->Step({&e, 1}, {}).ok());
@@ -69,7 +70,8 @@ class PrefixCacheTest : public ::testing::Test {
   // Logits after feeding tokens[from, to) into `slot`.
   std::vector<float> LastLogits(int slot, const std::vector<int32_t>& tokens, int from, int to) {
     std::vector<float> logits(config_.vocab_size, NAN);
-    StepEntry e{.slot = slot, .position = from,
+    StepEntry e{.slot = slot,
+                .position = from,
                 .tokens = absl::MakeConstSpan(tokens).subspan(from, to - from)};
     EXPECT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(logits)).ok());
     return logits;
@@ -137,7 +139,9 @@ TEST_F(PrefixCacheTest, NamespacesAreSeparate) {
   auto cache = MakeCache(2, 2);
   const auto tokens = Tokens(10, 2);
   Feed(0, tokens, 0, 8);
-  ASSERT_TRUE(cache->Insert(cache->Namespace("tenant-a"), absl::MakeConstSpan(tokens).subspan(0, 8), 0).ok());
+  ASSERT_TRUE(
+      cache->Insert(cache->Namespace("tenant-a"), absl::MakeConstSpan(tokens).subspan(0, 8), 0)
+          .ok());
   EXPECT_NE(cache->Namespace("tenant-a"), cache->Namespace("tenant-b"));
   EXPECT_NE(cache->Namespace(""), cache->Namespace("tenant-a"));
   auto got = cache->RestoreLongest(cache->Namespace("tenant-b"), tokens, 1);
@@ -195,11 +199,13 @@ TEST_F(PrefixCacheTest, NoRoomAnywhereCachesNothing) {
   auto cache = MakeCache(0, 0);
   const auto tokens = Tokens(6, 3);
   Feed(0, tokens, 0, 5);
-  ASSERT_TRUE(cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 5), 0).ok());
+  ASSERT_TRUE(
+      cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 5), 0).ok());
   EXPECT_EQ(cache->stats().insertions, 0);
   // A slot whose position does not match the prefix is refused.
-  EXPECT_EQ(cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 4), 0).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 4), 0).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -73,7 +73,8 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const loader::ModelCo
   std::mt19937_64 rng(seed);
   std::vector<loader::TensorToWrite> tensors;
   // Draws one tensor per the model description's init for its kind, in checkpoint order.
-  auto add = [&](const std::string& name, TensorKind kind, std::vector<int64_t> shape) -> absl::Status {
+  auto add = [&](const std::string& name, TensorKind kind,
+                 std::vector<int64_t> shape) -> absl::Status {
     int64_t n = 1;
     for (int64_t dim : shape) n *= dim;
     std::vector<float> values(n);
@@ -110,7 +111,8 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const loader::ModelCo
   }
   for (int l = 0; l < config.num_layers; ++l) {
     for (const LayerTensorDef& def : LayerTensorDefs()) {
-      if (LayerHas(config, l, def)) RETURN_IF_ERROR(add(TensorName(l, def.id), def.kind, def.shape(config)));
+      if (LayerHas(config, l, def))
+        RETURN_IF_ERROR(add(TensorName(l, def.id), def.kind, def.shape(config)));
     }
   }
   RETURN_IF_ERROR(loader::WriteSafetensors(dir + "/model.safetensors", tensors));

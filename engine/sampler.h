@@ -21,11 +21,11 @@ inline constexpr float kGreedyTemperature = 1e-5f;
 
 // Already validated by the server (RELIABILITY.md VAL-2); the sampler assumes valid values.
 struct SamplingParams {
-  float temperature = 1.0f;        // ≥ 0; 0 (or < kGreedyTemperature) is greedy
-  int top_k = -1;                  // ≤ 0: off; else keep the k most likely tokens
-  float top_p = 1.0f;              // (0, 1]: keep the smallest set with this much probability
-  float min_p = 0.0f;              // [0, 1]: drop tokens below min_p × the top probability
-  float repetition_penalty = 1.0f; // > 0; 1 = off. Logits of seen tokens: l > 0 ? l / r : l · r
+  float temperature = 1.0f;         // ≥ 0; 0 (or < kGreedyTemperature) is greedy
+  int top_k = -1;                   // ≤ 0: off; else keep the k most likely tokens
+  float top_p = 1.0f;               // (0, 1]: keep the smallest set with this much probability
+  float min_p = 0.0f;               // [0, 1]: drop tokens below min_p × the top probability
+  float repetition_penalty = 1.0f;  // > 0; 1 = off. Logits of seen tokens: l > 0 ? l / r : l · r
   uint64_t seed = 0;
   // OpenAI-style penalties on the generated tokens only (`output` of SampleToken), applied after
   // the repetition penalty: l -= presence · [count > 0] + frequency · count. 0 = off; [-2, 2].

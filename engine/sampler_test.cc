@@ -78,7 +78,7 @@ TEST(SamplerTest, TopKTopPMinPRestrictTheSupport) {
   EXPECT_EQ(support({.temperature = 1.0f, .top_k = 1, .seed = 1}), 1u);
   EXPECT_EQ(support({.temperature = 1.0f, .top_p = 0.65f, .seed = 1}), 2u);  // 0.4 + 0.3 ≥ 0.65
   EXPECT_EQ(support({.temperature = 1.0f, .top_p = 0.75f, .seed = 1}), 3u);
-  EXPECT_EQ(support({.temperature = 1.0f, .min_p = 0.6f, .seed = 1}), 2u);   // ≥ 0.24
+  EXPECT_EQ(support({.temperature = 1.0f, .min_p = 0.6f, .seed = 1}), 2u);  // ≥ 0.24
   EXPECT_EQ(support({.temperature = 1.0f, .min_p = 1.0f, .seed = 1}), 1u);
 }
 
@@ -137,9 +137,9 @@ TEST(SamplerPenaltyTest, PresenceAndFrequencyApplyToOutputOnly) {
   SamplingParams freq{.temperature = 0.0f};
   freq.frequency_penalty = 0.3f;
   std::vector<int32_t> once = {1}, twice = {1, 1};
-  EXPECT_EQ(*SampleToken(logits, freq, once, 0, once), 1);   // 1.2 > 1
-  EXPECT_EQ(*SampleToken(logits, freq, twice, 0, twice), 0); // 0.9 < 1
-  freq.frequency_penalty = -2.0f;                            // negative favours repeats
+  EXPECT_EQ(*SampleToken(logits, freq, once, 0, once), 1);    // 1.2 > 1
+  EXPECT_EQ(*SampleToken(logits, freq, twice, 0, twice), 0);  // 0.9 < 1
+  freq.frequency_penalty = -2.0f;                             // negative favours repeats
   std::vector<int32_t> zero = {2};
   EXPECT_EQ(*SampleToken(logits, freq, zero, 0, zero), 2);
 }
@@ -167,7 +167,7 @@ TEST(SamplerTest, LogitBiasComesBeforeThePenaltiesAndCanBanOrForce) {
   EXPECT_EQ(*SampleToken(logits, greedy, {}, 0), 1);
   greedy.logit_bias = {{1, -100.0f}};  // banned in practice
   EXPECT_EQ(*SampleToken(logits, greedy, {}, 0), 3);
-  greedy.logit_bias = {{0, 100.0f}};   // forced
+  greedy.logit_bias = {{0, 100.0f}};  // forced
   for (int step = 0; step < 5; ++step) EXPECT_EQ(*SampleToken(logits, greedy, {}, step), 0);
   // Sampled, a +100 bias wins every draw too.
   SamplingParams hot{.temperature = 1.0f, .seed = 3, .logit_bias = {{2, 100.0f}}};

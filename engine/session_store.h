@@ -57,9 +57,9 @@ struct SessionStoreOptions {
 };
 
 struct SessionStoreStats {
-  int sessions = 0;         // in memory and on disk
+  int sessions = 0;  // in memory and on disk
   int64_t memory_bytes = 0;
-  int64_t spilled = 0;      // written to the directory for room
+  int64_t spilled = 0;  // written to the directory for room
   int64_t expired = 0;
 };
 

@@ -18,8 +18,7 @@ StateLayout StateLayout::Make(const loader::ModelConfig& c, int activation_bytes
   const int recurrent = c.num_recurrent_layers(), attention = c.num_attention_layers();
   const int64_t lru = int64_t{c.lru_width} * 4;
   const int64_t conv = int64_t{c.conv1d_width - 1} * c.lru_width * activation_bytes;
-  const int64_t ring =
-      int64_t{c.attention_window} * c.num_kv_heads * c.head_dim * activation_bytes;
+  const int64_t ring = int64_t{c.attention_window} * c.num_kv_heads * c.head_dim * activation_bytes;
   int64_t offset = 0;
   auto place = [&](RegionKind kind, int index, int64_t bytes, int element_bytes,
                    std::vector<int64_t>& offsets) {
@@ -39,17 +38,15 @@ StateLayout StateLayout::Make(const loader::ModelConfig& c, int activation_bytes
   }
   s.slot_bytes_ = AlignUp(offset, slot_alignment);
   s.size_ = {recurrent * lru, recurrent * conv, int64_t{2} * attention * ring};
-  s.description_ = absl::StrCat(
-      "lru ", recurrent, "x", c.lru_width, " f32, conv ", recurrent, "x", c.conv1d_width - 1, "x",
-      c.lru_width, " ", DtypeName(activation_bytes), ", kv ", attention, "x", c.attention_window,
-      "x", c.num_kv_heads, "x", c.head_dim, " ", DtypeName(activation_bytes), ", slot ",
-      s.slot_bytes_, " B");
+  s.description_ =
+      absl::StrCat("lru ", recurrent, "x", c.lru_width, " f32, conv ", recurrent, "x",
+                   c.conv1d_width - 1, "x", c.lru_width, " ", DtypeName(activation_bytes), ", kv ",
+                   attention, "x", c.attention_window, "x", c.num_kv_heads, "x", c.head_dim, " ",
+                   DtypeName(activation_bytes), ", slot ", s.slot_bytes_, " B");
   return s;
 }
 
-StateLayout StateLayout::ForCpu(const loader::ModelConfig& config) {
-  return Make(config, 4, 1, 1);
-}
+StateLayout StateLayout::ForCpu(const loader::ModelConfig& config) { return Make(config, 4, 1, 1); }
 
 StateLayout StateLayout::ForCuda(const loader::ModelConfig& config) {
   return Make(config, 2, 16, 256);

@@ -1,16 +1,15 @@
 // The CPU references of the kernels (kernels/*/*_reference.h) against float64 formulas and their
 // own invariants (chunked == whole, reset at position 0). They run everywhere (no GPU).
-#include "kernels/attention/attention_reference.h"
-#include "kernels/geglu/geglu_reference.h"
-#include "kernels/linear/linear_reference.h"
-#include "kernels/norm/norm_reference.h"
-#include "kernels/rglru/rglru_reference.h"
-
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/attention/attention_reference.h"
+#include "kernels/geglu/geglu_reference.h"
+#include "kernels/linear/linear_reference.h"
+#include "kernels/norm/norm_reference.h"
+#include "kernels/rglru/rglru_reference.h"
 
 namespace griffin::ref {
 namespace {
@@ -56,7 +55,7 @@ TEST(ReferenceTest, LinearMatchesDoubleFormula) {
 
 TEST(ReferenceTest, GeluTanhKnownValues) {
   EXPECT_FLOAT_EQ(GeluTanh(0.0f), 0.0f);
-  EXPECT_NEAR(GeluTanh(1.0f), 0.8411920, 1e-6);   // torch gelu(1, approximate="tanh")
+  EXPECT_NEAR(GeluTanh(1.0f), 0.8411920, 1e-6);  // torch gelu(1, approximate="tanh")
   EXPECT_NEAR(GeluTanh(-1.0f), -0.1588080, 1e-6);
   EXPECT_NEAR(GeluTanh(3.0f), 2.9963627, 1e-6);
 }

@@ -49,8 +49,8 @@ struct QueryTile {
 
 // The step's token layout, shared by every sequence-aware kernel.
 struct TokenLayout {
-  const int32_t* tok_entry = nullptr;          // [num_tokens] entry index of each token
-  const StepEntryRecord* entries = nullptr;    // [num_entries]
+  const int32_t* tok_entry = nullptr;        // [num_tokens] entry index of each token
+  const StepEntryRecord* entries = nullptr;  // [num_entries]
 };
 
 // Where the state of one layer lives inside the slot pool: slot s's bytes start at

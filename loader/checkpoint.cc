@@ -17,8 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
-#include "loader/json_util.h"
 #include "base/utf8.h"
+#include "loader/json_util.h"
 #include "nlohmann/json.hpp"
 
 namespace griffin::loader {

@@ -18,8 +18,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "loader/json_util.h"
 #include "base/utf8.h"
+#include "loader/json_util.h"
 #include "nlohmann/json.hpp"
 
 namespace griffin::loader {
@@ -217,7 +217,8 @@ absl::StatusOr<ModelConfig> Parse(const json& root) {
   ASSIGN_OR_RETURN(const bool tie, GetBool(root, "tie_word_embeddings", true));
   // Every backend computes the logits with the embedding matrix (as every published
   // RecurrentGemma checkpoint does); a separate lm_head would be silently ignored, so it is refused.
-  if (!tie) return Unsupported("tie_word_embeddings", "false (a separate lm_head) is not supported");
+  if (!tie)
+    return Unsupported("tie_word_embeddings", "false (a separate lm_head) is not supported");
   ASSIGN_OR_RETURN(const int64_t pad, GetTokenId(root, "pad_token_id", 0));
   ASSIGN_OR_RETURN(const int64_t eos, GetTokenId(root, "eos_token_id", 1));
   ASSIGN_OR_RETURN(const int64_t bos, GetTokenId(root, "bos_token_id", 2));

@@ -70,8 +70,8 @@ class SafetensorsFile {
   absl::Status Parse();
 
   std::string path_;
-  std::string owned_bytes_;             // FromBuffer
-  void* mapping_ = nullptr;             // Open (mmap)
+  std::string owned_bytes_;  // FromBuffer
+  void* mapping_ = nullptr;  // Open (mmap)
   size_t mapping_size_ = 0;
   const uint8_t* bytes_ = nullptr;
   size_t size_ = 0;

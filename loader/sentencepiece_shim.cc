@@ -25,11 +25,19 @@ bool ReadVarint(const std::string& data, size_t* pos, uint64_t* value) {
 bool SkipField(const std::string& data, size_t* pos, uint64_t wire, size_t end) {
   uint64_t n = 0;
   switch (wire) {
-    case 0: return ReadVarint(data, pos, &n) && *pos <= end;
-    case 1: n = 8; break;
-    case 2: if (!ReadVarint(data, pos, &n)) return false; break;
-    case 5: n = 4; break;
-    default: return false;
+    case 0:
+      return ReadVarint(data, pos, &n) && *pos <= end;
+    case 1:
+      n = 8;
+      break;
+    case 2:
+      if (!ReadVarint(data, pos, &n)) return false;
+      break;
+    case 5:
+      n = 4;
+      break;
+    default:
+      return false;
   }
   if (n > end - *pos) return false;
   *pos += n;

@@ -9,9 +9,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "loader/sentencepiece_shim.h"
 #include "base/status_macros.h"
 #include "base/utf8.h"
+#include "loader/sentencepiece_shim.h"
 
 namespace griffin::loader {
 namespace {
@@ -43,7 +43,8 @@ Tokenizer::Tokenizer(std::unique_ptr<SentencePieceShim> shim) : shim_(std::move(
   }
   std::stable_sort(user_defined_.begin(), user_defined_.end(),
                    [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  for (const std::string& piece : user_defined_) first_bytes_[static_cast<unsigned char>(piece[0])] = true;
+  for (const std::string& piece : user_defined_)
+    first_bytes_[static_cast<unsigned char>(piece[0])] = true;
 }
 
 Tokenizer::~Tokenizer() = default;

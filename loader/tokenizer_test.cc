@@ -3,10 +3,10 @@
 // only hold for the repository's model (its golden ids, its special pieces) are skipped.
 #include "loader/tokenizer.h"
 
-#include <algorithm>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <fstream>

@@ -77,8 +77,8 @@ absl::StatusOr<std::vector<ApiKeys::Entry>> ApiKeys::ParseKeyFile(std::string_vi
     std::string tenant;
     if (fields.size() == 2) {
       if (!IsValidTenant(Sv(fields[1]))) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "api key file line ", line_number, ": a tenant is 1 to 64 of [A-Za-z0-9._@-]"));
+        return absl::InvalidArgumentError(absl::StrCat("api key file line ", line_number,
+                                                       ": a tenant is 1 to 64 of [A-Za-z0-9._@-]"));
       }
       tenant = std::string(fields[1]);
     } else {
@@ -182,8 +182,7 @@ std::optional<std::string_view> ApiKeys::BearerToken(std::string_view header) {
       !absl::EqualsIgnoreCase(authorization.substr(0, kScheme.size()), kScheme)) {
     return std::nullopt;
   }
-  absl::string_view token =
-      absl::StripLeadingAsciiWhitespace(authorization.substr(kScheme.size()));
+  absl::string_view token = absl::StripLeadingAsciiWhitespace(authorization.substr(kScheme.size()));
   if (token.empty()) return std::nullopt;
   return Sv(token);
 }

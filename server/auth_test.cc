@@ -26,7 +26,8 @@ TEST(ApiKeysTest, NoKeysMeansOpen) {
 
 TEST(ApiKeysTest, FileWithTenantsCommentsAndEnvironmentKey) {
   ApiKeys keys;
-  const std::string file = WriteFile("keys1", "# team keys\n\nsecret-one   alice\n  secret-two\tbob  \nsecret-three\n");
+  const std::string file =
+      WriteFile("keys1", "# team keys\n\nsecret-one   alice\n  secret-two\tbob  \nsecret-three\n");
   ASSERT_TRUE(keys.Load(file, "env-secret").ok());
   EXPECT_TRUE(keys.enabled());
   EXPECT_EQ(keys.size(), 4);
@@ -50,10 +51,9 @@ TEST(ApiKeysTest, MalformedFilesNameTheLineNotTheKey) {
     const char* text;
     const char* expected;
   };
-  for (const Case& c : {Case{"zqgood a\nzqbad zqwith zqspaces\n", "line 2"},
-                        Case{"zq1 t1\nzq1 t2\n", "line 2"},
-                        Case{"zq\x01zq\n", "line 1"},
-                        Case{"zqkey zqtenant/slash\n", "line 1"}}) {
+  for (const Case& c :
+       {Case{"zqgood a\nzqbad zqwith zqspaces\n", "line 2"}, Case{"zq1 t1\nzq1 t2\n", "line 2"},
+        Case{"zq\x01zq\n", "line 1"}, Case{"zqkey zqtenant/slash\n", "line 1"}}) {
     absl::StatusOr<std::vector<ApiKeys::Entry>> parsed = ApiKeys::ParseKeyFile(c.text);
     ASSERT_FALSE(parsed.ok()) << c.text;
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);

@@ -286,8 +286,8 @@ void Generation::Account(const engine::EngineOutput& out, bool dying) {
     spdlog::info(
         "request id={} tenant={} api={} finish={} status={} prompt_tokens={} completion_tokens={} "
         "queue_s={:.6f} prefill_s={:.6f} decode_s={:.6f} e2e_s={:.6f}",
-        request_id_, owner_.empty() ? "-" : owner_, api_, reason, code, out.prompt_tokens, out.completion_tokens, queue_s,
-        prefill_s, decode_s, e2e_s);
+        request_id_, owner_.empty() ? "-" : owner_, api_, reason, code, out.prompt_tokens,
+        out.completion_tokens, queue_s, prefill_s, decode_s, e2e_s);
   }
 }
 

@@ -34,8 +34,8 @@ struct ServerState {
   engine::EngineCore* engine = nullptr;
   const loader::Tokenizer* tokenizer = nullptr;  // null: the model serves token ids only
   Metrics* metrics = nullptr;
-  const ApiKeys* api_keys = nullptr;      // null or empty: no authentication
-  MemoryReleaser* memory = nullptr;       // null: large requests are not followed by a trim
+  const ApiKeys* api_keys = nullptr;         // null or empty: no authentication
+  MemoryReleaser* memory = nullptr;          // null: large requests are not followed by a trim
   engine::SessionStore* sessions = nullptr;  // null: session_id is refused (FAILED_PRECONDITION)
   Limits limits;
   ModelLimits model;
@@ -135,8 +135,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   static absl::StatusOr<std::shared_ptr<Generation>> Make(ServerState* state,
                                                           const engine::ValidatedRequest& request,
                                                           std::vector<std::string> stop_strings,
-                                                          std::string request_id,
-                                                          std::string owner, std::string api,
+                                                          std::string request_id, std::string owner,
+                                                          std::string api,
                                                           std::function<void()> notify);
   absl::Status Register();  // INVALID_ARGUMENT when the id is in flight for the owner
   void Unregister();
@@ -158,14 +158,14 @@ class Generation : public std::enable_shared_from_this<Generation> {
   absl::Time start_;
 
   std::mutex mu_;
-  std::deque<engine::EngineOutput> raw_;  // guarded by mu_
+  std::deque<engine::EngineOutput> raw_;             // guarded by mu_
   std::unique_ptr<engine::EngineOutput> final_out_;  // guarded by mu_: the engine's last output
   std::atomic<bool> accounted_{false};
-  absl::Time last_token_;                 // engine thread only
-  bool got_token_ = false;                // engine thread only
+  absl::Time last_token_;                  // engine thread only
+  bool got_token_ = false;                 // engine thread only
   std::unique_ptr<SessionLease> session_;  // engine thread once submitted
   std::string session_id_;
-  std::vector<int32_t> outputs_;          // engine thread only: every sampled id (sessions)
+  std::vector<int32_t> outputs_;                  // engine thread only: every sampled id (sessions)
   std::vector<std::weak_ptr<Generation>> group_;  // set by Link before any CancelGroup
 
   std::mutex notify_mu_;

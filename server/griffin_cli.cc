@@ -26,8 +26,8 @@
 #include "base/utf8.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
-#include "engine/state_layout.h"
 #include "engine/sampler.h"
+#include "engine/state_layout.h"
 #include "loader/checkpoint.h"
 #include "loader/model_config.h"
 #include "loader/tokenizer.h"
@@ -69,7 +69,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const cha
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     int32_t id;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &id)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, " holds a value that is not an integer id"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, " holds a value that is not an integer id"));
     }
     ids.push_back(id);
   }
@@ -84,7 +85,8 @@ struct Model {
 
 // "loading DIR: <status>": every load error names the folder it came from.
 absl::Status InFolder(const std::string& dir, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat("loading ", SafeName(dir), ": ", status.message()));
+  return absl::Status(status.code(),
+                      absl::StrCat("loading ", SafeName(dir), ": ", status.message()));
 }
 
 absl::StatusOr<Model> LoadModel() {
@@ -112,15 +114,16 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const Model& model, const std::st
                                                const char* text_flag) {
   const std::string ids_flag = absl::GetFlag(FLAGS_ids);
   if (!ids_flag.empty() && !text.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("give either --ids or --", text_flag, ", not both"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("give either --ids or --", text_flag, ", not both"));
   }
   std::vector<int32_t> ids;
   if (!ids_flag.empty()) {
     ASSIGN_OR_RETURN(ids, ParseIds(ids_flag, "ids"));
   } else {
     if (model.tokenizer == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("the model folder has no tokenizer.model: pass --ids instead of --", text_flag));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the model folder has no tokenizer.model: pass --ids instead of --", text_flag));
     }
     ids.push_back(model.checkpoint->config().bos_token_id);
     ASSIGN_OR_RETURN(std::vector<int> encoded, model.tokenizer->Encode(text));
@@ -165,20 +168,29 @@ absl::Status Info() {
   const engine::StateSize gpu = engine::StateLayout::ForCuda(c).size();
   const engine::StateSize cpu = engine::StateLayout::ForCpu(c).size();
   std::string pattern;
-  for (loader::BlockType t : c.block_types) pattern += t == loader::BlockType::kRecurrent ? 'R' : 'A';
+  for (loader::BlockType t : c.block_types)
+    pattern += t == loader::BlockType::kRecurrent ? 'R' : 'A';
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::json j = {
-        {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
-        {"mlp_width", c.mlp_width}, {"num_layers", c.num_layers},
+        {"vocab_size", c.vocab_size},
+        {"hidden_size", c.hidden_size},
+        {"mlp_width", c.mlp_width},
+        {"num_layers", c.num_layers},
         {"recurrent_layers", c.num_recurrent_layers()},
-        {"attention_layers", c.num_attention_layers()}, {"block_pattern", pattern},
-        {"num_heads", c.num_heads}, {"num_kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
-        {"lru_width", c.lru_width}, {"attention_window", c.attention_window},
-        {"conv1d_width", c.conv1d_width}, {"logits_soft_cap", c.logits_soft_cap},
+        {"attention_layers", c.num_attention_layers()},
+        {"block_pattern", pattern},
+        {"num_heads", c.num_heads},
+        {"num_kv_heads", c.num_kv_heads},
+        {"head_dim", c.head_dim},
+        {"lru_width", c.lru_width},
+        {"attention_window", c.attention_window},
+        {"conv1d_width", c.conv1d_width},
+        {"logits_soft_cap", c.logits_soft_cap},
         {"parameters", params},
         {"state_bytes_per_sequence_bf16", gpu.total()},
         {"state_bytes_per_sequence_float32", cpu.total()},
-        {"state_bytes_bf16", {{"rg_lru", gpu.lru_bytes}, {"conv", gpu.conv_bytes}, {"kv", gpu.kv_bytes}}},
+        {"state_bytes_bf16",
+         {{"rg_lru", gpu.lru_bytes}, {"conv", gpu.conv_bytes}, {"kv", gpu.kv_bytes}}},
     };
     std::cout << j.dump(2) << "\n";
     return absl::OkStatus();
@@ -200,8 +212,8 @@ absl::Status Info() {
       "parameters       %s\n"
       "state/sequence   %s with bf16 activations (%s)\n"
       "                 %s on the float32 CPU backend; constant in sequence length\n",
-      dir, c.num_layers, c.num_recurrent_layers(), c.num_attention_layers(), pattern,
-      c.hidden_size, c.lru_width, c.mlp_width, c.vocab_size, attention, WithThousands(params),
+      dir, c.num_layers, c.num_recurrent_layers(), c.num_attention_layers(), pattern, c.hidden_size,
+      c.lru_width, c.mlp_width, c.vocab_size, attention, WithThousands(params),
       HumanBytes(gpu.total()), parts, HumanBytes(cpu.total()));
   return absl::OkStatus();
 }
@@ -209,7 +221,8 @@ absl::Status Info() {
 absl::Status Generate() {
   ASSIGN_OR_RETURN(Model model, LoadModel());
   const loader::ModelConfig& config = model.checkpoint->config();
-  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(model, absl::GetFlag(FLAGS_prompt), "prompt"));
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                   PromptIds(model, absl::GetFlag(FLAGS_prompt), "prompt"));
   engine::SamplingParams params;
   params.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
   params.top_k = absl::GetFlag(FLAGS_top_k);
@@ -234,7 +247,8 @@ absl::Status Generate() {
   }
   const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
   if (max_tokens <= 0) return absl::InvalidArgumentError("--max_tokens must be positive");
-  ASSIGN_OR_RETURN(std::vector<int32_t> stop_ids, ParseIds(absl::GetFlag(FLAGS_stop_ids), "stop_ids"));
+  ASSIGN_OR_RETURN(std::vector<int32_t> stop_ids,
+                   ParseIds(absl::GetFlag(FLAGS_stop_ids), "stop_ids"));
   if (!absl::GetFlag(FLAGS_ignore_eos)) stop_ids.push_back(config.eos_token_id);
   const bool output_ids = absl::GetFlag(FLAGS_output_ids) || model.tokenizer == nullptr;
 
@@ -263,7 +277,8 @@ absl::Status Generate() {
 absl::Status Score() {
   ASSIGN_OR_RETURN(Model model, LoadModel());
   const int vocab = model.checkpoint->config().vocab_size;
-  ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptIds(model, absl::GetFlag(FLAGS_text), "text"));
+  ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
+                   PromptIds(model, absl::GetFlag(FLAGS_text), "text"));
   const bool decode = absl::GetFlag(FLAGS_decode);
   int chunk = absl::GetFlag(FLAGS_chunk);
   if (chunk < 0) return absl::InvalidArgumentError("--chunk must be >= 0");
@@ -276,21 +291,25 @@ absl::Status Score() {
   std::vector<float> logits(static_cast<size_t>(T) * vocab);
   for (int start = 0; start < T; start += chunk) {
     const int n = std::min(chunk, T - start);
-    StepEntry entry{.slot = 0, .position = start,
+    StepEntry entry{.slot = 0,
+                    .position = start,
                     .tokens = absl::MakeConstSpan(tokens).subspan(start, n),
                     .logits = LogitsRequest::kAll};
     RETURN_IF_ERROR(model.backend->Step(
         {&entry, 1}, absl::MakeSpan(logits).subspan(static_cast<size_t>(start) * vocab,
-                                                     static_cast<size_t>(n) * vocab)));
+                                                    static_cast<size_t>(n) * vocab)));
   }
   nlohmann::json positions = nlohmann::json::array();
   std::vector<float> log_probs(vocab);
   double total = 0.0;
   for (int t = 0; t < T; ++t) {
-    absl::Span<const float> row = absl::MakeConstSpan(logits).subspan(static_cast<size_t>(t) * vocab, vocab);
+    absl::Span<const float> row =
+        absl::MakeConstSpan(logits).subspan(static_cast<size_t>(t) * vocab, vocab);
     engine::LogSoftmax(row, absl::MakeSpan(log_probs));
     const int argmax = engine::ArgMax(row);
-    nlohmann::json p = {{"position", t}, {"token", tokens[t]}, {"argmax", argmax},
+    nlohmann::json p = {{"position", t},
+                        {"token", tokens[t]},
+                        {"argmax", argmax},
                         {"argmax_logprob", log_probs[argmax]}};
     if (t + 1 < T) {
       p["next_token"] = tokens[t + 1];
@@ -321,7 +340,8 @@ int main(int argc, char** argv) {
       "  generate  stream a continuation of --prompt TEXT or --ids a,b,c\n"
       "  score     JSON log-probabilities of --text TEXT or --ids a,b,c (--decode, --chunk N)");
   if (args.size() != 2) {
-    std::fprintf(stderr, "griffin-cli: expected one command (info, generate or score); see --help\n");
+    std::fprintf(stderr,
+                 "griffin-cli: expected one command (info, generate or score); see --help\n");
     return 2;
   }
   const std::string command = args[1];

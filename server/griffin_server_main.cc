@@ -17,8 +17,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -33,8 +33,8 @@
 #include "base/program_info.h"
 #include "base/utf8.h"
 #include "engine/backend_factory.h"
-#include "engine/fault_injecting_backend.h"
 #include "engine/engine_core.h"
+#include "engine/fault_injecting_backend.h"
 #include "engine/griffin_model.h"
 #include "engine/session_store.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -57,9 +57,10 @@ ABSL_FLAG(std::string, model, "",
           "else the random-weight test fixture tests/data/griffin");
 ABSL_FLAG(std::string, model_name, "", "name clients use in `model`; default: the folder's name");
 ABSL_FLAG(std::string, backend, "auto", "cpu, cuda, or auto (cuda when a GPU is present)");
-ABSL_FLAG(std::string, load_format, "safetensors",
-          "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "
-          "for config.json's shapes, as vLLM's --load-format dummy: benchmarks without a checkpoint)");
+ABSL_FLAG(
+    std::string, load_format, "safetensors",
+    "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "
+    "for config.json's shapes, as vLLM's --load-format dummy: benchmarks without a checkpoint)");
 ABSL_FLAG(bool, device_sampling, true,
           "sample on the GPU when the backend can and a request needs no host-only feature "
           "(logprobs, min_tokens, presence/frequency penalty)");
@@ -100,8 +101,7 @@ ABSL_FLAG(int64_t, max_prompt_bytes, 0,
           "Tokenize); 0: 64 x --max_prompt_tokens");
 ABSL_FLAG(int64_t, max_logprob_entries, int64_t{1} << 20,
           "most log-probabilities one request may ask for: n x max_tokens x (1 + top_logprobs)");
-ABSL_FLAG(int, max_connections, 4096,
-          "HTTP connections open at once; more are closed at accept");
+ABSL_FLAG(int, max_connections, 4096, "HTTP connections open at once; more are closed at accept");
 ABSL_FLAG(double, http_header_timeout, 10.0,
           "seconds a request's line and headers may take from their first byte");
 ABSL_FLAG(double, http_body_timeout, 60.0, "seconds a request body may take to arrive");
@@ -130,11 +130,12 @@ ABSL_FLAG(int64_t, debug_fail_device_after_steps, -1,
           "test hook: from this engine step on (the warm-up is step 0), every step fails as on a "
           "sticky device error; -1 = off");
 ABSL_FLAG(std::string, log_format, "text", "text or json");
-ABSL_FLAG(bool, prefix_cache, true,
-          "exact prefix-state cache: a request restores the longest cached prefix of its tokens and "
-          "prefills only the rest. On by default when memory allows: the backend can snapshot "
-          "slots and --prefix_cache_memory_mib or --prefix_cache_host_mib holds at least one "
-          "state; --noprefix_cache turns it off");
+ABSL_FLAG(
+    bool, prefix_cache, true,
+    "exact prefix-state cache: a request restores the longest cached prefix of its tokens and "
+    "prefills only the rest. On by default when memory allows: the backend can snapshot "
+    "slots and --prefix_cache_memory_mib or --prefix_cache_host_mib holds at least one "
+    "state; --noprefix_cache turns it off");
 ABSL_FLAG(int64_t, prefix_cache_memory_mib, 64,
           "device tier of the prefix cache: the most state memory (in whole slots: memory / state "
           "bytes per sequence, at most --slots) it may hold in idle slots. It takes no memory of "
@@ -234,13 +235,15 @@ void WarnAboutMissingFiles(const std::string& model_dir, const std::string& toke
   const std::string dir = SafeName(model_dir);
   if (FileExists(model_dir + "/tokenizer.json")) {
     Log(spdlog::level::warn,
-        absl::StrCat(dir, " has tokenizer.json but no tokenizer.model (the SentencePiece model "
-                          "griffin reads): copy tokenizer.model from the model's repository, or "
-                          "clients must send token ids"));
+        absl::StrCat(dir,
+                     " has tokenizer.json but no tokenizer.model (the SentencePiece model "
+                     "griffin reads): copy tokenizer.model from the model's repository, or "
+                     "clients must send token ids"));
   } else {
     Log(spdlog::level::warn,
-        absl::StrCat(dir, " has no tokenizer.model: clients must send prompts as token ids; text "
-                          "prompts, stop strings and /v1/chat/completions are refused (400)"));
+        absl::StrCat(dir,
+                     " has no tokenizer.model: clients must send prompts as token ids; text "
+                     "prompts, stop strings and /v1/chat/completions are refused (400)"));
   }
 }
 
@@ -332,8 +335,8 @@ int Run() {
   server::ApiKeys api_keys;
   {
     const char* env_key = std::getenv("GRIFFIN_API_KEY");
-    absl::Status loaded = api_keys.Load(absl::GetFlag(FLAGS_api_key_file),
-                                        env_key != nullptr ? env_key : "");
+    absl::Status loaded =
+        api_keys.Load(absl::GetFlag(FLAGS_api_key_file), env_key != nullptr ? env_key : "");
     if (!loaded.ok()) {
       Log(spdlog::level::err, absl::StrCat("startup failed: API keys: ", loaded.ToString()));
       return 1;
@@ -438,7 +441,8 @@ int Run() {
   t.port = absl::GetFlag(FLAGS_http_port);
   t.threads = http_threads;
   t.max_connections = max_connections;
-  t.max_header_bytes = static_cast<size_t>(std::max(1024, absl::GetFlag(FLAGS_http_max_header_bytes)));
+  t.max_header_bytes =
+      static_cast<size_t>(std::max(1024, absl::GetFlag(FLAGS_http_max_header_bytes)));
   t.max_header_count = std::max(8, absl::GetFlag(FLAGS_http_max_header_fields));
   t.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_message_bytes));
   t.header_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_header_timeout));
@@ -454,9 +458,8 @@ int Run() {
   server::HttpServer http(&state, std::move(http_options));
   if (absl::Status started = http.Start(); !started.ok()) {
     grpc_server->Shutdown();
-    Log(spdlog::level::err,
-        absl::StrCat("startup failed: HTTP port ", absl::GetFlag(FLAGS_http_port), ": ",
-                     started.message()));
+    Log(spdlog::level::err, absl::StrCat("startup failed: HTTP port ",
+                                         absl::GetFlag(FLAGS_http_port), ": ", started.message()));
     return 1;
   }
   auto fail = [&](const std::string& what, const absl::Status& s) {
@@ -490,9 +493,11 @@ int Run() {
     config = *parsed;
     const std::string candidate = absl::StrCat(model_dir, "/tokenizer.model");
     if (std::ifstream(candidate).good()) tokenizer_path = candidate;
-    Log(spdlog::level::info, absl::StrCat(loading, ": config.json only, random weights (--load_format dummy)"));
+    Log(spdlog::level::info,
+        absl::StrCat(loading, ": config.json only, random weights (--load_format dummy)"));
   } else {
-    absl::StatusOr<std::unique_ptr<loader::Checkpoint>> opened = loader::Checkpoint::Open(model_dir);
+    absl::StatusOr<std::unique_ptr<loader::Checkpoint>> opened =
+        loader::Checkpoint::Open(model_dir);
     if (!opened.ok()) return fail(loading, opened.status());
     checkpoint = std::move(*opened);
     config = checkpoint->config();
@@ -519,9 +524,10 @@ int Run() {
     tokenizer = std::move(*t);
     if (tokenizer->PieceToId("<start_of_turn>") < 0 || tokenizer->PieceToId("<end_of_turn>") < 0) {
       Log(spdlog::level::info,
-          absl::StrCat(loading, ": the tokenizer has no <start_of_turn>/<end_of_turn> pieces (not "
-                                "an instruction-tuned Gemma tokenizer): /v1/chat/completions "
-                                "writes the turn markers as plain text"));
+          absl::StrCat(loading,
+                       ": the tokenizer has no <start_of_turn>/<end_of_turn> pieces (not "
+                       "an instruction-tuned Gemma tokenizer): /v1/chat/completions "
+                       "writes the turn markers as plain text"));
     }
   }
   const int64_t state_bytes = engine::StateBytesPerSequence(*kind, config);
@@ -579,19 +585,18 @@ int Run() {
     sessions = std::make_unique<engine::SessionStore>(so, model_identity, layout->description());
   }
   Log(spdlog::level::info,
-      absl::StrCat("prefix cache: ",
-                   cache_on ? absl::StrCat("on (", cache_slots, " device entries, ",
-                                           prefix_host_mib, " MiB host, blocks of ", prefix_block,
-                                           " tokens)")
-                            : (layout == nullptr ? "off (the backend cannot snapshot slots)"
-                               : cache_wanted    ? "off (no memory for it)"
-                                                 : "off (--noprefix_cache)"),
-                   "; sessions: ",
-                   sessions != nullptr
-                       ? absl::StrCat("on (", session_mib, " MiB, ttl ", session_ttl, " s",
-                                      session_dir.empty() ? ", memory only" : ", with a directory",
-                                      ")")
-                       : "off"));
+      absl::StrCat(
+          "prefix cache: ",
+          cache_on ? absl::StrCat("on (", cache_slots, " device entries, ", prefix_host_mib,
+                                  " MiB host, blocks of ", prefix_block, " tokens)")
+                   : (layout == nullptr ? "off (the backend cannot snapshot slots)"
+                      : cache_wanted    ? "off (no memory for it)"
+                                        : "off (--noprefix_cache)"),
+          "; sessions: ",
+          sessions != nullptr
+              ? absl::StrCat("on (", session_mib, " MiB, ttl ", session_ttl, " s",
+                             session_dir.empty() ? ", memory only" : ", with a directory", ")")
+              : "off"));
   if (const int64_t after = absl::GetFlag(FLAGS_debug_fail_device_after_steps); after >= 0) {
     *backend = std::make_unique<engine::FaultInjectingBackend>(std::move(*backend), after);
   }
@@ -665,7 +670,8 @@ int Run() {
   state.ready.store(false);
   if (health != nullptr) health->SetServingStatus(false);
   http.BeginDrain();
-  Log(spdlog::level::info, absl::StrCat(state.fatal.load() ? "stopping" : "draining", ": signal ", sig));
+  Log(spdlog::level::info,
+      absl::StrCat(state.fatal.load() ? "stopping" : "draining", ": signal ", sig));
   const absl::Time drain_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
   // gRPC stops taking calls now (GOAWAY, then the listener closes) rather than answering them
   // UNAVAILABLE: a load balancer can only retry a call elsewhere when the transport refused it.

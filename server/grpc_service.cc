@@ -38,9 +38,9 @@ std::optional<std::string> CallerTenant(const ServerState& state,
 }
 
 const grpc::Status& Unauthenticated() {
-  static const grpc::Status* status = new grpc::Status(
-      grpc::StatusCode::UNAUTHENTICATED,
-      "a valid API key is required (metadata authorization: Bearer KEY)");
+  static const grpc::Status* status =
+      new grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                       "a valid API key is required (metadata authorization: Bearer KEY)");
   return *status;
 }
 
@@ -208,10 +208,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
       started = g.status();
     }
     if (!started.ok()) {
-      state_->metrics->Rejected(
-          started.code() == absl::StatusCode::kResourceExhausted ? "queue_full"
-          : started.code() == absl::StatusCode::kUnavailable     ? "unavailable"
-                                                                 : "invalid");
+      state_->metrics->Rejected(started.code() == absl::StatusCode::kResourceExhausted
+                                    ? "queue_full"
+                                : started.code() == absl::StatusCode::kUnavailable ? "unavailable"
+                                                                                   : "invalid");
       return started;
     }
     done_.assign(generations_.size(), false);
@@ -277,8 +277,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<pb::GenerateRespon
         c->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(t.scheduled - t.arrival));
         c->mutable_timings()->set_prefill_seconds(
             absl::ToDoubleSeconds(t.first_token - t.scheduled));
-        c->mutable_timings()->set_decode_seconds(
-            absl::ToDoubleSeconds(t.finished - t.first_token));
+        c->mutable_timings()->set_decode_seconds(absl::ToDoubleSeconds(t.finished - t.first_token));
         c->set_stop_string(ev.stop_string);
         c->set_stop_token_id(ev.stop_token_id);
       } else {
@@ -344,10 +343,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
   }
   // Before any work on the text (LEN-1: tokenizing is the expensive part).
   if (static_cast<int64_t>(request->text().size()) > state_->limits.max_prompt_bytes) {
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("text is longer than the limit of ", state_->limits.max_prompt_bytes,
-                     " bytes")));
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 absl::StrCat("text is longer than the limit of ",
+                                              state_->limits.max_prompt_bytes, " bytes")));
     return reactor;
   }
   if (state_->tokenizer == nullptr) {

@@ -8,8 +8,8 @@
 #include "absl/time/clock.h"
 #include "base/utf8.h"
 #include "nlohmann/json.hpp"
-#include "server/openai_request.h"
 #include "server/grpc_service.h"
+#include "server/openai_request.h"
 #include "spdlog/spdlog.h"
 
 namespace griffin::server {
@@ -95,10 +95,10 @@ constexpr char kSessionHeader[] = "X-Session-Id";
 
 struct Choice {
   std::shared_ptr<Generation> generation;
-  int prompt_index = 0;                // which prompt of the request
-  bool first_of_prompt = false;        // choice 0 of its prompt (usage counts its prompt once)
-  std::string echo_text;               // echo: the prompt as text, sent before the output
-  std::vector<int32_t> prompt_ids;     // the prompt's ids (echo logprobs, prompt_logprobs)
+  int prompt_index = 0;             // which prompt of the request
+  bool first_of_prompt = false;     // choice 0 of its prompt (usage counts its prompt once)
+  std::string echo_text;            // echo: the prompt as text, sent before the output
+  std::vector<int32_t> prompt_ids;  // the prompt's ids (echo logprobs, prompt_logprobs)
   std::vector<engine::TokenLogprobs> prompt_logprobs;  // from the engine, once
   std::string text;
   std::vector<engine::TokenLogprobs> logprobs;
@@ -293,9 +293,9 @@ absl::StatusOr<std::shared_ptr<Run>> StartRun(ServerState* state, const HttpRequ
     }
     if (n > 1) {
       // The prompt is prefilled once and its state copied to the n choices' slots.
-      absl::StatusOr<std::vector<std::shared_ptr<Generation>>> group = Generation::StartGroup(
-          state, std::move(requests), validated[p].stop_strings, std::move(ids), req.tenant, api,
-          wake);
+      absl::StatusOr<std::vector<std::shared_ptr<Generation>>> group =
+          Generation::StartGroup(state, std::move(requests), validated[p].stop_strings,
+                                 std::move(ids), req.tenant, api, wake);
       if (!group.ok()) return refuse(p * n, group.status());
       for (int i = 0; i < n; ++i) {
         Choice& c = run->choices[p * n + i];
@@ -429,12 +429,13 @@ class CompletionReply final : public HttpAsyncReply {
         {"created", run_->created}, {"model", state->model_name},
         {"choices", choices},       {"usage", Usage(*run_)}};
     if (chat && request.prompt_logprobs) {  // vLLM puts it beside the choices for chat
-      body["prompt_logprobs"] = PromptLogprobsJson(*state, run_->choices[0],
-                                                   *request.prompt_logprobs);
+      body["prompt_logprobs"] =
+          PromptLogprobsJson(*state, run_->choices[0], *request.prompt_logprobs);
     }
     if (!run_->session_id.empty()) body["session_id"] = run_->session_id;
     out->head = HttpResponse{.content_type = "application/json", .body = Dump(body)};
-    if (!run_->session_id.empty()) out->head->headers.emplace_back(kSessionHeader, run_->session_id);
+    if (!run_->session_id.empty())
+      out->head->headers.emplace_back(kSessionHeader, run_->session_id);
   }
 
   // Server-sent events: a head at once, then every event as it comes, then data: [DONE].
@@ -594,35 +595,33 @@ std::vector<HttpRoute> HttpServer::Routes(bool protect_metrics) {
                 {"parent", nullptr},
                 {"max_model_len", st->limits.max_prompt_tokens}};
   };
-  routes.push_back({.method = "GET",
-                    .path = "/v1/models",
-                    .handler = [st, model_card](HttpRequest, HttpWaker) {
-                      if (!st->loaded.load(std::memory_order_acquire)) {
-                        return Error(absl::UnavailableError("the model is loading"));
-                      }
-                      return Json({{"object", "list"}, {"data", json::array({model_card()})}});
-                    }});
   routes.push_back(
-      {.method = "GET",
-       .path = "/v1/models/",
-       .prefix = true,
-       .handler = [st, model_card](HttpRequest req, HttpWaker) {
+      {.method = "GET", .path = "/v1/models", .handler = [st, model_card](HttpRequest, HttpWaker) {
          if (!st->loaded.load(std::memory_order_acquire)) {
            return Error(absl::UnavailableError("the model is loading"));
          }
-         const std::string id = req.path.substr(std::string("/v1/models/").size());
-         if (id != st->model_name) {
-           // OpenAI's shape for an unknown model; the id is not echoed (TXT-7).
-           return Reply(HttpResponse{
-               .status = 404,
-               .body = Dump({{"error",
-                              {{"message", "no model has this id (see /v1/models)"},
-                               {"type", "invalid_request_error"},
-                               {"param", "model"},
-                               {"code", "model_not_found"}}}})});
-         }
-         return Json(model_card());
+         return Json({{"object", "list"}, {"data", json::array({model_card()})}});
        }});
+  routes.push_back({.method = "GET",
+                    .path = "/v1/models/",
+                    .prefix = true,
+                    .handler = [st, model_card](HttpRequest req, HttpWaker) {
+                      if (!st->loaded.load(std::memory_order_acquire)) {
+                        return Error(absl::UnavailableError("the model is loading"));
+                      }
+                      const std::string id = req.path.substr(std::string("/v1/models/").size());
+                      if (id != st->model_name) {
+                        // OpenAI's shape for an unknown model; the id is not echoed (TXT-7).
+                        return Reply(HttpResponse{
+                            .status = 404,
+                            .body = Dump({{"error",
+                                           {{"message", "no model has this id (see /v1/models)"},
+                                            {"type", "invalid_request_error"},
+                                            {"param", "model"},
+                                            {"code", "model_not_found"}}}})});
+                      }
+                      return Json(model_card());
+                    }});
   routes.push_back(
       {.method = "POST",
        .path = "/tokenize",
@@ -659,76 +658,70 @@ std::vector<HttpRoute> HttpServer::Routes(bool protect_metrics) {
                       {"count", tokens.size()},
                       {"max_model_len", st->limits.max_prompt_tokens}});
        }});
-  routes.push_back(
-      {.method = "POST",
-       .path = "/detokenize",
-       .json_body = true,
-       .handler = [st](HttpRequest req, HttpWaker) {
-         if (!st->loaded.load(std::memory_order_acquire)) {
-           return Error(absl::UnavailableError("the model is loading"));
-         }
-         absl::StatusOr<json> body = ParseJsonBody(req.body);
-         std::vector<int64_t> ids;
-         if (!body.ok() || !body->contains("tokens")) {
-           return Error(absl::InvalidArgumentError("tokens must be an array of integers"));
-         }
-         if (absl::Status s = ReadIdList((*body)["tokens"], "tokens", &ids); !s.ok()) {
-           return Error(s);
-         }
-         if (st->tokenizer == nullptr) {
-           return Error(absl::FailedPreconditionError("this model has no tokenizer"));
-         }
-         const int vocab = std::min(st->model.vocab_size, st->tokenizer->vocab_size());
-         std::vector<int> v;
-         for (int64_t id : ids) {
-           if (id < 0 || id >= vocab) {
-             return Error(absl::InvalidArgumentError(
-                 absl::StrCat("tokens holds an id outside [0, ", vocab, ")")));
-           }
-           v.push_back(static_cast<int>(id));
-         }
-         return Json({{"prompt", SanitizeUtf8(st->tokenizer->Decode(v))}});
-       }});
-  routes.push_back({.method = "GET",
-                    .path = "/health",
-                    .open = true,
-                    .handler = [](HttpRequest, HttpWaker) {
-                      return Reply(HttpResponse{.content_type = "text/plain", .body = "ok\n"});
+  routes.push_back({.method = "POST",
+                    .path = "/detokenize",
+                    .json_body = true,
+                    .handler = [st](HttpRequest req, HttpWaker) {
+                      if (!st->loaded.load(std::memory_order_acquire)) {
+                        return Error(absl::UnavailableError("the model is loading"));
+                      }
+                      absl::StatusOr<json> body = ParseJsonBody(req.body);
+                      std::vector<int64_t> ids;
+                      if (!body.ok() || !body->contains("tokens")) {
+                        return Error(
+                            absl::InvalidArgumentError("tokens must be an array of integers"));
+                      }
+                      if (absl::Status s = ReadIdList((*body)["tokens"], "tokens", &ids); !s.ok()) {
+                        return Error(s);
+                      }
+                      if (st->tokenizer == nullptr) {
+                        return Error(absl::FailedPreconditionError("this model has no tokenizer"));
+                      }
+                      const int vocab = std::min(st->model.vocab_size, st->tokenizer->vocab_size());
+                      std::vector<int> v;
+                      for (int64_t id : ids) {
+                        if (id < 0 || id >= vocab) {
+                          return Error(absl::InvalidArgumentError(
+                              absl::StrCat("tokens holds an id outside [0, ", vocab, ")")));
+                        }
+                        v.push_back(static_cast<int>(id));
+                      }
+                      return Json({{"prompt", SanitizeUtf8(st->tokenizer->Decode(v))}});
                     }});
   routes.push_back(
-      {.method = "GET",
-       .path = "/ready",
-       .open = true,
-       .handler = [st](HttpRequest, HttpWaker) {
+      {.method = "GET", .path = "/health", .open = true, .handler = [](HttpRequest, HttpWaker) {
+         return Reply(HttpResponse{.content_type = "text/plain", .body = "ok\n"});
+       }});
+  routes.push_back(
+      {.method = "GET", .path = "/ready", .open = true, .handler = [st](HttpRequest, HttpWaker) {
          const bool ready = st->loaded.load() && st->ready.load() && !st->draining.load();
          return Reply(HttpResponse{
              .status = ready ? 200 : 503,
              .content_type = "text/plain",
              .body = ready ? "ready\n" : (st->draining.load() ? "draining\n" : "not ready\n")});
        }});
-  routes.push_back(
-      {.method = "GET",
-       .path = "/metrics",
-       .open = !protect_metrics,
-       .handler = [this, st](HttpRequest, HttpWaker) {
-         st->metrics->SetCallObjects(GenerationService::reactors_created(),
-                                     GenerationService::reactors_destroyed());
-         st->metrics->SetHttpStats(transport_->stats());
-         HttpResponse res{.content_type = "text/plain; version=0.0.4"};
-         if (st->loaded.load(std::memory_order_acquire)) {
-           const engine::EngineStats stats = st->engine->stats();
-           if (st->sessions != nullptr) {
-             st->sessions->Expire();  // the gauges count live sessions only
-             const engine::SessionStoreStats sessions = st->sessions->stats();
-             res.body = st->metrics->Serialize(&stats, &sessions);
-           } else {
-             res.body = st->metrics->Serialize(&stats);
-           }
-         } else {
-           res.body = st->metrics->Serialize(nullptr);
-         }
-         return Reply(std::move(res));
-       }});
+  routes.push_back({.method = "GET",
+                    .path = "/metrics",
+                    .open = !protect_metrics,
+                    .handler = [this, st](HttpRequest, HttpWaker) {
+                      st->metrics->SetCallObjects(GenerationService::reactors_created(),
+                                                  GenerationService::reactors_destroyed());
+                      st->metrics->SetHttpStats(transport_->stats());
+                      HttpResponse res{.content_type = "text/plain; version=0.0.4"};
+                      if (st->loaded.load(std::memory_order_acquire)) {
+                        const engine::EngineStats stats = st->engine->stats();
+                        if (st->sessions != nullptr) {
+                          st->sessions->Expire();  // the gauges count live sessions only
+                          const engine::SessionStoreStats sessions = st->sessions->stats();
+                          res.body = st->metrics->Serialize(&stats, &sessions);
+                        } else {
+                          res.body = st->metrics->Serialize(&stats);
+                        }
+                      } else {
+                        res.body = st->metrics->Serialize(nullptr);
+                      }
+                      return Reply(std::move(res));
+                    }});
   return routes;
 }
 

@@ -21,8 +21,8 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
 #include <mutex>
@@ -60,38 +60,65 @@ constexpr size_t kLingerBytes = 64 << 20;
 
 const char* Reason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 499:
+      return "Client Closed Request";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
 const char* ErrorType(int status) {
   switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 429: return "rate_limit_error";
-    case 503: return "service_unavailable";
-    default: return status < 500 ? "invalid_request_error" : "server_error";
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_error";
+    case 503:
+      return "service_unavailable";
+    default:
+      return status < 500 ? "invalid_request_error" : "server_error";
   }
 }
 
@@ -293,9 +320,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       if constexpr (kTls) {
         self->phase_ = Phase::kHandshake;
         self->ArmTimer(self->o_.header_timeout);
-        self->stream_.async_handshake(
-            ssl::stream_base::server,
-            [self](error_code ec) { self->OnHandshake(ec); });
+        self->stream_.async_handshake(ssl::stream_base::server,
+                                      [self](error_code ec) { self->OnHandshake(ec); });
       } else {
         self->ReadRequest();
       }
@@ -381,10 +407,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   // the client's end-of-stream.
   void PostRead() {
     read_pending_ = true;
-    stream_.async_read_some(buffer_.prepare(4096),
-                            [self = this->shared_from_this()](error_code ec, size_t n) {
-                              self->OnRead(ec, n);
-                            });
+    stream_.async_read_some(
+        buffer_.prepare(4096),
+        [self = this->shared_from_this()](error_code ec, size_t n) { self->OnRead(ec, n); });
   }
 
   void OnRead(error_code ec, size_t n) {
@@ -407,10 +432,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void ReadHeader() {
     phase_ = Phase::kHeader;
     ArmTimer(o_.header_timeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = this->shared_from_this()](error_code ec, size_t) {
-                              self->OnHeader(ec);
-                            });
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(error_code ec) {
@@ -462,7 +486,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     // browser, but the Origin names the attacker's host).
     cors_.clear();
     if (const std::string* origin = request_.Header("origin")) {
-      if (!OriginAllowed(*origin)) return Refuse(403, "this Origin is not allowed (see --allowed_origins)");
+      if (!OriginAllowed(*origin))
+        return Refuse(403, "this Origin is not allowed (see --allowed_origins)");
       cors_.emplace_back("Access-Control-Allow-Origin", *origin);
       cors_.emplace_back("Vary", "Origin");
       if (request_.method == "OPTIONS" && request_.Header("access-control-request-method")) {
@@ -474,14 +499,15 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     route_ = nullptr;
     std::string allow;
     for (const HttpRoute& r : server_->routes()) {
-      const bool path_matches = r.prefix ? absl::StartsWith(request_.path, r.path)
-                                         : request_.path == r.path;
+      const bool path_matches =
+          r.prefix ? absl::StartsWith(request_.path, r.path) : request_.path == r.path;
       if (!path_matches) continue;
       if (r.method == request_.method) {
         route_ = &r;
         break;
       }
-      if (!absl::StrContains(allow, r.method)) absl::StrAppend(&allow, allow.empty() ? "" : ", ", r.method);
+      if (!absl::StrContains(allow, r.method))
+        absl::StrAppend(&allow, allow.empty() ? "" : ", ", r.method);
     }
     if (route_ == nullptr) {
       if (allow.empty()) return Refuse(404, "no such route");
@@ -499,8 +525,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       if (token) tenant = o_.api_keys->Authenticate(*token);
       if (!tenant) {
         server_->stats().unauthenticated.fetch_add(1);
-        HttpResponse r = HttpError(
-            401, "a valid API key is required (Authorization: Bearer KEY)");
+        HttpResponse r = HttpError(401, "a valid API key is required (Authorization: Bearer KEY)");
         r.headers.emplace_back("WWW-Authenticate", "Bearer");
         return RefuseWith(std::move(r));
       }
@@ -563,9 +588,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     r.headers = cors_;
     r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
     const std::string* asked = request_.Header("access-control-request-headers");
-    r.headers.emplace_back("Access-Control-Allow-Headers",
-                           asked != nullptr && IsTokenList(*asked) ? *asked
-                                                                   : "authorization, content-type");
+    r.headers.emplace_back("Access-Control-Allow-Headers", asked != nullptr && IsTokenList(*asked)
+                                                               ? *asked
+                                                               : "authorization, content-type");
     r.headers.emplace_back("Access-Control-Max-Age", "600");
     cors_.clear();  // already in the headers
     if (!parser_->is_done()) keep_alive_ = false;
@@ -575,10 +600,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void ReadBody() {
     phase_ = Phase::kBody;
     ArmTimer(o_.body_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](error_code ec, size_t) {
-                       self->OnBody(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnBody(error_code ec) {
@@ -753,10 +777,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     out_ = std::move(bytes);
     writing_ = true;
     ArmTimer(o_.idle_timeout);  // a client that takes nothing for this long is gone
-    net::async_write(stream_, net::buffer(out_),
-                     [self = this->shared_from_this()](error_code ec, size_t) {
-                       self->OnWrite(ec);
-                     });
+    net::async_write(
+        stream_, net::buffer(out_),
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnWrite(ec); });
   }
 
   void OnWrite(error_code ec) {
@@ -889,14 +912,16 @@ absl::Status LoadTls(const std::string& cert, const std::string& key, const std:
     return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
   }
   if (!client_ca.empty() && cert.empty()) {
-    return absl::InvalidArgumentError("--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
+    return absl::InvalidArgumentError(
+        "--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
   }
   c->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                  ssl::context::single_dh_use);
   error_code ec;
   c->use_certificate_chain_file(cert, ec);
-  if (ec) return absl::InvalidArgumentError("--tls_cert_file cannot be loaded (PEM certificate chain)");
+  if (ec)
+    return absl::InvalidArgumentError("--tls_cert_file cannot be loaded (PEM certificate chain)");
   c->use_private_key_file(key, ssl::context::pem, ec);
   if (ec || SSL_CTX_check_private_key(c->native_handle()) != 1) {
     return absl::InvalidArgumentError(
@@ -928,8 +953,8 @@ absl::Status HttpTransport::Impl::Start() {
   if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty() ||
       !options_.tls_client_ca_file.empty()) {
     tls_.emplace(ssl::context::tls_server);
-    absl::Status loaded = LoadTls(options_.tls_cert_file, options_.tls_key_file,
-                                  options_.tls_client_ca_file, &*tls_);
+    absl::Status loaded =
+        LoadTls(options_.tls_cert_file, options_.tls_key_file, options_.tls_client_ca_file, &*tls_);
     if (!loaded.ok()) {
       tls_.reset();
       return loaded;

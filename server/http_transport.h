@@ -85,8 +85,8 @@ class HttpAsyncReply {
 using HttpWaker = std::function<void()>;
 
 struct HttpReply {
-  HttpResponse response;                   // the answer, when `async` is null
-  std::shared_ptr<HttpAsyncReply> async;   // else: the answer comes from here
+  HttpResponse response;                  // the answer, when `async` is null
+  std::shared_ptr<HttpAsyncReply> async;  // else: the answer comes from here
 };
 
 using HttpHandler = std::function<HttpReply(HttpRequest request, HttpWaker wake)>;
@@ -102,12 +102,12 @@ struct HttpRoute {
 
 struct HttpTransportOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;   // 0: any free port (see port())
-  int threads = 2;   // I/O threads; routes run on them, so keep route work short
+  int port = 8000;  // 0: any free port (see port())
+  int threads = 2;  // I/O threads; routes run on them, so keep route work short
   int max_connections = 4096;
   size_t max_header_bytes = 16 << 10;  // request line + headers
   int max_header_count = 100;
-  size_t max_body_bytes = 4 << 20;     // after decoding
+  size_t max_body_bytes = 4 << 20;  // after decoding
   absl::Duration header_timeout = absl::Seconds(10);
   absl::Duration body_timeout = absl::Seconds(60);
   absl::Duration idle_timeout = absl::Seconds(75);
@@ -126,13 +126,13 @@ struct HttpTransportOptions {
 
 // Counters for /metrics; read with relaxed loads.
 struct HttpTransportStats {
-  std::atomic<int64_t> open{0};            // connections open now
+  std::atomic<int64_t> open{0};  // connections open now
   std::atomic<int64_t> accepted{0};
-  std::atomic<int64_t> refused{0};         // closed at accept: over max_connections
+  std::atomic<int64_t> refused{0};  // closed at accept: over max_connections
   std::atomic<int64_t> header_timeouts{0};
   std::atomic<int64_t> body_timeouts{0};
-  std::atomic<int64_t> idle_timeouts{0};   // keep-alive waits and stalled writes
-  std::atomic<int64_t> tls_failures{0};    // handshakes that failed
+  std::atomic<int64_t> idle_timeouts{0};    // keep-alive waits and stalled writes
+  std::atomic<int64_t> tls_failures{0};     // handshakes that failed
   std::atomic<int64_t> unauthenticated{0};  // 401s
 };
 

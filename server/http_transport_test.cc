@@ -242,7 +242,8 @@ class StreamReply : public HttpAsyncReply {
       out->head = HttpResponse{.status = 200, .content_type = "text/event-stream", .stream = true};
     }
     const int ready = ready_.load();
-    for (; sent_ < ready && sent_ < count_; ++sent_) absl::StrAppend(&out->data, "data: ", sent_, "\n\n");
+    for (; sent_ < ready && sent_ < count_; ++sent_)
+      absl::StrAppend(&out->data, "data: ", sent_, "\n\n");
     out->done = sent_ == count_;
   }
   void Cancel() override { cancelled_.store(true); }
@@ -260,11 +261,13 @@ class HttpTransportTest : public ::testing::Test {
     o.port = 0;
     if (o.threads <= 0) o.threads = 2;
     std::vector<HttpRoute> routes;
-    routes.push_back({.method = "GET", .path = "/health", .open = true,
-                      .handler = [](HttpRequest, HttpWaker) {
-                        return HttpReply{HttpResponse{.content_type = "text/plain", .body = "ok\n"}};
-                      }});
-    routes.push_back({.method = "POST", .path = "/echo", .json_body = true,
+    routes.push_back(
+        {.method = "GET", .path = "/health", .open = true, .handler = [](HttpRequest, HttpWaker) {
+           return HttpReply{HttpResponse{.content_type = "text/plain", .body = "ok\n"}};
+         }});
+    routes.push_back({.method = "POST",
+                      .path = "/echo",
+                      .json_body = true,
                       .handler = [this](HttpRequest r, HttpWaker) {
                         bodies_seen_.fetch_add(1);
                         HttpResponse res{.content_type = "application/octet-stream"};
@@ -273,12 +276,17 @@ class HttpTransportTest : public ::testing::Test {
                         res.body = r.body.size() <= 4096 ? r.body : "";
                         return HttpReply{std::move(res)};
                       }});
-    routes.push_back({.method = "GET", .path = "/items/", .prefix = true, .open = true,
+    routes.push_back({.method = "GET",
+                      .path = "/items/",
+                      .prefix = true,
+                      .open = true,
                       .handler = [](HttpRequest r, HttpWaker) {
                         return HttpReply{HttpResponse{.content_type = "text/plain",
                                                       .body = r.path + "?" + r.query}};
                       }});
-    routes.push_back({.method = "POST", .path = "/held", .json_body = true,
+    routes.push_back({.method = "POST",
+                      .path = "/held",
+                      .json_body = true,
                       .handler = [this](HttpRequest r, HttpWaker wake) {
                         auto reply = std::make_shared<HeldReply>(r.body);
                         std::lock_guard<std::mutex> lock(mu_);
@@ -286,7 +294,9 @@ class HttpTransportTest : public ::testing::Test {
                         cv_.notify_all();
                         return HttpReply{{}, reply};
                       }});
-    routes.push_back({.method = "GET", .path = "/stream", .open = true,
+    routes.push_back({.method = "GET",
+                      .path = "/stream",
+                      .open = true,
                       .handler = [this](HttpRequest, HttpWaker wake) {
                         auto reply = std::make_shared<StreamReply>(5);
                         std::lock_guard<std::mutex> lock(mu_);
@@ -411,8 +421,9 @@ TEST_F(HttpTransportTest, ContentLengthOverTheLimitIs413BeforeTheBody) {  // SEC
   Start({.max_body_bytes = 1000});
   Conn c(port_);
   // Only the head is sent: the answer comes without the body.
-  c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         "Content-Length: 5000000\r\n\r\n");
+  c.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 5000000\r\n\r\n");
   EXPECT_EQ(c.Read().status, 413);
   EXPECT_EQ(bodies_seen_.load(), 0);
   Conn at(port_);
@@ -425,8 +436,9 @@ TEST_F(HttpTransportTest, ContentLengthOverTheLimitIs413BeforeTheBody) {  // SEC
 TEST_F(HttpTransportTest, ChunkedBodyOverTheLimitIs413AsSoonAsItPasses) {  // SEC-2
   Start({.max_body_bytes = 64 << 10});
   Conn c(port_);
-  c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         "Transfer-Encoding: chunked\r\n\r\n");
+  c.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n");
   // 4 KiB chunks until the server answers: it must answer after the limit and long before the
   // client would have sent 4 MiB.
   Conn::Response r;
@@ -446,13 +458,15 @@ TEST_F(HttpTransportTest, ChunkedBodyOverTheLimitIs413AsSoonAsItPasses) {  // SE
   EXPECT_EQ(bodies_seen_.load(), 0);
   // A declared chunk size over the limit is refused at its chunk header.
   Conn d(port_);
-  d.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         "Transfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nab");
+  d.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nab");
   EXPECT_EQ(d.Read().status, 413);
   // Within the limit, chunked works.
   Conn e(port_);
-  e.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+  e.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
   Conn::Response ok = e.Read();
   EXPECT_EQ(ok.status, 200);
   EXPECT_EQ(ok.body, "abcde");
@@ -475,22 +489,24 @@ TEST_F(HttpTransportTest, CompressedBodiesAreBoundedOrRefused) {  // SEC-2
   br.Send(Post("/echo", "xx", "Content-Type: application/json\r\nContent-Encoding: br\r\n"));
   EXPECT_EQ(br.Read().status, 415);
   Conn te(port_);
-  te.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-          "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+  te.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
   const int te_status = te.Read().status;
   EXPECT_TRUE(te_status == 415 || te_status == 400) << te_status;
   Conn corrupt(port_);
-  corrupt.Send(Post("/echo", "not gzip", "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"));
+  corrupt.Send(
+      Post("/echo", "not gzip", "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"));
   EXPECT_EQ(corrupt.Read().status, 400);
   EXPECT_EQ(bodies_seen_.load(), 1);
 }
 
 TEST_F(HttpTransportTest, JsonRoutesTakeOnlyApplicationJson) {  // SEC-8
   Start();
-  for (const std::string& ct : {std::string("Content-Type: text/plain\r\n"),
-                                std::string("Content-Type: application/x-www-form-urlencoded\r\n"),
-                                std::string("Content-Type: multipart/form-data; boundary=x\r\n"),
-                                std::string("")}) {
+  for (const std::string& ct :
+       {std::string("Content-Type: text/plain\r\n"),
+        std::string("Content-Type: application/x-www-form-urlencoded\r\n"),
+        std::string("Content-Type: multipart/form-data; boundary=x\r\n"), std::string("")}) {
     Conn c(port_);
     c.Send(Post("/echo", "{}", ct));
     EXPECT_EQ(c.Read().status, 415) << ct;
@@ -552,8 +568,9 @@ TEST_F(HttpTransportTest, CorsOffUnlessOriginsAreListed) {  // SEC-8
   c.Send(Post("/echo", "{}", "Content-Type: application/json\r\nOrigin: http://evil.example\r\n"));
   EXPECT_EQ(c.Read().status, 403);
   Conn pre(port_);
-  pre.Send("OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
-           "Access-Control-Request-Method: POST\r\n\r\n");
+  pre.Send(
+      "OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+      "Access-Control-Request-Method: POST\r\n\r\n");
   r = pre.Read();
   EXPECT_EQ(r.status, 403);
   EXPECT_EQ(r.head.find("Access-Control"), std::string::npos);
@@ -563,14 +580,16 @@ TEST_F(HttpTransportTest, CorsOffUnlessOriginsAreListed) {  // SEC-8
 TEST_F(HttpTransportTest, CorsForListedOrigins) {
   Start({.allowed_origins = {"https://app.example"}});
   Conn pre(port_);
-  pre.Send("OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
-           "Access-Control-Request-Method: POST\r\n"
-           "Access-Control-Request-Headers: authorization, content-type\r\n\r\n");
+  pre.Send(
+      "OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+      "Access-Control-Request-Method: POST\r\n"
+      "Access-Control-Request-Headers: authorization, content-type\r\n\r\n");
   Conn::Response r = pre.Read();
   EXPECT_EQ(r.status, 204);
   EXPECT_TRUE(r.Has("Access-Control-Allow-Origin: https://app.example"));
   EXPECT_TRUE(r.Has("Access-Control-Allow-Headers: authorization, content-type"));
-  pre.Send(Post("/echo", "{}", "Content-Type: application/json\r\nOrigin: https://app.example\r\n"));
+  pre.Send(
+      Post("/echo", "{}", "Content-Type: application/json\r\nOrigin: https://app.example\r\n"));
   r = pre.Read();
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(r.Has("Access-Control-Allow-Origin: https://app.example"));
@@ -592,15 +611,17 @@ TEST_F(HttpTransportTest, RangeIsIgnored) {  // SEC-8
 TEST_F(HttpTransportTest, ExpectContinue) {
   Start();
   Conn c(port_);
-  c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+  c.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n");
   EXPECT_EQ(c.Read().status, 100);
   c.Send("{}");
   EXPECT_EQ(c.Read().status, 200);
   // Refused requests get their final answer instead of 100 (the body is never sent).
   Conn u(port_);
-  u.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-         "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+  u.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+      "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n");
   EXPECT_EQ(u.Read().status, 415);
 }
 
@@ -716,7 +737,8 @@ TEST_F(HttpTransportTest, StreamedReplyIsChunkedAndAResetCancelsIt) {
   s2->ready_.store(1);
   wake2();
   std::string seen;
-  for (int i = 0; i < 50 && seen.find("data: 0") == std::string::npos; ++i) seen += d.ReadSome(100ms);
+  for (int i = 0; i < 50 && seen.find("data: 0") == std::string::npos; ++i)
+    seen += d.ReadSome(100ms);
   EXPECT_NE(seen.find("data: 0"), std::string::npos);
   d.Reset();
   ASSERT_TRUE(WaitFor([&] { return s2->cancelled_.load(); }));

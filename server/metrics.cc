@@ -46,7 +46,8 @@ Metrics::Metrics(const std::string& model_name)
                    .Name("griffin_request_rejected_total")
                    .Help("Requests rejected before enqueue, by reason.")
                    .Register(r);
-  for (const char* reason : {"invalid", "queue_full", "unavailable", "too_large", "unauthenticated"}) {
+  for (const char* reason :
+       {"invalid", "queue_full", "unavailable", "too_large", "unauthenticated"}) {
     auto labels = labels_;
     labels["reason"] = reason;
     rejected_->Add(labels);
@@ -143,9 +144,10 @@ Metrics::Metrics(const std::string& model_name)
                        .Add(labels_);
   auto& timeouts = BuildCounter()
                        .Name("griffin_http_timeouts_total")
-                       .Help("HTTP connections closed by a deadline, by phase (header: "
-                             "--http_header_timeout, body: --http_body_timeout, idle: "
-                             "--http_idle_timeout while idle or writing).")
+                       .Help(
+                           "HTTP connections closed by a deadline, by phase (header: "
+                           "--http_header_timeout, body: --http_body_timeout, idle: "
+                           "--http_idle_timeout while idle or writing).")
                        .Register(r);
   auto phase = [&](const char* name) {
     auto labels = labels_;
@@ -157,8 +159,9 @@ Metrics::Metrics(const std::string& model_name)
   http_idle_timeouts_ = phase("idle");
   http_tls_failures_ = &BuildCounter()
                             .Name("griffin_http_tls_handshake_failures_total")
-                            .Help("HTTPS handshakes that failed (plaintext, no client "
-                                  "certificate, bad certificate, timeout).")
+                            .Help(
+                                "HTTPS handshakes that failed (plaintext, no client "
+                                "certificate, bad certificate, timeout).")
                             .Register(r)
                             .Add(labels_);
   auto counter = [&](const char* name, const char* help) {
@@ -167,14 +170,15 @@ Metrics::Metrics(const std::string& model_name)
   auto gauge = [&](const char* name, const char* help) {
     return &BuildGauge().Name(name).Help(help).Register(r).Add(labels_);
   };
-  cache_queries_ = counter("griffin_prefix_cache_queries_total",
-                           "Prompt tokens looked up in the prefix cache (vLLM: queries in tokens).");
+  cache_queries_ =
+      counter("griffin_prefix_cache_queries_total",
+              "Prompt tokens looked up in the prefix cache (vLLM: queries in tokens).");
   cache_hits_ = counter("griffin_prefix_cache_hits_total",
                         "Prompt tokens restored from the prefix cache instead of computed.");
-  cache_hit_requests_ = counter("griffin_prefix_cache_hit_requests_total",
-                                "Lookups that restored a cached prefix.");
-  cache_insertions_ = counter("griffin_prefix_cache_insertions_total",
-                              "States recorded in the prefix cache.");
+  cache_hit_requests_ =
+      counter("griffin_prefix_cache_hit_requests_total", "Lookups that restored a cached prefix.");
+  cache_insertions_ =
+      counter("griffin_prefix_cache_insertions_total", "States recorded in the prefix cache.");
   cache_evictions_ = counter("griffin_prefix_cache_evictions_total",
                              "Prefix-cache entries dropped for room (LRU).");
   cache_demotions_ = counter("griffin_prefix_cache_demotions_total",
@@ -183,7 +187,8 @@ Metrics::Metrics(const std::string& model_name)
                           .Name("griffin_prefix_cache_bytes")
                           .Help("Snapshot bytes the prefix cache holds, per tier.")
                           .Register(r);
-  cache_device_bytes_ = &cache_bytes.Add({{"model_name", labels_["model_name"]}, {"tier", "device"}});
+  cache_device_bytes_ =
+      &cache_bytes.Add({{"model_name", labels_["model_name"]}, {"tier", "device"}});
   cache_host_bytes_ = &cache_bytes.Add({{"model_name", labels_["model_name"]}, {"tier", "host"}});
   auto& cache_entries = BuildGauge()
                             .Name("griffin_prefix_cache_entries")
@@ -191,23 +196,24 @@ Metrics::Metrics(const std::string& model_name)
                             .Register(r);
   cache_device_entries_ =
       &cache_entries.Add({{"model_name", labels_["model_name"]}, {"tier", "device"}});
-  cache_host_entries_ = &cache_entries.Add({{"model_name", labels_["model_name"]}, {"tier", "host"}});
+  cache_host_entries_ =
+      &cache_entries.Add({{"model_name", labels_["model_name"]}, {"tier", "host"}});
   prompt_tokens_computed_ =
       counter("griffin_prompt_tokens_computed_total",
               "Prompt tokens the engine prefilled: not those restored from the prefix cache or a "
               "session, nor those of n > 1 choices sharing one prefill.");
-  restores_ = counter("griffin_state_restores_total",
-                      "Sequences resumed from a saved state (sessions).");
+  restores_ =
+      counter("griffin_state_restores_total", "Sequences resumed from a saved state (sessions).");
   restore_seconds_ = counter("griffin_state_restore_seconds_total",
                              "Time spent restoring saved states into slots (sessions).");
-  states_kept_ = counter("griffin_states_kept_total",
-                         "Final states returned for sessions to keep.");
+  states_kept_ =
+      counter("griffin_states_kept_total", "Final states returned for sessions to keep.");
   sessions_ = gauge("griffin_sessions", "Saved sessions, in memory and in --session_dir.");
   session_bytes_ = gauge("griffin_session_bytes", "Host memory the saved sessions' states take.");
   sessions_spilled_ = counter("griffin_sessions_spilled_total",
                               "Sessions written to --session_dir to make room in memory.");
-  sessions_expired_ = counter("griffin_sessions_expired_total",
-                              "Sessions dropped after --session_ttl unused.");
+  sessions_expired_ =
+      counter("griffin_sessions_expired_total", "Sessions dropped after --session_ttl unused.");
 }
 
 namespace {

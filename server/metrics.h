@@ -10,11 +10,11 @@
 
 #include "engine/engine_core.h"
 #include "engine/session_store.h"
-#include "server/http_transport.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/http_transport.h"
 
 namespace griffin::server {
 
@@ -92,7 +92,7 @@ class Metrics {
   prometheus::Counter* sessions_spilled_;
   prometheus::Counter* sessions_expired_;
   std::mutex mirror_mu_;  // Serialize: mirrored counters move once per increase, whatever thread
-  std::mutex http_mu_;               // SetHttpStats runs on any /metrics request
+  std::mutex http_mu_;    // SetHttpStats runs on any /metrics request
   int64_t http_unauthenticated_ = 0;  // guarded by http_mu_: 401s already counted
 };
 

@@ -118,7 +118,6 @@ namespace {
     if (!s_.ok()) return s_;       \
   } while (0)
 
-
 // "prompt", or "prompt[i]" for the i-th prompt of a list (the index is ours, never client text).
 std::string PromptField(size_t index, size_t count) {
   return count > 1 ? absl::StrCat("prompt[", index, "]") : "prompt";
@@ -378,19 +377,19 @@ absl::StatusOr<ParsedOpenAiRequest> ParseOpenAiRequest(const std::string& body,
   // multiplies both): a clear 400 rather than a 429 no retry can cure, or a gigantic response.
   const int64_t sequences = static_cast<int64_t>(out.validated.size()) * out.validated.front().n;
   if (sequences > state.limits.max_sequences) {
-    return Invalid("n", absl::StrCat("x the number of prompts must be at most ",
-                                     state.limits.max_sequences,
-                                     ": the sequences this server can hold at once"));
+    return Invalid(
+        "n", absl::StrCat("x the number of prompts must be at most ", state.limits.max_sequences,
+                          ": the sequences this server can hold at once"));
   }
   int64_t entries = 0;
   for (const ValidatedGenerate& v : out.validated) {
-    entries = std::min<int64_t>(entries + LogprobEntries(v),
-                                std::numeric_limits<int64_t>::max() / 2);
+    entries =
+        std::min<int64_t>(entries + LogprobEntries(v), std::numeric_limits<int64_t>::max() / 2);
   }
   if (entries > state.limits.max_logprob_entries) {
-    return Invalid("prompt", absl::StrCat("list asks for more than ",
-                                          state.limits.max_logprob_entries,
-                                          " log-probabilities in all"));
+    return Invalid("prompt",
+                   absl::StrCat("list asks for more than ", state.limits.max_logprob_entries,
+                                " log-probabilities in all"));
   }
   return out;
 }

@@ -63,7 +63,8 @@ class ReflectionV1Service final : public rpb::ServerReflection::Service {
         return AddFile(pool->FindFileContainingSymbol(request.file_containing_symbol()), response);
       case rpb::ServerReflectionRequest::kFileContainingExtension: {
         const auto& ext = request.file_containing_extension();
-        const google::protobuf::Descriptor* type = pool->FindMessageTypeByName(ext.containing_type());
+        const google::protobuf::Descriptor* type =
+            pool->FindMessageTypeByName(ext.containing_type());
         if (type == nullptr) return grpc::Status(grpc::StatusCode::NOT_FOUND, "type not found");
         const google::protobuf::FieldDescriptor* field =
             pool->FindExtensionByNumber(type, ext.extension_number());

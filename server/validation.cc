@@ -148,8 +148,8 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
       return Invalid("logit_bias", absl::StrCat("holds a token id outside [0, ", vocab, ")"));
     }
     if (!std::isfinite(bias) || bias < -kMaxLogitBias || bias > kMaxLogitBias) {
-      return Invalid("logit_bias", absl::StrCat("values must be in [-", kMaxLogitBias, ", ",
-                                                kMaxLogitBias, "]"));
+      return Invalid("logit_bias",
+                     absl::StrCat("values must be in [-", kMaxLogitBias, ", ", kMaxLogitBias, "]"));
     }
     for (const auto& [other, unused] : r.sampling.logit_bias) {
       if (other == id) return Invalid("logit_bias", "holds a token id twice");
@@ -218,8 +218,8 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
       return Invalid("prompt", "must be token ids: this model has no tokenizer");
     // Bounds the work before tokenizing (--max_prompt_bytes).
     if (static_cast<int64_t>(text.size()) > limits.max_prompt_bytes) {
-      return Invalid("prompt", absl::StrCat("is longer than the limit of ",
-                                            limits.max_prompt_bytes, " bytes"));
+      return Invalid("prompt", absl::StrCat("is longer than the limit of ", limits.max_prompt_bytes,
+                                            " bytes"));
     }
     absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(text);
     if (!ids.ok()) return Invalid("prompt", "could not be tokenized");
@@ -258,10 +258,10 @@ absl::StatusOr<ValidatedGenerate> ValidateGenerate(const GenerateInput& in, cons
   }
   // Response fan-out (OVL: one request cannot ask for a response of gigabytes).
   if (LogprobEntries(out) > limits.max_logprob_entries) {
-    return Invalid(in.top_logprobs ? "top_logprobs" : "prompt_logprobs",
-                   absl::StrCat("with n and the lengths asks for more than ",
-                                limits.max_logprob_entries,
-                                " log-probabilities (n x tokens x (1 + alternatives))"));
+    return Invalid(
+        in.top_logprobs ? "top_logprobs" : "prompt_logprobs",
+        absl::StrCat("with n and the lengths asks for more than ", limits.max_logprob_entries,
+                     " log-probabilities (n x tokens x (1 + alternatives))"));
   }
   return out;
 }
@@ -270,7 +270,8 @@ int64_t LogprobEntries(const ValidatedGenerate& v) {
   const engine::ValidatedRequest& r = v.request;
   // In floating point, saturated: limits are flags, so no product of them is assumed to fit.
   long double per_choice = 0;
-  if (r.top_logprobs >= 0) per_choice += static_cast<long double>(r.max_tokens) * (1 + r.top_logprobs);
+  if (r.top_logprobs >= 0)
+    per_choice += static_cast<long double>(r.max_tokens) * (1 + r.top_logprobs);
   if (r.prompt_logprobs >= 0) {
     per_choice += static_cast<long double>(r.prompt.size()) * (1 + r.prompt_logprobs);
   }

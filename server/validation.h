@@ -82,7 +82,7 @@ struct ValidatedGenerate {
   engine::ValidatedRequest request;
   std::vector<std::string> stop_strings;
   int n = 1;
-  bool seeded = false;  // the client gave a seed (else the server drew one)
+  bool seeded = false;     // the client gave a seed (else the server drew one)
   std::string session_id;  // empty: none; "new", or a well-formed session id (kNewSession)
 };
 

@@ -127,7 +127,10 @@ TEST_F(ValidationTest, Table) {
        nullptr},
       {"prompt eos alone", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>{1}; },
        "prompt"},
-      {"prompt bos bos", [](GenerateInput& i) { i.token_ids = std::vector<int64_t>{2, 2}; },
+      {"prompt bos bos",
+       [](GenerateInput& i) {
+         i.token_ids = std::vector<int64_t>{2, 2};
+       },
        "prompt"},
       {"max_tokens 0 echo",
        [](GenerateInput& i) {
@@ -151,16 +154,45 @@ TEST_F(ValidationTest, Table) {
       {"prompt_logprobs max+1", [](GenerateInput& i) { i.prompt_logprobs = 21; },
        "prompt_logprobs"},
       {"prompt_logprobs -1", [](GenerateInput& i) { i.prompt_logprobs = -1; }, "prompt_logprobs"},
-      {"logit_bias ok", [](GenerateInput& i) { i.logit_bias = {{0, -100.0}, {511, 100.0}}; },
+      {"logit_bias ok",
+       [](GenerateInput& i) {
+         i.logit_bias = {{0, -100.0}, {511, 100.0}};
+       },
        nullptr},
-      {"logit_bias id -1", [](GenerateInput& i) { i.logit_bias = {{-1, 1.0}}; }, "logit_bias"},
-      {"logit_bias id vocab", [](GenerateInput& i) { i.logit_bias = {{512, 1.0}}; }, "logit_bias"},
-      {"logit_bias id 2^32-1", [](GenerateInput& i) { i.logit_bias = {{4294967295, 1.0}}; },
+      {"logit_bias id -1",
+       [](GenerateInput& i) {
+         i.logit_bias = {{-1, 1.0}};
+       },
        "logit_bias"},
-      {"logit_bias 100.5", [](GenerateInput& i) { i.logit_bias = {{5, 100.5}}; }, "logit_bias"},
-      {"logit_bias -inf", [&](GenerateInput& i) { i.logit_bias = {{5, -inf}}; }, "logit_bias"},
-      {"logit_bias nan", [&](GenerateInput& i) { i.logit_bias = {{5, nan}}; }, "logit_bias"},
-      {"logit_bias twice", [](GenerateInput& i) { i.logit_bias = {{5, 1.0}, {5, 2.0}}; },
+      {"logit_bias id vocab",
+       [](GenerateInput& i) {
+         i.logit_bias = {{512, 1.0}};
+       },
+       "logit_bias"},
+      {"logit_bias id 2^32-1",
+       [](GenerateInput& i) {
+         i.logit_bias = {{4294967295, 1.0}};
+       },
+       "logit_bias"},
+      {"logit_bias 100.5",
+       [](GenerateInput& i) {
+         i.logit_bias = {{5, 100.5}};
+       },
+       "logit_bias"},
+      {"logit_bias -inf",
+       [&](GenerateInput& i) {
+         i.logit_bias = {{5, -inf}};
+       },
+       "logit_bias"},
+      {"logit_bias nan",
+       [&](GenerateInput& i) {
+         i.logit_bias = {{5, nan}};
+       },
+       "logit_bias"},
+      {"logit_bias twice",
+       [](GenerateInput& i) {
+         i.logit_bias = {{5, 1.0}, {5, 2.0}};
+       },
        "logit_bias"},
       {"logit_bias max",
        [](GenerateInput& i) {
@@ -299,33 +331,51 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
   const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
   auto some_double = [&]() -> std::optional<double> {
     switch (pick(10)) {
-      case 0: return std::nullopt;
-      case 1: return nan;
-      case 2: return pick(2) ? inf : -inf;
-      case 3: return 0.0;
-      case 4: return 1.0;
-      case 5: return -std::numeric_limits<double>::denorm_min();
-      case 6: return std::ldexp(static_cast<double>(pick(2001)) - 1000.0, pick(60) - 30);
-      default: return std::uniform_real_distribution<double>(-3.0, 3.0)(rng);
+      case 0:
+        return std::nullopt;
+      case 1:
+        return nan;
+      case 2:
+        return pick(2) ? inf : -inf;
+      case 3:
+        return 0.0;
+      case 4:
+        return 1.0;
+      case 5:
+        return -std::numeric_limits<double>::denorm_min();
+      case 6:
+        return std::ldexp(static_cast<double>(pick(2001)) - 1000.0, pick(60) - 30);
+      default:
+        return std::uniform_real_distribution<double>(-3.0, 3.0)(rng);
     }
   };
   auto some_int = [&]() -> std::optional<int64_t> {
     switch (pick(9)) {
-      case 0: return std::nullopt;
-      case 1: return std::numeric_limits<int64_t>::min();
-      case 2: return std::numeric_limits<int64_t>::max();
-      case 3: return -1;
-      case 4: return 0;
-      case 5: return 1;
-      default: return static_cast<int64_t>(pick(700)) - 100;
+      case 0:
+        return std::nullopt;
+      case 1:
+        return std::numeric_limits<int64_t>::min();
+      case 2:
+        return std::numeric_limits<int64_t>::max();
+      case 3:
+        return -1;
+      case 4:
+        return 0;
+      case 5:
+        return 1;
+      default:
+        return static_cast<int64_t>(pick(700)) - 100;
     }
   };
   auto some_bytes = [&](int max_len) {
     std::string out(pick(max_len + 1), '\0');
-    for (char& c : out) c = pick(4) == 0 ? static_cast<char>(rng()) : static_cast<char>(' ' + pick(95));
+    for (char& c : out)
+      c = pick(4) == 0 ? static_cast<char>(rng()) : static_cast<char>(' ' + pick(95));
     return out;
   };
-  auto some_id = [&]() -> int64_t { return pick(8) == 0 ? static_cast<int64_t>(rng()) : pick(520) - 4; };
+  auto some_id = [&]() -> int64_t {
+    return pick(8) == 0 ? static_cast<int64_t>(rng()) : pick(520) - 4;
+  };
   int accepted = 0;
   for (int it = 0; it < 20000; ++it) {
     // Half the inputs are wild in every field; the other half are plausible requests with one
@@ -363,12 +413,14 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
       for (int64_t& id : ids) id = some_id();
       in.token_ids = ids;
     }
-    for (int k = pick(pick(8) == 0 ? 20 : 3); k > 0; --k) in.stop.push_back(some_bytes(pick(8) == 0 ? 300 : 6));
+    for (int k = pick(pick(8) == 0 ? 20 : 3); k > 0; --k)
+      in.stop.push_back(some_bytes(pick(8) == 0 ? 300 : 6));
     for (int k = pick(pick(8) == 0 ? 80 : 3); k > 0; --k) in.stop_token_ids.push_back(some_id());
     in.ignore_eos = pick(2);
     for (int k = pick(pick(8) == 0 ? 400 : 3); k > 0; --k) {
-      in.logit_bias.emplace_back(some_id(), wild ? some_double().value_or(0.0)
-                                                 : std::uniform_real_distribution<double>(-100, 100)(rng));
+      in.logit_bias.emplace_back(some_id(),
+                                 wild ? some_double().value_or(0.0)
+                                      : std::uniform_real_distribution<double>(-100, 100)(rng));
     }
 
     absl::StatusOr<ValidatedGenerate> v = ValidateGenerate(in, limits_, model_, tokenizer_.get());
@@ -418,7 +470,7 @@ TEST_F(ValidationTest, RandomInputsAreAcceptedWhole) {
 }
 
 TEST_F(ValidationTest, LimitsBeforeWork) {  // LEN-1, SEC-9: bytes, capacity and fan-out
-  limits_.max_prompt_tokens = 64;  // only the byte cap matters here
+  limits_.max_prompt_tokens = 64;           // only the byte cap matters here
   limits_.max_prompt_bytes = 16;
   GenerateInput text;
   text.text = std::string(17, 'a');

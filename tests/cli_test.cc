@@ -14,10 +14,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/random_checkpoint.h"
-#include "loader/tokenizer.h"
 #include "gtest/gtest.h"
-#include "tests/golden_data.h"
+#include "loader/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tests/golden_data.h"
 
 namespace griffin {
 namespace {
@@ -28,8 +28,9 @@ struct Result {
 };
 
 Result RunCli(const std::string& args) {
-  const std::string err_path = (std::filesystem::temp_directory_path() /
-                                absl::StrCat("griffin_cli_err_", getpid())).string();
+  const std::string err_path =
+      (std::filesystem::temp_directory_path() / absl::StrCat("griffin_cli_err_", getpid()))
+          .string();
   const std::string command = absl::StrCat(GRIFFIN_CLI, " ", args, " 2>", err_path);
   Result r;
   FILE* pipe = popen(command.c_str(), "r");
@@ -50,7 +51,8 @@ std::string Fixture(const std::string& name) { return golden::FixtureDir(name); 
 class TempDir {
  public:
   explicit TempDir(const std::string& tag)
-      : path_((std::filesystem::temp_directory_path() / absl::StrCat("griffin_cli_", tag, "_", getpid()))
+      : path_((std::filesystem::temp_directory_path() /
+               absl::StrCat("griffin_cli_", tag, "_", getpid()))
                   .string()) {
     std::filesystem::create_directories(path_);
   }
@@ -120,11 +122,13 @@ TEST(CliTest, ScoreReproducesGolden) {
 }
 
 TEST(CliTest, GenerateIdsIsDeterministicPerSeed) {
-  const std::string base = absl::StrCat("generate --model ", Fixture("hawk"),
-                                        " --ids 2,10,11,12 --max_tokens 12 --output_ids --ignore_eos");
+  const std::string base =
+      absl::StrCat("generate --model ", Fixture("hawk"),
+                   " --ids 2,10,11,12 --max_tokens 12 --output_ids --ignore_eos");
   Result greedy = RunCli(base);
   ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
-  EXPECT_EQ(std::vector<std::string>(absl::StrSplit(greedy.out, '\n', absl::SkipEmpty())).size(), 12u);
+  EXPECT_EQ(std::vector<std::string>(absl::StrSplit(greedy.out, '\n', absl::SkipEmpty())).size(),
+            12u);
   EXPECT_EQ(RunCli(base).out, greedy.out);
 
   Result a = RunCli(base + " --temperature 1 --seed 7");

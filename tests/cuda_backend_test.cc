@@ -14,19 +14,20 @@
 //  - the engine samples on the GPU as it does on the host.
 // Without a CUDA device every test skips with "no CUDA device: GPU test skipped".
 // The fixtures are found under $GRIFFIN_SOURCE_DIR when set (device runs), else the source tree.
+#include "engine/cuda_backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cuda_backend.h"
 #include "engine/engine_core.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
@@ -79,12 +80,15 @@ std::vector<float> PrefillThenDecodeLogProbs(engine::Backend& backend,
   const int V = backend.config().vocab_size;
   const int split = T / 2;
   std::vector<float> logits(size_t(T) * V);
-  StepEntry pre{.slot = slot, .position = 0,
+  StepEntry pre{.slot = slot,
+                .position = 0,
                 .tokens = absl::MakeConstSpan(tokens).subspan(0, split),
                 .logits = LogitsRequest::kAll};
   EXPECT_TRUE(backend.Step({&pre, 1}, absl::MakeSpan(logits).subspan(0, size_t(split) * V)).ok());
   for (int t = split; t < T; ++t) {
-    StepEntry e{.slot = slot, .position = t, .tokens = absl::MakeConstSpan(tokens).subspan(t, 1),
+    StepEntry e{.slot = slot,
+                .position = t,
+                .tokens = absl::MakeConstSpan(tokens).subspan(t, 1),
                 .logits = LogitsRequest::kLast};
     EXPECT_TRUE(backend.Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(t) * V, V)).ok());
   }
@@ -205,14 +209,23 @@ TEST_P(CudaGoldenTest, StepNeverTouchesOtherSlotsAndResetStartsClean) {
   std::vector<float> logits(size_t(T) * vocab_), scratch(size_t(T) * vocab_);
   for (int s = 0; s < T; s += 4) {
     const int n = std::min(4, T - s);
-    StepEntry e{.slot = 4, .position = s, .tokens = absl::MakeConstSpan(g.tokens).subspan(s, n),
+    StepEntry e{.slot = 4,
+                .position = s,
+                .tokens = absl::MakeConstSpan(g.tokens).subspan(s, n),
                 .logits = LogitsRequest::kAll};
-    ASSERT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * vocab_, size_t(n) * vocab_)).ok());
-    StepEntry o{.slot = 5, .position = s, .tokens = absl::MakeConstSpan(other).subspan(s, n),
+    ASSERT_TRUE(
+        backend_
+            ->Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * vocab_, size_t(n) * vocab_))
+            .ok());
+    StepEntry o{.slot = 5,
+                .position = s,
+                .tokens = absl::MakeConstSpan(other).subspan(s, n),
                 .logits = LogitsRequest::kNone};
     ASSERT_TRUE(backend_->Step({&o, 1}, {}).ok());
-    StepEntry d{.slot = 6, .position = s == 0 ? 0 : backend_->NextPosition(6),
-                .tokens = absl::MakeConstSpan(other).subspan(s, 1), .logits = LogitsRequest::kNone};
+    StepEntry d{.slot = 6,
+                .position = s == 0 ? 0 : backend_->NextPosition(6),
+                .tokens = absl::MakeConstSpan(other).subspan(s, 1),
+                .logits = LogitsRequest::kNone};
     ASSERT_TRUE(backend_->Step({&d, 1}, {}).ok());
   }
   EXPECT_EQ(ToLogProbs(logits), alone) << "other slots' steps changed slot 4";
@@ -233,12 +246,15 @@ TEST_P(CudaGoldenTest, InvalidArgumentChangesNothing) {
   std::vector<int32_t> bad = {1, vocab_};
   StepEntry e{.slot = 0, .position = pos, .tokens = bad, .logits = LogitsRequest::kLast};
   std::vector<float> logits(vocab_);
-  EXPECT_EQ(backend_->Step({&e, 1}, absl::MakeSpan(logits)).code(), absl::StatusCode::kInvalidArgument);
-  StepEntry wrong_pos{.slot = 0, .position = pos + 1, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 1)};
+  EXPECT_EQ(backend_->Step({&e, 1}, absl::MakeSpan(logits)).code(),
+            absl::StatusCode::kInvalidArgument);
+  StepEntry wrong_pos{
+      .slot = 0, .position = pos + 1, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 1)};
   EXPECT_EQ(backend_->Step({&wrong_pos, 1}, absl::MakeSpan(logits)).code(),
             absl::StatusCode::kInvalidArgument);
-  StepEntry twice[2] = {{.slot = 1, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 1)},
-                        {.slot = 1, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 1)}};
+  StepEntry twice[2] = {
+      {.slot = 1, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 1)},
+      {.slot = 1, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 1)}};
   std::vector<float> two(2 * vocab_);
   EXPECT_EQ(backend_->Step(twice, absl::MakeSpan(two)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(backend_->NextPosition(0), pos);
@@ -253,7 +269,9 @@ TEST_P(CudaGoldenTest, RestoredAndCopiedSlotsContinueIdentically) {
   const engine::StateLayout* layout = backend_->state_layout();
   ASSERT_NE(layout, nullptr);
   ASSERT_EQ(layout->slot_bytes(), backend_->state_bytes_per_sequence());
-  StepEntry pre{.slot = 0, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, prefix),
+  StepEntry pre{.slot = 0,
+                .position = 0,
+                .tokens = absl::MakeConstSpan(g.tokens).subspan(0, prefix),
                 .logits = LogitsRequest::kNone};
   ASSERT_TRUE(backend_->Step({&pre, 1}, {}).ok());
   std::vector<uint8_t> snapshot(layout->slot_bytes());
@@ -262,7 +280,9 @@ TEST_P(CudaGoldenTest, RestoredAndCopiedSlotsContinueIdentically) {
   ASSERT_EQ(*position, prefix);
   ASSERT_TRUE(backend_->CopySlot(0, 2).ok());
   // Slot 1 holds another sequence before the restore overwrites it.
-  StepEntry dirty{.slot = 1, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 3),
+  StepEntry dirty{.slot = 1,
+                  .position = 0,
+                  .tokens = absl::MakeConstSpan(g.tokens).subspan(0, 3),
                   .logits = LogitsRequest::kNone};
   ASSERT_TRUE(backend_->Step({&dirty, 1}, {}).ok());
   ASSERT_TRUE(backend_->RestoreSlot(1, snapshot, *position).ok());
@@ -271,8 +291,8 @@ TEST_P(CudaGoldenTest, RestoredAndCopiedSlotsContinueIdentically) {
     std::vector<float> logits[3];
     for (int slot : {0, 1, 2}) {
       logits[slot].assign(vocab_, NAN);
-      StepEntry e{.slot = slot, .position = prefix + step,
-                  .tokens = absl::MakeConstSpan(&next[slot], 1)};
+      StepEntry e{
+          .slot = slot, .position = prefix + step, .tokens = absl::MakeConstSpan(&next[slot], 1)};
       ASSERT_TRUE(backend_->Step({&e, 1}, absl::MakeSpan(logits[slot])).ok());
       next[slot] = engine::ArgMax(logits[slot]);
     }
@@ -320,11 +340,10 @@ TEST_P(CudaGoldenTest, PromptLogprobsOnTheDeviceEqualTheHostPath) {
       const engine::PromptLogprobsOutput out{absl::MakeSpan(r.logprobs), absl::MakeSpan(r.ranks),
                                              absl::MakeSpan(r.top_ids),
                                              absl::MakeSpan(r.top_logprobs)};
-      const absl::Status st =
-          device ? backend_->StepWithPromptLogprobs(entries, requests, top_k,
-                                                    absl::MakeSpan(r.logits), out)
-                 : backend_->engine::Backend::StepWithPromptLogprobs(
-                       entries, requests, top_k, absl::MakeSpan(r.logits), out);
+      const absl::Status st = device ? backend_->StepWithPromptLogprobs(
+                                           entries, requests, top_k, absl::MakeSpan(r.logits), out)
+                                     : backend_->engine::Backend::StepWithPromptLogprobs(
+                                           entries, requests, top_k, absl::MakeSpan(r.logits), out);
       EXPECT_TRUE(st.ok()) << st;
       EXPECT_EQ(backend_->NextPosition(1), T);
       EXPECT_EQ(backend_->NextPosition(2), 5);
@@ -397,8 +416,8 @@ TEST_P(CudaGoldenTest, MixedBatchGreedyEqualsAlone) {
   std::vector<std::vector<int32_t>> together(B);
   std::vector<StepEntry> entries;
   for (int b = 0; b < B; ++b) {
-    entries.push_back({.slot = b, .position = 0,
-                       .tokens = absl::MakeConstSpan(g.tokens).subspan(0, lengths[b])});
+    entries.push_back(
+        {.slot = b, .position = 0, .tokens = absl::MakeConstSpan(g.tokens).subspan(0, lengths[b])});
   }
   std::vector<engine::SampleRequest> req(B);
   for (auto& r : req) r.params.temperature = 0.0f;
@@ -408,7 +427,8 @@ TEST_P(CudaGoldenTest, MixedBatchGreedyEqualsAlone) {
     entries.clear();
     for (int b = 0; b < B; ++b) {
       together[b].push_back(tok[b]);
-      entries.push_back({.slot = b, .position = lengths[b] + s,
+      entries.push_back({.slot = b,
+                         .position = lengths[b] + s,
                          .tokens = absl::MakeConstSpan(&together[b].back(), 1)});
     }
     ASSERT_TRUE(backend_->StepSample(entries, req, absl::MakeSpan(tok)).ok());
@@ -442,10 +462,13 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
     EXPECT_TRUE(core.ok()) << core.status();
     auto tokens = std::make_shared<std::vector<int32_t>>();
     std::promise<absl::Status> done;
-    EXPECT_TRUE((*core)->Submit(std::move(request), [tokens, &done](engine::EngineOutput out) {
-      tokens->insert(tokens->end(), out.tokens.begin(), out.tokens.end());
-      if (out.finished) done.set_value(out.status);
-    }).ok());
+    EXPECT_TRUE((*core)
+                    ->Submit(std::move(request),
+                             [tokens, &done](engine::EngineOutput out) {
+                               tokens->insert(tokens->end(), out.tokens.begin(), out.tokens.end());
+                               if (out.finished) done.set_value(out.status);
+                             })
+                    .ok());
     EXPECT_TRUE(done.get_future().get().ok());
     return *tokens;
   };
@@ -475,7 +498,8 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
   penalised.sampling.repetition_penalty = 3.0f;
   const auto penalised_on_device = run(true, penalised);
   EXPECT_EQ(penalised_on_device, run(false, penalised));
-  if (penalised_on_device == on_device) std::printf("%s: the penalty left greedy unchanged\n", GetParam().c_str());
+  if (penalised_on_device == on_device)
+    std::printf("%s: the penalty left greedy unchanged\n", GetParam().c_str());
   engine::ValidatedRequest biased = greedy;
   const int32_t boosted = on_device[1] != on_device[0] ? on_device[1] : (on_device[0] + 1) % vocab_;
   biased.sampling.logit_bias = {{on_device[0], -100.0f}, {boosted, 2.5f}};
@@ -490,7 +514,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGoldenTest,
 // §8.4's top-1 half over every golden sequence of every case, per path.
 TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
   SKIP_WITHOUT_GPU();
-  struct Tally { int counted = 0, agree = 0; };
+  struct Tally {
+    int counted = 0, agree = 0;
+  };
   std::map<std::string, Tally> tally;
   for (const char* name : golden::kParityCases) {
     auto loaded = LoadCase(name);
@@ -523,8 +549,8 @@ TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
   }
   for (const auto& [path, t] : tally) {
     const double top1 = double(t.agree) / t.counted;
-    std::printf("all golden sequences, %s: top-1 %d/%d = %.4f\n", path.c_str(), t.agree,
-                t.counted, top1);
+    std::printf("all golden sequences, %s: top-1 %d/%d = %.4f\n", path.c_str(), t.agree, t.counted,
+                top1);
     if (!SanitizerRun()) {
       EXPECT_GE(t.counted, 100) << path << ": too few positions for a 99% statistic";
     }

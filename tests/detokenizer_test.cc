@@ -15,7 +15,8 @@ namespace {
 class DetokenizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string path = std::string(GRIFFIN_SOURCE_DIR) + "/tests/data/griffin/tokenizer.model";
+    const std::string path =
+        std::string(GRIFFIN_SOURCE_DIR) + "/tests/data/griffin/tokenizer.model";
     auto tokenizer = loader::Tokenizer::Load(path);
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = std::move(*tokenizer);
@@ -24,8 +25,9 @@ class DetokenizerTest : public ::testing::Test {
 };
 
 TEST_F(DetokenizerTest, MultiByteCharactersSplitAcrossTokensStreamIntact) {
-  for (const std::string text : {"plain ASCII text", "naïve café", "日本語のテキスト",
-                                 "emoji \xF0\x9F\x98\x80 and e\xCC\x81 (combining)", "tab\tand\nnewline"}) {
+  for (const std::string text :
+       {"plain ASCII text", "naïve café", "日本語のテキスト",
+        "emoji \xF0\x9F\x98\x80 and e\xCC\x81 (combining)", "tab\tand\nnewline"}) {
     auto ids = tokenizer_->Encode(text);
     ASSERT_TRUE(ids.ok());
     IncrementalDetokenizer detokenizer(tokenizer_.get());

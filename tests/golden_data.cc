@@ -53,7 +53,8 @@ absl::StatusOr<std::vector<GoldenSequence>> LoadGolden(const std::string& dir, i
     if (positions != nullptr) {
       std::memcpy(g.positions.data(), positions->data, positions->nbytes);
       for (int64_t r = 0; r < R; ++r) {
-        if (g.positions[r] < 0 || g.positions[r] >= T || (r > 0 && g.positions[r] <= g.positions[r - 1])) {
+        if (g.positions[r] < 0 || g.positions[r] >= T ||
+            (r > 0 && g.positions[r] <= g.positions[r - 1])) {
           return absl::DataLossError(absl::StrCat("golden sequence ", k, ": bad positions"));
         }
       }
@@ -113,7 +114,9 @@ absl::StatusOr<std::vector<float>> StepLogProbs(engine::Backend& backend,
   std::vector<float> logits(size_t(T) * V), out(size_t(T) * V);
   for (int s = 0; s < T; s += chunk) {
     const int n = std::min(chunk, T - s);
-    engine::StepEntry e{.slot = slot, .position = s, .tokens = tokens.subspan(s, n),
+    engine::StepEntry e{.slot = slot,
+                        .position = s,
+                        .tokens = tokens.subspan(s, n),
                         .logits = engine::LogitsRequest::kAll};
     RETURN_IF_ERROR(
         backend.Step({&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * V, size_t(n) * V)));
@@ -133,8 +136,7 @@ absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo
   std::lock_guard<std::mutex> lock(mu);
   if (cached->has_value()) return **cached;
   const std::string dir = SourcePath("tests/data/demo_parity");
-  ASSIGN_OR_RETURN(std::vector<GoldenSequence> golden,
-                   LoadGolden(dir, demo.config().vocab_size));
+  ASSIGN_OR_RETURN(std::vector<GoldenSequence> golden, LoadGolden(dir, demo.config().vocab_size));
   if (golden.size() != 1) {
     return absl::DataLossError("demo_parity/golden.safetensors must hold one sequence");
   }
@@ -150,9 +152,9 @@ absl::StatusOr<GoldenSequence> DemoParitySequence(const loader::Checkpoint& demo
   std::vector<int32_t> tokens = {demo.config().bos_token_id};
   tokens.insert(tokens.end(), ids.begin(), ids.end());
   if (tokens != golden[0].tokens) {
-    return absl::DataLossError(absl::StrCat(
-        "the tokenizer encodes demo_parity/text.txt to ", tokens.size(),
-        " ids that differ from the reference's ", golden[0].tokens.size(), " (golden.safetensors)"));
+    return absl::DataLossError(absl::StrCat("the tokenizer encodes demo_parity/text.txt to ",
+                                            tokens.size(), " ids that differ from the reference's ",
+                                            golden[0].tokens.size(), " (golden.safetensors)"));
   }
   *cached = golden[0];
   return golden[0];

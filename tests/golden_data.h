@@ -16,11 +16,11 @@
 namespace griffin::golden {
 
 struct GoldenSequence {
-  std::vector<int32_t> tokens;     // [T]
+  std::vector<int32_t> tokens;  // [T]
   // [R, V]: row r = log-distribution of the token after position positions[r] (every position for
   // the fixtures; every 4th for the demo text, which keeps the file small enough to travel).
   std::vector<float> logprobs;
-  std::vector<int32_t> positions;  // [R], increasing
+  std::vector<int32_t> positions;    // [R], increasing
   std::vector<float> next_logprobs;  // [T]: at t, the log-probability of tokens[t + 1] (0 at T-1)
 };
 

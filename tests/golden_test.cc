@@ -49,7 +49,9 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
     std::vector<float> logits(size_t(T) * vocab_);
     for (int s = 0; s < T; s += chunk) {
       const int n = std::min(chunk, T - s);
-      StepEntry e{.slot = 1, .position = s, .tokens = absl::MakeConstSpan(tokens).subspan(s, n),
+      StepEntry e{.slot = 1,
+                  .position = s,
+                  .tokens = absl::MakeConstSpan(tokens).subspan(s, n),
                   .logits = LogitsRequest::kAll};
       absl::Status st = backend_->Step(
           {&e, 1}, absl::MakeSpan(logits).subspan(size_t(s) * vocab_, size_t(n) * vocab_));
@@ -89,8 +91,8 @@ TEST_P(GoldenTest, PrefillMatchesReference) {
     const double diff = MaxAbsDiff(golden::SelectRows(got, g, vocab_), g.logprobs);
     EXPECT_LE(diff, 1e-4) << GetParam() << " T=" << g.tokens.size();
     RecordProperty(absl::StrCat("max_abs_diff_T", g.tokens.size()), absl::StrCat(diff));
-    std::printf("%s T=%zu: max |logprob - reference| = %.3g\n", GetParam().c_str(),
-                g.tokens.size(), diff);
+    std::printf("%s T=%zu: max |logprob - reference| = %.3g\n", GetParam().c_str(), g.tokens.size(),
+                diff);
   }
 }
 
@@ -112,7 +114,8 @@ TEST_P(GoldenTest, ChunkedPrefillAndDecodeAgree) {
 // sequence; top-1 over all golden sequences together, Bf16EmulationTop1OverAllGoldenSequences).
 // The fixtures' weights are bf16-exact (make_golden.py), so this is the activations' rounding alone.
 TEST_P(GoldenTest, Bf16EmulationStaysWithinTheGpuMeanBound) {
-  auto emulated = engine::CpuBackend::Create(*checkpoint_, 2, engine::CpuNumerics::kEmulateBf16Gemm);
+  auto emulated =
+      engine::CpuBackend::Create(*checkpoint_, 2, engine::CpuNumerics::kEmulateBf16Gemm);
   ASSERT_TRUE(emulated.ok()) << emulated.status();
   backend_ = std::move(*emulated);
   for (const GoldenSequence& g : golden_) {
@@ -204,8 +207,10 @@ TEST_F(DemoModelTest, CrossEntropyOnAFixedText) {
   }
   const double ce = nll / (g.tokens.size() - 1);
   const double reference = nll_reference / (g.tokens.size() - 1);
-  std::printf("demo model cross-entropy on the fixed text: %.6f nats/token (reference %.6f, "
-              "|d| %.2e)\n", ce, reference, std::abs(ce - reference));
+  std::printf(
+      "demo model cross-entropy on the fixed text: %.6f nats/token (reference %.6f, "
+      "|d| %.2e)\n",
+      ce, reference, std::abs(ce - reference));
   EXPECT_NEAR(reference, 3.159602, 1e-6) << "golden.safetensors is not the recorded reference";
   EXPECT_NEAR(ce, reference, 1e-5);
 }

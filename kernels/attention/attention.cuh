@@ -40,23 +40,23 @@
 namespace griffin::kernels {
 
 struct AttentionParams {
-  const float* qkv = nullptr;   // rope input
-  bf16_t* q = nullptr;          // [n, H hd]
-  bf16_t* k = nullptr;          // [n, KV hd]
-  bf16_t* v = nullptr;          // [n, KV hd]
+  const float* qkv = nullptr;  // rope input
+  bf16_t* q = nullptr;         // [n, H hd]
+  bf16_t* k = nullptr;         // [n, KV hd]
+  bf16_t* v = nullptr;         // [n, KV hd]
   TokenLayout layout;
   const QueryTile* tiles = nullptr;  // [num_tiles]
   int num_tiles = 0;
   StateRef state;
-  int64_t k_offset = 0;         // bytes inside a slot: bf16 [W, KV, hd]
+  int64_t k_offset = 0;  // bytes inside a slot: bf16 [W, KV, hd]
   int64_t v_offset = 0;
   int n = 0, H = 0, KV = 1, hd = 0, W = 0, rotary = 0;
   float theta = 10000.0f;
   float scale = 1.0f;
-  int splits = 1;               // > 1 only with one-token tiles
-  float* part_o = nullptr;      // [n, H, splits, hd]
-  float* part_ml = nullptr;     // [n, H, splits, 2]
-  bf16_t* out = nullptr;        // [n, H hd]
+  int splits = 1;            // > 1 only with one-token tiles
+  float* part_o = nullptr;   // [n, H, splits, hd]
+  float* part_ml = nullptr;  // [n, H, splits, 2]
+  bf16_t* out = nullptr;     // [n, H hd]
 };
 
 // Largest tile (in query tokens) the scalar attention kernel takes for these sizes; 0 if none fits.

@@ -23,7 +23,9 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
   // Entries: fresh prefill, continuing prefill crossing the ring boundary, decode tokens at
   // positions below and beyond the window.
   HostLayout lay;
-  struct E { int len, pos0; };
+  struct E {
+    int len, pos0;
+  };
   const std::vector<E> es = {{7, 0}, {W + 3, 2 * W + 1}, {1, 3}, {1, 3 * W + 2}, {1, W}};
   for (size_t e = 0; e < es.size(); ++e) lay.Add(es[e].len, int(e), es[e].pos0);
   const int n = lay.n, slots = int(es.size());
@@ -52,15 +54,28 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
     Dev<QueryTile> d_tiles(tiles);
     Dev<char> d_pool(pool);
     AttentionParams p;
-    p.qkv = d_qkv.get(); p.q = dq.get(); p.k = dk.get(); p.v = dv.get();
+    p.qkv = d_qkv.get();
+    p.q = dq.get();
+    p.k = dk.get();
+    p.v = dv.get();
     p.layout = {d_te.get(), d_en.get()};
     p.tiles = d_tiles.get();
     p.num_tiles = int(tiles.size());
     p.state = {d_pool.get(), slot_stride};
-    p.k_offset = 0; p.v_offset = ring;
-    p.n = n; p.H = H; p.KV = KV; p.hd = hd; p.W = W; p.rotary = rotary;
-    p.theta = 10000.0f; p.scale = 1.0f / std::sqrt(float(hd));
-    p.splits = splits; p.part_o = part_o.get(); p.part_ml = part_ml.get(); p.out = dout.get();
+    p.k_offset = 0;
+    p.v_offset = ring;
+    p.n = n;
+    p.H = H;
+    p.KV = KV;
+    p.hd = hd;
+    p.W = W;
+    p.rotary = rotary;
+    p.theta = 10000.0f;
+    p.scale = 1.0f / std::sqrt(float(hd));
+    p.splits = splits;
+    p.part_o = part_o.get();
+    p.part_ml = part_ml.get();
+    p.out = dout.get();
     ASSERT_EQ(LaunchRope(p, 0), cudaSuccess);
     ASSERT_EQ(LaunchAttention(p, tile, 0), cudaSuccess);
     ASSERT_EQ(LaunchRingWrite(p, 0), cudaSuccess);
@@ -77,8 +92,8 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
       const int pos = lay.entries[e].pos0 + t - lay.entries[e].start;
       std::vector<float> row(qkv.begin() + size_t(t) * (H + 2 * KV) * hd,
                              qkv.begin() + size_t(t + 1) * (H + 2 * KV) * hd);
-      ref::ApplyRope(absl::MakeSpan(row).subspan(0, size_t(H + KV) * hd), H + KV, hd,
-                             rotary, 10000.0f, pos);
+      ref::ApplyRope(absl::MakeSpan(row).subspan(0, size_t(H + KV) * hd), H + KV, hd, rotary,
+                     10000.0f, pos);
       for (int i = 0; i < H * hd; ++i) {
         ASSERT_NEAR(q[size_t(t) * H * hd + i], row[i], std::abs(row[i]) * 0.0040f + 1e-5f);
       }
@@ -109,7 +124,8 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
           vrows.push_back(vr);
         }
         double mx = -1e300, sum = 0, vmax = 0;
-        for (const float* vr : vrows) for (int d = 0; d < hd; ++d) vmax = std::max(vmax, double(std::abs(vr[d])));
+        for (const float* vr : vrows)
+          for (int d = 0; d < hd; ++d) vmax = std::max(vmax, double(std::abs(vr[d])));
         for (double x : s) mx = std::max(mx, x);
         for (double& x : s) sum += (x = std::exp(x - mx));
         for (int d = 0; d < hd; ++d) {
@@ -117,7 +133,8 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
           for (size_t j = 0; j < s.size(); ++j) o += s[j] / sum * vrows[j][d];
           // bf16 output rounding, plus P rounded to half on the tensor-core path (2^-11 each,
           // weights summing to 1: at most 2^-11 max|v| per output), doubled.
-          ASSERT_NEAR(out[(size_t(t) * H + h) * hd + d], o, std::abs(o) * 0.0045 + 2e-4 + vmax * 1e-3)
+          ASSERT_NEAR(out[(size_t(t) * H + h) * hd + d], o,
+                      std::abs(o) * 0.0045 + 2e-4 + vmax * 1e-3)
               << "mode " << mode << " token " << t << " head " << h << " d " << d;
         }
       }
@@ -130,7 +147,8 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
         std::memcpy(got.data(), pool_after.data() + e * slot_stride + size_t(pos % W) * KV * hd * 2,
                     got.size() * 2);
         const int t = lay.entries[e].start + k2;
-        for (int i = 0; i < KV * hd; ++i) ASSERT_EQ(HostFromBf16(got[i]), k[size_t(t) * KV * hd + i]);
+        for (int i = 0; i < KV * hd; ++i)
+          ASSERT_EQ(HostFromBf16(got[i]), k[size_t(t) * KV * hd + i]);
       }
     }
   }
@@ -138,7 +156,9 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
 
 std::vector<OpCase> MakeAttentionCases() {
   std::vector<OpCase> cases;
-  struct Size { int H, KV, hd, W; };
+  struct Size {
+    int H, KV, hd, W;
+  };
   for (const Size s : {Size{4, 1, 16, 8}, Size{4, 2, 32, 5}, Size{10, 1, 256, 64},
                        Size{3, 3, 20, 33}, Size{1, 1, 4, 1}, Size{4, 1, 72, 9}}) {
     for (int mode : {0, 1}) {

@@ -19,7 +19,7 @@ constexpr int kDecOTiles = kDecMaxHd / 8 / kDecWarps;  // O column tiles of 8 pe
 
 struct DecLayout {
   int qstride, kstride, sstride, pstride;  // elements per row
-  size_t q, k, v, s, pr, ml, total;       // byte offsets
+  size_t q, k, v, s, pr, ml, total;        // byte offsets
 };
 __host__ __device__ inline DecLayout MakeDecLayout(int hd) {
   DecLayout L;
@@ -53,10 +53,20 @@ __global__ void __launch_bounds__(kDecWarps * 32) AttentionDecodeMmaKernel(Atten
   const int t0 = p.tiles[blockIdx.x].first_token, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
   const StepEntryRecord en = EntryOfToken(p.layout, t0);
-  const KeyRange keys = SplitKeyRange(KeysOfQueries(TokenPosition(en, t0), 1, W), p.splits, split,
-                                      kKeyTile);
-  const KvRows krows{reinterpret_cast<const bf16*>(p.k), SlotRegion<const bf16>(p.state, en.slot, p.k_offset), en, p.KV, hd, W};
-  const KvRows vrows{reinterpret_cast<const bf16*>(p.v), SlotRegion<const bf16>(p.state, en.slot, p.v_offset), en, p.KV, hd, W};
+  const KeyRange keys =
+      SplitKeyRange(KeysOfQueries(TokenPosition(en, t0), 1, W), p.splits, split, kKeyTile);
+  const KvRows krows{reinterpret_cast<const bf16*>(p.k),
+                     SlotRegion<const bf16>(p.state, en.slot, p.k_offset),
+                     en,
+                     p.KV,
+                     hd,
+                     W};
+  const KvRows vrows{reinterpret_cast<const bf16*>(p.v),
+                     SlotRegion<const bf16>(p.state, en.slot, p.v_offset),
+                     en,
+                     p.KV,
+                     hd,
+                     W};
 
   const bf16* q = reinterpret_cast<const bf16*>(p.q) + int64_t{t0} * H * hd + int64_t{kvh} * G * hd;
   for (int idx = threadIdx.x; idx < 16 * hd; idx += blockDim.x) {
@@ -121,7 +131,8 @@ __global__ void __launch_bounds__(kDecWarps * 32) AttentionDecodeMmaKernel(Atten
       for (int u = 0; u < kPerLane; ++u) sv[u] = ss[r * L.sstride + lane + 32 * u];
       if (r >= G) {
 #pragma unroll
-        for (int u = 0; u < kPerLane; ++u) ps[r * L.pstride + lane + 32 * u] = __float2half_rn(0.0f);
+        for (int u = 0; u < kPerLane; ++u)
+          ps[r * L.pstride + lane + 32 * u] = __float2half_rn(0.0f);
         continue;
       }
       const float m_old = m_s[r];
@@ -249,7 +260,7 @@ cudaError_t LaunchDecodeMma(const AttentionParams& p, cudaStream_t stream) {
 }  // namespace attention_internal
 
 cudaError_t LaunchAttentionCombine(const AttentionParams& p, cudaStream_t stream) {
-  attention_internal::CombineKernel<<<dim3(p.n, p.H), p.hd < 256 ? p.hd : 256, 0, stream>>>(p);
+  attention_internal::CombineKernel < <<dim3(p.n, p.H), p.hd<256 ? p.hd : 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

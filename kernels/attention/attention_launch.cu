@@ -17,7 +17,8 @@ const char* CanImplementAttention(int H, int KV, int hd, int rotary) {
   if (KV <= 0 || H % KV != 0) return "num_heads must be a multiple of num_kv_heads";
   if (rotary % 2 != 0 || rotary > hd) return "rotary dims must be even and at most head_dim";
   if (hd % 2 != 0) return "head_dim must be even";
-  if (AttentionMaxTileTokens(H, KV, hd) == 0) return "attention head group too large for shared memory";
+  if (AttentionMaxTileTokens(H, KV, hd) == 0)
+    return "attention head group too large for shared memory";
   return "";
 }
 

@@ -24,7 +24,10 @@ struct TcLayout {
 };
 __host__ __device__ inline TcLayout MakeTcLayout(int hd) {
   TcLayout t;
-  t.qs = hd + 8; t.ss = kTcKeys + 4; t.ps = kTcKeys + 8; t.os = hd + 4;
+  t.qs = hd + 8;
+  t.ss = kTcKeys + 4;
+  t.ps = kTcKeys + 8;
+  t.os = hd + 4;
   t.q = 0;
   t.k = t.q + size_t(kTcRows) * t.qs * 2;
   t.v = t.k + size_t(kTcKeys) * t.qs * 2;
@@ -79,8 +82,18 @@ __global__ void __launch_bounds__(kTcThreads) AttentionTcKernel(AttentionParams 
     mrow[r] = -INFINITY;
     lrow[r] = 0.0f;
   }
-  const KvRows krows{reinterpret_cast<const bf16*>(p.k), SlotRegion<const bf16>(p.state, en.slot, p.k_offset), en, KV, hd, W};
-  const KvRows vrows{reinterpret_cast<const bf16*>(p.v), SlotRegion<const bf16>(p.state, en.slot, p.v_offset), en, KV, hd, W};
+  const KvRows krows{reinterpret_cast<const bf16*>(p.k),
+                     SlotRegion<const bf16>(p.state, en.slot, p.k_offset),
+                     en,
+                     KV,
+                     hd,
+                     W};
+  const KvRows vrows{reinterpret_cast<const bf16*>(p.v),
+                     SlotRegion<const bf16>(p.state, en.slot, p.v_offset),
+                     en,
+                     KV,
+                     hd,
+                     W};
   __syncthreads();
 
   for (int kb = lo; kb < hi; kb += kTcKeys) {

@@ -25,10 +25,10 @@ void ApplyRope(absl::Span<float> x, int heads, int head_dim, int rotary_dim, flo
 }
 
 template <typename Real>
-void LocalAttention(absl::Span<const float> q, absl::Span<const float> k,
-                    absl::Span<const float> v, absl::Span<const float> ring_k,
-                    absl::Span<const float> ring_v, int T, int H, int KV, int head_dim, int W,
-                    int64_t position, Real scale, absl::Span<Real> out) {
+void LocalAttention(absl::Span<const float> q, absl::Span<const float> k, absl::Span<const float> v,
+                    absl::Span<const float> ring_k, absl::Span<const float> ring_v, int T, int H,
+                    int KV, int head_dim, int W, int64_t position, Real scale,
+                    absl::Span<Real> out) {
   const int hd = head_dim, q_width = H * hd, kv_width = KV * hd, group = H / KV;
   auto key_at = [&](int64_t pos, absl::Span<const float> run,
                     absl::Span<const float> ring) -> const float* {

@@ -22,10 +22,10 @@ void ApplyRope(absl::Span<float> x, int heads, int head_dim, int rotary_dim, flo
 // (ring_k / ring_v [W, KV * head_dim], position j at row j mod W). scores = q.k * scale,
 // softmax in Real, out [T, H * head_dim] = sum_j softmax_j v_j. q: [T, H * head_dim], post-RoPE.
 template <typename Real>
-void LocalAttention(absl::Span<const float> q, absl::Span<const float> k,
-                    absl::Span<const float> v, absl::Span<const float> ring_k,
-                    absl::Span<const float> ring_v, int T, int H, int KV, int head_dim, int W,
-                    int64_t position, Real scale, absl::Span<Real> out);
+void LocalAttention(absl::Span<const float> q, absl::Span<const float> k, absl::Span<const float> v,
+                    absl::Span<const float> ring_k, absl::Span<const float> ring_v, int T, int H,
+                    int KV, int head_dim, int W, int64_t position, Real scale,
+                    absl::Span<Real> out);
 
 // After the run's attention: its last min(T, W) keys and values into ring rows (position mod W).
 // Written only after every query was served, so a run longer than the window never reads a key

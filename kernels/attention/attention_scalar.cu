@@ -31,10 +31,19 @@ __global__ void AttentionKernel(AttentionParams p) {
 
   const StepEntryRecord en = EntryOfToken(p.layout, t0);
   const int qpos_first = TokenPosition(en, t0);
-  const KeyRange keys =
-      SplitKeyRange(KeysOfQueries(qpos_first, nq, W), p.splits, split, kKeyTile);
-  const KvRows krows{reinterpret_cast<const bf16*>(p.k), SlotRegion<const bf16>(p.state, en.slot, p.k_offset), en, p.KV, hd, W};
-  const KvRows vrows{reinterpret_cast<const bf16*>(p.v), SlotRegion<const bf16>(p.state, en.slot, p.v_offset), en, p.KV, hd, W};
+  const KeyRange keys = SplitKeyRange(KeysOfQueries(qpos_first, nq, W), p.splits, split, kKeyTile);
+  const KvRows krows{reinterpret_cast<const bf16*>(p.k),
+                     SlotRegion<const bf16>(p.state, en.slot, p.k_offset),
+                     en,
+                     p.KV,
+                     hd,
+                     W};
+  const KvRows vrows{reinterpret_cast<const bf16*>(p.v),
+                     SlotRegion<const bf16>(p.state, en.slot, p.v_offset),
+                     en,
+                     p.KV,
+                     hd,
+                     W};
 
   const bf16* q = reinterpret_cast<const bf16*>(p.q);
   for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
@@ -60,8 +69,14 @@ __global__ void AttentionKernel(AttentionParams p) {
         const uint4 vv4 = *reinterpret_cast<const uint4*>(vrows.Row(kb + j, kvh) + c8 * 8);
         uint32_t* kd = reinterpret_cast<uint32_t*>(ks + j * kstride + c8 * 8);
         uint32_t* vd = reinterpret_cast<uint32_t*>(vs + j * kstride + c8 * 8);
-        kd[0] = kv4.x; kd[1] = kv4.y; kd[2] = kv4.z; kd[3] = kv4.w;
-        vd[0] = vv4.x; vd[1] = vv4.y; vd[2] = vv4.z; vd[3] = vv4.w;
+        kd[0] = kv4.x;
+        kd[1] = kv4.y;
+        kd[2] = kv4.z;
+        kd[3] = kv4.w;
+        vd[0] = vv4.x;
+        vd[1] = vv4.y;
+        vd[2] = vv4.z;
+        vd[3] = vv4.w;
       }
     } else {
       for (int idx = threadIdx.x; idx < nk * hd; idx += blockDim.x) {
@@ -82,7 +97,8 @@ __global__ void AttentionKernel(AttentionParams p) {
         int d = 0;
         for (; d + 4 <= hd; d += 4) {
           const float2 k01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d));
-          const float2 k23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d + 2));
+          const float2 k23 =
+              __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d + 2));
           d0 += qr[d] * k01.x;
           d1 += qr[d + 1] * k01.y;
           d2 += qr[d + 2] * k23.x;
@@ -146,10 +162,10 @@ __global__ void AttentionKernel(AttentionParams p) {
 
 size_t ScalarSmemBytes(int rows, int hd) {
   const size_t kstride = hd + 2;
-  return size_t(rows) * hd * 4 * 2                // q, o (float32)
-         + 2 * kKeyTile * kstride * 2             // k, v tiles (bf16, padded rows)
-         + size_t(rows) * (kKeyTile + 1) * 4      // scores
-         + size_t(rows) * 3 * 4;                  // m, l, correction
+  return size_t(rows) * hd * 4 * 2            // q, o (float32)
+         + 2 * kKeyTile * kstride * 2         // k, v tiles (bf16, padded rows)
+         + size_t(rows) * (kKeyTile + 1) * 4  // scores
+         + size_t(rows) * 3 * 4;              // m, l, correction
 }
 
 cudaError_t PrepareScalar() {

@@ -1,8 +1,8 @@
 // See geglu.cuh.
+#include <algorithm>
+
 #include "kernels/common.cuh"
 #include "kernels/geglu/geglu.cuh"
-
-#include <algorithm>
 
 namespace griffin::kernels {
 namespace {

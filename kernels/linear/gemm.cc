@@ -64,8 +64,10 @@ std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t
   cublasStatus_t st = cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmulDescCreate", st);
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
-  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
+  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
+                                 sizeof(trans_a));
+  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
+                                 sizeof(trans_b));
   // Column-major views: W is [K, N] (ld K) used transposed; A is [K, M] (ld K); D is [N, M] (ld N).
   st = cublasLtMatrixLayoutCreate(&plan->a, in_type, K, N, ldw);
   if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&plan->b, in_type, K, M, lda);
@@ -77,8 +79,8 @@ std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t
     for (const auto& [layout, stride] : layouts) {
       cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
                                        sizeof(batch));
-      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                       &stride, sizeof(stride));
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                       sizeof(stride));
     }
   }
   cublasLtMatmulPreference_t pref;
@@ -112,8 +114,8 @@ std::string Gemm::Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, 
   if (!err.empty()) return err;
   if (!plan->tuned) Tune(plan, a, w, d, stream);
   const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha,
-                                     w, plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
+  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
+                                     plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
                                      &plan->algo, workspace_, workspace_bytes_, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul", st);
   return "";
@@ -124,12 +126,11 @@ std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, c
                              int N, int K, int batch, bool fp16, cudaStream_t stream) {
   if (M <= 0) return "";
   Plan* plan = nullptr;
-  std::string err =
-      GetPlan(M, N, K, lda, K, ldd, batch, stride_a, stride_w, stride_d, fp16, &plan);
+  std::string err = GetPlan(M, N, K, lda, K, ldd, batch, stride_a, stride_w, stride_d, fp16, &plan);
   if (!err.empty()) return err;
   const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha,
-                                     w, plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
+  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
+                                     plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
                                      &plan->algo, workspace_, workspace_bytes_, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(batched)", st);
   return "";
@@ -150,8 +151,8 @@ void Gemm::Tune(Plan* plan, const bf16_t* a, const bf16_t* w, float* d, cudaStre
     bool ok = true;
     for (int rep = 0; rep < 4 && ok; ++rep) {
       cudaEventRecord(start, stream);
-      ok = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w, plan->a,
-                          a, plan->b, &beta, d, plan->d, d, plan->d, &algo, workspace_,
+      ok = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w, plan->a, a,
+                          plan->b, &beta, d, plan->d, d, plan->d, &algo, workspace_,
                           workspace_bytes_, stream) == CUBLAS_STATUS_SUCCESS;
       cudaEventRecord(stop, stream);
       float ms = 0.0f;

@@ -21,8 +21,8 @@ __device__ __forceinline__ void Fma8(const uint4& w, const uint4& a, float& acc)
 }
 
 template <int M>
-__global__ void __launch_bounds__(kWarps * 32) GemvKernel(const bf16* a, const bf16* w, float* d,
-                                                          int N, int K) {
+__global__ void __launch_bounds__(kWarps * 32)
+    GemvKernel(const bf16* a, const bf16* w, float* d, int N, int K) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (row >= N) return;
@@ -63,21 +63,38 @@ bool GemvSupported(int M, int K) { return M >= 1 && M <= kGemvMaxM && K % 8 == 0
 
 cudaError_t LaunchGemv(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                        cudaStream_t stream) {
-  if (!GemvSupported(M, K) || (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16) {
+  if (!GemvSupported(M, K) ||
+      (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16) {
     return cudaErrorInvalidValue;
   }
   const dim3 grid((N + kWarps - 1) / kWarps);
   const bf16* A = reinterpret_cast<const bf16*>(a);
   const bf16* W = reinterpret_cast<const bf16*>(w);
   switch (M) {
-    case 1: GemvKernel<1><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    case 2: GemvKernel<2><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    case 3: GemvKernel<3><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    case 4: GemvKernel<4><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    case 5: GemvKernel<5><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    case 6: GemvKernel<6><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    case 7: GemvKernel<7><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
-    default: GemvKernel<8><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K); break;
+    case 1:
+      GemvKernel<1><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    case 2:
+      GemvKernel<2><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    case 3:
+      GemvKernel<3><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    case 4:
+      GemvKernel<4><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    case 5:
+      GemvKernel<5><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    case 6:
+      GemvKernel<6><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    case 7:
+      GemvKernel<7><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
+    default:
+      GemvKernel<8><<<grid, kWarps * 32, 0, stream>>>(A, W, d, N, K);
+      break;
   }
   return cudaGetLastError();
 }

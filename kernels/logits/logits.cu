@@ -161,7 +161,10 @@ __device__ void Philox(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
     const uint32_t c1 = static_cast<uint32_t>(p1);
     const uint32_t c2 = static_cast<uint32_t>(p0 >> 32) ^ ctr[3] ^ k1;
     const uint32_t c3 = static_cast<uint32_t>(p0);
-    ctr[0] = c0; ctr[1] = c1; ctr[2] = c2; ctr[3] = c3;
+    ctr[0] = c0;
+    ctr[1] = c1;
+    ctr[2] = c2;
+    ctr[3] = c3;
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
@@ -196,7 +199,8 @@ __global__ void SampleKernel(float* logits, int V, const SampleRowParams* params
         if (id >= 0 && id < V) v = row[id];
       }
       __syncthreads();
-      if (id >= 0 && id < V) row[id] = v > 0.0f ? v / sp.repetition_penalty : v * sp.repetition_penalty;
+      if (id >= 0 && id < V)
+        row[id] = v > 0.0f ? v / sp.repetition_penalty : v * sp.repetition_penalty;
       __syncthreads();
     }
   }
@@ -230,7 +234,10 @@ __global__ void SampleKernel(float* logits, int V, const SampleRowParams* params
       float c = 0.0f;
       ForRow(row, V, [&](int, float v) { c += v >= mid ? 1.0f : 0.0f; });
       const float count = BlockSum(c, scratch);
-      if (count >= sp.top_k) lo = mid; else hi = mid;
+      if (count >= sp.top_k)
+        lo = mid;
+      else
+        hi = mid;
       if (count == sp.top_k) break;
     }
     tau = lo;
@@ -421,13 +428,13 @@ cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* 
   return cudaGetLastError();
 }
 
-cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets,
-                            int top_k, float* logprob, int32_t* rank, int32_t* top_ids,
-                            float* top_logprobs, cudaStream_t stream) {
+cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets, int top_k,
+                            float* logprob, int32_t* rank, int32_t* top_ids, float* top_logprobs,
+                            cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   if (top_k < 0 || top_k > kMaxDeviceTopLogprobs) return cudaErrorInvalidValue;
   ScoreRowsKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, targets, top_k, logprob, rank,
-                                                   top_ids, top_logprobs);
+                                                    top_ids, top_logprobs);
   return cudaGetLastError();
 }
 

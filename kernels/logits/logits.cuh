@@ -58,9 +58,9 @@ cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* 
 
 // The most alternatives per position LaunchScoreRows returns (OpenAI's top_logprobs maximum).
 inline constexpr int kMaxDeviceTopLogprobs = 20;
-cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets,
-                            int top_k, float* logprob, int32_t* rank, int32_t* top_ids,
-                            float* top_logprobs, cudaStream_t stream);
+cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets, int top_k,
+                            float* logprob, int32_t* rank, int32_t* top_ids, float* top_logprobs,
+                            cudaStream_t stream);
 
 }  // namespace griffin::kernels
 

@@ -20,8 +20,8 @@ void ArgMaxAndSamplingFlagNonFinite(int V) {
   {
     const int rows = 4;
     auto logits = Random(size_t(rows) * V, 3.0f);
-    logits[size_t(1) * V + V / 2] = NAN;                       // row 1: NaN -> -1
-    logits[size_t(2) * V + (V - 1)] = 1e30f;                   // row 2: a clear winner
+    logits[size_t(1) * V + V / 2] = NAN;      // row 1: NaN -> -1
+    logits[size_t(2) * V + (V - 1)] = 1e30f;  // row 2: a clear winner
     if (V > 1) logits[size_t(3) * V + 0] = logits[size_t(3) * V + V - 1] = 1e30f;  // tie -> lowest
     Dev<float> d(logits);
     Dev<int32_t> tok(rows), scratch(size_t(rows) * kArgMaxParts * 3);
@@ -35,8 +35,8 @@ void ArgMaxAndSamplingFlagNonFinite(int V) {
     // Sampling: top_k = 1 and min_p = 1 are the argmax; greedy is the argmax; NaN row flagged.
     std::vector<SampleRowParams> sp(rows);
     for (int r = 0; r < rows; ++r) {
-      sp[r] = SampleRowParams{1.0f, r == 0 ? 1 : -1, 1.0f, r == 2 ? 1.0f : 0.0f, 1.0f, 7, 0,
-                              uint32_t(r), 0, 0, 0};
+      sp[r] = SampleRowParams{
+          1.0f, r == 0 ? 1 : -1, 1.0f, r == 2 ? 1.0f : 0.0f, 1.0f, 7, 0, uint32_t(r), 0, 0, 0};
     }
     sp[3].temperature = 0.0f;
     std::vector<char> raw(sizeof(SampleRowParams) * rows);
@@ -45,7 +45,8 @@ void ArgMaxAndSamplingFlagNonFinite(int V) {
     Dev<int32_t> ctx(1);
     Dev<float> d2(logits);
     ASSERT_EQ(LaunchSample(d2.get(), rows, V, reinterpret_cast<SampleRowParams*>(dsp.get()),
-                           ctx.get(), nullptr, tok.get(), 0), cudaSuccess);
+                           ctx.get(), nullptr, tok.get(), 0),
+              cudaSuccess);
     got = tok.Get(rows);
     EXPECT_EQ(got[0], ref::ArgMax(absl::MakeConstSpan(logits).subspan(0, V))) << V;
     EXPECT_EQ(got[1], -1);
@@ -57,7 +58,13 @@ void ArgMaxAndSamplingFlagNonFinite(int V) {
 // Top-k, top-p and min-p keep exactly the set a sort gives (vLLM's order, as engine/sampler.cc), on
 // 256k-wide rows (the float4 path) and an odd width (the scalar path): every draw lies in the set,
 // the most likely kept token is drawn at its renormalised probability, and draws repeat per seed.
-struct FilterCase { int V; float temperature; int top_k; float top_p; float min_p; };
+struct FilterCase {
+  int V;
+  float temperature;
+  int top_k;
+  float top_p;
+  float min_p;
+};
 void SamplingKeepsTheSortedFilterSet(const FilterCase& c) {
   std::mt19937 rng(42);
   {
@@ -76,7 +83,8 @@ void SamplingKeepsTheSortedFilterSet(const FilterCase& c) {
     }
     std::vector<double> p(n);
     double z = 0;
-    for (int i = 0; i < n; ++i) z += p[i] = std::exp((double(row[order[i]]) - row[order[0]]) / c.temperature);
+    for (int i = 0; i < n; ++i)
+      z += p[i] = std::exp((double(row[order[i]]) - row[order[0]]) / c.temperature);
     int keep = n;
     if (c.top_p < 1.0f) {
       double cum = 0;
@@ -92,10 +100,12 @@ void SamplingKeepsTheSortedFilterSet(const FilterCase& c) {
     }
     const int rows = 1000;
     std::vector<float> logits(size_t(rows) * c.V);
-    for (int r = 0; r < rows; ++r) std::copy(row.begin(), row.end(), logits.begin() + size_t(r) * c.V);
+    for (int r = 0; r < rows; ++r)
+      std::copy(row.begin(), row.end(), logits.begin() + size_t(r) * c.V);
     std::vector<SampleRowParams> sp(rows);
     for (int r = 0; r < rows; ++r) {
-      sp[r] = SampleRowParams{c.temperature, c.top_k, c.top_p, c.min_p, 1.0f, 99, 0, uint32_t(r), 0, 0, 0};
+      sp[r] = SampleRowParams{c.temperature, c.top_k, c.top_p, c.min_p, 1.0f, 99, 0,
+                              uint32_t(r),   0,       0,       0};
     }
     std::vector<char> raw(sizeof(SampleRowParams) * rows);
     std::memcpy(raw.data(), sp.data(), raw.size());
@@ -105,7 +115,8 @@ void SamplingKeepsTheSortedFilterSet(const FilterCase& c) {
     for (int repeat = 0; repeat < 2; ++repeat) {
       Dev<float> d(logits);
       ASSERT_EQ(LaunchSample(d.get(), rows, c.V, reinterpret_cast<SampleRowParams*>(dsp.get()),
-                             ctx.get(), nullptr, tok.get(), 0), cudaSuccess);
+                             ctx.get(), nullptr, tok.get(), 0),
+                cudaSuccess);
       auto got = tok.Get(rows);
       if (repeat == 0) {
         first = got;
@@ -142,7 +153,8 @@ void SamplingFollowsTheDistribution() {
   Dev<float> d(logits);
   Dev<int32_t> ctx(1), tok(rows);
   ASSERT_EQ(LaunchSample(d.get(), rows, V, reinterpret_cast<SampleRowParams*>(dsp.get()), ctx.get(),
-                         nullptr, tok.get(), 0), cudaSuccess);
+                         nullptr, tok.get(), 0),
+            cudaSuccess);
   auto got = tok.Get(rows);
   int c10 = 0, c20 = 0, c30 = 0;
   for (int t : got) {
@@ -162,7 +174,7 @@ void ScoreRowsCase(int V, int top_k) {
   const int rows = 5;
   auto logits = Random(size_t(rows) * V, 4.0f);
   if (V > 2) logits[size_t(1) * V + 1] = logits[size_t(1) * V + 2] = 40.0f;  // row 1: a tie
-  for (int i = 0; i < V; i += 3) logits[size_t(2) * V + i] = -INFINITY;     // row 2: -inf entries
+  for (int i = 0; i < V; i += 3) logits[size_t(2) * V + i] = -INFINITY;      // row 2: -inf entries
   logits[size_t(3) * V + V / 2] = NAN;                                       // row 3: NaN
   std::vector<int32_t> targets = {V - 1, V > 2 ? 2 : 0, 1 % V, 0, -1};
   Dev<float> d(logits);
@@ -263,24 +275,26 @@ std::vector<OpCase> MakeLogitsCases() {
   for (int64_t count : {1, 1023, 256000 * 3 + 5}) {
     for (float cap : {30.0f, 0.0f}) {
       cases.push_back({"softcap", absl::StrCat("n", count, " cap", cap), "ref::SoftCap",
-                       "tanhf ulps: 4e-6 relative", false, [count, cap] { SoftCapCase(count, cap); }});
+                       "tanhf ulps: 4e-6 relative", false,
+                       [count, cap] { SoftCapCase(count, cap); }});
     }
   }
   for (int V : {1, 33, 1023, 1025, 256000}) {
-    cases.push_back({"argmax", absl::StrCat("V", V, " rows4"), "ref::ArgMax; NaN row -> -1; ties -> lowest",
-                     "exact", false, [V] { ArgMaxAndSamplingFlagNonFinite(V); }});
+    cases.push_back({"argmax", absl::StrCat("V", V, " rows4"),
+                     "ref::ArgMax; NaN row -> -1; ties -> lowest", "exact", false,
+                     [V] { ArgMaxAndSamplingFlagNonFinite(V); }});
   }
-  for (const FilterCase c : {FilterCase{256000, 0.8f, 50, 1.0f, 0.0f},
-                             FilterCase{256000, 1.0f, -1, 0.9f, 0.0f},
-                             FilterCase{256000, 0.7f, 100, 0.8f, 0.05f},
-                             FilterCase{4099, 1.2f, 40, 0.95f, 0.02f},
-                             FilterCase{4099, 1.0f, -1, 1.0f, 0.1f}}) {
-    cases.push_back({"sample.filter_set",
-                     absl::StrCat("V", c.V, " T", c.temperature, " k", c.top_k, " p", c.top_p,
-                                  " minp", c.min_p),
-                     "the kept set of a full sort (top-k ties kept, top-p prefix, min-p)",
-                     "every draw in the set; top token drawn at its renormalised probability +-0.05",
-                     c.V > 10000, [c] { SamplingKeepsTheSortedFilterSet(c); }});
+  for (const FilterCase c :
+       {FilterCase{256000, 0.8f, 50, 1.0f, 0.0f}, FilterCase{256000, 1.0f, -1, 0.9f, 0.0f},
+        FilterCase{256000, 0.7f, 100, 0.8f, 0.05f}, FilterCase{4099, 1.2f, 40, 0.95f, 0.02f},
+        FilterCase{4099, 1.0f, -1, 1.0f, 0.1f}}) {
+    cases.push_back(
+        {"sample.filter_set",
+         absl::StrCat("V", c.V, " T", c.temperature, " k", c.top_k, " p", c.top_p, " minp",
+                      c.min_p),
+         "the kept set of a full sort (top-k ties kept, top-p prefix, min-p)",
+         "every draw in the set; top token drawn at its renormalised probability +-0.05",
+         c.V > 10000, [c] { SamplingKeepsTheSortedFilterSet(c); }});
   }
   for (int V : {1, 33, 1025, 256000}) {
     for (int top_k : {0, 1, 5, kMaxDeviceTopLogprobs}) {

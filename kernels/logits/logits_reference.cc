@@ -60,9 +60,8 @@ RowScore ScoreRow(absl::Span<const float> logits, int32_t target, absl::Span<int
   LogSoftmax(logits, absl::MakeSpan(log_probs));
   RowScore score;
   score.logprob = log_probs[target];
-  score.rank = 1 + static_cast<int32_t>(std::count_if(
-                       log_probs.begin(), log_probs.end(),
-                       [&](float v) { return v > score.logprob; }));
+  score.rank = 1 + static_cast<int32_t>(std::count_if(log_probs.begin(), log_probs.end(),
+                                                      [&](float v) { return v > score.logprob; }));
   const auto top = TopK(log_probs, static_cast<int>(top_ids.size()));
   for (size_t j = 0; j < top.size(); ++j) {
     top_ids[j] = top[j].first;

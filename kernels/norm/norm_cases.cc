@@ -16,7 +16,8 @@ void AddRmsNormCase(int d, int rows) {
   Dev<float> dx(x), dd(delta), db(bias), dw(w);
   Dev<bf16_t> out(size_t(rows) * d);
   ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), db.get(), dw.get(), nullptr, rows, d, 1e-6f,
-                             out.get(), 0), cudaSuccess);
+                             out.get(), 0),
+            cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> sum(x.size()), ref(x.size());
   for (size_t i = 0; i < x.size(); ++i) sum[i] = x[i] + (delta[i] + bias[i % d]);
@@ -33,12 +34,14 @@ void AddRmsNormCase(int d, int rows) {
   Dev<int32_t> dg(gather);
   Dev<bf16_t> out2(size_t(rows) * d);
   ASSERT_EQ(LaunchAddRmsNorm(dx.get(), nullptr, nullptr, dw.get(), dg.get(), rows, d, 1e-6f,
-                             out2.get(), 0), cudaSuccess);
+                             out2.get(), 0),
+            cudaSuccess);
   const auto got2 = FromBf16(out2.Get(x.size()));
   for (int r = 0; r < rows; ++r) {
     for (int i = 0; i < d; ++i) {
       const float want = ref[size_t(rows - 1 - r) * d + i];
-      ASSERT_NEAR(got2[size_t(r) * d + i], want, std::abs(want) * 0.0040f + 1e-5f * std::sqrt(float(d)));
+      ASSERT_NEAR(got2[size_t(r) * d + i], want,
+                  std::abs(want) * 0.0040f + 1e-5f * std::sqrt(float(d)));
     }
   }
 }
@@ -66,8 +69,8 @@ std::vector<OpCase> MakeNormCases() {
   for (int d : {1, 7, 255, 257, 2560}) {
     for (int rows : {1, 3, 33}) {
       cases.push_back({"rmsnorm", absl::StrCat("d", d, " rows", rows), "ref::RmsNorm",
-                       "residual exact; output bf16 rounding 2^-8 relative + d * 2^-24",
-                       false, [d, rows] { AddRmsNormCase(d, rows); }});
+                       "residual exact; output bf16 rounding 2^-8 relative + d * 2^-24", false,
+                       [d, rows] { AddRmsNormCase(d, rows); }});
     }
   }
   for (int d : {8, 2560}) {

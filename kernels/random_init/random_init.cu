@@ -33,8 +33,8 @@ constexpr float kSqrt3 = 1.7320508075688772f;  // uniform [-1, 1) has stddev 1/s
 cudaError_t LaunchFillRandomBf16(bf16_t* out, int64_t n, uint64_t seed, float stddev, float mean,
                                  cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  FillKernel<bf16><<<132 * 8, 256, 0, stream>>>(reinterpret_cast<bf16*>(out), n, seed,
-                                                stddev * kSqrt3, mean);
+  FillKernel<bf16>
+      <<<132 * 8, 256, 0, stream>>>(reinterpret_cast<bf16*>(out), n, seed, stddev * kSqrt3, mean);
   return cudaGetLastError();
 }
 

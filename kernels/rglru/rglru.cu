@@ -1,10 +1,9 @@
 // See rglru.cuh for the math, layouts and the three kernels.
-#include "kernels/rglru/rglru.cuh"
+#include <cuda_fp16.h>
 
 #include "kernels/common.cuh"
+#include "kernels/rglru/rglru.cuh"
 #include "kernels/step_layout.cuh"
-
-#include <cuda_fp16.h>
 
 namespace griffin::kernels {
 namespace {
@@ -31,8 +30,8 @@ __device__ __forceinline__ GateOut GateMath(float gx_sum, float ga_sum, float c,
   return {reset ? 0.0f : a, reset ? gated : __fmul_rn(gated, sqrtf(1.0f - a_sq))};
 }
 
-__device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tail, int start,
-                                           int k, int ch) {
+__device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tail, int start, int k,
+                                           int ch) {
   // Input at index k of the entry's run; k < 0 reaches into the tail ([K-1, L], oldest first).
   if (k >= 0) return RoundBf16(p.xy[int64_t{start + k} * 2 * p.L + ch] + p.bx[ch]);
   return ToF(tail[int64_t{p.K - 1 + k} * p.L + ch]);
@@ -44,9 +43,9 @@ __device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tai
 __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
   extern __shared__ float smem[];
   const int L = p.L, H = p.H, B = L / H, K = p.K;
-  float* c_smem = smem;                          // [kTokensPerBlock][B], rounded to half
-  float* c_full = smem + kTokensPerBlock * B;    // [kTokensPerBlock][B]
-  float* red = c_full + kTokensPerBlock * B;     // [2][kSlices][kTokensPerBlock][kLanes]
+  float* c_smem = smem;                        // [kTokensPerBlock][B], rounded to half
+  float* c_full = smem + kTokensPerBlock * B;  // [kTokensPerBlock][B]
+  float* red = c_full + kTokensPerBlock * B;   // [2][kSlices][kTokensPerBlock][kLanes]
   const int h = blockIdx.y;
   const int t_first = blockIdx.x * kTokensPerBlock;
   const int nt = min(kTokensPerBlock, p.n - t_first);
@@ -111,8 +110,8 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
     const StepEntryRecord en = EntryOfToken(p.layout, t);
     const int slot = en.slot;
     const int pos = TokenPosition(en, t);
-    const GateOut g = GateMath(sx + p.gx_b[ch], sa + p.ga_b[ch], c_full[tt * B + j], softplus_a,
-                               pos == 0);
+    const GateOut g =
+        GateMath(sx + p.gx_b[ch], sa + p.ga_b[ch], c_full[tt * B + j], softplus_a, pos == 0);
     const float a_eff = g.a_eff, xn = g.xn;
     {
       char* base = p.state.pool + slot * p.state.slot_stride;
@@ -160,7 +159,7 @@ __global__ void TailShiftKernel(RgLruParams p) {
 // Phase 1: each chunk scans from h = 0 and keeps the product of its a's; phase 2 (one warp) carries
 // the slot's state across the chunks in order; phase 3 rescans each chunk from its carried-in state
 // and writes the outputs. Same recurrence, float32 throughout; the carry is associated per chunk.
-__global__ void __launch_bounds__(kScanLanes * kScanChunks) RgLruScanKernel(RgLruParams p) {
+__global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLruParams p) {
   __shared__ float s_h[kScanChunks][kScanLanes], s_a[kScanChunks][kScanLanes];
   const int e = blockIdx.x;
   const int lane = threadIdx.x % kScanLanes, chunk = threadIdx.x / kScanLanes;
@@ -283,13 +282,14 @@ __global__ void PackGateKernel(const bf16* gx_w, const bf16* ga_w, int B, __half
   const bf16* src = o < B ? gx_w : ga_w;
   const int oo = o < B ? o : o - B;
   for (int i = threadIdx.x; i < B; i += blockDim.x) {
-    out[(int64_t{h} * 2 * B + o) * B + i] = __float2half_rn(ToF(src[(int64_t{h} * B + i) * B + oo]));
+    out[(int64_t{h} * 2 * B + o) * B + i] =
+        __float2half_rn(ToF(src[(int64_t{h} * B + i) * B + oo]));
   }
 }
 }  // namespace
 
-cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H, int B, uint16_t* out,
-                                  cudaStream_t stream) {
+cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H, int B,
+                                  uint16_t* out, cudaStream_t stream) {
   PackGateKernel<<<dim3(2 * B, H), 256, 0, stream>>>(reinterpret_cast<const bf16*>(gx_w),
                                                      reinterpret_cast<const bf16*>(ga_w), B,
                                                      reinterpret_cast<__half*>(out));

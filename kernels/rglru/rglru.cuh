@@ -53,16 +53,16 @@ struct RgLruParams {
   const float* a_param = nullptr;  // [L]
   TokenLayout layout;
   StateRef state;
-  int64_t lru_offset = 0;          // bytes inside a slot: float32 [L]
-  int64_t conv_offset = 0;         // bytes inside a slot: bf16 [K-1, L]
+  int64_t lru_offset = 0;   // bytes inside a slot: float32 [L]
+  int64_t conv_offset = 0;  // bytes inside a slot: bf16 [K-1, L]
   int n = 0, num_entries = 0, L = 0, H = 0, K = 4;
-  bf16_t* out = nullptr;           // [n, L]
+  bf16_t* out = nullptr;  // [n, L]
   // Prefill only.
-  float* c = nullptr;              // [n, L] conv output (float32)
-  uint16_t* c_half = nullptr;      // [n, L] conv output as IEEE half, the gate GEMM's input
-  float* gates = nullptr;          // [n, 2L]: per head h, columns h*2B .. h*2B+B input gate,
-                                   // then B recurrence-gate columns (the batched GEMM's output);
-                                   // LaunchRgLruGateMath overwrites them with a_eff and xn
+  float* c = nullptr;          // [n, L] conv output (float32)
+  uint16_t* c_half = nullptr;  // [n, L] conv output as IEEE half, the gate GEMM's input
+  float* gates = nullptr;      // [n, 2L]: per head h, columns h*2B .. h*2B+B input gate,
+                               // then B recurrence-gate columns (the batched GEMM's output);
+                               // LaunchRgLruGateMath overwrites them with a_eff and xn
 };
 
 // Empty string when the sizes are supported, else the reason.
@@ -70,8 +70,8 @@ const char* CanImplementRgLru(int L, int H, int K);
 
 // Packs the gate weights for the prefill GEMM: out[h][o][i] = o < B ? gx_w[h][i][o] : ga_w[h][i][o-B]
 // converted to IEEE half ([H, 2B, B]); done once at load.
-cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H, int B, uint16_t* out,
-                                  cudaStream_t stream);
+cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H, int B,
+                                  uint16_t* out, cudaStream_t stream);
 
 cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream);
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream);

@@ -51,7 +51,8 @@ void RgLruCase(int L, int H, int K) {
   auto xy = Random(size_t(n) * 2 * L);
 
   Dev<uint16_t> d_packed(size_t(2) * H * B * B);
-  ASSERT_EQ(LaunchPackGateWeights(d_gx_w.get(), d_ga_w.get(), H, B, d_packed.get(), 0), cudaSuccess);
+  ASSERT_EQ(LaunchPackGateWeights(d_gx_w.get(), d_ga_w.get(), H, B, d_packed.get(), 0),
+            cudaSuccess);
   Gemm gemm;
   ASSERT_EQ(gemm.Init(16 << 20), "");
   auto run = [&](bool decode, const HostLayout& l, const std::vector<float>& xy_in,
@@ -63,23 +64,36 @@ void RgLruCase(int L, int H, int K) {
     Dev<char> d_pool(pool_io);
     Dev<bf16_t> d_out(size_t(l.n) * L);
     RgLruParams p;
-    p.xy = d_xy.get(); p.bx = d_bx.get(); p.by = d_by.get();
-    p.conv_w = d_conv_w.get(); p.conv_b = d_conv_b.get();
-    p.gx_w = d_gx_w.get(); p.gx_b = d_gx_b.get(); p.ga_w = d_ga_w.get(); p.ga_b = d_ga_b.get();
+    p.xy = d_xy.get();
+    p.bx = d_bx.get();
+    p.by = d_by.get();
+    p.conv_w = d_conv_w.get();
+    p.conv_b = d_conv_b.get();
+    p.gx_w = d_gx_w.get();
+    p.gx_b = d_gx_b.get();
+    p.ga_w = d_ga_w.get();
+    p.ga_b = d_ga_b.get();
     p.a_param = d_ap.get();
     p.layout = {d_te.get(), d_en.get()};
     p.state = {d_pool.get(), slot_stride};
     p.lru_offset = 0;
     p.conv_offset = int64_t{L} * 4;
-    p.n = l.n; p.num_entries = int(l.entries.size()); p.L = L; p.H = H; p.K = K;
+    p.n = l.n;
+    p.num_entries = int(l.entries.size());
+    p.L = L;
+    p.H = H;
+    p.K = K;
     p.out = d_out.get();
-    p.c = d_c.get(); p.c_half = d_cb.get(); p.gates = d_gates.get();
+    p.c = d_c.get();
+    p.c_half = d_cb.get();
+    p.gates = d_gates.get();
     if (decode) {
       ASSERT_EQ(LaunchRgLruDecode(p, 0), cudaSuccess);
     } else {
       ASSERT_EQ(LaunchRgLruConv(p, 0), cudaSuccess);
-      ASSERT_EQ(gemm.RunBatched(d_cb.get(), L, B, d_packed.get(), int64_t{2} * B * B,
-                                d_gates.get(), 2 * L, 2 * B, l.n, 2 * B, B, H, true, 0), "");
+      ASSERT_EQ(gemm.RunBatched(d_cb.get(), L, B, d_packed.get(), int64_t{2} * B * B, d_gates.get(),
+                                2 * L, 2 * B, l.n, 2 * B, B, H, true, 0),
+                "");
       ASSERT_EQ(LaunchRgLruGateMath(p, 0), cudaSuccess);
       ASSERT_EQ(LaunchRgLruScan(p, 0), cudaSuccess);
     }
@@ -98,14 +112,14 @@ void RgLruCase(int L, int H, int K) {
     std::vector<float> xin(size_t(len) * L), conv(size_t(len) * L), lru(size_t(len) * L);
     for (int t = 0; t < len; ++t) {
       for (int ch = 0; ch < L; ++ch) {
-        xin[size_t(t) * L + ch] = HostFromBf16(HostToBf16(xy[size_t(start + t) * 2 * L + ch] + bx[ch]));
+        xin[size_t(t) * L + ch] =
+            HostFromBf16(HostToBf16(xy[size_t(start + t) * 2 * L + ch] + bx[ch]));
       }
     }
     std::vector<float> tail(tail0.begin() + size_t(e) * (K - 1) * L,
                             tail0.begin() + size_t(e + 1) * (K - 1) * L);
     std::vector<float> h(h0.begin() + size_t(e) * L, h0.begin() + size_t(e + 1) * L);
-    ref::Conv1dCausal(xin, conv_w, conv_b, len, L, K, absl::MakeSpan(tail),
-                              absl::MakeSpan(conv));
+    ref::Conv1dCausal(xin, conv_w, conv_b, len, L, K, absl::MakeSpan(tail), absl::MakeSpan(conv));
     // cpu::RgLru with the gates fed half(c), as both GPU paths do.
     for (int t = 0; t < len; ++t) {
       const float* ct = &conv[size_t(t) * L];
@@ -141,7 +155,8 @@ void RgLruCase(int L, int H, int K) {
     std::memcpy(got_h.data(), pool_prefill.data() + e * slot_stride, size_t(L) * 4);
     for (int ch = 0; ch < L; ++ch) ASSERT_NEAR(got_h[ch], h[ch], 1e-4f * (1 + std::abs(h[ch])));
     std::vector<bf16_t> got_tail((K - 1) * L);
-    std::memcpy(got_tail.data(), pool_prefill.data() + e * slot_stride + L * 4, got_tail.size() * 2);
+    std::memcpy(got_tail.data(), pool_prefill.data() + e * slot_stride + L * 4,
+                got_tail.size() * 2);
     for (int i = 0; i < (K - 1) * L; ++i) ASSERT_EQ(HostFromBf16(got_tail[i]), tail[i]) << i;
   }
 
@@ -155,7 +170,8 @@ void RgLruCase(int L, int H, int K) {
   run(false, one, xy1, pa, oa);
   run(true, one, xy1, pb, ob);
   ASSERT_EQ(oa.size(), ob.size());
-  for (size_t i = 0; i < oa.size(); ++i) ASSERT_NEAR(oa[i], ob[i], std::abs(oa[i]) * 0.008f + 1e-5f) << i;
+  for (size_t i = 0; i < oa.size(); ++i)
+    ASSERT_NEAR(oa[i], ob[i], std::abs(oa[i]) * 0.008f + 1e-5f) << i;
   for (int e = 0; e < 3; ++e) {
     const size_t tail_at = e * slot_stride + size_t(L) * 4;
     ASSERT_EQ(0, std::memcmp(pa.data() + tail_at, pb.data() + tail_at, size_t(K - 1) * L * 2));
@@ -180,19 +196,24 @@ void RgLruCase(int L, int H, int K) {
   run(false, second, xy_second, pc, o2);
   o1.insert(o1.end(), o2.begin(), o2.end());
   ASSERT_EQ(ow.size(), o1.size());
-  for (size_t i = 0; i < ow.size(); ++i) ASSERT_NEAR(ow[i], o1[i], std::abs(ow[i]) * 0.008f + 1e-5f) << i;
-  ASSERT_EQ(0, std::memcmp(pw.data() + size_t(L) * 4, pc.data() + size_t(L) * 4, size_t(K - 1) * L * 2));
+  for (size_t i = 0; i < ow.size(); ++i)
+    ASSERT_NEAR(ow[i], o1[i], std::abs(ow[i]) * 0.008f + 1e-5f) << i;
+  ASSERT_EQ(
+      0, std::memcmp(pw.data() + size_t(L) * 4, pc.data() + size_t(L) * 4, size_t(K - 1) * L * 2));
 }
 
 std::vector<OpCase> MakeRgLruCases() {
   std::vector<OpCase> cases;
-  struct Size { int L, H, K; };
-  for (const Size s : {Size{64, 4, 4}, Size{48, 3, 4}, Size{33 * 3, 3, 4}, Size{2560, 10, 4},
-                       Size{24, 1, 2}}) {
-    cases.push_back({"rglru", absl::StrCat("L", s.L, " H", s.H, " K", s.K),
-                     "ref::Conv1dCausal + RG-LRU with half(c) gates; decode vs prefill; chunked vs whole",
-                     "bf16 output 2^-8 relative + 2e-5; state 1e-4 relative; tails bitwise",
-                     s.L >= 2560, [s] { RgLruCase(s.L, s.H, s.K); }});
+  struct Size {
+    int L, H, K;
+  };
+  for (const Size s :
+       {Size{64, 4, 4}, Size{48, 3, 4}, Size{33 * 3, 3, 4}, Size{2560, 10, 4}, Size{24, 1, 2}}) {
+    cases.push_back(
+        {"rglru", absl::StrCat("L", s.L, " H", s.H, " K", s.K),
+         "ref::Conv1dCausal + RG-LRU with half(c) gates; decode vs prefill; chunked vs whole",
+         "bf16 output 2^-8 relative + 2e-5; state 1e-4 relative; tails bitwise", s.L >= 2560,
+         [s] { RgLruCase(s.L, s.H, s.K); }});
   }
   return cases;
 }

@@ -6,8 +6,9 @@
 
 namespace griffin::ref {
 
-void Conv1dCausal(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
-                  int T, int L, int K, absl::Span<float> tail, absl::Span<float> out) {
+void Conv1dCausal(absl::Span<const float> x, absl::Span<const float> w,
+                  absl::Span<const float> bias, int T, int L, int K, absl::Span<float> tail,
+                  absl::Span<float> out) {
   const int history = K - 1;
   // The input at time index j (j < 0 reaches into the tail).
   auto input = [&](int j, int ch) -> float {

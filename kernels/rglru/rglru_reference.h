@@ -15,8 +15,9 @@ namespace griffin::ref {
 // where w is the checkpoint's [L, 1, K] layout (w[ch, K-1] multiplies the current token) and inputs
 // before the run come from `tail` ([K-1, L], oldest row first). On return `tail` holds the last
 // K-1 inputs (pre-conv), continuing across calls.
-void Conv1dCausal(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
-                  int T, int L, int K, absl::Span<float> tail, absl::Span<float> out);
+void Conv1dCausal(absl::Span<const float> x, absl::Span<const float> w,
+                  absl::Span<const float> bias, int T, int L, int K, absl::Span<float> tail,
+                  absl::Span<float> out);
 
 // RG-LRU (SPEC.md §2.4 step 4) over a run of T tokens whose first token has position `position`:
 //   gate_x = σ(BlockDiag(c; gx_w, gx_b)),  gate_a = σ(BlockDiag(c; ga_w, ga_b))

@@ -48,13 +48,14 @@ INSTANTIATE_TEST_SUITE_P(Ops, KernelOpTest, ::testing::ValuesIn(AllOpCases()), C
 TEST(OpRegistryTest, EveryFamilyRegisteredCasesWithUniqueNames) {
   std::set<std::string> names, ops;
   for (const OpCase& c : AllOpCases()) {
-    EXPECT_TRUE(names.insert(c.op + "_" + c.shape).second) << "duplicate case " << c.op << " " << c.shape;
+    EXPECT_TRUE(names.insert(c.op + "_" + c.shape).second)
+        << "duplicate case " << c.op << " " << c.shape;
     EXPECT_FALSE(c.reference.empty()) << c.op;
     EXPECT_FALSE(c.tolerance.empty()) << c.op;
     ops.insert(c.op.substr(0, c.op.find('.')));
   }
-  for (const char* family : {"rmsnorm", "embed", "geglu", "gemm", "gemv", "rglru", "attention",
-                             "argmax", "sample"}) {
+  for (const char* family :
+       {"rmsnorm", "embed", "geglu", "gemm", "gemv", "rglru", "attention", "argmax", "sample"}) {
     EXPECT_TRUE(ops.count(family)) << "no cases registered for " << family;
   }
 }

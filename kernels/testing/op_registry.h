@@ -38,7 +38,7 @@ const std::vector<OpCase>& AllOpCases();
 #define GRIFFIN_OP_CASES_CONCAT_INNER_(a, b) a##b
 #define GRIFFIN_OP_CASES_CONCAT_(a, b) GRIFFIN_OP_CASES_CONCAT_INNER_(a, b)
 // At namespace scope in a *_cases.cc file: GRIFFIN_REGISTER_OP_CASES(MakeNormCases);
-#define GRIFFIN_REGISTER_OP_CASES(make_cases)                                          \
+#define GRIFFIN_REGISTER_OP_CASES(make_cases)                                               \
   [[maybe_unused]] static const int GRIFFIN_OP_CASES_CONCAT_(griffin_op_cases_, __LINE__) = \
       ::griffin::kernels::testing::RegisterOpCases(make_cases)
 

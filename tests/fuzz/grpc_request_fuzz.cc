@@ -32,8 +32,8 @@ const loader::Tokenizer* FixtureTokenizer() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // protobuf logs every invalid UTF-8 string field it parses: quiet, the fuzzer makes millions.
   static const bool quiet = [] {
-    google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
-                                       const std::string&) {});
+    google::protobuf::SetLogHandler(
+        [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
     return true;
   }();
   (void)quiet;
@@ -58,11 +58,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   const engine::ValidatedRequest& r = v->request;
-  FUZZ_CHECK(!r.prompt.empty() && static_cast<int64_t>(r.prompt.size()) <= limits.max_prompt_tokens);
+  FUZZ_CHECK(!r.prompt.empty() &&
+             static_cast<int64_t>(r.prompt.size()) <= limits.max_prompt_tokens);
   for (int32_t id : r.prompt) FUZZ_CHECK(id >= 0 && id < model.vocab_size);
   FUZZ_CHECK(r.max_tokens >= 0 && r.max_tokens <= limits.max_output_tokens);
   FUZZ_CHECK(r.min_tokens >= 0 && r.min_tokens <= r.max_tokens);
-  FUZZ_CHECK(r.top_logprobs <= limits.max_top_logprobs && r.prompt_logprobs <= limits.max_top_logprobs);
+  FUZZ_CHECK(r.top_logprobs <= limits.max_top_logprobs &&
+             r.prompt_logprobs <= limits.max_top_logprobs);
   for (const auto& [id, bias] : r.sampling.logit_bias) {
     FUZZ_CHECK(id >= 0 && id < model.vocab_size && bias >= -100 && bias <= 100);
   }

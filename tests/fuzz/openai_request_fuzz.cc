@@ -44,7 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool chat = data[0] & 1;
   const std::string body(reinterpret_cast<const char*>(data + 1), size - 1);
   const server::ServerState& state = State();
-  absl::StatusOr<server::ParsedOpenAiRequest> parsed = server::ParseOpenAiRequest(body, state, chat);
+  absl::StatusOr<server::ParsedOpenAiRequest> parsed =
+      server::ParseOpenAiRequest(body, state, chat);
   if (!parsed.ok()) {
     const absl::StatusCode code = parsed.status().code();
     FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument ||

@@ -21,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   unsigned sum = 0;
   for (const auto& t : (*file)->tensors()) {
     FUZZ_CHECK(t.num_elements() >= 0);
-    FUZZ_CHECK(t.nbytes == static_cast<size_t>(t.num_elements()) * griffin::loader::DTypeSize(t.dtype));
+    FUZZ_CHECK(t.nbytes ==
+               static_cast<size_t>(t.num_elements()) * griffin::loader::DTypeSize(t.dtype));
     FUZZ_CHECK((*file)->Find(t.name) != nullptr);
     for (size_t i = 0; i < t.nbytes; ++i) sum += t.data[i];
   }
