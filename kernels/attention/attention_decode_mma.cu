@@ -260,7 +260,8 @@ cudaError_t LaunchDecodeMma(const AttentionParams& p, cudaStream_t stream) {
 }  // namespace attention_internal
 
 cudaError_t LaunchAttentionCombine(const AttentionParams& p, cudaStream_t stream) {
-  attention_internal::CombineKernel < <<dim3(p.n, p.H), p.hd<256 ? p.hd : 256, 0, stream>>>(p);
+  const int threads = p.hd < 256 ? p.hd : 256;
+  attention_internal::CombineKernel<<<dim3(p.n, p.H), threads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -56,8 +56,8 @@ __global__ void RingWriteKernel(AttentionParams p) {
 
 cudaError_t LaunchRope(const AttentionParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
-  RopeKernel < <<dim3(p.n, p.H + 2 * p.KV), p.hd<128 ? 32 * ((p.hd + 31) / 32) : 128, 0, stream>>>(
-                   p);
+  const int threads = p.hd < 128 ? 32 * ((p.hd + 31) / 32) : 128;
+  RopeKernel<<<dim3(p.n, p.H + 2 * p.KV), threads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
