@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -133,6 +134,23 @@ int Main() {
     Bench(
         name, [&] { CHECK_CUDA(LaunchGemv(a, wt, out, M, N, K, 0)); },
         2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+  }
+  // Each decode projection at batch 1 with every row split (LaunchGemv picks GemvSplit's).
+  const std::pair<const char*, std::pair<int, int>> projections[] = {
+      {"gate|up", {2 * m, d}},      {"down", {d, m}}, {"x|y", {2 * L, d}},
+      {"q|k|v", {(H + 2) * hd, d}}, {"out", {d, L}},  {"head", {V, d}}};
+  for (const auto& [what, shape] : projections) {
+    const auto [N, K] = shape;
+    bf16_t* a = Buf<bf16_t>(K);
+    bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
+    float* out = Buf<float>(N);
+    for (int split : {1, 2, 4, 8}) {
+      std::snprintf(name, sizeof name, "gemv 1 x %d x %d (%s) split %d%s", N, K, what, split,
+                    split == GemvSplit(N, K) ? " (chosen)" : "");
+      Bench(
+          name, [&] { CHECK_CUDA(LaunchGemvWithSplit(a, wt, out, 1, N, K, split, 0)); },
+          2.0 * N * K + 2.0 * K + 4.0 * N, 2.0 * N * K);
+    }
   }
   {
     const int M = 1, N = 256000, K = d;

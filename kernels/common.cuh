@@ -23,6 +23,23 @@ __device__ __forceinline__ float GeluTanh(float x) {
 __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float Softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
+// Programmatic dependent launch (Hopper, PTX ISA 7.8+): a kernel launched with
+// cudaLaunchAttributeProgrammaticStreamSerialization may start while the previous kernel in the
+// stream still runs, and must call WaitForPriorGrids() before it touches memory that kernel
+// writes (or reads); the previous kernel lets it start early by calling AllowDependentLaunch().
+// Without the attribute both are no-ops, and they compile to nothing below sm_90, where
+// PdlLaunchable() (host side) keeps the attribute off.
+__device__ __forceinline__ void WaitForPriorGrids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void AllowDependentLaunch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

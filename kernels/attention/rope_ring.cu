@@ -35,6 +35,7 @@ __global__ void RopeKernel(AttentionParams p) {
 
 // Block = token: the last min(len, W) tokens of each entry go to ring row pos mod W.
 __global__ void RingWriteKernel(AttentionParams p) {
+  AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   const int t = blockIdx.x;
   const StepEntryRecord en = EntryOfToken(p.layout, t);
   const int k = t - en.start;

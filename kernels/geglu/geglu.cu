@@ -9,6 +9,7 @@ namespace {
 
 __global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b_up, int64_t n,
                             int m, bf16* out) {
+  AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   const int64_t total = n * m;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -20,6 +21,31 @@ __global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b
   }
 }
 
+// The same four outputs per thread from float4 loads (m % 4 == 0, 16-byte aligned rows: the model's
+// widths), every load of a thread issued before its math. The grid-stride loop above keeps one
+// dependent load round per element in flight and ran at 2.2-4.2x its byte floor at batch 64-256.
+__global__ void GeGluVec4Kernel(const float* gu, const float* b_gate, const float* b_up, int64_t n,
+                                int m, bf16* out) {
+  AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  const int m4 = m / 4;
+  const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (idx >= n * m4) return;
+  const int64_t t = idx / m4;
+  const int i = static_cast<int>(idx - t * m4);
+  const float4 g = reinterpret_cast<const float4*>(gu + t * 2 * m)[i];
+  const float4 u = reinterpret_cast<const float4*>(gu + t * 2 * m + m)[i];
+  const float4 bg = reinterpret_cast<const float4*>(b_gate)[i];
+  const float4 bu = reinterpret_cast<const float4*>(b_up)[i];
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(GeluTanh(g.x + bg.x) * (u.x + bu.x),
+                                                  GeluTanh(g.y + bg.y) * (u.y + bu.y));
+  const __nv_bfloat162 hi = __floats2bfloat162_rn(GeluTanh(g.z + bg.z) * (u.z + bu.z),
+                                                  GeluTanh(g.w + bg.w) * (u.w + bu.w));
+  uint2 packed;
+  packed.x = *reinterpret_cast<const uint32_t*>(&lo);
+  packed.y = *reinterpret_cast<const uint32_t*>(&hi);
+  reinterpret_cast<uint2*>(out + t * m)[i] = packed;
+}
+
 }  // namespace
 
 cudaError_t LaunchGeGlu(const float* gu, const float* b_gate, const float* b_up, int n, int m,
@@ -27,6 +53,14 @@ cudaError_t LaunchGeGlu(const float* gu, const float* b_gate, const float* b_up,
   if (n <= 0) return cudaSuccess;
   const int64_t total = int64_t{n} * m;
   const int threads = 256;
+  const uintptr_t aligned = reinterpret_cast<uintptr_t>(gu) | reinterpret_cast<uintptr_t>(b_gate) |
+                            reinterpret_cast<uintptr_t>(b_up);
+  if (m % 4 == 0 && aligned % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0) {
+    const int64_t blocks4 = (total / 4 + threads - 1) / threads;
+    GeGluVec4Kernel<<<static_cast<int>(blocks4), threads, 0, stream>>>(
+        gu, b_gate, b_up, n, m, reinterpret_cast<bf16*>(out));
+    return cudaGetLastError();
+  }
   const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 132 * 16));
   GeGluKernel<<<blocks, threads, 0, stream>>>(gu, b_gate, b_up, n, m, reinterpret_cast<bf16*>(out));
   return cudaGetLastError();

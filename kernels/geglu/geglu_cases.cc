@@ -27,7 +27,7 @@ void GeGluCase(int m, int n) {
 
 std::vector<OpCase> MakeGeGluCases() {
   std::vector<OpCase> cases;
-  for (int m : {1, 31, 255, 257, 7680}) {
+  for (int m : {1, 4, 31, 255, 257, 260, 7680}) {  // 4, 260, 7680: the float4 kernel
     for (int n : {1, 5}) {
       cases.push_back({"geglu", absl::StrCat("m", m, " n", n), "ref::GeluTanh(gate) * up",
                        "bf16 output rounding 2^-8 relative + tanhf ulps", false,

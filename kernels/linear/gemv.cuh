@@ -1,8 +1,12 @@
 // Small-batch GEMM ("GEMV") for decode: D[M, N] (float32) = A[M, K] (bf16) . W[N, K]^T (bf16,
 // the checkpoint's [out, in] layout), for 1 <= M <= 8. Memory-bound: every weight byte is read
 // once with 16-byte loads, all of a warp's loads for one output row issued before the first
-// multiply; one warp per output row, lanes split K, float32 accumulation, warp-shuffle reduction
-// (a fixed order, so results do not depend on the launch). A rows are re-read from L1/L2.
+// multiply; GemvSplit(N, K) warps per output row (1 for wide matrices, 2 or 4 for the narrow ones),
+// lanes split K, float32 accumulation, warp-shuffle then shared-memory reduction (a fixed order, so
+// results do not depend on the launch). A rows are re-read from L1/L2. On Hopper builds it is
+// launched with programmatic dependent launch: each warp loads its first weight chunk while the
+// previous kernel finishes (kernels before a GEMV call AllowDependentLaunch()), then waits for it
+// before reading A (GRIFFIN_NO_PDL=1 in the environment turns that off, for comparisons).
 // Requires K % 8 == 0 and 16-byte aligned rows; LaunchGemv returns cudaErrorInvalidValue otherwise.
 // Tolerance: float32 sums of exact bf16 products, K * 2^-24 * sum|a w| (as the GEMM test).
 #ifndef GRIFFIN_KERNELS_LINEAR_GEMV_CUH_
@@ -14,8 +18,13 @@ namespace griffin::kernels {
 
 inline constexpr int kGemvMaxM = 8;
 bool GemvSupported(int M, int K);
+// Warps that share one output row (1, 2, 4 or 8), as LaunchGemv chooses it.
+int GemvSplit(int N, int K);
 cudaError_t LaunchGemv(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                        cudaStream_t stream);
+// The same with the split given (1, 2, 4 or 8): the tests and kernels_bench try each.
+cudaError_t LaunchGemvWithSplit(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
+                                int split, cudaStream_t stream);
 
 }  // namespace griffin::kernels
 

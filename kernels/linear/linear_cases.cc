@@ -1,6 +1,8 @@
 // Cases for kernels/linear (cuBLASLt GEMM, decode GEMV) in the op registry. The reference is the
 // float64 sum of the same bf16 products (ref::Linear is its float32 form).
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/linear/gemm.h"
@@ -39,11 +41,14 @@ void GemmCase(int M, int N, int K) {
   CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
 }
 
-void GemvCase(int M, int N, int K) {
+// split 0: the split LaunchGemv picks.
+void GemvCase(int M, int N, int K, int split = 0) {
   auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
   Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
   Dev<float> out(size_t(M) * N);
-  ASSERT_EQ(LaunchGemv(da.get(), dw.get(), out.get(), M, N, K, 0), cudaSuccess);
+  ASSERT_EQ(split == 0 ? LaunchGemv(da.get(), dw.get(), out.get(), M, N, K, 0)
+                       : LaunchGemvWithSplit(da.get(), dw.get(), out.get(), M, N, K, split, 0),
+            cudaSuccess);
   CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
 }
 
@@ -64,6 +69,20 @@ std::vector<OpCase> MakeLinearCases() {
                          kTolerance, K >= 2560 && N >= 300, [=] { GemvCase(M, N, K); }});
       }
     }
+  }
+  // Every row split at the decode projections' shapes (and the split LaunchGemv picks).
+  for (const auto& [N, K] : std::vector<std::pair<int, int>>{
+           {2560, 2560}, {2560, 7680}, {3072, 2560}, {5120, 2560}, {15360, 2560}, {300, 264}}) {
+    for (int split : {1, 2, 4, 8}) {
+      cases.push_back({"gemv", absl::StrCat("1x", N, "x", K, " split", split),
+                       "float64 sum of bf16 products", kTolerance, int64_t{N} * K > 8'000'000,
+                       [=] { GemvCase(1, N, K, split); }});
+    }
+  }
+  for (int split : {1, 2, 4, 8}) {
+    cases.push_back({"gemv", absl::StrCat("3x300x2560 split", split),
+                     "float64 sum of bf16 products", kTolerance, false,
+                     [=] { GemvCase(3, 300, 2560, split); }});
   }
   return cases;
 }

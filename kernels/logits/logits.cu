@@ -98,16 +98,23 @@ __device__ int RowArgMax(const float* row, int V, int* s_flag, Best* s_best) {
 
 // Stage 1: block (row, chunk) finds the best of its chunk and the chunk's flags
 // (bit 0: NaN or +inf seen, bit 1: something finite seen).
-__global__ void ArgMaxPartialKernel(const float* logits, int V, int chunk, int32_t* scratch) {
+// kSoftCap: the logits are soft-capped in place on the way (the values LaunchSoftCap writes), so a
+// greedy head reads its rows once for both instead of twice.
+template <bool kSoftCap>
+__global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap, int32_t* scratch) {
   __shared__ int s_flag;
   __shared__ Best s_best[32];
   const int row = blockIdx.x, part = blockIdx.y, parts = gridDim.y;
-  const float* r = logits + int64_t{row} * V;
+  float* r = logits + int64_t{row} * V;
   const int begin = part * chunk, end = min(V, begin + chunk);
   Best best{-INFINITY, -1};
   bool bad = false, finite = false;
   for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const float v = r[i];
+    float v = r[i];
+    if constexpr (kSoftCap) {
+      v = tanhf(v / cap) * cap;
+      r[i] = v;
+    }
     if (isnan(v) || v == INFINITY) {
       bad = true;
       continue;
@@ -408,16 +415,35 @@ cudaError_t LaunchSoftCap(float* logits, int64_t count, float cap, cudaStream_t 
   return cudaGetLastError();
 }
 
-cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
-                         cudaStream_t stream) {
+namespace {
+cudaError_t ArgMaxStages(float* logits, int rows, int V, float cap, int32_t* tokens,
+                         int32_t* scratch, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   const int parts = std::max(1, std::min(kArgMaxParts, (V + 4095) / 4096));
   const int chunk = (V + parts - 1) / parts;
-  ArgMaxPartialKernel<<<dim3(rows, parts), 256, 0, stream>>>(logits, V, chunk, scratch);
+  if (cap > 0.0f) {
+    ArgMaxPartialKernel<true>
+        <<<dim3(rows, parts), 256, 0, stream>>>(logits, V, chunk, cap, scratch);
+  } else {
+    ArgMaxPartialKernel<false>
+        <<<dim3(rows, parts), 256, 0, stream>>>(logits, V, chunk, cap, scratch);
+  }
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   ArgMaxFinalKernel<<<rows, 32, 0, stream>>>(parts, scratch, tokens);
   return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
+                         cudaStream_t stream) {
+  // Without the cap the kernel only reads the rows.
+  return ArgMaxStages(const_cast<float*>(logits), rows, V, 0.0f, tokens, scratch, stream);
+}
+
+cudaError_t LaunchSoftCapArgMax(float* logits, int rows, int V, float cap, int32_t* tokens,
+                                int32_t* scratch, cudaStream_t stream) {
+  return ArgMaxStages(logits, rows, V, cap, tokens, scratch, stream);
 }
 
 cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* params,

@@ -5,6 +5,8 @@
 //   ties, written to tokens[r]; a row holding NaN or +inf (or nothing finite) gets -1 instead: the
 //   request is flagged, nothing asserts on the device. Two stages: (row, chunk of 4096) blocks,
 //   then one warp per row; `scratch` holds rows * kArgMaxParts * 3 int32.
+// LaunchSoftCapArgMax: LaunchSoftCap then LaunchArgMax over the rows, in one pass over them (the
+//   capped values written back are LaunchSoftCap's, bit for bit); cap <= 0: LaunchArgMax.
 // LaunchSample: per row, vLLM's order: repetition penalty over the row's context ids, temperature,
 //   top-k, top-p, min-p, then one draw from Philox4x32-10 keyed by (seed, step) as engine/sampler.cc.
 //   Top-k and top-p are found without sorting: a bisection on the threshold (at most 40 / 32 passes
@@ -28,6 +30,8 @@ cudaError_t LaunchSoftCap(float* logits, int64_t count, float cap, cudaStream_t 
 inline constexpr int kArgMaxParts = 64;
 cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
                          cudaStream_t stream);
+cudaError_t LaunchSoftCapArgMax(float* logits, int rows, int V, float cap, int32_t* tokens,
+                                int32_t* scratch, cudaStream_t stream);
 
 // One logit_bias entry: `bias` added to the row's logit of `id` before anything else (OpenAI).
 struct LogitBias {

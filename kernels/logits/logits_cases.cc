@@ -270,6 +270,23 @@ void SoftCapCase(int64_t count, float cap) {
   }
 }
 
+// The fused greedy head == soft-cap then argmax: the same token, the same capped rows bit for bit.
+void SoftCapArgMaxCase(int V, float cap) {
+  const int rows = 3;
+  auto logits = Random(size_t(rows) * V, 40.0f);
+  logits[size_t(1) * V + V / 3] = NAN;  // row 1 flagged either way
+  Dev<float> fused(logits), separate(logits);
+  Dev<int32_t> tok_fused(rows), tok_separate(rows), scratch(size_t(rows) * kArgMaxParts * 3);
+  ASSERT_EQ(LaunchSoftCapArgMax(fused.get(), rows, V, cap, tok_fused.get(), scratch.get(), 0),
+            cudaSuccess);
+  ASSERT_EQ(LaunchSoftCap(separate.get(), int64_t{rows} * V, cap, 0), cudaSuccess);
+  ASSERT_EQ(LaunchArgMax(separate.get(), rows, V, tok_separate.get(), scratch.get(), 0),
+            cudaSuccess);
+  EXPECT_EQ(tok_fused.Get(rows), tok_separate.Get(rows));
+  const auto a = fused.Get(logits.size()), b = separate.Get(logits.size());
+  ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
 std::vector<OpCase> MakeLogitsCases() {
   std::vector<OpCase> cases;
   for (int64_t count : {1, 1023, 256000 * 3 + 5}) {
@@ -277,6 +294,13 @@ std::vector<OpCase> MakeLogitsCases() {
       cases.push_back({"softcap", absl::StrCat("n", count, " cap", cap), "ref::SoftCap",
                        "tanhf ulps: 4e-6 relative", false,
                        [count, cap] { SoftCapCase(count, cap); }});
+    }
+  }
+  for (int V : {1, 33, 4099, 256000}) {
+    for (float cap : {30.0f, 0.0f}) {
+      cases.push_back({"softcap_argmax", absl::StrCat("V", V, " cap", cap, " rows3"),
+                       "LaunchSoftCap then LaunchArgMax", "exact (tokens and capped rows)", false,
+                       [V, cap] { SoftCapArgMaxCase(V, cap); }});
     }
   }
   for (int V : {1, 33, 1023, 1025, 256000}) {

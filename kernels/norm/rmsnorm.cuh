@@ -6,7 +6,9 @@
 // With `gather` set, output row r normalises input row gather[r] and no add happens (the final norm
 // of only the rows whose logits are wanted).
 // Layouts: x, delta float32 [rows, d] row-major; bias, w float32 [d]; out bf16 [rows, d].
-// Accumulation: float32 (block reduction of squares). One block of 256 threads per row.
+// Accumulation: float32 (block reduction of squares). One block per row: d / 4 threads holding a
+// float4 each when d % 4 == 0, d <= 4096 and the float rows are 16-byte aligned (the model's
+// widths), else 256 threads striding the row.
 // Tolerance: float32 rounding of the sum of squares, then one bf16 rounding of the output
 // (relative 2^-8), so |out - ref| <= 2^-8 |ref| + d * 2^-24 * |ref|.
 //

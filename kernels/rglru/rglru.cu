@@ -142,17 +142,45 @@ __global__ void ConvKernel(RgLruParams p) {
   }
 }
 
-// Decode only, after RgLruGateKernel<true> (which every block of a head reads the tails in):
-// drop the oldest conv input of each slot's tail and append this token's.
+// Decode only, after RgLruGateKernel (every block of a head reads the tails in it): drop the
+// oldest conv input of each slot's tail and append this token's. Grid (tokens, channel blocks): one
+// block per token waited on ten dependent load rounds per thread at L = 2560.
 __global__ void TailShiftKernel(RgLruParams p) {
+  AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   const int t = blockIdx.x;
   const int slot = EntryOfToken(p.layout, t).slot;
   const int L = p.L, K = p.K;
   bf16* tail = reinterpret_cast<bf16*>(p.state.pool + slot * p.state.slot_stride + p.conv_offset);
-  for (int ch = threadIdx.x; ch < L; ch += blockDim.x) {
-    for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
-    if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(p.xy[int64_t{t} * 2 * L + ch] + p.bx[ch]);
-  }
+  const int ch = blockIdx.y * blockDim.x + threadIdx.x;
+  if (ch >= L) return;
+  for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
+  if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(p.xy[int64_t{t} * 2 * L + ch] + p.bx[ch]);
+}
+
+// Decode with the gates from the batched GEMM (after ConvKernel and Gemm::RunBatched): per token
+// and channel, the gate math, the recurrence step, the output and the tail shift. One token per
+// entry, so each thread owns its channel's state and tail; the conv already read the tails.
+__global__ void DecodeFinishKernel(RgLruParams p) {
+  AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  const int t = blockIdx.x;
+  const StepEntryRecord en = EntryOfToken(p.layout, t);
+  const bool reset = TokenPosition(en, t) == 0;
+  const int L = p.L, B = L / p.H, K = p.K;
+  const int ch = blockIdx.y * blockDim.x + threadIdx.x;
+  if (ch >= L) return;
+  char* base = p.state.pool + en.slot * p.state.slot_stride;
+  float* state = reinterpret_cast<float*>(base + p.lru_offset);
+  bf16* tail = reinterpret_cast<bf16*>(base + p.conv_offset);
+  const int hh = ch / B, j = ch - hh * B;
+  const float* g = p.gates + int64_t{t} * 2 * L + hh * 2 * B + j;
+  const GateOut o = GateMath(g[0] + p.gx_b[ch], g[B] + p.ga_b[ch], p.c[int64_t{t} * L + ch],
+                             Softplus(p.a_param[ch]), reset);
+  const float hv = __fadd_rn(__fmul_rn(o.a_eff, state[ch]), o.xn);
+  state[ch] = hv;
+  const float* xy = p.xy + int64_t{t} * 2 * L;
+  reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(xy[L + ch] + p.by[ch]));
+  for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
+  if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(xy[ch] + p.bx[ch]);
 }
 
 // Chunked scan: block = (entry, 32 channels), threads = 32 channels x kScanChunks time chunks.
@@ -258,7 +286,13 @@ cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   RgLruGateKernel<<<grid, kGateThreads, GateSmem(B), stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  TailShiftKernel<<<p.n, 256, 0, stream>>>(p);
+  TailShiftKernel<<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRgLruDecodeFinish(const RgLruParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return cudaSuccess;
+  DecodeFinishKernel<<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -304,7 +338,9 @@ cudaError_t LaunchRgLruGateMath(const RgLruParams& p, cudaStream_t stream) {
 
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
-  ConvKernel<<<dim3(p.n, (p.L + 1023) / 1024), 256, 0, stream>>>(p);
+  // One channel per thread: the tail loads are latency-bound (6.7x the byte floor at batch 256
+  // with four channels per thread, bench/PROFILE.md).
+  ConvKernel<<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

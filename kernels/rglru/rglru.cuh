@@ -16,7 +16,11 @@
 //    state in place; grid (ceil(tokens / 8), H, B / 32), 256 threads = 32 output channels x 8 input
 //    slices, so a block shares each gate weight it reads across 8 tokens and batch 1 still spreads
 //    over H * B / 32 blocks. Every block of a head reads the head's whole tail, so the tail shift is
-//    a second, tiny kernel launched right after (blocks cannot order among themselves).
+//    a second, tiny kernel launched right after (blocks cannot order among themselves). Its gate
+//    mat-vec runs on CUDA cores: right at batch 1-8, 22x its floor at batch 64-256.
+//  - Decode on the tensor cores (larger batches; the backend's threshold): LaunchRgLruConv, the
+//    prefill path's batched gate GEMM, then LaunchRgLruDecodeFinish: per (token, channel) the
+//    gate math, the recurrence step, gelu(y) and the tail shift in one elementwise kernel.
 //  - Prefill, four steps: LaunchRgLruConv writes c (float32 and half) for any runs, reading the
 //    tails; the caller runs both gates of all heads as one strided-batched cuBLASLt GEMM
 //    (Gemm::RunBatched, half weights packed [H, 2B out, B in] by LaunchPackGateWeights);
@@ -74,6 +78,8 @@ cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H,
                                   uint16_t* out, cudaStream_t stream);
 
 cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream);
+// One token per entry; after LaunchRgLruConv and the batched gate GEMM into p.gates.
+cudaError_t LaunchRgLruDecodeFinish(const RgLruParams& p, cudaStream_t stream);
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream);
 cudaError_t LaunchRgLruGateMath(const RgLruParams& p, cudaStream_t stream);
 cudaError_t LaunchRgLruScan(const RgLruParams& p, cudaStream_t stream);

@@ -55,7 +55,8 @@ void RgLruCase(int L, int H, int K) {
             cudaSuccess);
   Gemm gemm;
   ASSERT_EQ(gemm.Init(16 << 20), "");
-  auto run = [&](bool decode, const HostLayout& l, const std::vector<float>& xy_in,
+  enum class Path { kPrefill, kFusedDecode, kGemmDecode };
+  auto run = [&](Path path, const HostLayout& l, const std::vector<float>& xy_in,
                  std::vector<char>& pool_io, std::vector<float>& out) {
     Dev<float> d_xy(xy_in), d_c(size_t(l.n) * L), d_gates(size_t(l.n) * 2 * L);
     Dev<uint16_t> d_cb(size_t(l.n) * L);
@@ -87,15 +88,19 @@ void RgLruCase(int L, int H, int K) {
     p.c = d_c.get();
     p.c_half = d_cb.get();
     p.gates = d_gates.get();
-    if (decode) {
+    if (path == Path::kFusedDecode) {
       ASSERT_EQ(LaunchRgLruDecode(p, 0), cudaSuccess);
     } else {
       ASSERT_EQ(LaunchRgLruConv(p, 0), cudaSuccess);
       ASSERT_EQ(gemm.RunBatched(d_cb.get(), L, B, d_packed.get(), int64_t{2} * B * B, d_gates.get(),
                                 2 * L, 2 * B, l.n, 2 * B, B, H, true, 0),
                 "");
-      ASSERT_EQ(LaunchRgLruGateMath(p, 0), cudaSuccess);
-      ASSERT_EQ(LaunchRgLruScan(p, 0), cudaSuccess);
+      if (path == Path::kGemmDecode) {
+        ASSERT_EQ(LaunchRgLruDecodeFinish(p, 0), cudaSuccess);
+      } else {
+        ASSERT_EQ(LaunchRgLruGateMath(p, 0), cudaSuccess);
+        ASSERT_EQ(LaunchRgLruScan(p, 0), cudaSuccess);
+      }
     }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     out = FromBf16(d_out.Get(size_t(l.n) * L));
@@ -104,7 +109,7 @@ void RgLruCase(int L, int H, int K) {
 
   std::vector<char> pool_prefill = pool_host;
   std::vector<float> out;
-  run(false, lay, xy, pool_prefill, out);
+  run(Path::kPrefill, lay, xy, pool_prefill, out);
 
   // CPU reference per entry, on the same bf16-rounded conv inputs.
   for (int e = 0; e < 3; ++e) {
@@ -160,25 +165,32 @@ void RgLruCase(int L, int H, int K) {
     for (int i = 0; i < (K - 1) * L; ++i) ASSERT_EQ(HostFromBf16(got_tail[i]), tail[i]) << i;
   }
 
-  // Decode kernel == prefill path, one token per slot: equal up to the gate sums' order (bf16
-  // output rounding), tails bitwise.
+  // Both decode paths == prefill path, one token per slot: equal up to the gate sums' order (bf16
+  // output rounding), tails bitwise. The GEMM path sums the gates as the prefill path does.
   HostLayout one;
   for (int e = 0; e < 3; ++e) one.Add(1, e, pos0[e]);
   auto xy1 = Random(size_t(3) * 2 * L);
-  std::vector<char> pa = pool_host, pb = pool_host;
-  std::vector<float> oa, ob;
-  run(false, one, xy1, pa, oa);
-  run(true, one, xy1, pb, ob);
-  ASSERT_EQ(oa.size(), ob.size());
-  for (size_t i = 0; i < oa.size(); ++i)
-    ASSERT_NEAR(oa[i], ob[i], std::abs(oa[i]) * 0.008f + 1e-5f) << i;
-  for (int e = 0; e < 3; ++e) {
-    const size_t tail_at = e * slot_stride + size_t(L) * 4;
-    ASSERT_EQ(0, std::memcmp(pa.data() + tail_at, pb.data() + tail_at, size_t(K - 1) * L * 2));
-    std::vector<float> ha(L), hb(L);
-    std::memcpy(ha.data(), pa.data() + e * slot_stride, size_t(L) * 4);
-    std::memcpy(hb.data(), pb.data() + e * slot_stride, size_t(L) * 4);
-    for (int ch = 0; ch < L; ++ch) ASSERT_NEAR(ha[ch], hb[ch], 1e-4f * (1 + std::abs(ha[ch])));
+  std::vector<char> pa = pool_host;
+  std::vector<float> oa;
+  run(Path::kPrefill, one, xy1, pa, oa);
+  for (Path decode : {Path::kFusedDecode, Path::kGemmDecode}) {
+    const char* name = decode == Path::kFusedDecode ? "fused decode" : "GEMM decode";
+    std::vector<char> pb = pool_host;
+    std::vector<float> ob;
+    run(decode, one, xy1, pb, ob);
+    ASSERT_EQ(oa.size(), ob.size());
+    for (size_t i = 0; i < oa.size(); ++i)
+      ASSERT_NEAR(oa[i], ob[i], std::abs(oa[i]) * 0.008f + 1e-5f) << name << " " << i;
+    for (int e = 0; e < 3; ++e) {
+      const size_t tail_at = e * slot_stride + size_t(L) * 4;
+      ASSERT_EQ(0, std::memcmp(pa.data() + tail_at, pb.data() + tail_at, size_t(K - 1) * L * 2))
+          << name << " tail of slot " << e;
+      std::vector<float> ha(L), hb(L);
+      std::memcpy(ha.data(), pa.data() + e * slot_stride, size_t(L) * 4);
+      std::memcpy(hb.data(), pb.data() + e * slot_stride, size_t(L) * 4);
+      for (int ch = 0; ch < L; ++ch)
+        ASSERT_NEAR(ha[ch], hb[ch], 1e-4f * (1 + std::abs(ha[ch]))) << name << " state " << ch;
+    }
   }
 
   // Chunked scan == whole scan (entry 2 cut in two runs), outputs and final state.
@@ -191,9 +203,9 @@ void RgLruCase(int L, int H, int K) {
   std::vector<float> xy_second(xyw.begin() + size_t(20) * 2 * L, xyw.end());
   std::vector<char> pw(pool_host.begin(), pool_host.begin() + slot_stride), pc = pw;
   std::vector<float> ow, o1, o2;
-  run(false, whole, xyw, pw, ow);
-  run(false, first, xy_first, pc, o1);
-  run(false, second, xy_second, pc, o2);
+  run(Path::kPrefill, whole, xyw, pw, ow);
+  run(Path::kPrefill, first, xy_first, pc, o1);
+  run(Path::kPrefill, second, xy_second, pc, o2);
   o1.insert(o1.end(), o2.begin(), o2.end());
   ASSERT_EQ(ow.size(), o1.size());
   for (size_t i = 0; i < ow.size(); ++i)
