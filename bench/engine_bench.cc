@@ -63,11 +63,29 @@ ABSL_FLAG(std::string, profile, "",
           "decode:BATCH:POSITION or prefill:SEQUENCES:TOKENS: trace one step's launches to "
           "--trace_out and run it once under cudaProfilerStart/Stop (for ncu)");
 ABSL_FLAG(std::string, trace_out, "", "--profile: where the launch trace goes (JSON lines)");
+ABSL_FLAG(
+    int, rglru_gate_gemm_min_batch, griffin::engine::CudaBackendOptions{}.rglru_gate_gemm_min_batch,
+    "decode batches from this size run the RG-LRU gates as a tensor-core GEMM (compare paths)");
+ABSL_FLAG(bool, gemv_for_narrow_projections,
+          griffin::engine::CudaBackendOptions{}.gemv_for_narrow_projections,
+          "batch-1 projections under 8192 outputs on the split-K GEMV (false: cuBLASLt)");
+ABSL_FLAG(int, decode_attention_blocks_per_sm,
+          griffin::engine::CudaBackendOptions{}.decode_attention_blocks_per_sm,
+          "decode attention key splits: blocks wanted per SM");
 
 namespace griffin {
 namespace {
 
 using engine::CudaBackend;
+
+// The kernel-path choices the flags override (the backend's defaults otherwise).
+engine::CudaBackendOptions KernelPathOptions() {
+  engine::CudaBackendOptions opt;
+  opt.rglru_gate_gemm_min_batch = absl::GetFlag(FLAGS_rglru_gate_gemm_min_batch);
+  opt.gemv_for_narrow_projections = absl::GetFlag(FLAGS_gemv_for_narrow_projections);
+  opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
+  return opt;
+}
 using engine::StepEntry;
 
 constexpr double kBandwidth = 4.3e12;  // bytes/s, PERF.md
@@ -110,7 +128,7 @@ int Run(const std::string& name, bool quick, int reps) {
   const std::vector<int> batches =
       quick ? std::vector<int>{1, 64, 256} : std::vector<int>{1, 8, 64, 256, 1024};
   const int max_batch = batches.back();
-  engine::CudaBackendOptions opt;
+  engine::CudaBackendOptions opt = KernelPathOptions();
   opt.num_slots = std::max(max_batch, 16);
   opt.max_decode_batch = max_batch;
   opt.max_tokens_per_step = 16 * 2048;
@@ -350,7 +368,7 @@ int Profile(const std::string& name, const std::string& kind, int a, int b,
             const std::string& trace_out) {
   const loader::ModelConfig c = Preset(name);
   const bool decode = kind == "decode";
-  engine::CudaBackendOptions opt;
+  engine::CudaBackendOptions opt = KernelPathOptions();
   opt.num_slots = std::max(a, 1);
   opt.max_decode_batch = decode ? a : 1;
   opt.max_tokens_per_step = decode ? std::max(a, 1) : a * b;

@@ -132,7 +132,7 @@ class CudaBackend::Impl {
   int max_tokens_ = 0;    // per pass (>= max_decode_batch)
   int max_rows_ = 0;      // logits rows per head pass
   int prefill_tile_ = 1;  // attention prefill tile (query tokens)
-  int split_tokens_ = 0;  // decode batches below this split attention keys (2 x SMs)
+  int split_tokens_ = 0;  // decode attention blocks wanted: SMs x decode_attention_blocks_per_sm
   bool healthy_ = true;
   bool use_graphs_ = true;
   std::vector<LaunchRecord>* trace_ = nullptr;
@@ -152,24 +152,26 @@ class CudaBackend::Impl {
   PromptScoring* scoring_ = nullptr;  // set for the duration of a StepWithPromptLogprobs
 
  private:
-  // Key splits for a decode pass of n tokens: enough blocks to fill the GPU twice over, at most
-  // one per 32-key tile of the window.
+  // Key splits for a decode pass of n tokens: at most split_tokens_ blocks (one wave of the decode
+  // kernel), at most one per 32-key tile of the window.
   int KeySplits(int n) const {
     const int blocks = n * config_.num_kv_heads;
     if (blocks >= split_tokens_) return 1;
-    const int want = (split_tokens_ + blocks - 1) / blocks;
+    const int want =
+        split_tokens_ / blocks;  // rounded down: one wave, not a second, part-empty one
     const int most = (config_.attention_window + 1 + 31) / 32;
     return std::max(1, std::min({kMaxKeySplits, want, most}));
   }
   void Trace(std::string op, const char* kernel, double bytes, double flops) {
     if (trace_ != nullptr) trace_->push_back({std::move(op), kernel, bytes, flops});
   }
-  // Every linear layer: the GEMV kernel for one row against a wide weight (measured faster than
-  // cuBLASLt there: 2.76 vs 2.43 TB/s on 15360x2560, 4.41 vs 4.10 on the 256000x2560 head; at
-  // M = 8 it re-reads A and loses, bench/NOTES.md), cuBLASLt otherwise.
+  // Every linear layer: at one row, the GEMV kernel (measured faster than cuBLASLt there: 2.76 vs
+  // 2.43 TB/s on 15360x2560, 4.41 vs 4.10 on the 256000x2560 head; the narrow matrices split each
+  // row over several warps, bench/NOTES.md; at M = 8 it re-reads A and loses), cuBLASLt otherwise.
   absl::Status Linear(const std::string& op, const bf16_t* a, const bf16_t* w, float* d, int M,
                       int N, int K) {
-    const bool gemv = M == 1 && N >= 8192 && kernels::GemvSupported(M, K);
+    const bool gemv = M == 1 && kernels::GemvSupported(M, K) &&
+                      (N >= 8192 || options_.gemv_for_narrow_projections);
     Trace(op, gemv ? "Gemv" : "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     if (gemv) {
       CUDA_RETURN_IF_ERROR(kernels::LaunchGemv(a, w, d, M, N, K, stream_));
@@ -240,7 +242,10 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
   int sms = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  split_tokens_ = 2 * sms;
+  if (options_.decode_attention_blocks_per_sm < 1) {
+    return absl::InvalidArgumentError("decode_attention_blocks_per_sm must be at least 1");
+  }
+  split_tokens_ = options_.decode_attention_blocks_per_sm * sms;
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
@@ -269,7 +274,11 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     ASSIGN_OR_RETURN(ws_.q, arena_.Allocate<bf16_t>(N * H * hd));
     ASSIGN_OR_RETURN(ws_.k, arena_.Allocate<bf16_t>(N * KV * hd));
     ASSIGN_OR_RETURN(ws_.v, arena_.Allocate<bf16_t>(N * KV * hd));
-    const int64_t partials = int64_t{split_tokens_} * H * kMaxKeySplits;
+    // Partial results of the largest decode pass's (token, head, split) triples.
+    int64_t partials = 0;
+    for (int n = 1; n <= options_.max_decode_batch; ++n) {
+      partials = std::max(partials, int64_t{n} * H * KeySplits(n));
+    }
     ASSIGN_OR_RETURN(ws_.split_o, arena_.Allocate<float>(partials * hd));
     ASSIGN_OR_RETURN(ws_.split_ml, arena_.Allocate<float>(partials * 2));
   }
@@ -342,19 +351,27 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
   p.c_half = ws_.conv_out_half;
   p.gates = ws_.gates;
   const double state_bytes = double(n) * (2.0 * L * 4 + 2.0 * (K - 1) * L * 2);
-  if (decode_only) {
+  const bool fused_decode = decode_only && n < options_.rglru_gate_gemm_min_batch;
+  if (fused_decode) {
     Trace(at + "RG-LRU decode (conv, gates, scan)", "RgLruGate",
           double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
     Trace(at + "conv tail shift", "TailShift", double(n) * (K - 1) * L * 2 * 2, 0);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecode(p, stream_));
+    return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kLinearOut),
+                  ws_.block_out, n, d, L);
+  }
+  Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
+  CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruConv(p, stream_));
+  Trace(at + "gate GEMM (batched, half)", "gemm",
+        double(n) * L * 2 + 2.0 * H * B * 2 * B * 2 + double(n) * 2 * L * 4, 4.0 * n * L * B);
+  CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunBatched(ws_.conv_out_half, L, B, w.packed_gates(l),
+                                                int64_t{2} * B * B, ws_.gates, 2 * L, 2 * B, n,
+                                                2 * B, B, H, /*fp16=*/true, stream_));
+  if (decode_only) {
+    Trace(at + "RG-LRU decode finish (gates, step, tail)", "DecodeFinish",
+          double(n) * (2 * L * 4 + L * 4 + 2 * L * 4 + L * 2) + state_bytes, 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecodeFinish(p, stream_));
   } else {
-    Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruConv(p, stream_));
-    Trace(at + "gate GEMM (batched, half)", "gemm",
-          double(n) * L * 2 + 2.0 * H * B * 2 * B * 2 + double(n) * 2 * L * 4, 4.0 * n * L * B);
-    CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunBatched(ws_.conv_out_half, L, B, w.packed_gates(l),
-                                                  int64_t{2} * B * B, ws_.gates, 2 * L, 2 * B, n,
-                                                  2 * B, B, H, /*fp16=*/true, stream_));
     Trace(at + "gate math", "GateMath", double(n) * (2 * L * 4 * 2 + L * 4), 0);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruGateMath(p, stream_));
     Trace(at + "scan", "Scan", double(n) * (2 * L * 4 + L * 4 + L * 2) + state_bytes, 2.0 * n * L);
@@ -472,14 +489,15 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
                                                  d, c.rms_norm_eps, ws_.head_in, stream_));
   RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in, weights_->output_projection(),
                          ws_.logits, nrows, V, d));
+  if (argmax) {
+    Trace("head: soft-cap + greedy argmax", "ArgMax", double(nrows) * V * 8, 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchSoftCapArgMax(ws_.logits, nrows, V, c.logits_soft_cap,
+                                                      ws_.sampled, ws_.argmax_scratch, stream_));
+    return absl::OkStatus();
+  }
   Trace("head: soft-cap", "SoftCap", double(nrows) * V * 8, 0);
   CUDA_RETURN_IF_ERROR(
       kernels::LaunchSoftCap(ws_.logits, int64_t{nrows} * V, c.logits_soft_cap, stream_));
-  if (argmax) {
-    Trace("head: greedy argmax", "ArgMax", double(nrows) * V * 4, 0);
-    CUDA_RETURN_IF_ERROR(
-        kernels::LaunchArgMax(ws_.logits, nrows, V, ws_.sampled, ws_.argmax_scratch, stream_));
-  }
   return absl::OkStatus();
 }
 
@@ -647,8 +665,9 @@ absl::Status CudaBackend::Impl::RunDecodeGraph(absl::Span<const StepEntry> entri
   const int rows = meta_.num_rows();
   if (rows == 0) return absl::OkStatus();
   RETURN_IF_ERROR(meta_.UploadRows(stream_));
-  RETURN_IF_ERROR(EnqueueHead(0, rows, false));
-  return Consume(requests, all_greedy, 0, rows, false, logits_out, tokens_out);
+  const bool argmax = tokens_out != nullptr && all_greedy;  // fused with the soft-cap
+  RETURN_IF_ERROR(EnqueueHead(0, rows, argmax));
+  return Consume(requests, all_greedy, 0, rows, argmax, logits_out, tokens_out);
 }
 
 absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
@@ -689,11 +708,12 @@ absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
     RETURN_IF_ERROR(meta_.Upload(stream_));
     RETURN_IF_ERROR(EnqueueForward(n, pure_decode));
     const int rows = meta_.num_rows();
+    const bool argmax = tokens_out != nullptr && all_greedy;  // fused with the soft-cap
     for (int r0 = 0; r0 < rows; r0 += max_rows_) {
       const int nr = std::min(max_rows_, rows - r0);
-      RETURN_IF_ERROR(EnqueueHead(r0, nr, false));
+      RETURN_IF_ERROR(EnqueueHead(r0, nr, argmax));
       RETURN_IF_ERROR(
-          Consume(requests, all_greedy, rows_done + r0, nr, false, logits_out, tokens_out));
+          Consume(requests, all_greedy, rows_done + r0, nr, argmax, logits_out, tokens_out));
       // The logits buffer is reused by the next chunk of rows: wait for the copy out.
       if (r0 + nr < rows) CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     }

@@ -53,6 +53,17 @@ struct CudaBackendOptions {
   // Time up to 8 cuBLASLt algorithms per decode GEMM shape while capturing the graphs (off: the
   // heuristic's first choice; compute-sanitizer runs, where each launch costs milliseconds).
   bool autotune_gemms = true;
+  // Decode batches of at least this many tokens run the RG-LRU gates as one batched tensor-core
+  // GEMM (conv, GEMM, an elementwise finish) instead of the fused CUDA-core kernel, which is right
+  // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md).
+  int rglru_gate_gemm_min_batch = 16;
+  // One-row (batch 1) projections narrower than 8192 outputs run the split-K GEMV kernel instead
+  // of cuBLASLt (wide ones always do). Off only to compare the two in benchmarks.
+  bool gemv_for_narrow_projections = true;
+  // Decode attention splits each sequence's keys over blocks (flash-decoding) until the pass has
+  // up to this many blocks per SM: the tensor-core decode kernel fits 4 per SM (46 KB of shared
+  // memory at head_dim 256), and one full wave measured best (bench/NOTES.md: 2, 4, 8, 16).
+  int decode_attention_blocks_per_sm = 4;
 };
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).

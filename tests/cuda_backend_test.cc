@@ -100,12 +100,17 @@ bool SanitizerRun();
 // A parity case: a checkpoint and its reference sequences, all the DeepMind reference's goldens.
 // "demo" is the trained bundled model on real text: confident
 // predictions, 565 positions, the case where top-1 agreement says most about the engine.
-std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint) {
+engine::CudaBackendOptions TestOptions() {
   engine::CudaBackendOptions opt;
   opt.num_slots = 8;
   opt.max_tokens_per_step = 64;  // small, so long prompts also run as several passes
   opt.max_decode_batch = 8;
   opt.autotune_gemms = !SanitizerRun();
+  return opt;
+}
+
+std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint,
+                                         const engine::CudaBackendOptions& opt = TestOptions()) {
   auto backend = CudaBackend::Create(checkpoint, opt);
   EXPECT_TRUE(backend.ok()) << backend.status();
   return backend.ok() ? std::move(*backend) : nullptr;
@@ -184,6 +189,23 @@ TEST_P(CudaGoldenTest, PrefillChunkedAndDecodeMatchReference) {
     const auto eager = LogProbs(g.tokens, 1);
     backend_->set_use_cuda_graphs(true);
     ExpectWithinSpec(eager, g, "decode-eager");
+  }
+}
+
+// The decode kernels the defaults leave to other batch sizes, at batch 1: the RG-LRU gates as the
+// batched tensor-core GEMM with the elementwise finish (the default from 16 sequences up), and the
+// narrow one-row projections on cuBLASLt instead of the split-K GEMV.
+TEST_P(CudaGoldenTest, OtherDecodeKernelPathsMatchReference) {
+  engine::CudaBackendOptions opt = TestOptions();
+  opt.rglru_gate_gemm_min_batch = 1;
+  opt.gemv_for_narrow_projections = false;
+  std::unique_ptr<CudaBackend> other = MakeBackend(*checkpoint_, opt);
+  ASSERT_NE(other, nullptr);
+  for (const GoldenSequence& g : golden_) {
+    const auto got = StepLogProbs(*other, g.tokens, 1, 1);
+    ExpectWithinSpec(got, g, "decode-only, gate GEMM, cuBLASLt projections");
+    const Agreement a = Compare(got, LogProbs(g.tokens, 1), vocab_);
+    EXPECT_LE(a.mean_abs, 1e-2) << "vs the default decode kernels";
   }
 }
 
