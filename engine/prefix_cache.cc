@@ -142,12 +142,15 @@ absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns, absl::Span<cons
   for (size_t len = tokens.size() - 1; len >= 1; --len) {
     Entry* e = Find(ns, hashes[len], tokens.subspan(0, len));
     if (e == nullptr) continue;
+    const absl::Time start = absl::Now();
     if (e->slot >= 0) {
       RETURN_IF_ERROR(backend_->CopySlot(e->slot, slot));
     } else {
       RETURN_IF_ERROR(
           backend_->RestoreSlot(slot, HostBlock(e->host_block), static_cast<int64_t>(len)));
+      ++stats_.host_restores;
     }
+    stats_.restore_time += absl::Now() - start;
     Touch(e);
     ++stats_.hits;
     stats_.hit_tokens += static_cast<int64_t>(len);

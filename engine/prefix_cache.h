@@ -30,6 +30,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "engine/backend.h"
 
@@ -47,8 +48,10 @@ struct PrefixCacheStats {
   int64_t hit_tokens = 0;    // tokens restored instead of computed
   int64_t hits = 0;
   int64_t insertions = 0;
-  int64_t evictions = 0;  // entries dropped for room
-  int64_t demotions = 0;  // device entries moved to the host tier
+  int64_t evictions = 0;        // entries dropped for room
+  int64_t demotions = 0;        // device entries moved to the host tier
+  int64_t host_restores = 0;    // hits restored from the host tier (the rest: device slot copies)
+  absl::Duration restore_time;  // the hits' CopySlot / RestoreSlot calls, summed
   int device_entries = 0;
   int host_entries = 0;
   int64_t device_bytes = 0;

@@ -181,6 +181,12 @@ void SessionStore::Abandon(const std::string& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || !it->second->busy) return;
   Session& s = *it->second;
+  if (s.in_memory && s.state.snapshot.empty()) {
+    // Created for this request and never filled: nothing to continue from, so it goes now rather
+    // than holding an id (and a place in the count) until it expires.
+    EraseLocked(id);
+    return;
+  }
   s.busy = false;
   s.last_used = now_();
   lru_.push_front(&s);

@@ -8,7 +8,8 @@
 // for one request (NOT_FOUND for an unknown or expired id, ABORTED while another request holds it,
 // FAILED_PRECONDITION for a session saved by another model or state layout, DATA_LOSS for a
 // corrupted or truncated file: nothing else is lost). Release stores the request's final state
-// and frees it; Abandon frees it unchanged (the request failed).
+// and frees it; Abandon frees it unchanged (the request failed), and removes it if it was never
+// filled (the first request of a new session failed: a later use of its id is NOT_FOUND).
 //
 // Memory: at most `memory_bytes` of snapshots in memory; past that the least recently used idle
 // session is written to the directory (or dropped without one). Sessions idle longer than `ttl`

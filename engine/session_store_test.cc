@@ -64,6 +64,17 @@ TEST_F(SessionStoreTest, CreateAcquireReleaseContinue) {
   EXPECT_EQ(store->Acquire(*id)->position, 5);
 }
 
+TEST_F(SessionStoreTest, ANewSessionWhoseFirstRequestFailsIsGone) {
+  auto store = Store(1 << 20, false);
+  auto id = store->Create();
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(store->Acquire(*id).ok());
+  EXPECT_EQ(store->stats().sessions, 1);
+  store->Abandon(*id);  // the first request failed: nothing was ever saved
+  EXPECT_EQ(store->stats().sessions, 0);
+  EXPECT_EQ(store->Acquire(*id).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(SessionStoreTest, UnknownMalformedAndExpiredIdsAreNotFound) {
   auto store = Store(1 << 20, false);
   EXPECT_EQ(store->Acquire("0123456789abcdef0123456789abcdef").status().code(),

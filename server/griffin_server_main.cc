@@ -449,6 +449,7 @@ int Run() {
   t.body_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_body_timeout));
   t.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_idle_timeout));
   t.allowed_origins = std::move(origins);
+  t.exposed_headers = {server::kSessionIdHeader};
   t.tls_cert_file = tls_cert;
   t.tls_key_file = tls_key;
   t.tls_client_ca_file = tls_ca;

@@ -87,10 +87,6 @@ absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
 }
 
-// The response header that carries the session id (also the body's `session_id`): a balancer can
-// hash on it to keep a conversation on its replica (deploy/README.md).
-constexpr char kSessionHeader[] = "X-Session-Id";
-
 // ---- Running one OpenAI request: n generations (per prompt) and what they produced.
 
 struct Choice {
@@ -435,7 +431,7 @@ class CompletionReply final : public HttpAsyncReply {
     if (!run_->session_id.empty()) body["session_id"] = run_->session_id;
     out->head = HttpResponse{.content_type = "application/json", .body = Dump(body)};
     if (!run_->session_id.empty())
-      out->head->headers.emplace_back(kSessionHeader, run_->session_id);
+      out->head->headers.emplace_back(kSessionIdHeader, run_->session_id);
   }
 
   // Server-sent events: a head at once, then every event as it comes, then data: [DONE].
@@ -448,7 +444,7 @@ class CompletionReply final : public HttpAsyncReply {
       out->head = HttpResponse{.content_type = "text/event-stream", .stream = true};
       out->head->headers.emplace_back("Cache-Control", "no-cache");
       if (!run_->session_id.empty()) {
-        out->head->headers.emplace_back(kSessionHeader, run_->session_id);
+        out->head->headers.emplace_back(kSessionIdHeader, run_->session_id);
       }
     }
     auto send = [&](const json& j) { absl::StrAppend(&out->data, "data: ", Dump(j), "\n\n"); };

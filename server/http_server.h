@@ -17,6 +17,10 @@
 
 namespace griffin::server {
 
+// The response header that carries the session id (also the body's `session_id`): a balancer can
+// hash on it to keep a conversation on its replica (deploy/README.md); CORS replies expose it.
+inline constexpr char kSessionIdHeader[] = "X-Session-Id";
+
 struct HttpOptions {
   HttpTransportOptions transport;  // address, limits, timeouts, TLS, CORS (keys: state's)
   bool protect_metrics = false;    // /metrics needs an API key too (health and ready never do)

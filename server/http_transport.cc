@@ -33,6 +33,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -490,6 +491,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         return Refuse(403, "this Origin is not allowed (see --allowed_origins)");
       cors_.emplace_back("Access-Control-Allow-Origin", *origin);
       cors_.emplace_back("Vary", "Origin");
+      if (!o_.exposed_headers.empty()) {
+        cors_.emplace_back("Access-Control-Expose-Headers",
+                           absl::StrJoin(o_.exposed_headers, ", "));
+      }
       if (request_.method == "OPTIONS" && request_.Header("access-control-request-method")) {
         return Preflight();
       }

@@ -113,6 +113,8 @@ struct HttpTransportOptions {
   absl::Duration idle_timeout = absl::Seconds(75);
   // Origins (scheme://host[:port]) that browsers may call from; "*" allows any. Empty: none.
   std::vector<std::string> allowed_origins;
+  // Response headers a page on an allowed origin may read (Access-Control-Expose-Headers).
+  std::vector<std::string> exposed_headers;
   // HTTPS when both are set; with a client CA, clients must present a certificate it signed.
   std::string tls_cert_file;
   std::string tls_key_file;

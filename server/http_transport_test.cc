@@ -578,7 +578,7 @@ TEST_F(HttpTransportTest, CorsOffUnlessOriginsAreListed) {  // SEC-8
 }
 
 TEST_F(HttpTransportTest, CorsForListedOrigins) {
-  Start({.allowed_origins = {"https://app.example"}});
+  Start({.allowed_origins = {"https://app.example"}, .exposed_headers = {"X-Session-Id"}});
   Conn pre(port_);
   pre.Send(
       "OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
@@ -594,6 +594,7 @@ TEST_F(HttpTransportTest, CorsForListedOrigins) {
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(r.Has("Access-Control-Allow-Origin: https://app.example"));
   EXPECT_TRUE(r.Has("Vary: Origin"));
+  EXPECT_TRUE(r.Has("Access-Control-Expose-Headers: X-Session-Id"));
   Conn other(port_);
   other.Send(Get("/health", "Origin: https://app.example.evil\r\n"));
   EXPECT_EQ(other.Read().status, 403);

@@ -181,6 +181,13 @@ Metrics::Metrics(const std::string& model_name)
       counter("griffin_prefix_cache_insertions_total", "States recorded in the prefix cache.");
   cache_evictions_ = counter("griffin_prefix_cache_evictions_total",
                              "Prefix-cache entries dropped for room (LRU).");
+  cache_host_restores_ =
+      counter("griffin_prefix_cache_host_restores_total",
+              "Prefix cache hits restored from the host tier (the others copy a device slot).");
+  cache_restore_seconds_ =
+      counter("griffin_prefix_cache_restore_seconds_total",
+              "Time spent copying or restoring cached prefixes into slots (per hit: divide by "
+              "griffin_prefix_cache_hit_requests_total).");
   cache_demotions_ = counter("griffin_prefix_cache_demotions_total",
                              "Prefix-cache entries moved from the device tier to the host tier.");
   auto& cache_bytes = BuildGauge()
@@ -289,6 +296,8 @@ std::string Metrics::Serialize(const engine::EngineStats* stats,
     Mirror(cache_insertions_, static_cast<double>(c.insertions));
     Mirror(cache_evictions_, static_cast<double>(c.evictions));
     Mirror(cache_demotions_, static_cast<double>(c.demotions));
+    Mirror(cache_host_restores_, static_cast<double>(c.host_restores));
+    Mirror(cache_restore_seconds_, absl::ToDoubleSeconds(c.restore_time));
     cache_device_bytes_->Set(static_cast<double>(c.device_bytes));
     cache_host_bytes_->Set(static_cast<double>(c.host_bytes));
     cache_device_entries_->Set(c.device_entries);

@@ -76,6 +76,8 @@ class Metrics {
   prometheus::Counter* cache_queries_;
   prometheus::Counter* cache_hits_;
   prometheus::Counter* cache_hit_requests_;
+  prometheus::Counter* cache_host_restores_;
+  prometheus::Counter* cache_restore_seconds_;
   prometheus::Counter* cache_insertions_;
   prometheus::Counter* cache_evictions_;
   prometheus::Counter* cache_demotions_;

@@ -184,15 +184,19 @@ def test_eviction_and_tier_moves_under_memory_pressure_stay_exact():
         state = series(small, "griffin_state_bytes_per_sequence")
         assert 0 < host <= 1 << 20 and device <= 2 * state  # within the caps given
         hits = series(small, "griffin_prefix_cache_hits_total")
+        spent = series(small, "griffin_prefix_cache_restore_seconds_total")
         last = prompts[-1][:32] + [4321, 4322]  # the newest entry is still cached: a hit
         warm = text_and_logprobs(complete(small, last, max_tokens=4))
         assert series(small, "griffin_prefix_cache_hits_total") - hits == 32
+        spent_on_hit = series(small, "griffin_prefix_cache_restore_seconds_total")
+        assert spent_on_hit > spent  # the hit's restore is timed
         assert_same(warm, text_and_logprobs(complete(cold, last, max_tokens=4)))
         first = prompts[0][:32] + [4321]  # long evicted: computed again, still right
         hits = series(small, "griffin_prefix_cache_hits_total")
         assert_same(text_and_logprobs(complete(small, first, max_tokens=4)),
                     text_and_logprobs(complete(cold, first, max_tokens=4)))
         assert series(small, "griffin_prefix_cache_hits_total") == hits
+        assert series(small, "griffin_prefix_cache_restore_seconds_total") == spent_on_hit
     finally:
         rcs = (small.stop(), cold.stop() if cold is not None else 0)  # both stop, whatever failed
         assert rcs == (0, 0), small.logs() + (cold.logs() if cold is not None else "")
@@ -621,6 +625,32 @@ def test_a_chat_session_equals_the_template_rendered_in_full(sessions, pb, turn1
     got = [e["logprob"] for e in content["logprobs"]["content"]]
     assert len(got) == len(whole["logprobs"]["token_logprobs"])
     assert all(abs(a - b) <= TOL for a, b in zip(got, whole["logprobs"]["token_logprobs"]))
+
+
+def test_a_new_session_whose_first_request_fails_is_gone():
+    """The first request of a "new" session is cancelled: nothing was saved, so the session goes
+    at once (not at its TTL) and its id is then unknown."""
+    s = Server("--slots", 1, "--max_output_tokens", 100000)
+    try:
+        r = s.session.post(s.url + "/v1/completions", stream=True, timeout=60, json={
+            "model": s.model, "prompt": prompt(5), "max_tokens": 100000, "temperature": 0,
+            "ignore_eos": True, "stream": True, "session_id": "new"})
+        assert r.status_code == 200, r.text
+        sid = r.headers["X-Session-Id"]
+        # Kept referenced: a dropped line iterator closes the stream and hands its connection back.
+        lines = r.iter_lines()
+        next(lines)  # generating
+        assert s.gauge("griffin_sessions") == 1
+        r.close()  # the client goes away: the request is cancelled
+        s.wait_idle()
+        deadline = time.time() + 20
+        while s.gauge("griffin_sessions") != 0:
+            assert time.time() < deadline, "the never-filled session is still held"
+            time.sleep(0.05)
+        gone = turn(s, [3, 4], sid, expect=404)
+        assert "unknown or expired session" in gone.json()["error"]["message"]
+    finally:
+        assert s.stop() == 0, s.logs()
 
 
 def test_sessions_off_is_a_clear_400():
