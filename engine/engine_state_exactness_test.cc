@@ -2,8 +2,11 @@
 // log-probabilities of a request that continues from a restored state (a prefix-cache hit, or a
 // session resumed from its kept state) equal those of the same tokens prefilled from scratch
 // within 1e-5, with the restore point at every phase of the local-attention window, on the golden
-// fixture (window 8) and on the demo model (window 256). Also: a state that does not restore fails
-// its request alone, groups refuse states, and a kept state covers exactly the fed tokens.
+// fixture (window 8) and on the demo model (window 256). On the CUDA backend (skipped without a
+// GPU) the same runs give identical greedy tokens: the restored run prefills a different split of
+// the tokens, so its bf16 roundings differ and the log-probabilities agree only loosely. Also: a
+// state that does not restore fails its request alone, groups refuse states, and a kept state
+// covers exactly the fed tokens.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -22,6 +25,8 @@ namespace griffin::engine {
 namespace {
 
 constexpr float kTolerance = 1e-5f;
+// The GPU's chunking-dependent bf16 roundings: a gross check only (the tokens are the test there).
+constexpr float kGpuTolerance = 0.25f;
 
 class Collector {
  public:
@@ -63,6 +68,7 @@ class Collector {
 struct ModelCase {
   const char* name;
   const char* dir;  // relative to the source tree
+  BackendKind kind = BackendKind::kCpu;
 };
 void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
 
@@ -75,10 +81,22 @@ class StateExactnessTest : public ::testing::TestWithParam<ModelCase> {
     checkpoint_ = std::move(*checkpoint);
     window_ = checkpoint_->config().attention_window;
     vocab_ = checkpoint_->config().vocab_size;
+    if (GetParam().kind == BackendKind::kCuda) {
+      auto probe = CreateBackend(*checkpoint_, Options(1));
+      if (probe.status().code() == absl::StatusCode::kFailedPrecondition) {
+        GTEST_SKIP() << "GPU test skipped: " << probe.status().message();
+      }
+      ASSERT_TRUE(probe.ok()) << probe.status();
+    }
+  }
+
+  BackendOptions Options(int slots) const {
+    return {
+        .kind = GetParam().kind, .num_slots = slots, .max_batch = 4, .max_tokens_per_step = 256};
   }
 
   std::unique_ptr<EngineCore> Make(int slots, int64_t block_tokens, int host_entries) {
-    auto backend = CreateBackend(*checkpoint_, {.kind = BackendKind::kCpu, .num_slots = slots});
+    auto backend = CreateBackend(*checkpoint_, Options(slots));
     EXPECT_TRUE(backend.ok()) << backend.status();
     EngineOptions options;
     options.token_budget = 256;
@@ -117,7 +135,7 @@ class StateExactnessTest : public ::testing::TestWithParam<ModelCase> {
     return p;
   }
 
-  static void ExpectSameScores(const Collector& got, const Collector& want, const std::string& at) {
+  void ExpectSameScores(const Collector& got, const Collector& want, const std::string& at) const {
     ASSERT_TRUE(got.status().ok()) << at << ": " << got.status();
     ASSERT_TRUE(want.status().ok()) << at << ": " << want.status();
     ASSERT_EQ(got.tokens(), want.tokens()) << at;
@@ -125,6 +143,10 @@ class StateExactnessTest : public ::testing::TestWithParam<ModelCase> {
     for (size_t i = 0; i < got.logprobs().size(); ++i) {
       const TokenLogprobs& g = got.logprobs()[i];
       const TokenLogprobs& w = want.logprobs()[i];
+      if (GetParam().kind == BackendKind::kCuda) {
+        EXPECT_NEAR(g.logprob, w.logprob, kGpuTolerance) << at << ", token " << i;
+        continue;
+      }
       EXPECT_NEAR(g.logprob, w.logprob, kTolerance) << at << ", token " << i;
       ASSERT_EQ(g.top.size(), w.top.size()) << at;
       for (size_t k = 0; k < g.top.size(); ++k) {
@@ -205,10 +227,12 @@ TEST_P(StateExactnessTest, ResumedStatesScoreLikeTheWholeConversation) {
   EXPECT_EQ(engine->stats().states_kept, engine->stats().states_restored * 2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, StateExactnessTest,
-                         ::testing::Values(ModelCase{"fixture", "tests/data/griffin"},
-                                           ModelCase{"demo", "models/demo"}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Models, StateExactnessTest,
+    ::testing::Values(ModelCase{"fixture", "tests/data/griffin"}, ModelCase{"demo", "models/demo"},
+                      ModelCase{"fixture_cuda", "tests/data/griffin", BackendKind::kCuda},
+                      ModelCase{"demo_cuda", "models/demo", BackendKind::kCuda}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 class StateErrorsTest : public StateExactnessTest {};
 
