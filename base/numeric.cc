@@ -1,5 +1,8 @@
 #include "base/numeric.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace griffin {
 
 uint16_t FloatToBf16(float f) {
@@ -48,6 +51,21 @@ std::optional<uint64_t> CheckedAdd(uint64_t a, uint64_t b) {
   uint64_t r;
   if (__builtin_add_overflow(a, b, &r)) return std::nullopt;
   return r;
+}
+
+float RoundToFp8E4M3(float f) {
+  if (std::isnan(f)) return f;
+  const float a = std::fabs(f);
+  if (a >= kFp8E4M3Max) return std::copysign(kFp8E4M3Max, f);
+  // The spacing of E4M3 values around `a`: 2^(e - 3) for a in [2^e, 2^(e+1)), e >= -6 (normal);
+  // 2^-9 below 2^-6 (subnormal). Dividing by a power of two and std::nearbyint (the default
+  // rounding mode, to nearest even) round exactly.
+  int e = 0;
+  std::frexp(a, &e);  // a = m 2^e, m in [0.5, 1): a in [2^(e-1), 2^e)
+  const int exponent = std::max(e - 1, -6);
+  const float quantum = std::ldexp(1.0f, exponent - 3);
+  const float rounded = std::nearbyint(a / quantum) * quantum;
+  return std::copysign(std::min(rounded, kFp8E4M3Max), f);
 }
 
 }  // namespace griffin

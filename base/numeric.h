@@ -23,6 +23,13 @@ uint16_t FloatToBf16(float f);
 // Rounds `f` to the nearest bfloat16 value and returns it as a float.
 inline float RoundToBf16(float f) { return Bf16ToFloat(FloatToBf16(f)); }
 
+// Rounds `f` to the nearest FP8 E4M3 value (the OCP "e4m3fn" format NVIDIA's FP8 GEMMs read: 3
+// mantissa bits, exponent bias 7, subnormals down to 2^-9, no infinities) and returns it as a float;
+// ties to even, magnitudes beyond the largest finite value 448 saturate to +-448 (what scaled
+// quantization wants), NaN stays NaN.
+float RoundToFp8E4M3(float f);
+inline constexpr float kFp8E4M3Max = 448.0f;
+
 // IEEE 754 binary16 → float32, exact (subnormals, infinities and NaN included).
 float HalfToFloat(uint16_t bits);
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -38,6 +39,41 @@ TEST(CheckedTest, DetectsOverflow) {
   EXPECT_FALSE(CheckedMul(1ull << 32, 1ull << 32).has_value());
   EXPECT_FALSE(CheckedAdd(~0ull, 1).has_value());
   EXPECT_EQ(CheckedAdd(2, 3), 5u);
+}
+
+TEST(Fp8E4M3Test, RoundsToNearestEvenAndSaturates) {
+  EXPECT_EQ(RoundToFp8E4M3(0.0f), 0.0f);
+  EXPECT_EQ(RoundToFp8E4M3(1.0f), 1.0f);
+  EXPECT_EQ(RoundToFp8E4M3(0.3f), 0.3125f);   // spacing 2^-5 in [0.25, 0.5)
+  EXPECT_EQ(RoundToFp8E4M3(1.0625f), 1.0f);   // a tie: to the even mantissa
+  EXPECT_EQ(RoundToFp8E4M3(1.1875f), 1.25f);  // a tie the other way
+  EXPECT_EQ(RoundToFp8E4M3(-2.6f), -2.5f);
+  EXPECT_EQ(RoundToFp8E4M3(432.0f), 448.0f);  // between 416 and 448: even
+  EXPECT_EQ(RoundToFp8E4M3(500.0f), 448.0f);  // saturates (no infinities in e4m3fn)
+  EXPECT_EQ(RoundToFp8E4M3(-1e30f), -448.0f);
+  EXPECT_EQ(RoundToFp8E4M3(0.001f), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(RoundToFp8E4M3(0.0009f), 0.0f);
+  EXPECT_EQ(RoundToFp8E4M3(3 * std::ldexp(1.0f, -10)), std::ldexp(1.0f, -8));  // subnormal tie
+  EXPECT_TRUE(std::isnan(RoundToFp8E4M3(std::nanf(""))));
+  // Every finite positive value is a fixed point, and the midpoint between neighbours goes to the
+  // one with the even mantissa.
+  std::vector<float> values;
+  for (int m = 1; m < 8; ++m) values.push_back(std::ldexp(static_cast<float>(m), -9));  // subnormal
+  for (int e = -6; e <= 8; ++e) {
+    for (int m = 0; m < 8; ++m) {
+      if (e == 8 && m == 7) continue;  // 0x7F / 0xFF are NaN: the largest finite is 1.75 x 2^8
+      values.push_back(std::ldexp(1.0f + m / 8.0f, e));
+    }
+  }
+  ASSERT_EQ(values.size(), 126u);
+  ASSERT_EQ(values.back(), 448.0f);
+  for (size_t i = 0; i < values.size(); ++i) {
+    EXPECT_EQ(RoundToFp8E4M3(values[i]), values[i]) << values[i];
+    if (i + 1 < values.size()) {
+      const float mid = (values[i] + values[i + 1]) / 2;
+      EXPECT_TRUE(RoundToFp8E4M3(mid) == values[i] || RoundToFp8E4M3(mid) == values[i + 1]) << mid;
+    }
+  }
 }
 
 }  // namespace

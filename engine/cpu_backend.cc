@@ -18,16 +18,24 @@
 namespace griffin::engine {
 namespace {
 
-// `device_format`: how the CUDA backend stores the tensor, which kEmulateBf16Gemm reproduces.
+// `device_format` (and `fp8`, a projection FP8 may hold): how the CUDA backend stores the tensor,
+// which the emulations reproduce.
 absl::StatusOr<std::vector<float>> Widen(const loader::Checkpoint& checkpoint,
                                          const std::string& name, DeviceFormat device_format,
-                                         CpuNumerics numerics) {
+                                         CpuNumerics numerics, bool fp8 = false) {
   const loader::TensorView* view = checkpoint.Find(name);
   if (view == nullptr) return absl::FailedPreconditionError(absl::StrCat("missing tensor ", name));
   std::vector<float> values(static_cast<size_t>(view->num_elements()));
   RETURN_IF_ERROR(loader::CopyToFloat32(*view, absl::MakeSpan(values)));
-  if (numerics == CpuNumerics::kEmulateBf16Gemm && device_format == DeviceFormat::kBf16) {
+  if (numerics != CpuNumerics::kFloat32 && device_format == DeviceFormat::kBf16) {
     for (float& v : values) v = RoundToBf16(v);
+  }
+  if (numerics == CpuNumerics::kEmulateFp8Weights && fp8) {
+    // [out, in]: the checkpoint's bf16 values, quantized per output row.
+    const int out = static_cast<int>(view->shape.front());
+    const int in = static_cast<int>(values.size() / std::max(1, out));
+    std::vector<float> scales(out);
+    ref::QuantizeRowsFp8E4M3(absl::MakeSpan(values), out, in, absl::MakeSpan(scales));
   }
   return values;
 }
@@ -60,8 +68,9 @@ absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint,
     lw.type = c.block_types[l];
     for (const LayerTensorDef& def : LayerTensorDefs()) {
       if (!LayerHas(c, l, def)) continue;
-      ASSIGN_OR_RETURN(lw.tensors[static_cast<int>(def.id)],
-                       Widen(checkpoint, TensorName(l, def.id), def.device_format, numerics));
+      ASSIGN_OR_RETURN(
+          lw.tensors[static_cast<int>(def.id)],
+          Widen(checkpoint, TensorName(l, def.id), def.device_format, numerics, def.fp8_weights));
     }
   }
   return w;

@@ -45,11 +45,15 @@ enum class CpuNumerics {
   // input is rounded to bfloat16, as the CUDA backend's GEMMs see them. It predicts the error the
   // GPU's bf16 path cannot avoid, to tell kernel bugs from rounding (tests/golden_test.cc).
   kEmulateBf16Gemm,
+  // kEmulateBf16Gemm, and the projections' weights (LayerTensorDef::fp8_weights) quantized to FP8
+  // E4M3 with one float32 scale per output row, as --quantization fp8 will store them on the GPU
+  // (W8A16: activations stay bf16). The quality floor of the FP8 path (issue 14).
+  kEmulateFp8Weights,
 };
 
 // Validates the checkpoint against GriffinTensorSpecs (FAILED_PRECONDITION naming the tensor, LDR-2)
 // and widens every tensor to float32 (rounding those the CUDA backend stores in bf16 under
-// kEmulateBf16Gemm).
+// kEmulateBf16Gemm and kEmulateFp8Weights, and quantizing the projections under the latter).
 absl::StatusOr<CpuWeights> LoadCpuWeights(const loader::Checkpoint& checkpoint,
                                           CpuNumerics numerics = CpuNumerics::kFloat32);
 
@@ -86,7 +90,7 @@ class CpuBackend final : public Backend {
  private:
   CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots,
              CpuNumerics numerics);
-  // ref::Linear, with the input rounded to bf16 first under kEmulateBf16Gemm.
+  // ref::Linear, with the input rounded to bf16 first under either emulation.
   void Linear(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
               int T, int in, int out, absl::Span<float> y) const;
   // A region of slot `slot`'s state (offset and float count from layout_).

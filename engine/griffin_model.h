@@ -97,6 +97,9 @@ struct LayerTensorDef {
   DeviceFormat device_format;
   Fusion fusion;
   int fusion_index;
+  // A projection whose weights may be stored as FP8 E4M3 with one scale per output row
+  // (--quantization fp8, issue 14); not the RG-LRU gate blocks, the conv taps or anything small.
+  bool fp8_weights = false;
 };
 
 struct ModelTensorDef {

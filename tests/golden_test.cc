@@ -215,6 +215,52 @@ TEST_F(DemoModelTest, CrossEntropyOnAFixedText) {
   EXPECT_NEAR(ce, reference, 1e-5);
 }
 
+// Issue 14's quality floor for FP8 weights: the demo model's cross-entropy on the fixed text and
+// its greedy choices, with the projections quantized to FP8 E4M3 per output row
+// (CpuNumerics::kEmulateFp8Weights), against the bf16 emulation the GPU's bf16 path is held to.
+// The issue's targets are cross-entropy within 1% relative and top-1 agreement >= 97%; measured
+// here (2026-12-01): +0.214% and 548 of 565 (96.99%, one position short). The bounds below are
+// the measurement with a margin, to catch a regression of the emulation, not the target; the
+// figures are printed for bench/RESULTS.md.
+TEST_F(DemoModelTest, Fp8WeightEmulationStaysNearBf16) {
+  const GoldenSequence& g = demo_.golden[0];
+  const int V = demo_.checkpoint->config().vocab_size;
+  auto run = [&](engine::CpuNumerics numerics) {
+    auto backend = engine::CpuBackend::Create(*demo_.checkpoint, 1, numerics);
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    auto got = golden::StepLogProbs(**backend, g.tokens, 0, 0);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? std::move(*got) : std::vector<float>();
+  };
+  const std::vector<float> bf16 = run(engine::CpuNumerics::kEmulateBf16Gemm);
+  const std::vector<float> fp8 = run(engine::CpuNumerics::kEmulateFp8Weights);
+  ASSERT_EQ(bf16.size(), g.tokens.size() * V);
+  ASSERT_EQ(fp8.size(), bf16.size());
+  double nll_bf16 = 0, nll_fp8 = 0, abs_diff = 0;
+  int agreed = 0;
+  const int T = static_cast<int>(g.tokens.size());
+  for (int t = 0; t < T; ++t) {
+    const float* a = &bf16[size_t(t) * V];
+    const float* b = &fp8[size_t(t) * V];
+    agreed += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
+    if (t + 1 < T) {
+      nll_bf16 -= a[g.tokens[t + 1]];
+      nll_fp8 -= b[g.tokens[t + 1]];
+      abs_diff += std::abs(a[g.tokens[t + 1]] - b[g.tokens[t + 1]]);
+    }
+  }
+  const double ce_bf16 = nll_bf16 / (T - 1), ce_fp8 = nll_fp8 / (T - 1);
+  const double relative = std::abs(ce_fp8 - ce_bf16) / ce_bf16;
+  std::printf(
+      "demo model, fixed text: cross-entropy bf16 emulation %.6f, FP8 weights %.6f nats/token "
+      "(%+.3f%%); top-1 agreement %d/%d; mean |dlogprob| of the next tokens %.4f\n",
+      ce_bf16, ce_fp8, 100 * (ce_fp8 - ce_bf16) / ce_bf16, agreed, T, abs_diff / (T - 1));
+  EXPECT_LE(relative, 0.005);
+  EXPECT_GE(double(agreed) / T, 0.96);
+  // Not the bf16 path under another name: quantization moved every row.
+  EXPECT_GT(abs_diff, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::Values("griffin", "hawk", "attnfirst"));
 
 }  // namespace

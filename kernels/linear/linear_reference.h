@@ -11,6 +11,12 @@ namespace griffin::ref {
 void Linear(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
             int T, int in, int out, absl::Span<float> y);
 
+// FP8 weights (W8A16), as the CUDA backend will store them: each output row o of w [out, in] gets
+// the scale s_o = max_i |w[o, i]| / 448 (1 for an all-zero row), and w[o, i] becomes
+// RoundToFp8E4M3(w[o, i] / s_o) * s_o in place (the value the GEMM sees after its per-channel
+// scale). Writes the scales to `scales` [out].
+void QuantizeRowsFp8E4M3(absl::Span<float> w, int out, int in, absl::Span<float> scales);
+
 }  // namespace griffin::ref
 
 #endif  // GRIFFIN_KERNELS_LINEAR_LINEAR_REFERENCE_H_
