@@ -26,8 +26,26 @@ bool CudaBackendAvailable();
 // backend's per-slot overhead: what a memory budget is divided by to get the slot count.
 int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config);
 
+// How the projections' weights are held (--quantization): as the checkpoint gives them, or FP8
+// E4M3 with one scale per output row (issue 14). On the CPU backend FP8 is the emulation
+// (CpuNumerics::kEmulateFp8Weights: the numbers an FP8 GPU path computes, slowly); the CUDA
+// backend has no FP8 kernels yet and refuses it.
+enum class WeightQuantization { kNone, kFp8 };
+
+// "" or "none", "fp8". INVALID_ARGUMENT otherwise.
+absl::StatusOr<WeightQuantization> ParseWeightQuantization(std::string_view name);
+std::string_view WeightQuantizationName(WeightQuantization quantization);
+
+// FAILED_PRECONDITION when backend `kind` cannot hold weights so (checked before loading).
+absl::Status CheckQuantizationSupported(BackendKind kind, WeightQuantization quantization);
+
+// A model identity (ModelIdentity) that also covers the quantization: states computed with FP8
+// weights are never restored into the unquantized model, or the other way round.
+uint64_t QuantizedModelIdentity(uint64_t model_identity, WeightQuantization quantization);
+
 struct BackendOptions {
   BackendKind kind = BackendKind::kCpu;
+  WeightQuantization quantization = WeightQuantization::kNone;
   int num_slots = 1;  // ≥ 1; state for all of them is allocated up front
   // The engine's step limits, which size the CUDA backend's workspaces and decode graphs.
   int max_batch = 256;

@@ -236,6 +236,30 @@ int64_t GriffinParameterCount(const ModelConfig& config) {
   return total;
 }
 
+int64_t DeviceWeightBytes(const ModelConfig& config, bool fp8_projections) {
+  auto elements = [&](ShapeFn shape) {
+    int64_t n = 1;
+    for (int64_t dim : shape(config)) n *= dim;
+    return n;
+  };
+  auto bytes_per = [](DeviceFormat format) { return format == DeviceFormat::kBf16 ? 2 : 4; };
+  int64_t total = 0;
+  for (const ModelTensorDef& def : ModelTensorDefs()) {
+    if (!def.optional) total += elements(def.shape) * bytes_per(def.device_format);
+  }
+  for (int l = 0; l < config.num_layers; ++l) {
+    for (const LayerTensorDef& def : LayerTensorDefs()) {
+      if (!LayerHas(config, l, def)) continue;
+      if (fp8_projections && def.fp8_weights) {
+        total += elements(def.shape) + 4 * def.shape(config).front();  // codes + row scales
+      } else {
+        total += elements(def.shape) * bytes_per(def.device_format);
+      }
+    }
+  }
+  return total;
+}
+
 float EmbeddingScale(const ModelConfig& config) {
   if (!config.embeddings_scale_by_sqrt_dim) return 1.0f;
   return RoundToBf16(std::sqrt(static_cast<float>(config.hidden_size)));

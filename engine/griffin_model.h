@@ -143,6 +143,11 @@ std::vector<loader::TensorSpec> GriffinTensorSpecs(const ModelConfig& config);
 // Distinct parameters, counting a tied output projection once (2,682,862,080 for recurrentgemma-2b).
 int64_t GriffinParameterCount(const ModelConfig& config);
 
+// Bytes of the weights in their on-device formats (DeviceFormat; a tied output projection once),
+// with `fp8_projections` the projections (LayerTensorDef::fp8_weights) as FP8 bytes plus one
+// float32 scale per output row: what --quantization fp8 stores. 5.37 GB bf16 for 2B shapes.
+int64_t DeviceWeightBytes(const ModelConfig& config, bool fp8_projections);
+
 // The embedding multiplier: bf16(sqrt(hidden_size)) as in the reference ("to match training";
 // 50.5 for width 2560), or 1 when embeddings_scale_by_sqrt_dim is false.
 float EmbeddingScale(const ModelConfig& config);

@@ -14,6 +14,18 @@ TEST(GriffinModelTest, ParameterCountsMatchThePublishedModels) {
   EXPECT_EQ(GriffinParameterCount(c9), 8579977216);
 }
 
+// 2B: the ten projections hold 2,002,780,160 weights in 649,216 output rows; FP8 stores each in
+// one byte instead of two and adds a 4-byte scale per row.
+TEST(GriffinModelTest, DeviceWeightBytesOf2BInBf16AndFp8) {
+  const loader::ModelConfig c = RecurrentGemma2B();
+  const int64_t bf16 = DeviceWeightBytes(c, false), fp8 = DeviceWeightBytes(c, true);
+  EXPECT_EQ(bf16 - fp8, int64_t{2002780160} - 4 * int64_t{649216});
+  // Two bytes per parameter, plus two more for each of the ~1.1M float32 ones (norms, biases,
+  // conv taps, a_param); the CUDA backend adds its 94 MB half copy of the RG-LRU gates.
+  EXPECT_NEAR(bf16 / 1e9, 5.368, 0.001) << bf16;
+  EXPECT_NEAR(fp8 / 1e9, 3.368, 0.001) << fp8;
+}
+
 TEST(GriffinModelTest, StateSizeOf2B) {
   const StateLayout layout = StateLayout::ForCuda(RecurrentGemma2B());
   const StateSize& s = layout.size();

@@ -41,6 +41,8 @@ struct ServerState {
   ModelLimits model;
   std::string model_name;
   std::string backend_name;
+  std::string quantization = "none";  // --quantization
+  int64_t weight_bytes = 0;           // in that format (DeviceWeightBytes)
   int64_t state_bytes_per_sequence = 0;
   int num_slots = 0;
   int max_queue = 0;

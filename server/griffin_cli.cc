@@ -24,6 +24,7 @@
 #include "base/program_info.h"
 #include "base/status_macros.h"
 #include "base/utf8.h"
+#include "engine/backend_factory.h"
 #include "engine/cpu_backend.h"
 #include "engine/griffin_model.h"
 #include "engine/sampler.h"
@@ -36,6 +37,9 @@
 
 ABSL_FLAG(std::string, model, "", "model folder (Hugging Face RecurrentGemma layout)");
 ABSL_FLAG(bool, json, false, "info: print JSON");
+ABSL_FLAG(std::string, quantization, "none",
+          "generate, score: none, or fp8 (the projections' weights in FP8 E4M3 with one scale per "
+          "output row, emulated: the numbers griffin-server --quantization fp8 computes)");
 ABSL_FLAG(std::string, prompt, "", "generate: prompt text (BOS is prepended)");
 ABSL_FLAG(std::string, text, "", "score: text to score (BOS is prepended)");
 ABSL_FLAG(std::string, ids, "", "comma-separated token ids, used as given (no BOS added)");
@@ -102,8 +106,16 @@ absl::StatusOr<Model> LoadModel() {
     if (!tokenizer.ok()) return InFolder(dir, tokenizer.status());
     model.tokenizer = std::move(*tokenizer);
   }
-  absl::StatusOr<std::unique_ptr<CpuBackend>> backend =
-      CpuBackend::Create(*model.checkpoint, /*num_slots=*/1);
+  absl::StatusOr<engine::WeightQuantization> quantization =
+      engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--quantization: ", quantization.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<CpuBackend>> backend = CpuBackend::Create(
+      *model.checkpoint, /*num_slots=*/1,
+      *quantization == engine::WeightQuantization::kFp8 ? engine::CpuNumerics::kEmulateFp8Weights
+                                                        : engine::CpuNumerics::kFloat32);
   if (!backend.ok()) return InFolder(dir, backend.status());
   model.backend = std::move(*backend);
   return model;
@@ -187,6 +199,8 @@ absl::Status Info() {
         {"conv1d_width", c.conv1d_width},
         {"logits_soft_cap", c.logits_soft_cap},
         {"parameters", params},
+        {"weight_bytes_bf16", engine::DeviceWeightBytes(c, false)},
+        {"weight_bytes_fp8", engine::DeviceWeightBytes(c, true)},
         {"state_bytes_per_sequence_bf16", gpu.total()},
         {"state_bytes_per_sequence_float32", cpu.total()},
         {"state_bytes_bf16",
@@ -210,11 +224,14 @@ absl::Status Info() {
       "hidden_size      %d, lru_width %d, mlp_width %d, vocab %d\n"
       "attention        %s\n"
       "parameters       %s\n"
+      "weights          %s on the GPU in bf16, %s with --quantization fp8\n"
       "state/sequence   %s with bf16 activations (%s)\n"
       "                 %s on the float32 CPU backend; constant in sequence length\n",
       dir, c.num_layers, c.num_recurrent_layers(), c.num_attention_layers(), pattern, c.hidden_size,
       c.lru_width, c.mlp_width, c.vocab_size, attention, WithThousands(params),
-      HumanBytes(gpu.total()), parts, HumanBytes(cpu.total()));
+      HumanBytes(engine::DeviceWeightBytes(c, false)),
+      HumanBytes(engine::DeviceWeightBytes(c, true)), HumanBytes(gpu.total()), parts,
+      HumanBytes(cpu.total()));
   return absl::OkStatus();
 }
 

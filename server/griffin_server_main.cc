@@ -57,6 +57,9 @@ ABSL_FLAG(std::string, model, "",
           "else the random-weight test fixture tests/data/griffin");
 ABSL_FLAG(std::string, model_name, "", "name clients use in `model`; default: the folder's name");
 ABSL_FLAG(std::string, backend, "auto", "cpu, cuda, or auto (cuda when a GPU is present)");
+ABSL_FLAG(std::string, quantization, "none",
+          "none, or fp8: projection weights in FP8 E4M3 with one scale per output row (the CPU "
+          "backend emulates it; the CUDA backend has no FP8 kernels yet)");
 ABSL_FLAG(
     std::string, load_format, "safetensors",
     "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "
@@ -476,6 +479,13 @@ int Run() {
   }
   absl::StatusOr<engine::BackendKind> kind = engine::ParseBackendKind(absl::GetFlag(FLAGS_backend));
   if (!kind.ok()) return fail("--backend", kind.status());
+  absl::StatusOr<engine::WeightQuantization> quantization =
+      engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) return fail("--quantization", quantization.status());
+  if (absl::Status supported = engine::CheckQuantizationSupported(*kind, *quantization);
+      !supported.ok()) {
+    return fail("--quantization", supported);
+  }
   const std::string load_format = absl::GetFlag(FLAGS_load_format);
   if (load_format != "safetensors" && load_format != "dummy") {
     return fail("--load_format", absl::InvalidArgumentError("must be safetensors or dummy"));
@@ -552,6 +562,7 @@ int Run() {
                    : 0;
   const engine::BackendOptions backend_options{
       .kind = *kind,
+      .quantization = *quantization,
       .num_slots = slots,
       .max_batch = absl::GetFlag(FLAGS_max_batch),
       .max_tokens_per_step = absl::GetFlag(FLAGS_token_budget)};
@@ -562,9 +573,10 @@ int Run() {
   if (!backend.ok()) return fail(absl::StrCat(loading, ": backend"), backend.status());
   const std::string backend_name((*backend)->name());
   // Cached prefixes and sessions are keyed to the weights: never restored into another model.
-  const uint64_t model_identity = checkpoint != nullptr
-                                      ? engine::ModelIdentity(*checkpoint)
-                                      : engine::ModelIdentity(config, /*random_seed=*/0);
+  const uint64_t model_identity = engine::QuantizedModelIdentity(
+      checkpoint != nullptr ? engine::ModelIdentity(*checkpoint)
+                            : engine::ModelIdentity(config, /*random_seed=*/0),
+      *quantization);
   const engine::StateLayout* layout = (*backend)->state_layout();
   engine::EngineOptions engine_options;
   if (layout != nullptr && cache_wanted) {
@@ -620,14 +632,20 @@ int Run() {
   absl::StatusOr<std::unique_ptr<engine::EngineCore>> engine =
       engine::EngineCore::Create(std::move(*backend), engine_options);
   if (!engine.ok()) return fail(absl::StrCat(loading, ": engine warm-up"), engine.status());
+  const int64_t weight_bytes =
+      engine::DeviceWeightBytes(config, *quantization == engine::WeightQuantization::kFp8);
   Log(spdlog::level::info,
-      absl::StrFormat("loaded %s in %.2f s (backend %s, %d slots)", SafeName(model_dir),
-                      absl::ToDoubleSeconds(absl::Now() - load_start), backend_name, slots));
+      absl::StrFormat(
+          "loaded %s in %.2f s (backend %s, %d slots, weights %s: %d bytes on a GPU)",
+          SafeName(model_dir), absl::ToDoubleSeconds(absl::Now() - load_start), backend_name, slots,
+          *quantization == engine::WeightQuantization::kFp8 ? "fp8" : "bf16", weight_bytes));
 
   state.engine = engine->get();
   state.sessions = sessions.get();
   state.tokenizer = tokenizer.get();
   state.backend_name = backend_name;
+  state.quantization = std::string(engine::WeightQuantizationName(*quantization));
+  state.weight_bytes = weight_bytes;
   state.state_bytes_per_sequence = state_bytes;
   state.num_slots = slots;
   state.limits.max_sequences = static_cast<int64_t>(slots) + max_queue;

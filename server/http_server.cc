@@ -589,7 +589,10 @@ std::vector<HttpRoute> HttpServer::Routes(bool protect_metrics) {
                 {"owned_by", "griffin"},
                 {"root", st->model_name},
                 {"parent", nullptr},
-                {"max_model_len", st->limits.max_prompt_tokens}};
+                {"max_model_len", st->limits.max_prompt_tokens},
+                // Extensions: the weights' format and size (issue 14).
+                {"quantization", st->quantization},
+                {"weight_bytes", st->weight_bytes}};
   };
   routes.push_back(
       {.method = "GET", .path = "/v1/models", .handler = [st, model_card](HttpRequest, HttpWaker) {
