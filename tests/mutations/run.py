@@ -144,7 +144,9 @@ def main():
                     outcome = run_tests(work, catches, log)
                     result = {"failed": "caught", "passed": "MISSED"}.get(outcome, outcome)
             finally:
-                sh(["git", "checkout", "--", *files], work, log)
+                # Every tracked file, not only those the patch named when the run began: a patch
+                # edited during a run must not leave its bug planted under the next entries.
+                sh(["git", "checkout", "--", "."], work, log)
         counts[result.split(":")[0]] = counts.get(result.split(":")[0], 0) + 1
         seconds = time.time() - start
         tests = "; ".join(f"{k} `{t}`" for k, t in catches)
