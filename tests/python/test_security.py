@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,19 @@ def closed_by_server(sock, wait):
         except (ConnectionResetError, BrokenPipeError):
             return True
     return False
+
+
+def send_buffer_full(server_port, client_sock):
+    """True when the server's socket toward `client_sock` has a full send buffer, so its next
+    write waits for the client (skmem w, the bytes queued, has reached tb, the buffer's size)."""
+    assert shutil.which("ss"), "ss is not installed (iproute2; deploy/install-deps.sh installs it)"
+    client_port = client_sock.getsockname()[1]
+    out = subprocess.run(["ss", "-tnmH", "state", "established",
+                          f"( sport = :{server_port} and dport = :{client_port} )"],
+                         capture_output=True, text=True, timeout=10).stdout
+    size, queued = re.search(r"\btb(\d+)", out), re.search(r"\bw(\d+)", out)
+    assert size and queued, f"ss shows no skmem for the server's side of port {client_port}: {out!r}"
+    return int(queued.group(1)) >= int(size.group(1))
 
 
 def closed_within(socks, wait):
@@ -490,7 +504,14 @@ def test_sigterm_with_trickling_and_stalled_clients_exits_on_time():  # SEC-5, C
         while s.gauge("griffin_num_requests_running") < 1:
             assert time.time() < deadline
             time.sleep(0.01)
-        time.sleep(0.5)
+        # Stalled means the server's writes wait: its send buffer grows to about 4 MiB here,
+        # which the stream fills in about 2.5 s on an idle machine and far later under load, so
+        # a fixed pause signalled while the writes still completed and a drain that never closes
+        # a stalled connection went unseen (mutation 36).
+        deadline = time.time() + 60
+        while not send_buffer_full(s.http_port, stalled):
+            assert time.time() < deadline, "the server's writes to the stalled client never waited"
+            time.sleep(0.05)
         start = time.time()
         s.proc.send_signal(signal.SIGTERM)
         rc = s.proc.wait(timeout=60)
