@@ -1,6 +1,6 @@
 """griffin-server over gRPC with Python grpcio: Generate/Tokenize/Abort/GetModelInfo, health,
 validation (VAL-*, TXT-1, LEN-4), deadlines (CAN-3), NUM-1, NUM-2 and a burst of concurrent
-requests with random cancellations (CAN-1)."""
+requests with random cancellations (CAN-1), characters split across tokens (TXT-2)."""
 
 import math
 import random
@@ -9,6 +9,9 @@ import time
 
 import grpc
 import pytest
+import sentencepiece as spm
+
+from server_harness import FIXTURE
 
 
 def gen_request(pb2, ids=None, text=None, max_tokens=8, temperature=0.0, seed=None, **kw):
@@ -437,3 +440,37 @@ def test_sampling_filters_restrict_the_support(stub, pb, kind, value):
     # Without the filter, this much probability would have drawn tokens outside the set.
     assert outside_mass / checked > 0.2, outside_mass / checked
     assert off_top1 >= checked // 10, (off_top1, checked)
+
+
+@pytest.mark.parametrize("char", ["é", "あ", "😀"])
+def test_characters_split_across_tokens_stream_whole(server, stub, pb, char):  # TXT-2
+    """A character whose bytes come as separate byte-fallback tokens streams intact: every chunk
+    is valid UTF-8 and the chunks join to the server's decode of all the ids at once
+    (/detokenize, the tokenizer's own decode). Comparing stream with unary cannot see a
+    detokenizer that breaks characters: both go through it."""
+    pb2, _ = pb
+    sp = spm.SentencePieceProcessor(model_file=str(FIXTURE / "tokenizer.model"))
+    byte_ids = {sp.piece_to_id(f"<0x{b:02X}>") for b in char.encode()}
+    assert all(sp.is_byte(i) for i in byte_ids), byte_ids
+    # logit_bias keeps sampling to the character's bytes; temperature 4 evens out the model's
+    # preference among them (the bias, divided by 4, still keeps every other token out). The
+    # output then holds such characters many times, among stray bytes that each become U+FFFD.
+    req = gen_request(pb2, ids=[2, 17, 33, 5], max_tokens=400, temperature=4.0, seed=11)
+    for i in byte_ids:
+        req.sampling.logit_bias[i] = 100.0
+    ids, text = [], b""
+    for r in stub.Generate(req, timeout=60):
+        if r.WhichOneof("output") == "chunk":
+            r.chunk.text.decode("utf-8")  # raises on a chunk that is not valid UTF-8 alone
+            ids.extend(r.chunk.token_ids)
+            text += r.chunk.text
+    assert len(ids) == 400 and set(ids) <= byte_ids, sorted(set(ids) - byte_ids)
+    r = server.session.post(server.url + "/detokenize", json={"tokens": ids}, timeout=30)
+    assert r.status_code == 200, r.text
+    whole = r.json()["prompt"]
+    assert text.decode("utf-8") == whole
+    # Characters of several of those bytes (é; あ and neighbours such as ぁ; 😀 and neighbours
+    # such as 🟀), each spread over as many tokens as it has bytes.
+    split = [c for c in whole if c != "\ufffd" and len(c.encode()) > 1]
+    print(f"{char!r}: {len(split)} characters of {len(char.encode())} bytes in {len(ids)} tokens")
+    assert len(split) >= 3, f"the sample holds {len(split)} characters of {len(char.encode())} bytes"
