@@ -78,7 +78,8 @@ def test_server_logs_version_and_what_it_loads():
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     tensors = len([k for k in header if k != "__metadata__"])
     assert re.search(rf"loading \S*tests/data/griffin: {tensors} tensors, [\d.]+ GB", logs), logs
-    assert re.search(r"loaded \S*tests/data/griffin in [\d.]+ s \(backend cpu, \d+ slots\)", logs)
+    assert re.search(r"loaded \S*tests/data/griffin in [\d.]+ s \(backend cpu, \d+ slots, "
+                     r"weights bf16: \d+ bytes on a GPU\)", logs), logs
 
 
 @pytest.mark.parametrize("missing", ["folder", "config", "weights"])
