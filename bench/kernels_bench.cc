@@ -318,6 +318,20 @@ int Main() {
                   prefill ? "prefill" : "decode", n, keys, p.splits);
     Bench(
         name, [&] { CHECK_CUDA(LaunchAttention(p, tile, 0)); }, bytes, flops);
+    if (prefill && tile > 1) {  // the tensor-core kernel's smaller block (half the tile)
+      const int half = tile / 2;
+      std::vector<QueryTile> half_tiles;
+      for (int t = 0; t < n; t += half) half_tiles.push_back({t, std::min(half, n - t)});
+      auto* dhalf = reinterpret_cast<QueryTile*>(Buf<int32_t>(2 * half_tiles.size()));
+      CHECK_CUDA(
+          cudaMemcpy(dhalf, half_tiles.data(), half_tiles.size() * 8, cudaMemcpyHostToDevice));
+      AttentionParams ph = p;
+      ph.tiles = dhalf;
+      ph.num_tiles = int(half_tiles.size());
+      std::snprintf(name, sizeof name, "  same, tiles of %d tokens (not %d)", half, tile);
+      Bench(
+          name, [&] { CHECK_CUDA(LaunchAttention(ph, half, 0)); }, bytes, flops);
+    }
     if (!prefill) {  // how many key splits a decode batch wants (the backend's Splits heuristic)
       const int chosen = p.splits;
       for (int alt : {1, 2, 4, 8, 16, 32}) {

@@ -32,7 +32,7 @@ namespace {
 using kernels::bf16_t;
 using T_ = LayerTensor;
 
-constexpr int kMaxKeySplits = 64;
+constexpr int kMaxKeySplits = kernels::kMaxAttentionSplits;
 constexpr size_t kGemmWorkspaceBytes = 64 << 20;
 constexpr int kSampleContextCapacity = 1 << 22;  // token ids of all rows' repetition contexts
 

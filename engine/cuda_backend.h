@@ -61,9 +61,10 @@ struct CudaBackendOptions {
   // of cuBLASLt (wide ones always do). Off only to compare the two in benchmarks.
   bool gemv_for_narrow_projections = true;
   // Decode attention splits each sequence's keys over blocks (flash-decoding) until the pass has
-  // up to this many blocks per SM: the tensor-core decode kernel fits 4 per SM (46 KB of shared
-  // memory at head_dim 256), and one full wave measured best (bench/NOTES.md: 2, 4, 8, 16).
-  int decode_attention_blocks_per_sm = 4;
+  // up to this many blocks per SM: the tensor-core kernel's decode block fits 2 per SM (99 KB of
+  // shared memory, 242 registers a thread at head_dim 256), and one full wave measured best
+  // (bench/NOTES.md, session 6: 2, 4, 8).
+  int decode_attention_blocks_per_sm = 2;
 };
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).

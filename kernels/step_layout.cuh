@@ -39,8 +39,13 @@ struct KvRows {
 
   // Element offset of (position p, kv head g, dim 0) and whether it is in the run buffer.
   __device__ __forceinline__ const bf16* Row(int p, int g) const {
+    return Row(p, g, p >= entry.pos0 ? 0 : p % window);
+  }
+  // The same, for a caller that steps through consecutive keys and keeps ring_row = p mod W
+  // itself (a division per key costs more than the copy it addresses).
+  __device__ __forceinline__ const bf16* Row(int p, int g, int ring_row) const {
     const bool in_run = p >= entry.pos0;
-    const int64_t row = in_run ? entry.start + p - entry.pos0 : p % window;
+    const int64_t row = in_run ? entry.start + p - entry.pos0 : ring_row;
     return (in_run ? run : ring) + (row * kv_heads + g) * head_dim;
   }
 };

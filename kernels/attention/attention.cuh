@@ -15,12 +15,11 @@
 //   Decode (one-token tiles) may split the key range over `splits` blocks (flash-decoding): each
 //   writes a partial (m, l, o) and LaunchAttentionCombine merges them.
 //   Accumulation float32; the ring is read before the step writes it.
-//   Prefill tiles with head_dim % 16 == 0 run on the tensor cores (WMMA, float32 accumulate:
-//   Q.K^T in bf16, P.V in half with P rounded to half and V converted to half, exact within
-//   half's normal range). Decode (one-token) tiles with head_dim % 16 == 0 and at most 16 query
-//   heads per kv head run on the tensor cores too (mma.sync m16n8k16: the group's rows padded to
-//   16, Q.K^T in bf16, P.V in half as above, keys in tiles of 32, a warp per softmax row); other
-//   head sizes run the scalar float32 kernel.
+//   With head_dim one of 16, 32, 64, 128, 256 and at most 128 query heads per kv head, prefill
+//   and decode tiles both run on the tensor cores (one FlashAttention-2-style kernel, mma.sync
+//   m16n8k16, float32 accumulate: Q.K^T in bf16, P.V in half with P rounded to half and V
+//   converted to half, exact within half's normal range; K/V tiles double-buffered through
+//   cp.async); other head sizes run the scalar float32 kernel.
 //   Tolerance (kernels_test): bf16 output rounding (2^-8 relative) plus, on the tensor-core path,
 //   2^-11 max|v| from the half P, against a float64 reference on the same bf16 q/k/v.
 //
@@ -28,10 +27,10 @@
 //   the ring slot pos mod W.
 //
 // Files: rope_ring.cu (RoPE, ring write), attention_scalar.cu (the float32 CUDA-core kernel: any
-// head size, the reference path), attention_decode_mma.cu (one-token tiles on the tensor cores,
-// key splits, the combine), attention_prefill_mma.cu (prefill tiles on the tensor cores),
-// attention_launch.cu (which kernel a launch takes). Addressing: kernels/step_layout.cuh. CPU
-// reference: attention_reference.h; cases: attention_cases.cc.
+// head size, the reference path), attention_mma.cu (prefill and decode tiles on the tensor cores),
+// attention_combine.cu (the merge of key splits), attention_launch.cu (which kernel a launch
+// takes). Addressing: kernels/step_layout.cuh. CPU reference: attention_reference.h; cases:
+// attention_cases.cc.
 #ifndef GRIFFIN_KERNELS_ATTENTION_ATTENTION_CUH_
 #define GRIFFIN_KERNELS_ATTENTION_ATTENTION_CUH_
 
@@ -53,17 +52,20 @@ struct AttentionParams {
   int n = 0, H = 0, KV = 1, hd = 0, W = 0, rotary = 0;
   float theta = 10000.0f;
   float scale = 1.0f;
-  int splits = 1;            // > 1 only with one-token tiles
+  int splits = 1;            // key splits per tile (decode); each writes a partial
   float* part_o = nullptr;   // [n, H, splits, hd]
   float* part_ml = nullptr;  // [n, H, splits, 2]
   bf16_t* out = nullptr;     // [n, H hd]
 };
 
+// Most key splits a launch may ask for (the combine keeps one weight per split on chip).
+inline constexpr int kMaxAttentionSplits = 64;
+
 // Largest tile (in query tokens) the scalar attention kernel takes for these sizes; 0 if none fits.
 int AttentionMaxTileTokens(int H, int KV, int hd);
-// Tile for prefill: 64 / (H / KV) tokens on the tensor-core kernel when head_dim % 16 == 0, else
-// the scalar kernel's. LaunchAttention with splits == 1 and a tile > 1 token uses the tensor cores
-// when it can.
+// Tile for prefill: 128 / (H / KV) tokens on the tensor-core kernel when it takes these sizes,
+// else the scalar kernel's. LaunchAttention uses the tensor cores whenever it can (a tile of up to
+// 64 rows gets the kernel's smaller block).
 int AttentionPrefillTileTokens(int H, int KV, int hd);
 const char* CanImplementAttention(int H, int KV, int hd, int rotary);
 

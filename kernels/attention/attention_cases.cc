@@ -15,6 +15,8 @@
 namespace griffin::kernels::testing {
 namespace {
 
+// mode 0: prefill tiles of AttentionPrefillTileTokens; 1: one-token decode tiles, split;
+// 2: prefill tiles of half that size (the tensor-core kernel's smaller block).
 void AttentionCase(int H, int KV, int hd, int W, int mode) {
   ASSERT_EQ(PrepareAttentionKernels(), cudaSuccess);
   const int rotary = hd / 2;
@@ -37,15 +39,16 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
   auto rb = ToBf16(ring_vals);
   std::memcpy(pool.data(), rb.data(), rb.size() * 2);
 
-  {  // mode 0: prefill tiles; 1: decode-style one-token tiles, split
-    const int tile = mode == 0 ? AttentionPrefillTileTokens(H, KV, hd) : 1;
+  {
+    const int prefill_tile = AttentionPrefillTileTokens(H, KV, hd);
+    const int tile = mode == 0 ? prefill_tile : mode == 2 ? std::max(1, prefill_tile / 2) : 1;
     std::vector<QueryTile> tiles;
     for (size_t e = 0; e < es.size(); ++e) {
       for (int k = 0; k < es[e].len; k += tile) {
         tiles.push_back({lay.entries[e].start + k, std::min(tile, es[e].len - k)});
       }
     }
-    const int splits = mode == 0 ? 1 : 3;
+    const int splits = mode == 1 ? 3 : 1;
     Dev<float> d_qkv(qkv), part_o(size_t(n) * H * splits * hd), part_ml(size_t(n) * H * splits * 2);
     Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd),
         dout(size_t(n) * H * hd);
@@ -158,17 +161,26 @@ std::vector<OpCase> MakeAttentionCases() {
   std::vector<OpCase> cases;
   struct Size {
     int H, KV, hd, W;
+    bool heavy;
   };
-  for (const Size s : {Size{4, 1, 16, 8}, Size{4, 2, 32, 5}, Size{10, 1, 256, 64},
-                       Size{3, 3, 20, 33}, Size{1, 1, 4, 1}, Size{4, 1, 72, 9}}) {
-    for (int mode : {0, 1}) {
-      const bool mma = s.hd % 16 == 0;
-      const char* path = mode == 0 ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
-                                   : (mma ? "attention.decode_mma" : "attention.decode_scalar");
+  // The W=300 shapes give prefill tiles many key tiles, from the ring and from the run, with the
+  // window's lower edge inside a tile; G = 16 fills the tensor-core kernel's 128 rows with 8
+  // tokens, G = 10 leaves 8 padding rows.
+  for (const Size s :
+       {Size{4, 1, 16, 8, false}, Size{4, 2, 32, 5, false}, Size{10, 1, 256, 64, false},
+        Size{3, 3, 20, 33, false}, Size{1, 1, 4, 1, false}, Size{4, 1, 72, 9, false},
+        Size{10, 1, 256, 300, false}, Size{16, 1, 256, 300, true}, Size{8, 2, 64, 300, false}}) {
+    // The head sizes the tensor-core kernel is compiled for (attention_mma.cu).
+    const bool mma = s.hd >= 16 && s.hd <= 256 && (s.hd & (s.hd - 1)) == 0;
+    for (int mode : {0, 1, 2}) {
+      if (mode == 2 && !mma) continue;
+      const char* path = mode == 0   ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
+                         : mode == 2 ? "attention.prefill_mma_half_tile"
+                                     : (mma ? "attention.decode_mma" : "attention.decode_scalar");
       cases.push_back({path, absl::StrCat("H", s.H, " KV", s.KV, " hd", s.hd, " W", s.W),
                        "float64 softmax on the same bf16 q/k/v; ref::ApplyRope; ring rows bitwise",
                        "bf16 output 2^-8 + 2^-11 max|v| (half P on the tensor cores), doubled",
-                       false, [s, mode] { AttentionCase(s.H, s.KV, s.hd, s.W, mode); }});
+                       s.heavy, [s, mode] { AttentionCase(s.H, s.KV, s.hd, s.W, mode); }});
     }
   }
   return cases;

@@ -15,7 +15,7 @@
 
 namespace griffin::kernels::attention_internal {
 
-// Keys staged per shared-memory tile by the scalar and decode kernels (and the unit of key splits).
+// Keys staged per shared-memory tile by the scalar kernel (and the unit of its key splits).
 inline constexpr int kKeyTile = 32;
 // Largest dynamic shared memory any attention kernel asks for.
 inline constexpr size_t kMaxSmem = 200 * 1024;
@@ -25,16 +25,13 @@ size_t ScalarSmemBytes(int rows, int hd);
 cudaError_t PrepareScalar();
 cudaError_t LaunchScalar(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
 
-// Decode on the tensor cores (attention_decode_mma.cu): one-token tiles, G <= 16, hd % 16 == 0.
-bool DecodeMmaEligible(int H, int KV, int hd);
-cudaError_t PrepareDecodeMma();
-cudaError_t LaunchDecodeMma(const AttentionParams& p, cudaStream_t stream);
-
-// Prefill tiles on the tensor cores (attention_prefill_mma.cu).
-inline constexpr int kPrefillMmaRows = 64;
-bool PrefillMmaEligible(int H, int KV, int hd);
-cudaError_t PreparePrefillMma();
-cudaError_t LaunchPrefillMma(const AttentionParams& p, cudaStream_t stream);
+// Prefill and decode tiles on the tensor cores (attention_mma.cu): G <= kMmaRows, head_dim one
+// of 16, 32, 64, 128, 256; the block has 64 rows (tokens x G, 32-key tiles) or 128 (64-key
+// tiles) as the tile needs. Writes split partials when p.splits > 1.
+inline constexpr int kMmaRows = 128;
+bool MmaEligible(int H, int KV, int hd);
+cudaError_t PrepareMma();
+cudaError_t LaunchMma(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
 
 // D += A.B on the tensor cores, m16n8k16, float32 accumulate; A row-major, B column-major, in the
 // PTX fragment layout (per thread: rows g, g + 8 and columns 2 tig, 2 tig + 1 of each 8-wide part).

@@ -1,5 +1,5 @@
-// Which attention kernel a launch takes (see attention.cuh): tensor-core prefill tiles, tensor-core
-// decode tiles, or the scalar kernel for every other case; the split combine after a split decode.
+// Which attention kernel a launch takes (see attention.cuh): the tensor-core kernel for prefill and
+// decode tiles, or the scalar kernel for every other case; the split combine after a split pass.
 #include <algorithm>
 
 #include "kernels/attention/attention_internal.cuh"
@@ -9,7 +9,7 @@ namespace griffin::kernels {
 using namespace attention_internal;  // NOLINT: this file only dispatches to them
 
 int AttentionPrefillTileTokens(int H, int KV, int hd) {
-  if (PrefillMmaEligible(H, KV, hd)) return std::max(1, kPrefillMmaRows / (H / KV));
+  if (MmaEligible(H, KV, hd)) return std::max(1, kMmaRows / (H / KV));
   return AttentionMaxTileTokens(H, KV, hd);
 }
 
@@ -24,19 +24,14 @@ const char* CanImplementAttention(int H, int KV, int hd, int rotary) {
 
 cudaError_t PrepareAttentionKernels() {
   cudaError_t err = PrepareScalar();
-  if (err == cudaSuccess) err = PrepareDecodeMma();
-  if (err == cudaSuccess) err = PreparePrefillMma();
+  if (err == cudaSuccess) err = PrepareMma();
   return err;
 }
 
 cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream) {
   if (p.num_tiles <= 0) return cudaSuccess;
-  if (p.splits == 1 && max_tile_tokens > 1 && PrefillMmaEligible(p.H, p.KV, p.hd) &&
-      max_tile_tokens * (p.H / p.KV) <= kPrefillMmaRows) {
-    return LaunchPrefillMma(p, stream);
-  }
-  const cudaError_t err = max_tile_tokens == 1 && DecodeMmaEligible(p.H, p.KV, p.hd)
-                              ? LaunchDecodeMma(p, stream)
+  const cudaError_t err = MmaEligible(p.H, p.KV, p.hd) && max_tile_tokens * (p.H / p.KV) <= kMmaRows
+                              ? LaunchMma(p, max_tile_tokens, stream)
                               : LaunchScalar(p, max_tile_tokens, stream);
   if (err != cudaSuccess || p.splits == 1) return err;
   return LaunchAttentionCombine(p, stream);
