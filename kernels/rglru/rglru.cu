@@ -124,19 +124,45 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
   }
 }
 
-// Prefill conv: c for every token and channel (reads the tails, writes nothing in the slots).
+// Conv: c for every token and channel (reads the tails, writes nothing in the slots). A thread
+// owns one channel over kRun consecutive tokens and slides the last K - 1 inputs through
+// registers, so each input is read once (a prefill with one token per thread read each four times
+// and ran at 3.7x its byte floor); the window restarts from the slot's tail at the first token of
+// each entry. Decode (one token per entry) takes kRun = 1: its tokens are all different entries.
+template <int kRun>
 __global__ void ConvKernel(RgLruParams p) {
-  const int t = blockIdx.x;
-  const StepEntryRecord en = EntryOfToken(p.layout, t);
-  const int start = en.start;
-  const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
-  const int k = t - start, L = p.L, K = p.K;
-  for (int ch = blockIdx.y * blockDim.x + threadIdx.x; ch < L; ch += gridDim.y * blockDim.x) {
-    float acc = 0.0f;
-    for (int s = 0; s < K; ++s) {
-      acc += p.conv_w[ch * K + (K - 1 - s)] * ConvInput(p, tail, start, k - s, ch);
+  constexpr int kMaxK = 8;  // CanImplementRgLru
+  const int L = p.L, K = p.K;
+  const int ch = blockIdx.y * blockDim.x + threadIdx.x;
+  if (ch >= L) return;
+  float w[kMaxK];
+#pragma unroll
+  for (int s = 0; s < kMaxK; ++s) w[s] = s < K ? p.conv_w[ch * K + (K - 1 - s)] : 0.0f;
+  const float bias = p.conv_b[ch];
+  float prev[kMaxK];  // prev[s]: the input s tokens before the current one (s >= 1)
+  const int t_first = blockIdx.x * kRun;
+  const int t_end = min(p.n, t_first + kRun);
+  for (int t = t_first; t < t_end; ++t) {
+    const StepEntryRecord en = EntryOfToken(p.layout, t);
+    const int k = t - en.start;
+    if (t == t_first || k == 0) {
+      const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
+#pragma unroll
+      for (int s = 1; s < kMaxK; ++s)
+        prev[s] = s < K ? ConvInput(p, tail, en.start, k - s, ch) : 0.0f;
     }
-    const float c = acc + p.conv_b[ch];
+    const float x = ConvInput(p, nullptr, en.start, k, ch);
+    // Same order of accumulation as the reference and the decode gate kernel: s = 0 first.
+    float acc = 0.0f;
+    acc += w[0] * x;
+#pragma unroll
+    for (int s = 1; s < kMaxK; ++s) {
+      if (s < K) acc += w[s] * prev[s];
+    }
+#pragma unroll
+    for (int s = kMaxK - 1; s > 1; --s) prev[s] = prev[s - 1];
+    prev[1] = x;
+    const float c = acc + bias;
     p.c[int64_t{t} * L + ch] = c;
     reinterpret_cast<__half*>(p.c_half)[int64_t{t} * L + ch] = __float2half_rn(c);
   }
@@ -339,8 +365,15 @@ cudaError_t LaunchRgLruGateMath(const RgLruParams& p, cudaStream_t stream) {
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
   // One channel per thread: the tail loads are latency-bound (6.7x the byte floor at batch 256
-  // with four channels per thread, bench/PROFILE.md).
-  ConvKernel<<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
+  // with four channels per thread, bench/PROFILE.md). Runs of 16 tokens when entries are longer
+  // than a token on average (prefill).
+  constexpr int kPrefillRun = 16;
+  if (p.n >= 2 * p.num_entries) {
+    ConvKernel<kPrefillRun>
+        <<<dim3((p.n + kPrefillRun - 1) / kPrefillRun, (p.L + 255) / 256), 256, 0, stream>>>(p);
+  } else {
+    ConvKernel<1><<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 
