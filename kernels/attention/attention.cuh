@@ -10,8 +10,9 @@
 //   keys j with p - W <= pos_j <= p (itself plus W earlier ones, the reference's W+1 keys);
 //   a key of this run comes from k/v, an earlier one from the slot's ring at pos_j mod W.
 //   s_j = (q . k_j) * scale (float32), o = sum_j softmax(s)_j v_j (float32 online softmax), out bf16.
-//   Work unit: a tile of consecutive query tokens of one entry (QueryTile) x one kv head; the block holds every query head of the group for every
-//   token of the tile (K/V read once per group), keys in tiles of 32 staged in shared memory.
+//   Work unit: a tile of consecutive query tokens of one entry (QueryTile) x one kv head; the
+//   block holds every query head of the group for every token of the tile (K/V read once per
+//   group), keys in tiles of 32 or 64 staged in shared memory.
 //   Decode (one-token tiles) may split the key range over `splits` blocks (flash-decoding): each
 //   writes a partial (m, l, o) and LaunchAttentionCombine merges them.
 //   Accumulation float32; the ring is read before the step writes it.
