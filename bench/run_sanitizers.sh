@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # KER-5: compute-sanitizer's four tools (memcheck, racecheck, initcheck, synccheck) over both GPU
-# test binaries, the eight runs in parallel (each is single-GPU and mostly host-bound), run on the
-# GPU machine from the repository root:
+# test binaries, run on the GPU machine from the repository root:
 #   bench/run_sanitizers.sh BUNDLE_DIR OUT_DIR [TIMEOUT_S]
 # BUNDLE_DIR holds kernels_test and cuda_backend_test (shared/tools/bundle-binaries.sh). Writes one
-# log per (tool, binary) and OUT_DIR/summary.txt with each run's exit status and error/hazard
-# counts; exits non-zero when any run reports an error or hazard, fails, or times out.
+# log per (tool, binary) and OUT_DIR/summary.txt with each run's exit status, error/hazard counts
+# and the jobs that did not finish; exits non-zero when any run reports an error or hazard, fails,
+# or times out.
+#
+# Every (tool, binary) pair becomes one or more jobs, run SANITIZE_JOBS at a time (default: all at
+# once; each job is single-GPU and mostly host-bound). A pair's jobs are, in order of precedence:
+#   SANITIZE_PER_TEST_<binary>_<tool> / SANITIZE_PER_TEST_<binary> / SANITIZE_PER_TEST = 1:
+#       one process per test. Racecheck costs milliseconds per kernel launch, so a test with many
+#       small steps takes minutes; one process per test keeps a slow test from holding the others
+#       behind it, and the summary names exactly the tests that did not finish.
+#   SANITIZE_SHARDS_<binary>_<tool> / SANITIZE_SHARDS_<binary> / SANITIZE_SHARDS = N:
+#       gtest's own sharding into N processes (default 1).
+# Jobs start in the order: racecheck's first (the slowest tool), then the tests named by
+# SANITIZE_FIRST (a gtest filter, e.g. the tests known to take longest), then the rest.
 set -uo pipefail
 bundle=${1:?usage: run_sanitizers.sh BUNDLE_DIR OUT_DIR [TIMEOUT_S]}
 out=${2:?usage: run_sanitizers.sh BUNDLE_DIR OUT_DIR [TIMEOUT_S]}
@@ -18,64 +29,132 @@ done
 [[ -n $cs ]] || { echo "compute-sanitizer not found" | tee "$out/summary.txt"; exit 2; }
 export GRIFFIN_SOURCE_DIR=${GRIFFIN_SOURCE_DIR:-$PWD}
 # The tests cut their largest shapes and sequences under sanitizers (kernels_test's heavy cases,
-# cuda_backend_test's sequences beyond 48 tokens): every kernel still runs, in minutes, not hours.
+# cuda_backend_test's sequences beyond 24 tokens): every kernel still runs, in minutes, not hours.
 export GRIFFIN_SANITIZER_RUN=1
 # SANITIZE_FILTER: a gtest filter for both binaries (e.g. the cases of a changed kernel).
-[[ -n ${SANITIZE_FILTER:-} ]] && export GTEST_FILTER=$SANITIZE_FILTER
-# Processes per (tool, binary): SANITIZE_SHARDS_<binary>_<tool>, else SANITIZE_SHARDS_<binary>,
-# else SANITIZE_SHARDS, else 1 (gtest's own sharding; racecheck on cuda_backend_test wants most).
-shards() {
-  local a="SANITIZE_SHARDS_$2_$1" b="SANITIZE_SHARDS_$2"
-  echo "${!a:-${!b:-${SANITIZE_SHARDS:-1}}}"
+filter=${SANITIZE_FILTER:-*}
+# SANITIZE_TOOLS / SANITIZE_BINARIES: a subset of the tools / binaries.
+tools=(${SANITIZE_TOOLS:-racecheck memcheck initcheck synccheck})
+binaries=(${SANITIZE_BINARIES:-kernels_test cuda_backend_test})
+
+setting() {  # setting NAME TOOL BINARY DEFAULT: NAME_<binary>_<tool>, NAME_<binary>, NAME, DEFAULT
+  local a="$1_$3_$2" b="$1_$3"
+  echo "${!a:-${!b:-${!1:-$4}}}"
 }
-pids=()
-for tool in memcheck racecheck initcheck synccheck; do
-  extra=(--print-limit 20)
+# gtest --gtest_list_tests prints "Suite." lines and indented "Test  # GetParam() = ..." lines.
+list_tests() {  # list_tests BINARY FILTER
+  "$bundle/$1" --gtest_filter="$2" --gtest_list_tests |
+    awk '/^[^ ]/ { suite = $1; next } /^  / { print suite $1 }'
+}
+
+# One line per job: tool, binary, the job's name (a test, or a shard "shard-I-of-N"), gtest filter.
+jobs_file=$out/jobs.txt
+: > "$jobs_file"
+for tool in "${tools[@]}"; do
+  for bin in "${binaries[@]}"; do
+    if [[ $(setting SANITIZE_PER_TEST "$tool" "$bin" 0) == 1 ]]; then
+      first=()
+      [[ -n ${SANITIZE_FIRST:-} ]] && mapfile -t first < <(list_tests "$bin" "$SANITIZE_FIRST")
+      mapfile -t all < <(list_tests "$bin" "$filter")
+      declare -A seen=()
+      for t in "${first[@]}" "${all[@]}"; do
+        [[ -n ${seen[$t]:-} ]] && continue
+        # Only tests the filter selects, even when SANITIZE_FIRST names more.
+        printf '%s\n' "${all[@]}" | grep -qxF -- "$t" || continue
+        seen[$t]=1
+        echo "$tool $bin $t $t" >> "$jobs_file"
+      done
+      unset seen
+    else
+      n=$(setting SANITIZE_SHARDS "$tool" "$bin" 1)
+      for ((shard = 0; shard < n; ++shard)); do
+        echo "$tool $bin shard-$shard-of-$n $filter" >> "$jobs_file"
+      done
+    fi
+  done
+done
+
+# SANITIZE_DEADLINE_S: a bound on the whole run (a device call's limit): a job gets what is left
+# of it (at most TIMEOUT_S), one that would get under 10 s is skipped, and the summary is still
+# written.
+deadline=$(($(date +%s) + ${SANITIZE_DEADLINE_S:-1000000000}))
+run_job() {  # run_job TOOL BINARY NAME FILTER
+  local tool=$1 bin=$2 name=$3 filter=$4 extra=(--print-limit 20) shard=0 shards=1
   [[ $tool == memcheck ]] && extra+=(--leak-check full)
   # Every hazard printed, so the summary can tell ours from cuBLAS's.
   [[ $tool == racecheck ]] && extra=(--racecheck-report hazard --print-limit 2000)
-  for bin in ${SANITIZE_BINARIES:-kernels_test cuda_backend_test}; do
-    n=$(shards "$tool" "$bin")
-    for ((shard = 0; shard < n; ++shard)); do
-      ( GTEST_TOTAL_SHARDS=$n GTEST_SHARD_INDEX=$shard \
-          timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 3 \
-          "$bundle/$bin" > "$out/$tool-$bin.$shard.log" 2>&1
-        echo $? > "$out/$tool-$bin.$shard.rc" ) &
-      pids+=($!)
-    done
-  done
-done
-wait "${pids[@]}"
+  if [[ $name == shard-* ]]; then
+    IFS=- read -r _ shard _ shards <<< "$name"
+  fi
+  # Parameterized tests' names hold '/', which a file name cannot.
+  local base="$out/$tool-$bin.${name//\//_}" start=$SECONDS
+  local budget=$((deadline - $(date +%s)))
+  ((budget < limit)) || budget=$limit
+  if ((budget < 10)); then
+    echo "skipped 0" > "$base.rc"
+    return
+  fi
+  GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$shard GTEST_FILTER=$filter \
+    timeout "$budget" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 3 "$bundle/$bin" \
+    > "$base.log" 2>&1
+  local rc=$?
+  echo "$rc $((SECONDS - start))" > "$base.rc"
+}
+export -f run_job
+export out limit cs bundle deadline
+xargs -P "${SANITIZE_JOBS:-0}" -L 1 bash -c 'run_job "$@"' _ < "$jobs_file"
+
 status=0
 summary_file=$out/summary.txt
-: > "$summary_file"
 {
   printf '%-10s %-18s %4s  %s\n' tool binary rc "sanitizer summary; gtest result"
-  for tool in memcheck racecheck initcheck synccheck; do
-    for bin in ${SANITIZE_BINARIES:-kernels_test cuda_backend_test}; do
-      cat "$out/$tool-$bin".*.log > "$out/$tool-$bin.log"
+  for tool in "${tools[@]}"; do
+    for bin in "${binaries[@]}"; do
       log=$out/$tool-$bin.log
-      rc=0
-      for f in "$out/$tool-$bin".*.rc; do [[ $(cat "$f") == 0 ]] || rc=$(cat "$f"); done
-      summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -1)
-      gtest=$(grep -E "^\[  (PASSED|FAILED)  \]" "$log" | tr '\n' ' ')
-      # Every shard must have reached gtest's end.
-      [[ $(grep -cE "^\[  PASSED  \]" "$log") -ge $(shards "$tool" "$bin") ]] || gtest="incomplete: $gtest"
+      : > "$log"
+      rc=0 jobs=0 passed=0 unfinished=()
+      while read -r t b name _; do
+        [[ $t == "$tool" && $b == "$bin" ]] || continue
+        jobs=$((jobs + 1))
+        base="$out/$tool-$bin.${name//\//_}"
+        job_log=$base.log
+        cat "$job_log" >> "$log" 2>/dev/null
+        seconds='?'
+        read -r job_rc seconds < "$base.rc" 2>/dev/null || job_rc=missing
+        [[ $job_rc == 0 ]] || rc=$job_rc
+        if grep -qE "^\[  PASSED  \]" "$job_log" 2>/dev/null; then
+          passed=$((passed + 1))
+        else
+          unfinished+=("$name (rc $job_rc, $seconds s)")
+        fi
+      done < "$jobs_file"
+      ((jobs == 0)) && continue
+      summaries=$(grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | sort | uniq -c | tr -s ' ' |
+        tr '\n' ';')
+      gtest="$passed of $jobs jobs passed"
       # Each report's first "at ..." line names the kernel; cuBLAS's own kernels (nvjet, xmma,
       # cutlass) are counted apart: racecheck does not model their TMA/mbarrier ordering.
       read -r ours library < <(awk '
           /^========= +(Error|Warning|Uninitialized|Invalid|Program hit)/ { pending = 1; next }
           pending && / at / { if ($0 ~ /griffin/) ours++; else lib++; pending = 0 }
           END { print ours + 0, lib + 0 }' "$log")
-      printf '%-10s %-18s %4s  %s; ours %s, library %s; %s\n' "$tool" "$bin" "$rc" \
-          "${summary:-no summary}" "$ours" "$library" "$gtest"
+      failed=$(grep -hE "^\[  FAILED  \] [A-Za-z]" "$log" | sort -u | tr '\n' ' ')
+      printf '%-10s %-18s %4s  %s ours %s, library %s; %s%s\n' "$tool" "$bin" "$rc" \
+        "${summaries:-no summary;}" "$ours" "$library" "$gtest" "${failed:+; failed: $failed}"
+      ((${#unfinished[@]})) && printf '    did not finish: %s\n' "${unfinished[@]}"
       # A run fails on a report in our kernels, a failed test, a crash or a timeout; reports
       # confined to library kernels are listed but do not fail it.
-      if [[ $ours != 0 || $gtest == incomplete* || $gtest == *FAILED* || ( $rc != 0 && $library == 0 ) ]]; then
+      if [[ $ours != 0 || $passed != "$jobs" || -n $failed || ( $rc != 0 && $library == 0 ) ]]; then
         status=1
       fi
     done
   done
+  echo
+  echo "seconds per job (slowest first):"
+  for f in "$out"/*.rc; do
+    read -r job_rc seconds < "$f"
+    printf '%6s  rc %-3s %s\n' "$seconds" "$job_rc" "$(basename "$f" .rc)"
+  done | sort -rn
 } > "$summary_file"
 cat "$summary_file"
 exit $status
