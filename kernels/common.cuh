@@ -28,7 +28,7 @@ __device__ __forceinline__ float Softplus(float x) { return x > 20.0f ? x : log1
 // stream still runs, and must call WaitForPriorGrids() before it touches memory that kernel
 // writes (or reads); the previous kernel lets it start early by calling AllowDependentLaunch().
 // Without the attribute both are no-ops, and they compile to nothing below sm_90, where
-// PdlLaunchable() (host side) keeps the attribute off.
+// PdlLaunchable() (host side, launch.cuh) keeps the attribute off.
 __device__ __forceinline__ void WaitForPriorGrids() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

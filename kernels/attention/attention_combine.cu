@@ -12,6 +12,8 @@ namespace {
 // empty splits (at batch 1 most of the 64 are: a split per 32-key tile of the whole window).
 __global__ void CombineKernel(AttentionParams p) {
   __shared__ float weight[kMaxAttentionSplits];
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int t = blockIdx.x, head = blockIdx.y;
   const int64_t base = (int64_t{t} * p.H + head) * p.splits;
   if (threadIdx.x < 32) {
@@ -45,8 +47,7 @@ __global__ void CombineKernel(AttentionParams p) {
 cudaError_t LaunchAttentionCombine(const AttentionParams& p, cudaStream_t stream) {
   if (p.splits < 1 || p.splits > kMaxAttentionSplits) return cudaErrorInvalidValue;
   const int threads = p.hd < 256 ? p.hd : 256;
-  attention_internal::CombineKernel<<<dim3(p.n, p.H), threads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(attention_internal::CombineKernel, dim3(p.n, p.H), dim3(threads), 0, stream, p);
 }
 
 }  // namespace griffin::kernels

@@ -11,6 +11,7 @@
 
 #include "kernels/attention/attention.cuh"
 #include "kernels/common.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/step_layout.cuh"
 
 namespace griffin::kernels::attention_internal {

@@ -78,6 +78,8 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionMmaKernel(AttentionParam
   bf16* qs = reinterpret_cast<bf16*>(smem + Layout::kQ);
   bf16* ks = reinterpret_cast<bf16*>(smem + Layout::kK);
   __half* vs = reinterpret_cast<__half*>(smem + Layout::kV);
+  AllowDependentLaunch();
+  WaitForPriorGrids();
 
   // Last tile first: in a prefill from position 0 the later tiles see the most keys, so the
   // longest blocks start in the first wave and the short ones fill in behind them.
@@ -371,17 +373,17 @@ cudaError_t PrepareMma() {
 cudaError_t LaunchMma(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream) {
   const dim3 grid(p.num_tiles, p.KV, p.splits);
   const bool small = max_tile_tokens * (p.H / p.KV) <= kSmallWarps * 16;
+  cudaError_t err = cudaSuccess;
   const bool known = WithHeadDim(p.hd, [&](auto head_dim) {
     constexpr int kHd = decltype(head_dim)::value;
-    if (small) {
-      AttentionMmaKernel<kSmallWarps, kSmallKeys, kHd>
-          <<<grid, kSmallWarps * 32, MmaLayout<kSmallWarps, kSmallKeys, kHd>::kTotal, stream>>>(p);
-    } else {
-      AttentionMmaKernel<kLargeWarps, kLargeKeys, kHd>
-          <<<grid, kLargeWarps * 32, MmaLayout<kLargeWarps, kLargeKeys, kHd>::kTotal, stream>>>(p);
-    }
+    err = small ? LaunchPdl(AttentionMmaKernel<kSmallWarps, kSmallKeys, kHd>, grid,
+                            dim3(kSmallWarps * 32), MmaLayout<kSmallWarps, kSmallKeys, kHd>::kTotal,
+                            stream, p)
+                : LaunchPdl(AttentionMmaKernel<kLargeWarps, kLargeKeys, kHd>, grid,
+                            dim3(kLargeWarps * 32), MmaLayout<kLargeWarps, kLargeKeys, kHd>::kTotal,
+                            stream, p);
   });
-  return known ? cudaGetLastError() : cudaErrorInvalidValue;
+  return known ? err : cudaErrorInvalidValue;
 }
 
 }  // namespace attention_internal

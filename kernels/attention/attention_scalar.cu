@@ -15,6 +15,8 @@ constexpr int kMaxRows = 64;  // query rows (tokens x heads of a group) per bloc
 // the tile's scores, and per row m, l and the correction factor.
 __global__ void AttentionKernel(AttentionParams p) {
   extern __shared__ float smem[];
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int tile = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int t0 = p.tiles[tile].first_token, nq = p.tiles[tile].count;
   const int hd = p.hd, H = p.H, W = p.W;
@@ -175,8 +177,8 @@ cudaError_t PrepareScalar() {
 
 cudaError_t LaunchScalar(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream) {
   const size_t smem = ScalarSmemBytes(max_tile_tokens * (p.H / p.KV), p.hd);
-  AttentionKernel<<<dim3(p.num_tiles, p.KV, p.splits), kThreads, smem, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(AttentionKernel, dim3(p.num_tiles, p.KV, p.splits), dim3(kThreads), smem, stream,
+                   p);
 }
 
 }  // namespace attention_internal

@@ -6,6 +6,8 @@ namespace {
 
 // Block = (token, head of q|k|v); threads over head_dim.
 __global__ void RopeKernel(AttentionParams p) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int t = blockIdx.x, head = blockIdx.y;
   const int pos = TokenPosition(EntryOfToken(p.layout, t), t);
   const int hd = p.hd, H = p.H, KV = p.KV;
@@ -35,7 +37,8 @@ __global__ void RopeKernel(AttentionParams p) {
 
 // Block = token: the last min(len, W) tokens of each entry go to ring row pos mod W.
 __global__ void RingWriteKernel(AttentionParams p) {
-  AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int t = blockIdx.x;
   const StepEntryRecord en = EntryOfToken(p.layout, t);
   const int k = t - en.start;
@@ -58,14 +61,12 @@ __global__ void RingWriteKernel(AttentionParams p) {
 cudaError_t LaunchRope(const AttentionParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
   const int threads = p.hd < 128 ? 32 * ((p.hd + 31) / 32) : 128;
-  RopeKernel<<<dim3(p.n, p.H + 2 * p.KV), threads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(RopeKernel, dim3(p.n, p.H + 2 * p.KV), dim3(threads), 0, stream, p);
 }
 
 cudaError_t LaunchRingWrite(const AttentionParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
-  RingWriteKernel<<<p.n, 256, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(RingWriteKernel, dim3(p.n), dim3(256), 0, stream, p);
 }
 
 }  // namespace griffin::kernels

@@ -3,6 +3,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/geglu/geglu.cuh"
+#include "kernels/launch.cuh"
 
 namespace griffin::kernels {
 namespace {
@@ -10,6 +11,7 @@ namespace {
 __global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b_up, int64_t n,
                             int m, bf16* out) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  WaitForPriorGrids();
   const int64_t total = n * m;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -27,6 +29,7 @@ __global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b
 __global__ void GeGluVec4Kernel(const float* gu, const float* b_gate, const float* b_up, int64_t n,
                                 int m, bf16* out) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  WaitForPriorGrids();
   const int m4 = m / 4;
   const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (idx >= n * m4) return;
@@ -57,13 +60,12 @@ cudaError_t LaunchGeGlu(const float* gu, const float* b_gate, const float* b_up,
                             reinterpret_cast<uintptr_t>(b_up);
   if (m % 4 == 0 && aligned % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0) {
     const int64_t blocks4 = (total / 4 + threads - 1) / threads;
-    GeGluVec4Kernel<<<static_cast<int>(blocks4), threads, 0, stream>>>(
-        gu, b_gate, b_up, n, m, reinterpret_cast<bf16*>(out));
-    return cudaGetLastError();
+    return LaunchPdl(GeGluVec4Kernel, dim3(static_cast<unsigned>(blocks4)), dim3(threads), 0,
+                     stream, gu, b_gate, b_up, int64_t{n}, m, reinterpret_cast<bf16*>(out));
   }
   const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 132 * 16));
-  GeGluKernel<<<blocks, threads, 0, stream>>>(gu, b_gate, b_up, n, m, reinterpret_cast<bf16*>(out));
-  return cudaGetLastError();
+  return LaunchPdl(GeGluKernel, dim3(blocks), dim3(threads), 0, stream, gu, b_gate, b_up,
+                   int64_t{n}, m, reinterpret_cast<bf16*>(out));
 }
 
 }  // namespace griffin::kernels

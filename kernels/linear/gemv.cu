@@ -1,7 +1,6 @@
 // See gemv.cuh.
-#include <cstdlib>
-
 #include "kernels/common.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/linear/gemv.cuh"
 
 namespace griffin::kernels {
@@ -95,31 +94,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Whether this build's kernels carry the griddepcontrol instructions (sm_90 code): only then may
-// a launch ask for programmatic dependent launch. A compute_80 PTX build JIT-compiled on a Hopper
-// GPU has the attribute available but not the wait, so it is asked of the kernel, not the device.
-bool PdlLaunchable() {
-  static const bool launchable = [] {
-    if (std::getenv("GRIFFIN_NO_PDL") != nullptr) return false;  // A/B runs, and a way out
-    cudaFuncAttributes attr{};
-    return cudaFuncGetAttributes(&attr, GemvKernel<1, 1>) == cudaSuccess && attr.ptxVersion >= 90;
-  }();
-  return launchable;
-}
-
 template <int M, int kSplit>
 cudaError_t LaunchSplit(const bf16* a, const bf16* w, float* d, int N, int K, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kWarps / kSplit;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3((N + kRowsPerBlock - 1) / kRowsPerBlock);
-  config.blockDim = dim3(kWarps * 32);
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = PdlLaunchable() ? 1 : 0;
-  return cudaLaunchKernelEx(&config, GemvKernel<M, kSplit>, a, w, d, N, K);
+  return LaunchPdl(GemvKernel<M, kSplit>, dim3((N + kRowsPerBlock - 1) / kRowsPerBlock),
+                   dim3(kWarps * 32), 0, stream, a, w, d, N, K);
 }
 
 template <int M>

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "kernels/common.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/logits/logits.cuh"
 
 namespace griffin::kernels {
@@ -12,6 +13,8 @@ namespace {
 constexpr int kRowThreads = 1024;
 
 __global__ void SoftCapKernel(float* logits, int64_t count, float cap) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
        i += int64_t{gridDim.x} * blockDim.x) {
     logits[i] = tanhf(logits[i] / cap) * cap;
@@ -102,6 +105,8 @@ __device__ int RowArgMax(const float* row, int V, int* s_flag, Best* s_best) {
 // greedy head reads its rows once for both instead of twice.
 template <bool kSoftCap>
 __global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap, int32_t* scratch) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   __shared__ int s_flag;
   __shared__ Best s_best[32];
   const int row = blockIdx.x, part = blockIdx.y, parts = gridDim.y;
@@ -144,6 +149,8 @@ __global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap, 
 
 // Stage 2: one warp per row merges the chunks (lowest index among equal values).
 __global__ void ArgMaxFinalKernel(int parts, const int32_t* scratch, int32_t* tokens) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int row = blockIdx.x;
   Best best{-INFINITY, -1};
   int flag = 0;
@@ -179,6 +186,8 @@ __device__ void Philox(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
 
 __global__ void SampleKernel(float* logits, int V, const SampleRowParams* params,
                              const int32_t* context, const LogitBias* bias, int32_t* tokens) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   __shared__ int s_flag;
   __shared__ Best s_best[32];
   __shared__ float scratch[32];
@@ -352,6 +361,8 @@ __device__ Best BlockBest(Best best, Best* s_best) {
 __global__ void ScoreRowsKernel(const float* logits, int V, const int32_t* targets, int top_k,
                                 float* logprob, int32_t* rank, int32_t* top_ids,
                                 float* top_logprobs) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   __shared__ int s_flag;
   __shared__ Best s_best[32];
   __shared__ float scratch[32];
@@ -411,8 +422,8 @@ cudaError_t LaunchSoftCap(float* logits, int64_t count, float cap, cudaStream_t 
   if (count <= 0 || cap <= 0.0f) return cudaSuccess;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((count + threads - 1) / threads, 132 * 32);
-  SoftCapKernel<<<static_cast<int>(blocks), threads, 0, stream>>>(logits, count, cap);
-  return cudaGetLastError();
+  return LaunchPdl(SoftCapKernel, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream,
+                   logits, count, cap);
 }
 
 namespace {
@@ -421,17 +432,12 @@ cudaError_t ArgMaxStages(float* logits, int rows, int V, float cap, int32_t* tok
   if (rows <= 0) return cudaSuccess;
   const int parts = std::max(1, std::min(kArgMaxParts, (V + 4095) / 4096));
   const int chunk = (V + parts - 1) / parts;
-  if (cap > 0.0f) {
-    ArgMaxPartialKernel<true>
-        <<<dim3(rows, parts), 256, 0, stream>>>(logits, V, chunk, cap, scratch);
-  } else {
-    ArgMaxPartialKernel<false>
-        <<<dim3(rows, parts), 256, 0, stream>>>(logits, V, chunk, cap, scratch);
-  }
-  cudaError_t err = cudaGetLastError();
+  const cudaError_t err =
+      LaunchPdl(cap > 0.0f ? ArgMaxPartialKernel<true> : ArgMaxPartialKernel<false>,
+                dim3(rows, parts), dim3(256), 0, stream, logits, V, chunk, cap, scratch);
   if (err != cudaSuccess) return err;
-  ArgMaxFinalKernel<<<rows, 32, 0, stream>>>(parts, scratch, tokens);
-  return cudaGetLastError();
+  return LaunchPdl(ArgMaxFinalKernel, dim3(rows), dim3(32), 0, stream, parts,
+                   static_cast<const int32_t*>(scratch), tokens);
 }
 }  // namespace
 
@@ -450,8 +456,8 @@ cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* 
                          const int32_t* context, const LogitBias* bias, int32_t* tokens,
                          cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  SampleKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, params, context, bias, tokens);
-  return cudaGetLastError();
+  return LaunchPdl(SampleKernel, dim3(rows), dim3(kRowThreads), 0, stream, logits, V, params,
+                   context, bias, tokens);
 }
 
 cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t* targets, int top_k,
@@ -459,9 +465,8 @@ cudaError_t LaunchScoreRows(const float* logits, int rows, int V, const int32_t*
                             cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   if (top_k < 0 || top_k > kMaxDeviceTopLogprobs) return cudaErrorInvalidValue;
-  ScoreRowsKernel<<<rows, kRowThreads, 0, stream>>>(logits, V, targets, top_k, logprob, rank,
-                                                    top_ids, top_logprobs);
-  return cudaGetLastError();
+  return LaunchPdl(ScoreRowsKernel, dim3(rows), dim3(kRowThreads), 0, stream, logits, V, targets,
+                   top_k, logprob, rank, top_ids, top_logprobs);
 }
 
 }  // namespace griffin::kernels

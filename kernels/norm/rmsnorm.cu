@@ -1,5 +1,6 @@
 // See rmsnorm.cuh for the math, layouts and tolerance.
 #include "kernels/common.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/norm/rmsnorm.cuh"
 
 namespace griffin::kernels {
@@ -10,6 +11,7 @@ constexpr int kThreads = 256;
 __global__ void AddRmsNormKernel(float* x, const float* delta, const float* bias, const float* w,
                                  const int32_t* gather, int d, float eps, bf16* out) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  WaitForPriorGrids();
   __shared__ float scratch[32];
   const int r = blockIdx.x;
   const int64_t in_row = gather != nullptr ? gather[r] : r;
@@ -40,6 +42,7 @@ __global__ void AddRmsNormVec4Kernel(float* x, const float* delta, const float* 
                                      const float* w, const int32_t* gather, int d, float eps,
                                      bf16* out) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  WaitForPriorGrids();
   __shared__ float scratch[32];
   const int r = blockIdx.x, i = threadIdx.x;
   const int64_t in_row = gather != nullptr ? gather[r] : r;
@@ -73,6 +76,8 @@ __global__ void AddRmsNormVec4Kernel(float* x, const float* delta, const float* 
 
 __global__ void EmbedKernel(const bf16* table, const int32_t* tokens, int d, float scale,
                             float* x) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int t = blockIdx.x;
   const bf16* row = table + int64_t{tokens[t]} * d;
   float* xr = x + int64_t{t} * d;
@@ -90,21 +95,18 @@ cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* bias, co
   if (d % 4 == 0 && d <= 4 * 1024 && aligned % 16 == 0 &&
       reinterpret_cast<uintptr_t>(out) % 8 == 0) {
     const int threads = (d / 4 + 31) / 32 * 32;
-    AddRmsNormVec4Kernel<<<rows, threads, 0, stream>>>(x, delta, bias, w, gather, d, eps,
-                                                       reinterpret_cast<bf16*>(out));
-  } else {
-    AddRmsNormKernel<<<rows, kThreads, 0, stream>>>(x, delta, bias, w, gather, d, eps,
-                                                    reinterpret_cast<bf16*>(out));
+    return LaunchPdl(AddRmsNormVec4Kernel, dim3(rows), dim3(threads), 0, stream, x, delta, bias, w,
+                     gather, d, eps, reinterpret_cast<bf16*>(out));
   }
-  return cudaGetLastError();
+  return LaunchPdl(AddRmsNormKernel, dim3(rows), dim3(kThreads), 0, stream, x, delta, bias, w,
+                   gather, d, eps, reinterpret_cast<bf16*>(out));
 }
 
 cudaError_t LaunchEmbed(const bf16_t* table, const int32_t* tokens, int n, int d, float scale,
                         float* x, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  EmbedKernel<<<n, kThreads, 0, stream>>>(reinterpret_cast<const bf16*>(table), tokens, d, scale,
-                                          x);
-  return cudaGetLastError();
+  return LaunchPdl(EmbedKernel, dim3(n), dim3(kThreads), 0, stream,
+                   reinterpret_cast<const bf16*>(table), tokens, d, scale, x);
 }
 
 }  // namespace griffin::kernels

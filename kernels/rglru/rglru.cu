@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/common.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/rglru/rglru.cuh"
 #include "kernels/step_layout.cuh"
 
@@ -12,6 +13,7 @@ constexpr int kTokensPerBlock = 8;
 constexpr int kLanes = 32;
 constexpr int kSlices = 8;
 constexpr int kGateThreads = kLanes * kSlices;
+constexpr int kPreloadRows = 32;  // gate weight rows per thread held across the wait: B <= 256
 constexpr int kScanLanes = 32;
 constexpr int kScanChunks = 16;
 constexpr int kScanUnroll = 8;
@@ -50,6 +52,26 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
   const int t_first = blockIdx.x * kTokensPerBlock;
   const int nt = min(kTokensPerBlock, p.n - t_first);
   const int lane = threadIdx.x % kLanes, slice = threadIdx.x / kLanes;
+  const int j = blockIdx.z * kLanes + lane;
+  const bf16* wx = reinterpret_cast<const bf16*>(p.gx_w) + int64_t{h} * B * B + j;
+  const bf16* wa = reinterpret_cast<const bf16*>(p.ga_w) + int64_t{h} * B * B + j;
+
+  // The gate weights do not depend on the step: with programmatic dependent launch their loads
+  // (the block's only DRAM traffic of size) overlap the x|y projection still running, and only
+  // the conv inputs wait for it. Up to B = 256 they stay in registers (the 2B and 9B shapes).
+  float wx_pre[kPreloadRows], wa_pre[kPreloadRows];
+  const bool preloaded = B <= kSlices * kPreloadRows;
+  if (preloaded) {
+#pragma unroll
+    for (int r = 0; r < kPreloadRows; ++r) {
+      const int i = slice + r * kSlices;
+      const bool in = j < B && i < B;
+      wx_pre[r] = in ? ToF(wx[int64_t{i} * B]) : 0.0f;
+      wa_pre[r] = in ? ToF(wa[int64_t{i} * B]) : 0.0f;
+    }
+  }
+  AllowDependentLaunch();
+  WaitForPriorGrids();
 
   // Phase 1: conv outputs of all the head's channels for the block's tokens.
   for (int idx = threadIdx.x; idx < nt * B; idx += blockDim.x) {
@@ -69,14 +91,25 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
   }
   __syncthreads();
 
-  // Phase 2: partial block-diagonal products over this thread's input slice.
-  const int j = blockIdx.z * kLanes + lane;
+  // Phase 2: partial block-diagonal products over this thread's input slice (the same order of
+  // additions whether the weights were preloaded or not).
   float gx[kTokensPerBlock], ga[kTokensPerBlock];
 #pragma unroll
   for (int tt = 0; tt < kTokensPerBlock; ++tt) gx[tt] = ga[tt] = 0.0f;
-  if (j < B) {
-    const bf16* wx = reinterpret_cast<const bf16*>(p.gx_w) + int64_t{h} * B * B + j;
-    const bf16* wa = reinterpret_cast<const bf16*>(p.ga_w) + int64_t{h} * B * B + j;
+  if (j < B && preloaded) {
+#pragma unroll
+    for (int r = 0; r < kPreloadRows; ++r) {
+      const int i = slice + r * kSlices;
+      if (i < B) {
+#pragma unroll
+        for (int tt = 0; tt < kTokensPerBlock; ++tt) {
+          const float ci = c_smem[tt * B + i];
+          gx[tt] += ci * wx_pre[r];
+          ga[tt] += ci * wa_pre[r];
+        }
+      }
+    }
+  } else if (j < B) {
 #pragma unroll 16
     for (int i = slice; i < B; i += kSlices) {
       const float vx = ToF(wx[int64_t{i} * B]);
@@ -134,11 +167,13 @@ __global__ void ConvKernel(RgLruParams p) {
   constexpr int kMaxK = 8;  // CanImplementRgLru
   const int L = p.L, K = p.K;
   const int ch = blockIdx.y * blockDim.x + threadIdx.x;
+  AllowDependentLaunch();
   if (ch >= L) return;
-  float w[kMaxK];
+  float w[kMaxK];  // weights: loaded while the x|y projection may still run
 #pragma unroll
   for (int s = 0; s < kMaxK; ++s) w[s] = s < K ? p.conv_w[ch * K + (K - 1 - s)] : 0.0f;
   const float bias = p.conv_b[ch];
+  WaitForPriorGrids();
   float prev[kMaxK];  // prev[s]: the input s tokens before the current one (s >= 1)
   const int t_first = blockIdx.x * kRun;
   const int t_end = min(p.n, t_first + kRun);
@@ -173,6 +208,7 @@ __global__ void ConvKernel(RgLruParams p) {
 // block per token waited on ten dependent load rounds per thread at L = 2560.
 __global__ void TailShiftKernel(RgLruParams p) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  WaitForPriorGrids();
   const int t = blockIdx.x;
   const int slot = EntryOfToken(p.layout, t).slot;
   const int L = p.L, K = p.K;
@@ -188,6 +224,7 @@ __global__ void TailShiftKernel(RgLruParams p) {
 // entry, so each thread owns its channel's state and tail; the conv already read the tails.
 __global__ void DecodeFinishKernel(RgLruParams p) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
+  WaitForPriorGrids();
   const int t = blockIdx.x;
   const StepEntryRecord en = EntryOfToken(p.layout, t);
   const bool reset = TokenPosition(en, t) == 0;
@@ -215,6 +252,8 @@ __global__ void DecodeFinishKernel(RgLruParams p) {
 // and writes the outputs. Same recurrence, float32 throughout; the carry is associated per chunk.
 __global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLruParams p) {
   __shared__ float s_h[kScanChunks][kScanLanes], s_a[kScanChunks][kScanLanes];
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int e = blockIdx.x;
   const int lane = threadIdx.x % kScanLanes, chunk = threadIdx.x / kScanLanes;
   const int ch = blockIdx.y * kScanLanes + lane;
@@ -309,21 +348,21 @@ cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
   const int B = p.L / p.H;
   dim3 grid((p.n + kTokensPerBlock - 1) / kTokensPerBlock, p.H, (B + kLanes - 1) / kLanes);
-  RgLruGateKernel<<<grid, kGateThreads, GateSmem(B), stream>>>(p);
-  cudaError_t err = cudaGetLastError();
+  const cudaError_t err =
+      LaunchPdl(RgLruGateKernel, grid, dim3(kGateThreads), GateSmem(B), stream, p);
   if (err != cudaSuccess) return err;
-  TailShiftKernel<<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(TailShiftKernel, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }
 
 cudaError_t LaunchRgLruDecodeFinish(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
-  DecodeFinishKernel<<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(DecodeFinishKernel, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }
 
 namespace {
 __global__ void GateMathKernel(RgLruParams p) {
+  AllowDependentLaunch();
+  WaitForPriorGrids();
   const int t = blockIdx.x;
   const bool reset = TokenPosition(EntryOfToken(p.layout, t), t) == 0;
   const int L = p.L, B = L / p.H;
@@ -358,8 +397,7 @@ cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H,
 
 cudaError_t LaunchRgLruGateMath(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
-  GateMathKernel<<<dim3(p.n, (p.L + 1023) / 1024), 256, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(GateMathKernel, dim3(p.n, (p.L + 1023) / 1024), dim3(256), 0, stream, p);
 }
 
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
@@ -369,19 +407,17 @@ cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
   // than a token on average (prefill).
   constexpr int kPrefillRun = 16;
   if (p.n >= 2 * p.num_entries) {
-    ConvKernel<kPrefillRun>
-        <<<dim3((p.n + kPrefillRun - 1) / kPrefillRun, (p.L + 255) / 256), 256, 0, stream>>>(p);
-  } else {
-    ConvKernel<1><<<dim3(p.n, (p.L + 255) / 256), 256, 0, stream>>>(p);
+    return LaunchPdl(ConvKernel<kPrefillRun>,
+                     dim3((p.n + kPrefillRun - 1) / kPrefillRun, (p.L + 255) / 256), dim3(256), 0,
+                     stream, p);
   }
-  return cudaGetLastError();
+  return LaunchPdl(ConvKernel<1>, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }
 
 cudaError_t LaunchRgLruScan(const RgLruParams& p, cudaStream_t stream) {
   if (p.num_entries <= 0) return cudaSuccess;
   dim3 grid(p.num_entries, (p.L + kScanLanes - 1) / kScanLanes);
-  RgLruScanKernel<<<grid, kScanLanes * kScanChunks, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(RgLruScanKernel, grid, dim3(kScanLanes * kScanChunks), 0, stream, p);
 }
 
 }  // namespace griffin::kernels
