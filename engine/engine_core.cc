@@ -15,7 +15,7 @@ struct EngineCore::Seq {
   uint64_t id = 0;
   ValidatedRequest req;
   uint64_t cache_ns = 0;  // prefix-cache namespace (model identity + cache_salt)
-  OutputCallback callback;
+  std::shared_ptr<OutputCallback> callback;
   int slot = -1;
   int64_t base = 0;              // the slot's position before the prompt (a resumed state's)
   int64_t fed = 0;               // prompt and generated tokens fed to the slot so far
@@ -65,6 +65,7 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(std::unique_ptr<B
   status = backend->ResetSlot(0);
   if (!status.ok()) return status;
   std::unique_ptr<EngineCore> core(new EngineCore(std::move(backend), options));
+  core->output_thread_ = std::thread([c = core.get()] { c->OutputLoop(); });
   core->thread_ = std::thread([c = core.get()] { c->Loop(); });
   return core;
 }
@@ -106,7 +107,7 @@ absl::StatusOr<uint64_t> EngineCore::Submit(ValidatedRequest request, OutputCall
   auto seq = std::make_unique<Seq>();
   seq->id = next_id_++;
   seq->req = std::move(request);
-  seq->callback = std::move(callback);
+  seq->callback = std::make_shared<OutputCallback>(std::move(callback));
   seq->timings.arrival = absl::Now();
   const uint64_t id = seq->id;
   waiting_.push_back(std::move(seq));
@@ -161,7 +162,7 @@ absl::StatusOr<std::vector<uint64_t>> EngineCore::SubmitGroup(
     auto seq = std::make_unique<Seq>();
     seq->id = next_id_++;
     seq->req = std::move(requests[i]);
-    seq->callback = std::move(callbacks[i]);
+    seq->callback = std::make_shared<OutputCallback>(std::move(callbacks[i]));
     seq->timings.arrival = absl::Now();
     ids.push_back(seq->id);
     if (leader == nullptr) {
@@ -219,11 +220,50 @@ void EngineCore::Abort(uint64_t id, absl::Status status) {
 void EngineCore::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ && !thread_.joinable()) return;
+    if (stop_ && !thread_.joinable() && !output_thread_.joinable()) return;
     stop_ = true;
     cv_.notify_one();
   }
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(output_mu_);
+    output_stop_ = true;
+    output_cv_.notify_all();
+  }
+  if (output_thread_.joinable()) output_thread_.join();
+}
+
+void EngineCore::Deliver(OutputBatch* batch) {
+  if (batch->empty()) return;
+  std::unique_lock<std::mutex> lock(output_mu_);
+  output_cv_.wait(lock, [&] { return output_queue_.size() < kMaxPendingOutputSteps; });
+  output_queue_.push_back(std::move(*batch));
+  ++outputs_in_flight_;
+  batch->clear();
+  output_cv_.notify_all();
+}
+
+void EngineCore::FlushOutputs() {
+  std::unique_lock<std::mutex> lock(output_mu_);
+  output_cv_.wait(lock, [&] { return outputs_in_flight_ == 0; });
+}
+
+void EngineCore::OutputLoop() {
+  while (true) {
+    OutputBatch batch;
+    {
+      std::unique_lock<std::mutex> lock(output_mu_);
+      output_cv_.wait(lock, [&] { return output_stop_ || !output_queue_.empty(); });
+      if (output_queue_.empty()) return;  // stopping, and everything is delivered
+      batch = std::move(output_queue_.front());
+      output_queue_.pop_front();
+      output_cv_.notify_all();  // a step waiting for room
+    }
+    for (auto& [callback, out] : batch) (*callback)(std::move(out));
+    std::lock_guard<std::mutex> lock(output_mu_);
+    --outputs_in_flight_;
+    output_cv_.notify_all();  // FlushOutputs
+  }
 }
 
 EngineStats EngineCore::stats() const {
@@ -357,13 +397,12 @@ bool EngineCore::DeviceCanSample(const Seq& seq) const {
          !MasksStopIds(seq);
 }
 
-bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* outputs,
-                         std::vector<std::unique_ptr<Seq>>* done) {
+bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>* done) {
   const absl::Time now = absl::Now();
   auto finish = [&](std::unique_ptr<Seq> seq, FinishReason reason, absl::Status status) {
     EngineOutput out;
     FinishSeq(*seq, reason, std::move(status), &out);
-    outputs->emplace_back(&seq->callback, std::move(out));
+    outputs->emplace_back(seq->callback, std::move(out));
     done->push_back(std::move(seq));
   };
   auto abort_reason = [](const absl::Status& s) {
@@ -628,7 +667,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
           }
           ended[seq.id] = {FinishReason::kLength, absl::OkStatus()};
           FinishSeq(seq, FinishReason::kLength, absl::OkStatus(), &out);
-          outputs->emplace_back(&seq.callback, std::move(out));
+          outputs->emplace_back(seq.callback, std::move(out));
         }
         continue;
       }
@@ -682,7 +721,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
           ended[seq.id] = {FinishReason::kError, std::move(kept)};
         }
       }
-      outputs->emplace_back(&seq.callback, std::move(out));
+      outputs->emplace_back(seq.callback, std::move(out));
     }
   }
   if (!ended.empty()) {
@@ -710,7 +749,7 @@ bool EngineCore::RunStep(std::vector<std::pair<OutputCallback*, EngineOutput>>* 
 }
 
 void EngineCore::Loop() {
-  std::vector<std::pair<OutputCallback*, EngineOutput>> outputs;
+  OutputBatch outputs;
   std::vector<std::unique_ptr<Seq>> done;
   while (true) {
     {
@@ -720,9 +759,8 @@ void EngineCore::Loop() {
       if (stop_) break;
     }
     RunStep(&outputs, &done);
-    for (auto& [callback, out] : outputs) (*callback)(std::move(out));
-    outputs.clear();
-    done.clear();  // after the callbacks: they point into these sequences
+    Deliver(&outputs);
+    done.clear();
     if (!backend_->healthy()) {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
@@ -749,7 +787,7 @@ void EngineCore::Loop() {
   for (auto& seq : running_) {
     EngineOutput out;
     FinishSeq(*seq, FinishReason::kAbort, ending, &out);  // hands group members to requeue_
-    seq->callback(std::move(out));
+    outputs.emplace_back(seq->callback, std::move(out));
   }
   running_.clear();
   while (!requeue_.empty()) {
@@ -757,9 +795,12 @@ void EngineCore::Loop() {
     requeue_.pop_back();
     EngineOutput out;
     FinishSeq(*seq, FinishReason::kAbort, ending, &out);
-    seq->callback(std::move(out));
+    outputs.emplace_back(seq->callback, std::move(out));
   }
+  Deliver(&outputs);  // after every earlier step's outputs, as always
   num_running_.store(0);
+  // Every request's last output is out before the server hears the engine stopped.
+  FlushOutputs();
   if (!fatal.ok() && options_.on_fatal) options_.on_fatal(fatal);
 }
 
