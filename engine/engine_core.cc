@@ -784,9 +784,14 @@ void EngineCore::Loop() {
   }
   const absl::Status ending =
       fatal.ok() ? absl::UnavailableError("the server is shutting down") : fatal;
+  // Each output gets a Status of its own, not a copy of `ending`: a copy shares one reference-
+  // counted rep, and this thread keeps `ending` (and `fatal`) past FlushOutputs, so it could drop
+  // the last reference after the front end's threads dropped theirs in libabsl's uninstrumented
+  // code, which ThreadSanitizer sees as an unsynchronised delete.
+  auto own = [&ending] { return absl::Status(ending.code(), ending.message()); };
   for (auto& seq : running_) {
     EngineOutput out;
-    FinishSeq(*seq, FinishReason::kAbort, ending, &out);  // hands group members to requeue_
+    FinishSeq(*seq, FinishReason::kAbort, own(), &out);  // hands group members to requeue_
     outputs.emplace_back(seq->callback, std::move(out));
   }
   running_.clear();
@@ -794,7 +799,7 @@ void EngineCore::Loop() {
     std::unique_ptr<Seq> seq = std::move(requeue_.back());
     requeue_.pop_back();
     EngineOutput out;
-    FinishSeq(*seq, FinishReason::kAbort, ending, &out);
+    FinishSeq(*seq, FinishReason::kAbort, own(), &out);
     outputs.emplace_back(seq->callback, std::move(out));
   }
   Deliver(&outputs);  // after every earlier step's outputs, as always
