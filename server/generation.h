@@ -1,8 +1,8 @@
 // One generation request on the front-end side, shared by the gRPC and HTTP front ends: submits a
-// ValidatedRequest to the engine, receives its token ids on the engine thread, and turns them into
-// events on the caller's thread: UTF-8-safe text (TXT-2), stop strings matched across token
-// boundaries and never emitted (TXT-5), finish reasons, usage, timings, metrics and the one log
-// line per request.
+// ValidatedRequest to the engine, receives its token ids on the engine's output thread, and turns
+// them into events on the caller's thread: UTF-8-safe text (TXT-2), stop strings matched across
+// token boundaries and never emitted (TXT-5), finish reasons, usage, timings, metrics and the one
+// log line per request.
 #ifndef GRIFFIN_SERVER_GENERATION_H_
 #define GRIFFIN_SERVER_GENERATION_H_
 
@@ -88,7 +88,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   };
 
   // Submits to the engine. RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (stopping), with
-  // nothing left behind. `notify` is called on the engine thread when new output is ready; it
+  // nothing left behind. `notify` is called on the engine's output thread when new output is ready; it
   // must not block (it may call Poll). `api` names the front end in the log line. `owner` is the
   // caller's tenant: the request is registered under (owner, request_id), and a request id in
   // flight for the same owner is INVALID_ARGUMENT. The owner also namespaces the request's
@@ -163,11 +163,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::deque<engine::EngineOutput> raw_;             // guarded by mu_
   std::unique_ptr<engine::EngineOutput> final_out_;  // guarded by mu_: the engine's last output
   std::atomic<bool> accounted_{false};
-  absl::Time last_token_;                  // engine thread only
-  bool got_token_ = false;                 // engine thread only
-  std::unique_ptr<SessionLease> session_;  // engine thread once submitted
+  absl::Time last_token_;                  // output thread only
+  bool got_token_ = false;                 // output thread only
+  std::unique_ptr<SessionLease> session_;  // output thread once submitted
   std::string session_id_;
-  std::vector<int32_t> outputs_;                  // engine thread only: every sampled id (sessions)
+  std::vector<int32_t> outputs_;                  // output thread only: every sampled id (sessions)
   std::vector<std::weak_ptr<Generation>> group_;  // set by Link before any CancelGroup
 
   std::mutex notify_mu_;

@@ -3,7 +3,7 @@
 // takes the session for the request (engine::SessionStore::Acquire, owned by the caller's tenant)
 // and rewrites the engine request: its prompt becomes the session's unfed last token + the new
 // tokens, `resume` the saved state, `keep_state` on. The Generation that runs the request ends the
-// lease on the engine thread when the engine reports the end: Release with the new state on
+// lease on the engine's output thread when the engine reports the end: Release with the new state on
 // kStop/kLength, Abandon otherwise (abort, error, cancel: the saved state stays as it was).
 #ifndef GRIFFIN_SERVER_SESSIONS_H_
 #define GRIFFIN_SERVER_SESSIONS_H_
@@ -36,7 +36,7 @@ class SessionLease {
   // Sets `request` up to continue the session: for a session with a saved state, the prompt
   // (the new tokens only) is prefixed with the pending token and `resume` set; keep_state always.
   void Prepare(engine::ValidatedRequest* request);
-  // On the engine thread with the request's last output; `outputs` are every sampled token.
+  // On the engine's output thread with the request's last output; `outputs` are every sampled token.
   // Keeps the final state when the request ended kStop or kLength with one, else abandons.
   void Finish(const engine::EngineOutput& last, const std::vector<int32_t>& outputs);
 
