@@ -1,6 +1,7 @@
 #include "engine/engine_core.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -460,6 +461,37 @@ TEST(EngineFaultTest, NanLogitsFailOneRequestAlone) {  // NUM-4
   EXPECT_TRUE(n.last.status.ok());
   EXPECT_EQ(n.tokens, (std::vector<int32_t>{4, 5, 6, 7, 8}));
   EXPECT_EQ(core->stats().slots_used, 0);
+}
+
+// Callbacks run on the output thread, not between two steps: while one request's callback is
+// still running, the engine goes on stepping. With callbacks on the engine thread the steps
+// count could not move until the callback returned.
+TEST(EngineCoreOutputTest, StepsGoOnWhileACallbackRuns) {
+  auto core = MakeChecked(std::make_unique<FakeBackend>(4), {});
+  std::atomic<bool> stepped_meanwhile{false};
+  std::atomic<bool> first{true};
+  EngineCore* engine = core.get();
+  Collector slow_done;
+  OutputCallback record = slow_done.Callback();
+  // The first output comes from the request's first step, base + 1. 30 tokens are fewer than the
+  // steps the engine may run ahead of its output thread (kMaxPendingOutputSteps).
+  const int64_t base = engine->stats().steps;
+  auto slow = [&, record, base](EngineOutput out) {
+    if (first.exchange(false)) {
+      // A bound, not a timing: the engine takes these steps in microseconds; the loop only
+      // keeps a broken build from hanging.
+      for (int i = 0; i < 10000 && !stepped_meanwhile; ++i) {
+        stepped_meanwhile = engine->stats().steps >= base + 4;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    record(std::move(out));
+  };
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 30), slow).ok());
+  Collected c = slow_done.Wait();
+  EXPECT_TRUE(c.last.status.ok());
+  EXPECT_EQ(c.tokens.size(), 30u);
+  EXPECT_TRUE(stepped_meanwhile) << "the engine waited for a callback between two steps";
 }
 
 TEST(EngineDeviceSamplingTest, PlainRequestsSampleOnTheDeviceOthersOnTheHost) {
