@@ -29,7 +29,8 @@ done
 [[ -n $cs ]] || { echo "compute-sanitizer not found" | tee "$out/summary.txt"; exit 2; }
 export GRIFFIN_SOURCE_DIR=${GRIFFIN_SOURCE_DIR:-$PWD}
 # The tests cut their largest shapes and sequences under sanitizers (kernels_test's heavy cases,
-# cuda_backend_test's sequences beyond 24 tokens): every kernel still runs, in minutes, not hours.
+# cuda_backend_test's sequences beyond 24 tokens, 16 under racecheck): every kernel still runs, in
+# minutes, not hours.
 export GRIFFIN_SANITIZER_RUN=1
 # SANITIZE_FILTER: a gtest filter for both binaries (e.g. the cases of a changed kernel).
 filter=${SANITIZE_FILTER:-*}
@@ -83,6 +84,10 @@ run_job() {  # run_job TOOL BINARY NAME FILTER
   [[ $tool == memcheck ]] && extra+=(--leak-check full)
   # Every hazard printed, so the summary can tell ours from cuBLAS's.
   [[ $tool == racecheck ]] && extra=(--racecheck-report hazard --print-limit 2000)
+  # Racecheck costs about a second per step of a small model: cuda_backend_test's sequences are
+  # cut to 16 tokens for it (still two turns of the fixtures' rings), 24 for the other tools.
+  local tokens=24
+  [[ $tool == racecheck ]] && tokens=16
   if [[ $name == shard-* ]]; then
     IFS=- read -r _ shard _ shards <<< "$name"
   fi
@@ -94,7 +99,7 @@ run_job() {  # run_job TOOL BINARY NAME FILTER
     echo "skipped 0" > "$base.rc"
     return
   fi
-  GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$shard GTEST_FILTER=$filter \
+  GRIFFIN_SANITIZER_TOKENS=$tokens GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$shard GTEST_FILTER=$filter \
     timeout "$budget" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 3 "$bundle/$bin" \
     > "$base.log" 2>&1
   local rc=$?
