@@ -314,8 +314,9 @@ void EngineCore::CacheState(Seq& seq, absl::Span<const int32_t> covered) {
 
 absl::Status EngineCore::ResumeState(Seq& seq) {
   const SequenceState& state = *seq.req.resume;
+  if (state.snapshot == nullptr) return absl::InvalidArgumentError("the saved state is empty");
   const absl::Time start = absl::Now();
-  absl::Status status = backend_->RestoreSlot(seq.slot, state.snapshot, state.position);
+  absl::Status status = backend_->RestoreSlot(seq.slot, state.snapshot->bytes(), state.position);
   if (!status.ok()) {
     return absl::InternalError(
         absl::StrCat("the saved state could not be restored: ", status.message()));
@@ -330,15 +331,21 @@ absl::Status EngineCore::KeepState(Seq& seq, EngineOutput* out) {
   if (!seq.req.keep_state) return absl::OkStatus();
   const StateLayout* layout = backend_->state_layout();
   if (layout == nullptr) return absl::UnimplementedError("this backend cannot save states");
-  auto state = std::make_shared<SequenceState>();
-  state->snapshot.resize(layout->slot_bytes());
-  absl::StatusOr<int64_t> position =
-      backend_->SnapshotSlot(seq.slot, absl::MakeSpan(state->snapshot));
+  // The pool's free buffers are the states of turns whose sessions have moved on: at most a few
+  // are kept pinned beyond those the sessions hold.
+  constexpr int kFreeSnapshotBuffers = 4;
+  if (snapshot_pool_ == nullptr) {
+    snapshot_pool_ = SnapshotPool::Create(backend_.get(), layout->slot_bytes(), kFreeSnapshotBuffers);
+  }
+  std::shared_ptr<HostSnapshot> snapshot = snapshot_pool_->Take();
+  absl::StatusOr<int64_t> position = backend_->SnapshotSlot(seq.slot, snapshot->mutable_bytes());
   if (!position.ok()) {
     return absl::InternalError(
         absl::StrCat("the sequence's state could not be saved: ", position.status().message()));
   }
+  auto state = std::make_shared<SequenceState>();
   state->position = *position;
+  state->snapshot = std::move(snapshot);
   out->final_state = std::move(state);
   states_kept_.fetch_add(1);
   return absl::OkStatus();

@@ -32,15 +32,16 @@
 #include "absl/time/time.h"
 #include "engine/backend.h"
 #include "engine/prefix_cache.h"
+#include "engine/host_snapshot.h"
 #include "engine/sampler.h"
 
 namespace griffin::engine {
 
 // A sequence's saved state (sessions, issue 15): the slot's bytes (Backend::SnapshotSlot) after
-// `position` tokens.
+// `position` tokens, shared read-only with the session store (no copy per turn).
 struct SequenceState {
   int64_t position = 0;
-  std::vector<uint8_t> snapshot;
+  std::shared_ptr<const HostSnapshot> snapshot;
 };
 
 // Everything the engine needs about one request, checked by the server before enqueue.
@@ -241,6 +242,8 @@ class EngineCore {
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;        // device-sampled token per row
   std::unique_ptr<PrefixCache> cache_;  // null when off
+  // Page-locked buffers for the states KeepState snapshots (null until the first).
+  std::shared_ptr<SnapshotPool> snapshot_pool_;
   std::atomic<int64_t> prompt_tokens_computed_{0};
   std::atomic<int64_t> states_restored_{0};
   std::atomic<int64_t> restore_nanos_{0};

@@ -247,7 +247,7 @@ TEST_P(StateErrorsTest, AStateThatDoesNotRestoreFailsItsRequestAlone) {
   auto engine = Make(2, 1 << 20, 0);
   auto bad = std::make_shared<SequenceState>();
   bad->position = 5;
-  bad->snapshot.assign(17, 0);
+  bad->snapshot = std::make_shared<HostSnapshot>(17);
   ValidatedRequest resumed = Scored(Tokens(3, 1), 2);
   resumed.resume = bad;
   auto other = std::make_unique<Collector>();
@@ -279,8 +279,8 @@ TEST_P(StateErrorsTest, KeptStatesCoverExactlyTheFedTokens) {
   auto kept = Run(*engine, prefill);
   ASSERT_NE(kept->final_state(), nullptr);
   EXPECT_EQ(kept->final_state()->position, 7);
-  EXPECT_EQ(kept->final_state()->snapshot.size(),
-            static_cast<size_t>(engine->backend().state_layout()->slot_bytes()));
+  ASSERT_NE(kept->final_state()->snapshot, nullptr);
+  EXPECT_EQ(kept->final_state()->snapshot->size(), engine->backend().state_layout()->slot_bytes());
   auto plain = Run(*engine, Scored(Tokens(7, 1), 2));
   EXPECT_EQ(plain->final_state(), nullptr);
 }

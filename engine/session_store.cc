@@ -146,10 +146,10 @@ absl::StatusOr<SessionState> SessionStore::Acquire(const std::string& id,
     }
     if (file_owner != owner) return absl::NotFoundError("unknown or expired session");
     s.owner = std::move(file_owner);
-    MakeRoomLocked(static_cast<int64_t>(loaded->snapshot.size()));
+    MakeRoomLocked(loaded->snapshot_bytes());
     s.state = std::move(*loaded);
     s.in_memory = true;
-    memory_bytes_ += static_cast<int64_t>(s.state.snapshot.size());
+    memory_bytes_ += s.state.snapshot_bytes();
   } else {
     lru_.erase(s.lru);
   }
@@ -165,10 +165,10 @@ absl::Status SessionStore::Release(const std::string& id, SessionState state) {
     return absl::FailedPreconditionError("the session was not acquired");
   }
   Session& s = *it->second;
-  memory_bytes_ -= static_cast<int64_t>(s.state.snapshot.size());
-  MakeRoomLocked(static_cast<int64_t>(state.snapshot.size()));
+  memory_bytes_ -= s.state.snapshot_bytes();
+  MakeRoomLocked(state.snapshot_bytes());
   s.state = std::move(state);
-  memory_bytes_ += static_cast<int64_t>(s.state.snapshot.size());
+  memory_bytes_ += s.state.snapshot_bytes();
   s.busy = false;
   s.last_used = now_();
   lru_.push_front(&s);
@@ -181,7 +181,7 @@ void SessionStore::Abandon(const std::string& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || !it->second->busy) return;
   Session& s = *it->second;
-  if (s.in_memory && s.state.snapshot.empty()) {
+  if (s.in_memory && s.state.snapshot == nullptr) {
     // Created for this request and never filled: nothing to continue from, so it goes now rather
     // than holding an id (and a place in the count) until it expires.
     EraseLocked(id);
@@ -198,12 +198,12 @@ void SessionStore::MakeRoomLocked(int64_t incoming) {
     Session* victim = lru_.back();
     lru_.pop_back();
     if (!options_.dir.empty() && WriteFile(*victim).ok()) {
-      memory_bytes_ -= static_cast<int64_t>(victim->state.snapshot.size());
+      memory_bytes_ -= victim->state.snapshot_bytes();
       victim->state = SessionState{};
       victim->in_memory = false;
       ++stats_.spilled;
     } else {
-      memory_bytes_ -= static_cast<int64_t>(victim->state.snapshot.size());
+      memory_bytes_ -= victim->state.snapshot_bytes();
       sessions_.erase(victim->id);  // no directory (or it failed): the session is gone
     }
   }
@@ -215,7 +215,7 @@ void SessionStore::EraseLocked(const std::string& id) {
   Session& s = *it->second;
   if (s.in_memory) {
     if (!s.busy) lru_.erase(s.lru);
-    memory_bytes_ -= static_cast<int64_t>(s.state.snapshot.size());
+    memory_bytes_ -= s.state.snapshot_bytes();
   }
   if (!options_.dir.empty()) {
     std::error_code ec;
@@ -263,8 +263,10 @@ absl::Status SessionStore::WriteFile(const Session& s) const {
   Put(bytes, s.state.position);
   Put(bytes, static_cast<uint64_t>(s.state.tokens.size()));
   bytes.append(reinterpret_cast<const char*>(s.state.tokens.data()), s.state.tokens.size() * 4);
-  Put(bytes, static_cast<uint64_t>(s.state.snapshot.size()));
-  bytes.append(reinterpret_cast<const char*>(s.state.snapshot.data()), s.state.snapshot.size());
+  const absl::Span<const uint8_t> snapshot =
+      s.state.snapshot != nullptr ? s.state.snapshot->bytes() : absl::Span<const uint8_t>();
+  Put(bytes, static_cast<uint64_t>(snapshot.size()));
+  bytes.append(reinterpret_cast<const char*>(snapshot.data()), snapshot.size());
   Put(bytes, Checksum(bytes));
   std::error_code ec;
   std::filesystem::create_directories(options_.dir, ec);
@@ -323,8 +325,12 @@ absl::StatusOr<SessionState> SessionStore::ReadFile(const std::string& id,
       snapshot_bytes > body.size()) {
     return damaged;
   }
-  state.snapshot.resize(snapshot_bytes);
-  if (!r.GetBytes(state.snapshot.data(), snapshot_bytes) || r.pos() != body.size()) return damaged;
+  if (snapshot_bytes > 0) {  // a file always holds one; an empty one stays null (never filled)
+    auto snapshot = std::make_shared<HostSnapshot>(static_cast<int64_t>(snapshot_bytes));
+    if (!r.GetBytes(snapshot->mutable_bytes().data(), snapshot_bytes)) return damaged;
+    state.snapshot = std::move(snapshot);
+  }
+  if (r.pos() != body.size()) return damaged;
   // The state covers every token, or all but the last sampled one (not fed yet).
   const int64_t tokens = static_cast<int64_t>(state.tokens.size());
   if (state.position != tokens && state.position + 1 != tokens) return damaged;

@@ -39,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/host_snapshot.h"
 
 namespace griffin::engine {
 
@@ -48,7 +49,10 @@ struct SessionState {
   // which the next request feeds first.
   std::vector<int32_t> tokens;
   int64_t position = 0;  // tokens.size() or tokens.size() - 1 for a filled session; 0 for a new one
-  std::vector<uint8_t> snapshot;  // Backend::SnapshotSlot bytes; empty for a new session
+  // Backend::SnapshotSlot bytes, shared read-only with the requests that resume from them; null
+  // for a new session.
+  std::shared_ptr<const HostSnapshot> snapshot;
+  int64_t snapshot_bytes() const { return snapshot != nullptr ? snapshot->size() : 0; }
 };
 
 struct SessionStoreOptions {

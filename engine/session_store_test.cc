@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -37,7 +38,9 @@ class SessionStoreTest : public ::testing::Test {
     SessionState s;
     for (int i = 0; i < tokens; ++i) s.tokens.push_back(100 + i);
     s.position = tokens;
-    s.snapshot.assign(1000, fill);
+    auto snapshot = std::make_shared<HostSnapshot>(1000);
+    std::fill(snapshot->mutable_bytes().begin(), snapshot->mutable_bytes().end(), fill);
+    s.snapshot = std::move(snapshot);
     return s;
   }
 
@@ -59,7 +62,7 @@ TEST_F(SessionStoreTest, CreateAcquireReleaseContinue) {
   auto second = store->Acquire(*id);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->position, 5);
-  EXPECT_EQ(second->snapshot, State(5, 1).snapshot);
+  EXPECT_EQ(*second->snapshot, *State(5, 1).snapshot);
   store->Abandon(*id);  // a failed request leaves the saved state as it was
   EXPECT_EQ(store->Acquire(*id)->position, 5);
 }
@@ -111,7 +114,7 @@ TEST_F(SessionStoreTest, SpillsToDiskAndReloads) {
   auto back = store->Acquire(ids[0]);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->position, 3);
-  EXPECT_EQ(back->snapshot, State(3, 0).snapshot);
+  EXPECT_EQ(*back->snapshot, *State(3, 0).snapshot);
 
   auto no_dir = Store(2500, false);
   std::vector<std::string> gone;

@@ -25,7 +25,7 @@ void SessionLease::Prepare(engine::ValidatedRequest* request) {
     if (pending >= 0) request->prompt.insert(request->prompt.begin(), pending);
     auto resume = std::make_shared<engine::SequenceState>();
     resume->position = state_.position;
-    resume->snapshot = state_.snapshot;
+    resume->snapshot = state_.snapshot;  // shared, not copied: nothing writes it again
     request->resume = std::move(resume);
   }
   prompt_ = request->prompt;
