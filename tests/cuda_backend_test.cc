@@ -517,7 +517,9 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
   // The host-sampling runs launch no kernel the device runs do not: under a sanitizer (where each
   // engine here costs minutes) only the device side runs.
   const bool compare_host = !SanitizerRun();
-  if (compare_host) EXPECT_EQ(on_device, run(false, greedy));
+  if (compare_host) {
+    EXPECT_EQ(on_device, run(false, greedy));
+  }
 
   engine::ValidatedRequest sampled = greedy;
   sampled.sampling.temperature = 0.9f;
@@ -535,7 +537,9 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
   engine::ValidatedRequest penalised = greedy;
   penalised.sampling.repetition_penalty = 3.0f;
   const auto penalised_on_device = run(true, penalised);
-  if (compare_host) EXPECT_EQ(penalised_on_device, run(false, penalised));
+  if (compare_host) {
+    EXPECT_EQ(penalised_on_device, run(false, penalised));
+  }
   if (penalised_on_device == on_device)
     std::printf("%s: the penalty left greedy unchanged\n", GetParam().c_str());
   engine::ValidatedRequest biased = greedy;
@@ -543,7 +547,9 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
   biased.sampling.logit_bias = {{on_device[0], -100.0f}, {boosted, 2.5f}};
   const auto biased_on_device = run(true, biased);
   EXPECT_NE(biased_on_device[0], on_device[0]);
-  if (compare_host) EXPECT_EQ(biased_on_device, run(false, biased));
+  if (compare_host) {
+    EXPECT_EQ(biased_on_device, run(false, biased));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGoldenTest,
