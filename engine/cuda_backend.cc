@@ -133,6 +133,7 @@ class CudaBackend::Impl {
   int max_rows_ = 0;      // logits rows per head pass
   int prefill_tile_ = 1;  // attention prefill tile (query tokens)
   int split_tokens_ = 0;  // decode attention blocks wanted: SMs x decode_attention_blocks_per_sm
+  int64_t max_split_partials_ = 0;  // (token, head, split) rows ws_.split_o holds
   bool healthy_ = true;
   bool use_graphs_ = true;
   std::vector<LaunchRecord>* trace_ = nullptr;
@@ -161,6 +162,26 @@ class CudaBackend::Impl {
         split_tokens_ / blocks;  // rounded down: one wave, not a second, part-empty one
     const int most = (config_.attention_window + 1 + 31) / 32;
     return std::max(1, std::min({kMaxKeySplits, want, most}));
+  }
+  // Key splits for the prefill pass packed in meta_: as many as fill one wave of split_tokens_
+  // blocks, each split keeping at least kMinPrefillSplitKeys keys of the longest tile's range
+  // (the rest wait on the combine, which reads every split's partial rows back).
+  int PrefillKeySplits() const {
+    constexpr int kMinPrefillSplitKeys = 128;
+    if (!options_.prefill_attention_key_splits) return 1;
+    const int blocks = meta_.num_tiles() * config_.num_kv_heads;
+    if (blocks == 0 || blocks >= split_tokens_) return 1;
+    int max_keys = 0;  // keys the last tile of an entry sees: its window and its own tokens
+    for (const kernels::StepEntryRecord& e : meta_.host_entries()) {
+      const int64_t last = e.pos0 + e.len - 1;
+      max_keys = std::max<int>(max_keys, std::min<int64_t>(last, config_.attention_window) + 1);
+    }
+    const int splits = std::min({kMaxKeySplits, split_tokens_ / blocks,
+                                 max_keys / kMinPrefillSplitKeys});
+    // The partials buffer holds max_split_partials_ (token, head, split) rows.
+    const int fit = static_cast<int>(max_split_partials_ /
+                                     (int64_t{meta_.num_tokens()} * config_.num_heads));
+    return std::max(1, std::min(splits, fit));
   }
   void Trace(std::string op, const char* kernel, double bytes, double flops) {
     if (trace_ != nullptr) trace_->push_back({std::move(op), kernel, bytes, flops});
@@ -274,11 +295,17 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     ASSIGN_OR_RETURN(ws_.q, arena_.Allocate<bf16_t>(N * H * hd));
     ASSIGN_OR_RETURN(ws_.k, arena_.Allocate<bf16_t>(N * KV * hd));
     ASSIGN_OR_RETURN(ws_.v, arena_.Allocate<bf16_t>(N * KV * hd));
-    // Partial results of the largest decode pass's (token, head, split) triples.
+    // Partial results of the largest split pass's (token, head, split) triples: a decode pass, or
+    // a prefill pass of fewer tiles than a wave (tiles x splits <= split_tokens_ / KV, each tile
+    // at most prefill_tile_ tokens).
     int64_t partials = 0;
     for (int n = 1; n <= options_.max_decode_batch; ++n) {
       partials = std::max(partials, int64_t{n} * H * KeySplits(n));
     }
+    if (options_.prefill_attention_key_splits) {
+      partials = std::max(partials, int64_t{H} * prefill_tile_ * (split_tokens_ / KV));
+    }
+    max_split_partials_ = partials;
     ASSIGN_OR_RETURN(ws_.split_o, arena_.Allocate<float>(partials * hd));
     ASSIGN_OR_RETURN(ws_.split_ml, arena_.Allocate<float>(partials * 2));
   }
@@ -409,7 +436,7 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
   p.rotary = c.rotary_dim();
   p.theta = c.rope_theta;
   p.scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
-  p.splits = decode_only ? KeySplits(n) : 1;
+  p.splits = decode_only ? KeySplits(n) : PrefillKeySplits();
   p.part_o = ws_.split_o;
   p.part_ml = ws_.split_ml;
   p.out = ws_.activation;
@@ -431,7 +458,7 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
     }
     Trace(at + (decode_only ? "decode attention" : "prefill attention"), "Attention",
           kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
-    if (decode_only && p.splits > 1) {
+    if (p.splits > 1) {
       Trace(at + "split combine", "Combine", double(n) * H * p.splits * (hd + 2) * 4, 0);
     }
   }

@@ -65,6 +65,10 @@ struct CudaBackendOptions {
   // shared memory, 242 registers a thread at head_dim 256), and one full wave measured best
   // (bench/NOTES.md, session 6: 2, 4, 8).
   int decode_attention_blocks_per_sm = 2;
+  // Prefill passes whose tiles are too few to fill the GPU once (a short pass continuing a long
+  // sequence: 64 tokens after a restored prefix are 11 tiles, each walking a 2048-key window)
+  // split their keys the same way. Off only to compare in benchmarks.
+  bool prefill_attention_key_splits = true;
 };
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).

@@ -16,7 +16,9 @@ namespace griffin::kernels::testing {
 namespace {
 
 // mode 0: prefill tiles of AttentionPrefillTileTokens; 1: one-token decode tiles, split;
-// 2: prefill tiles of half that size (the tensor-core kernel's smaller block).
+// 2: prefill tiles of half that size (the tensor-core kernel's smaller block); 3: prefill tiles,
+// split (a short pass after a long prefix: rows of one tile see different key ranges, so a split
+// may hold no key of some rows).
 void AttentionCase(int H, int KV, int hd, int W, int mode) {
   ASSERT_EQ(PrepareAttentionKernels(), cudaSuccess);
   const int rotary = hd / 2;
@@ -41,14 +43,16 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
 
   {
     const int prefill_tile = AttentionPrefillTileTokens(H, KV, hd);
-    const int tile = mode == 0 ? prefill_tile : mode == 2 ? std::max(1, prefill_tile / 2) : 1;
+    const int tile = mode == 0 || mode == 3 ? prefill_tile
+                     : mode == 2            ? std::max(1, prefill_tile / 2)
+                                            : 1;
     std::vector<QueryTile> tiles;
     for (size_t e = 0; e < es.size(); ++e) {
       for (int k = 0; k < es[e].len; k += tile) {
         tiles.push_back({lay.entries[e].start + k, std::min(tile, es[e].len - k)});
       }
     }
-    const int splits = mode == 1 ? 3 : 1;
+    const int splits = mode == 1 ? 3 : mode == 3 ? 4 : 1;
     Dev<float> d_qkv(qkv), part_o(size_t(n) * H * splits * hd), part_ml(size_t(n) * H * splits * 2);
     Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd),
         dout(size_t(n) * H * hd);
@@ -172,10 +176,12 @@ std::vector<OpCase> MakeAttentionCases() {
         Size{10, 1, 256, 300, false}, Size{16, 1, 256, 300, true}, Size{8, 2, 64, 300, false}}) {
     // The head sizes the tensor-core kernel is compiled for (attention_mma.cu).
     const bool mma = s.hd >= 16 && s.hd <= 256 && (s.hd & (s.hd - 1)) == 0;
-    for (int mode : {0, 1, 2}) {
+    for (int mode : {0, 1, 2, 3}) {
       if (mode == 2 && !mma) continue;
       const char* path = mode == 0   ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
                          : mode == 2 ? "attention.prefill_mma_half_tile"
+                         : mode == 3 ? (mma ? "attention.prefill_mma_split"
+                                            : "attention.prefill_scalar_split")
                                      : (mma ? "attention.decode_mma" : "attention.decode_scalar");
       cases.push_back({path, absl::StrCat("H", s.H, " KV", s.KV, " hd", s.hd, " W", s.W),
                        "float64 softmax on the same bf16 q/k/v; ref::ApplyRope; ring rows bitwise",
