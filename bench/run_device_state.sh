@@ -11,7 +11,7 @@
 set -uo pipefail
 final=${OUT:-out}
 out=/tmp/state_run && rm -rf $out && mkdir -p $out "$final"  # every log, one archive at the end
-B=$PWD/.bundle/cuda
+B=${BUNDLE:-$PWD/.bundle/cuda}  # griffin-server and griffin-bench, bundled
 export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
 { date -u; git rev-parse --short HEAD 2>/dev/null; nvidia-smi --query-gpu=name,driver_version --format=csv; } | tee "$out/env.log"
 python3 bench/make_dummy_model.py /tmp/rg2b > "$out/model.log" 2>&1 || exit 1

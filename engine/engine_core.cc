@@ -19,6 +19,7 @@ struct EngineCore::Seq {
   int slot = -1;
   int64_t base = 0;              // the slot's position before the prompt (a resumed state's)
   int64_t fed = 0;               // prompt and generated tokens fed to the slot so far
+  int64_t restored_prefix = 0;   // prompt tokens the prefix cache restored instead of computing
   std::vector<int32_t> context;  // prompt + generated (repetition penalty)
   std::vector<int32_t> output;   // generated
   int32_t next_token = -1;       // sampled, not yet fed
@@ -302,7 +303,7 @@ void EngineCore::RestorePrefix(Seq& seq) {
   if (seq.fork_at() > 0) prompt = prompt.subspan(0, seq.fork_at());
   absl::StatusOr<int64_t> restored = cache_->RestoreLongest(seq.cache_ns, prompt, seq.slot);
   // A failed restore leaves the slot undefined; the first prefill entry (position 0) resets it.
-  if (restored.ok()) seq.fed = *restored;
+  if (restored.ok()) seq.fed = seq.restored_prefix = *restored;
 }
 
 void EngineCore::CacheState(Seq& seq, absl::Span<const int32_t> covered) {
@@ -558,9 +559,16 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
       // A restored prefix leaves fewer tokens than the plan counted. With the cache on, a chunk
       // that crosses a block boundary ends at the last one it crosses, so that boundary's state
       // can be cached (the prompt's longest block-aligned prefix too, at the cost of one more
-      // short chunk).
+      // short chunk). Not the last chunk of a prompt that continues a restored prefix (the next
+      // turn of a conversation, a shared system prompt's followers): there the extra pass (a
+      // full read of the weights, about 2 ms at 2B) would land on the request's time to first
+      // token, for block states only a third request extending the same prefix could use; its
+      // state at the end is cached when it finishes (bench/NOTES.md, session 8).
       int64_t take = std::min<int64_t>(pe.num_tokens, prompt_size - seq->fed);
-      if (cache_ != nullptr && seq->req.prompt_logprobs < 0 && seq->req.resume == nullptr) {
+      const bool finishes_continuation =
+          seq->restored_prefix > 0 && seq->fed + take == prompt_size;
+      if (cache_ != nullptr && seq->req.prompt_logprobs < 0 && seq->req.resume == nullptr &&
+          !finishes_continuation) {
         const int64_t block = cache_->options().block_tokens;
         const int64_t boundary = (seq->fed + take) / block * block;
         if (boundary > seq->fed && boundary < seq->fed + take) take = boundary - seq->fed;

@@ -127,6 +127,29 @@ TEST_F(EnginePrefixCacheTest, ARepeatedPromptIsComputedOnceExceptItsLastToken) {
   EXPECT_EQ(on->stats().prompt_tokens_computed - computed, 30 - 24);
 }
 
+// A conversation's next turn restores the previous turn's end state and prefills its new tokens in
+// one pass even across a block boundary (no extra pass on its time to first token); a prompt that
+// restored nothing still ends a chunk at its last block boundary, so shared prefixes get cached.
+TEST_F(EnginePrefixCacheTest, AContinuationPrefillsItsNewTokensInOnePass) {
+  auto on = Make(4, 2, 4);
+  std::vector<int32_t> prompt = Prompt(30, 5);
+  const int64_t steps_before = on->stats().steps;
+  const auto first = Run(*on, Greedy(prompt, 4));
+  // 30 tokens cut at block 24: two prefill steps, then three decode steps.
+  EXPECT_EQ(on->stats().steps - steps_before, 2 + 3);
+  // The next turn: 34 tokens (its end state covers 33: the last output is not fed) + 12 new.
+  prompt.insert(prompt.end(), first.begin(), first.end());
+  const std::vector<int32_t> more = Prompt(13, 6);
+  prompt.insert(prompt.end(), more.begin() + 1, more.end());
+  const int64_t steps_mid = on->stats().steps, hit_tokens = on->stats().prefix_cache.hit_tokens;
+  const auto second = Run(*on, Greedy(prompt, 4));
+  EXPECT_EQ(on->stats().prefix_cache.hit_tokens - hit_tokens, 33);
+  // Tokens 33..45 cross block 40 in one prefill step, then three decode steps.
+  EXPECT_EQ(on->stats().steps - steps_mid, 1 + 3);
+  auto off = Make(4, 0, 0);
+  EXPECT_EQ(second, Run(*off, Greedy(prompt, 4)));
+}
+
 TEST_F(EnginePrefixCacheTest, SaltsNeverShare) {
   auto on = Make(4, 2, 2);
   const std::vector<int32_t> prompt = Prompt(30, 4);
