@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace griffin {
 
@@ -66,6 +67,30 @@ float RoundToFp8E4M3(float f) {
   const float quantum = std::ldexp(1.0f, exponent - 3);
   const float rounded = std::nearbyint(a / quantum) * quantum;
   return std::copysign(std::min(rounded, kFp8E4M3Max), f);
+}
+
+uint8_t FloatToFp8E4M3(float f) {
+  if (std::isnan(f)) return 0x7f;
+  const float v = RoundToFp8E4M3(f);
+  const uint8_t sign = std::signbit(v) ? 0x80 : 0x00;
+  const float a = std::fabs(v);
+  if (a == 0.0f) return sign;
+  int e = 0;
+  std::frexp(a, &e);  // a in [2^(e-1), 2^e)
+  const int exponent = e - 1;
+  if (exponent < -6) {  // subnormal: a = mantissa * 2^-9
+    return sign | static_cast<uint8_t>(std::lround(std::ldexp(a, 9)));
+  }
+  const int mantissa = static_cast<int>(std::lround((std::ldexp(a, -exponent) - 1.0f) * 8.0f));
+  return sign | static_cast<uint8_t>(((exponent + 7) << 3) | mantissa);
+}
+
+float Fp8E4M3ToFloat(uint8_t bits) {
+  const float sign = (bits & 0x80) != 0 ? -1.0f : 1.0f;
+  const int exponent = (bits >> 3) & 0xf, mantissa = bits & 0x7;
+  if (exponent == 0xf && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -9);
+  return sign * std::ldexp(1.0f + static_cast<float>(mantissa) / 8.0f, exponent - 7);
 }
 
 }  // namespace griffin

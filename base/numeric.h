@@ -29,6 +29,10 @@ inline float RoundToBf16(float f) { return Bf16ToFloat(FloatToBf16(f)); }
 // quantization wants), NaN stays NaN.
 float RoundToFp8E4M3(float f);
 inline constexpr float kFp8E4M3Max = 448.0f;
+// The same rounding, as the E4M3 byte (sign, 4 exponent bits, 3 mantissa bits); NaN is 0x7f.
+uint8_t FloatToFp8E4M3(float f);
+// E4M3 byte -> float, exact (0x7f and 0xff are NaN).
+float Fp8E4M3ToFloat(uint8_t bits);
 
 // IEEE 754 binary16 → float32, exact (subnormals, infinities and NaN included).
 float HalfToFloat(uint16_t bits);

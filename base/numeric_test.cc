@@ -41,6 +41,29 @@ TEST(CheckedTest, DetectsOverflow) {
   EXPECT_EQ(CheckedAdd(2, 3), 5u);
 }
 
+// The byte form: every one of the 254 non-NaN codes decodes to a value that encodes back to
+// itself, in order of magnitude; encoding rounds as RoundToFp8E4M3 does.
+TEST(Fp8E4M3Test, BytesRoundTripAndEncodeTheRoundedValue) {
+  float previous = -1.0f;
+  for (int code = 0; code < 0x7f; ++code) {
+    const float v = Fp8E4M3ToFloat(static_cast<uint8_t>(code));
+    EXPECT_EQ(FloatToFp8E4M3(v), code) << code;
+    EXPECT_EQ(FloatToFp8E4M3(-v), code == 0 ? 0x80 : code | 0x80) << code;
+    EXPECT_EQ(Fp8E4M3ToFloat(static_cast<uint8_t>(code | 0x80)), -v) << code;
+    EXPECT_GT(v, previous) << code;  // codes 0..0x7e ascend
+    previous = v;
+  }
+  EXPECT_EQ(Fp8E4M3ToFloat(0x7e), 448.0f);
+  EXPECT_EQ(Fp8E4M3ToFloat(0x01), std::ldexp(1.0f, -9));
+  EXPECT_EQ(Fp8E4M3ToFloat(0x08), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_TRUE(std::isnan(Fp8E4M3ToFloat(0x7f)));
+  EXPECT_TRUE(std::isnan(Fp8E4M3ToFloat(0xff)));
+  EXPECT_EQ(FloatToFp8E4M3(std::nanf("")), 0x7f);
+  for (float x : {0.3f, -2.6f, 1.0625f, 500.0f, -1e30f, 0.001f, 3e-3f, 17.3f}) {
+    EXPECT_EQ(Fp8E4M3ToFloat(FloatToFp8E4M3(x)), RoundToFp8E4M3(x)) << x;
+  }
+}
+
 TEST(Fp8E4M3Test, RoundsToNearestEvenAndSaturates) {
   EXPECT_EQ(RoundToFp8E4M3(0.0f), 0.0f);
   EXPECT_EQ(RoundToFp8E4M3(1.0f), 1.0f);
