@@ -152,6 +152,24 @@ int Main() {
           2.0 * N * K + 2.0 * K + 4.0 * N, 2.0 * N * K);
     }
   }
+  // The same projections with FP8 E4M3 weights and a scale per row (W8A16, issue 14): half the
+  // weight bytes. Every weight is the same finite E4M3 value: the time is the bytes streamed.
+  for (const auto& [what, shape] : projections) {
+    const auto [N, K] = shape;
+    for (int M : {1, 8}) {
+      bf16_t* a = Buf<bf16_t>(int64_t(M) * K);
+      uint8_t* wt = Buf<uint8_t>(int64_t(N) * K);
+      CHECK_CUDA(cudaMemset(wt, 0x3c, size_t(N) * K));  // 1.5
+      float* scales = Buf<float>(N, 0.01f);
+      float* out = Buf<float>(int64_t(M) * N);
+      std::snprintf(name, sizeof name, "gemv fp8 %d x %d x %d (%s), split %d", M, N, K, what,
+                    GemvFp8Split(N, K));
+      Bench(
+          name,
+          [&] { CHECK_CUDA(LaunchGemvFp8(a, wt, scales, out, M, N, K, 0)); },
+          double(N) * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    }
+  }
   {
     const int M = 1, N = 256000, K = d;
     bf16_t* a = Buf<bf16_t>(int64_t(M) * K);

@@ -1,4 +1,7 @@
 // See gemv.cuh.
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
 #include "kernels/common.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/linear/gemv.cuh"
@@ -21,26 +24,61 @@ __device__ __forceinline__ void Fma8(const uint4& w, const uint4& a, float& acc)
   }
 }
 
+// Eight E4M3 weights (two words, lowest byte first) times eight bf16 activations. E4M3 converts
+// to half exactly (cvt.rn.f16x2.e4m3x2 on sm_89 and later), then to float.
+__device__ __forceinline__ void Fma8Fp8(uint32_t lo, uint32_t hi, const uint4& a, float& acc) {
+  const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const uint32_t words[2] = {lo, hi};
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const __nv_fp8x2_storage_t pair =
+        static_cast<__nv_fp8x2_storage_t>(words[u / 2] >> (16 * (u % 2)));
+    const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+    const float2 wf = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+    const float2 af = __bfloat1622float2(a2[u]);
+    acc = fmaf(wf.x, af.x, acc);
+    acc = fmaf(wf.y, af.y, acc);
+  }
+}
+
+// The weight formats: how many weights a 16-byte vector holds, and the products of one vector
+// with the activations it meets (vector v of a row covers elements [v * kPerVector, ...)).
+struct Bf16Weights {
+  static constexpr int kPerVector = 8;
+  __device__ static void Fma(const uint4& w, const bf16* a_row, int v, float& acc) {
+    Fma8(w, __ldg(reinterpret_cast<const uint4*>(a_row) + v), acc);
+  }
+};
+struct Fp8Weights {  // W8A16: E4M3 bytes, one float32 scale per row applied to the row's sum
+  static constexpr int kPerVector = 16;
+  __device__ static void Fma(const uint4& w, const bf16* a_row, int v, float& acc) {
+    const uint4* a = reinterpret_cast<const uint4*>(a_row) + 2 * v;
+    Fma8Fp8(w.x, w.y, __ldg(a), acc);
+    Fma8Fp8(w.z, w.w, __ldg(a + 1), acc);
+  }
+};
+
 // kSplit warps share one output row, each summing an interleaved quarter (half, ...) of K: the
 // narrow matrices (2560 rows) give only 2560 warps otherwise, too few loads in flight and an uneven
 // spread over the SMs (bench/NOTES.md). The partial sums meet in shared memory and are added in a
-// fixed order, so results do not depend on the launch.
-template <int M, int kSplit>
+// fixed order, so results do not depend on the launch. `scales` (FP8 rows; null for bf16)
+// multiply each row's sum.
+template <typename Format, int M, int kSplit>
 __global__ void __launch_bounds__(kWarps * 32)
-    GemvKernel(const bf16* a, const bf16* w, float* d, int N, int K) {
+    GemvKernel(const bf16* a, const void* w, const float* scales, float* d, int N, int K) {
   static_assert(kWarps % kSplit == 0, "a block holds whole rows");
   __shared__ float partial[kSplit > 1 ? kWarps * M : 1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % kSplit;
   const int row = blockIdx.x * (kWarps / kSplit) + warp / kSplit;
-  const int vecs = K / 8;
+  const int vecs = K / Format::kPerVector;
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
   // The first chunk of weights is loaded before waiting for the previous kernel (launched with
   // programmatic dependent launch, the loads overlap that kernel's tail and this launch's ramp):
   // weights never depend on the step, only the activations A do.
-  const uint4* wr = reinterpret_cast<const uint4*>(w + int64_t{row < N ? row : 0} * K);
+  const uint4* wr = reinterpret_cast<const uint4*>(w) + int64_t{row < N ? row : 0} * vecs;
   constexpr int kStride = 32 * kSplit;  // vectors between a lane's consecutive loads
   uint4 wv[kChunk];
   int v0 = part * 32 + lane;
@@ -52,6 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   };
   load_chunk(v0);
+  const float scale = scales != nullptr && row < N ? __ldg(scales + row) : 1.0f;
   AllowDependentLaunch();
   WaitForPriorGrids();
   if (row < N) {
@@ -61,10 +100,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int v = v0 + c * kStride;
         if (v < vecs) {
 #pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const uint4 av = __ldg(reinterpret_cast<const uint4*>(a + int64_t{m} * K) + v);
-            Fma8(wv[c], av, acc[m]);
-          }
+          for (int m = 0; m < M; ++m) Format::Fma(wv[c], a + int64_t{m} * K, v, acc[m]);
         }
       }
       if (v0 + kStride * kChunk < vecs) load_chunk(v0 + kStride * kChunk);
@@ -75,7 +111,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   if constexpr (kSplit == 1) {
     if (lane == 0 && row < N) {
 #pragma unroll
-      for (int m = 0; m < M; ++m) d[int64_t{m} * N + row] = acc[m];
+      for (int m = 0; m < M; ++m) d[int64_t{m} * N + row] = acc[m] * scale;
     }
   } else {
     if (lane == 0) {
@@ -88,50 +124,97 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int m = 0; m < M; ++m) {
         float s = 0.0f;
         for (int q = 0; q < kSplit; ++q) s += partial[(warp + q) * M + m];
-        d[int64_t{m} * N + row] = s;
+        d[int64_t{m} * N + row] = s * scale;
       }
     }
   }
 }
 
-template <int M, int kSplit>
-cudaError_t LaunchSplit(const bf16* a, const bf16* w, float* d, int N, int K, cudaStream_t stream) {
+template <typename Format, int M, int kSplit>
+cudaError_t LaunchSplit(const bf16* a, const void* w, const float* scales, float* d, int N, int K,
+                        cudaStream_t stream) {
   constexpr int kRowsPerBlock = kWarps / kSplit;
-  return LaunchPdl(GemvKernel<M, kSplit>, dim3((N + kRowsPerBlock - 1) / kRowsPerBlock),
-                   dim3(kWarps * 32), 0, stream, a, w, d, N, K);
+  return LaunchPdl(GemvKernel<Format, M, kSplit>, dim3((N + kRowsPerBlock - 1) / kRowsPerBlock),
+                   dim3(kWarps * 32), 0, stream, a, w, scales, d, N, K);
 }
 
-template <int M>
-cudaError_t LaunchRows(const bf16* a, const bf16* w, float* d, int N, int K, int split,
-                       cudaStream_t stream) {
+template <typename Format, int M>
+cudaError_t LaunchRows(const bf16* a, const void* w, const float* scales, float* d, int N, int K,
+                       int split, cudaStream_t stream) {
   switch (split) {
     case 1:
-      return LaunchSplit<M, 1>(a, w, d, N, K, stream);
+      return LaunchSplit<Format, M, 1>(a, w, scales, d, N, K, stream);
     case 2:
-      return LaunchSplit<M, 2>(a, w, d, N, K, stream);
+      return LaunchSplit<Format, M, 2>(a, w, scales, d, N, K, stream);
     case 4:
-      return LaunchSplit<M, 4>(a, w, d, N, K, stream);
+      return LaunchSplit<Format, M, 4>(a, w, scales, d, N, K, stream);
     default:
-      return LaunchSplit<M, 8>(a, w, d, N, K, stream);
+      return LaunchSplit<Format, M, 8>(a, w, scales, d, N, K, stream);
   }
 }
 
-}  // namespace
+template <typename Format>
+cudaError_t LaunchFormat(const bf16_t* a, const void* w, const float* scales, float* d, int M,
+                         int N, int K, int split, cudaStream_t stream) {
+  if (split != 1 && split != 2 && split != 4 && split != 8) return cudaErrorInvalidValue;
+  if (M < 1 || M > kGemvMaxM || K % Format::kPerVector != 0 ||
+      (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16) {
+    return cudaErrorInvalidValue;
+  }
+  if (N <= 0) return cudaSuccess;
+  const bf16* A = reinterpret_cast<const bf16*>(a);
+  cudaError_t err = cudaSuccess;
+  switch (M) {
+    case 1:
+      err = LaunchRows<Format, 1>(A, w, scales, d, N, K, split, stream);
+      break;
+    case 2:
+      err = LaunchRows<Format, 2>(A, w, scales, d, N, K, split, stream);
+      break;
+    case 3:
+      err = LaunchRows<Format, 3>(A, w, scales, d, N, K, split, stream);
+      break;
+    case 4:
+      err = LaunchRows<Format, 4>(A, w, scales, d, N, K, split, stream);
+      break;
+    case 5:
+      err = LaunchRows<Format, 5>(A, w, scales, d, N, K, split, stream);
+      break;
+    case 6:
+      err = LaunchRows<Format, 6>(A, w, scales, d, N, K, split, stream);
+      break;
+    case 7:
+      err = LaunchRows<Format, 7>(A, w, scales, d, N, K, split, stream);
+      break;
+    default:
+      err = LaunchRows<Format, 8>(A, w, scales, d, N, K, split, stream);
+      break;
+  }
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
 
-bool GemvSupported(int M, int K) { return M >= 1 && M <= kGemvMaxM && K % 8 == 0; }
-
-int GemvSplit(int N, int K) {
-  // Measured on the H200 at the 2B projections (kernels_bench, bench/NOTES.md): one warp per row
-  // for the 256000-row head; otherwise 10K-30K warps in all (2 for 15360 and 5120 rows, 4 for
-  // 2560 and 3072); never fewer than two 16-byte loads per lane.
+// Warps per row for a row of `vecs` 16-byte vectors: measured on the H200 at the 2B projections
+// (kernels_bench, bench/NOTES.md): one warp per row for the 256000-row head; otherwise 10K-30K
+// warps in all (2 for 15360 and 5120 rows, 4 for 2560 and 3072); never fewer than two 16-byte
+// loads per lane.
+int SplitFor(int N, int vecs) {
   int split = 1;
   if (N < 65536) {
     split = 2;
     while (split < 4 && int64_t{N} * split < 10240) split *= 2;
   }
-  while (split > 1 && K / 8 < 32 * split * 2) split /= 2;
+  while (split > 1 && vecs < 32 * split * 2) split /= 2;
   return split;
 }
+
+}  // namespace
+
+bool GemvSupported(int M, int K) { return M >= 1 && M <= kGemvMaxM && K % 8 == 0; }
+bool GemvFp8Supported(int M, int K) { return M >= 1 && M <= kGemvMaxM && K % 16 == 0; }
+
+int GemvSplit(int N, int K) { return SplitFor(N, K / Bf16Weights::kPerVector); }
+int GemvFp8Split(int N, int K) { return SplitFor(N, K / Fp8Weights::kPerVector); }
 
 cudaError_t LaunchGemv(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                        cudaStream_t stream) {
@@ -140,43 +223,18 @@ cudaError_t LaunchGemv(const bf16_t* a, const bf16_t* w, float* d, int M, int N,
 
 cudaError_t LaunchGemvWithSplit(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                                 int split, cudaStream_t stream) {
-  if (split != 1 && split != 2 && split != 4 && split != 8) return cudaErrorInvalidValue;
-  if (!GemvSupported(M, K) ||
-      (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16) {
-    return cudaErrorInvalidValue;
-  }
-  if (N <= 0) return cudaSuccess;
-  const bf16* A = reinterpret_cast<const bf16*>(a);
-  const bf16* W = reinterpret_cast<const bf16*>(w);
-  cudaError_t err = cudaSuccess;
-  switch (M) {
-    case 1:
-      err = LaunchRows<1>(A, W, d, N, K, split, stream);
-      break;
-    case 2:
-      err = LaunchRows<2>(A, W, d, N, K, split, stream);
-      break;
-    case 3:
-      err = LaunchRows<3>(A, W, d, N, K, split, stream);
-      break;
-    case 4:
-      err = LaunchRows<4>(A, W, d, N, K, split, stream);
-      break;
-    case 5:
-      err = LaunchRows<5>(A, W, d, N, K, split, stream);
-      break;
-    case 6:
-      err = LaunchRows<6>(A, W, d, N, K, split, stream);
-      break;
-    case 7:
-      err = LaunchRows<7>(A, W, d, N, K, split, stream);
-      break;
-    default:
-      err = LaunchRows<8>(A, W, d, N, K, split, stream);
-      break;
-  }
-  if (err != cudaSuccess) return err;
-  return cudaGetLastError();
+  return LaunchFormat<Bf16Weights>(a, w, nullptr, d, M, N, K, split, stream);
+}
+
+cudaError_t LaunchGemvFp8(const bf16_t* a, const uint8_t* w, const float* scales, float* d, int M,
+                          int N, int K, cudaStream_t stream) {
+  return LaunchGemvFp8WithSplit(a, w, scales, d, M, N, K, GemvFp8Split(N, K), stream);
+}
+
+cudaError_t LaunchGemvFp8WithSplit(const bf16_t* a, const uint8_t* w, const float* scales,
+                                   float* d, int M, int N, int K, int split, cudaStream_t stream) {
+  if (scales == nullptr) return cudaErrorInvalidValue;
+  return LaunchFormat<Fp8Weights>(a, w, scales, d, M, N, K, split, stream);
 }
 
 }  // namespace griffin::kernels

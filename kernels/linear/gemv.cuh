@@ -9,6 +9,12 @@
 // before reading A (GRIFFIN_NO_PDL=1 in the environment turns that off, for comparisons).
 // Requires K % 8 == 0 and 16-byte aligned rows; LaunchGemv returns cudaErrorInvalidValue otherwise.
 // Tolerance: float32 sums of exact bf16 products, K * 2^-24 * sum|a w| (as the GEMM test).
+//
+// W8A16 (issue 14's FP8 weights; not yet used by the backend): the same kernel reading FP8 E4M3
+// weights (the OCP e4m3fn bytes, base/numeric.h's FloatToFp8E4M3) with one float32 scale per
+// output row, D[m, n] = scale[n] * sum_k A[m, k] * W[n, k]: half the bytes per weight, converted
+// to float in registers (exact: every E4M3 value is a half). Requires K % 16 == 0. The row
+// quantization (scale = max|w| / 448) is ref::QuantizeRowsFp8E4M3's.
 #ifndef GRIFFIN_KERNELS_LINEAR_GEMV_CUH_
 #define GRIFFIN_KERNELS_LINEAR_GEMV_CUH_
 
@@ -25,6 +31,14 @@ cudaError_t LaunchGemv(const bf16_t* a, const bf16_t* w, float* d, int M, int N,
 // The same with the split given (1, 2, 4 or 8): the tests and kernels_bench try each.
 cudaError_t LaunchGemvWithSplit(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                                 int split, cudaStream_t stream);
+
+bool GemvFp8Supported(int M, int K);
+int GemvFp8Split(int N, int K);
+// `w`: [N, K] E4M3 bytes, `scales`: [N] (non-null).
+cudaError_t LaunchGemvFp8(const bf16_t* a, const uint8_t* w, const float* scales, float* d, int M,
+                          int N, int K, cudaStream_t stream);
+cudaError_t LaunchGemvFp8WithSplit(const bf16_t* a, const uint8_t* w, const float* scales,
+                                   float* d, int M, int N, int K, int split, cudaStream_t stream);
 
 }  // namespace griffin::kernels
 

@@ -5,8 +5,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/numeric.h"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemv.cuh"
+#include "kernels/linear/linear_reference.h"
 #include "kernels/testing/device_buffer.h"
 #include "kernels/testing/op_registry.h"
 
@@ -52,6 +54,33 @@ void GemvCase(int M, int N, int K, int split = 0) {
   CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
 }
 
+// W8A16: weights quantized per row as the backend will (ref::QuantizeRowsFp8E4M3), their E4M3
+// bytes and scales on the device; the reference is the float64 sum over the dequantized weights
+// (each E4M3 value times its row's scale), the kernel's float32 sum of exact products scaled once.
+void GemvFp8Case(int M, int N, int K, int split = 0) {
+  auto a = RoundBf16(Random(size_t(M) * K));
+  auto w = Random(size_t(N) * K, 0.05f);
+  if (N > 1) std::fill(w.begin(), w.begin() + K, 0.0f);  // an all-zero row: scale 1
+  std::vector<float> scales(N);
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(w), N, K, absl::MakeSpan(scales));
+  std::vector<uint8_t> bytes(size_t(N) * K);
+  for (int o = 0; o < N; ++o) {
+    for (int k = 0; k < K; ++k) {
+      const size_t i = size_t(o) * K + k;
+      bytes[i] = FloatToFp8E4M3(w[i] / scales[o]);
+      ASSERT_EQ(Fp8E4M3ToFloat(bytes[i]) * scales[o], w[i]) << "row " << o << " k " << k;
+    }
+  }
+  Dev<bf16_t> da(ToBf16(a));
+  Dev<uint8_t> dw(bytes);
+  Dev<float> ds(scales), out(size_t(M) * N);
+  ASSERT_EQ(split == 0 ? LaunchGemvFp8(da.get(), dw.get(), ds.get(), out.get(), M, N, K, 0)
+                       : LaunchGemvFp8WithSplit(da.get(), dw.get(), ds.get(), out.get(), M, N, K,
+                                                split, 0),
+            cudaSuccess);
+  CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
+}
+
 std::vector<OpCase> MakeLinearCases() {
   std::vector<OpCase> cases;
   for (int M : {1, 7, 63, 65, 300}) {
@@ -83,6 +112,23 @@ std::vector<OpCase> MakeLinearCases() {
     cases.push_back({"gemv", absl::StrCat("3x300x2560 split", split),
                      "float64 sum of bf16 products", kTolerance, false,
                      [=] { GemvCase(3, 300, 2560, split); }});
+  }
+  constexpr const char* kFp8Reference = "float64 sum over the dequantized FP8 rows (E4M3 x scale)";
+  for (int M = 1; M <= kGemvMaxM; ++M) {
+    for (int N : {1, 7, 300}) {
+      for (int K : {16, 272, 2560, 7680}) {
+        cases.push_back({"gemv_fp8", absl::StrCat(M, "x", N, "x", K), kFp8Reference, kTolerance,
+                         K >= 2560 && N >= 300, [=] { GemvFp8Case(M, N, K); }});
+      }
+    }
+  }
+  for (const auto& [N, K] : std::vector<std::pair<int, int>>{
+           {2560, 2560}, {2560, 7680}, {15360, 2560}, {300, 272}}) {
+    for (int split : {1, 2, 4, 8}) {
+      cases.push_back({"gemv_fp8", absl::StrCat("1x", N, "x", K, " split", split), kFp8Reference,
+                       kTolerance, int64_t{N} * K > 8'000'000,
+                       [=] { GemvFp8Case(1, N, K, split); }});
+    }
   }
   return cases;
 }
