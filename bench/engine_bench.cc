@@ -403,8 +403,8 @@ int Run(const std::string& name, bool quick, int reps) {
           },
           reps);
       // The floor of the pass alone: every weight once, or its FLOPs over a full window of keys.
-      const double flops = tail * BodyFlops(m, std::min<int>(prefix, m.c.attention_window)) +
-                           HeadFlops(m);
+      const double flops =
+          tail * BodyFlops(m, std::min<int>(prefix, m.c.attention_window)) + HeadFlops(m);
       const double floor = std::max(flops / kFlops, m.weight_bytes / kBandwidth);
       std::printf(
           "| first token after %d tokens already in the slot (device copy) + %d prefilled | %.2f "
@@ -422,9 +422,10 @@ int Run(const std::string& name, bool quick, int reps) {
           reps);
       const double flops = tail * BodyFlops(m, 0.5 * (tail + 1)) + HeadFlops(m);
       const double floor = std::max(flops / kFlops, m.weight_bytes / kBandwidth);
-      std::printf("| first token, %d-token prompt (prefill from position 0) | %.2f ms | %.2f ms | "
-                  "%.2f |\n",
-                  tail, t * 1e3, floor * 1e3, t / floor);
+      std::printf(
+          "| first token, %d-token prompt (prefill from position 0) | %.2f ms | %.2f ms | "
+          "%.2f |\n",
+          tail, t * 1e3, floor * 1e3, t / floor);
     }
     if (!status.ok()) {
       std::printf("| short passes | error: %s | | |\n", std::string(status.message()).c_str());

@@ -165,8 +165,7 @@ int Main() {
       std::snprintf(name, sizeof name, "gemv fp8 %d x %d x %d (%s), split %d", M, N, K, what,
                     GemvFp8Split(N, K));
       Bench(
-          name,
-          [&] { CHECK_CUDA(LaunchGemvFp8(a, wt, scales, out, M, N, K, 0)); },
+          name, [&] { CHECK_CUDA(LaunchGemvFp8(a, wt, scales, out, M, N, K, 0)); },
           double(N) * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     }
   }

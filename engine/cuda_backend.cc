@@ -176,11 +176,11 @@ class CudaBackend::Impl {
       const int64_t last = e.pos0 + e.len - 1;
       max_keys = std::max<int>(max_keys, std::min<int64_t>(last, config_.attention_window) + 1);
     }
-    const int splits = std::min({kMaxKeySplits, split_tokens_ / blocks,
-                                 max_keys / kMinPrefillSplitKeys});
+    const int splits =
+        std::min({kMaxKeySplits, split_tokens_ / blocks, max_keys / kMinPrefillSplitKeys});
     // The partials buffer holds max_split_partials_ (token, head, split) rows.
-    const int fit = static_cast<int>(max_split_partials_ /
-                                     (int64_t{meta_.num_tokens()} * config_.num_heads));
+    const int fit =
+        static_cast<int>(max_split_partials_ / (int64_t{meta_.num_tokens()} * config_.num_heads));
     return std::max(1, std::min(splits, fit));
   }
   void Trace(std::string op, const char* kernel, double bytes, double flops) {

@@ -336,7 +336,8 @@ absl::Status EngineCore::KeepState(Seq& seq, EngineOutput* out) {
   // are kept pinned beyond those the sessions hold.
   constexpr int kFreeSnapshotBuffers = 4;
   if (snapshot_pool_ == nullptr) {
-    snapshot_pool_ = SnapshotPool::Create(backend_.get(), layout->slot_bytes(), kFreeSnapshotBuffers);
+    snapshot_pool_ =
+        SnapshotPool::Create(backend_.get(), layout->slot_bytes(), kFreeSnapshotBuffers);
   }
   std::shared_ptr<HostSnapshot> snapshot = snapshot_pool_->Take();
   absl::StatusOr<int64_t> position = backend_->SnapshotSlot(seq.slot, snapshot->mutable_bytes());
@@ -565,8 +566,7 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
       // token, for block states only a third request extending the same prefix could use; its
       // state at the end is cached when it finishes (bench/NOTES.md, session 8).
       int64_t take = std::min<int64_t>(pe.num_tokens, prompt_size - seq->fed);
-      const bool finishes_continuation =
-          seq->restored_prefix > 0 && seq->fed + take == prompt_size;
+      const bool finishes_continuation = seq->restored_prefix > 0 && seq->fed + take == prompt_size;
       if (cache_ != nullptr && seq->req.prompt_logprobs < 0 && seq->req.resume == nullptr &&
           !finishes_continuation) {
         const int64_t block = cache_->options().block_tokens;

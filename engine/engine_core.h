@@ -31,8 +31,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/backend.h"
-#include "engine/prefix_cache.h"
 #include "engine/host_snapshot.h"
+#include "engine/prefix_cache.h"
 #include "engine/sampler.h"
 
 namespace griffin::engine {

@@ -32,9 +32,7 @@ class HostSnapshot {
   HostSnapshot& operator=(const HostSnapshot&) = delete;
 
   int64_t size() const { return size_; }
-  absl::Span<const uint8_t> bytes() const {
-    return {memory_.get(), static_cast<size_t>(size_)};
-  }
+  absl::Span<const uint8_t> bytes() const { return {memory_.get(), static_cast<size_t>(size_)}; }
   // Only while the snapshot is being written, before it is shared.
   absl::Span<uint8_t> mutable_bytes() { return {memory_.get(), static_cast<size_t>(size_)}; }
   bool operator==(const HostSnapshot& other) const;

@@ -178,11 +178,11 @@ std::vector<OpCase> MakeAttentionCases() {
     const bool mma = s.hd >= 16 && s.hd <= 256 && (s.hd & (s.hd - 1)) == 0;
     for (int mode : {0, 1, 2, 3}) {
       if (mode == 2 && !mma) continue;
-      const char* path = mode == 0   ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
-                         : mode == 2 ? "attention.prefill_mma_half_tile"
-                         : mode == 3 ? (mma ? "attention.prefill_mma_split"
-                                            : "attention.prefill_scalar_split")
-                                     : (mma ? "attention.decode_mma" : "attention.decode_scalar");
+      const char* path =
+          mode == 0   ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
+          : mode == 2 ? "attention.prefill_mma_half_tile"
+          : mode == 3 ? (mma ? "attention.prefill_mma_split" : "attention.prefill_scalar_split")
+                      : (mma ? "attention.decode_mma" : "attention.decode_scalar");
       cases.push_back({path, absl::StrCat("H", s.H, " KV", s.KV, " hd", s.hd, " W", s.W),
                        "float64 softmax on the same bf16 q/k/v; ref::ApplyRope; ring rows bitwise",
                        "bf16 output 2^-8 + 2^-11 max|v| (half P on the tensor cores), doubled",

@@ -231,8 +231,8 @@ cudaError_t LaunchGemvFp8(const bf16_t* a, const uint8_t* w, const float* scales
   return LaunchGemvFp8WithSplit(a, w, scales, d, M, N, K, GemvFp8Split(N, K), stream);
 }
 
-cudaError_t LaunchGemvFp8WithSplit(const bf16_t* a, const uint8_t* w, const float* scales,
-                                   float* d, int M, int N, int K, int split, cudaStream_t stream) {
+cudaError_t LaunchGemvFp8WithSplit(const bf16_t* a, const uint8_t* w, const float* scales, float* d,
+                                   int M, int N, int K, int split, cudaStream_t stream) {
   if (scales == nullptr) return cudaErrorInvalidValue;
   return LaunchFormat<Fp8Weights>(a, w, scales, d, M, N, K, split, stream);
 }

@@ -37,8 +37,8 @@ int GemvFp8Split(int N, int K);
 // `w`: [N, K] E4M3 bytes, `scales`: [N] (non-null).
 cudaError_t LaunchGemvFp8(const bf16_t* a, const uint8_t* w, const float* scales, float* d, int M,
                           int N, int K, cudaStream_t stream);
-cudaError_t LaunchGemvFp8WithSplit(const bf16_t* a, const uint8_t* w, const float* scales,
-                                   float* d, int M, int N, int K, int split, cudaStream_t stream);
+cudaError_t LaunchGemvFp8WithSplit(const bf16_t* a, const uint8_t* w, const float* scales, float* d,
+                                   int M, int N, int K, int split, cudaStream_t stream);
 
 }  // namespace griffin::kernels
 

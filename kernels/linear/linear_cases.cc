@@ -122,8 +122,8 @@ std::vector<OpCase> MakeLinearCases() {
       }
     }
   }
-  for (const auto& [N, K] : std::vector<std::pair<int, int>>{
-           {2560, 2560}, {2560, 7680}, {15360, 2560}, {300, 272}}) {
+  for (const auto& [N, K] :
+       std::vector<std::pair<int, int>>{{2560, 2560}, {2560, 7680}, {15360, 2560}, {300, 272}}) {
     for (int split : {1, 2, 4, 8}) {
       cases.push_back({"gemv_fp8", absl::StrCat("1x", N, "x", K, " split", split), kFp8Reference,
                        kTolerance, int64_t{N} * K > 8'000'000,

@@ -183,8 +183,8 @@ __global__ void ConvKernel(RgLruParams p) {
   float xs[kRun];
 #pragma unroll
   for (int u = 0; u < kRun; ++u) {
-    xs[u] = t_first + u < t_end ? RoundBf16(p.xy[int64_t{t_first + u} * 2 * L + ch] + p.bx[ch])
-                                : 0.0f;
+    xs[u] =
+        t_first + u < t_end ? RoundBf16(p.xy[int64_t{t_first + u} * 2 * L + ch] + p.bx[ch]) : 0.0f;
   }
   StepEntryRecord en = EntryOfToken(p.layout, t_first);
 #pragma unroll

@@ -232,8 +232,9 @@ std::vector<OpCase> MakeRgLruCases() {
     cases.push_back(
         {"rglru", absl::StrCat("L", s.L, " H", s.H, " K", s.K),
          "ref::Conv1dCausal + RG-LRU with half(c) gates; decode vs prefill; chunked vs whole",
-         "bf16 output and 1 - a^2 cancellation: 0.8% relative + 2e-5; state 1e-4 relative; tails bitwise", s.L >= 2560,
-         [s] { RgLruCase(s.L, s.H, s.K); }});
+         "bf16 output and 1 - a^2 cancellation: 0.8% relative + 2e-5; state 1e-4 relative; tails "
+         "bitwise",
+         s.L >= 2560, [s] { RgLruCase(s.L, s.H, s.K); }});
   }
   return cases;
 }
