@@ -102,11 +102,22 @@ def test_drain_on_sigterm(pb):  # CAN-6, OPS-1
     s = Server("--slots", 2, "--max_output_tokens", 10000000, drain_timeout=120)
     try:
         assert requests.get(s.url + "/ready", timeout=5).status_code == 200
+        # The in-flight request must outlast the checks after SIGTERM (a few seconds) and finish
+        # well inside the test's bound: about 10 s of decoding at this build's measured speed
+        # (20000 tokens take 3.5 s in a release build, about 100 s under ThreadSanitizer, which
+        # once ran past pytest's 120 s), never more than 20000 tokens nor fewer than 2000.
+        start = time.monotonic()
+        warm = requests.post(s.url + "/v1/completions",
+                             json={"prompt": [2, 5], "max_tokens": 200, "ignore_eos": True},
+                             timeout=60)
+        assert warm.status_code == 200
+        per_token = (time.monotonic() - start) / 200
+        tokens = max(2000, min(20000, int(10.0 / per_token)))
         result = {}
 
         def inflight():
             r = requests.post(s.url + "/v1/completions",
-                              json={"prompt": [2, 5], "max_tokens": 20000, "ignore_eos": True},
+                              json={"prompt": [2, 5], "max_tokens": tokens, "ignore_eos": True},
                               timeout=120)
             result["status"] = r.status_code
             result["body"] = r.json()
@@ -135,7 +146,7 @@ def test_drain_on_sigterm(pb):  # CAN-6, OPS-1
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         t.join(120)
         assert result["status"] == 200, result
-        assert result["body"]["usage"]["completion_tokens"] == 20000
+        assert result["body"]["usage"]["completion_tokens"] == tokens
         assert result["body"]["choices"][0]["finish_reason"] == "length"
         assert s.proc.wait(timeout=60) == 0
     finally:
