@@ -137,8 +137,19 @@ def test_drain_on_sigterm(pb):  # CAN-6, OPS-1
 
         assert wait_for(lambda: status("GET", "/ready") in (503, None), 10)
         assert status("POST", "/v1/completions", json={"prompt": "hi", "max_tokens": 2}) in (503, None)
-        # gRPC stops taking calls at once (GOAWAY, listener closed) so a balancer can retry
-        # elsewhere: a new call fails UNAVAILABLE.
+        # gRPC stops taking calls (GOAWAY, listener closed) so a balancer can retry elsewhere: a
+        # new call fails UNAVAILABLE. The shutdown starts on its own thread at SIGTERM; a call
+        # that connects in the moment before it takes effect is served, as in-flight work is
+        # (grpc_service.cc), and under ThreadSanitizer that moment was once long enough for this
+        # test's call: wait for the listener to close first.
+        def grpc_listening():
+            try:
+                socket.create_connection(("127.0.0.1", s.grpc_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        assert wait_for(lambda: not grpc_listening(), 10)
         with grpc.insecure_channel(s.grpc_target) as ch:
             req = pb[0].GenerateRequest(text=b"hi")
             with pytest.raises(grpc.RpcError) as e:
