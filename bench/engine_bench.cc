@@ -169,26 +169,32 @@ int Run(const std::string& name, bool quick, int reps) {
     return Median(t);
   };
   int failures = 0;
+  // One greedy decode step of slots 0..B-1 from `pos` on (each slot's next token is the one it
+  // sampled), timed over n repetitions after the warm-ups; errors go to *status.
+  auto time_decode = [&](int B, int64_t pos, int n, absl::Status* status) {
+    for (int s = 0; s < B; ++s) (void)backend->SetNextPositionForBenchmark(s, pos);
+    std::vector<int32_t> tok(B, 5);
+    std::vector<engine::SampleRequest> req(B);
+    for (auto& r : req) r.params.temperature = 0.0f;
+    std::vector<StepEntry> entries(B);
+    return time_it(
+        [&]() {
+          for (int s = 0; s < B; ++s) {
+            entries[s] = StepEntry{.slot = s,
+                                   .position = backend->NextPosition(s),
+                                   .tokens = absl::MakeConstSpan(&tok[s], 1)};
+            if (tok[s] < 0) tok[s] = 5;
+          }
+          status->Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
+        },
+        n);
+  };
 
   // Decode.
   for (int64_t pos : {int64_t{128}, int64_t{4096}}) {
     for (int B : batches) {
-      for (int s = 0; s < B; ++s) (void)backend->SetNextPositionForBenchmark(s, pos);
-      std::vector<int32_t> tok(B, 5);
-      std::vector<engine::SampleRequest> req(B);
-      for (auto& r : req) r.params.temperature = 0.0f;
-      std::vector<StepEntry> entries(B);
       absl::Status status;
-      auto step = [&]() {
-        for (int s = 0; s < B; ++s) {
-          entries[s] = StepEntry{.slot = s,
-                                 .position = backend->NextPosition(s),
-                                 .tokens = absl::MakeConstSpan(&tok[s], 1)};
-          if (tok[s] < 0) tok[s] = 5;
-        }
-        status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
-      };
-      const double t = time_it(step, B >= 256 ? std::max(5, reps / 2) : reps);
+      const double t = time_decode(B, pos, B >= 256 ? std::max(5, reps / 2) : reps, &status);
       if (!status.ok()) {
         std::printf("| decode B=%d pos=%lld | error: %s | | |\n", B, (long long)pos,
                     std::string(status.message()).c_str());
@@ -361,23 +367,9 @@ int Run(const std::string& name, bool quick, int reps) {
   {
     absl::Status status;
     for (int B : {1, 64}) {
-      for (int s = 0; s < B; ++s) (void)backend->SetNextPositionForBenchmark(s, 128);
-      std::vector<int32_t> tok(B, 5);
-      std::vector<engine::SampleRequest> req(B);
-      for (auto& r : req) r.params.temperature = 0.0f;
-      std::vector<StepEntry> entries(B);
-      auto step = [&]() {
-        for (int s = 0; s < B; ++s) {
-          entries[s] = StepEntry{.slot = s,
-                                 .position = backend->NextPosition(s),
-                                 .tokens = absl::MakeConstSpan(&tok[s], 1)};
-          if (tok[s] < 0) tok[s] = 5;
-        }
-        status.Update(backend->StepSample(entries, req, absl::MakeSpan(tok)));
-      };
-      const double graph = time_it(step, reps);
+      const double graph = time_decode(B, 128, reps, &status);
       backend->set_use_cuda_graphs(false);
-      const double eager = time_it(step, reps);
+      const double eager = time_decode(B, 128, reps, &status);
       backend->set_use_cuda_graphs(true);
       std::printf(
           "| decode step, batch %d, position 128, launched eagerly | %.3f ms | its CUDA graph "
