@@ -16,6 +16,7 @@
 #include "absl/flags/usage.h"
 #include "kernels/attention/attention.cuh"
 #include "kernels/geglu/geglu.cuh"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
@@ -167,6 +168,36 @@ int Main() {
       Bench(
           name, [&] { CHECK_CUDA(LaunchGemvFp8(a, wt, scales, out, M, N, K, 0)); },
           double(N) * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    }
+  }
+  // W8A8 on the FP8 tensor cores (cuBLASLt, per-row scales on both operands) beside bf16
+  // cuBLASLt, for the batches above the GEMV's; the activations' quantization is its own row.
+  for (const auto& [what, shape] : projections) {
+    const auto [N, K] = shape;
+    if (N > 65536) continue;
+    for (int M : {8, 64, 256, 2048}) {
+      bf16_t* a = Buf<bf16_t>(int64_t(M) * K, 0.5f);
+      uint8_t* a8 = Buf<uint8_t>(int64_t(M) * K);
+      float* a_scales = Buf<float>(M, 0.01f);
+      bf16_t* wb = Buf<bf16_t>(int64_t(N) * K, 0.02f);
+      uint8_t* wt = Buf<uint8_t>(int64_t(N) * K);
+      CHECK_CUDA(cudaMemset(wt, 0x3c, size_t(N) * K));  // 1.5
+      float* scales = Buf<float>(N, 0.01f);
+      float* out = Buf<float>(int64_t(M) * N);
+      std::snprintf(name, sizeof name, "cuBLASLt gemm bf16 %d x %d x %d (%s)", M, N, K, what);
+      Bench(
+          name, [&] { (void)gemm.Run(a, wb, out, M, N, K, 0); },
+          2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+      std::snprintf(name, sizeof name, "cuBLASLt gemm fp8 %d x %d x %d (%s)", M, N, K, what);
+      std::string err;
+      Bench(
+          name, [&] { err = gemm.RunFp8(a8, a_scales, wt, scales, out, M, N, K, 0); },
+          double(N) * K + double(M) * K + 4.0 * (M + N) + 4.0 * M * N, 2.0 * M * N * K);
+      if (!err.empty()) std::printf("  (%s)\n", err.c_str());
+      std::snprintf(name, sizeof name, "quantize activations fp8 %d x %d", M, K);
+      Bench(
+          name, [&] { CHECK_CUDA(LaunchQuantizeRowsFp8E4M3(a, M, K, a8, a_scales, 0)); },
+          3.0 * M * K + 4.0 * M, 0);
     }
   }
   {

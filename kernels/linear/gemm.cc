@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/linear/fp8_weights.cuh"
+
 namespace griffin::kernels {
 
 struct Gemm::Plan {
@@ -51,10 +53,12 @@ std::string Gemm::Init(size_t workspace_bytes) {
 }
 
 std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
-                          int64_t stride_a, int64_t stride_w, int64_t stride_d, bool fp16,
+                          int64_t stride_a, int64_t stride_w, int64_t stride_d, Inputs inputs,
                           Plan** out) {
-  auto key = std::make_tuple(M, N, K, lda, ldd, stride_a, batch, fp16);
-  const cudaDataType_t in_type = fp16 ? CUDA_R_16F : CUDA_R_16BF;
+  auto key = std::make_tuple(M, N, K, lda, ldd, stride_a, batch, inputs);
+  const cudaDataType_t in_type = inputs == Inputs::kFp16  ? CUDA_R_16F
+                                 : inputs == Inputs::kFp8 ? CUDA_R_8F_E4M3
+                                                          : CUDA_R_16BF;
   auto it = plans_.find(key);
   if (it != plans_.end()) {
     *out = it->second.get();
@@ -95,7 +99,10 @@ std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t
                                       &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmulAlgoGetHeuristic", st);
-  if (found == 0) return "cuBLASLt found no algorithm for a GEMM shape";
+  if (found == 0) {
+    return inputs == Inputs::kFp8 ? "cuBLASLt found no FP8 algorithm with per-row scales"
+                                  : "cuBLASLt found no algorithm for a GEMM shape";
+  }
   plan->algo = results[0].algo;
   for (int i = 0; i < found; ++i) {
     if (results[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates.push_back(results[i].algo);
@@ -110,7 +117,7 @@ std::string Gemm::Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, 
                       cudaStream_t stream) {
   if (M <= 0) return "";
   Plan* plan = nullptr;
-  std::string err = GetPlan(M, N, K, &plan);
+  std::string err = GetPlan(M, N, K, Inputs::kBf16, &plan);
   if (!err.empty()) return err;
   if (!plan->tuned) Tune(plan, a, w, d, stream);
   const float alpha = 1.0f, beta = 0.0f;
@@ -126,7 +133,8 @@ std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, c
                              int N, int K, int batch, bool fp16, cudaStream_t stream) {
   if (M <= 0) return "";
   Plan* plan = nullptr;
-  std::string err = GetPlan(M, N, K, lda, K, ldd, batch, stride_a, stride_w, stride_d, fp16, &plan);
+  std::string err = GetPlan(M, N, K, lda, K, ldd, batch, stride_a, stride_w, stride_d,
+                            fp16 ? Inputs::kFp16 : Inputs::kBf16, &plan);
   if (!err.empty()) return err;
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
@@ -136,7 +144,31 @@ std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, c
   return "";
 }
 
-void Gemm::Tune(Plan* plan, const bf16_t* a, const bf16_t* w, float* d, cudaStream_t stream) {
+std::string Gemm::RunFp8(const uint8_t* a, const float* a_scales, const uint8_t* w,
+                         const float* w_scales, float* d, int M, int N, int K,
+                         cudaStream_t stream) {
+  if (M <= 0) return "";
+  if (K % 16 != 0 || a_scales == nullptr || w_scales == nullptr) {
+    return "GEMM FP8: K must be a multiple of 16 and both scale vectors given";
+  }
+  Plan* plan = nullptr;
+  std::string err = GetPlan(M, N, K, Inputs::kFp8, &plan);
+  if (!err.empty()) return err;
+  if (!plan->tuned) Tune(plan, a, w, d, stream);
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
+                                     plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
+                                     &plan->algo, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(fp8)", st);
+  // cuBLASLt's per-row scale vectors (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) are refused on
+  // sm_90 by CUDA 13.0's cuBLASLt (the heuristic returns CUBLAS_STATUS_INVALID_VALUE, measured
+  // on the H200): the GEMM runs unscaled and one pass over D applies both scales.
+  const cudaError_t scaled = LaunchScaleRowsAndColumns(d, a_scales, w_scales, M, N, stream);
+  if (scaled != cudaSuccess) return Fail("LaunchScaleRowsAndColumns", scaled);
+  return "";
+}
+
+void Gemm::Tune(Plan* plan, const void* a, const void* w, float* d, cudaStream_t stream) {
   plan->tuned = true;
   cudaEvent_t start, stop;
   if (cudaEventCreate(&start) != cudaSuccess) return;

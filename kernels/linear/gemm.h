@@ -45,21 +45,29 @@ class Gemm {
   std::string RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* w,
                          int64_t stride_w, float* d, int64_t ldd, int64_t stride_d, int M, int N,
                          int K, int batch, bool fp16, cudaStream_t stream);
+  // W8A8 on the FP8 tensor cores (issue 14): A [M, K] and W [N, K] as E4M3 bytes, each row with
+  // its float32 scale (`a_scales` [M], `w_scales` [N]), D[m, n] = a_scales[m] * w_scales[n] *
+  // sum_k A[m, k] W[n, k] in float32 (the scales applied by a pass over D after the GEMM).
+  // K % 16 == 0.
+  std::string RunFp8(const uint8_t* a, const float* a_scales, const uint8_t* w,
+                     const float* w_scales, float* d, int M, int N, int K, cudaStream_t stream);
 
  private:
   struct Plan;
-  std::string GetPlan(int M, int N, int K, Plan** plan) {
-    return GetPlan(M, N, K, K, K, N, 1, 0, 0, 0, false, plan);
+  enum class Inputs { kBf16, kFp16, kFp8 };
+  std::string GetPlan(int M, int N, int K, Inputs inputs, Plan** plan) {
+    return GetPlan(M, N, K, K, K, N, 1, 0, 0, 0, inputs, plan);
   }
   std::string GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
-                      int64_t stride_a, int64_t stride_w, int64_t stride_d, bool fp16, Plan** plan);
-  void Tune(Plan* plan, const bf16_t* a, const bf16_t* w, float* d, cudaStream_t stream);
+                      int64_t stride_a, int64_t stride_w, int64_t stride_d, Inputs inputs,
+                      Plan** plan);
+  void Tune(Plan* plan, const void* a, const void* w, float* d, cudaStream_t stream);
   bool autotune_ = false;
 
   void* handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int, bool>, std::unique_ptr<Plan>>
+  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int, Inputs>, std::unique_ptr<Plan>>
       plans_;
 };
 

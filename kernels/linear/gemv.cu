@@ -12,51 +12,56 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kChunk = 8;  // 16-byte vectors per lane in flight per step
 
-__device__ __forceinline__ void Fma8(const uint4& w, const uint4& a, float& acc) {
-  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
-  const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
-#pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    const float2 wf = __bfloat1622float2(w2[u]);
-    const float2 af = __bfloat1622float2(a2[u]);
-    acc = fmaf(wf.x, af.x, acc);
-    acc = fmaf(wf.y, af.y, acc);
-  }
-}
-
-// Eight E4M3 weights (two words, lowest byte first) times eight bf16 activations. E4M3 converts
-// to half exactly (cvt.rn.f16x2.e4m3x2 on sm_89 and later), then to float.
-__device__ __forceinline__ void Fma8Fp8(uint32_t lo, uint32_t hi, const uint4& a, float& acc) {
-  const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const uint32_t words[2] = {lo, hi};
-#pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    const __nv_fp8x2_storage_t pair =
-        static_cast<__nv_fp8x2_storage_t>(words[u / 2] >> (16 * (u % 2)));
-    const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
-    const float2 wf = __half22float2(*reinterpret_cast<const __half2*>(&raw));
-    const float2 af = __bfloat1622float2(a2[u]);
-    acc = fmaf(wf.x, af.x, acc);
-    acc = fmaf(wf.y, af.y, acc);
-  }
-}
-
-// The weight formats: how many weights a 16-byte vector holds, and the products of one vector
-// with the activations it meets (vector v of a row covers elements [v * kPerVector, ...)).
+// The weight formats: how many weights a 16-byte vector holds, how a vector expands to float32
+// (once per vector, however many activation rows it meets: at M = 8 the FP8 conversion was
+// repeated per row and ate the halved bytes, bench/NOTES.md), and its products with one row of
+// activations (vector v of a row covers elements [v * kPerVector, ...), summed in element order).
 struct Bf16Weights {
   static constexpr int kPerVector = 8;
-  __device__ static void Fma(const uint4& w, const bf16* a_row, int v, float& acc) {
-    Fma8(w, __ldg(reinterpret_cast<const uint4*>(a_row) + v), acc);
+  __device__ static void Expand(const uint4& w, float (&f)[kPerVector]) {
+    const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const float2 wf = __bfloat1622float2(w2[u]);
+      f[2 * u] = wf.x;
+      f[2 * u + 1] = wf.y;
+    }
   }
 };
-struct Fp8Weights {  // W8A16: E4M3 bytes, one float32 scale per row applied to the row's sum
+// W8A16: E4M3 bytes (lowest byte first), one float32 scale per row applied to the row's sum.
+// E4M3 converts to half exactly (cvt.rn.f16x2.e4m3x2 on sm_89 and later), then to float.
+struct Fp8Weights {
   static constexpr int kPerVector = 16;
-  __device__ static void Fma(const uint4& w, const bf16* a_row, int v, float& acc) {
-    const uint4* a = reinterpret_cast<const uint4*>(a_row) + 2 * v;
-    Fma8Fp8(w.x, w.y, __ldg(a), acc);
-    Fma8Fp8(w.z, w.w, __ldg(a + 1), acc);
+  __device__ static void Expand(const uint4& w, float (&f)[kPerVector]) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const __nv_fp8x2_storage_t pair =
+          static_cast<__nv_fp8x2_storage_t>(words[u / 2] >> (16 * (u % 2)));
+      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+      const float2 wf = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+      f[2 * u] = wf.x;
+      f[2 * u + 1] = wf.y;
+    }
   }
 };
+
+template <typename Format>
+__device__ __forceinline__ void Dot(const float (&wf)[Format::kPerVector], const bf16* a_row, int v,
+                                    float& acc) {
+  const uint4* a = reinterpret_cast<const uint4*>(a_row) + v * (Format::kPerVector / 8);
+#pragma unroll
+  for (int q = 0; q < Format::kPerVector / 8; ++q) {
+    const uint4 packed = __ldg(a + q);
+    const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const float2 af = __bfloat1622float2(a2[u]);
+      acc = fmaf(wf[8 * q + 2 * u], af.x, acc);
+      acc = fmaf(wf[8 * q + 2 * u + 1], af.y, acc);
+    }
+  }
+}
 
 // kSplit warps share one output row, each summing an interleaved quarter (half, ...) of K: the
 // narrow matrices (2560 rows) give only 2560 warps otherwise, too few loads in flight and an uneven
@@ -99,8 +104,10 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int c = 0; c < kChunk; ++c) {
         const int v = v0 + c * kStride;
         if (v < vecs) {
+          float wf[Format::kPerVector];
+          Format::Expand(wv[c], wf);
 #pragma unroll
-          for (int m = 0; m < M; ++m) Format::Fma(wv[c], a + int64_t{m} * K, v, acc[m]);
+          for (int m = 0; m < M; ++m) Dot<Format>(wf, a + int64_t{m} * K, v, acc[m]);
         }
       }
       if (v0 + kStride * kChunk < vecs) load_chunk(v0 + kStride * kChunk);

@@ -10,7 +10,7 @@
 // Requires K % 8 == 0 and 16-byte aligned rows; LaunchGemv returns cudaErrorInvalidValue otherwise.
 // Tolerance: float32 sums of exact bf16 products, K * 2^-24 * sum|a w| (as the GEMM test).
 //
-// W8A16 (issue 14's FP8 weights; not yet used by the backend): the same kernel reading FP8 E4M3
+// W8A16 (issue 14's FP8 weights; the backend's one-token passes): the same kernel reading FP8 E4M3
 // weights (the OCP e4m3fn bytes, base/numeric.h's FloatToFp8E4M3) with one float32 scale per
 // output row, D[m, n] = scale[n] * sum_k A[m, k] * W[n, k]: half the bytes per weight, converted
 // to float in registers (exact: every E4M3 value is a half). Requires K % 16 == 0. The row

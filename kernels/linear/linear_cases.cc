@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/numeric.h"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/linear/linear_reference.h"
@@ -81,6 +82,99 @@ void GemvFp8Case(int M, int N, int K, int split = 0) {
   CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
 }
 
+// The load-time quantization against ref::QuantizeRowsFp8E4M3, bit for bit (codes and scales), on
+// bf16 rows with an all-zero row, a row whose largest value is a bf16 subnormal-scale value, and
+// values that land on E4M3 ties; then the expansion the GEMM path multiplies with.
+void QuantizeFp8Case(int rows, int cols) {
+  auto w = RoundBf16(Random(size_t(rows) * cols, 0.05f));
+  if (rows > 1) std::fill(w.begin(), w.begin() + cols, 0.0f);
+  if (rows > 2) {
+    for (int k = 0; k < cols; ++k) w[size_t(2) * cols + k] = RoundBf16({1e-30f * (k % 7 - 3)})[0];
+  }
+  if (rows > 3) {  // exact E4M3 midpoints once scaled: 448 * (odd / 32) at the row's largest
+    for (int k = 0; k < cols; ++k)
+      w[size_t(3) * cols + k] = (k == 0 ? 448.0f : (2 * (k % 16) + 1) / 32.0f);
+  }
+  std::vector<float> want = w, scales(rows);
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(want), rows, cols, absl::MakeSpan(scales));
+  Dev<bf16_t> dw(ToBf16(w));
+  Dev<uint8_t> codes(size_t(rows) * cols);
+  Dev<float> dscales(rows);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), rows, cols, codes.get(), dscales.get(), 0),
+            cudaSuccess);
+  const std::vector<uint8_t> got = codes.Get(size_t(rows) * cols);
+  const std::vector<float> got_scales = dscales.Get(rows);
+  for (int o = 0; o < rows; ++o) {
+    ASSERT_EQ(got_scales[o], scales[o]) << "row " << o;
+    for (int k = 0; k < cols; ++k) {
+      const size_t i = size_t(o) * cols + k;
+      ASSERT_EQ(int(got[i]), int(FloatToFp8E4M3(w[i] / scales[o]))) << "row " << o << " k " << k;
+    }
+  }
+  Dev<bf16_t> expanded(size_t(rows) * cols);
+  ASSERT_EQ(LaunchExpandFp8E4M3(codes.get(), dscales.get(), rows, cols, expanded.get(), 0),
+            cudaSuccess);
+  const std::vector<bf16_t> back = expanded.Get(size_t(rows) * cols);
+  for (size_t i = 0; i < back.size(); ++i) {
+    ASSERT_EQ(back[i], HostToBf16(want[i])) << "element " << i;
+  }
+  // Unscaled: the codes' values exactly; then the column scaling of a product's output.
+  ASSERT_EQ(LaunchExpandFp8E4M3(codes.get(), nullptr, rows, cols, expanded.get(), 0), cudaSuccess);
+  const std::vector<bf16_t> exact = expanded.Get(size_t(rows) * cols);
+  for (size_t i = 0; i < exact.size(); ++i) {
+    ASSERT_EQ(HostFromBf16(exact[i]), Fp8E4M3ToFloat(got[i])) << "element " << i;
+  }
+  const int M = 3;
+  std::vector<float> product(size_t(M) * rows);
+  for (size_t i = 0; i < product.size(); ++i) product[i] = float(i % 13) - 6.0f;
+  Dev<float> dproduct(product);
+  ASSERT_EQ(LaunchScaleRowsAndColumns(dproduct.get(), nullptr, dscales.get(), M, rows, 0),
+            cudaSuccess);
+  const std::vector<float> scaled = dproduct.Get(product.size());
+  for (int m = 0; m < M; ++m) {
+    for (int o = 0; o < rows; ++o) {
+      const size_t i = size_t(m) * rows + o;
+      ASSERT_EQ(scaled[i], product[i] * scales[o]) << m << "," << o;
+    }
+  }
+}
+
+// W8A8: both operands quantized per row as the backend does (weights at load, activations per
+// pass, the same kernel), the reference the float64 sum over the dequantized rows. The tensor
+// cores' FP8 products are exact; the tolerance allows float32 accumulation in any order plus the
+// limited-precision partial sums of Hopper's FP8 MMA that cuBLASLt promotes to float32.
+void GemmFp8Case(int M, int N, int K) {
+  Gemm gemm;
+  ASSERT_EQ(gemm.Init(32 << 20), "");
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K, 0.05f));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  Dev<uint8_t> a8(size_t(M) * K), w8(size_t(N) * K);
+  Dev<float> a_scales(M), w_scales(N), out(size_t(M) * N);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(da.get(), M, K, a8.get(), a_scales.get(), 0), cudaSuccess);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), N, K, w8.get(), w_scales.get(), 0), cudaSuccess);
+  ASSERT_EQ(gemm.RunFp8(a8.get(), a_scales.get(), w8.get(), w_scales.get(), out.get(), M, N, K, 0),
+            "");
+  std::vector<float> as(M), ws(N);
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(a), M, K, absl::MakeSpan(as));
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(w), N, K, absl::MakeSpan(ws));
+  const std::vector<float> got = out.Get(size_t(M) * N);
+  double worst = 0;
+  for (int i = 0; i < M; ++i) {
+    for (int o = 0; o < N; ++o) {
+      double ref = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        ref += double(a[size_t(i) * K + k]) * w[size_t(o) * K + k];
+        mag += std::abs(double(a[size_t(i) * K + k]) * w[size_t(o) * K + k]);
+      }
+      const double err = std::abs(got[size_t(i) * N + o] - ref);
+      worst = std::max(worst, err / (mag + 1e-30));
+      ASSERT_NEAR(got[size_t(i) * N + o], ref, 1e-7 * K * mag / 8 + 5e-4 * mag + 1e-6)
+          << M << "x" << N << "x" << K << " at " << i << "," << o;
+    }
+  }
+  std::printf("gemm_fp8 %dx%dx%d: worst |error| / sum|a w| %.3g\n", M, N, K, worst);
+}
+
 std::vector<OpCase> MakeLinearCases() {
   std::vector<OpCase> cases;
   for (int M : {1, 7, 63, 65, 300}) {
@@ -128,6 +222,23 @@ std::vector<OpCase> MakeLinearCases() {
       cases.push_back({"gemv_fp8", absl::StrCat("1x", N, "x", K, " split", split), kFp8Reference,
                        kTolerance, int64_t{N} * K > 8'000'000,
                        [=] { GemvFp8Case(1, N, K, split); }});
+    }
+  }
+  for (const auto& [rows, cols] : std::vector<std::pair<int, int>>{
+           {1, 16}, {4, 16}, {7, 272}, {300, 2560}, {2560, 7680}, {15360, 2560}}) {
+    cases.push_back({"fp8_quantize", absl::StrCat(rows, "x", cols),
+                     "ref::QuantizeRowsFp8E4M3 (codes and scales) and bf16(E4M3 x scale)",
+                     "bit-exact", int64_t{rows} * cols > 8'000'000,
+                     [=] { QuantizeFp8Case(rows, cols); }});
+  }
+  for (int M : {1, 9, 64, 300}) {
+    for (int N : {16, 48, 304}) {
+      for (int K : {16, 272, 2560}) {
+        cases.push_back({"gemm_fp8", absl::StrCat(M, "x", N, "x", K),
+                         "float64 sum over the dequantized FP8 rows of both operands",
+                         "float32 accumulation bound + 5e-4 sum|a w| (FP8 MMA partial sums)",
+                         M * N * K > 20'000'000, [=] { GemmFp8Case(M, N, K); }});
+      }
     }
   }
   return cases;
