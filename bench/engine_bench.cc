@@ -73,6 +73,12 @@ ABSL_FLAG(int, decode_attention_blocks_per_sm,
           griffin::engine::CudaBackendOptions{}.decode_attention_blocks_per_sm,
           "decode attention key splits: blocks wanted per SM");
 
+ABSL_FLAG(std::string, quantization, "none",
+          "none, or fp8: projections in FP8 E4M3 with a scale per output row (issue 14); the "
+          "floors follow the bytes the weights take");
+ABSL_FLAG(bool, fp8_activations, griffin::engine::CudaBackendOptions{}.fp8_activations,
+          "--quantization fp8, passes above 8 tokens: W8A8 GEMMs (activations quantized per "
+          "token) instead of the weights expanded to bf16");
 ABSL_FLAG(bool, prefill_attention_key_splits,
           griffin::engine::CudaBackendOptions{}.prefill_attention_key_splits,
           "short prefill passes split their attention keys over blocks (compare paths)");
@@ -89,6 +95,8 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.gemv_for_narrow_projections = absl::GetFlag(FLAGS_gemv_for_narrow_projections);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
+  opt.fp8_weights = absl::GetFlag(FLAGS_quantization) == "fp8";
+  opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);
   return opt;
 }
 using engine::StepEntry;
@@ -150,8 +158,11 @@ int Run(const std::string& name, bool quick, int reps) {
   const int64_t state = backend->state_bytes_per_sequence();
   const engine::StateSize exact_size = engine::StateLayout::ForCuda(m.c).size();
   const int64_t exact = exact_size.total();
-  std::printf("\n## recurrentgemma-%s shapes (%.3f B params, %.2f GB bf16 weights on device)\n\n",
-              name.c_str(), m.params / 1e9, m.weight_bytes / 1e9);
+  std::printf("\n## recurrentgemma-%s shapes (%.3f B params, %.2f GB %s weights on device)\n\n",
+              name.c_str(), m.params / 1e9, m.weight_bytes / 1e9,
+              !opt.fp8_weights      ? "bf16"
+              : opt.fp8_activations ? "FP8-projection (W8A8 above 8 rows)"
+                                    : "FP8-projection (expanded above 8 rows)");
   std::printf("start-up (random weights, %d slots, graphs for decode buckets up to %d): %.1f s\n\n",
               opt.num_slots, max_batch, create_s);
   std::printf("| figure | measured | floor | measured / floor |\n| --- | --- | --- | --- |\n");
@@ -599,6 +610,10 @@ int main(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model != "2b" && model != "9b" && model != "all") {
     std::fprintf(stderr, "--model must be 2b, 9b or all\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_quantization) != "none" && absl::GetFlag(FLAGS_quantization) != "fp8") {
+    std::fprintf(stderr, "--quantization must be none or fp8\n");
     return 2;
   }
   griffin::ServingArgs serving;

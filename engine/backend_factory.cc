@@ -22,6 +22,8 @@ CudaBackendOptions ToCudaOptions(const BackendOptions& options) {
   cuda.max_decode_batch = options.max_batch;
   cuda.max_tokens_per_step =
       static_cast<int>(std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
+  cuda.fp8_weights = options.quantization == WeightQuantization::kFp8;
+  cuda.fp8_activations = options.fp8_activations;
   return cuda;
 }
 
@@ -49,15 +51,6 @@ uint64_t QuantizedModelIdentity(uint64_t model_identity, WeightQuantization quan
   if (quantization == WeightQuantization::kNone) return model_identity;
   // Any fixed odd multiplier mixes all bits; the constant is the 64-bit golden ratio.
   return (model_identity ^ 0x46503845u /* "FP8E" */) * 0x9e3779b97f4a7c15ull;
-}
-
-absl::Status CheckQuantizationSupported(BackendKind kind, WeightQuantization quantization) {
-  if (kind == BackendKind::kCuda && quantization != WeightQuantization::kNone) {
-    return absl::FailedPreconditionError(
-        "--quantization fp8: the CUDA backend has no FP8 kernels yet (issue 14); the CPU backend "
-        "emulates it (--backend cpu)");
-  }
-  return absl::OkStatus();
 }
 
 std::string_view BackendKindName(BackendKind kind) {
@@ -91,7 +84,6 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
       return std::unique_ptr<Backend>(std::move(backend));
     }
     case BackendKind::kCuda: {
-      RETURN_IF_ERROR(CheckQuantizationSupported(options.kind, options.quantization));
 #if defined(GRIFFIN_HAVE_CUDA)
       if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
       ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
@@ -112,7 +104,6 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
     return absl::FailedPreconditionError(
         "random (dummy) weights need the CUDA backend; the CPU backend reads a checkpoint");
   }
-  RETURN_IF_ERROR(CheckQuantizationSupported(options.kind, options.quantization));
 #if defined(GRIFFIN_HAVE_CUDA)
   if (!CudaDeviceAvailable()) return absl::FailedPreconditionError("no CUDA device is visible");
   ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,

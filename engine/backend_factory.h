@@ -27,17 +27,14 @@ bool CudaBackendAvailable();
 int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config);
 
 // How the projections' weights are held (--quantization): as the checkpoint gives them, or FP8
-// E4M3 with one scale per output row (issue 14). On the CPU backend FP8 is the emulation
-// (CpuNumerics::kEmulateFp8Weights: the numbers an FP8 GPU path computes, slowly); the CUDA
-// backend has no FP8 kernels yet and refuses it.
+// E4M3 with one scale per output row (issue 14). The CUDA backend quantizes at load and reads FP8
+// in its kernels (CudaBackendOptions::fp8_weights); on the CPU backend FP8 is the emulation of its
+// W8A16 path (CpuNumerics::kEmulateFp8Weights, slowly).
 enum class WeightQuantization { kNone, kFp8 };
 
 // "" or "none", "fp8". INVALID_ARGUMENT otherwise.
 absl::StatusOr<WeightQuantization> ParseWeightQuantization(std::string_view name);
 std::string_view WeightQuantizationName(WeightQuantization quantization);
-
-// FAILED_PRECONDITION when backend `kind` cannot hold weights so (checked before loading).
-absl::Status CheckQuantizationSupported(BackendKind kind, WeightQuantization quantization);
 
 // A model identity (ModelIdentity) that also covers the quantization: states computed with FP8
 // weights are never restored into the unquantized model, or the other way round.
@@ -46,6 +43,10 @@ uint64_t QuantizedModelIdentity(uint64_t model_identity, WeightQuantization quan
 struct BackendOptions {
   BackendKind kind = BackendKind::kCpu;
   WeightQuantization quantization = WeightQuantization::kNone;
+  // FP8 on the CUDA backend: passes of two or more tokens quantize their activations per token
+  // and run W8A8 GEMMs (faster, measured less accurate); off: W8A16 throughout
+  // (CudaBackendOptions::fp8_activations). The CPU backend's emulation is W8A16 either way.
+  bool fp8_activations = true;
   int num_slots = 1;  // ≥ 1; state for all of them is allocated up front
   // The engine's step limits, which size the CUDA backend's workspaces and decode graphs.
   int max_batch = 256;

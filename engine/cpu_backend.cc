@@ -30,7 +30,9 @@ absl::StatusOr<std::vector<float>> Widen(const loader::Checkpoint& checkpoint,
   if (numerics != CpuNumerics::kFloat32 && device_format == DeviceFormat::kBf16) {
     for (float& v : values) v = RoundToBf16(v);
   }
-  if (numerics == CpuNumerics::kEmulateFp8Weights && fp8) {
+  if ((numerics == CpuNumerics::kEmulateFp8Weights ||
+       numerics == CpuNumerics::kEmulateFp8WeightsAndActivations) &&
+      fp8) {
     // [out, in]: the checkpoint's bf16 values, quantized per output row.
     const int out = static_cast<int>(view->shape.front());
     const int in = static_cast<int>(values.size() / std::max(1, out));
@@ -106,11 +108,15 @@ CpuBackend::CpuBackend(const loader::ModelConfig& config, CpuWeights weights, in
       next_position_(num_slots, 0) {}
 
 void CpuBackend::Linear(absl::Span<const float> x, absl::Span<const float> w,
-                        absl::Span<const float> bias, int T, int in, int out,
-                        absl::Span<float> y) const {
+                        absl::Span<const float> bias, int T, int in, int out, absl::Span<float> y,
+                        bool projection) const {
   if (numerics_ == CpuNumerics::kFloat32) return ref::Linear(x, w, bias, T, in, out, y);
   std::vector<float> rounded(x.begin(), x.end());
   for (float& v : rounded) v = RoundToBf16(v);
+  if (numerics_ == CpuNumerics::kEmulateFp8WeightsAndActivations && projection) {
+    std::vector<float> scales(T);
+    ref::QuantizeRowsFp8E4M3(absl::MakeSpan(rounded), T, in, absl::MakeSpan(scales));
+  }
   ref::Linear(rounded, w, bias, T, in, out, y);
 }
 
@@ -246,7 +252,8 @@ void CpuBackend::ForwardEntry(const StepEntry& entry, bool all_positions, float*
                absl::MakeSpan(final_normed));
   Observe("final_norm", final_normed, rows, d);
   absl::Span<float> out(logits, int64_t{rows} * c.vocab_size);
-  Linear(final_normed, weights_.output_projection(), {}, rows, d, c.vocab_size, out);
+  Linear(final_normed, weights_.output_projection(), {}, rows, d, c.vocab_size, out,
+         /*projection=*/false);
   if (c.logits_soft_cap > 0.0f) {
     const float cap = c.logits_soft_cap;
     for (float& v : out) v = std::tanh(v / cap) * cap;

@@ -49,6 +49,10 @@ enum class CpuNumerics {
   // E4M3 with one float32 scale per output row, as --quantization fp8 will store them on the GPU
   // (W8A16: activations stay bf16). The quality floor of the FP8 path (issue 14).
   kEmulateFp8Weights,
+  // kEmulateFp8Weights, and each projection's input rows quantized to FP8 E4M3 per token (scale
+  // max|row| / 448) before the product: W8A8, what the CUDA backend computes for passes of two or
+  // more tokens (CudaBackendOptions::fp8_activations). Its passes of one token are W8A16.
+  kEmulateFp8WeightsAndActivations,
 };
 
 // Validates the checkpoint against GriffinTensorSpecs (FAILED_PRECONDITION naming the tensor, LDR-2)
@@ -90,9 +94,10 @@ class CpuBackend final : public Backend {
  private:
   CpuBackend(const loader::ModelConfig& config, CpuWeights weights, int num_slots,
              CpuNumerics numerics);
-  // ref::Linear, with the input rounded to bf16 first under either emulation.
+  // ref::Linear, with the input rounded to bf16 first under the emulations, and quantized per
+  // row to FP8 under kEmulateFp8WeightsAndActivations when `w` is a projection (not the head).
   void Linear(absl::Span<const float> x, absl::Span<const float> w, absl::Span<const float> bias,
-              int T, int in, int out, absl::Span<float> y) const;
+              int T, int in, int out, absl::Span<float> y, bool projection = true) const;
   // A region of slot `slot`'s state (offset and float count from layout_).
   absl::Span<float> Region(int slot, int64_t offset, int64_t floats);
   // The forward pass of one sequence's run. Writes `rows` logits rows: the last position's, or

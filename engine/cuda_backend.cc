@@ -20,6 +20,7 @@
 #include "engine/state_layout.h"
 #include "kernels/attention/attention.cuh"
 #include "kernels/geglu/geglu.cuh"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
@@ -87,6 +88,9 @@ struct Workspace {
   int32_t* score_ranks = nullptr;                     // [rows]
   int32_t* score_top_ids = nullptr;                   // [rows × kMaxDeviceTopLogprobs]
   float* score_top_logprobs = nullptr;                // [rows × kMaxDeviceTopLogprobs]
+  bf16_t* expanded_weights = nullptr;   // FP8 weights: the largest projection, expanded to bf16
+  uint8_t* activation_codes = nullptr;  // FP8 W8A8: [n, widest projection input] E4M3
+  float* activation_scales = nullptr;   // [n] their per-token scales
 };
 
 // What a StepWithPromptLogprobs step does with each row it produces, in step-row order, and where
@@ -107,6 +111,9 @@ class CudaBackend::Impl {
   absl::Status Init(const loader::ModelConfig& config, const CudaBackendOptions& options);
   absl::Status Upload(const loader::Checkpoint& checkpoint);
   absl::Status RandomWeights(uint64_t seed);
+  // FP8 projections, passes above the GEMV's batch: the activations' FP8 codes and scales, or the
+  // bf16 scratch the weights expand into.
+  absl::Status AllocateExpandedWeights();
   absl::Status CaptureGraphs();
   absl::Status Validate(absl::Span<const StepEntry> entries) const {
     return ValidateStepEntries(entries, options_.num_slots, config_.vocab_size,
@@ -189,16 +196,47 @@ class CudaBackend::Impl {
   // Every linear layer: at one row, the GEMV kernel (measured faster than cuBLASLt there: 2.76 vs
   // 2.43 TB/s on 15360x2560, 4.41 vs 4.10 on the 256000x2560 head; the narrow matrices split each
   // row over several warps, bench/NOTES.md; at M = 8 it re-reads A and loses), cuBLASLt otherwise.
-  absl::Status Linear(const std::string& op, const bf16_t* a, const bf16_t* w, float* d, int M,
+  // FP8 weights: one row in the W8A16 GEMV (half the bytes); two or more W8A8 on the FP8 tensor
+  // cores, the activations quantized per token by the weights' own kernel (kernels_bench: 20.7 us
+  // for gate|up at 8 rows where the GEMV, L1-bound re-reading A, takes 61.6). With
+  // fp8_activations off (W8A16 throughout): the GEMV up to 8 rows, above that the matrix expanded
+  // to bf16 into a scratch buffer for cuBLASLt (slow: bench/NOTES.md).
+  absl::Status Linear(const std::string& op, const bf16_t* a, ProjectionWeights w, float* d, int M,
                       int N, int K) {
+    if (w.fp8()) {
+      if (kernels::GemvFp8Supported(M, K) && (M == 1 || !options_.fp8_activations)) {
+        Trace(op, "Gemv", 1.0 * N * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+        CUDA_RETURN_IF_ERROR(kernels::LaunchGemvFp8(a, w.codes(), w.scales, d, M, N, K, stream_));
+        return absl::OkStatus();
+      }
+      if (options_.fp8_activations) {
+        Trace(op + " (activations to FP8)", "QuantizeRows", 3.0 * M * K + 4.0 * M, 0);
+        CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(a, M, K, ws_.activation_codes,
+                                                                ws_.activation_scales, stream_));
+        Trace(op, "gemm", 1.0 * N * K + 1.0 * M * K + 4.0 * (M + N) + 4.0 * M * N, 2.0 * M * N * K);
+        CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunFp8(ws_.activation_codes, ws_.activation_scales,
+                                                  w.codes(), w.scales, d, M, N, K, stream_));
+        return absl::OkStatus();
+      }
+      // The codes expand exactly and the row scales multiply the output, as in the GEMV (a bf16
+      // rounding of code x scale moved the fixtures' log-probabilities 0.002-0.005 more).
+      Trace(op + " (FP8 expanded to bf16)", "Expand", 3.0 * N * K, 0);
+      CUDA_RETURN_IF_ERROR(
+          kernels::LaunchExpandFp8E4M3(w.codes(), nullptr, N, K, ws_.expanded_weights, stream_));
+      Trace(op, "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+      CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, ws_.expanded_weights, d, M, N, K, stream_));
+      Trace(op + " (row scales)", "ScaleRowsAndColumns", 8.0 * M * N + 4.0 * N, 0);
+      CUDA_RETURN_IF_ERROR(kernels::LaunchScaleRowsAndColumns(d, nullptr, w.scales, M, N, stream_));
+      return absl::OkStatus();
+    }
     const bool gemv = M == 1 && kernels::GemvSupported(M, K) &&
                       (N >= 8192 || options_.gemv_for_narrow_projections);
     Trace(op, gemv ? "Gemv" : "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     if (gemv) {
-      CUDA_RETURN_IF_ERROR(kernels::LaunchGemv(a, w, d, M, N, K, stream_));
+      CUDA_RETURN_IF_ERROR(kernels::LaunchGemv(a, w.bf16(), d, M, N, K, stream_));
       return absl::OkStatus();
     }
-    CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, w, d, M, N, K, stream_));
+    CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
     return absl::OkStatus();
   }
   absl::Status AddRmsNorm(const std::string& op, const float* delta, const float* bias,
@@ -336,12 +374,29 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
 }
 
 absl::Status CudaBackend::Impl::Upload(const loader::Checkpoint& checkpoint) {
-  ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(checkpoint, stream_));
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(checkpoint, stream_, options_.fp8_weights));
+  return AllocateExpandedWeights();
 }
 
 absl::Status CudaBackend::Impl::RandomWeights(uint64_t seed) {
-  ASSIGN_OR_RETURN(weights_, DeviceWeights::Random(config_, seed, stream_));
+  ASSIGN_OR_RETURN(weights_, DeviceWeights::Random(config_, seed, stream_, options_.fp8_weights));
+  return AllocateExpandedWeights();
+}
+
+absl::Status CudaBackend::Impl::AllocateExpandedWeights() {
+  if (!weights_->fp8_projections()) return absl::OkStatus();
+  if (options_.fp8_activations) {
+    const loader::ModelConfig& c = config_;
+    const int64_t widest_input =
+        std::max({int64_t{c.hidden_size}, int64_t{c.mlp_width}, int64_t{c.lru_width},
+                  int64_t{c.num_heads} * c.head_dim});
+    ASSIGN_OR_RETURN(ws_.activation_codes, arena_.Allocate<uint8_t>(max_tokens_ * widest_input));
+    ASSIGN_OR_RETURN(ws_.activation_scales, arena_.Allocate<float>(max_tokens_));
+    return absl::OkStatus();
+  }
+  if (max_tokens_ <= kernels::kGemvMaxM) return absl::OkStatus();
+  ASSIGN_OR_RETURN(ws_.expanded_weights,
+                   arena_.Allocate<bf16_t>(weights_->largest_projection_elements()));
   return absl::OkStatus();
 }
 
@@ -384,7 +439,7 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
           double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
     Trace(at + "conv tail shift", "TailShift", double(n) * (K - 1) * L * 2 * 2, 0);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecode(p, stream_));
-    return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kLinearOut),
+    return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
                   ws_.block_out, n, d, L);
   }
   Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
@@ -404,8 +459,8 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
     Trace(at + "scan", "Scan", double(n) * (2 * L * 4 + L * 4 + L * 2) + state_bytes, 2.0 * n * L);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruScan(p, stream_));
   }
-  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kLinearOut), ws_.block_out,
-                n, d, L);
+  return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
+                ws_.block_out, n, d, L);
 }
 
 absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
@@ -465,8 +520,8 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
   CUDA_RETURN_IF_ERROR(kernels::LaunchAttention(p, decode_only ? 1 : prefill_tile_, stream_));
   Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
   CUDA_RETURN_IF_ERROR(kernels::LaunchRingWrite(p, stream_));
-  return Linear(at + "output projection", ws_.activation, w.bf16(l, T_::kOProj), ws_.block_out, n,
-                d, H * hd);
+  return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kOProj),
+                ws_.block_out, n, d, H * hd);
 }
 
 absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
@@ -498,8 +553,8 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
     CUDA_RETURN_IF_ERROR(kernels::LaunchGeGlu(ws_.projection, w.f32(l, T_::kGateBias),
                                               w.f32(l, T_::kUpBias), n, m, ws_.activation,
                                               stream_));
-    RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation, w.bf16(l, T_::kDownProj),
-                           ws_.block_out, n, d, m));
+    RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation,
+                           w.projection(l, T_::kDownProj), ws_.block_out, n, d, m));
     pending_bias = w.f32(l, T_::kDownBias);
     have_block_out = true;
   }
@@ -514,8 +569,9 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
   CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(ws_.residual, nullptr, nullptr,
                                                  weights_->final_norm(), meta_.rows() + row0, nrows,
                                                  d, c.rms_norm_eps, ws_.head_in, stream_));
-  RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in, weights_->output_projection(),
-                         ws_.logits, nrows, V, d));
+  RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in,
+                         ProjectionWeights{weights_->output_projection(), nullptr}, ws_.logits,
+                         nrows, V, d));
   if (argmax) {
     Trace("head: soft-cap + greedy argmax", "ArgMax", double(nrows) * V * 8, 0);
     CUDA_RETURN_IF_ERROR(kernels::LaunchSoftCapArgMax(ws_.logits, nrows, V, c.logits_soft_cap,

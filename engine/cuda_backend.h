@@ -69,6 +69,14 @@ struct CudaBackendOptions {
   // sequence: 64 tokens after a restored prefix are 11 tiles, each walking a 2048-key window)
   // split their keys the same way. Off only to compare in benchmarks.
   bool prefill_attention_key_splits = true;
+  // --quantization fp8 (issue 14): the projections held as FP8 E4M3 with one float32 scale per
+  // output row, quantized at load (engine/cuda_weights.h). One-token passes read them in the W8A16
+  // GEMV; larger ones, with `fp8_activations`, quantize their activations per token and run W8A8
+  // GEMMs on the FP8 tensor cores (cuBLASLt; CpuNumerics::kEmulateFp8WeightsAndActivations is
+  // their reference). Without it, W8A16 throughout: the GEMV up to 8 tokens, then each matrix
+  // expanded to bf16 in a scratch buffer for a bf16 GEMM (slower: bench/NOTES.md).
+  bool fp8_weights = false;
+  bool fp8_activations = true;
 };
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).

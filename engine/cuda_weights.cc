@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/cuda_status.h"
 #include "base/status_macros.h"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/random_init/random_init.cuh"
 #include "kernels/rglru/rglru.cuh"
 
@@ -27,6 +28,33 @@ int64_t Elements(const std::vector<int64_t>& shape) {
 
 int64_t DeviceBytes(DeviceFormat format, int64_t elements) {
   return elements * (format == DeviceFormat::kBf16 ? 2 : 4);
+}
+
+// A load-time device buffer (the bf16 matrix an FP8 projection is quantized from).
+class DeviceScratch {
+ public:
+  ~DeviceScratch() {
+    if (p_ != nullptr) cudaFree(p_);
+  }
+  absl::StatusOr<kernels::bf16_t*> Get(int64_t elements) {
+    if (p_ == nullptr) CUDA_RETURN_IF_ERROR(cudaMalloc(&p_, elements * 2));
+    return static_cast<kernels::bf16_t*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// The largest projection that loads as FP8, in elements (what DeviceScratch must hold).
+int64_t LargestFp8Member(const ModelConfig& c) {
+  int64_t largest = 0;
+  for (int l = 0; l < c.num_layers; ++l) {
+    for (const LayerTensorDef& def : LayerTensorDefs()) {
+      if (def.fp8_weights && LayerHas(c, l, def))
+        largest = std::max(largest, Elements(def.shape(c)));
+    }
+  }
+  return largest;
 }
 
 // Pinned host memory in two halves used in turn: while one half's copy to the device runs, the
@@ -109,8 +137,10 @@ absl::StatusOr<void*> DeviceArena::Allocate(int64_t bytes) {
   return p;
 }
 
-absl::Status DeviceWeights::Allocate(const ModelConfig& c, bool with_lm_head) {
+absl::Status DeviceWeights::Allocate(const ModelConfig& c, bool with_lm_head,
+                                     bool fp8_projections) {
   config_ = c;
+  fp8_projections_ = fp8_projections;
   auto model_tensor = [&](ModelTensor id, auto** out) -> absl::Status {
     const ModelTensorDef& def = Def(id);
     ASSIGN_OR_RETURN(void* p,
@@ -122,27 +152,37 @@ absl::Status DeviceWeights::Allocate(const ModelConfig& c, bool with_lm_head) {
   if (with_lm_head) RETURN_IF_ERROR(model_tensor(ModelTensor::kLmHead, &lm_head_));
   RETURN_IF_ERROR(model_tensor(ModelTensor::kFinalNorm, &final_norm_));
 
+  // FP8 codes take a byte per weight; their row scales sit in a second allocation per group.
+  auto bytes_of = [&](const LayerTensorDef& def) {
+    const int64_t elements = Elements(def.shape(c));
+    return Fp8(def) ? elements : DeviceBytes(def.device_format, elements);
+  };
+  auto rows_of = [&](const LayerTensorDef& def) { return def.shape(c).front(); };
   layers_.assign(c.num_layers, Layer{});
   for (int l = 0; l < c.num_layers; ++l) {
     Layer& layer = layers_[l];
     for (const LayerTensorDef& def : LayerTensorDefs()) {
       if (!LayerHas(c, l, def) || layer.tensor[static_cast<int>(def.id)] != nullptr) continue;
-      if (def.fusion == Fusion::kNone) {
-        ASSIGN_OR_RETURN(layer.tensor[static_cast<int>(def.id)],
-                         arena_.Allocate(DeviceBytes(def.device_format, Elements(def.shape(c)))));
-        continue;
-      }
-      // The whole group at once, members back to back in fusion order.
-      int64_t group_bytes = 0;
-      const std::vector<LayerTensor> members = FusionMembers(def.fusion);
+      std::vector<LayerTensor> members = {def.id};
+      if (def.fusion != Fusion::kNone) members = FusionMembers(def.fusion);  // the whole group
+      int64_t group_bytes = 0, group_rows = 0, group_elements = 0;
       for (LayerTensor m : members) {
-        group_bytes += DeviceBytes(Def(m).device_format, Elements(Def(m).shape(c)));
+        group_bytes += bytes_of(Def(m));
+        group_rows += rows_of(Def(m));
+        group_elements += Elements(Def(m).shape(c));
       }
       ASSIGN_OR_RETURN(void* group, arena_.Allocate(group_bytes));
-      int64_t offset = 0;
+      float* group_scales = nullptr;
+      if (Fp8(def)) {
+        ASSIGN_OR_RETURN(group_scales, arena_.Allocate<float>(group_rows));
+        largest_projection_elements_ = std::max(largest_projection_elements_, group_elements);
+      }
+      int64_t offset = 0, row = 0;
       for (LayerTensor m : members) {
         layer.tensor[static_cast<int>(m)] = static_cast<uint8_t*>(group) + offset;
-        offset += DeviceBytes(Def(m).device_format, Elements(Def(m).shape(c)));
+        if (group_scales != nullptr) layer.scales[static_cast<int>(m)] = group_scales + row;
+        offset += bytes_of(Def(m));
+        row += rows_of(Def(m));
       }
     }
     if (c.block_types[l] == BlockType::kRecurrent) {
@@ -165,13 +205,35 @@ absl::Status DeviceWeights::PackGates(cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status CheckFp8Shapes(const ModelConfig& c) {
+  for (const LayerTensorDef& def : LayerTensorDefs()) {
+    if (!def.fp8_weights) continue;
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (!LayerHas(c, l, def)) continue;
+      if (def.shape(c).back() % 16 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--quantization fp8 needs every projection's input width to be a multiple of 16; ",
+            TensorName(l, def.id), " has ", def.shape(c).back()));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Upload(
-    const loader::Checkpoint& checkpoint, cudaStream_t stream, int64_t staging_bytes) {
+    const loader::Checkpoint& checkpoint, cudaStream_t stream, bool fp8_projections,
+    int64_t staging_bytes) {
   const ModelConfig& c = checkpoint.config();
   RETURN_IF_ERROR(checkpoint.Validate(GriffinTensorSpecs(c)));
+  if (fp8_projections) RETURN_IF_ERROR(CheckFp8Shapes(c));
   std::unique_ptr<DeviceWeights> w(new DeviceWeights());
   const bool with_lm_head = checkpoint.Find(Def(ModelTensor::kLmHead).name) != nullptr;
-  RETURN_IF_ERROR(w->Allocate(c, with_lm_head));
+  RETURN_IF_ERROR(w->Allocate(c, with_lm_head, fp8_projections));
+  DeviceScratch scratch;
   Stager stager;
   RETURN_IF_ERROR(stager.Init(staging_bytes));
   auto copy = [&](const std::string& name, DeviceFormat format, void* dst) -> absl::Status {
@@ -188,21 +250,35 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Upload(
   for (int l = 0; l < c.num_layers; ++l) {
     for (const LayerTensorDef& def : LayerTensorDefs()) {
       if (!LayerHas(c, l, def)) continue;
-      RETURN_IF_ERROR(copy(TensorName(l, def.id), def.device_format,
-                           w->layers_[l].tensor[static_cast<int>(def.id)]));
+      void* dst = w->layers_[l].tensor[static_cast<int>(def.id)];
+      if (!w->Fp8(def)) {
+        RETURN_IF_ERROR(copy(TensorName(l, def.id), def.device_format, dst));
+        continue;
+      }
+      // bf16 into the scratch, then quantized into place (stream order keeps the scratch's next
+      // copy behind this kernel).
+      ASSIGN_OR_RETURN(kernels::bf16_t * bf16, scratch.Get(LargestFp8Member(c)));
+      RETURN_IF_ERROR(copy(TensorName(l, def.id), DeviceFormat::kBf16, bf16));
+      const std::vector<int64_t> shape = def.shape(c);
+      CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(
+          bf16, static_cast<int>(shape[0]), static_cast<int>(shape[1]), static_cast<uint8_t*>(dst),
+          w->layers_[l].scales[static_cast<int>(def.id)], stream));
     }
   }
   RETURN_IF_ERROR(w->PackGates(stream));
-  // The stager's pinned buffer is freed on return: every copy out of it must be done.
+  // The stager's pinned buffer and the scratch are freed on return: every use must be done.
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   return w;
 }
 
 absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Random(const ModelConfig& c,
                                                                      uint64_t seed,
-                                                                     cudaStream_t stream) {
+                                                                     cudaStream_t stream,
+                                                                     bool fp8_projections) {
+  if (fp8_projections) RETURN_IF_ERROR(CheckFp8Shapes(c));
   std::unique_ptr<DeviceWeights> w(new DeviceWeights());
-  RETURN_IF_ERROR(w->Allocate(c, /*with_lm_head=*/false));
+  RETURN_IF_ERROR(w->Allocate(c, /*with_lm_head=*/false, fp8_projections));
+  DeviceScratch scratch;
   uint64_t stream_id = seed * 1000003;
   auto fill = [&](TensorKind kind, const std::vector<int64_t>& shape, DeviceFormat format,
                   void* dst) -> absl::Status {
@@ -226,8 +302,17 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Random(const Model
   for (int l = 0; l < c.num_layers; ++l) {
     for (const LayerTensorDef& def : LayerTensorDefs()) {
       if (!LayerHas(c, l, def)) continue;
-      RETURN_IF_ERROR(fill(def.kind, def.shape(c), def.device_format,
-                           w->layers_[l].tensor[static_cast<int>(def.id)]));
+      void* dst = w->layers_[l].tensor[static_cast<int>(def.id)];
+      if (!w->Fp8(def)) {
+        RETURN_IF_ERROR(fill(def.kind, def.shape(c), def.device_format, dst));
+        continue;
+      }
+      ASSIGN_OR_RETURN(kernels::bf16_t * bf16, scratch.Get(LargestFp8Member(c)));
+      const std::vector<int64_t> shape = def.shape(c);
+      RETURN_IF_ERROR(fill(def.kind, shape, DeviceFormat::kBf16, bf16));
+      CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(
+          bf16, static_cast<int>(shape[0]), static_cast<int>(shape[1]), static_cast<uint8_t*>(dst),
+          w->layers_[l].scales[static_cast<int>(def.id)], stream));
     }
   }
   RETURN_IF_ERROR(w->PackGates(stream));

@@ -11,7 +11,11 @@
 //  - the Backend contract: a step never changes slots not in it, a reset or reused slot starts from
 //    zero state, INVALID_ARGUMENT changes nothing, a batch of mixed prompt lengths gives each
 //    sequence the greedy tokens it gets alone (NUM-1), GPU greedy sampling == argmax of the logits;
-//  - the engine samples on the GPU as it does on the host.
+//  - the engine samples on the GPU as it does on the host;
+//  - FP8 weights (issue 14, CudaBackendOptions::fp8_weights): the GPU's FP8 paths against the CPU
+//    backend's emulation of the same numerics (CpuNumerics::kEmulateFp8Weights for the W8A16
+//    GEMV and expanded-to-bf16 GEMMs, kEmulateFp8WeightsAndActivations for the W8A8 GEMMs) within
+//    §8.4's budget, and the demo model's quality beside bf16 (printed for bench/RESULTS.md).
 // Without a CUDA device every test skips with "no CUDA device: GPU test skipped".
 // The fixtures are found under $GRIFFIN_SOURCE_DIR when set (device runs), else the source tree.
 #include "engine/cuda_backend.h"
@@ -28,6 +32,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cpu_backend.h"
 #include "engine/engine_core.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
@@ -604,6 +609,212 @@ TEST(CudaParityTest, Top1AgreementOverAllGoldenSequences) {
     EXPECT_GE(top1, 0.99) << path;
   }
 }
+
+// FP8 weights: each case's golden sequences through the GPU's FP8 paths: whole prefill in
+// 64-token passes, 3-token chunks, decode through the graphs and eagerly.
+//  - W8A16 (one-token passes in both modes; every pass with fp8_activations off: the GEMV, or
+//    the weights expanded to bf16) against the CPU's W8A16 emulation within §8.4's budget
+//    (mean |dlogprob| <= 2e-2), as the bf16 path is held to the bf16 emulation.
+//  - W8A8 (passes of two or more tokens by default) cannot be held to its emulation so: rounding
+//    an activation to E4M3's 3 mantissa bits turns a one-ulp bf16 difference between GPU and CPU
+//    into a whole FP8 step about one time in 30, so GPU and emulation differ by about as much as
+//    each differs from bf16 (measured: 0.07-0.14 on these cases). What must hold instead is that
+//    the GPU's W8A8 is as far from the bf16 emulation as the CPU's W8A8 is: within 1.5x + 0.01
+//    (a wrong scale or operand is several times further), and at least half as far (the
+//    activations were quantized).
+// And the FP8 path is not the bf16 one: the two must differ.
+struct Fp8References {
+  std::vector<float> bf16, w8a16, w8a8;  // the CPU emulations' log-probabilities
+};
+
+void ExpectW8A8LikeItsEmulation(const std::vector<float>& got, const Fp8References& want, int V,
+                                const std::string& what) {
+  const double gpu = Compare(got, want.bf16, V).mean_abs;
+  const double cpu = Compare(want.w8a8, want.bf16, V).mean_abs;
+  std::printf(
+      "%s: mean |dlogprob| from the bf16 emulation: GPU W8A8 %.3g, CPU W8A8 emulation %.3g\n",
+      what.c_str(), gpu, cpu);
+  EXPECT_LE(gpu, 1.5 * cpu + 0.01) << what;
+  EXPECT_GE(gpu, 0.5 * cpu) << what;
+}
+
+class CudaFp8Test : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaFp8Test, EveryPathMatchesTheCpuEmulation) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase(GetParam());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int V = checkpoint.config().vocab_size;
+  auto bf16 = MakeBackend(checkpoint);
+  ASSERT_NE(bf16, nullptr);
+  std::unique_ptr<engine::CpuBackend> cpu[3];
+  const engine::CpuNumerics numerics[3] = {engine::CpuNumerics::kEmulateBf16Gemm,
+                                           engine::CpuNumerics::kEmulateFp8Weights,
+                                           engine::CpuNumerics::kEmulateFp8WeightsAndActivations};
+  for (int i = 0; i < 3; ++i) {
+    auto created = engine::CpuBackend::Create(checkpoint, 1, numerics[i]);
+    ASSERT_TRUE(created.ok()) << created.status();
+    cpu[i] = std::move(*created);
+  }
+  for (const bool w8a8 : {true, false}) {
+    engine::CudaBackendOptions opt = TestOptions();
+    opt.fp8_weights = true;
+    opt.fp8_activations = w8a8;
+    auto fp8 = MakeBackend(checkpoint, opt);
+    ASSERT_NE(fp8, nullptr);
+    const char* mode = w8a8 ? "W8A8 from 2 rows" : "W8A16 throughout";
+    const size_t sequences = SanitizerRun() ? 1 : loaded->golden.size();
+    for (size_t i = 0; i < sequences; ++i) {
+      const std::vector<int32_t>& tokens = loaded->golden[i].tokens;
+      Fp8References want;
+      want.bf16 = StepLogProbs(*cpu[0], tokens, 0, 0);
+      want.w8a16 = StepLogProbs(*cpu[1], tokens, 0, 0);
+      want.w8a8 = StepLogProbs(*cpu[2], tokens, 0, 0);
+      auto check = [&](const char* path, const std::vector<float>& got) {
+        const std::string what =
+            absl::StrCat(GetParam(), " FP8 (", mode, ") ", path, " T=", tokens.size());
+        const bool one_token_passes = std::string(path).find("decode") != std::string::npos;
+        if (w8a8 && !one_token_passes) return ExpectW8A8LikeItsEmulation(got, want, V, what);
+        const Agreement a = Compare(got, want.w8a16, V);
+        std::printf(
+            "%s vs the CPU W8A16 emulation: mean |dlogprob| %.3g, max %.3g, top-1 %.4f "
+            "over %d positions\n",
+            what.c_str(), a.mean_abs, a.max_abs, a.top1, a.counted);
+        EXPECT_LE(a.mean_abs, 2e-2) << what;
+      };
+      const std::vector<float> whole = StepLogProbs(*fp8, tokens, 0, 1);
+      check("prefill", whole);
+      check("decode-only", StepLogProbs(*fp8, tokens, 1, 1));
+      check("chunked-3", StepLogProbs(*fp8, tokens, 3, 1));
+      fp8->set_use_cuda_graphs(false);
+      check("decode-eager", StepLogProbs(*fp8, tokens, 1, 1));
+      fp8->set_use_cuda_graphs(true);
+      const Agreement vs_bf16 = Compare(whole, StepLogProbs(*bf16, tokens, 0, 1), V);
+      EXPECT_GT(vs_bf16.mean_abs, 0) << "the FP8 backend computed with bf16 weights";
+    }
+  }
+}
+
+// A decode batch of 12 (W8A8 GEMMs inside a decode graph; activations are quantized per token, so
+// a row's result does not depend on the others): each sequence's decoded rows, after a prefill of
+// its own length, as far from the CPU's bf16 emulation as the CPU's W8A8 emulation is (see above).
+TEST(CudaFp8BatchTest, DecodeBatchIsW8A8LikeItsEmulation) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int V = checkpoint.config().vocab_size;
+  constexpr int kBatch = 12;
+  engine::CudaBackendOptions opt = TestOptions();
+  opt.fp8_weights = true;
+  opt.num_slots = kBatch;
+  opt.max_decode_batch = 16;
+  auto backend = MakeBackend(checkpoint, opt);
+  ASSERT_NE(backend, nullptr);
+  auto cpu_bf16 = engine::CpuBackend::Create(checkpoint, 1, engine::CpuNumerics::kEmulateBf16Gemm);
+  auto cpu_w8a8 = engine::CpuBackend::Create(checkpoint, 1,
+                                             engine::CpuNumerics::kEmulateFp8WeightsAndActivations);
+  ASSERT_TRUE(cpu_bf16.ok()) << cpu_bf16.status();
+  ASSERT_TRUE(cpu_w8a8.ok()) << cpu_w8a8.status();
+  const std::vector<int32_t>& text = loaded->golden[0].tokens;
+  const int steps = SanitizerRun() ? 2 : 6;
+  // Sequence s starts at its own offset of the text and prefills 4 + s tokens.
+  std::vector<std::vector<int32_t>> seqs(kBatch);
+  for (int s = 0; s < kBatch; ++s) {
+    const size_t first = size_t(s) * 7 % (text.size() - 40);
+    seqs[s].assign(text.begin() + first, text.begin() + first + 4 + s + steps);
+  }
+  std::vector<std::vector<float>> batched(kBatch);
+  for (int s = 0; s < kBatch; ++s) {
+    const int n = 4 + s;
+    std::vector<float> logits(V);
+    StepEntry e{.slot = s,
+                .position = 0,
+                .tokens = absl::MakeConstSpan(seqs[s]).subspan(0, n),
+                .logits = LogitsRequest::kLast};
+    ASSERT_TRUE(backend->Step({&e, 1}, absl::MakeSpan(logits)).ok());
+  }
+  for (int t = 0; t < steps; ++t) {
+    std::vector<StepEntry> entries;
+    for (int s = 0; s < kBatch; ++s) {
+      const int pos = 4 + s + t;
+      entries.push_back({.slot = s,
+                         .position = pos,
+                         .tokens = absl::MakeConstSpan(seqs[s]).subspan(pos, 1),
+                         .logits = LogitsRequest::kLast});
+    }
+    std::vector<float> logits(size_t(kBatch) * V);
+    ASSERT_TRUE(backend->Step(entries, absl::MakeSpan(logits)).ok());
+    for (int s = 0; s < kBatch; ++s) {
+      batched[s].insert(batched[s].end(), logits.begin() + size_t(s) * V,
+                        logits.begin() + size_t(s + 1) * V);
+    }
+  }
+  Fp8References all;
+  std::vector<float> got;
+  for (int s = 0; s < kBatch; ++s) {
+    const size_t rows = size_t(4 + s) * V;  // the prefilled positions are not compared
+    const std::vector<float> bf16 = StepLogProbs(**cpu_bf16, seqs[s], 1, 0);
+    const std::vector<float> w8a8 = StepLogProbs(**cpu_w8a8, seqs[s], 1, 0);
+    all.bf16.insert(all.bf16.end(), bf16.begin() + rows, bf16.end());
+    all.w8a8.insert(all.w8a8.end(), w8a8.begin() + rows, w8a8.end());
+    const std::vector<float> mine = LogSoftmaxRows(batched[s], V);
+    got.insert(got.end(), mine.begin(), mine.end());
+  }
+  ExpectW8A8LikeItsEmulation(got, all, V, absl::StrCat("FP8 decode batch of ", kBatch));
+}
+
+// Issue 14's quality figures on the GPU: the demo model on the fixed text with FP8 weights
+// against the bf16 GPU path (targets: cross-entropy within 1% relative, top-1 agreement >= 97%;
+// the CPU emulation measured +0.214% and 96.99%). Bounds catch a broken FP8 path, not the targets;
+// the figures are printed for bench/RESULTS.md.
+TEST(CudaFp8QualityTest, DemoTextBesideBf16) {
+  SKIP_WITHOUT_GPU();
+  if (SanitizerRun()) GTEST_SKIP() << "a figure, not a kernel path the other FP8 tests miss";
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int V = checkpoint.config().vocab_size;
+  const std::vector<int32_t>& tokens = loaded->golden[0].tokens;
+  auto bf16 = MakeBackend(checkpoint);
+  ASSERT_NE(bf16, nullptr);
+  const std::vector<float> a = StepLogProbs(*bf16, tokens, 0, 0);
+  for (const bool w8a8 : {true, false}) {
+    engine::CudaBackendOptions opt = TestOptions();
+    opt.fp8_weights = true;
+    opt.fp8_activations = w8a8;
+    auto fp8 = MakeBackend(checkpoint, opt);
+    ASSERT_NE(fp8, nullptr);
+    const std::vector<float> b = StepLogProbs(*fp8, tokens, 0, 0);
+    ASSERT_EQ(a.size(), tokens.size() * V);
+    ASSERT_EQ(b.size(), a.size());
+    double nll_bf16 = 0, nll_fp8 = 0, abs_diff = 0;
+    int agreed = 0;
+    const int T = static_cast<int>(tokens.size());
+    for (int t = 0; t < T; ++t) {
+      const float* x = &a[size_t(t) * V];
+      const float* y = &b[size_t(t) * V];
+      agreed += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+      if (t + 1 < T) {
+        nll_bf16 -= x[tokens[t + 1]];
+        nll_fp8 -= y[tokens[t + 1]];
+        abs_diff += std::abs(x[tokens[t + 1]] - y[tokens[t + 1]]);
+      }
+    }
+    const double ce_bf16 = nll_bf16 / (T - 1), ce_fp8 = nll_fp8 / (T - 1);
+    std::printf(
+        "demo model, fixed text, GPU: cross-entropy bf16 %.6f, FP8 weights (%s) %.6f nats/token "
+        "(%+.3f%%); top-1 agreement %d/%d; mean |dlogprob| of the next tokens %.4f\n",
+        ce_bf16, w8a8 ? "W8A8 prefill" : "W8A16 prefill", ce_fp8,
+        100 * (ce_fp8 - ce_bf16) / ce_bf16, agreed, T, abs_diff / (T - 1));
+    EXPECT_LE(std::abs(ce_fp8 - ce_bf16) / ce_bf16, 0.01);
+    EXPECT_GE(double(agreed) / T, 0.95);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFp8Test,
+                         ::testing::Values("griffin", "hawk", "attnfirst", "demo"));
 
 }  // namespace
 }  // namespace griffin
