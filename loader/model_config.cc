@@ -158,6 +158,15 @@ absl::StatusOr<ModelConfig> Parse(const json& root) {
       return Unsupported("model_type", "is not \"recurrent_gemma\"");
     }
   }
+  // A checkpoint published already quantized (Hugging Face's quantization_config: fp8,
+  // compressed-tensors, ...) stores codes and scales in layouts this loader does not read; say so
+  // before its tensors fail one by one on their dtype. --quantization fp8 quantizes a bf16, float16
+  // or float32 checkpoint at load instead (issue 14).
+  if (Field(root, "quantization_config") != nullptr) {
+    return Unsupported("quantization_config",
+                       "is set: pre-quantized checkpoints are not loaded; serve the bf16 (or "
+                       "float) checkpoint with --quantization fp8 to hold its projections in FP8");
+  }
   // Unsupported variants first: they are about the architecture, not the numbers.
   if (const json* v = Field(root, "hidden_activation"); v != nullptr) {
     if (!v->is_string()) return Invalid("hidden_activation", "must be a string");

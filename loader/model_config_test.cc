@@ -261,7 +261,13 @@ INSTANTIATE_TEST_SUITE_P(
                  "hidden_activation"},
         BadField{"ActivationNotString", "hidden_activation", 5, kInvalid, "hidden_activation"},
         BadField{"AttentionBias", "attention_bias", true, kUnsupported, "attention_bias"},
-        BadField{"ModelType", "model_type", "llama", kUnsupported, "model_type"}),
+        BadField{"ModelType", "model_type", "llama", kUnsupported, "model_type"},
+        BadField{"PreQuantizedFp8", "quantization_config",
+                 json{{"quant_method", "fp8"}, {"activation_scheme", "dynamic"}}, kUnsupported,
+                 "--quantization fp8"},
+        BadField{"PreQuantizedCompressedTensors", "quantization_config",
+                 json{{"quant_method", "compressed-tensors"}, {"format", "float-quantized"}},
+                 kUnsupported, "quantization_config"}),
     [](const ::testing::TestParamInfo<BadField>& info) { return std::string(info.param.name); });
 
 TEST(ModelConfigTest, HeadsMustDivideHiddenWithoutHeadDim) {
