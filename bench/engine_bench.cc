@@ -77,8 +77,9 @@ ABSL_FLAG(std::string, quantization, "none",
           "none, or fp8: projections in FP8 E4M3 with a scale per output row (issue 14); the "
           "floors follow the bytes the weights take");
 ABSL_FLAG(bool, fp8_activations, griffin::engine::CudaBackendOptions{}.fp8_activations,
-          "--quantization fp8, passes above 8 tokens: W8A8 GEMMs (activations quantized per "
-          "token) instead of the weights expanded to bf16");
+          "--quantization fp8, passes of 2 or more tokens: W8A8 GEMMs (activations quantized "
+          "per token); false: W8A16 throughout (the GEMV up to 8 tokens, weights expanded to "
+          "bf16 above)");
 ABSL_FLAG(bool, prefill_attention_key_splits,
           griffin::engine::CudaBackendOptions{}.prefill_attention_key_splits,
           "short prefill passes split their attention keys over blocks (compare paths)");
@@ -161,8 +162,8 @@ int Run(const std::string& name, bool quick, int reps) {
   std::printf("\n## recurrentgemma-%s shapes (%.3f B params, %.2f GB %s weights on device)\n\n",
               name.c_str(), m.params / 1e9, m.weight_bytes / 1e9,
               !opt.fp8_weights      ? "bf16"
-              : opt.fp8_activations ? "FP8-projection (W8A8 above 8 rows)"
-                                    : "FP8-projection (expanded above 8 rows)");
+              : opt.fp8_activations ? "FP8-projection (W8A8 from 2 rows)"
+                                    : "FP8-projection (W8A16, expanded above 8 rows)");
   std::printf("start-up (random weights, %d slots, graphs for decode buckets up to %d): %.1f s\n\n",
               opt.num_slots, max_batch, create_s);
   std::printf("| figure | measured | floor | measured / floor |\n| --- | --- | --- | --- |\n");

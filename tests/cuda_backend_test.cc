@@ -789,27 +789,14 @@ TEST(CudaFp8QualityTest, DemoTextBesideBf16) {
     const std::vector<float> b = StepLogProbs(*fp8, tokens, 0, 0);
     ASSERT_EQ(a.size(), tokens.size() * V);
     ASSERT_EQ(b.size(), a.size());
-    double nll_bf16 = 0, nll_fp8 = 0, abs_diff = 0;
-    int agreed = 0;
-    const int T = static_cast<int>(tokens.size());
-    for (int t = 0; t < T; ++t) {
-      const float* x = &a[size_t(t) * V];
-      const float* y = &b[size_t(t) * V];
-      agreed += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
-      if (t + 1 < T) {
-        nll_bf16 -= x[tokens[t + 1]];
-        nll_fp8 -= y[tokens[t + 1]];
-        abs_diff += std::abs(x[tokens[t + 1]] - y[tokens[t + 1]]);
-      }
-    }
-    const double ce_bf16 = nll_bf16 / (T - 1), ce_fp8 = nll_fp8 / (T - 1);
+    const golden::NextTokenQuality q = golden::CompareNextTokens(b, a, tokens, V);
     std::printf(
         "demo model, fixed text, GPU: cross-entropy bf16 %.6f, FP8 weights (%s) %.6f nats/token "
         "(%+.3f%%); top-1 agreement %d/%d; mean |dlogprob| of the next tokens %.4f\n",
-        ce_bf16, w8a8 ? "W8A8 prefill" : "W8A16 prefill", ce_fp8,
-        100 * (ce_fp8 - ce_bf16) / ce_bf16, agreed, T, abs_diff / (T - 1));
-    EXPECT_LE(std::abs(ce_fp8 - ce_bf16) / ce_bf16, 0.01);
-    EXPECT_GE(double(agreed) / T, 0.95);
+        q.ce_ref, w8a8 ? "W8A8 prefill" : "W8A16 prefill", q.ce_got,
+        100 * (q.ce_got - q.ce_ref) / q.ce_ref, q.agreed, q.positions, q.mean_abs);
+    EXPECT_LE(q.relative_ce(), 0.01);
+    EXPECT_GE(double(q.agreed) / q.positions, 0.95);
   }
 }
 

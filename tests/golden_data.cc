@@ -105,6 +105,30 @@ Agreement CompareLogProbs(absl::Span<const float> got, absl::Span<const float> r
   return a;
 }
 
+NextTokenQuality CompareNextTokens(absl::Span<const float> got, absl::Span<const float> ref,
+                                   absl::Span<const int32_t> tokens, int vocab) {
+  NextTokenQuality q;
+  const int T = static_cast<int>(tokens.size());
+  q.positions = T;
+  double nll_ref = 0, nll_got = 0, abs_diff = 0;
+  for (int t = 0; t < T; ++t) {
+    const float* r = &ref[size_t(t) * vocab];
+    const float* g = &got[size_t(t) * vocab];
+    q.agreed += std::max_element(r, r + vocab) - r == std::max_element(g, g + vocab) - g;
+    if (t + 1 < T) {
+      nll_ref -= r[tokens[t + 1]];
+      nll_got -= g[tokens[t + 1]];
+      abs_diff += std::abs(double(r[tokens[t + 1]]) - g[tokens[t + 1]]);
+    }
+  }
+  if (T > 1) {
+    q.ce_ref = nll_ref / (T - 1);
+    q.ce_got = nll_got / (T - 1);
+    q.mean_abs = abs_diff / (T - 1);
+  }
+  return q;
+}
+
 absl::StatusOr<std::vector<float>> StepLogProbs(engine::Backend& backend,
                                                 absl::Span<const int32_t> tokens, int chunk,
                                                 int slot) {

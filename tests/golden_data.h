@@ -3,6 +3,7 @@
 #ifndef GRIFFIN_TESTS_GOLDEN_DATA_H_
 #define GRIFFIN_TESTS_GOLDEN_DATA_H_
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -44,6 +45,18 @@ struct Agreement {
   int counted = 0, agreed = 0;
 };
 Agreement CompareLogProbs(absl::Span<const float> got, absl::Span<const float> ref, int vocab);
+
+// Issue 14's quality figures of `got` beside `ref` (both [T, V] log-probabilities of `tokens`'
+// positions): each one's cross-entropy on the next tokens, top-1 agreement at every position (no
+// near-tie exclusion: the bf16 path is the reference, not the DeepMind one), and the mean
+// |dlogprob| of the next tokens.
+struct NextTokenQuality {
+  double ce_ref = 0, ce_got = 0, mean_abs = 0;
+  int agreed = 0, positions = 0;
+  double relative_ce() const { return std::abs(ce_got - ce_ref) / ce_ref; }
+};
+NextTokenQuality CompareNextTokens(absl::Span<const float> got, absl::Span<const float> ref,
+                                   absl::Span<const int32_t> tokens, int vocab);
 
 // Log-probabilities of every position of `tokens` on `backend`'s `slot`, fed in chunks of `chunk`
 // tokens (0: all at once).

@@ -267,54 +267,31 @@ TEST_F(DemoModelTest, Fp8WeightEmulationStaysNearBf16) {
   const std::vector<float> fp8 = run(engine::CpuNumerics::kEmulateFp8Weights);
   ASSERT_EQ(bf16.size(), g.tokens.size() * V);
   ASSERT_EQ(fp8.size(), bf16.size());
-  double nll_bf16 = 0, nll_fp8 = 0, abs_diff = 0;
-  int agreed = 0;
-  const int T = static_cast<int>(g.tokens.size());
-  for (int t = 0; t < T; ++t) {
-    const float* a = &bf16[size_t(t) * V];
-    const float* b = &fp8[size_t(t) * V];
-    agreed += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
-    if (t + 1 < T) {
-      nll_bf16 -= a[g.tokens[t + 1]];
-      nll_fp8 -= b[g.tokens[t + 1]];
-      abs_diff += std::abs(a[g.tokens[t + 1]] - b[g.tokens[t + 1]]);
-    }
-  }
-  const double ce_bf16 = nll_bf16 / (T - 1), ce_fp8 = nll_fp8 / (T - 1);
-  const double relative = std::abs(ce_fp8 - ce_bf16) / ce_bf16;
+  const golden::NextTokenQuality w8a16 = golden::CompareNextTokens(fp8, bf16, g.tokens, V);
   std::printf(
       "demo model, fixed text: cross-entropy bf16 emulation %.6f, FP8 weights %.6f nats/token "
       "(%+.3f%%); top-1 agreement %d/%d; mean |dlogprob| of the next tokens %.4f\n",
-      ce_bf16, ce_fp8, 100 * (ce_fp8 - ce_bf16) / ce_bf16, agreed, T, abs_diff / (T - 1));
-  EXPECT_LE(relative, 0.005);
-  EXPECT_GE(double(agreed) / T, 0.96);
+      w8a16.ce_ref, w8a16.ce_got, 100 * (w8a16.ce_got - w8a16.ce_ref) / w8a16.ce_ref, w8a16.agreed,
+      w8a16.positions, w8a16.mean_abs);
+  EXPECT_LE(w8a16.relative_ce(), 0.005);
+  EXPECT_GE(double(w8a16.agreed) / w8a16.positions, 0.96);
   // Not the bf16 path under another name: quantization moved every row.
-  EXPECT_GT(abs_diff, 0);
+  EXPECT_GT(w8a16.mean_abs, 0);
 
   // W8A8 (CpuNumerics::kEmulateFp8WeightsAndActivations: the CUDA backend's passes of two or
   // more tokens): the activations' FP8 rounding costs agreement more than cross-entropy
   // (measured 2026-12-01 on the GPU: +0.153%, 543 of 565).
   const std::vector<float> w8a8 = run(engine::CpuNumerics::kEmulateFp8WeightsAndActivations);
   ASSERT_EQ(w8a8.size(), bf16.size());
-  double nll_w8a8 = 0, from_w8a16 = 0;
-  int agreed_w8a8 = 0;
-  for (int t = 0; t < T; ++t) {
-    const float* a = &bf16[size_t(t) * V];
-    const float* c = &w8a8[size_t(t) * V];
-    agreed_w8a8 += std::max_element(a, a + V) - a == std::max_element(c, c + V) - c;
-    if (t + 1 < T) {
-      nll_w8a8 -= c[g.tokens[t + 1]];
-      from_w8a16 += std::abs(c[g.tokens[t + 1]] - fp8[size_t(t) * V + g.tokens[t + 1]]);
-    }
-  }
-  const double ce_w8a8 = nll_w8a8 / (T - 1);
+  const golden::NextTokenQuality q = golden::CompareNextTokens(w8a8, bf16, g.tokens, V);
   std::printf(
       "demo model, fixed text: FP8 weights and activations (W8A8) %.6f nats/token (%+.3f%% vs "
       "bf16); top-1 agreement with bf16 %d/%d\n",
-      ce_w8a8, 100 * (ce_w8a8 - ce_bf16) / ce_bf16, agreed_w8a8, T);
-  EXPECT_LE(std::abs(ce_w8a8 - ce_bf16) / ce_bf16, 0.01);
-  EXPECT_GE(double(agreed_w8a8) / T, 0.94);
-  EXPECT_GT(from_w8a16, 0) << "the activations were not quantized";
+      q.ce_got, 100 * (q.ce_got - q.ce_ref) / q.ce_ref, q.agreed, q.positions);
+  EXPECT_LE(q.relative_ce(), 0.01);
+  EXPECT_GE(double(q.agreed) / q.positions, 0.94);
+  EXPECT_GT(golden::CompareNextTokens(w8a8, fp8, g.tokens, V).mean_abs, 0)
+      << "the activations were not quantized";
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::Values("griffin", "hawk", "attnfirst"));
