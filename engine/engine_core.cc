@@ -422,33 +422,14 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
                : FinishReason::kError;
   };
 
-  // 1. Aborts and deadlines: queued requests (under the lock), then running ones.
+  // 1. Aborts and deadlines: running requests, then queued ones (under the lock), then group
+  // members waiting for a fork. Every live sequence is in one of those places when its sweep
+  // runs, so no abort is dropped: members handed back to requeue_ (by the last step's fork
+  // without free slots, or by a leader ended in this sweep) join the queue before it is swept.
   absl::flat_hash_map<uint64_t, absl::Status> aborts;
-  std::vector<WaitingSeq> waiting_view;
   {
     std::lock_guard<std::mutex> lock(mu_);
     aborts.swap(aborts_);
-    for (auto it = waiting_.begin(); it != waiting_.end();) {
-      auto found = aborts.find((*it)->id);
-      if (found != aborts.end()) {
-        absl::Status s = found->second;
-        aborts.erase(found);
-        std::unique_ptr<Seq> seq = std::move(*it);
-        it = waiting_.erase(it);
-        waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
-        finish(std::move(seq), abort_reason(s), s);
-      } else if ((*it)->req.deadline <= now ||
-                 (*it)->timings.arrival + options_.queue_timeout <= now) {
-        std::unique_ptr<Seq> seq = std::move(*it);
-        it = waiting_.erase(it);
-        waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
-        finish(std::move(seq), FinishReason::kAbort,
-               absl::DeadlineExceededError(
-                   "the request waited past its deadline or the queue timeout"));
-      } else {
-        ++it;
-      }
-    }
   }
   for (auto it = running_.begin(); it != running_.end();) {
     auto found = aborts.find((*it)->id);
@@ -458,13 +439,11 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
                            : absl::DeadlineExceededError("the request's deadline passed");
       std::unique_ptr<Seq> seq = std::move(*it);
       it = running_.erase(it);
-      finish(std::move(seq), abort_reason(s), s);
+      finish(std::move(seq), abort_reason(s), s);  // hands its followers to requeue_
     } else {
       ++it;
     }
   }
-
-  // Group members waiting for a fork can be aborted or time out too.
   auto sweep_followers = [&](Seq& leader) {
     for (auto it = leader.followers.begin(); it != leader.followers.end();) {
       auto found = aborts.find((*it)->id);
@@ -482,15 +461,41 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
     }
   };
   for (auto& seq : running_) sweep_followers(*seq);
+  std::vector<WaitingSeq> waiting_view;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& seq : waiting_) sweep_followers(*seq);
-    // Members handed back (a fork without free slots, a leader that ended first) go first.
-    for (auto it = requeue_.rbegin(); it != requeue_.rend(); ++it) {
-      waiting_tokens_ += static_cast<int64_t>((*it)->req.prompt.size());
-      waiting_.push_front(std::move(*it));
+    // Ending a queued leader hands its followers back too, hence the loop.
+    while (true) {
+      // Members handed back go first.
+      for (auto it = requeue_.rbegin(); it != requeue_.rend(); ++it) {
+        waiting_tokens_ += static_cast<int64_t>((*it)->req.prompt.size());
+        waiting_.push_front(std::move(*it));
+      }
+      requeue_.clear();
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        auto found = aborts.find((*it)->id);
+        if (found != aborts.end()) {
+          absl::Status s = found->second;
+          aborts.erase(found);
+          std::unique_ptr<Seq> seq = std::move(*it);
+          it = waiting_.erase(it);
+          waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
+          finish(std::move(seq), abort_reason(s), s);
+        } else if ((*it)->req.deadline <= now ||
+                   (*it)->timings.arrival + options_.queue_timeout <= now) {
+          std::unique_ptr<Seq> seq = std::move(*it);
+          it = waiting_.erase(it);
+          waiting_tokens_ -= static_cast<int64_t>(seq->req.prompt.size());
+          finish(std::move(seq), FinishReason::kAbort,
+                 absl::DeadlineExceededError(
+                     "the request waited past its deadline or the queue timeout"));
+        } else {
+          ++it;
+        }
+      }
+      if (requeue_.empty()) break;
     }
-    requeue_.clear();
+    for (auto& seq : waiting_) sweep_followers(*seq);
   }
 
   // 2. Plan.

@@ -2,12 +2,16 @@
 // cache on and off, over shared prefixes and multi-turn conversations), RST-2 (a whole-prompt hit
 // still feeds the last token), prompt tokens computed only once, SEC-10 (salts never share), and a
 // cache holding slots never refusing an admission.
+#include <atomic>
 #include <condition_variable>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <vector>
 
 #include "engine/backend_factory.h"
 #include "engine/engine_core.h"
+#include "engine/forwarding_backend.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
 
@@ -42,6 +46,28 @@ class Result {
   std::vector<int32_t> tokens_;
 };
 
+// Calls a hook from inside a step or a slot copy, on the engine thread: lets a test act at one
+// exact point of the engine's loop (an abort that lands while a fork is under way).
+class HookedBackend final : public ForwardingBackend {
+ public:
+  HookedBackend(std::unique_ptr<Backend> inner, std::function<void()> on_step,
+                std::function<void()> on_copy)
+      : ForwardingBackend(std::move(inner)),
+        on_step_(std::move(on_step)),
+        on_copy_(std::move(on_copy)) {}
+  absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
+    if (on_step_) on_step_();
+    return ForwardingBackend::Step(entries, logits);
+  }
+  absl::Status CopySlot(int from, int to) override {
+    if (on_copy_) on_copy_();
+    return ForwardingBackend::CopySlot(from, to);
+  }
+
+ private:
+  std::function<void()> on_step_, on_copy_;
+};
+
 class EnginePrefixCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -52,9 +78,15 @@ class EnginePrefixCacheTest : public ::testing::Test {
   }
   // device_entries / host_entries = 0 / 0 turns the cache off.
   std::unique_ptr<EngineCore> Make(int slots, int device_entries, int host_entries,
-                                   int64_t token_budget = 64) {
+                                   int64_t token_budget = 64,
+                                   std::function<void()> on_step = nullptr,
+                                   std::function<void()> on_copy = nullptr) {
     auto backend = CreateBackend(*checkpoint_, {.kind = BackendKind::kCpu, .num_slots = slots});
     EXPECT_TRUE(backend.ok()) << backend.status();
+    if (on_step || on_copy) {
+      *backend = std::make_unique<HookedBackend>(std::move(*backend), std::move(on_step),
+                                                 std::move(on_copy));
+    }
     EngineOptions options;
     options.token_budget = token_budget;
     options.prefix_cache.block_tokens = 8;
@@ -275,6 +307,90 @@ TEST_F(EngineGroupTest, MembersWithoutASlotPrefillAloneAndAbortsEndOneMember) {
   std::vector<ValidatedRequest> mixed = {Greedy(prompt, 2), Greedy(Prompt(9, 1), 2)};
   std::vector<OutputCallback> two(2, [](EngineOutput) {});
   EXPECT_EQ(engine->SubmitGroup(mixed, two).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// How each member of a group ended; WaitAll gives up after 60 s.
+struct Ending {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<absl::Status> status;
+  int finished = 0;
+  explicit Ending(int n) : status(n) {}
+  std::vector<OutputCallback> Callbacks() {
+    std::vector<OutputCallback> cbs;
+    for (size_t i = 0; i < status.size(); ++i) {
+      cbs.push_back([this, i](EngineOutput out) {
+        if (!out.finished) return;
+        std::lock_guard<std::mutex> lock(mu);
+        status[i] = out.status;
+        ++finished;
+        cv.notify_all();
+      });
+    }
+    return cbs;
+  }
+  bool WaitAll() {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(60),
+                       [&] { return finished == static_cast<int>(status.size()); });
+  }
+};
+
+// A member that finds no slot at its leader's fork waits to be requeued; an abort that lands
+// during that fork step must still end it (it once matched nothing and was dropped, and the
+// member ran all its tokens). The abort is sent from inside the fork's slot copy, so it lands
+// at exactly that point however the threads are scheduled.
+TEST_F(EngineGroupTest, AnAbortDuringTheForkEndsAMemberThatFoundNoSlot) {
+  std::promise<uint64_t> member_id;
+  std::shared_future<uint64_t> member = member_id.get_future().share();
+  EngineCore* engine_ptr = nullptr;
+  std::atomic<int> copies{0};
+  auto engine = Make(2, 0, 0, 64, nullptr, [&] {
+    if (copies.fetch_add(1) == 0) {
+      engine_ptr->Abort(member.get(), absl::CancelledError("client went away"));
+    }
+  });
+  engine_ptr = engine.get();
+  std::vector<ValidatedRequest> three(3, Greedy(Prompt(20, 8), 4));
+  three[2].max_tokens = 400;
+  Ending ending(3);
+  auto group = engine->SubmitGroup(three, ending.Callbacks());
+  ASSERT_TRUE(group.ok());
+  member_id.set_value((*group)[2]);
+  ASSERT_TRUE(ending.WaitAll());
+  EXPECT_EQ(copies.load(), 1);  // one slot free at the fork: member 2 was handed back
+  EXPECT_TRUE(ending.status[0].ok()) << ending.status[0];
+  EXPECT_TRUE(ending.status[1].ok()) << ending.status[1];
+  EXPECT_EQ(ending.status[2].code(), absl::StatusCode::kCancelled) << ending.status[2];
+}
+
+// Aborting a leader before its fork hands its members back to the queue; a member aborted in the
+// same sweep must end too, and the other prefills alone and finishes.
+TEST_F(EngineGroupTest, AbortingALeaderAndAMemberTogetherEndsBoth) {
+  std::promise<std::vector<uint64_t>> ids_promise;
+  std::shared_future<std::vector<uint64_t>> ids = ids_promise.get_future().share();
+  EngineCore* engine_ptr = nullptr;
+  std::atomic<bool> armed{false};
+  // A budget of 8 tokens: the 20-token prompt prefills over three steps, and the aborts land in
+  // the first, while the leader still holds its members.
+  auto engine = Make(4, 0, 0, 8, [&] {
+    if (armed.exchange(false)) {
+      engine_ptr->Abort(ids.get()[0], absl::CancelledError("client went away"));
+      engine_ptr->Abort(ids.get()[2], absl::CancelledError("client went away"));
+    }
+  });
+  engine_ptr = engine.get();
+  std::vector<ValidatedRequest> three(3, Greedy(Prompt(20, 8), 4));
+  three[0].max_tokens = three[2].max_tokens = 400;
+  Ending ending(3);
+  armed = true;
+  auto group = engine->SubmitGroup(three, ending.Callbacks());
+  ASSERT_TRUE(group.ok());
+  ids_promise.set_value(*group);
+  ASSERT_TRUE(ending.WaitAll());
+  EXPECT_EQ(ending.status[0].code(), absl::StatusCode::kCancelled) << ending.status[0];
+  EXPECT_TRUE(ending.status[1].ok()) << ending.status[1];
+  EXPECT_EQ(ending.status[2].code(), absl::StatusCode::kCancelled) << ending.status[2];
 }
 
 }  // namespace

@@ -9,22 +9,17 @@
 #include <memory>
 #include <string_view>
 
-#include "engine/backend.h"
+#include "engine/forwarding_backend.h"
 
 namespace griffin::engine {
 
-class FaultInjectingBackend final : public Backend {
+class FaultInjectingBackend final : public ForwardingBackend {
  public:
   // Steps 0..healthy_steps-1 (the engine's warm-up counts) run on `inner`; later ones fail.
   FaultInjectingBackend(std::unique_ptr<Backend> inner, int64_t healthy_steps);
 
-  std::string_view name() const override { return inner_->name(); }
-  const loader::ModelConfig& config() const override { return inner_->config(); }
-  int num_slots() const override { return inner_->num_slots(); }
-  int64_t state_bytes_per_sequence() const override { return inner_->state_bytes_per_sequence(); }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override;
   bool healthy() const override { return !failed_; }
-  bool samples_on_device() const override { return inner_->samples_on_device(); }
   absl::Status StepSample(absl::Span<const StepEntry> entries,
                           absl::Span<const SampleRequest> requests,
                           absl::Span<int32_t> tokens) override;
@@ -32,13 +27,15 @@ class FaultInjectingBackend final : public Backend {
                                       absl::Span<const PromptLogprobsRequest> requests, int top_k,
                                       absl::Span<float> logits,
                                       const PromptLogprobsOutput& out) override;
+  // A failed device fails whatever writes a slot's state; snapshots only read one.
   absl::Status ResetSlot(int slot) override;
-  int64_t NextPosition(int slot) const override { return inner_->NextPosition(slot); }
+  absl::Status CopySlot(int from, int to) override;
+  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                           int64_t next_position) override;
 
  private:
   absl::Status CountStep();
 
-  std::unique_ptr<Backend> inner_;
   const int64_t healthy_steps_;
   int64_t steps_ = 0;
   bool failed_ = false;
