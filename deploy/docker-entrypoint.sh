@@ -22,6 +22,7 @@ exec /opt/griffin/bin/griffin-server \
   --http_port="${GRIFFIN_HTTP_PORT:-8000}" \
   --grpc_port="${GRIFFIN_GRPC_PORT:-50051}" \
   --drain_timeout="${GRIFFIN_DRAIN_TIMEOUT:-30}" \
-  --state_memory_mib="${GRIFFIN_STATE_MEMORY_MIB:-4096}" \
+  --state_memory_mib="${GRIFFIN_STATE_MEMORY_MIB:-0}" \
+  --gpu_memory_utilization="${GRIFFIN_GPU_MEMORY_UTILIZATION:-0.9}" \
   --log_format="${GRIFFIN_LOG_FORMAT:-json}" \
   "$@"

@@ -19,6 +19,8 @@ namespace {
 CudaBackendOptions ToCudaOptions(const BackendOptions& options) {
   CudaBackendOptions cuda;
   cuda.num_slots = options.num_slots;
+  cuda.device_memory_fraction = options.device_memory_fraction;
+  cuda.max_slots = options.max_slots;
   cuda.max_decode_batch = options.max_batch;
   cuda.max_tokens_per_step =
       static_cast<int>(std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
@@ -71,9 +73,26 @@ int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& confi
       .slot_bytes();
 }
 
+namespace {
+
+absl::Status CheckSlotOptions(const BackendOptions& options) {
+  if (options.num_slots < 0) return absl::InvalidArgumentError("num_slots must be at least 1");
+  if (options.num_slots == 0 && options.kind != BackendKind::kCuda) {
+    return absl::InvalidArgumentError(
+        "slots from device memory (num_slots 0) need the CUDA backend; give the CPU backend a "
+        "slot count");
+  }
+  if (options.num_slots == 0 && options.max_slots < 1) {
+    return absl::InvalidArgumentError("max_slots must be at least 1");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint& checkpoint,
                                                        const BackendOptions& options) {
-  if (options.num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
+  RETURN_IF_ERROR(CheckSlotOptions(options));
   switch (options.kind) {
     case BackendKind::kCpu: {
       const CpuNumerics numerics = options.quantization == WeightQuantization::kFp8
@@ -99,7 +118,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
     const loader::ModelConfig& config, const BackendOptions& options, uint64_t seed) {
-  if (options.num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
+  RETURN_IF_ERROR(CheckSlotOptions(options));
   if (options.kind != BackendKind::kCuda) {
     return absl::FailedPreconditionError(
         "random (dummy) weights need the CUDA backend; the CPU backend reads a checkpoint");

@@ -47,7 +47,12 @@ struct BackendOptions {
   // and run W8A8 GEMMs (faster, measured less accurate); off: W8A16 throughout
   // (CudaBackendOptions::fp8_activations). The CPU backend's emulation is W8A16 either way.
   bool fp8_activations = true;
-  int num_slots = 1;  // ≥ 1; state for all of them is allocated up front
+  // ≥ 1; state for all of them is allocated up front. 0 (CUDA only): as many as
+  // `device_memory_fraction` of the GPU's memory leaves after the weights and workspaces, at most
+  // `max_slots` (engine/slot_budget.h); Backend::num_slots() says how many that was.
+  int num_slots = 1;
+  double device_memory_fraction = 0.9;
+  int max_slots = 256;
   // The engine's step limits, which size the CUDA backend's workspaces and decode graphs.
   int max_batch = 256;
   int64_t max_tokens_per_step = 4096;

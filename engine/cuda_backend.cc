@@ -17,6 +17,7 @@
 #include "engine/cuda_step_layout.h"
 #include "engine/cuda_weights.h"
 #include "engine/griffin_model.h"
+#include "engine/slot_budget.h"
 #include "engine/state_layout.h"
 #include "kernels/attention/attention.cuh"
 #include "kernels/geglu/geglu.cuh"
@@ -36,6 +37,11 @@ using T_ = LayerTensor;
 constexpr int kMaxKeySplits = kernels::kMaxAttentionSplits;
 constexpr size_t kGemmWorkspaceBytes = 64 << 20;
 constexpr int kSampleContextCapacity = 1 << 22;  // token ids of all rows' repetition contexts
+// Left free when slots are sized from device memory: what the device allocates after the pool
+// (decode graphs' executables, kernel modules loaded lazily at their first launch, cuBLASLt's
+// per-shape state). Not measured on its own; 1 GiB is 0.7% of an H200 and covers them by a wide
+// margin (a whole step's module set is tens of MB).
+constexpr int64_t kSlotBudgetReserveBytes = int64_t{1} << 30;
 
 }  // namespace
 
@@ -114,6 +120,8 @@ class CudaBackend::Impl {
   // FP8 projections, passes above the GEMV's batch: the activations' FP8 codes and scales, or the
   // bf16 scratch the weights expand into.
   absl::Status AllocateExpandedWeights();
+  // The slot pool, after everything else (its size may come from the memory left).
+  absl::Status AllocateSlots();
   absl::Status CaptureGraphs();
   absl::Status Validate(absl::Span<const StepEntry> entries) const {
     return ValidateStepEntries(entries, options_.num_slots, config_.vocab_size,
@@ -282,7 +290,9 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   config_ = config;
   options_ = options;
   use_graphs_ = options.use_cuda_graphs;
-  if (options_.num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
+  if (options_.num_slots < 0) {
+    return absl::InvalidArgumentError("num_slots must be at least 1 (or 0: from device memory)");
+  }
   if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");
   }
@@ -309,9 +319,6 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
 
-  ASSIGN_OR_RETURN(void* pool, arena_.Allocate(layout_.slot_bytes() * (options_.num_slots + 1)));
-  pool_ = static_cast<char*>(pool);
-  next_position_.assign(options_.num_slots, 0);
 
   const int64_t N = max_tokens_;
   const int64_t projection_width =
@@ -381,6 +388,29 @@ absl::Status CudaBackend::Impl::Upload(const loader::Checkpoint& checkpoint) {
 absl::Status CudaBackend::Impl::RandomWeights(uint64_t seed) {
   ASSIGN_OR_RETURN(weights_, DeviceWeights::Random(config_, seed, stream_, options_.fp8_weights));
   return AllocateExpandedWeights();
+}
+
+absl::Status CudaBackend::Impl::AllocateSlots() {
+  if (options_.num_slots == 0) {
+    // What every allocation so far (weights, workspaces, cuBLASLt's) left is measured, not
+    // estimated: the same arithmetic then holds for bf16 and FP8 weights, and FP8's smaller
+    // weights become slots.
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+    ASSIGN_OR_RETURN(options_.num_slots,
+                     SlotsForDeviceMemory({.free_bytes = static_cast<int64_t>(free_bytes),
+                                           .total_bytes = static_cast<int64_t>(total_bytes),
+                                           .fraction = options_.device_memory_fraction,
+                                           .reserve_bytes = kSlotBudgetReserveBytes,
+                                           .slot_bytes = layout_.slot_bytes(),
+                                           .extra_slots = 1,
+                                           .max_slots = options_.max_slots}));
+  }
+  // One slot more than the engine sees: the scratch slot that pads decode buckets.
+  ASSIGN_OR_RETURN(void* pool, arena_.Allocate(layout_.slot_bytes() * (options_.num_slots + 1)));
+  pool_ = static_cast<char*>(pool);
+  next_position_.assign(options_.num_slots, 0);
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::AllocateExpandedWeights() {
@@ -848,6 +878,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   auto impl = std::make_unique<Impl>();
   RETURN_IF_ERROR(impl->Init(checkpoint.config(), options));
   RETURN_IF_ERROR(impl->Upload(checkpoint));
+  RETURN_IF_ERROR(impl->AllocateSlots());
   RETURN_IF_ERROR(impl->CaptureGraphs());
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
@@ -857,6 +888,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::CreateRandom(
   auto impl = std::make_unique<Impl>();
   RETURN_IF_ERROR(impl->Init(config, options));
   RETURN_IF_ERROR(impl->RandomWeights(seed));
+  RETURN_IF_ERROR(impl->AllocateSlots());
   RETURN_IF_ERROR(impl->CaptureGraphs());
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }

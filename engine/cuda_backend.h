@@ -46,7 +46,12 @@
 namespace griffin::engine {
 
 struct CudaBackendOptions {
-  int num_slots = 1;               // >= 1 state slots, allocated up front
+  // State slots, allocated up front after the weights and workspaces. 0: as many as
+  // `device_memory_fraction` of the device's memory leaves for them (engine/slot_budget.h,
+  // vLLM's --gpu-memory-utilization), at most `max_slots`; num_slots() then says how many.
+  int num_slots = 1;
+  double device_memory_fraction = 0.9;
+  int max_slots = 256;
   int max_tokens_per_step = 4096;  // tokens per forward pass (activation workspace size)
   int max_decode_batch = 256;      // largest decode graph bucket; logits rows per head pass
   bool use_cuda_graphs = true;

@@ -76,9 +76,17 @@ ABSL_FLAG(bool, device_sampling, true,
 ABSL_FLAG(std::string, host, "127.0.0.1", "bind address for both ports (loopback by default)");
 ABSL_FLAG(int, http_port, 8000, "HTTP port (OpenAI API, health, metrics)");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port");
-ABSL_FLAG(int, slots, 0, "state slots (concurrent sequences); 0: from --state_memory_mib");
-ABSL_FLAG(int64_t, state_memory_mib, 4096, "memory budget for sequence state when --slots=0");
-ABSL_FLAG(int, max_slots, 256, "upper bound on slots derived from the memory budget");
+ABSL_FLAG(int, slots, 0,
+          "state slots (concurrent sequences); 0: from --state_memory_mib, else on the GPU from "
+          "--gpu_memory_utilization");
+ABSL_FLAG(int64_t, state_memory_mib, 0,
+          "fixed memory budget for sequence state when --slots=0; 0: 4096 MiB on the CPU, "
+          "--gpu_memory_utilization on the GPU");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9,
+          "share of the GPU's memory this process may hold when the slots come from it (--slots=0 "
+          "and --state_memory_mib=0): the slots get what the weights and workspaces leave, so "
+          "--quantization fp8's smaller weights become more slots");
+ABSL_FLAG(int, max_slots, 256, "upper bound on slots derived from a memory budget");
 ABSL_FLAG(int64_t, token_budget, 0,
           "tokens per engine step (decodes + prefill chunks); 0: 4096 on the GPU, 512 on the CPU");
 ABSL_FLAG(int, max_batch, 256, "sequences per engine step");
@@ -498,6 +506,14 @@ int Run() {
     return fail("--token_budget", absl::InvalidArgumentError("must be positive (0: the default)"));
   }
   if (token_budget == 0) token_budget = *kind == engine::BackendKind::kCuda ? 4096 : 512;
+  const double gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  if (!(gpu_memory_utilization > 0 && gpu_memory_utilization <= 1)) {
+    return fail("--gpu_memory_utilization", absl::InvalidArgumentError("must be in (0, 1]"));
+  }
+  if (absl::GetFlag(FLAGS_max_slots) < 1 || absl::GetFlag(FLAGS_state_memory_mib) < 0) {
+    return fail("--max_slots / --state_memory_mib",
+                absl::InvalidArgumentError("--max_slots must be >= 1, --state_memory_mib >= 0"));
+  }
   const std::string load_format = absl::GetFlag(FLAGS_load_format);
   if (load_format != "safetensors" && load_format != "dummy") {
     return fail("--load_format", absl::InvalidArgumentError("must be safetensors or dummy"));
@@ -554,15 +570,45 @@ int Run() {
     }
   }
   const int64_t state_bytes = engine::StateBytesPerSequence(*kind, config);
+  // Slots: --slots, else a fixed --state_memory_mib, else (GPU) what --gpu_memory_utilization of
+  // the device leaves after the weights and workspaces (the backend measures it: slots = 0), else
+  // (CPU) 4096 MiB.
   int slots = absl::GetFlag(FLAGS_slots);
-  if (slots <= 0) {
-    const int64_t budget = absl::GetFlag(FLAGS_state_memory_mib) << 20;
+  const bool slots_from_device_memory =
+      slots <= 0 && absl::GetFlag(FLAGS_state_memory_mib) == 0 &&
+      *kind == engine::BackendKind::kCuda;
+  if (slots <= 0 && !slots_from_device_memory) {
+    const int64_t mib = absl::GetFlag(FLAGS_state_memory_mib);
+    const int64_t budget = (mib > 0 ? mib : 4096) << 20;
     slots = static_cast<int>(std::min<int64_t>(absl::GetFlag(FLAGS_max_slots),
                                                budget / std::max<int64_t>(state_bytes, 1)));
     if (slots < 1) {
       return fail("--state_memory_mib",
                   absl::FailedPreconditionError("the memory budget holds no sequence state"));
     }
+  }
+  const engine::BackendOptions backend_options{
+      .kind = *kind,
+      .quantization = *quantization,
+      .fp8_activations = absl::GetFlag(FLAGS_fp8_activations),
+      .num_slots = slots_from_device_memory ? 0 : slots,
+      .device_memory_fraction = gpu_memory_utilization,
+      .max_slots = absl::GetFlag(FLAGS_max_slots),
+      .max_batch = absl::GetFlag(FLAGS_max_batch),
+      .max_tokens_per_step = token_budget};
+  absl::StatusOr<std::unique_ptr<engine::Backend>> backend =
+      checkpoint != nullptr
+          ? engine::CreateBackend(*checkpoint, backend_options)
+          : engine::CreateBackendWithRandomWeights(config, backend_options, /*seed=*/0);
+  if (!backend.ok()) return fail(absl::StrCat(loading, ": backend"), backend.status());
+  const std::string backend_name((*backend)->name());
+  slots = (*backend)->num_slots();
+  if (slots_from_device_memory) {
+    Log(spdlog::level::info,
+        absl::StrFormat("slots: %d from --gpu_memory_utilization %.2f (%.1f MiB each, at most "
+                        "--max_slots %d)",
+                        slots, gpu_memory_utilization, state_bytes / 1048576.0,
+                        absl::GetFlag(FLAGS_max_slots)));
   }
   // The prefix cache's device tier: idle slots it may hold (see --prefix_cache_memory_mib).
   // Not extra slots: the engine admits a sequence into any slot, so extra ones would raise
@@ -572,19 +618,6 @@ int Run() {
       cache_wanted ? static_cast<int>(std::min<int64_t>(
                          slots, (prefix_device_mib << 20) / std::max<int64_t>(state_bytes, 1)))
                    : 0;
-  const engine::BackendOptions backend_options{
-      .kind = *kind,
-      .quantization = *quantization,
-      .fp8_activations = absl::GetFlag(FLAGS_fp8_activations),
-      .num_slots = slots,
-      .max_batch = absl::GetFlag(FLAGS_max_batch),
-      .max_tokens_per_step = token_budget};
-  absl::StatusOr<std::unique_ptr<engine::Backend>> backend =
-      checkpoint != nullptr
-          ? engine::CreateBackend(*checkpoint, backend_options)
-          : engine::CreateBackendWithRandomWeights(config, backend_options, /*seed=*/0);
-  if (!backend.ok()) return fail(absl::StrCat(loading, ": backend"), backend.status());
-  const std::string backend_name((*backend)->name());
   // Cached prefixes and sessions are keyed to the weights: never restored into another model.
   const uint64_t model_identity = engine::QuantizedModelIdentity(
       checkpoint != nullptr ? engine::ModelIdentity(*checkpoint)

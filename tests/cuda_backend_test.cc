@@ -638,6 +638,50 @@ void ExpectW8A8LikeItsEmulation(const std::vector<float>& got, const Fp8Referenc
   EXPECT_GE(gpu, 0.5 * cpu) << what;
 }
 
+// num_slots 0: the slots come from the device memory left after the weights and workspaces
+// (engine/slot_budget.h has the arithmetic's tests). Here: the cap holds, every slot it reports
+// is usable and the next one is not, and a fraction smaller than what is already in use is a
+// clear error. The count between the cap and the fraction moves with other processes on the
+// GPU, so it is not asserted.
+TEST(CudaSlotBudgetTest, SlotsFromDeviceMemory) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  for (const bool fp8 : {false, true}) {
+    engine::CudaBackendOptions opt = TestOptions();
+    opt.fp8_weights = fp8;
+    opt.num_slots = 0;
+    opt.device_memory_fraction = 0.9;
+    opt.max_slots = 5;
+    auto backend = MakeBackend(checkpoint, opt);
+    ASSERT_NE(backend, nullptr);
+    ASSERT_EQ(backend->num_slots(), 5) << "fp8 " << fp8;
+    const std::vector<int32_t> prompt = {2, 10, 11, 12};
+    for (int slot : {0, 4}) {
+      std::vector<float> logits(backend->config().vocab_size);
+      const StepEntry entry{.slot = slot, .position = 0, .tokens = prompt,
+                            .logits = LogitsRequest::kLast};
+      ASSERT_TRUE(backend->Step({&entry, 1}, absl::MakeSpan(logits)).ok()) << slot;
+      EXPECT_EQ(backend->NextPosition(slot), 4);
+    }
+    std::vector<float> logits(backend->config().vocab_size);
+    const StepEntry beyond{.slot = 5, .position = 0, .tokens = prompt,
+                           .logits = LogitsRequest::kLast};
+    EXPECT_EQ(backend->Step({&beyond, 1}, absl::MakeSpan(logits)).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  // One ten-thousandth of an H200 is 14 MB: less than the CUDA context alone holds.
+  engine::CudaBackendOptions opt = TestOptions();
+  opt.num_slots = 0;
+  opt.device_memory_fraction = 1e-4;
+  auto refused = CudaBackend::Create(checkpoint, opt);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("--gpu_memory_utilization"), std::string::npos)
+      << refused.status();
+}
+
 class CudaFp8Test : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaFp8Test, EveryPathMatchesTheCpuEmulation) {

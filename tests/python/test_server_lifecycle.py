@@ -311,6 +311,9 @@ def test_bad_model_is_a_startup_error(tmp_path):  # FAILED_PRECONDITION-class er
 @pytest.mark.parametrize("args,message", [
     (["--load_format", "dummy", "--backend", "cpu"], "random (dummy) weights need the CUDA backend"),
     (["--load_format", "pickle"], "--load_format: INVALID_ARGUMENT: must be safetensors or dummy"),
+    (["--gpu_memory_utilization", "1.5"], "--gpu_memory_utilization: INVALID_ARGUMENT: must be in (0, 1]"),
+    (["--gpu_memory_utilization", "0"], "--gpu_memory_utilization: INVALID_ARGUMENT: must be in (0, 1]"),
+    (["--max_slots", "0"], "--max_slots must be >= 1"),
 ])
 def test_load_format_errors_are_clear(args, message):
     import subprocess
