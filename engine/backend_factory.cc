@@ -95,9 +95,12 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
   RETURN_IF_ERROR(CheckSlotOptions(options));
   switch (options.kind) {
     case BackendKind::kCpu: {
-      const CpuNumerics numerics = options.quantization == WeightQuantization::kFp8
-                                       ? CpuNumerics::kEmulateFp8Weights
-                                       : CpuNumerics::kFloat32;
+      // FP8 is emulated; with fp8_activations W8A8 on every pass (the GPU's prefill and decode
+      // batches; its batch-1 decode is W8A16).
+      const CpuNumerics numerics =
+          options.quantization != WeightQuantization::kFp8 ? CpuNumerics::kFloat32
+          : options.fp8_activations                        ? CpuNumerics::kEmulateFp8WeightsAndActivations
+                                                           : CpuNumerics::kEmulateFp8Weights;
       ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend,
                        CpuBackend::Create(checkpoint, options.num_slots, numerics));
       return std::unique_ptr<Backend>(std::move(backend));

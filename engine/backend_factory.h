@@ -28,8 +28,8 @@ int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& confi
 
 // How the projections' weights are held (--quantization): as the checkpoint gives them, or FP8
 // E4M3 with one scale per output row (issue 14). The CUDA backend quantizes at load and reads FP8
-// in its kernels (CudaBackendOptions::fp8_weights); on the CPU backend FP8 is the emulation of its
-// W8A16 path (CpuNumerics::kEmulateFp8Weights, slowly).
+// in its kernels (CudaBackendOptions::fp8_weights); on the CPU backend FP8 is an emulation of the
+// same numbers (BackendOptions::fp8_activations says which, slowly).
 enum class WeightQuantization { kNone, kFp8 };
 
 // "" or "none", "fp8". INVALID_ARGUMENT otherwise.
@@ -45,7 +45,8 @@ struct BackendOptions {
   WeightQuantization quantization = WeightQuantization::kNone;
   // FP8 on the CUDA backend: passes of two or more tokens quantize their activations per token
   // and run W8A8 GEMMs (faster, measured less accurate); off: W8A16 throughout
-  // (CudaBackendOptions::fp8_activations). The CPU backend's emulation is W8A16 either way.
+  // (CudaBackendOptions::fp8_activations). The CPU backend emulates W8A8 on every pass with it
+  // (CpuNumerics::kEmulateFp8WeightsAndActivations), W8A16 without.
   bool fp8_activations = true;
   // ≥ 1; state for all of them is allocated up front. 0 (CUDA only): as many as
   // `device_memory_fraction` of the GPU's memory leaves after the weights and workspaces, at most

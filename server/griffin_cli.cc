@@ -40,6 +40,14 @@ ABSL_FLAG(bool, json, false, "info: print JSON");
 ABSL_FLAG(std::string, quantization, "none",
           "generate, score: none, or fp8 (the projections' weights in FP8 E4M3 with one scale per "
           "output row, emulated: the numbers griffin-server --quantization fp8 computes)");
+ABSL_FLAG(bool, fp8_activations, true,
+          "generate, score with --quantization fp8: the activations quantized per token too "
+          "(W8A8: what griffin-server's GPU path computes for prefill and decode batches; its "
+          "batch-1 decode is W8A16); false: W8A16");
+ABSL_FLAG(std::string, numerics, "float32",
+          "generate, score without --quantization: float32 (the reference) or bf16 (weights and "
+          "every GEMM input rounded to bf16, as the GPU's bf16 path sees them): the baseline an "
+          "FP8 figure is compared to");
 ABSL_FLAG(std::string, prompt, "", "generate: prompt text (BOS is prepended)");
 ABSL_FLAG(std::string, text, "", "score: text to score (BOS is prepended)");
 ABSL_FLAG(std::string, ids, "", "comma-separated token ids, used as given (no BOS added)");
@@ -112,10 +120,25 @@ absl::StatusOr<Model> LoadModel() {
     return absl::InvalidArgumentError(
         absl::StrCat("--quantization: ", quantization.status().message()));
   }
-  absl::StatusOr<std::unique_ptr<CpuBackend>> backend = CpuBackend::Create(
-      *model.checkpoint, /*num_slots=*/1,
-      *quantization == engine::WeightQuantization::kFp8 ? engine::CpuNumerics::kEmulateFp8Weights
-                                                        : engine::CpuNumerics::kFloat32);
+  const std::string numerics = absl::GetFlag(FLAGS_numerics);
+  if (numerics != "float32" && numerics != "bf16") {
+    return absl::InvalidArgumentError("--numerics must be float32 or bf16");
+  }
+  const bool fp8 = *quantization == engine::WeightQuantization::kFp8;
+  if (fp8 && numerics != "float32") {
+    return absl::InvalidArgumentError(
+        "--numerics applies without --quantization (FP8's emulation rounds to bf16 already)");
+  }
+  // FP8: W8A8 emulated on every pass; the GPU runs its passes of two or more tokens (prefill,
+  // decode batches) so, and a lone sequence's one-token decode passes W8A16.
+  const engine::CpuNumerics chosen =
+      fp8 ? (absl::GetFlag(FLAGS_fp8_activations)
+                 ? engine::CpuNumerics::kEmulateFp8WeightsAndActivations
+                 : engine::CpuNumerics::kEmulateFp8Weights)
+          : (numerics == "bf16" ? engine::CpuNumerics::kEmulateBf16Gemm
+                                : engine::CpuNumerics::kFloat32);
+  absl::StatusOr<std::unique_ptr<CpuBackend>> backend =
+      CpuBackend::Create(*model.checkpoint, /*num_slots=*/1, chosen);
   if (!backend.ok()) return InFolder(dir, backend.status());
   model.backend = std::move(*backend);
   return model;

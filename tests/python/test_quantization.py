@@ -29,17 +29,33 @@ def cli_json(*args):
     return json.loads(out.stdout)
 
 
-def mean_logprob(quantization):
-    scored = cli_json("score", "--model", str(DEMO), "--text", TEXT, "--quantization", quantization)
+def mean_logprob(quantization, *flags):
+    scored = cli_json("score", "--model", str(DEMO), "--text", TEXT, "--quantization", quantization,
+                      *flags)
     lps = [p["logprob"] for p in scored["positions"] if p.get("logprob") is not None]
     assert len(lps) > 50
     return sum(lps) / len(lps)
 
 
 def test_cli_scores_with_fp8_weights_close_to_but_not_the_same_as_bf16():
-    plain, fp8 = mean_logprob("none"), mean_logprob("fp8")
-    assert fp8 != plain  # the weights were quantized
-    assert abs(fp8 - plain) < 0.01 * abs(plain)  # the CPU emulation's measured +0.2%, with margin
+    plain = mean_logprob("none")
+    bf16 = mean_logprob("none", "--numerics", "bf16")
+    w8a8 = mean_logprob("fp8")
+    w8a16 = mean_logprob("fp8", "--fp8_activations=false")
+    assert len({plain, bf16, w8a8, w8a16}) == 4  # four different sets of numbers
+    for got in (bf16, w8a8, w8a16):  # the CPU emulation's measured +0.2%, with margin
+        assert abs(got - plain) < 0.01 * abs(plain)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--numerics", "fp16"], "--numerics must be float32 or bf16"),
+    (["--quantization", "fp8", "--numerics", "bf16"], "--numerics applies without --quantization"),
+])
+def test_cli_refuses_numerics_it_cannot_emulate(flags, message):
+    out = subprocess.run([cli(), "score", "--model", str(DEMO), "--ids", "2,3", *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr
 
 
 def test_info_reports_the_weight_bytes_of_both_formats():
