@@ -596,6 +596,15 @@ int RunServing(const std::string& name, const ServingArgs& a) {
       name.c_str(), a.concurrency, requests, a.input_len, a.output_len,
       static_cast<long long>(a.token_budget), a.max_batch, seconds, output_tokens / seconds,
       requests / seconds, failed);
+  // The server's overhead over this loop (issue 13) is compared step by step: griffin-server's
+  // /metrics exports the same split (griffin_engine_{steps,busy_seconds,backend_seconds}_total).
+  const engine::EngineStats stats = (*core)->stats();
+  const double steps = static_cast<double>(std::max<int64_t>(stats.steps, 1));
+  std::printf(
+      "engine thread: %lld steps, per step %.3f ms busy = %.3f ms forward pass + %.3f ms host\n",
+      static_cast<long long>(stats.steps), absl::ToDoubleMilliseconds(stats.busy_time) / steps,
+      absl::ToDoubleMilliseconds(stats.backend_time) / steps,
+      absl::ToDoubleMilliseconds(stats.busy_time - stats.backend_time) / steps);
   return failed == 0 ? 0 : 1;
 }
 

@@ -280,6 +280,8 @@ EngineStats EngineCore::stats() const {
   s.prompt_tokens_computed = prompt_tokens_computed_.load();
   s.states_restored = states_restored_.load();
   s.restore_time = absl::Nanoseconds(restore_nanos_.load());
+  s.busy_time = absl::Nanoseconds(busy_nanos_.load());
+  s.backend_time = absl::Nanoseconds(backend_nanos_.load());
   s.states_kept = states_kept_.load();
   std::lock_guard<std::mutex> lock(cache_stats_mu_);
   s.prefix_cache = cache_stats_;
@@ -603,6 +605,7 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
     if (entries[i].logits != LogitsRequest::kNone) on_device = DeviceCanSample(*entry_seq[i]);
   }
   absl::Status status;
+  absl::Time backend_start;  // set just before the call: what precedes it is host work
   if (on_device) {
     std::vector<SampleRequest> requests;
     requests.reserve(rows);
@@ -614,6 +617,7 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
                           .step = static_cast<uint64_t>(seq.output.size())});
     }
     sampled_.resize(rows);
+    backend_start = absl::Now();
     status = backend_->StepSample(entries, requests, absl::MakeSpan(sampled_));
   } else if (any_scored) {
     const int64_t scored_rows = PromptLogprobsRows(scoring);
@@ -622,6 +626,7 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
     prompt_ranks_.resize(scored_rows);
     prompt_top_ids_.resize(scored_rows * scoring_top_k);
     prompt_top_logprobs_.resize(scored_rows * scoring_top_k);
+    backend_start = absl::Now();
     status =
         backend_->StepWithPromptLogprobs(entries, scoring, scoring_top_k, absl::MakeSpan(logits_),
                                          {.logprobs = absl::MakeSpan(prompt_logprobs_),
@@ -630,8 +635,10 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
                                           .top_logprobs = absl::MakeSpan(prompt_top_logprobs_)});
   } else {
     logits_.resize(static_cast<size_t>(rows) * vocab_);
+    backend_start = absl::Now();
     status = backend_->Step(entries, absl::MakeSpan(logits_));
   }
+  backend_nanos_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - backend_start));
   steps_.fetch_add(1);
   absl::flat_hash_map<uint64_t, std::pair<FinishReason, absl::Status>> ended;
   if (!status.ok()) {
@@ -778,9 +785,11 @@ void EngineCore::Loop() {
                [&] { return stop_ || !waiting_.empty() || !aborts_.empty() || !running_.empty(); });
       if (stop_) break;
     }
+    const absl::Time step_start = absl::Now();
     RunStep(&outputs, &done);
     Deliver(&outputs);
     done.clear();
+    busy_nanos_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - step_start));
     if (!backend_->healthy()) {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;

@@ -146,6 +146,14 @@ struct EngineStats {
   int64_t states_restored = 0;  // resumed sequences (ValidatedRequest::resume)
   absl::Duration restore_time;  // their RestoreSlot calls, summed
   int64_t states_kept = 0;      // final states returned (keep_state)
+  // Where the engine thread's time goes (issue 13: the server's overhead over the engine alone).
+  // busy: its steps end to end (plan, the backend, sampling and stop checks on the host, handing
+  // outputs to the output thread), not its idle waits; backend: the forward passes within them
+  // (Backend::Step, StepSample, StepWithPromptLogprobs: a GPU step's launches and its wait for the
+  // device; slot copies, restores and resets count as host work). busy - backend is what the host
+  // adds to each step.
+  absl::Duration busy_time;
+  absl::Duration backend_time;
 };
 
 class EngineCore {
@@ -262,6 +270,8 @@ class EngineCore {
   std::vector<std::unique_ptr<Seq>> requeue_;
   std::atomic<int> slots_used_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> busy_nanos_{0};     // EngineStats::busy_time
+  std::atomic<int64_t> backend_nanos_{0};  // EngineStats::backend_time
   std::thread thread_;
 
   std::mutex output_mu_;

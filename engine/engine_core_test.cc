@@ -384,6 +384,7 @@ class FakeBackend : public Backend {
   int64_t state_bytes_per_sequence() const override { return 8; }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
     if (fail_next.exchange(false)) return absl::InternalError("injected device failure");
+    absl::SleepFor(step_time);  // a device's forward pass, for the engine's time split
     int64_t row = 0;
     for (const StepEntry& e : entries) {
       if (e.position != positions_[e.slot]) return absl::InvalidArgumentError("position");
@@ -432,6 +433,7 @@ class FakeBackend : public Backend {
   }
 
   std::atomic<bool> fail_next{false};
+  absl::Duration step_time;
   bool device_sampler = false;
   std::atomic<int> device_steps{0};
 
@@ -461,6 +463,26 @@ TEST(EngineFaultTest, NanLogitsFailOneRequestAlone) {  // NUM-4
   EXPECT_TRUE(n.last.status.ok());
   EXPECT_EQ(n.tokens, (std::vector<int32_t>{4, 5, 6, 7, 8}));
   EXPECT_EQ(core->stats().slots_used, 0);
+}
+
+// The engine thread's time split (EngineStats::busy_time, backend_time; the server's
+// griffin_engine_*_seconds_total): every forward pass counts as backend time, all of it inside busy
+// time, and idle waits count as neither.
+TEST(EngineCoreStatsTest, BusyTimeHoldsTheForwardPassesAndNotTheIdleWaits) {
+  auto backend = std::make_unique<FakeBackend>(4);
+  backend->step_time = absl::Milliseconds(3);
+  auto core = MakeChecked(std::move(backend), {});
+  const EngineStats before = core->stats();
+  Collector a;
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 6), a.Callback()).ok());
+  ASSERT_TRUE(a.Wait().last.status.ok());
+  absl::SleepFor(absl::Milliseconds(100));  // idle: neither clock moves
+  const EngineStats s = core->stats();
+  const int64_t steps = s.steps - before.steps;
+  EXPECT_GE(steps, 6);
+  EXPECT_GE(s.backend_time - before.backend_time, steps * absl::Milliseconds(3));
+  EXPECT_GE(s.busy_time - before.busy_time, s.backend_time - before.backend_time);
+  EXPECT_LT(s.busy_time - before.busy_time, absl::Milliseconds(100) + steps * absl::Milliseconds(3));
 }
 
 // Callbacks run on the output thread, not between two steps: while one request's callback is

@@ -211,6 +211,15 @@ Metrics::Metrics(const std::string& model_name)
               "session, nor those of n > 1 choices sharing one prefill.");
   restores_ =
       counter("griffin_state_restores_total", "Sequences resumed from a saved state (sessions).");
+  engine_steps_ = counter("griffin_engine_steps_total", "Engine steps (forward passes) run.");
+  engine_busy_seconds_ = counter(
+      "griffin_engine_busy_seconds_total",
+      "The engine thread's time in steps (not idle): planning, the forward pass, host sampling "
+      "and stop checks, handing outputs on.");
+  engine_backend_seconds_ = counter(
+      "griffin_engine_backend_seconds_total",
+      "The forward passes within griffin_engine_busy_seconds_total (on a GPU: launches and the "
+      "wait for the device); the difference is the host's work per step.");
   restore_seconds_ = counter("griffin_state_restore_seconds_total",
                              "Time spent restoring saved states into slots (sessions).");
   states_kept_ =
@@ -306,6 +315,9 @@ std::string Metrics::Serialize(const engine::EngineStats* stats,
     Mirror(restores_, static_cast<double>(stats->states_restored));
     Mirror(restore_seconds_, absl::ToDoubleSeconds(stats->restore_time));
     Mirror(states_kept_, static_cast<double>(stats->states_kept));
+    Mirror(engine_steps_, static_cast<double>(stats->steps));
+    Mirror(engine_busy_seconds_, absl::ToDoubleSeconds(stats->busy_time));
+    Mirror(engine_backend_seconds_, absl::ToDoubleSeconds(stats->backend_time));
   }
   if (sessions != nullptr) {
     sessions_->Set(sessions->sessions);

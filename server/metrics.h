@@ -88,6 +88,9 @@ class Metrics {
   prometheus::Counter* prompt_tokens_computed_;
   prometheus::Counter* restores_;
   prometheus::Counter* restore_seconds_;
+  prometheus::Counter* engine_steps_;
+  prometheus::Counter* engine_busy_seconds_;
+  prometheus::Counter* engine_backend_seconds_;
   prometheus::Counter* states_kept_;
   prometheus::Gauge* sessions_;
   prometheus::Gauge* session_bytes_;

@@ -220,3 +220,24 @@ def stub_first_token(stub, pb2):
             ids.extend(r.chunk.token_ids)
     assert len(ids) == 1
     return ids[0]
+
+
+def test_engine_time_split_moves_with_the_steps(one_slot):
+    """griffin_engine_{steps,busy_seconds,backend_seconds}_total (issue 13's overhead split): a
+    request's steps add to the step count, both clocks advance, the forward passes stay within
+    the busy time, and an idle server's clocks stand still."""
+    server = one_slot
+    server.wait_idle()
+    names = ("griffin_engine_steps_total", "griffin_engine_busy_seconds_total",
+             "griffin_engine_backend_seconds_total")
+    before = [series(server.metrics(), n) for n in names]
+    r = requests.post(server.url + "/v1/completions", timeout=60, json={
+        "prompt": PROMPT, "max_tokens": 8, "temperature": 0, "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    server.wait_idle()
+    after = [series(server.metrics(), n) for n in names]
+    steps, busy, backend = (a - b for a, b in zip(after, before))
+    assert steps >= 8  # one prefill step (its last token samples the first) and 7 decodes
+    assert 0 < backend <= busy
+    time.sleep(0.3)
+    assert [series(server.metrics(), n) for n in names] == after
