@@ -24,15 +24,32 @@ server=$!
 for _ in $(seq 1 180); do curl -sf localhost:8000/ready > /dev/null && break; sleep 1; done
 curl -sf localhost:8000/ready > /dev/null || { echo "server not ready"; tail "$out/server.log"; exit 1; }
 
+# The engine thread's split over a run, from /metrics before and after it (the server's side of
+# engine_bench --serving's "engine thread:" line).
+engine_counters() {
+  curl -s localhost:8000/metrics | awk '/^griffin_engine_(steps|busy_seconds|backend_seconds)_total/ {
+    sub(/\{.*/, "", $1); printf "%s=%s ", $1, $2 }'
+}
+engine_split() {  # engine_split "BEFORE" "AFTER"
+  python3 -c 'import sys
+b = dict(kv.split("=") for kv in sys.argv[1].split()); a = dict(kv.split("=") for kv in sys.argv[2].split())
+d = {k.split("_")[2]: float(a[k]) - float(b[k]) for k in a}
+s = max(d["steps"], 1)
+print("engine thread: %d steps, per step %.3f ms busy = %.3f ms forward pass + %.3f ms host" % (
+    d["steps"], 1e3 * d["busy"] / s, 1e3 * d["backend"] / s, 1e3 * (d["busy"] - d["backend"]) / s))' "$1" "$2"
+}
+
 if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
     n=$((c * 3))
     for proto in grpc http; do
       port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
+      before=$(engine_counters)
       $B/griffin-bench --protocol $proto --port $port --concurrency $c --num_requests $n \
         --input_len 1024 --output_len 128 --ignore_eos --progress=false \
         --result_json $results/overhead_${proto}_c$c.json > $results/overhead_${proto}_c$c.log 2>&1
       grep -E "Output token throughput|Failed" $results/overhead_${proto}_c$c.log | sed "s/^/$proto c$c: /"
+      engine_split "$before" "$(engine_counters)" | sed "s/^/$proto c$c: /"
     done
   done | tee "$out/overhead.log"
 fi
@@ -49,7 +66,7 @@ kill -TERM $server; wait $server; echo "server exit $?"
 if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
     $B/engine_bench --serving=$c --num_requests=$((c * 3)) --input_len=1024 --output_len=128 \
-      --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 2>&1 | tail -1
+      --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 2>&1 | tail -2
   done | tee -a "$out/overhead.log"
 fi
 tar czf "$out/serving.tgz" -C $results .
