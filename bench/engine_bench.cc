@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -59,6 +60,8 @@ ABSL_FLAG(int, output_len, 128, "--serving: output tokens per request");
 ABSL_FLAG(int, num_requests, 0, "--serving: requests (0: twice the concurrency)");
 ABSL_FLAG(int64_t, token_budget, 512, "--serving: tokens per engine step");
 ABSL_FLAG(int, max_batch, 256, "--serving: sequences per engine step");
+ABSL_FLAG(double, step_time_target_ms, 0,
+          "--serving: cap prompt tokens beside decodes to this predicted step time (0: off)");
 ABSL_FLAG(std::string, profile, "",
           "decode:BATCH:POSITION or prefill:SEQUENCES:TOKENS: trace one step's launches to "
           "--trace_out and run it once under cudaProfilerStart/Stop (for ncu)");
@@ -526,6 +529,7 @@ struct ServingArgs {
   int input_len = 1024, output_len = 128, num_requests = 0;
   int64_t token_budget = 512;
   int max_batch = 256;
+  double step_time_target_ms = 0;
 };
 
 // Closed loop through EngineCore; prints output tokens/s and requests/s over the timed requests.
@@ -544,7 +548,10 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   }
   auto core = engine::EngineCore::Create(
       std::move(*backend),
-      {.token_budget = a.token_budget, .max_batch = a.max_batch, .max_queue = requests});
+      {.token_budget = a.token_budget,
+       .max_batch = a.max_batch,
+       .max_queue = requests,
+       .step_time_target = absl::Microseconds(std::llround(a.step_time_target_ms * 1e3))});
   if (!core.ok()) {
     std::printf("engine: %s\n", core.status().ToString().c_str());
     return 1;
@@ -601,10 +608,12 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   const engine::EngineStats stats = (*core)->stats();
   const double steps = static_cast<double>(std::max<int64_t>(stats.steps, 1));
   std::printf(
-      "engine thread: %lld steps, per step %.3f ms busy = %.3f ms forward pass + %.3f ms host\n",
+      "engine thread: %lld steps, per step %.3f ms busy = %.3f ms forward pass + %.3f ms host; "
+      "%lld steps' prompt tokens capped by the step time target\n",
       static_cast<long long>(stats.steps), absl::ToDoubleMilliseconds(stats.busy_time) / steps,
       absl::ToDoubleMilliseconds(stats.backend_time) / steps,
-      absl::ToDoubleMilliseconds(stats.busy_time - stats.backend_time) / steps);
+      absl::ToDoubleMilliseconds(stats.busy_time - stats.backend_time) / steps,
+      static_cast<long long>(stats.prefill_capped_steps));
   return failed == 0 ? 0 : 1;
 }
 
@@ -633,6 +642,7 @@ int main(int argc, char** argv) {
   serving.num_requests = absl::GetFlag(FLAGS_num_requests);
   serving.token_budget = absl::GetFlag(FLAGS_token_budget);
   serving.max_batch = absl::GetFlag(FLAGS_max_batch);
+  serving.step_time_target_ms = absl::GetFlag(FLAGS_step_time_target_ms);
   const std::string profile = absl::GetFlag(FLAGS_profile);
   std::string kind;
   int profile_a = 0, profile_b = 0;

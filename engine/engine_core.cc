@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "engine/scheduler.h"
@@ -282,6 +283,7 @@ EngineStats EngineCore::stats() const {
   s.restore_time = absl::Nanoseconds(restore_nanos_.load());
   s.busy_time = absl::Nanoseconds(busy_nanos_.load());
   s.backend_time = absl::Nanoseconds(backend_nanos_.load());
+  s.prefill_capped_steps = prefill_capped_steps_.load();
   s.states_kept = states_kept_.load();
   std::lock_guard<std::mutex> lock(cache_stats_mu_);
   s.prefix_cache = cache_stats_;
@@ -506,6 +508,18 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
   for (const auto& seq : running_) {
     running_view.push_back({seq->id, static_cast<int64_t>(seq->req.prompt.size()) - seq->fed});
   }
+  // The step time target caps the prompt tokens of a step that carries decodes.
+  int64_t prefill_budget = -1;
+  if (options_.step_time_target > absl::ZeroDuration()) {
+    int decode_rows = 0;
+    for (const RunningSeq& r : running_view) decode_rows += r.prefill_remaining <= 0;
+    decode_rows = std::min(decode_rows, options_.max_batch);
+    if (decode_rows > 0) {
+      const std::optional<int64_t> fits =
+          cost_model_.PrefillTokensWithin(options_.step_time_target, decode_rows);
+      if (fits.has_value()) prefill_budget = std::max(*fits, kMinPrefillTokensPerStep);
+    }
+  }
   BatchPlan plan;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -519,7 +533,17 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
     plan = PlanStep(waiting_view, running_view,
                     {.free_slots = free_slots,
                      .token_budget = options_.token_budget,
-                     .max_batch = options_.max_batch});
+                     .max_batch = options_.max_batch,
+                     .prefill_budget = prefill_budget});
+    if (prefill_budget >= 0) {  // did the target hold back prompt tokens the budget allowed?
+      int64_t wanted = 0, planned = 0, decodes = 0;
+      for (const RunningSeq& r : running_view) wanted += std::max<int64_t>(r.prefill_remaining, 0);
+      for (const WaitingSeq& w : waiting_view) wanted += w.prompt_tokens;
+      for (const PlanEntry& e : plan.entries) (e.prefill ? planned : decodes) += e.num_tokens;
+      if (planned < std::min(wanted, options_.token_budget - decodes)) {
+        prefill_capped_steps_.fetch_add(1);
+      }
+    }
     for (int i = 0; i < plan.num_admitted; ++i) {
       std::unique_ptr<Seq> seq = std::move(waiting_.front());
       waiting_.pop_front();
@@ -638,7 +662,20 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
     backend_start = absl::Now();
     status = backend_->Step(entries, absl::MakeSpan(logits_));
   }
-  backend_nanos_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - backend_start));
+  const absl::Duration backend_time = absl::Now() - backend_start;
+  backend_nanos_.fetch_add(absl::ToInt64Nanoseconds(backend_time));
+  if (status.ok()) {
+    int decode_rows = 0;
+    int64_t prompt_tokens = 0;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entry_seq[i]->prefilling()) {
+        prompt_tokens += static_cast<int64_t>(entries[i].tokens.size());
+      } else {
+        ++decode_rows;
+      }
+    }
+    cost_model_.Observe(decode_rows, prompt_tokens, backend_time);
+  }
   steps_.fetch_add(1);
   absl::flat_hash_map<uint64_t, std::pair<FinishReason, absl::Status>> ended;
   if (!status.ok()) {

@@ -34,6 +34,7 @@
 #include "engine/host_snapshot.h"
 #include "engine/prefix_cache.h"
 #include "engine/sampler.h"
+#include "engine/step_cost_model.h"
 
 namespace griffin::engine {
 
@@ -113,6 +114,10 @@ struct EngineOutput {
 
 using OutputCallback = std::function<void(EngineOutput)>;
 
+// The fewest prompt tokens a step carries under EngineOptions::step_time_target while prompts
+// wait: a target the decodes alone exceed slows prefill down, never stops it.
+inline constexpr int64_t kMinPrefillTokensPerStep = 64;
+
 struct EngineOptions {
   int64_t token_budget = 512;  // tokens per step (decodes + prefill chunks), ≥ 1
   int max_batch = 256;         // sequences per step, ≥ 1
@@ -125,6 +130,13 @@ struct EngineOptions {
   // penalties, logit_bias); such a step copies logits to the host and samples there. A step that
   // scores prompt tokens (prompt_logprobs) samples on the host too.
   bool device_sampling = true;
+  // While sequences decode, each step's prompt tokens are capped so that the step is predicted to
+  // take at most this long (StepCostModel, learned from the steps' measured forward passes): a
+  // bound on the decodes' time per output token while prompts prefill, the same target on any
+  // model or GPU, where token_budget alone is right for one of them. At least
+  // kMinPrefillTokensPerStep prompt tokens still run each step, so prefill always progresses.
+  // Zero: token_budget alone.
+  absl::Duration step_time_target = absl::ZeroDuration();
   // The prefix-state cache (engine/prefix_cache.h): off when both tiers are empty or the backend
   // cannot snapshot slots. `model_identity` keys it to the weights (see ModelIdentity).
   PrefixCacheOptions prefix_cache;
@@ -154,6 +166,8 @@ struct EngineStats {
   // adds to each step.
   absl::Duration busy_time;
   absl::Duration backend_time;
+  // Steps whose prompt tokens the step time target cut below what token_budget allowed.
+  int64_t prefill_capped_steps = 0;
 };
 
 class EngineCore {
@@ -270,6 +284,8 @@ class EngineCore {
   std::vector<std::unique_ptr<Seq>> requeue_;
   std::atomic<int> slots_used_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> prefill_capped_steps_{0};
+  StepCostModel cost_model_;  // engine thread only
   std::atomic<int64_t> busy_nanos_{0};     // EngineStats::busy_time
   std::atomic<int64_t> backend_nanos_{0};  // EngineStats::backend_time
   std::thread thread_;

@@ -384,7 +384,18 @@ class FakeBackend : public Backend {
   int64_t state_bytes_per_sequence() const override { return 8; }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
     if (fail_next.exchange(false)) return absl::InternalError("injected device failure");
-    absl::SleepFor(step_time);  // a device's forward pass, for the engine's time split
+    int64_t tokens = 0;
+    std::vector<int64_t> sizes;
+    for (const StepEntry& e : entries) {
+      tokens += static_cast<int64_t>(e.tokens.size());
+      sizes.push_back(static_cast<int64_t>(e.tokens.size()));
+    }
+    {
+      std::lock_guard<std::mutex> lock(log_mu);
+      step_sizes.push_back(std::move(sizes));
+    }
+    // A device's forward pass: a fixed part and a part per token.
+    absl::SleepFor(step_time + tokens * token_time);
     int64_t row = 0;
     for (const StepEntry& e : entries) {
       if (e.position != positions_[e.slot]) return absl::InvalidArgumentError("position");
@@ -434,6 +445,9 @@ class FakeBackend : public Backend {
 
   std::atomic<bool> fail_next{false};
   absl::Duration step_time;
+  absl::Duration token_time;
+  std::mutex log_mu;
+  std::vector<std::vector<int64_t>> step_sizes;  // each step's entries' token counts
   bool device_sampler = false;
   std::atomic<int> device_steps{0};
 
@@ -486,6 +500,61 @@ TEST(EngineCoreStatsTest, BusyTimeHoldsTheForwardPassesAndNotTheIdleWaits) {
   // would hold the 100 ms idle wait if idle time counted.
   EXPECT_LT((s.busy_time - before.busy_time) - (s.backend_time - before.backend_time),
             absl::Milliseconds(100));
+}
+
+// EngineOptions::step_time_target: once the engine has measured what a prompt token costs, a
+// step that carries decodes carries only the prompt tokens that fit the target. The fake device
+// takes 2 ms a step and 20 us a token, so a 10 ms target leaves room for about 400 prompt tokens
+// beside one decode, where the token budget alone would take the whole 1,500-token prompt at once.
+TEST(EngineCoreStatsTest, StepTimeTargetCapsThePromptTokensBesideDecodes) {
+  auto backend = std::make_unique<FakeBackend>(4);
+  FakeBackend* fake = backend.get();
+  backend->step_time = absl::Milliseconds(2);
+  backend->token_time = absl::Microseconds(20);
+  auto core = MakeChecked(std::move(backend), {.token_budget = 2048,
+                                               .step_time_target = absl::Milliseconds(10)});
+  auto prompt = [](int n) {
+    std::vector<int32_t> p(n, 3);
+    p[0] = 2;
+    return p;
+  };
+  // Prompts alone (nothing decodes, so nothing is capped): the engine learns their cost.
+  for (int n : {200, 300, 400, 500, 600}) {
+    Collector c;
+    ASSERT_TRUE(core->Submit(Req(prompt(n), 2), c.Callback()).ok());
+    ASSERT_TRUE(c.Wait().last.status.ok());
+  }
+  EXPECT_EQ(core->stats().prefill_capped_steps, 0);
+  // One sequence decodes; a 1,500-token prompt arrives.
+  Collector decoding, long_prompt;
+  ASSERT_TRUE(core->Submit(Req({2, 3}, 300), decoding.Callback()).ok());
+  decoding.WaitForFirstToken();
+  size_t first_step;
+  {
+    std::lock_guard<std::mutex> lock(fake->log_mu);
+    first_step = fake->step_sizes.size();
+  }
+  ASSERT_TRUE(core->Submit(Req(prompt(1500), 4), long_prompt.Callback()).ok());
+  const Collected got = long_prompt.Wait();
+  ASSERT_TRUE(got.last.status.ok());
+  EXPECT_EQ(got.tokens.size(), 4u);
+  int64_t largest_chunk = 0, prompt_fed = 0;
+  {
+    std::lock_guard<std::mutex> lock(fake->log_mu);
+    for (size_t i = first_step; i < fake->step_sizes.size(); ++i) {
+      for (int64_t n : fake->step_sizes[i]) {
+        if (n > 1) {
+          largest_chunk = std::max(largest_chunk, n);
+          prompt_fed += n;
+        }
+      }
+    }
+  }
+  EXPECT_GT(prompt_fed, 1400);  // the prompt went through in chunks
+  EXPECT_GE(largest_chunk, kMinPrefillTokensPerStep);
+  EXPECT_LE(largest_chunk, 440);  // about 400 fit; slow sleeps only make the cost look higher
+  EXPECT_GT(core->stats().prefill_capped_steps, 0);
+  ASSERT_TRUE(decoding.Wait().last.status.ok());
 }
 
 // Callbacks run on the output thread, not between two steps: while one request's callback is

@@ -17,6 +17,8 @@ BatchPlan PlanStep(absl::Span<const WaitingSeq> waiting, absl::Span<const Runnin
     plan.entries.push_back({.id = seq.id, .num_tokens = 1});
     left -= 1;
   }
+  // The prefill budget, where set, ends the prompt chunks before the token budget does.
+  if (budget.prefill_budget >= 0) left = std::min(left, budget.prefill_budget);
   for (const RunningSeq& seq : running) {
     if (!room()) break;
     if (seq.prefill_remaining <= 0) continue;

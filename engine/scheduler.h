@@ -11,6 +11,7 @@
 //  3. Waiting sequences are admitted strictly first-come-first-served while a state slot is free,
 //     budget is left and the batch has room; each gets its first prefill chunk. When the head of
 //     the queue cannot be admitted nobody behind it is (no overtaking).
+// Steps 2 and 3 together carry at most prefill_budget prompt tokens when it is set.
 #ifndef GRIFFIN_ENGINE_SCHEDULER_H_
 #define GRIFFIN_ENGINE_SCHEDULER_H_
 
@@ -35,6 +36,10 @@ struct SchedulerBudget {
   int free_slots = 0;          // state slots not held by a running sequence
   int64_t token_budget = 512;  // tokens (prefill + decode) one step may carry; ≥ 1
   int max_batch = 64;          // sequences one step may carry; ≥ 1
+  // Prompt tokens (chunks of running prefills and admissions together) one step may carry, within
+  // token_budget; < 0: no limit but token_budget. The engine sets it from the step time target
+  // while sequences decode (EngineOptions::step_time_target).
+  int64_t prefill_budget = -1;
 };
 
 struct PlanEntry {

@@ -57,6 +57,34 @@ TEST(SchedulerTest, LongPromptNeverStallsDecodes) {
   EXPECT_EQ(steps, (10000 + 252) / 253);
 }
 
+TEST(SchedulerTest, PrefillBudgetBoundsChunksAndAdmissionsTogether) {
+  std::vector<RunningSeq> running = {{1, 0}, {2, 100}, {3, 0}};
+  std::vector<WaitingSeq> waiting = {{7, 50}, {8, 50}};
+  const SchedulerBudget budget{.free_slots = 2, .token_budget = 1000, .prefill_budget = 60};
+  BatchPlan plan = PlanStep(waiting, running, budget);
+  ASSERT_EQ(plan.entries.size(), 3u);  // both decodes, then 60 prompt tokens of sequence 2
+  EXPECT_FALSE(plan.entries[0].prefill);
+  EXPECT_FALSE(plan.entries[1].prefill);
+  EXPECT_EQ(plan.entries[2].id, 2u);
+  EXPECT_EQ(plan.entries[2].num_tokens, 60);
+  EXPECT_EQ(plan.num_admitted, 0);
+  // What the running prefill leaves goes to admissions; the token budget still applies.
+  running[1].prefill_remaining = 20;
+  plan = PlanStep(waiting, running, budget);
+  ASSERT_EQ(plan.entries.size(), 4u);
+  EXPECT_EQ(plan.entries[2].num_tokens, 20);
+  EXPECT_EQ(plan.entries[3].id, 7u);
+  EXPECT_EQ(plan.entries[3].num_tokens, 40);
+  EXPECT_EQ(plan.total_tokens, 2 + 60);
+  plan = PlanStep(waiting, running, {.free_slots = 2, .token_budget = 30, .prefill_budget = 60});
+  EXPECT_EQ(plan.total_tokens, 30);
+  // 0: decodes only; unset (< 0): the token budget alone, as before.
+  plan = PlanStep(waiting, running, {.free_slots = 2, .token_budget = 1000, .prefill_budget = 0});
+  EXPECT_EQ(plan.entries.size(), 2u);
+  plan = PlanStep(waiting, running, {.free_slots = 2, .token_budget = 1000});
+  EXPECT_EQ(plan.total_tokens, 2 + 20 + 50 + 50);
+}
+
 TEST(SchedulerTest, AdmissionIsFcfsAndBoundedBySlots) {
   std::vector<WaitingSeq> waiting = {{1, 5}, {2, 5}, {3, 5}};
   BatchPlan plan = PlanStep(waiting, {}, {.free_slots = 2, .token_budget = 100});

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -90,6 +91,11 @@ ABSL_FLAG(int, max_slots, 256, "upper bound on slots derived from a memory budge
 ABSL_FLAG(int64_t, token_budget, 0,
           "tokens per engine step (decodes + prefill chunks); 0: 4096 on the GPU, 512 on the CPU");
 ABSL_FLAG(int, max_batch, 256, "sequences per engine step");
+ABSL_FLAG(double, step_time_target_ms, 0,
+          "while sequences decode, cap each step's prompt tokens so the step is predicted to take "
+          "at most this long (the cost of a prompt token is learned from the steps' measured "
+          "times): a bound on time per output token while prompts prefill; 0: --token_budget "
+          "alone");
 ABSL_FLAG(int, max_queue, 256, "queued requests before RESOURCE_EXHAUSTED / 429");
 ABSL_FLAG(int64_t, max_queued_prompt_tokens, int64_t{1} << 22,
           "prompt tokens waiting for a slot before RESOURCE_EXHAUSTED / 429");
@@ -506,6 +512,11 @@ int Run() {
     return fail("--token_budget", absl::InvalidArgumentError("must be positive (0: the default)"));
   }
   if (token_budget == 0) token_budget = *kind == engine::BackendKind::kCuda ? 4096 : 512;
+  const double step_time_target_ms = absl::GetFlag(FLAGS_step_time_target_ms);
+  if (!(step_time_target_ms >= 0 && step_time_target_ms <= 1e6)) {
+    return fail("--step_time_target_ms",
+                absl::InvalidArgumentError("must be in [0, 1e6] milliseconds (0: off)"));
+  }
   const double gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   if (!(gpu_memory_utilization > 0 && gpu_memory_utilization <= 1)) {
     return fail("--gpu_memory_utilization", absl::InvalidArgumentError("must be in (0, 1]"));
@@ -661,6 +672,7 @@ int Run() {
   }
   engine_options.token_budget = token_budget;
   engine_options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  engine_options.step_time_target = absl::Microseconds(std::llround(step_time_target_ms * 1e3));
   engine_options.max_queue = max_queue;
   engine_options.max_queued_tokens = absl::GetFlag(FLAGS_max_queued_prompt_tokens);
   engine_options.queue_timeout = absl::GetFlag(FLAGS_queue_timeout) > 0

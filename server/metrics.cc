@@ -220,6 +220,9 @@ Metrics::Metrics(const std::string& model_name)
       "griffin_engine_backend_seconds_total",
       "The forward passes within griffin_engine_busy_seconds_total (on a GPU: launches and the "
       "wait for the device); the difference is the host's work per step.");
+  engine_prefill_capped_ = counter(
+      "griffin_engine_prefill_capped_steps_total",
+      "Steps whose prompt tokens --step_time_target_ms held below what --token_budget allowed.");
   restore_seconds_ = counter("griffin_state_restore_seconds_total",
                              "Time spent restoring saved states into slots (sessions).");
   states_kept_ =
@@ -318,6 +321,7 @@ std::string Metrics::Serialize(const engine::EngineStats* stats,
     Mirror(engine_steps_, static_cast<double>(stats->steps));
     Mirror(engine_busy_seconds_, absl::ToDoubleSeconds(stats->busy_time));
     Mirror(engine_backend_seconds_, absl::ToDoubleSeconds(stats->backend_time));
+    Mirror(engine_prefill_capped_, static_cast<double>(stats->prefill_capped_steps));
   }
   if (sessions != nullptr) {
     sessions_->Set(sessions->sessions);

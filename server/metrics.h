@@ -91,6 +91,7 @@ class Metrics {
   prometheus::Counter* engine_steps_;
   prometheus::Counter* engine_busy_seconds_;
   prometheus::Counter* engine_backend_seconds_;
+  prometheus::Counter* engine_prefill_capped_;
   prometheus::Counter* states_kept_;
   prometheus::Gauge* sessions_;
   prometheus::Gauge* session_bytes_;

@@ -241,3 +241,45 @@ def test_engine_time_split_moves_with_the_steps(one_slot):
     assert 0 < backend <= busy
     time.sleep(0.3)
     assert [series(server.metrics(), n) for n in names] == after
+
+
+def test_step_time_target_caps_prompt_tokens_beside_decodes():
+    """--step_time_target_ms: once the engine has seen what prompt tokens cost, a prompt that
+    arrives while another request decodes is fed in capped chunks, and
+    griffin_engine_prefill_capped_steps_total counts the steps it held back. A 1 ms target is
+    below what this machine's decode step alone takes, so every chunk beside the decode is the
+    64-token minimum; without the flag the 400-token prompt goes in one step."""
+    s = Server("--slots", 2, "--step_time_target_ms", 1)
+    try:
+        def prompt(n, start):
+            return [2] + [3 + (start + i) % 200 for i in range(n - 1)]
+        for n in (120, 160, 200, 240, 280):  # prompts alone: what their tokens cost
+            r = requests.post(s.url + "/v1/completions", timeout=60, json={
+                "prompt": prompt(n, n), "max_tokens": 1, "temperature": 0})
+            assert r.status_code == 200, r.text
+        assert series(s.metrics(), "griffin_engine_prefill_capped_steps_total") == 0
+        with requests.post(s.url + "/v1/completions", timeout=120, stream=True, json={
+                "prompt": PROMPT, "max_tokens": 400, "temperature": 0, "ignore_eos": True,
+                "stream": True}) as decoding:
+            lines = decoding.iter_lines()
+            assert next(line for line in lines if line.startswith(b"data:"))  # it decodes now
+            r = requests.post(s.url + "/v1/completions", timeout=120, json={
+                "prompt": prompt(400, 7), "max_tokens": 2, "temperature": 0})
+            assert r.status_code == 200, r.text
+            assert r.json()["usage"]["prompt_tokens"] == 400
+            for _ in lines:
+                pass
+        assert series(s.metrics(), "griffin_engine_prefill_capped_steps_total") >= 4
+    finally:
+        assert s.stop() == 0, s.logs()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "2e6"])
+def test_step_time_target_out_of_range_is_refused(value):
+    import subprocess
+    from server_harness import FIXTURE, server_binary, free_port
+    out = subprocess.run([server_binary(), "--model", str(FIXTURE), "--step_time_target_ms", value,
+                          "--http_port", str(free_port()), "--grpc_port", str(free_port())],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "--step_time_target_ms: INVALID_ARGUMENT" in out.stdout + out.stderr
