@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "engine/backend_factory.h"
 #include "engine/cpu_backend.h"
 #include "engine/fault_injecting_backend.h"
+#include "engine/forwarding_backend.h"
 #include "gtest/gtest.h"
 #include "loader/checkpoint.h"
 
@@ -61,46 +63,30 @@ class Collector {
 // Wraps a backend and checks, on every step the engine gives it, the limits EngineOptions set: at
 // most token_budget tokens and max_batch entries per step, each slot at most once. Records the
 // largest step seen, so a test can also show the limits were reached (not vacuously met).
-class LimitCheckingBackend : public Backend {
+class LimitCheckingBackend : public ForwardingBackend {
  public:
   LimitCheckingBackend(std::unique_ptr<Backend> inner, const EngineOptions& options)
-      : inner_(std::move(inner)),
+      : ForwardingBackend(std::move(inner)),
         token_budget_(options.token_budget),
         max_batch_(options.max_batch) {}
-  std::string_view name() const override { return inner_->name(); }
-  const loader::ModelConfig& config() const override { return inner_->config(); }
-  int num_slots() const override { return inner_->num_slots(); }
-  int64_t state_bytes_per_sequence() const override { return inner_->state_bytes_per_sequence(); }
+  // Every other call (the slot-state ones too) is forwarded, so the wrapped engine keeps every
+  // feature (the prefix cache).
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
     Check(entries);
-    return inner_->Step(entries, logits);
+    return ForwardingBackend::Step(entries, logits);
   }
-  bool healthy() const override { return inner_->healthy(); }
-  bool samples_on_device() const override { return inner_->samples_on_device(); }
   absl::Status StepSample(absl::Span<const StepEntry> entries,
                           absl::Span<const SampleRequest> requests,
                           absl::Span<int32_t> tokens) override {
     Check(entries);
-    return inner_->StepSample(entries, requests, tokens);
+    return ForwardingBackend::StepSample(entries, requests, tokens);
   }
   absl::Status StepWithPromptLogprobs(absl::Span<const StepEntry> entries,
                                       absl::Span<const PromptLogprobsRequest> requests, int top_k,
                                       absl::Span<float> logits,
                                       const PromptLogprobsOutput& out) override {
     Check(entries);
-    return inner_->StepWithPromptLogprobs(entries, requests, top_k, logits, out);
-  }
-  absl::Status ResetSlot(int slot) override { return inner_->ResetSlot(slot); }
-  int64_t NextPosition(int slot) const override { return inner_->NextPosition(slot); }
-  // The slot-state calls too, so the wrapped engine keeps every feature (the prefix cache).
-  const StateLayout* state_layout() const override { return inner_->state_layout(); }
-  absl::Status CopySlot(int from, int to) override { return inner_->CopySlot(from, to); }
-  absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override {
-    return inner_->SnapshotSlot(slot, out);
-  }
-  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
-                           int64_t next_position) override {
-    return inner_->RestoreSlot(slot, snapshot, next_position);
+    return ForwardingBackend::StepWithPromptLogprobs(entries, requests, top_k, logits, out);
   }
 
   std::atomic<int64_t> max_tokens_seen{0};
@@ -121,7 +107,6 @@ class LimitCheckingBackend : public Backend {
     max_entries_seen.store(std::max(max_entries_seen.load(), static_cast<int>(entries.size())));
   }
 
-  std::unique_ptr<Backend> inner_;
   const int64_t token_budget_;
   const int max_batch_;
 };
@@ -383,6 +368,7 @@ class FakeBackend : public Backend {
   int num_slots() const override { return static_cast<int>(positions_.size()); }
   int64_t state_bytes_per_sequence() const override { return 8; }
   absl::Status Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) override {
+    if (on_step) on_step();
     if (fail_next.exchange(false)) return absl::InternalError("injected device failure");
     int64_t tokens = 0;
     std::vector<int64_t> sizes;
@@ -444,6 +430,8 @@ class FakeBackend : public Backend {
   }
 
   std::atomic<bool> fail_next{false};
+  // Called first in every step, on the engine thread; set it before the first Submit.
+  std::function<void()> on_step;
   absl::Duration step_time;
   absl::Duration token_time;
   std::mutex log_mu;
@@ -768,8 +756,28 @@ TEST(EngineFaultTest, QueuedTokenLimitAndQueueTimeout) {  // OVL-1 (tokens), OVL
 TEST(EngineLimitsTest, EveryStepRespectsTheTokenBudgetAndTheBatchLimit) {
   const EngineOptions options{.token_budget = 7, .max_batch = 3};
   LimitCheckingBackend* checker = nullptr;
-  auto core = MakeChecked(std::make_unique<FakeBackend>(8), options, &checker);
+  auto backend = std::make_unique<FakeBackend>(8);
+  FakeBackend* fake = backend.get();
+  auto core = MakeChecked(std::move(backend), options, &checker);
   ASSERT_NE(core, nullptr);
+  // The first step waits until every request is queued: without it a fast engine could finish
+  // each request before the next arrived (seen once on a loaded machine), and the limits would
+  // never be reached.
+  std::promise<void> all_submitted;
+  std::shared_future<void> submitted = all_submitted.get_future().share();
+  std::atomic<bool> first_step{true};
+  fake->on_step = [submitted, &first_step] {
+    if (first_step.exchange(false)) submitted.wait();
+  };
+  struct Release {  // also when an assertion below returns early: the engine must not stay held
+    std::promise<void>& promise;
+    bool done = false;
+    void operator()() {
+      if (!done) promise.set_value();
+      done = true;
+    }
+    ~Release() { (*this)(); }
+  } release{all_submitted};
   std::vector<std::unique_ptr<Collector>> collectors;
   std::vector<std::vector<int32_t>> expected;
   for (int i = 0; i < 12; ++i) {
@@ -782,6 +790,7 @@ TEST(EngineLimitsTest, EveryStepRespectsTheTokenBudgetAndTheBatchLimit) {
     collectors.push_back(std::make_unique<Collector>());
     ASSERT_TRUE(core->Submit(Req(prompt, max_tokens), collectors.back()->Callback()).ok());
   }
+  release();
   for (int i = 0; i < 12; ++i) {
     Collected r = collectors[i]->Wait();
     EXPECT_TRUE(r.last.status.ok()) << i;
