@@ -99,7 +99,8 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.gemv_for_narrow_projections = absl::GetFlag(FLAGS_gemv_for_narrow_projections);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
-  opt.fp8_weights = absl::GetFlag(FLAGS_quantization) == "fp8";
+  opt.fp8_weights = *engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization)) ==
+                    engine::WeightQuantization::kFp8;  // checked in main
   opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);
   return opt;
 }
@@ -536,12 +537,17 @@ struct ServingArgs {
 int RunServing(const std::string& name, const ServingArgs& a) {
   const loader::ModelConfig c = Preset(name);
   const int requests = a.num_requests > 0 ? a.num_requests : 2 * a.concurrency;
-  auto backend = engine::CreateBackendWithRandomWeights(c,
-                                                        {.kind = engine::BackendKind::kCuda,
-                                                         .num_slots = a.concurrency,
-                                                         .max_batch = a.max_batch,
-                                                         .max_tokens_per_step = a.token_budget},
-                                                        1);
+  const engine::CudaBackendOptions paths = KernelPathOptions();
+  auto backend = engine::CreateBackendWithRandomWeights(
+      c,
+      {.kind = engine::BackendKind::kCuda,
+       .quantization =
+           paths.fp8_weights ? engine::WeightQuantization::kFp8 : engine::WeightQuantization::kNone,
+       .fp8_activations = paths.fp8_activations,
+       .num_slots = a.concurrency,
+       .max_batch = a.max_batch,
+       .max_tokens_per_step = a.token_budget},
+      1);
   if (!backend.ok()) {
     std::printf("backend: %s\n", backend.status().ToString().c_str());
     return 1;
@@ -598,11 +604,12 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
-      "engine alone (%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
+      "engine alone (%s%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
       "token budget %lld, max batch %d: %.1f s, %.0f output tok/s, %.2f req/s, %d failed\n",
-      name.c_str(), a.concurrency, requests, a.input_len, a.output_len,
-      static_cast<long long>(a.token_budget), a.max_batch, seconds, output_tokens / seconds,
-      requests / seconds, failed);
+      name.c_str(),
+      !paths.fp8_weights ? "" : (paths.fp8_activations ? ", FP8 W8A8" : ", FP8 W8A16"),
+      a.concurrency, requests, a.input_len, a.output_len, static_cast<long long>(a.token_budget),
+      a.max_batch, seconds, output_tokens / seconds, requests / seconds, failed);
   // The server's overhead over this loop (issue 13) is compared step by step: griffin-server's
   // /metrics exports the same split (griffin_engine_{steps,busy_seconds,backend_seconds}_total).
   const engine::EngineStats stats = (*core)->stats();
@@ -631,8 +638,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--model must be 2b, 9b or all\n");
     return 2;
   }
-  if (absl::GetFlag(FLAGS_quantization) != "none" && absl::GetFlag(FLAGS_quantization) != "fp8") {
-    std::fprintf(stderr, "--quantization must be none or fp8\n");
+  if (auto q = griffin::engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization));
+      !q.ok()) {
+    std::fprintf(stderr, "--quantization: %s\n", std::string(q.status().message()).c_str());
     return 2;
   }
   griffin::ServingArgs serving;

@@ -99,8 +99,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
       // batches; its batch-1 decode is W8A16).
       const CpuNumerics numerics =
           options.quantization != WeightQuantization::kFp8 ? CpuNumerics::kFloat32
-          : options.fp8_activations                        ? CpuNumerics::kEmulateFp8WeightsAndActivations
-                                                           : CpuNumerics::kEmulateFp8Weights;
+          : options.fp8_activations ? CpuNumerics::kEmulateFp8WeightsAndActivations
+                                    : CpuNumerics::kEmulateFp8Weights;
       ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend,
                        CpuBackend::Create(checkpoint, options.num_slots, numerics));
       return std::unique_ptr<Backend>(std::move(backend));

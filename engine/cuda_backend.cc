@@ -117,9 +117,9 @@ class CudaBackend::Impl {
   absl::Status Init(const loader::ModelConfig& config, const CudaBackendOptions& options);
   absl::Status Upload(const loader::Checkpoint& checkpoint);
   absl::Status RandomWeights(uint64_t seed);
-  // FP8 projections, passes above the GEMV's batch: the activations' FP8 codes and scales, or the
-  // bf16 scratch the weights expand into.
-  absl::Status AllocateExpandedWeights();
+  // FP8 projections, passes the W8A16 GEMV does not take: the activations' FP8 codes and scales
+  // (W8A8), or the bf16 scratch the weights expand into (W8A16 above the GEMV's batch).
+  absl::Status AllocateFp8Workspace();
   // The slot pool, after everything else (its size may come from the memory left).
   absl::Status AllocateSlots();
   absl::Status CaptureGraphs();
@@ -319,7 +319,6 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
 
-
   const int64_t N = max_tokens_;
   const int64_t projection_width =
       std::max({FusionRows(c, Fusion::kGateUp), recurrent ? FusionRows(c, Fusion::kXY) : 0,
@@ -382,12 +381,12 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
 
 absl::Status CudaBackend::Impl::Upload(const loader::Checkpoint& checkpoint) {
   ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(checkpoint, stream_, options_.fp8_weights));
-  return AllocateExpandedWeights();
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::RandomWeights(uint64_t seed) {
   ASSIGN_OR_RETURN(weights_, DeviceWeights::Random(config_, seed, stream_, options_.fp8_weights));
-  return AllocateExpandedWeights();
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::AllocateSlots() {
@@ -413,7 +412,7 @@ absl::Status CudaBackend::Impl::AllocateSlots() {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Impl::AllocateExpandedWeights() {
+absl::Status CudaBackend::Impl::AllocateFp8Workspace() {
   if (!weights_->fp8_projections()) return absl::OkStatus();
   if (options_.fp8_activations) {
     const loader::ModelConfig& c = config_;
@@ -878,6 +877,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   auto impl = std::make_unique<Impl>();
   RETURN_IF_ERROR(impl->Init(checkpoint.config(), options));
   RETURN_IF_ERROR(impl->Upload(checkpoint));
+  RETURN_IF_ERROR(impl->AllocateFp8Workspace());
   RETURN_IF_ERROR(impl->AllocateSlots());
   RETURN_IF_ERROR(impl->CaptureGraphs());
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
@@ -888,6 +888,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::CreateRandom(
   auto impl = std::make_unique<Impl>();
   RETURN_IF_ERROR(impl->Init(config, options));
   RETURN_IF_ERROR(impl->RandomWeights(seed));
+  RETURN_IF_ERROR(impl->AllocateFp8Workspace());
   RETURN_IF_ERROR(impl->AllocateSlots());
   RETURN_IF_ERROR(impl->CaptureGraphs());
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));

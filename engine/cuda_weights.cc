@@ -234,6 +234,7 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Upload(
   const bool with_lm_head = checkpoint.Find(Def(ModelTensor::kLmHead).name) != nullptr;
   RETURN_IF_ERROR(w->Allocate(c, with_lm_head, fp8_projections));
   DeviceScratch scratch;
+  const int64_t scratch_elements = fp8_projections ? LargestFp8Member(c) : 0;
   Stager stager;
   RETURN_IF_ERROR(stager.Init(staging_bytes));
   auto copy = [&](const std::string& name, DeviceFormat format, void* dst) -> absl::Status {
@@ -257,7 +258,7 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Upload(
       }
       // bf16 into the scratch, then quantized into place (stream order keeps the scratch's next
       // copy behind this kernel).
-      ASSIGN_OR_RETURN(kernels::bf16_t * bf16, scratch.Get(LargestFp8Member(c)));
+      ASSIGN_OR_RETURN(kernels::bf16_t * bf16, scratch.Get(scratch_elements));
       RETURN_IF_ERROR(copy(TensorName(l, def.id), DeviceFormat::kBf16, bf16));
       const std::vector<int64_t> shape = def.shape(c);
       CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(
@@ -279,6 +280,7 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Random(const Model
   std::unique_ptr<DeviceWeights> w(new DeviceWeights());
   RETURN_IF_ERROR(w->Allocate(c, /*with_lm_head=*/false, fp8_projections));
   DeviceScratch scratch;
+  const int64_t scratch_elements = fp8_projections ? LargestFp8Member(c) : 0;
   uint64_t stream_id = seed * 1000003;
   auto fill = [&](TensorKind kind, const std::vector<int64_t>& shape, DeviceFormat format,
                   void* dst) -> absl::Status {
@@ -307,7 +309,7 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Random(const Model
         RETURN_IF_ERROR(fill(def.kind, def.shape(c), def.device_format, dst));
         continue;
       }
-      ASSIGN_OR_RETURN(kernels::bf16_t * bf16, scratch.Get(LargestFp8Member(c)));
+      ASSIGN_OR_RETURN(kernels::bf16_t * bf16, scratch.Get(scratch_elements));
       const std::vector<int64_t> shape = def.shape(c);
       RETURN_IF_ERROR(fill(def.kind, shape, DeviceFormat::kBf16, bf16));
       CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(

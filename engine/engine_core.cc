@@ -664,7 +664,7 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
   }
   const absl::Duration backend_time = absl::Now() - backend_start;
   backend_nanos_.fetch_add(absl::ToInt64Nanoseconds(backend_time));
-  if (status.ok()) {
+  if (status.ok() && options_.step_time_target > absl::ZeroDuration()) {
     int decode_rows = 0;
     int64_t prompt_tokens = 0;
     for (size_t i = 0; i < entries.size(); ++i) {

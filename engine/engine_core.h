@@ -285,8 +285,8 @@ class EngineCore {
   std::atomic<int> slots_used_{0};
   std::atomic<int64_t> steps_{0};
   std::atomic<int64_t> prefill_capped_steps_{0};
-  StepCostModel cost_model_;  // engine thread only
-  std::atomic<int64_t> busy_nanos_{0};     // EngineStats::busy_time
+  StepCostModel cost_model_;            // engine thread only; fed only when step_time_target is set
+  std::atomic<int64_t> busy_nanos_{0};  // EngineStats::busy_time
   std::atomic<int64_t> backend_nanos_{0};  // EngineStats::backend_time
   std::thread thread_;
 

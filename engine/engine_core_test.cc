@@ -499,8 +499,8 @@ TEST(EngineCoreStatsTest, StepTimeTargetCapsThePromptTokensBesideDecodes) {
   FakeBackend* fake = backend.get();
   backend->step_time = absl::Milliseconds(2);
   backend->token_time = absl::Microseconds(20);
-  auto core = MakeChecked(std::move(backend), {.token_budget = 2048,
-                                               .step_time_target = absl::Milliseconds(10)});
+  auto core = MakeChecked(std::move(backend),
+                          {.token_budget = 2048, .step_time_target = absl::Milliseconds(10)});
   auto prompt = [](int n) {
     std::vector<int32_t> p(n, 3);
     p[0] = 2;

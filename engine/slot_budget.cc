@@ -12,8 +12,8 @@ absl::StatusOr<int> SlotsForDeviceMemory(const DeviceMemoryBudget& b) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the device memory fraction must be in (0, 1], got %g", b.fraction));
   }
-  if (b.total_bytes <= 0 || b.free_bytes < 0 || b.free_bytes > b.total_bytes ||
-      b.slot_bytes <= 0 || b.reserve_bytes < 0 || b.extra_slots < 0 || b.max_slots < 1) {
+  if (b.total_bytes <= 0 || b.free_bytes < 0 || b.free_bytes > b.total_bytes || b.slot_bytes <= 0 ||
+      b.reserve_bytes < 0 || b.extra_slots < 0 || b.max_slots < 1) {
     return absl::InvalidArgumentError("device memory budget: sizes out of range");
   }
   const double gib = 1024.0 * 1024.0 * 1024.0;

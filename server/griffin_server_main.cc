@@ -61,12 +61,12 @@ ABSL_FLAG(std::string, backend, "auto", "cpu, cuda, or auto (cuda when a GPU is 
 ABSL_FLAG(std::string, quantization, "none",
           "none, or fp8: projection weights in FP8 E4M3 with one scale per output row, "
           "quantized at load (the CUDA backend reads FP8 in its kernels; the CPU backend "
-          "emulates the weight-only W8A16 numbers)");
+          "emulates the same numbers, slowly)");
 ABSL_FLAG(bool, fp8_activations, true,
-          "--quantization fp8 on the CUDA backend: passes of two or more tokens (prefill, decode "
-          "batches) quantize their activations to FP8 per token and run W8A8 GEMMs on the FP8 "
-          "tensor cores; false keeps activations in bf16 (W8A16: closer to bf16, slower above "
-          "8 tokens a pass; bench/RESULTS.md)");
+          "--quantization fp8: passes of two or more tokens (prefill, decode batches) quantize "
+          "their activations to FP8 per token and run W8A8 GEMMs on the FP8 tensor cores (the CPU "
+          "backend emulates W8A8 on every pass); false keeps activations in bf16 (W8A16: closer "
+          "to bf16, slower on the GPU above 8 tokens a pass; bench/RESULTS.md)");
 ABSL_FLAG(
     std::string, load_format, "safetensors",
     "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "
@@ -585,9 +585,8 @@ int Run() {
   // the device leaves after the weights and workspaces (the backend measures it: slots = 0), else
   // (CPU) 4096 MiB.
   int slots = absl::GetFlag(FLAGS_slots);
-  const bool slots_from_device_memory =
-      slots <= 0 && absl::GetFlag(FLAGS_state_memory_mib) == 0 &&
-      *kind == engine::BackendKind::kCuda;
+  const bool slots_from_device_memory = slots <= 0 && absl::GetFlag(FLAGS_state_memory_mib) == 0 &&
+                                        *kind == engine::BackendKind::kCuda;
   if (slots <= 0 && !slots_from_device_memory) {
     const int64_t mib = absl::GetFlag(FLAGS_state_memory_mib);
     const int64_t budget = (mib > 0 ? mib : 4096) << 20;

@@ -114,6 +114,14 @@ engine::CudaBackendOptions TestOptions() {
   return opt;
 }
 
+// FP8 projections; W8A8 from two tokens a pass, or W8A16 throughout.
+engine::CudaBackendOptions Fp8Options(bool w8a8) {
+  engine::CudaBackendOptions opt = TestOptions();
+  opt.fp8_weights = true;
+  opt.fp8_activations = w8a8;
+  return opt;
+}
+
 std::unique_ptr<CudaBackend> MakeBackend(const loader::Checkpoint& checkpoint,
                                          const engine::CudaBackendOptions& opt = TestOptions()) {
   auto backend = CudaBackend::Create(checkpoint, opt);
@@ -660,14 +668,14 @@ TEST(CudaSlotBudgetTest, SlotsFromDeviceMemory) {
     const std::vector<int32_t> prompt = {2, 10, 11, 12};
     for (int slot : {0, 4}) {
       std::vector<float> logits(backend->config().vocab_size);
-      const StepEntry entry{.slot = slot, .position = 0, .tokens = prompt,
-                            .logits = LogitsRequest::kLast};
+      const StepEntry entry{
+          .slot = slot, .position = 0, .tokens = prompt, .logits = LogitsRequest::kLast};
       ASSERT_TRUE(backend->Step({&entry, 1}, absl::MakeSpan(logits)).ok()) << slot;
       EXPECT_EQ(backend->NextPosition(slot), 4);
     }
     std::vector<float> logits(backend->config().vocab_size);
-    const StepEntry beyond{.slot = 5, .position = 0, .tokens = prompt,
-                           .logits = LogitsRequest::kLast};
+    const StepEntry beyond{
+        .slot = 5, .position = 0, .tokens = prompt, .logits = LogitsRequest::kLast};
     EXPECT_EQ(backend->Step({&beyond, 1}, absl::MakeSpan(logits)).code(),
               absl::StatusCode::kInvalidArgument);
   }
@@ -702,10 +710,7 @@ TEST_P(CudaFp8Test, EveryPathMatchesTheCpuEmulation) {
     cpu[i] = std::move(*created);
   }
   for (const bool w8a8 : {true, false}) {
-    engine::CudaBackendOptions opt = TestOptions();
-    opt.fp8_weights = true;
-    opt.fp8_activations = w8a8;
-    auto fp8 = MakeBackend(checkpoint, opt);
+    auto fp8 = MakeBackend(checkpoint, Fp8Options(w8a8));
     ASSERT_NE(fp8, nullptr);
     const char* mode = w8a8 ? "W8A8 from 2 rows" : "W8A16 throughout";
     const size_t sequences = SanitizerRun() ? 1 : loaded->golden.size();
@@ -750,8 +755,7 @@ TEST(CudaFp8BatchTest, DecodeBatchIsW8A8LikeItsEmulation) {
   const loader::Checkpoint& checkpoint = *loaded->checkpoint;
   const int V = checkpoint.config().vocab_size;
   constexpr int kBatch = 12;
-  engine::CudaBackendOptions opt = TestOptions();
-  opt.fp8_weights = true;
+  engine::CudaBackendOptions opt = Fp8Options(/*w8a8=*/true);
   opt.num_slots = kBatch;
   opt.max_decode_batch = 16;
   auto backend = MakeBackend(checkpoint, opt);
@@ -825,10 +829,7 @@ TEST(CudaFp8QualityTest, DemoTextBesideBf16) {
   ASSERT_NE(bf16, nullptr);
   const std::vector<float> a = StepLogProbs(*bf16, tokens, 0, 0);
   for (const bool w8a8 : {true, false}) {
-    engine::CudaBackendOptions opt = TestOptions();
-    opt.fp8_weights = true;
-    opt.fp8_activations = w8a8;
-    auto fp8 = MakeBackend(checkpoint, opt);
+    auto fp8 = MakeBackend(checkpoint, Fp8Options(w8a8));
     ASSERT_NE(fp8, nullptr);
     const std::vector<float> b = StepLogProbs(*fp8, tokens, 0, 0);
     ASSERT_EQ(a.size(), tokens.size() * V);

@@ -17,6 +17,14 @@ struct Gemm::Plan {
   cublasLtMatmulAlgo_t algo;
   std::vector<cublasLtMatmulAlgo_t> candidates;
   bool tuned = false;
+  // D = A . W^T with `algo` (Run, RunBatched, RunFp8 and Tune all launch through here).
+  cublasStatus_t Matmul(void* handle, const cublasLtMatmulAlgo_t& with, const void* a_data,
+                        const void* w_data, float* d_data, void* workspace, size_t workspace_bytes,
+                        cudaStream_t stream) const {
+    const float alpha = 1.0f, beta = 0.0f;
+    return cublasLtMatmul(static_cast<cublasLtHandle_t>(handle), desc, &alpha, w_data, a, a_data, b,
+                          &beta, d_data, d, d_data, d, &with, workspace, workspace_bytes, stream);
+  }
   ~Plan() {
     if (desc) cublasLtMatmulDescDestroy(desc);
     if (a) cublasLtMatrixLayoutDestroy(a);
@@ -100,7 +108,7 @@ std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmulAlgoGetHeuristic", st);
   if (found == 0) {
-    return inputs == Inputs::kFp8 ? "cuBLASLt found no FP8 algorithm with per-row scales"
+    return inputs == Inputs::kFp8 ? "cuBLASLt found no FP8 algorithm for a GEMM shape"
                                   : "cuBLASLt found no algorithm for a GEMM shape";
   }
   plan->algo = results[0].algo;
@@ -120,10 +128,8 @@ std::string Gemm::Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, 
   std::string err = GetPlan(M, N, K, Inputs::kBf16, &plan);
   if (!err.empty()) return err;
   if (!plan->tuned) Tune(plan, a, w, d, stream);
-  const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
-                                     plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
-                                     &plan->algo, workspace_, workspace_bytes_, stream);
+  const cublasStatus_t st =
+      plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul", st);
   return "";
 }
@@ -136,10 +142,8 @@ std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, c
   std::string err = GetPlan(M, N, K, lda, K, ldd, batch, stride_a, stride_w, stride_d,
                             fp16 ? Inputs::kFp16 : Inputs::kBf16, &plan);
   if (!err.empty()) return err;
-  const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
-                                     plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
-                                     &plan->algo, workspace_, workspace_bytes_, stream);
+  const cublasStatus_t st =
+      plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(batched)", st);
   return "";
 }
@@ -155,10 +159,8 @@ std::string Gemm::RunFp8(const uint8_t* a, const float* a_scales, const uint8_t*
   std::string err = GetPlan(M, N, K, Inputs::kFp8, &plan);
   if (!err.empty()) return err;
   if (!plan->tuned) Tune(plan, a, w, d, stream);
-  const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w,
-                                     plan->a, a, plan->b, &beta, d, plan->d, d, plan->d,
-                                     &plan->algo, workspace_, workspace_bytes_, stream);
+  const cublasStatus_t st =
+      plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(fp8)", st);
   // cuBLASLt's per-row scale vectors (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) are refused on
   // sm_90 by CUDA 13.0's cuBLASLt (the heuristic returns CUBLAS_STATUS_INVALID_VALUE, measured
@@ -176,16 +178,14 @@ void Gemm::Tune(Plan* plan, const void* a, const void* w, float* d, cudaStream_t
     cudaEventDestroy(start);
     return;
   }
-  const float alpha = 1.0f, beta = 0.0f;
   float best = 1e30f;
   for (const cublasLtMatmulAlgo_t& algo : plan->candidates) {
     float total = 0.0f;
     bool ok = true;
     for (int rep = 0; rep < 4 && ok; ++rep) {
       cudaEventRecord(start, stream);
-      ok = cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan->desc, &alpha, w, plan->a, a,
-                          plan->b, &beta, d, plan->d, d, plan->d, &algo, workspace_,
-                          workspace_bytes_, stream) == CUBLAS_STATUS_SUCCESS;
+      ok = plan->Matmul(handle_, algo, a, w, d, workspace_, workspace_bytes_, stream) ==
+           CUBLAS_STATUS_SUCCESS;
       cudaEventRecord(stop, stream);
       float ms = 0.0f;
       ok = ok && cudaEventSynchronize(stop) == cudaSuccess &&

@@ -19,8 +19,12 @@ namespace {
 constexpr const char* kTolerance =
     "float32 accumulation: K * 2^-24 * sum|a w| / 8 + 2^-20 sum|a w| (naive-sum bound)";
 
-void CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
-                  const std::vector<float>& got, int M, int N, int K) {
+// `got` against the float64 product within the naive-sum bound plus `relative` x sum|a w| (the
+// inputs' own rounding: 1e-6 for bf16 inputs given exactly, more where the kernel quantizes
+// them). Returns the worst |error| / sum|a w| seen.
+double CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
+                    const std::vector<float>& got, int M, int N, int K, double relative = 1e-6) {
+  double worst = 0;
   for (int i = 0; i < M; ++i) {
     for (int o = 0; o < N; ++o) {
       double ref = 0, mag = 0;
@@ -28,10 +32,13 @@ void CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
         ref += double(a[size_t(i) * K + k]) * w[size_t(o) * K + k];
         mag += std::abs(double(a[size_t(i) * K + k]) * w[size_t(o) * K + k]);
       }
-      ASSERT_NEAR(got[size_t(i) * N + o], ref, 1e-7 * K * mag / 8 + 1e-6 * mag + 1e-6)
+      worst = std::max(worst, std::abs(got[size_t(i) * N + o] - ref) / (mag + 1e-30));
+      EXPECT_NEAR(got[size_t(i) * N + o], ref, 1e-7 * K * mag / 8 + relative * mag + 1e-6)
           << M << "x" << N << "x" << K << " at " << i << "," << o;
+      if (::testing::Test::HasFailure()) return worst;
     }
   }
+  return worst;
 }
 
 void GemmCase(int M, int N, int K) {
@@ -157,21 +164,7 @@ void GemmFp8Case(int M, int N, int K) {
   std::vector<float> as(M), ws(N);
   ref::QuantizeRowsFp8E4M3(absl::MakeSpan(a), M, K, absl::MakeSpan(as));
   ref::QuantizeRowsFp8E4M3(absl::MakeSpan(w), N, K, absl::MakeSpan(ws));
-  const std::vector<float> got = out.Get(size_t(M) * N);
-  double worst = 0;
-  for (int i = 0; i < M; ++i) {
-    for (int o = 0; o < N; ++o) {
-      double ref = 0, mag = 0;
-      for (int k = 0; k < K; ++k) {
-        ref += double(a[size_t(i) * K + k]) * w[size_t(o) * K + k];
-        mag += std::abs(double(a[size_t(i) * K + k]) * w[size_t(o) * K + k]);
-      }
-      const double err = std::abs(got[size_t(i) * N + o] - ref);
-      worst = std::max(worst, err / (mag + 1e-30));
-      ASSERT_NEAR(got[size_t(i) * N + o], ref, 1e-7 * K * mag / 8 + 5e-4 * mag + 1e-6)
-          << M << "x" << N << "x" << K << " at " << i << "," << o;
-    }
-  }
+  const double worst = CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K, 5e-4);
   std::printf("gemm_fp8 %dx%dx%d: worst |error| / sum|a w| %.3g\n", M, N, K, worst);
 }
 
