@@ -70,3 +70,34 @@ def test_serving_sweep_against_a_real_server(deep_queue_server, tmp_path):
     for level in sweep["levels"]:
         assert level["failed"] == 0 and level["completed"] > 0
     assert (out / "8x4_grpc_peak.json").exists()
+
+
+def test_compare_scores_counts_agreement_and_cross_entropy(tmp_path):
+    """bench/compare_scores.py, behind RESULTS.md's FP8 figures on held-out text: on two real
+    griffin-cli score runs it reports the cross-entropy griffin-cli printed (mean_nll) and an
+    agreement it recounts here; one changed argmax moves the count by one; runs over different
+    tokens are refused."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import compare_scores
+    text = "In the beginning was the word, and the word was with the model."
+    runs = {}
+    for name, flags in (("base", ["--numerics", "bf16"]), ("fp8", ["--quantization", "fp8"])):
+        out = subprocess.run([binary("griffin-cli"), "score", "--model", str(ROOT / "models" / "demo"),
+                              "--text", text, *flags], check=True, capture_output=True, text=True,
+                             timeout=120).stdout
+        runs[name] = json.loads(out)
+    q = compare_scores.compare(runs["base"], runs["fp8"])
+    assert q["positions"] == runs["base"]["num_tokens"] - 1
+    assert q["ce_base"] == pytest.approx(runs["base"]["mean_nll"], rel=1e-9)
+    assert q["ce_other"] == pytest.approx(runs["fp8"]["mean_nll"], rel=1e-9)
+    agreed = sum(x["argmax"] == y["argmax"] for x, y in
+                 zip(runs["base"]["positions"][:-1], runs["fp8"]["positions"][:-1]))
+    assert q["agreed"] == agreed
+    first = runs["fp8"]["positions"][0]
+    first["argmax"] = runs["base"]["positions"][0]["argmax"]
+    agreeing = compare_scores.compare(runs["base"], runs["fp8"])["agreed"]
+    first["argmax"] += 1
+    assert compare_scores.compare(runs["base"], runs["fp8"])["agreed"] == agreeing - 1
+    runs["fp8"]["positions"][1]["token"] += 1
+    with pytest.raises(ValueError, match="different tokens"):
+        compare_scores.compare(runs["base"], runs["fp8"])
