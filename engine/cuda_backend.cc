@@ -79,6 +79,8 @@ struct Workspace {
   float* conv_out = nullptr;          // [n, L] recurrent prefill: conv output
   uint16_t* conv_out_half = nullptr;  // [n, L] the same as IEEE half (the gate GEMM's input)
   float* gates = nullptr;             // [n, 2L] gate sums, then a_eff and xn
+  unsigned* tail_counters = nullptr;  // [ceil(n / 8) * H] zeros between launches: RgLruParams
+  int tail_counter_capacity = 0;
   bf16_t *q = nullptr, *k = nullptr, *v = nullptr;  // attention: this pass's q, k, v
   float* split_o = nullptr;    // [split tokens, H, splits, hd] decode partial outputs
   float* split_ml = nullptr;   // [split tokens, H, splits, 2] their max and sum
@@ -334,6 +336,10 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     ASSIGN_OR_RETURN(ws_.conv_out, arena_.Allocate<float>(N * L));
     ASSIGN_OR_RETURN(ws_.conv_out_half, arena_.Allocate<uint16_t>(N * L));
     ASSIGN_OR_RETURN(ws_.gates, arena_.Allocate<float>(N * 2 * L));
+    ws_.tail_counter_capacity = static_cast<int>((N + 7) / 8 * H);
+    ASSIGN_OR_RETURN(ws_.tail_counters, arena_.Allocate<unsigned>(ws_.tail_counter_capacity));
+    CUDA_RETURN_IF_ERROR(cudaMemsetAsync(ws_.tail_counters, 0,
+                                         sizeof(unsigned) * ws_.tail_counter_capacity, stream_));
   }
   if (attention) {
     ASSIGN_OR_RETURN(ws_.q, arena_.Allocate<bf16_t>(N * H * hd));
@@ -461,12 +467,13 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
   p.c = ws_.conv_out;
   p.c_half = ws_.conv_out_half;
   p.gates = ws_.gates;
+  p.tail_counters = ws_.tail_counters;
+  p.tail_counter_capacity = ws_.tail_counter_capacity;
   const double state_bytes = double(n) * (2.0 * L * 4 + 2.0 * (K - 1) * L * 2);
   const bool fused_decode = decode_only && n < options_.rglru_gate_gemm_min_batch;
   if (fused_decode) {
-    Trace(at + "RG-LRU decode (conv, gates, scan)", "RgLruGate",
+    Trace(at + "RG-LRU decode (conv, gates, scan, tail shift)", "RgLruGate",
           double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
-    Trace(at + "conv tail shift", "TailShift", double(n) * (K - 1) * L * 2 * 2, 0);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecode(p, stream_));
     return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
                   ws_.block_out, n, d, L);

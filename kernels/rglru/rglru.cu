@@ -39,6 +39,33 @@ __device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tai
   return ToF(tail[int64_t{p.K - 1 + k} * p.L + ch]);
 }
 
+// The tail shift of a decode step (drop each slot's oldest conv input, append this token's),
+// done by the last of the gridDim.z blocks of (these tokens, head h) to have read the tails: each
+// block counts itself in once its reads are done, and the one that completes the count writes.
+// The fences make the readers' loads happen before the writer's stores (the threadfence
+// reduction pattern of the CUDA samples). Tokens of a decode step belong to different slots,
+// except the padding of a bucket, which all share the scratch slot, whose contents no one reads.
+__device__ void ShiftTailsAfterTheLastReader(const RgLruParams& p, int h, int t_first, int nt) {
+  // No shared flag: at B = 512 the kernel's dynamic shared memory is the whole default 48 KB.
+  bool last = false;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    unsigned* counter = p.tail_counters + blockIdx.x * gridDim.y + h;
+    last = atomicAdd(counter, 1u) == gridDim.z - 1;
+    if (last) *counter = 0;  // for the next launch (the kernel's end orders it)
+    __threadfence();
+  }
+  if (!__syncthreads_or(last)) return;
+  const int L = p.L, B = L / p.H, K = p.K;
+  for (int idx = threadIdx.x; idx < nt * B; idx += blockDim.x) {
+    const int tt = idx / B, ch = h * B + idx - tt * B;
+    const int t = t_first + tt;
+    bf16* tail = SlotRegion<bf16>(p.state, EntryOfToken(p.layout, t).slot, p.conv_offset);
+    for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
+    if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(p.xy[int64_t{t} * 2 * L + ch] + p.bx[ch]);
+  }
+}
+
 // Block = (8 tokens, one gate head, 32 output channels of the head); 256 threads = 32 output lanes
 // x 8 input slices. Every block recomputes the head's conv outputs (cheap: K taps per channel) so
 // the gate mat-vec, the block's only real cost, is spread over H * B/32 blocks even at batch 1.
@@ -90,6 +117,7 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
     c_smem[tt * B + i] = __half2float(__float2half_rn(acc + p.conv_b[ch]));
   }
   __syncthreads();
+  if (p.tail_counters != nullptr) ShiftTailsAfterTheLastReader(p, h, t_first, nt);
 
   // Phase 2: partial block-diagonal products over this thread's input slice (the same order of
   // additions whether the weights were preloaded or not).
@@ -361,9 +389,11 @@ cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
   const int B = p.L / p.H;
   dim3 grid((p.n + kTokensPerBlock - 1) / kTokensPerBlock, p.H, (B + kLanes - 1) / kLanes);
+  RgLruParams q = p;
+  if (int64_t{grid.x} * grid.y > p.tail_counter_capacity) q.tail_counters = nullptr;
   const cudaError_t err =
-      LaunchPdl(RgLruGateKernel, grid, dim3(kGateThreads), GateSmem(B), stream, p);
-  if (err != cudaSuccess) return err;
+      LaunchPdl(RgLruGateKernel, grid, dim3(kGateThreads), GateSmem(B), stream, q);
+  if (err != cudaSuccess || q.tail_counters != nullptr) return err;
   return LaunchPdl(TailShiftKernel, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }
 

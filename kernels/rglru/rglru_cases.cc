@@ -55,7 +55,9 @@ void RgLruCase(int L, int H, int K) {
             cudaSuccess);
   Gemm gemm;
   ASSERT_EQ(gemm.Init(16 << 20), "");
-  enum class Path { kPrefill, kFusedDecode, kGemmDecode };
+  // kFusedDecode: the gate kernel shifting the tails itself (counters); kFusedDecodeTailKernel:
+  // the tail shift as a second kernel.
+  enum class Path { kPrefill, kFusedDecode, kFusedDecodeTailKernel, kGemmDecode };
   auto run = [&](Path path, const HostLayout& l, const std::vector<float>& xy_in,
                  std::vector<char>& pool_io, std::vector<float>& out) {
     Dev<float> d_xy(xy_in), d_c(size_t(l.n) * L), d_gates(size_t(l.n) * 2 * L);
@@ -88,8 +90,19 @@ void RgLruCase(int L, int H, int K) {
     p.c = d_c.get();
     p.c_half = d_cb.get();
     p.gates = d_gates.get();
-    if (path == Path::kFusedDecode) {
+    const int counters = (l.n + 7) / 8 * H;
+    Dev<unsigned> d_counters(counters);
+    ASSERT_EQ(cudaMemset(d_counters.get(), 0, counters * sizeof(unsigned)), cudaSuccess);
+    if (path == Path::kFusedDecode || path == Path::kFusedDecodeTailKernel) {
+      if (path == Path::kFusedDecode) {
+        p.tail_counters = d_counters.get();
+        p.tail_counter_capacity = counters;
+      }
       ASSERT_EQ(LaunchRgLruDecode(p, 0), cudaSuccess);
+      // A second launch on the same counters must find them back at zero.
+      if (path == Path::kFusedDecode) {
+        ASSERT_EQ(d_counters.Get(counters), std::vector<unsigned>(counters, 0u));
+      }
     } else {
       ASSERT_EQ(LaunchRgLruConv(p, 0), cudaSuccess);
       ASSERT_EQ(gemm.RunBatched(d_cb.get(), L, B, d_packed.get(), int64_t{2} * B * B, d_gates.get(),
@@ -179,8 +192,10 @@ void RgLruCase(int L, int H, int K) {
   std::vector<char> pa = pool_host;
   std::vector<float> oa;
   run(Path::kPrefill, one, xy1, pa, oa);
-  for (Path decode : {Path::kFusedDecode, Path::kGemmDecode}) {
-    const char* name = decode == Path::kFusedDecode ? "fused decode" : "GEMM decode";
+  for (Path decode : {Path::kFusedDecode, Path::kFusedDecodeTailKernel, Path::kGemmDecode}) {
+    const char* name = decode == Path::kFusedDecode             ? "fused decode"
+                       : decode == Path::kFusedDecodeTailKernel ? "fused decode, tail kernel"
+                                                                : "GEMM decode";
     std::vector<char> pb = pool_host;
     std::vector<float> ob;
     run(decode, one, xy1, pb, ob);
