@@ -83,6 +83,9 @@ ABSL_FLAG(bool, fp8_activations, griffin::engine::CudaBackendOptions{}.fp8_activ
           "--quantization fp8, passes of 2 or more tokens: W8A8 GEMMs (activations quantized "
           "per token); false: W8A16 throughout (the GEMV up to 8 tokens, weights expanded to "
           "bf16 above)");
+ABSL_FLAG(bool, fuse_fp8_passes, griffin::engine::CudaBackendOptions{}.fuse_fp8_passes,
+          "--quantization fp8, W8A8: activations quantized by the norm before them and output "
+          "scales applied by the kernels that read them; false: a pass for each (compare paths)");
 ABSL_FLAG(bool, prefill_attention_key_splits,
           griffin::engine::CudaBackendOptions{}.prefill_attention_key_splits,
           "short prefill passes split their attention keys over blocks (compare paths)");
@@ -102,6 +105,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.fp8_weights = *engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization)) ==
                     engine::WeightQuantization::kFp8;  // checked in main
   opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);
+  opt.fuse_fp8_passes = absl::GetFlag(FLAGS_fuse_fp8_passes);
   return opt;
 }
 using engine::StepEntry;

@@ -103,7 +103,9 @@ int Main() {
     std::snprintf(name, sizeof name, "add+rmsnorm %d x %d", rows, d);
     Bench(
         name,
-        [&] { CHECK_CUDA(LaunchAddRmsNorm(x, delta, bias, w, nullptr, rows, d, 1e-6f, out, 0)); },
+        [&] {
+          CHECK_CUDA(LaunchAddRmsNorm(x, delta, {}, bias, w, nullptr, rows, d, 1e-6f, out, 0));
+        },
         rows * double(d) * (4 * 3 + 2), 0);
   }
   for (int n : {1, 256, 4096}) {
@@ -112,7 +114,7 @@ int Main() {
     bf16_t* out = Buf<bf16_t>(int64_t(n) * m);
     std::snprintf(name, sizeof name, "geglu %d x %d", n, m);
     Bench(
-        name, [&] { CHECK_CUDA(LaunchGeGlu(gu, b, b, n, m, out, 0)); }, n * double(m) * 10, 0);
+        name, [&] { CHECK_CUDA(LaunchGeGlu(gu, {}, b, b, n, m, out, 0)); }, n * double(m) * 10, 0);
   }
   Gemm gemm;
   if (!gemm.Init(64 << 20).empty()) return 1;

@@ -162,6 +162,9 @@ class CudaBackend::Impl {
   char* pool_ = nullptr;  // num_slots + 1 (the scratch slot pads decode buckets) slots
   std::vector<int64_t> next_position_;
   Workspace ws_;
+  // Scales of block_out's contents the next residual add applies (an FP8 GEMM left it unscaled:
+  // Linear's `deferred`); empty otherwise.
+  kernels::InputScales block_out_scales_;
   StepMetadata meta_;
   kernels::SampleRowParams* sample_params_host_ = nullptr;  // pinned [rows]
   int32_t* sample_context_host_ = nullptr;                  // pinned [kSampleContextCapacity]
@@ -211,8 +214,16 @@ class CudaBackend::Impl {
   // for gate|up at 8 rows where the GEMV, L1-bound re-reading A, takes 61.6). With
   // fp8_activations off (W8A16 throughout): the GEMV up to 8 rows, above that the matrix expanded
   // to bf16 into a scratch buffer for cuBLASLt (slow: bench/NOTES.md).
+  // `deferred` (optional): where the caller reads d through kernels that take InputScales
+  // (types.h). An FP8 GEMM on the tensor cores then leaves d unscaled and hands its scales there
+  // instead of a pass over d (CudaBackendOptions::fuse_fp8_passes); otherwise they are set empty.
+  // `a_quantized`: the kernel that wrote `a` also wrote its FP8 codes and row scales into
+  // ws_.activation_codes / activation_scales (QuantizesInputOf said so).
   absl::Status Linear(const std::string& op, const bf16_t* a, ProjectionWeights w, float* d, int M,
-                      int N, int K) {
+                      int N, int K, kernels::InputScales* deferred = nullptr,
+                      bool a_quantized = false) {
+    if (deferred != nullptr) *deferred = {};
+    const bool defer = deferred != nullptr && options_.fuse_fp8_passes;
     if (w.fp8()) {
       if (kernels::GemvFp8Supported(M, K) && (M == 1 || !options_.fp8_activations)) {
         Trace(op, "Gemv", 1.0 * N * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
@@ -220,10 +231,20 @@ class CudaBackend::Impl {
         return absl::OkStatus();
       }
       if (options_.fp8_activations) {
-        Trace(op + " (activations to FP8)", "QuantizeRows", 3.0 * M * K + 4.0 * M, 0);
-        CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(a, M, K, ws_.activation_codes,
-                                                                ws_.activation_scales, stream_));
-        Trace(op, "gemm", 1.0 * N * K + 1.0 * M * K + 4.0 * (M + N) + 4.0 * M * N, 2.0 * M * N * K);
+        if (!a_quantized) {
+          Trace(op + " (activations to FP8)", "QuantizeRows", 3.0 * M * K + 4.0 * M, 0);
+          CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(a, M, K, ws_.activation_codes,
+                                                                  ws_.activation_scales, stream_));
+        }
+        Trace(op, "gemm", 1.0 * N * K + 1.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+        if (defer) {
+          CUDA_MESSAGE_RETURN_IF_ERROR(
+              gemm_.RunFp8Unscaled(ws_.activation_codes, w.codes(), d, M, N, K, stream_));
+          *deferred = {ws_.activation_scales, w.scales};
+          return absl::OkStatus();
+        }
+        Trace(op + " (row and column scales)", "ScaleRowsAndColumns", 8.0 * M * N + 4.0 * (M + N),
+              0);
         CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunFp8(ws_.activation_codes, ws_.activation_scales,
                                                   w.codes(), w.scales, d, M, N, K, stream_));
         return absl::OkStatus();
@@ -235,6 +256,10 @@ class CudaBackend::Impl {
           kernels::LaunchExpandFp8E4M3(w.codes(), nullptr, N, K, ws_.expanded_weights, stream_));
       Trace(op, "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
       CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, ws_.expanded_weights, d, M, N, K, stream_));
+      if (defer) {
+        *deferred = {nullptr, w.scales};
+        return absl::OkStatus();
+      }
       Trace(op + " (row scales)", "ScaleRowsAndColumns", 8.0 * M * N + 4.0 * N, 0);
       CUDA_RETURN_IF_ERROR(kernels::LaunchScaleRowsAndColumns(d, nullptr, w.scales, M, N, stream_));
       return absl::OkStatus();
@@ -249,17 +274,35 @@ class CudaBackend::Impl {
     CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
     return absl::OkStatus();
   }
-  absl::Status AddRmsNorm(const std::string& op, const float* delta, const float* bias,
-                          const float* weight, int n) {
+  // Whether Linear runs these weights on the FP8 tensor cores (W8A8) for M rows of width K.
+  bool RunsW8A8(ProjectionWeights w, int M, int K) const {
+    return w.fp8() && options_.fp8_activations && !(M == 1 && kernels::GemvFp8Supported(M, K));
+  }
+  // Whether the norm before `next` (a projection of M rows reading ws_.normed) writes the FP8
+  // codes the W8A8 GEMM reads, instead of a quantization pass.
+  bool QuantizesInputOf(ProjectionWeights next, int M) const {
     const int d = config_.hidden_size;
-    Trace(op, "AddRmsNorm", double(n) * d * (delta != nullptr ? 14 : 6), 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(ws_.residual, delta, bias, weight, nullptr, n, d,
-                                                   config_.rms_norm_eps, ws_.normed, stream_));
+    return options_.fuse_fp8_passes && RunsW8A8(next, M, d) && kernels::AddRmsNormQuantizes(d);
+  }
+  // The residual stream += block_out (its pending bias and FP8 scales applied), then normalised;
+  // with `quantize`, the normalised rows also as FP8 codes for the next W8A8 GEMM.
+  absl::Status AddRmsNorm(const std::string& op, bool add_block_out, const float* bias,
+                          const float* weight, int n, bool quantize = false) {
+    const int d = config_.hidden_size;
+    Trace(op + (quantize ? " (+ FP8 codes)" : ""), "AddRmsNorm",
+          double(n) * d * (add_block_out ? 14 : 6) + (quantize ? double(n) * (d + 4) : 0), 0);
+    CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(
+        ws_.residual, add_block_out ? ws_.block_out : nullptr,
+        add_block_out ? block_out_scales_ : kernels::InputScales{}, bias, weight, nullptr, n, d,
+        config_.rms_norm_eps, ws_.normed, stream_,
+        quantize ? kernels::Fp8Rows{ws_.activation_codes, ws_.activation_scales}
+                 : kernels::Fp8Rows{}));
     return absl::OkStatus();
   }
   absl::Status EnqueueForward(int n, bool decode_only);
-  absl::Status RecurrentBlock(int layer, int n, bool decode_only);
-  absl::Status AttentionBlock(int layer, int n, bool decode_only);
+  // `input_quantized`: the norm before wrote ws_.normed's FP8 codes (QuantizesInputOf).
+  absl::Status RecurrentBlock(int layer, int n, bool decode_only, bool input_quantized);
+  absl::Status AttentionBlock(int layer, int n, bool decode_only, bool input_quantized);
   // Head over `nrows` rows of the residual stream listed at metadata rows [row0, row0 + nrows).
   absl::Status EnqueueHead(int row0, int nrows, bool argmax);
   // Sampling parameters of step rows [row0, row0 + n) to the device.
@@ -435,14 +478,15 @@ absl::Status CudaBackend::Impl::AllocateFp8Workspace() {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
+absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only,
+                                               bool input_quantized) {
   const loader::ModelConfig& c = config_;
   const int d = c.hidden_size, L = c.lru_width, H = c.num_heads, B = L / H, K = c.conv1d_width;
   const int r = block_index_[l];
   const DeviceWeights& w = *weights_;
   const std::string at = absl::StrCat("layer ", l, " recurrent ");
   RETURN_IF_ERROR(Linear(at + "x|y projection", ws_.normed, w.fused(l, Fusion::kXY), ws_.projection,
-                         n, 2 * L, d));
+                         n, 2 * L, d, nullptr, input_quantized));
   kernels::RgLruParams p;
   p.xy = ws_.projection;
   p.bx = w.f32(l, T_::kLinearXBias);
@@ -476,7 +520,7 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
           double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecode(p, stream_));
     return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
-                  ws_.block_out, n, d, L);
+                  ws_.block_out, n, d, L, &block_out_scales_);
   }
   Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
   CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruConv(p, stream_));
@@ -496,19 +540,20 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only) {
     CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruScan(p, stream_));
   }
   return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
-                ws_.block_out, n, d, L);
+                ws_.block_out, n, d, L, &block_out_scales_);
 }
 
-absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
+absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
+                                               bool input_quantized) {
   const loader::ModelConfig& c = config_;
   const int d = c.hidden_size, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
   const int W = c.attention_window;
   const int a = block_index_[l];
   const DeviceWeights& w = *weights_;
   const std::string at = absl::StrCat("layer ", l, " attention ");
-  RETURN_IF_ERROR(Linear(at + "q|k|v projection", ws_.normed, w.fused(l, Fusion::kQKV),
-                         ws_.projection, n, (H + 2 * KV) * hd, d));
   kernels::AttentionParams p;
+  RETURN_IF_ERROR(Linear(at + "q|k|v projection", ws_.normed, w.fused(l, Fusion::kQKV),
+                         ws_.projection, n, (H + 2 * KV) * hd, d, &p.qkv_scales, input_quantized));
   p.qkv = ws_.projection;
   p.q = ws_.q;
   p.k = ws_.k;
@@ -557,7 +602,7 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only) {
   Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
   CUDA_RETURN_IF_ERROR(kernels::LaunchRingWrite(p, stream_));
   return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kOProj),
-                ws_.block_out, n, d, H * hd);
+                ws_.block_out, n, d, H * hd, &block_out_scales_);
 }
 
 absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
@@ -571,40 +616,45 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
   bool have_block_out = false;
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string at = absl::StrCat("layer ", l, " ");
-    RETURN_IF_ERROR(AddRmsNorm(at + "residual add + temporal norm",
-                               have_block_out ? ws_.block_out : nullptr, pending_bias,
-                               w.f32(l, T_::kTemporalNorm), n));
-    if (c.block_types[l] == BlockType::kRecurrent) {
-      RETURN_IF_ERROR(RecurrentBlock(l, n, decode_only));
+    const bool recurrent = c.block_types[l] == BlockType::kRecurrent;
+    const bool quantize_temporal =
+        QuantizesInputOf(w.fused(l, recurrent ? Fusion::kXY : Fusion::kQKV), n);
+    RETURN_IF_ERROR(AddRmsNorm(at + "residual add + temporal norm", have_block_out, pending_bias,
+                               w.f32(l, T_::kTemporalNorm), n, quantize_temporal));
+    if (recurrent) {
+      RETURN_IF_ERROR(RecurrentBlock(l, n, decode_only, quantize_temporal));
       pending_bias = w.f32(l, T_::kLinearOutBias);
     } else {
-      RETURN_IF_ERROR(AttentionBlock(l, n, decode_only));
+      RETURN_IF_ERROR(AttentionBlock(l, n, decode_only, quantize_temporal));
       pending_bias = w.f32(l, T_::kOProjBias);
     }
-    RETURN_IF_ERROR(AddRmsNorm(at + "residual add + channel norm", ws_.block_out, pending_bias,
-                               w.f32(l, T_::kChannelNorm), n));
+    const bool quantize_channel = QuantizesInputOf(w.fused(l, Fusion::kGateUp), n);
+    RETURN_IF_ERROR(AddRmsNorm(at + "residual add + channel norm", true, pending_bias,
+                               w.f32(l, T_::kChannelNorm), n, quantize_channel));
+    kernels::InputScales gate_up_scales;
     RETURN_IF_ERROR(Linear(at + "mlp gate|up projection", ws_.normed, w.fused(l, Fusion::kGateUp),
-                           ws_.projection, n, 2 * m, d));
+                           ws_.projection, n, 2 * m, d, &gate_up_scales, quantize_channel));
     Trace(at + "GeGLU", "GeGlu", double(n) * m * (2 * 4 + 2), 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchGeGlu(ws_.projection, w.f32(l, T_::kGateBias),
-                                              w.f32(l, T_::kUpBias), n, m, ws_.activation,
-                                              stream_));
+    CUDA_RETURN_IF_ERROR(kernels::LaunchGeGlu(ws_.projection, gate_up_scales,
+                                              w.f32(l, T_::kGateBias), w.f32(l, T_::kUpBias), n, m,
+                                              ws_.activation, stream_));
     RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation,
-                           w.projection(l, T_::kDownProj), ws_.block_out, n, d, m));
+                           w.projection(l, T_::kDownProj), ws_.block_out, n, d, m,
+                           &block_out_scales_));
     pending_bias = w.f32(l, T_::kDownBias);
     have_block_out = true;
   }
   // Last residual add; the head normalises only the rows it needs.
-  return AddRmsNorm("final residual add", ws_.block_out, pending_bias, w.final_norm(), n);
+  return AddRmsNorm("final residual add", true, pending_bias, w.final_norm(), n);
 }
 
 absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
   const loader::ModelConfig& c = config_;
   const int d = c.hidden_size, V = c.vocab_size;
   Trace("head: final norm of the logit rows", "AddRmsNorm", double(nrows) * d * 6, 0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(ws_.residual, nullptr, nullptr,
-                                                 weights_->final_norm(), meta_.rows() + row0, nrows,
-                                                 d, c.rms_norm_eps, ws_.head_in, stream_));
+  CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(
+      ws_.residual, nullptr, kernels::InputScales{}, nullptr, weights_->final_norm(),
+      meta_.rows() + row0, nrows, d, c.rms_norm_eps, ws_.head_in, stream_));
   RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in,
                          ProjectionWeights{weights_->output_projection(), nullptr}, ws_.logits,
                          nrows, V, d));

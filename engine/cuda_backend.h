@@ -82,6 +82,14 @@ struct CudaBackendOptions {
   // expanded to bf16 in a scratch buffer for a bf16 GEMM (slower: bench/NOTES.md).
   bool fp8_weights = false;
   bool fp8_activations = true;
+  // The two passes each W8A8 GEMM needs happen inside its neighbours: the residual add + norm
+  // before the x|y, q|k|v and gate|up projections writes its output's FP8 codes and row scales
+  // too (no quantization pass), and the GEMMs leave their output unscaled for the kernels that
+  // read it (GeGLU, RoPE, the residual add) to apply the scales (no pass over the float32 output:
+  // as many bytes as the GEMM writes, twice). The x|y output, read by several RG-LRU kernels, and
+  // the inputs of the down and output projections keep their passes. Bit-identical either way;
+  // false only to compare (tests, engine_bench).
+  bool fuse_fp8_passes = true;
 };
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).

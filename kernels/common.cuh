@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "kernels/types.h"
+
 namespace griffin::kernels {
 
 using bf16 = __nv_bfloat16;
@@ -22,6 +24,14 @@ __device__ __forceinline__ float GeluTanh(float x) {
 }
 __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float Softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+// InputScales (types.h) applied to element [r, c] of a kernel's float32 input. __fmul_rn keeps the
+// product from fusing into a later add, so the result is the one LaunchScaleRowsAndColumns's
+// separate pass stores (that kernel calls this too).
+__device__ __forceinline__ float ApplyScales(float v, const InputScales& s, int64_t r, int64_t c) {
+  if (s.cols == nullptr) return v;
+  return __fmul_rn(v, (s.rows != nullptr ? __ldg(s.rows + r) : 1.0f) * __ldg(s.cols + c));
+}
 
 // Programmatic dependent launch (Hopper, PTX ISA 7.8+): a kernel launched with
 // cudaLaunchAttributeProgrammaticStreamSerialization may start while the previous kernel in the
@@ -61,6 +71,22 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
   float total = 0.0f;
   for (int w = 0; w < warps; ++w) total += scratch[w];
   return total;
+}
+
+// The block's largest value (exact: max does not depend on the order). `scratch` as BlockSum's.
+__device__ __forceinline__ float BlockMax(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  float largest = scratch[0];
+  for (int w = 1; w < warps; ++w) largest = fmaxf(largest, scratch[w]);
+  return largest;
 }
 
 }  // namespace griffin::kernels

@@ -60,6 +60,24 @@ struct StateRef {
   int64_t slot_stride = 0;
 };
 
+// Scales a kernel applies to a float32 input [rows, cols] as it reads it, instead of a pass over
+// that input: v = in[r, c] * (rows[r] * cols[c]), with rows == nullptr meaning 1. They are an FP8
+// GEMM's per-token activation scales and per-output-row weight scales (Gemm::RunFp8Unscaled);
+// the arithmetic is LaunchScaleRowsAndColumns's, so deferring the scales to the consumer changes
+// no bit. cols == nullptr: the input is already scaled.
+struct InputScales {
+  const float* rows = nullptr;
+  const float* cols = nullptr;
+  constexpr bool any() const { return cols != nullptr; }
+};
+
+// Rows as FP8 E4M3 codes with one float32 scale per row (a W8A8 GEMM's activations), when a kernel
+// writes them beside its bf16 output: codes [rows, cols], scales [rows].
+struct Fp8Rows {
+  uint8_t* codes = nullptr;
+  float* scales = nullptr;
+};
+
 }  // namespace griffin::kernels
 
 #endif  // GRIFFIN_KERNELS_TYPES_H_

@@ -5,6 +5,7 @@
 //   i + rotary/2, inv_freq = 1 / theta^(2i / rotary), angle = pos * inv_freq, all float32, as the
 //   CPU reference), v bf16 [n, KV hd]. Keys are rounded to bf16 here, so a key read back from the
 //   ring and a key of the current run are the same number (chunked == whole prefill).
+//   qkv_scales (optional): qkv is an FP8 GEMM's unscaled output, scaled as it is read (types.h).
 //
 // LaunchAttention: for query token t at position p in head h (kv head g = h / (H / KV)):
 //   keys j with p - W <= pos_j <= p (itself plus W earlier ones, the reference's W+1 keys);
@@ -41,6 +42,7 @@ namespace griffin::kernels {
 
 struct AttentionParams {
   const float* qkv = nullptr;  // rope input
+  InputScales qkv_scales;      // of qkv, when an FP8 GEMM left them to RoPE
   bf16_t* q = nullptr;         // [n, H hd]
   bf16_t* k = nullptr;         // [n, KV hd]
   bf16_t* v = nullptr;         // [n, KV hd]

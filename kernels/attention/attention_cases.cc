@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/attention/attention.cuh"
 #include "kernels/attention/attention_reference.h"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/testing/device_buffer.h"
 #include "kernels/testing/op_registry.h"
 
@@ -161,6 +162,75 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
   }
 }
 
+// RoPE reading an FP8 GEMM's unscaled q|k|v with its scales: q, k and v must equal, bit for bit,
+// those of the separate scaling pass followed by plain RoPE, and match ref::ApplyRope.
+void RopeScaledInputCase(int H, int KV, int hd, bool with_rows) {
+  const int rotary = hd / 2, width = (H + 2 * KV) * hd;
+  HostLayout lay;
+  lay.Add(3, 0, 0);
+  lay.Add(1, 1, 700);
+  const int n = lay.n;
+  auto qkv = Random(size_t(n) * width);
+  ScalesOnDevice scales(n, width, with_rows);
+  std::vector<float> raw = qkv;
+  for (int t = 0; t < n; ++t) {
+    for (int c = 0; c < width; ++c) {
+      float& v = raw[size_t(t) * width + c];
+      v = scales.Unscale(v, t, c);
+      qkv[size_t(t) * width + c] = scales.Apply(v, t, c);
+    }
+  }
+  Dev<float> d_qkv(raw);
+  Dev<int32_t> d_te(lay.tok_entry);
+  Dev<StepEntryRecord> d_en(lay.entries);
+  auto run = [&](InputScales sc, std::vector<bf16_t>* q, std::vector<bf16_t>* k,
+                 std::vector<bf16_t>* v) {
+    Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd);
+    AttentionParams p;
+    p.qkv = d_qkv.get();
+    p.qkv_scales = sc;
+    p.q = dq.get();
+    p.k = dk.get();
+    p.v = dv.get();
+    p.layout = {d_te.get(), d_en.get()};
+    p.n = n;
+    p.H = H;
+    p.KV = KV;
+    p.hd = hd;
+    p.rotary = rotary;
+    p.theta = 10000.0f;
+    ASSERT_EQ(LaunchRope(p, 0), cudaSuccess);
+    *q = dq.Get(size_t(n) * H * hd);
+    *k = dk.Get(size_t(n) * KV * hd);
+    *v = dv.Get(size_t(n) * KV * hd);
+  };
+  std::vector<bf16_t> q, k, v, q2, k2, v2;
+  run(scales.get(), &q, &k, &v);
+  for (int t = 0; t < n; ++t) {
+    const int e = lay.tok_entry[t];
+    const int pos = lay.entries[e].pos0 + t - lay.entries[e].start;
+    std::vector<float> row(qkv.begin() + size_t(t) * width, qkv.begin() + size_t(t + 1) * width);
+    ref::ApplyRope(absl::MakeSpan(row).subspan(0, size_t(H + KV) * hd), H + KV, hd, rotary,
+                   10000.0f, pos);
+    const auto qf = FromBf16(q), kf = FromBf16(k), vf = FromBf16(v);
+    for (int i = 0; i < H * hd; ++i) {
+      ASSERT_NEAR(qf[size_t(t) * H * hd + i], row[i], std::abs(row[i]) * 0.0040f + 1e-5f) << i;
+    }
+    for (int i = 0; i < KV * hd; ++i) {
+      const float kr = row[size_t(H) * hd + i], vr = row[size_t(H + KV) * hd + i];
+      ASSERT_NEAR(kf[size_t(t) * KV * hd + i], kr, std::abs(kr) * 0.0040f + 1e-5f) << i;
+      ASSERT_NEAR(vf[size_t(t) * KV * hd + i], vr, std::abs(vr) * 0.0040f + 1e-5f) << i;
+    }
+  }
+  ASSERT_EQ(
+      LaunchScaleRowsAndColumns(d_qkv.get(), scales.get().rows, scales.get().cols, n, width, 0),
+      cudaSuccess);
+  run(InputScales{}, &q2, &k2, &v2);
+  ASSERT_EQ(q2, q) << "q: scales on reading differ from the pass";
+  ASSERT_EQ(k2, k) << "k: scales on reading differ from the pass";
+  ASSERT_EQ(v2, v) << "v: scales on reading differ from the pass";
+}
+
 std::vector<OpCase> MakeAttentionCases() {
   std::vector<OpCase> cases;
   struct Size {
@@ -188,6 +258,13 @@ std::vector<OpCase> MakeAttentionCases() {
                        "bf16 output 2^-8 + 2^-11 max|v| (half P on the tensor cores), doubled",
                        s.heavy, [s, mode] { AttentionCase(s.H, s.KV, s.hd, s.W, mode); }});
     }
+  }
+  for (bool with_rows : {true, false}) {
+    cases.push_back({"rope.scaled_input",
+                     absl::StrCat("H10 KV1 hd256", with_rows ? "" : " cols only"),
+                     "ref::ApplyRope on the scaled q|k|v; the scaling pass + plain RoPE",
+                     "bf16 rounding 2^-8; bit-identical to the pass", false,
+                     [with_rows] { RopeScaledInputCase(10, 1, 256, with_rows); }});
   }
   return cases;
 }

@@ -14,15 +14,17 @@ __global__ void RopeKernel(AttentionParams p) {
   const int width = (H + 2 * KV) * hd;
   const int half = p.rotary / 2;
   const float* hrow = p.qkv + int64_t{t} * width + head * hd;
+  const int col0 = head * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float val = hrow[d];
+    float val = ApplyScales(hrow[d], p.qkv_scales, t, col0 + d);
     if (head < H + KV && d < p.rotary) {
       const int i = d < half ? d : d - half;
       const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.rotary);
       const float inv_frequency = 1.0f / powf(p.theta, exponent);
       const float angle = static_cast<float>(pos) * inv_frequency;
       const float sn = sinf(angle), cs = cosf(angle);
-      const float first = hrow[i], second = hrow[i + half];
+      const float first = ApplyScales(hrow[i], p.qkv_scales, t, col0 + i);
+      const float second = ApplyScales(hrow[i + half], p.qkv_scales, t, col0 + i + half);
       val = d < half ? first * cs - second * sn : second * cs + first * sn;
     }
     if (head < H) {

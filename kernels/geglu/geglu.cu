@@ -8,8 +8,8 @@
 namespace griffin::kernels {
 namespace {
 
-__global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b_up, int64_t n,
-                            int m, bf16* out) {
+__global__ void GeGluKernel(const float* gu, InputScales sc, const float* b_gate, const float* b_up,
+                            int64_t n, int m, bf16* out) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   WaitForPriorGrids();
   const int64_t total = n * m;
@@ -17,8 +17,8 @@ __global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = idx / m;
     const int i = static_cast<int>(idx - t * m);
-    const float g = gu[t * 2 * m + i] + b_gate[i];
-    const float u = gu[t * 2 * m + m + i] + b_up[i];
+    const float g = ApplyScales(gu[t * 2 * m + i], sc, t, i) + b_gate[i];
+    const float u = ApplyScales(gu[t * 2 * m + m + i], sc, t, m + i) + b_up[i];
     out[idx] = ToB(GeluTanh(g) * u);
   }
 }
@@ -26,8 +26,8 @@ __global__ void GeGluKernel(const float* gu, const float* b_gate, const float* b
 // The same four outputs per thread from float4 loads (m % 4 == 0, 16-byte aligned rows: the model's
 // widths), every load of a thread issued before its math. The grid-stride loop above keeps one
 // dependent load round per element in flight and ran at 2.2-4.2x its byte floor at batch 64-256.
-__global__ void GeGluVec4Kernel(const float* gu, const float* b_gate, const float* b_up, int64_t n,
-                                int m, bf16* out) {
+__global__ void GeGluVec4Kernel(const float* gu, InputScales sc, const float* b_gate,
+                                const float* b_up, int64_t n, int m, bf16* out) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   WaitForPriorGrids();
   const int m4 = m / 4;
@@ -35,8 +35,15 @@ __global__ void GeGluVec4Kernel(const float* gu, const float* b_gate, const floa
   if (idx >= n * m4) return;
   const int64_t t = idx / m4;
   const int i = static_cast<int>(idx - t * m4);
-  const float4 g = reinterpret_cast<const float4*>(gu + t * 2 * m)[i];
-  const float4 u = reinterpret_cast<const float4*>(gu + t * 2 * m + m)[i];
+  float4 g = reinterpret_cast<const float4*>(gu + t * 2 * m)[i];
+  float4 u = reinterpret_cast<const float4*>(gu + t * 2 * m + m)[i];
+  if (sc.any()) {
+    const int c = 4 * i;
+    g = make_float4(ApplyScales(g.x, sc, t, c), ApplyScales(g.y, sc, t, c + 1),
+                    ApplyScales(g.z, sc, t, c + 2), ApplyScales(g.w, sc, t, c + 3));
+    u = make_float4(ApplyScales(u.x, sc, t, m + c), ApplyScales(u.y, sc, t, m + c + 1),
+                    ApplyScales(u.z, sc, t, m + c + 2), ApplyScales(u.w, sc, t, m + c + 3));
+  }
   const float4 bg = reinterpret_cast<const float4*>(b_gate)[i];
   const float4 bu = reinterpret_cast<const float4*>(b_up)[i];
   const __nv_bfloat162 lo = __floats2bfloat162_rn(GeluTanh(g.x + bg.x) * (u.x + bu.x),
@@ -51,8 +58,8 @@ __global__ void GeGluVec4Kernel(const float* gu, const float* b_gate, const floa
 
 }  // namespace
 
-cudaError_t LaunchGeGlu(const float* gu, const float* b_gate, const float* b_up, int n, int m,
-                        bf16_t* out, cudaStream_t stream) {
+cudaError_t LaunchGeGlu(const float* gu, InputScales gu_scales, const float* b_gate,
+                        const float* b_up, int n, int m, bf16_t* out, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   const int64_t total = int64_t{n} * m;
   const int threads = 256;
@@ -61,10 +68,11 @@ cudaError_t LaunchGeGlu(const float* gu, const float* b_gate, const float* b_up,
   if (m % 4 == 0 && aligned % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0) {
     const int64_t blocks4 = (total / 4 + threads - 1) / threads;
     return LaunchPdl(GeGluVec4Kernel, dim3(static_cast<unsigned>(blocks4)), dim3(threads), 0,
-                     stream, gu, b_gate, b_up, int64_t{n}, m, reinterpret_cast<bf16*>(out));
+                     stream, gu, gu_scales, b_gate, b_up, int64_t{n}, m,
+                     reinterpret_cast<bf16*>(out));
   }
   const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 132 * 16));
-  return LaunchPdl(GeGluKernel, dim3(blocks), dim3(threads), 0, stream, gu, b_gate, b_up,
+  return LaunchPdl(GeGluKernel, dim3(blocks), dim3(threads), 0, stream, gu, gu_scales, b_gate, b_up,
                    int64_t{n}, m, reinterpret_cast<bf16*>(out));
 }
 

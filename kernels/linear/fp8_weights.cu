@@ -4,13 +4,13 @@
 #include <cuda_fp8.h>
 
 #include "kernels/common.cuh"
+#include "kernels/linear/fp8_codes.cuh"
 #include "kernels/linear/fp8_weights.cuh"
 
 namespace griffin::kernels {
 namespace {
 
 constexpr int kQuantizeThreads = 256;
-constexpr float kE4M3Max = 448.0f;  // base/numeric.h's kFp8E4M3Max
 
 // One block per row: the row's largest magnitude, then every code. Rows are at most a few
 // thousand elements (one block reads its row twice, the second time from L1/L2).
@@ -38,22 +38,21 @@ __global__ void __launch_bounds__(kQuantizeThreads)
   largest = 0.0f;
 #pragma unroll
   for (int i = 0; i < kQuantizeThreads / 32; ++i) largest = fmaxf(largest, warp_max[i]);
-  // __fdiv_rn: IEEE division whatever the build's -prec-div, as the host reference divides.
-  const float scale = largest > 0.0f ? __fdiv_rn(largest, kE4M3Max) : 1.0f;
+  const float scale = Fp8RowScale(largest);
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   uint2* out = reinterpret_cast<uint2*>(codes + base);
   for (int v = threadIdx.x; v < vecs; v += kQuantizeThreads) {
     const uint4 packed = __ldg(row + v);
     const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&packed);
-    uint32_t words[2] = {0, 0};
+    float f[8];
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      const float2 f = __bfloat1622float2(pairs[u]);
-      const uint32_t lo = __nv_cvt_float_to_fp8(__fdiv_rn(f.x, scale), __NV_SATFINITE, __NV_E4M3);
-      const uint32_t hi = __nv_cvt_float_to_fp8(__fdiv_rn(f.y, scale), __NV_SATFINITE, __NV_E4M3);
-      words[u / 2] |= (lo | (hi << 8)) << (16 * (u % 2));
+      const float2 pair = __bfloat1622float2(pairs[u]);
+      f[2 * u] = pair.x;
+      f[2 * u + 1] = pair.y;
     }
-    out[v] = make_uint2(words[0], words[1]);
+    out[v] = make_uint2(Fp8Codes4(f[0], f[1], f[2], f[3], scale),
+                        Fp8Codes4(f[4], f[5], f[6], f[7], scale));
   }
 }
 
@@ -86,7 +85,7 @@ __global__ void ScaleRowsAndColumnsKernel(float* d, const float* row_scales,
   if (i >= total) return;
   const int64_t m = i / N;
   const int n = static_cast<int>(i - m * N);
-  d[i] *= (row_scales != nullptr ? __ldg(row_scales + m) : 1.0f) * __ldg(col_scales + n);
+  d[i] = ApplyScales(d[i], InputScales{row_scales, col_scales}, m, n);
 }
 
 bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

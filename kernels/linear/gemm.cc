@@ -148,13 +148,10 @@ std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, c
   return "";
 }
 
-std::string Gemm::RunFp8(const uint8_t* a, const float* a_scales, const uint8_t* w,
-                         const float* w_scales, float* d, int M, int N, int K,
-                         cudaStream_t stream) {
+std::string Gemm::RunFp8Unscaled(const uint8_t* a, const uint8_t* w, float* d, int M, int N, int K,
+                                 cudaStream_t stream) {
   if (M <= 0) return "";
-  if (K % 16 != 0 || a_scales == nullptr || w_scales == nullptr) {
-    return "GEMM FP8: K must be a multiple of 16 and both scale vectors given";
-  }
+  if (K % 16 != 0) return "GEMM FP8: K must be a multiple of 16";
   Plan* plan = nullptr;
   std::string err = GetPlan(M, N, K, Inputs::kFp8, &plan);
   if (!err.empty()) return err;
@@ -162,9 +159,22 @@ std::string Gemm::RunFp8(const uint8_t* a, const float* a_scales, const uint8_t*
   const cublasStatus_t st =
       plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(fp8)", st);
+  return "";
+}
+
+std::string Gemm::RunFp8(const uint8_t* a, const float* a_scales, const uint8_t* w,
+                         const float* w_scales, float* d, int M, int N, int K,
+                         cudaStream_t stream) {
+  if (M <= 0) return "";
+  if (a_scales == nullptr || w_scales == nullptr) {
+    return "GEMM FP8: both scale vectors must be given";
+  }
+  std::string err = RunFp8Unscaled(a, w, d, M, N, K, stream);
+  if (!err.empty()) return err;
   // cuBLASLt's per-row scale vectors (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) are refused on
   // sm_90 by CUDA 13.0's cuBLASLt (the heuristic returns CUBLAS_STATUS_INVALID_VALUE, measured
-  // on the H200): the GEMM runs unscaled and one pass over D applies both scales.
+  // on the H200): the GEMM runs unscaled and one pass over D applies both scales (or, through
+  // RunFp8Unscaled, the kernel that reads D).
   const cudaError_t scaled = LaunchScaleRowsAndColumns(d, a_scales, w_scales, M, N, stream);
   if (scaled != cudaSuccess) return Fail("LaunchScaleRowsAndColumns", scaled);
   return "";

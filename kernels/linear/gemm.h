@@ -51,6 +51,11 @@ class Gemm {
   // K % 16 == 0.
   std::string RunFp8(const uint8_t* a, const float* a_scales, const uint8_t* w,
                      const float* w_scales, float* d, int M, int N, int K, cudaStream_t stream);
+  // The same GEMM leaving D unscaled, sum_k A[m, k] W[n, k]: the caller hands InputScales
+  // {a_scales, w_scales} (types.h) to the kernel that reads D, which saves the pass over D
+  // (read and written in float32: as many bytes as the GEMM's own output, twice).
+  std::string RunFp8Unscaled(const uint8_t* a, const uint8_t* w, float* d, int M, int N, int K,
+                             cudaStream_t stream);
 
  private:
   struct Plan;

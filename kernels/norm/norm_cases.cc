@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/norm/norm_reference.h"
 #include "kernels/norm/rmsnorm.cuh"
 #include "kernels/testing/device_buffer.h"
@@ -10,31 +11,62 @@
 namespace griffin::kernels::testing {
 namespace {
 
-void AddRmsNormCase(int d, int rows) {
+// scaled: delta is an FP8 GEMM's unscaled output and the kernel applies its scales as it reads;
+// the residual and output must equal, bit for bit, the separate scaling pass + plain kernel's.
+void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true) {
   auto x = Random(size_t(rows) * d), delta = Random(size_t(rows) * d);
   auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
-  Dev<float> dx(x), dd(delta), db(bias), dw(w);
+  ScalesOnDevice scales(rows, d, with_rows);
+  std::vector<float> raw = delta;
+  if (scaled) {
+    for (int r = 0; r < rows; ++r) {
+      for (int i = 0; i < d; ++i) {
+        float& v = raw[size_t(r) * d + i];
+        v = scales.Unscale(v, r, i);
+        delta[size_t(r) * d + i] = scales.Apply(v, r, i);
+      }
+    }
+  }
+  Dev<float> dx(x), dd(raw), db(bias), dw(w);
   Dev<bf16_t> out(size_t(rows) * d);
-  ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), db.get(), dw.get(), nullptr, rows, d, 1e-6f,
-                             out.get(), 0),
+  ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), scaled ? scales.get() : InputScales{}, db.get(),
+                             dw.get(), nullptr, rows, d, 1e-6f, out.get(), 0),
             cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> sum(x.size()), ref(x.size());
   for (size_t i = 0; i < x.size(); ++i) sum[i] = x[i] + (delta[i] + bias[i % d]);
   ref::RmsNorm(sum, w, 1e-6f, rows, absl::MakeSpan(ref));
   const auto got_x = dx.Get(x.size());
-  const auto got = FromBf16(out.Get(x.size()));
+  const auto got_bits = out.Get(x.size());
+  const auto got = FromBf16(got_bits);
   for (size_t i = 0; i < x.size(); ++i) {
-    ASSERT_EQ(got_x[i], sum[i]) << "residual i=" << i;
+    if (scaled) {
+      ASSERT_NEAR(got_x[i], sum[i], 1e-6f * (std::abs(x[i]) + std::abs(delta[i]) + 1.0f))
+          << "residual i=" << i;
+    } else {
+      ASSERT_EQ(got_x[i], sum[i]) << "residual i=" << i;
+    }
     ASSERT_NEAR(got[i], ref[i], std::abs(ref[i]) * 0.0040f + 1e-5f * std::sqrt(float(d))) << i;
+  }
+  if (scaled) {
+    Dev<float> dx2(x);
+    ASSERT_EQ(LaunchScaleRowsAndColumns(dd.get(), scales.get().rows, scales.get().cols, rows, d, 0),
+              cudaSuccess);
+    Dev<bf16_t> out2(size_t(rows) * d);
+    ASSERT_EQ(LaunchAddRmsNorm(dx2.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr,
+                               rows, d, 1e-6f, out2.get(), 0),
+              cudaSuccess);
+    ASSERT_EQ(dx2.Get(x.size()), got_x) << "residual: scales on reading differ from the pass";
+    ASSERT_EQ(out2.Get(x.size()), got_bits) << "output: scales on reading differ from the pass";
+    return;
   }
   // The gathering form (final norm of selected rows, no add): rows in reverse order.
   std::vector<int32_t> gather(rows);
   for (int r = 0; r < rows; ++r) gather[r] = rows - 1 - r;
   Dev<int32_t> dg(gather);
   Dev<bf16_t> out2(size_t(rows) * d);
-  ASSERT_EQ(LaunchAddRmsNorm(dx.get(), nullptr, nullptr, dw.get(), dg.get(), rows, d, 1e-6f,
-                             out2.get(), 0),
+  ASSERT_EQ(LaunchAddRmsNorm(dx.get(), nullptr, InputScales{}, nullptr, dw.get(), dg.get(), rows, d,
+                             1e-6f, out2.get(), 0),
             cudaSuccess);
   const auto got2 = FromBf16(out2.Get(x.size()));
   for (int r = 0; r < rows; ++r) {
@@ -44,6 +76,41 @@ void AddRmsNormCase(int d, int rows) {
                   std::abs(want) * 0.0040f + 1e-5f * std::sqrt(float(d)));
     }
   }
+}
+
+// The output also as FP8 codes and row scales for the next W8A8 GEMM: bit for bit what
+// LaunchQuantizeRowsFp8E4M3 makes of the bf16 output, which itself must not change. Widths the
+// float4 kernel cannot quantize are refused.
+void AddRmsNormQuantizedCase(int d, int rows) {
+  auto x = Random(size_t(rows) * d), delta = Random(size_t(rows) * d);
+  auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
+  if (!AddRmsNormQuantizes(d)) {
+    Dev<float> dx(x);
+    Dev<bf16_t> out(size_t(rows) * d);
+    Dev<uint8_t> codes(size_t(rows) * d);
+    Dev<float> scales(rows);
+    EXPECT_EQ(LaunchAddRmsNorm(dx.get(), nullptr, InputScales{}, nullptr, Dev<float>(w).get(),
+                               nullptr, rows, d, 1e-6f, out.get(), 0, {codes.get(), scales.get()}),
+              cudaErrorInvalidValue);
+    return;
+  }
+  Dev<float> dx(x), dx2(x), dd(delta), db(bias), dw(w);
+  Dev<bf16_t> out(size_t(rows) * d), out2(size_t(rows) * d);
+  Dev<uint8_t> codes(size_t(rows) * d), codes2(size_t(rows) * d);
+  Dev<float> scales(rows), scales2(rows);
+  ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
+                             d, 1e-6f, out.get(), 0, {codes.get(), scales.get()}),
+            cudaSuccess);
+  ASSERT_EQ(LaunchAddRmsNorm(dx2.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
+                             d, 1e-6f, out2.get(), 0),
+            cudaSuccess);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(out2.get(), rows, d, codes2.get(), scales2.get(), 0),
+            cudaSuccess);
+  ASSERT_EQ(out.Get(size_t(rows) * d), out2.Get(size_t(rows) * d)) << "bf16 output changed";
+  ASSERT_EQ(dx.Get(size_t(rows) * d), dx2.Get(size_t(rows) * d)) << "residual changed";
+  ASSERT_EQ(scales.Get(rows), scales2.Get(rows)) << "row scales differ from the quantizer's";
+  ASSERT_EQ(codes.Get(size_t(rows) * d), codes2.Get(size_t(rows) * d))
+      << "codes differ from the quantizer's";
 }
 
 void EmbedCase(int vocab, int d, int n) {
@@ -73,6 +140,23 @@ std::vector<OpCase> MakeNormCases() {
                        "residual exact; output bf16 rounding 2^-8 relative + d * 2^-24", false,
                        [d, rows] { AddRmsNormCase(d, rows); }});
     }
+  }
+  // The FP8 GEMM's scales applied on reading (2560: float4 kernel; 4100: strided).
+  for (int d : {2560, 4100}) {
+    for (bool with_rows : {true, false}) {
+      cases.push_back({"rmsnorm.scaled_delta",
+                       absl::StrCat("d", d, " rows3", with_rows ? "" : " cols only"),
+                       "ref::RmsNorm of the scaled delta; the scaling pass + plain kernel",
+                       "as rmsnorm; bit-identical to the pass", false,
+                       [d, with_rows] { AddRmsNormCase(d, 3, true, with_rows); }});
+    }
+  }
+  // 2560 and 4096: quantized by the float4 kernel; 4100 and 2564 are refused.
+  for (int d : {16, 2560, 4096, 2564, 4100}) {
+    cases.push_back({"rmsnorm.fp8_output", absl::StrCat("d", d, " rows5"),
+                     "LaunchQuantizeRowsFp8E4M3 of the bf16 output (itself unchanged)",
+                     "bit-identical codes and scales", false,
+                     [d] { AddRmsNormQuantizedCase(d, 5); }});
   }
   for (int d : {8, 2560}) {
     cases.push_back({"embed", absl::StrCat("vocab1000 d", d, " n5"), "table row * scale",

@@ -5,6 +5,11 @@
 //   out[t] = bf16( x[t] * rsqrt(mean(x[t]^2) + eps) * (1 + w) )
 // With `gather` set, output row r normalises input row gather[r] and no add happens (the final norm
 // of only the rows whose logits are wanted).
+// `delta_scales` (optional): delta is an FP8 GEMM's unscaled output; its scales (types.h
+// InputScales) are applied as it is read, delta[t] * scales + bias, instead of a pass over delta.
+// `quantized` (optional, only where AddRmsNormQuantizes(d)): the output rows also as E4M3 codes and
+// row scales, bit for bit what LaunchQuantizeRowsFp8E4M3 makes of `out` (the next W8A8 GEMM's
+// input without a pass of its own; kernels/linear/fp8_codes.cuh).
 // Layouts: x, delta float32 [rows, d] row-major; bias, w float32 [d]; out bf16 [rows, d].
 // Accumulation: float32 (block reduction of squares). One block per row: d / 4 threads holding a
 // float4 each when d % 4 == 0, d <= 4096 and the float rows are 16-byte aligned (the model's
@@ -20,9 +25,11 @@
 
 namespace griffin::kernels {
 
-cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* bias, const float* w,
-                             const int32_t* gather, int rows, int d, float eps, bf16_t* out,
-                             cudaStream_t stream);
+bool AddRmsNormQuantizes(int d);
+cudaError_t LaunchAddRmsNorm(float* x, const float* delta, InputScales delta_scales,
+                             const float* bias, const float* w, const int32_t* gather, int rows,
+                             int d, float eps, bf16_t* out, cudaStream_t stream,
+                             Fp8Rows quantized = {});
 
 cudaError_t LaunchEmbed(const bf16_t* table, const int32_t* tokens, int n, int d, float scale,
                         float* x, cudaStream_t stream);

@@ -54,6 +54,27 @@ inline std::vector<float> Random(size_t n, float scale = 1.0f, float mean = 0.0f
   for (float& x : v) x = dist(Rng());
   return v;
 }
+// Scales an FP8 GEMM leaves for the kernel that reads its output (types.h InputScales), of about
+// the size E4M3 scales take, per row (optional) and per column. Unscale(v, r, c) turns a value the
+// consumer should see into the GEMM output that yields it.
+struct ScalesOnDevice {
+  ScalesOnDevice(int rows, int cols, bool with_rows)
+      : row_values(with_rows ? Random(rows, 0.01f, 0.02f) : std::vector<float>{}),
+        col_values(Random(cols, 0.004f, 0.006f)),
+        row_buf(row_values),
+        col_buf(col_values) {}
+  InputScales get() { return {row_values.empty() ? nullptr : row_buf.get(), col_buf.get()}; }
+  float Scale(int r, int c) const {
+    return (row_values.empty() ? 1.0f : row_values[r]) * col_values[c];
+  }
+  float Unscale(float v, int r, int c) const { return v / Scale(r, c); }
+  // in[r, c] as the consumer sees it (the device rounds the same product; the add after it may
+  // differ by the host's contraction, so compare with a tolerance).
+  float Apply(float v, int r, int c) const { return v * Scale(r, c); }
+  std::vector<float> row_values, col_values;
+  Dev<float> row_buf, col_buf;
+};
+
 inline std::vector<bf16_t> ToBf16(const std::vector<float>& v) {
   std::vector<bf16_t> o(v.size());
   for (size_t i = 0; i < v.size(); ++i) o[i] = HostToBf16(v[i]);
