@@ -485,9 +485,9 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only,
   const int r = block_index_[l];
   const DeviceWeights& w = *weights_;
   const std::string at = absl::StrCat("layer ", l, " recurrent ");
-  RETURN_IF_ERROR(Linear(at + "x|y projection", ws_.normed, w.fused(l, Fusion::kXY), ws_.projection,
-                         n, 2 * L, d, nullptr, input_quantized));
   kernels::RgLruParams p;
+  RETURN_IF_ERROR(Linear(at + "x|y projection", ws_.normed, w.fused(l, Fusion::kXY), ws_.projection,
+                         n, 2 * L, d, &p.xy_scales, input_quantized));
   p.xy = ws_.projection;
   p.bx = w.f32(l, T_::kLinearXBias);
   p.by = w.f32(l, T_::kLinearYBias);

@@ -85,10 +85,10 @@ struct CudaBackendOptions {
   // The two passes each W8A8 GEMM needs happen inside its neighbours: the residual add + norm
   // before the x|y, q|k|v and gate|up projections writes its output's FP8 codes and row scales
   // too (no quantization pass), and the GEMMs leave their output unscaled for the kernels that
-  // read it (GeGLU, RoPE, the residual add) to apply the scales (no pass over the float32 output:
-  // as many bytes as the GEMM writes, twice). The x|y output, read by several RG-LRU kernels, and
-  // the inputs of the down and output projections keep their passes. Bit-identical either way;
-  // false only to compare (tests, engine_bench).
+  // read it (the RG-LRU kernels, GeGLU, RoPE, the residual add) to apply the scales (no pass over
+  // the float32 output: as many bytes as the GEMM writes, twice). The inputs of the down and
+  // output projections keep their quantization passes (NOTES.md session 11: GeGLU writing the
+  // codes gained nothing). Bit-identical either way; false only to compare (tests, engine_bench).
   bool fuse_fp8_passes = true;
 };
 

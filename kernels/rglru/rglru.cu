@@ -32,10 +32,16 @@ __device__ __forceinline__ GateOut GateMath(float gx_sum, float ga_sum, float c,
   return {reset ? 0.0f : a, reset ? gated : __fmul_rn(gated, sqrtf(1.0f - a_sq))};
 }
 
+// Column `col` of token t's x|y row (x: [0, L), y: [L, 2L)), scaled as it is read when an FP8
+// GEMM left the scales (every kernel here reads xy through this).
+__device__ __forceinline__ float XY(const RgLruParams& p, int64_t t, int col) {
+  return ApplyScales(p.xy[t * 2 * p.L + col], p.xy_scales, t, col);
+}
+
 __device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tail, int start, int k,
                                            int ch) {
   // Input at index k of the entry's run; k < 0 reaches into the tail ([K-1, L], oldest first).
-  if (k >= 0) return RoundBf16(p.xy[int64_t{start + k} * 2 * p.L + ch] + p.bx[ch]);
+  if (k >= 0) return RoundBf16(XY(p, start + k, ch) + p.bx[ch]);
   return ToF(tail[int64_t{p.K - 1 + k} * p.L + ch]);
 }
 
@@ -62,7 +68,7 @@ __device__ void ShiftTailsAfterTheLastReader(const RgLruParams& p, int h, int t_
     const int t = t_first + tt;
     bf16* tail = SlotRegion<bf16>(p.state, EntryOfToken(p.layout, t).slot, p.conv_offset);
     for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
-    if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(p.xy[int64_t{t} * 2 * L + ch] + p.bx[ch]);
+    if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(XY(p, t, ch) + p.bx[ch]);
   }
 }
 
@@ -179,7 +185,7 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
       float* state = reinterpret_cast<float*>(base + p.lru_offset);
       const float hv = __fadd_rn(__fmul_rn(a_eff, state[ch]), xn);
       state[ch] = hv;
-      const float y = p.xy[int64_t{t} * 2 * L + L + ch] + p.by[ch];
+      const float y = XY(p, t, L + ch) + p.by[ch];
       reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(y));
     }
   }
@@ -211,8 +217,7 @@ __global__ void ConvKernel(RgLruParams p) {
   float xs[kRun];
 #pragma unroll
   for (int u = 0; u < kRun; ++u) {
-    xs[u] =
-        t_first + u < t_end ? RoundBf16(p.xy[int64_t{t_first + u} * 2 * L + ch] + p.bx[ch]) : 0.0f;
+    xs[u] = t_first + u < t_end ? RoundBf16(XY(p, t_first + u, ch) + p.bx[ch]) : 0.0f;
   }
   StepEntryRecord en = EntryOfToken(p.layout, t_first);
 #pragma unroll
@@ -257,7 +262,7 @@ __global__ void TailShiftKernel(RgLruParams p) {
   const int ch = blockIdx.y * blockDim.x + threadIdx.x;
   if (ch >= L) return;
   for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
-  if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(p.xy[int64_t{t} * 2 * L + ch] + p.bx[ch]);
+  if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(XY(p, t, ch) + p.bx[ch]);
 }
 
 // Decode with the gates from the batched GEMM (after ConvKernel and Gemm::RunBatched): per token
@@ -281,10 +286,10 @@ __global__ void DecodeFinishKernel(RgLruParams p) {
                              Softplus(p.a_param[ch]), reset);
   const float hv = __fadd_rn(__fmul_rn(o.a_eff, state[ch]), o.xn);
   state[ch] = hv;
-  const float* xy = p.xy + int64_t{t} * 2 * L;
-  reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(xy[L + ch] + p.by[ch]));
+  reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] =
+      ToB(hv * GeluTanh(XY(p, t, L + ch) + p.by[ch]));
   for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
-  if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(xy[ch] + p.bx[ch]);
+  if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(XY(p, t, ch) + p.bx[ch]);
 }
 
 // Chunked scan: block = (entry, 32 channels), threads = 32 channels x kScanChunks time chunks.
@@ -349,7 +354,7 @@ __global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLru
       if (t < t_end) {
         a[u] = gcol[int64_t{t} * 2 * L];
         xn[u] = gcol[int64_t{t} * 2 * L + B];
-        y[u] = p.xy[int64_t{t} * 2 * L + L + ch];
+        y[u] = XY(p, t, L + ch);
       }
     }
 #pragma unroll
@@ -366,8 +371,7 @@ __global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLru
   bf16* tail = reinterpret_cast<bf16*>(base + p.conv_offset);
   for (int r = 0; r < K - 1; ++r) {
     const int k = len - (K - 1) + r;
-    const bf16 v = k >= 0 ? ToB(p.xy[int64_t{start + k} * 2 * L + ch] + p.bx[ch])
-                          : tail[int64_t{r + len} * L + ch];
+    const bf16 v = k >= 0 ? ToB(XY(p, start + k, ch) + p.bx[ch]) : tail[int64_t{r + len} * L + ch];
     tail[int64_t{r} * L + ch] = v;
   }
 }

@@ -38,6 +38,8 @@
 // the fused kernel's fixed order). Between the GEMM and the scan, LaunchRgLruGateMath applies the
 // gate nonlinearities in parallel over tokens and channels, so the sequential scan does one
 // multiply-add per step.
+// xy_scales (optional): xy is an FP8 GEMM's unscaled output; every kernel applies the scales as it
+// reads xy (types.h InputScales), bit for bit the values the separate pass would have stored.
 // Limits (CanImplementRgLru): B <= 1024, K <= 8.
 #ifndef GRIFFIN_KERNELS_RGLRU_RGLRU_CUH_
 #define GRIFFIN_KERNELS_RGLRU_RGLRU_CUH_
@@ -48,6 +50,7 @@ namespace griffin::kernels {
 
 struct RgLruParams {
   const float* xy = nullptr;       // [n, 2L] GEMM output, biases not yet added
+  InputScales xy_scales;           // of xy, when an FP8 GEMM left them to these kernels (types.h)
   const float* bx = nullptr;       // [L]
   const float* by = nullptr;       // [L]
   const float* conv_w = nullptr;   // [L, K]

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/geglu/geglu_reference.h"
+#include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/rglru/rglru.cuh"
 #include "kernels/rglru/rglru_reference.h"
@@ -58,8 +59,9 @@ void RgLruCase(int L, int H, int K) {
   // kFusedDecode: the gate kernel shifting the tails itself (counters); kFusedDecodeTailKernel:
   // the tail shift as a second kernel.
   enum class Path { kPrefill, kFusedDecode, kFusedDecodeTailKernel, kGemmDecode };
+  // xy_scales: xy_in is an FP8 GEMM's unscaled output and the kernels apply its scales.
   auto run = [&](Path path, const HostLayout& l, const std::vector<float>& xy_in,
-                 std::vector<char>& pool_io, std::vector<float>& out) {
+                 std::vector<char>& pool_io, std::vector<float>& out, InputScales xy_scales = {}) {
     Dev<float> d_xy(xy_in), d_c(size_t(l.n) * L), d_gates(size_t(l.n) * 2 * L);
     Dev<uint16_t> d_cb(size_t(l.n) * L);
     Dev<int32_t> d_te(l.tok_entry);
@@ -68,6 +70,7 @@ void RgLruCase(int L, int H, int K) {
     Dev<bf16_t> d_out(size_t(l.n) * L);
     RgLruParams p;
     p.xy = d_xy.get();
+    p.xy_scales = xy_scales;
     p.bx = d_bx.get();
     p.by = d_by.get();
     p.conv_w = d_conv_w.get();
@@ -212,6 +215,31 @@ void RgLruCase(int L, int H, int K) {
       for (int ch = 0; ch < L; ++ch)
         ASSERT_NEAR(ha[ch], hb[ch], 1e-4f * (1 + std::abs(ha[ch]))) << name << " state " << ch;
     }
+  }
+
+  // Every path reading an FP8 GEMM's unscaled x|y with its scales == the same path on the output of
+  // the separate scaling pass (LaunchScaleRowsAndColumns), bit for bit: outputs, states, tails.
+  for (Path path :
+       {Path::kPrefill, Path::kFusedDecode, Path::kFusedDecodeTailKernel, Path::kGemmDecode}) {
+    const HostLayout& l = path == Path::kPrefill ? lay : one;
+    ScalesOnDevice scales(l.n, 2 * L, true);
+    std::vector<float> raw = path == Path::kPrefill ? xy : xy1;
+    for (int t = 0; t < l.n; ++t) {
+      for (int c = 0; c < 2 * L; ++c)
+        raw[size_t(t) * 2 * L + c] = scales.Unscale(raw[size_t(t) * 2 * L + c], t, c);
+    }
+    Dev<float> d_scaled(raw);
+    ASSERT_EQ(LaunchScaleRowsAndColumns(d_scaled.get(), scales.get().rows, scales.get().cols, l.n,
+                                        2 * L, 0),
+              cudaSuccess);
+    const std::vector<float> scaled = d_scaled.Get(raw.size());
+    std::vector<char> pool_a = pool_host, pool_b = pool_host;
+    std::vector<float> out_a, out_b;
+    run(path, l, scaled, pool_a, out_a);
+    run(path, l, raw, pool_b, out_b, scales.get());
+    ASSERT_EQ(out_a, out_b) << "path " << int(path)
+                            << ": outputs differ with the scales on reading";
+    ASSERT_EQ(pool_a, pool_b) << "path " << int(path) << ": states or tails differ";
   }
 
   // Chunked scan == whole scan (entry 2 cut in two runs), outputs and final state.
