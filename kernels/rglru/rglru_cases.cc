@@ -102,7 +102,7 @@ void RgLruCase(int L, int H, int K) {
         p.tail_counter_capacity = counters;
       }
       ASSERT_EQ(LaunchRgLruDecode(p, 0), cudaSuccess);
-      // A second launch on the same counters must find them back at zero.
+      // The last block of each group sets its counter back to zero, ready for the next launch.
       if (path == Path::kFusedDecode) {
         ASSERT_EQ(d_counters.Get(counters), std::vector<unsigned>(counters, 0u));
       }
