@@ -9,11 +9,16 @@
 namespace griffin::kernels {
 namespace {
 
+// Tokens per block of the fused decode kernel: the smallest power of two covering the batch, up
+// to 8 (the kernel is templated on it; at batch 1 the 8-token kernel ran 8x the gate arithmetic and
+// code it needed, and a launch that runs once per step is fetched cold from the instruction cache:
+// ncu's top stall, "no instruction", session 12).
 constexpr int kTokensPerBlock = 8;
 constexpr int kLanes = 32;
 constexpr int kSlices = 8;
 constexpr int kGateThreads = kLanes * kSlices;
 constexpr int kPreloadRows = 32;  // gate weight rows per thread held across the wait: B <= 256
+constexpr int kStagedTaps = 4;    // conv taps the decode kernel's staged path takes (K <= 4)
 constexpr int kScanLanes = 32;
 constexpr int kScanChunks = 16;
 constexpr int kScanUnroll = 8;
@@ -45,13 +50,14 @@ __device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tai
   return ToF(tail[int64_t{p.K - 1 + k} * p.L + ch]);
 }
 
-// The tail shift of a decode step (drop each slot's oldest conv input, append this token's),
+// The tail shift of a decode step (drop each slot's oldest conv input, append this token's) is
 // done by the last of the gridDim.z blocks of (these tokens, head h) to have read the tails: each
 // block counts itself in once its reads are done, and the one that completes the count writes.
 // The fences make the readers' loads happen before the writer's stores (the threadfence
 // reduction pattern of the CUDA samples). Tokens of a decode step belong to different slots,
 // except the padding of a bucket, which all share the scratch slot, whose contents no one reads.
-__device__ void ShiftTailsAfterTheLastReader(const RgLruParams& p, int h, int t_first, int nt) {
+// Call with the whole block, after a barrier that follows the block's tail reads.
+__device__ bool LastReaderOfTheTails(const RgLruParams& p, int h) {
   // No shared flag: at B = 512 the kernel's dynamic shared memory is the whole default 48 KB.
   bool last = false;
   if (threadIdx.x == 0) {
@@ -61,7 +67,11 @@ __device__ void ShiftTailsAfterTheLastReader(const RgLruParams& p, int h, int t_
     if (last) *counter = 0;  // for the next launch (the kernel's end orders it)
     __threadfence();
   }
-  if (!__syncthreads_or(last)) return;
+  return __syncthreads_or(last);
+}
+
+// The shift itself, reading the tails again (the general path; kStaged shifts from registers).
+__device__ void ShiftTails(const RgLruParams& p, int h, int t_first, int nt) {
   const int L = p.L, B = L / p.H, K = p.K;
   for (int idx = threadIdx.x; idx < nt * B; idx += blockDim.x) {
     const int tt = idx / B, ch = h * B + idx - tt * B;
@@ -75,17 +85,29 @@ __device__ void ShiftTailsAfterTheLastReader(const RgLruParams& p, int h, int t_
 // Block = (8 tokens, one gate head, 32 output channels of the head); 256 threads = 32 output lanes
 // x 8 input slices. Every block recomputes the head's conv outputs (cheap: K taps per channel) so
 // the gate mat-vec, the block's only real cost, is spread over H * B/32 blocks even at batch 1.
+//
+// kStaged (B <= 256 and K <= kStagedTaps: the 2B and 9B shapes): everything that does not depend
+// on the x|y projection is loaded before waiting for it: the gate weights, each token's entry,
+// the slots' conv tails and recurrent states, the biases. After the wait only x|y is read, in one
+// round of loads; the general path waited on about ten dependent rounds there (the entry, then
+// the tail one tap at a time, then the state: 15.8 us a launch at batch 1 under ncu, 25x its
+// floor, bench/PROFILE.md session 11), and the last block's tail shift writes from registers.
+// Reading the tails and states early is safe: no other kernel of the step touches them (only
+// this layer's launch, which shifts the tails after every block has read them), and the step
+// layout is copied in before the step's first kernel.
+template <bool kStaged, int kTok>
 __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
   extern __shared__ float smem[];
   const int L = p.L, H = p.H, B = L / H, K = p.K;
-  float* c_smem = smem;                        // [kTokensPerBlock][B], rounded to half
-  float* c_full = smem + kTokensPerBlock * B;  // [kTokensPerBlock][B]
-  float* red = c_full + kTokensPerBlock * B;   // [2][kSlices][kTokensPerBlock][kLanes]
+  float* c_smem = smem;             // [kTok][B], rounded to half
+  float* c_full = smem + kTok * B;  // [kTok][B]
+  float* red = c_full + kTok * B;   // [2][kSlices][kTok][kLanes]
   const int h = blockIdx.y;
-  const int t_first = blockIdx.x * kTokensPerBlock;
-  const int nt = min(kTokensPerBlock, p.n - t_first);
+  const int t_first = blockIdx.x * kTok;
+  const int nt = min(kTok, p.n - t_first);
   const int lane = threadIdx.x % kLanes, slice = threadIdx.x / kLanes;
   const int j = blockIdx.z * kLanes + lane;
+  const int ch_out = h * B + j;  // phase 3's channel (slice 0, j < B)
   const bf16* wx = reinterpret_cast<const bf16*>(p.gx_w) + int64_t{h} * B * B + j;
   const bf16* wa = reinterpret_cast<const bf16*>(p.ga_w) + int64_t{h} * B * B + j;
 
@@ -103,40 +125,137 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
       wa_pre[r] = in ? ToF(wa[int64_t{i} * B]) : 0.0f;
     }
   }
+  // kStaged: phase 1's (token, channel) pairs of this thread are idx = threadIdx.x + u * 256;
+  // their slots and older conv inputs, and phase 3's states and per-channel constants.
+  constexpr int kPairs = kStaged ? kTok : 1;
+  constexpr int kOld = kStaged ? kStagedTaps - 1 : 1;
+  constexpr int kToks = kStaged ? kTok : 1;
+  int pair_slot[kPairs];
+  float pair_old[kPairs][kOld];  // [u][s - 1]: the input s tokens back (tail row K - 1 - s)
+  float pair_x[kPairs];          // this token's conv input, for the tail shift
+  float state_pre[kToks];
+  bool reset_pre[kToks];
+  int state_slot[kToks];
+  float gx_bias = 0.0f, ga_bias = 0.0f, y_bias = 0.0f, softplus_a = 0.0f;
+  if constexpr (kStaged) {
+#pragma unroll
+    for (int u = 0; u < kPairs; ++u) {
+      const int idx = threadIdx.x + u * kGateThreads;
+      pair_slot[u] = 0;
+      pair_x[u] = 0.0f;
+#pragma unroll
+      for (int s = 1; s <= kOld; ++s) pair_old[u][s - 1] = 0.0f;
+      if (idx < nt * B) {
+        const int tt = idx / B, ch = h * B + idx - tt * B;
+        pair_slot[u] = EntryOfToken(p.layout, t_first + tt).slot;
+        const bf16* tail = SlotRegion<const bf16>(p.state, pair_slot[u], p.conv_offset);
+#pragma unroll
+        for (int s = 1; s <= kOld; ++s) {
+          if (s < K) pair_old[u][s - 1] = ToF(tail[int64_t{K - 1 - s} * L + ch]);
+        }
+      }
+    }
+    if (slice == 0 && j < B) {
+      gx_bias = p.gx_b[ch_out];
+      ga_bias = p.ga_b[ch_out];
+      y_bias = p.by[ch_out];
+      softplus_a = Softplus(p.a_param[ch_out]);
+#pragma unroll
+      for (int tt = 0; tt < kToks; ++tt) {
+        state_pre[tt] = 0.0f;
+        reset_pre[tt] = false;
+        state_slot[tt] = 0;
+        if (tt < nt) {
+          const int t = t_first + tt;
+          const StepEntryRecord en = EntryOfToken(p.layout, t);
+          state_slot[tt] = en.slot;
+          reset_pre[tt] = TokenPosition(en, t) == 0;
+          state_pre[tt] = SlotRegion<const float>(p.state, en.slot, p.lru_offset)[ch_out];
+        }
+      }
+    }
+  }
   AllowDependentLaunch();
   WaitForPriorGrids();
 
   // Phase 1: conv outputs of all the head's channels for the block's tokens.
-  for (int idx = threadIdx.x; idx < nt * B; idx += blockDim.x) {
-    const int tt = idx / B, i = idx - tt * B;
-    const int ch = h * B + i;
-    const int t = t_first + tt;
-    const StepEntryRecord en = EntryOfToken(p.layout, t);
-    const int start = en.start;
-    const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
-    const int k = t - start;
-    float acc = 0.0f;
-    for (int s = 0; s < K; ++s) {
-      acc += p.conv_w[ch * K + (K - 1 - s)] * ConvInput(p, tail, start, k - s, ch);
+  float y_pre[kToks];
+  if constexpr (kStaged) {
+    if (slice == 0 && j < B) {  // phase 3's y, in the same round of loads as the conv inputs
+#pragma unroll
+      for (int tt = 0; tt < kToks; ++tt) y_pre[tt] = tt < nt ? XY(p, t_first + tt, L + ch_out) : 0;
     }
-    c_full[tt * B + i] = acc + p.conv_b[ch];
-    c_smem[tt * B + i] = __half2float(__float2half_rn(acc + p.conv_b[ch]));
+#pragma unroll
+    for (int u = 0; u < kPairs; ++u) {
+      const int idx = threadIdx.x + u * kGateThreads;
+      if (idx < nt * B) {
+        const int tt = idx / B, i = idx - tt * B;
+        const int ch = h * B + i;
+        const float x = RoundBf16(XY(p, t_first + tt, ch) + p.bx[ch]);
+        pair_x[u] = x;
+        // The order of the general path (and of ConvKernel): this token's input first.
+        float acc = 0.0f;
+        acc += p.conv_w[ch * K + (K - 1)] * x;
+#pragma unroll
+        for (int s = 1; s <= kOld; ++s) {
+          if (s < K) acc += p.conv_w[ch * K + (K - 1 - s)] * pair_old[u][s - 1];
+        }
+        c_full[tt * B + i] = acc + p.conv_b[ch];
+        c_smem[tt * B + i] = __half2float(__float2half_rn(acc + p.conv_b[ch]));
+      }
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < nt * B; idx += blockDim.x) {
+      const int tt = idx / B, i = idx - tt * B;
+      const int ch = h * B + i;
+      const int t = t_first + tt;
+      const StepEntryRecord en = EntryOfToken(p.layout, t);
+      const int start = en.start;
+      const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
+      const int k = t - start;
+      float acc = 0.0f;
+      for (int s = 0; s < K; ++s) {
+        acc += p.conv_w[ch * K + (K - 1 - s)] * ConvInput(p, tail, start, k - s, ch);
+      }
+      c_full[tt * B + i] = acc + p.conv_b[ch];
+      c_smem[tt * B + i] = __half2float(__float2half_rn(acc + p.conv_b[ch]));
+    }
   }
   __syncthreads();
-  if (p.tail_counters != nullptr) ShiftTailsAfterTheLastReader(p, h, t_first, nt);
+  if (p.tail_counters != nullptr && LastReaderOfTheTails(p, h)) {
+    if constexpr (kStaged) {  // the tails this thread read, shifted from its registers
+#pragma unroll
+      for (int u = 0; u < kPairs; ++u) {
+        const int idx = threadIdx.x + u * kGateThreads;
+        if (idx < nt * B) {
+          const int tt = idx / B, ch = h * B + idx - tt * B;
+          bf16* tail = SlotRegion<bf16>(p.state, pair_slot[u], p.conv_offset);
+          // Rows are oldest first: the input s tokens back (row K - 1 - s) moves up to row
+          // K - 2 - s, and the oldest (s = K - 1) drops out.
+#pragma unroll
+          for (int s = 1; s <= kOld; ++s) {
+            if (s < K - 1) tail[int64_t{K - 2 - s} * L + ch] = ToB(pair_old[u][s - 1]);
+          }
+          if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(pair_x[u]);
+        }
+      }
+    } else {
+      ShiftTails(p, h, t_first, nt);
+    }
+  }
 
   // Phase 2: partial block-diagonal products over this thread's input slice (the same order of
   // additions whether the weights were preloaded or not).
-  float gx[kTokensPerBlock], ga[kTokensPerBlock];
+  float gx[kTok], ga[kTok];
 #pragma unroll
-  for (int tt = 0; tt < kTokensPerBlock; ++tt) gx[tt] = ga[tt] = 0.0f;
+  for (int tt = 0; tt < kTok; ++tt) gx[tt] = ga[tt] = 0.0f;
   if (j < B && preloaded) {
 #pragma unroll
     for (int r = 0; r < kPreloadRows; ++r) {
       const int i = slice + r * kSlices;
       if (i < B) {
 #pragma unroll
-        for (int tt = 0; tt < kTokensPerBlock; ++tt) {
+        for (int tt = 0; tt < kTok; ++tt) {
           const float ci = c_smem[tt * B + i];
           gx[tt] += ci * wx_pre[r];
           ga[tt] += ci * wa_pre[r];
@@ -149,7 +268,7 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
       const float vx = ToF(wx[int64_t{i} * B]);
       const float va = ToF(wa[int64_t{i} * B]);
 #pragma unroll
-      for (int tt = 0; tt < kTokensPerBlock; ++tt) {
+      for (int tt = 0; tt < kTok; ++tt) {
         const float ci = c_smem[tt * B + i];
         gx[tt] += ci * vx;
         ga[tt] += ci * va;
@@ -157,37 +276,52 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
     }
   }
 #pragma unroll
-  for (int tt = 0; tt < kTokensPerBlock; ++tt) {
-    red[((0 * kSlices + slice) * kTokensPerBlock + tt) * kLanes + lane] = gx[tt];
-    red[((1 * kSlices + slice) * kTokensPerBlock + tt) * kLanes + lane] = ga[tt];
+  for (int tt = 0; tt < kTok; ++tt) {
+    red[((0 * kSlices + slice) * kTok + tt) * kLanes + lane] = gx[tt];
+    red[((1 * kSlices + slice) * kTok + tt) * kLanes + lane] = ga[tt];
   }
   __syncthreads();
   if (slice != 0 || j >= B) return;
 
   // Phase 3 (one warp): sum the slices in a fixed order, then the gates and the recurrence.
-  const int ch = h * B + j;
-  const float softplus_a = Softplus(p.a_param[ch]);
-  for (int tt = 0; tt < nt; ++tt) {
+  const int ch = ch_out;
+  if constexpr (!kStaged) {
+    gx_bias = p.gx_b[ch];
+    ga_bias = p.ga_b[ch];
+    y_bias = p.by[ch];
+    softplus_a = Softplus(p.a_param[ch]);
+  }
+#pragma unroll
+  for (int tt = 0; tt < kTok; ++tt) {
+    if (tt >= nt) break;
     float sx = 0.0f, sa = 0.0f;
     for (int sl = 0; sl < kSlices; ++sl) {
-      sx += red[((0 * kSlices + sl) * kTokensPerBlock + tt) * kLanes + lane];
-      sa += red[((1 * kSlices + sl) * kTokensPerBlock + tt) * kLanes + lane];
+      sx += red[((0 * kSlices + sl) * kTok + tt) * kLanes + lane];
+      sa += red[((1 * kSlices + sl) * kTok + tt) * kLanes + lane];
     }
     const int t = t_first + tt;
-    const StepEntryRecord en = EntryOfToken(p.layout, t);
-    const int slot = en.slot;
-    const int pos = TokenPosition(en, t);
-    const GateOut g =
-        GateMath(sx + p.gx_b[ch], sa + p.ga_b[ch], c_full[tt * B + j], softplus_a, pos == 0);
-    const float a_eff = g.a_eff, xn = g.xn;
-    {
-      char* base = p.state.pool + slot * p.state.slot_stride;
-      float* state = reinterpret_cast<float*>(base + p.lru_offset);
-      const float hv = __fadd_rn(__fmul_rn(a_eff, state[ch]), xn);
-      state[ch] = hv;
-      const float y = XY(p, t, L + ch) + p.by[ch];
-      reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(y));
+    int slot;
+    bool reset;
+    float h_old, y;
+    float* state;
+    if constexpr (kStaged) {
+      slot = state_slot[tt];
+      reset = reset_pre[tt];
+      state = SlotRegion<float>(p.state, slot, p.lru_offset);
+      h_old = state_pre[tt];
+      y = y_pre[tt];
+    } else {
+      const StepEntryRecord en = EntryOfToken(p.layout, t);
+      slot = en.slot;
+      reset = TokenPosition(en, t) == 0;
+      state = SlotRegion<float>(p.state, slot, p.lru_offset);
+      h_old = state[ch];
+      y = XY(p, t, L + ch);
     }
+    const GateOut g = GateMath(sx + gx_bias, sa + ga_bias, c_full[tt * B + j], softplus_a, reset);
+    const float hv = __fadd_rn(__fmul_rn(g.a_eff, h_old), g.xn);
+    state[ch] = hv;
+    reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(y + y_bias));
   }
 }
 
@@ -376,8 +510,8 @@ __global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLru
   }
 }
 
-size_t GateSmem(int B) {
-  return (size_t(2) * kTokensPerBlock * B + 2 * kSlices * kTokensPerBlock * kLanes) * sizeof(float);
+size_t GateSmem(int B, int tokens) {
+  return (size_t(2) * tokens * B + 2 * kSlices * tokens * kLanes) * sizeof(float);
 }
 
 }  // namespace
@@ -389,16 +523,35 @@ const char* CanImplementRgLru(int L, int H, int K) {
   return "";
 }
 
+namespace {
+
+template <bool kStaged, int kTok>
+cudaError_t LaunchGate(const RgLruParams& p, cudaStream_t stream) {
+  const int B = p.L / p.H;
+  const dim3 grid((p.n + kTok - 1) / kTok, p.H, (B + kLanes - 1) / kLanes);
+  RgLruParams q = p;
+  if (int64_t{grid.x} * grid.y > p.tail_counter_capacity) q.tail_counters = nullptr;
+  const cudaError_t err = LaunchPdl(RgLruGateKernel<kStaged, kTok>, grid, dim3(kGateThreads),
+                                    GateSmem(B, kTok), stream, q);
+  if (err != cudaSuccess || q.tail_counters != nullptr) return err;
+  return LaunchPdl(TailShiftKernel, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
+}
+
+template <bool kStaged>
+cudaError_t LaunchGateForBatch(const RgLruParams& p, cudaStream_t stream) {
+  if (p.n == 1) return LaunchGate<kStaged, 1>(p, stream);
+  if (p.n == 2) return LaunchGate<kStaged, 2>(p, stream);
+  if (p.n <= 4) return LaunchGate<kStaged, 4>(p, stream);
+  return LaunchGate<kStaged, kTokensPerBlock>(p, stream);
+}
+
+}  // namespace
+
 cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
   const int B = p.L / p.H;
-  dim3 grid((p.n + kTokensPerBlock - 1) / kTokensPerBlock, p.H, (B + kLanes - 1) / kLanes);
-  RgLruParams q = p;
-  if (int64_t{grid.x} * grid.y > p.tail_counter_capacity) q.tail_counters = nullptr;
-  const cudaError_t err =
-      LaunchPdl(RgLruGateKernel, grid, dim3(kGateThreads), GateSmem(B), stream, q);
-  if (err != cudaSuccess || q.tail_counters != nullptr) return err;
-  return LaunchPdl(TailShiftKernel, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
+  const bool staged = p.stage_before_wait && B <= kSlices * kPreloadRows && p.K <= kStagedTaps;
+  return staged ? LaunchGateForBatch<true>(p, stream) : LaunchGateForBatch<false>(p, stream);
 }
 
 cudaError_t LaunchRgLruDecodeFinish(const RgLruParams& p, cudaStream_t stream) {

@@ -19,7 +19,8 @@
 //    block of the head to finish reading (a counter per (tokens, head): p.tail_counters) shifts
 //    it; without counters a second, tiny kernel does, launched right after (one launch more per
 //    recurrent layer: 18 of a 2B decode step's ~230). Its gate mat-vec runs on CUDA cores: right
-//    at batch 1-8, 22x its floor at batch 64-256.
+//    at batch 1-8, 22x its floor at batch 64-256. For B <= 256 and K <= 4 all it reads but x|y
+//    is loaded before it waits for the x|y projection (p.stage_before_wait).
 //  - Decode on the tensor cores (larger batches; the backend's threshold): LaunchRgLruConv, the
 //    prefill path's batched gate GEMM, then LaunchRgLruDecodeFinish: per (token, channel) the
 //    gate math, the recurrence step, gelu(y) and the tail shift in one elementwise kernel.
@@ -72,6 +73,10 @@ struct RgLruParams {
   // counter back to zero); without, a second kernel does it.
   unsigned* tail_counters = nullptr;
   int tail_counter_capacity = 0;
+  // LaunchRgLruDecode with B <= 256 and K <= 4: everything but x|y (entries, tails, states,
+  // biases) is loaded before waiting for the x|y projection. false takes the general path, which
+  // loads them after it; the two are bit-identical (the kernel test compares them).
+  bool stage_before_wait = true;
   // Prefill only.
   float* c = nullptr;          // [n, L] conv output (float32)
   uint16_t* c_half = nullptr;  // [n, L] conv output as IEEE half, the gate GEMM's input
