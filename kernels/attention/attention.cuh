@@ -26,7 +26,9 @@
 //   2^-11 max|v| from the half P, against a float64 reference on the same bf16 q/k/v.
 //
 // LaunchRingWrite: after attention, writes the last min(len, W) keys/values of every entry into
-//   the ring slot pos mod W.
+//   the ring slot pos mod W. In a decode step LaunchAttention can do it (decode_writes_ring):
+//   each entry's ring rows of a kv head are read only by that (token, kv head)'s blocks, so the
+//   kernel that runs after them all (the combine, or the only block) writes them.
 //
 // Files: rope_ring.cu (RoPE, ring write), attention_scalar.cu (the float32 CUDA-core kernel: any
 // head size, the reference path), attention_mma.cu (prefill and decode tiles on the tensor cores),
@@ -59,6 +61,10 @@ struct AttentionParams {
   float* part_o = nullptr;   // [n, H, splits, hd]
   float* part_ml = nullptr;  // [n, H, splits, 2]
   bf16_t* out = nullptr;     // [n, H hd]
+  // A decode step (every entry one token): the ring write happens in the launches before it, in
+  // place of LaunchRingWrite: the split combine (block of head g G writes kv head g's row) or,
+  // with one split, the attention kernel's block itself; each reads nothing of the ring after.
+  bool decode_writes_ring = false;
 };
 
 // Most key splits a launch may ask for (the combine keeps one weight per split on chip).
@@ -77,6 +83,13 @@ const char* CanImplementAttention(int H, int KV, int hd, int rotary);
 cudaError_t PrepareAttentionKernels();
 cudaError_t LaunchRope(const AttentionParams& p, cudaStream_t stream);
 cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
+// The launches LaunchAttention makes after the attention kernel for these parameters: the split
+// combine (splits > 1) and the ring write (decode_writes_ring, which neither the kernel nor the
+// combine does: the scalar kernel with one split), in that order. For launch traces.
+struct AttentionSideLaunches {
+  bool combine = false, ring_write = false;
+};
+AttentionSideLaunches AttentionSideLaunchesOf(const AttentionParams& p, int max_tile_tokens);
 cudaError_t LaunchAttentionCombine(const AttentionParams& p, cudaStream_t stream);
 cudaError_t LaunchRingWrite(const AttentionParams& p, cudaStream_t stream);
 

@@ -19,7 +19,8 @@ namespace {
 // mode 0: prefill tiles of AttentionPrefillTileTokens; 1: one-token decode tiles, split;
 // 2: prefill tiles of half that size (the tensor-core kernel's smaller block); 3: prefill tiles,
 // split (a short pass after a long prefix: rows of one tile see different key ranges, so a split
-// may hold no key of some rows).
+// may hold no key of some rows); 4: a decode step (every entry one token), split.
+// Mode 4 also runs with the ring written inside the attention launch (decode_writes_ring).
 void AttentionCase(int H, int KV, int hd, int W, int mode) {
   ASSERT_EQ(PrepareAttentionKernels(), cudaSuccess);
   const int rotary = hd / 2;
@@ -31,7 +32,9 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
   struct E {
     int len, pos0;
   };
-  const std::vector<E> es = {{7, 0}, {W + 3, 2 * W + 1}, {1, 3}, {1, 3 * W + 2}, {1, W}};
+  const std::vector<E> es =
+      mode == 4 ? std::vector<E>{{1, 0}, {1, 3}, {1, 3 * W + 2}, {1, W}, {1, 2 * W + 1}}
+                : std::vector<E>{{7, 0}, {W + 3, 2 * W + 1}, {1, 3}, {1, 3 * W + 2}, {1, W}};
   for (size_t e = 0; e < es.size(); ++e) lay.Add(es[e].len, int(e), es[e].pos0);
   const int n = lay.n, slots = int(es.size());
   const int64_t ring = int64_t{W} * KV * hd * 2;
@@ -53,7 +56,7 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
         tiles.push_back({lay.entries[e].start + k, std::min(tile, es[e].len - k)});
       }
     }
-    const int splits = mode == 1 ? 3 : mode == 3 ? 4 : 1;
+    const int splits = mode == 1 || mode == 4 ? 3 : mode == 3 ? 4 : 1;
     Dev<float> d_qkv(qkv), part_o(size_t(n) * H * splits * hd), part_ml(size_t(n) * H * splits * 2);
     Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd),
         dout(size_t(n) * H * hd);
@@ -93,6 +96,33 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
     const auto v = FromBf16(dv.Get(size_t(n) * KV * hd));
     const auto out = FromBf16(dout.Get(size_t(n) * H * hd));
     const auto pool_after = d_pool.Get(pool.size());
+
+    // A decode step with the ring written inside the attention launch (by the split combine, and
+    // at one split by the attention kernel): the same ring and, at the same splits, the same
+    // output bits as the separate ring write.
+    if (mode == 4) {
+      for (const int ring_splits : {splits, 1}) {
+        Dev<char> d_pool2(pool);
+        Dev<bf16_t> dout2(size_t(n) * H * hd);
+        AttentionParams p2 = p;
+        p2.state = {d_pool2.get(), slot_stride};
+        p2.out = dout2.get();
+        p2.splits = ring_splits;
+        p2.decode_writes_ring = true;
+        ASSERT_EQ(LaunchAttention(p2, tile, 0), cudaSuccess);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        ASSERT_EQ(d_pool2.Get(pool.size()), pool_after)
+            << ring_splits << " splits: the ring written in the attention launch differs";
+        const auto out2 = FromBf16(dout2.Get(size_t(n) * H * hd));
+        for (size_t i = 0; i < out2.size(); ++i) {
+          if (ring_splits == splits) {
+            ASSERT_EQ(out2[i], out[i]) << "the ring write changed the output at " << i;
+          } else {  // one split sums in another order: bf16 rounding apart
+            ASSERT_NEAR(out2[i], out[i], 0.01f * std::abs(out[i]) + 0.01f) << "1 split, " << i;
+          }
+        }
+      }
+    }
 
     // RoPE against the CPU reference (then rounded to bf16).
     for (int t = 0; t < n; ++t) {
@@ -246,12 +276,13 @@ std::vector<OpCase> MakeAttentionCases() {
         Size{10, 1, 256, 300, false}, Size{16, 1, 256, 300, true}, Size{8, 2, 64, 300, false}}) {
     // The head sizes the tensor-core kernel is compiled for (attention_mma.cu).
     const bool mma = s.hd >= 16 && s.hd <= 256 && (s.hd & (s.hd - 1)) == 0;
-    for (int mode : {0, 1, 2, 3}) {
+    for (int mode : {0, 1, 2, 3, 4}) {
       if (mode == 2 && !mma) continue;
       const char* path =
           mode == 0   ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
           : mode == 2 ? "attention.prefill_mma_half_tile"
           : mode == 3 ? (mma ? "attention.prefill_mma_split" : "attention.prefill_scalar_split")
+          : mode == 4 ? (mma ? "attention.decode_step_mma" : "attention.decode_step_scalar")
                       : (mma ? "attention.decode_mma" : "attention.decode_scalar");
       cases.push_back({path, absl::StrCat("H", s.H, " KV", s.KV, " hd", s.hd, " W", s.W),
                        "float64 softmax on the same bf16 q/k/v; ref::ApplyRope; ring rows bitwise",

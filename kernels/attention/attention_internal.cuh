@@ -32,6 +32,7 @@ cudaError_t LaunchScalar(const AttentionParams& p, int max_tile_tokens, cudaStre
 inline constexpr int kMmaRows = 128;
 bool MmaEligible(int H, int KV, int hd);
 cudaError_t PrepareMma();
+// With p.decode_writes_ring and one split, each block writes its token's ring row at the end.
 cudaError_t LaunchMma(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
 
 // D += A.B on the tensor cores, m16n8k16, float32 accumulate; A row-major, B column-major, in the
@@ -68,6 +69,22 @@ __device__ __forceinline__ uint4 Bf16x8ToHalf(const uint4& v) {
     w[u] = Pack(__float2half_rn(f.x), __float2half_rn(f.y));
   }
   return out;
+}
+
+// Writes token t's key and value of kv head g into its slot's ring (a decode step's token: one
+// per entry), with the threads of the calling block.
+__device__ __forceinline__ void WriteRingRow(const AttentionParams& p, const StepEntryRecord& en,
+                                             int t, int g) {
+  const int64_t row = int64_t{en.pos0 % p.W} * p.KV * p.hd + int64_t{g} * p.hd;
+  bf16* ring_k = SlotRegion<bf16>(p.state, en.slot, p.k_offset) + row;
+  bf16* ring_v = SlotRegion<bf16>(p.state, en.slot, p.v_offset) + row;
+  const int64_t src = (int64_t{t} * p.KV + g) * p.hd;
+  const bf16* k = reinterpret_cast<const bf16*>(p.k) + src;
+  const bf16* v = reinterpret_cast<const bf16*>(p.v) + src;
+  for (int i = threadIdx.x; i < p.hd; i += blockDim.x) {
+    ring_k[i] = k[i];
+    ring_v[i] = v[i];
+  }
 }
 
 }  // namespace griffin::kernels::attention_internal

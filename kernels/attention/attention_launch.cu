@@ -28,13 +28,29 @@ cudaError_t PrepareAttentionKernels() {
   return err;
 }
 
+namespace {
+bool UsesMma(const AttentionParams& p, int max_tile_tokens) {
+  return MmaEligible(p.H, p.KV, p.hd) && max_tile_tokens * (p.H / p.KV) <= kMmaRows;
+}
+}  // namespace
+
+AttentionSideLaunches AttentionSideLaunchesOf(const AttentionParams& p, int max_tile_tokens) {
+  // A decode step's ring: the combine writes it after a split pass, the tensor-core kernel after
+  // one split; only the scalar kernel with one split leaves it to LaunchRingWrite.
+  const bool split = p.splits > 1;
+  return {split, p.decode_writes_ring && !split && !UsesMma(p, max_tile_tokens)};
+}
+
 cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream) {
   if (p.num_tiles <= 0) return cudaSuccess;
-  const cudaError_t err = MmaEligible(p.H, p.KV, p.hd) && max_tile_tokens * (p.H / p.KV) <= kMmaRows
-                              ? LaunchMma(p, max_tile_tokens, stream)
-                              : LaunchScalar(p, max_tile_tokens, stream);
-  if (err != cudaSuccess || p.splits == 1) return err;
-  return LaunchAttentionCombine(p, stream);
+  const AttentionSideLaunches side = AttentionSideLaunchesOf(p, max_tile_tokens);
+  AttentionParams q = p;  // what the attention kernel itself does
+  if (side.ring_write) q.decode_writes_ring = false;
+  cudaError_t err = UsesMma(p, max_tile_tokens) ? LaunchMma(q, max_tile_tokens, stream)
+                                                : LaunchScalar(q, max_tile_tokens, stream);
+  if (err == cudaSuccess && side.combine) err = LaunchAttentionCombine(p, stream);
+  if (err == cudaSuccess && side.ring_write) err = LaunchRingWrite(p, stream);
+  return err;
 }
 
 }  // namespace griffin::kernels

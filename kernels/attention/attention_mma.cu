@@ -268,13 +268,14 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionMmaKernel(AttentionParam
     __syncthreads();  // every warp is done with this stage before it is loaded again
   }
 
-  if (!warp_active) return;
-  l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-  l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-  l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-  l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
   const int ra = row0 + g4, rb = ra + 8;
-  if (p.splits > 1) {  // unnormalised partials for LaunchAttentionCombine; m in natural log
+  if (warp_active) {
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+  }
+  if (p.splits > 1 && warp_active) {  // unnormalised partials; m in natural log
     const int64_t part_a = (int64_t{t0 + ra / G} * H + kvh * G + ra % G) * p.splits + split;
     const int64_t part_b = (int64_t{t0 + rb / G} * H + kvh * G + rb % G) * p.splits + split;
 #pragma unroll
@@ -295,23 +296,27 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionMmaKernel(AttentionParam
       p.part_ml[2 * part_b] = m_b * kLn2;
       p.part_ml[2 * part_b + 1] = l_b;
     }
-    return;
-  }
-  bf16* out = reinterpret_cast<bf16*>(p.out);
-  const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
-  bf16* out_a = out + (int64_t{t0 + ra / G} * H + kvh * G + ra % G) * kHd + 2 * tig;
-  bf16* out_b = out + (int64_t{t0 + rb / G} * H + kvh * G + rb % G) * kHd + 2 * tig;
+  } else if (warp_active) {
+    bf16* out = reinterpret_cast<bf16*>(p.out);
+    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
+    bf16* out_a = out + (int64_t{t0 + ra / G} * H + kvh * G + ra % G) * kHd + 2 * tig;
+    bf16* out_b = out + (int64_t{t0 + rb / G} * H + kvh * G + rb % G) * kHd + 2 * tig;
 #pragma unroll
-  for (int i = 0; i < kOTiles; ++i) {
-    if (ra < R) {
-      *reinterpret_cast<__nv_bfloat162*>(out_a + i * 8) =
-          __floats2bfloat162_rn(o[i][0] * inv_a, o[i][1] * inv_a);
-    }
-    if (rb < R) {
-      *reinterpret_cast<__nv_bfloat162*>(out_b + i * 8) =
-          __floats2bfloat162_rn(o[i][2] * inv_b, o[i][3] * inv_b);
+    for (int i = 0; i < kOTiles; ++i) {
+      if (ra < R) {
+        *reinterpret_cast<__nv_bfloat162*>(out_a + i * 8) =
+            __floats2bfloat162_rn(o[i][0] * inv_a, o[i][1] * inv_a);
+      }
+      if (rb < R) {
+        *reinterpret_cast<__nv_bfloat162*>(out_b + i * 8) =
+            __floats2bfloat162_rn(o[i][2] * inv_b, o[i][3] * inv_b);
+      }
     }
   }
+  // One split: this block was the only reader of its (token, kv head)'s ring rows, and it is done
+  // with them, so the decode step's new key and value can go in (split passes: the combine).
+  if (p.decode_writes_ring && p.splits == 1)
+    WriteRingRow(p, EntryOfToken(p.layout, t0), t0, kvh);  // reloaded: fewer live registers
 }
 
 // The variants a launch can take: rows per block follow the tile (tokens x G) it is given. The
