@@ -53,6 +53,10 @@
 
 ABSL_FLAG(std::string, model, "2b", "2b, 9b or all");
 ABSL_FLAG(bool, quick, false, "decode batches 1, 64 and 256 only");
+ABSL_FLAG(std::vector<std::string>, decode_batches, {},
+          "decode batches to time, comma-separated (default: --quick's or the full list)");
+ABSL_FLAG(bool, decode_only, false,
+          "time the decode steps only (with --decode_batches and --ablate: quick A/B runs)");
 ABSL_FLAG(int, reps, 20, "timed repetitions per figure (median); at least 3");
 ABSL_FLAG(int, serving, 0, "run the engine alone closed loop at this concurrency (0: off)");
 ABSL_FLAG(int, input_len, 1024, "--serving: prompt tokens per request");
@@ -69,6 +73,11 @@ ABSL_FLAG(std::string, trace_out, "", "--profile: where the launch trace goes (J
 ABSL_FLAG(
     int, rglru_gate_gemm_min_batch, griffin::engine::CudaBackendOptions{}.rglru_gate_gemm_min_batch,
     "decode batches from this size run the RG-LRU gates as a tensor-core GEMM (compare paths)");
+ABSL_FLAG(bool, fuse_decode_ring_write,
+          griffin::engine::CudaBackendOptions{}.fuse_decode_ring_write,
+          "a decode step's ring write inside the attention launch (compare paths)");
+ABSL_FLAG(bool, stage_rglru_decode, griffin::engine::CudaBackendOptions{}.stage_rglru_decode,
+          "the fused RG-LRU decode kernel loads all but x|y before its wait (compare paths)");
 ABSL_FLAG(bool, gemv_for_narrow_projections,
           griffin::engine::CudaBackendOptions{}.gemv_for_narrow_projections,
           "batch-1 projections under 8192 outputs on the split-K GEMV (false: cuBLASLt)");
@@ -90,6 +99,11 @@ ABSL_FLAG(bool, prefill_attention_key_splits,
           griffin::engine::CudaBackendOptions{}.prefill_attention_key_splits,
           "short prefill passes split their attention keys over blocks (compare paths)");
 
+ABSL_FLAG(std::vector<std::string>, ablate, {},
+          "kernel families left out of every pass, comma-separated (AddRmsNorm, GeGlu, Gemv, "
+          "RgLruGate, Rope, Attention, RingWrite, ...): timing only, what they cost inside the "
+          "graph replay; the outputs are garbage");
+
 namespace griffin {
 namespace {
 
@@ -100,12 +114,15 @@ engine::CudaBackendOptions KernelPathOptions() {
   engine::CudaBackendOptions opt;
   opt.rglru_gate_gemm_min_batch = absl::GetFlag(FLAGS_rglru_gate_gemm_min_batch);
   opt.gemv_for_narrow_projections = absl::GetFlag(FLAGS_gemv_for_narrow_projections);
+  opt.stage_rglru_decode = absl::GetFlag(FLAGS_stage_rglru_decode);
+  opt.fuse_decode_ring_write = absl::GetFlag(FLAGS_fuse_decode_ring_write);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
   opt.fp8_weights = *engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization)) ==
                     engine::WeightQuantization::kFp8;  // checked in main
   opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);
   opt.fuse_fp8_passes = absl::GetFlag(FLAGS_fuse_fp8_passes);
+  opt.ablate_kernels = absl::GetFlag(FLAGS_ablate);
   return opt;
 }
 using engine::StepEntry;
@@ -147,8 +164,20 @@ int Run(const std::string& name, bool quick, int reps) {
   m.c = Preset(name);
   m.params = double(engine::GriffinParameterCount(m.c));
   m.embed_params = double(m.c.vocab_size) * m.c.hidden_size;
-  const std::vector<int> batches =
+  std::vector<int> batches =
       quick ? std::vector<int>{1, 64, 256} : std::vector<int>{1, 8, 64, 256, 1024};
+  if (!absl::GetFlag(FLAGS_decode_batches).empty()) {
+    batches.clear();
+    for (const std::string& b : absl::GetFlag(FLAGS_decode_batches)) {
+      int v = 0;
+      if (!absl::SimpleAtoi(b, &v) || v < 1) {
+        std::fprintf(stderr, "--decode_batches: '%s' is not a batch size\n", b.c_str());
+        return 1;
+      }
+      batches.push_back(v);
+    }
+    std::sort(batches.begin(), batches.end());
+  }
   const int max_batch = batches.back();
   engine::CudaBackendOptions opt = KernelPathOptions();
   opt.num_slots = std::max(max_batch, 16);
@@ -233,6 +262,8 @@ int Run(const std::string& name, bool quick, int reps) {
       std::fflush(stdout);
     }
   }
+
+  if (absl::GetFlag(FLAGS_decode_only)) return failures;
 
   // Prefill and time to first token.
   for (int S : {1, 16}) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/cuda_status.h"
 #include "base/status_macros.h"
 #include "engine/cuda_decode_graphs.h"
@@ -29,6 +30,18 @@
 #include "kernels/rglru/rglru.cuh"
 
 namespace griffin::engine {
+
+// A launch of the forward pass, left out when the family the Trace just before it named is
+// ablated (CudaBackendOptions::ablate_kernels: timing only).
+#define ENQUEUE(expr)                          \
+  do {                                         \
+    if (!ablated_) CUDA_RETURN_IF_ERROR(expr); \
+  } while (0)
+#define ENQUEUE_GEMM(expr)                             \
+  do {                                                 \
+    if (!ablated_) CUDA_MESSAGE_RETURN_IF_ERROR(expr); \
+  } while (0)
+
 namespace {
 
 using kernels::bf16_t;
@@ -154,6 +167,7 @@ class CudaBackend::Impl {
   bool healthy_ = true;
   bool use_graphs_ = true;
   std::vector<LaunchRecord>* trace_ = nullptr;
+  bool ablated_ = false;  // the launch Trace last named is left out (ENQUEUE)
 
   cudaStream_t stream_ = nullptr;
   kernels::Gemm gemm_;
@@ -203,8 +217,17 @@ class CudaBackend::Impl {
         static_cast<int>(max_split_partials_ / (int64_t{meta_.num_tokens()} * config_.num_heads));
     return std::max(1, std::min(splits, fit));
   }
+  // Every launch of a forward pass is named here first: for the profile's launch trace, and to
+  // leave it out when its family is ablated (the ENQUEUE macros read ablated_).
   void Trace(std::string op, const char* kernel, double bytes, double flops) {
-    if (trace_ != nullptr) trace_->push_back({std::move(op), kernel, bytes, flops});
+    ablated_ = Ablated(kernel);
+    if (trace_ != nullptr && !ablated_) trace_->push_back({std::move(op), kernel, bytes, flops});
+  }
+  bool Ablated(std::string_view kernel) const {
+    for (const std::string& k : options_.ablate_kernels) {
+      if (k == kernel) return true;
+    }
+    return false;
   }
   // Every linear layer: at one row, the GEMV kernel (measured faster than cuBLASLt there: 2.76 vs
   // 2.43 TB/s on 15360x2560, 4.41 vs 4.10 on the 256000x2560 head; the narrow matrices split each
@@ -227,51 +250,50 @@ class CudaBackend::Impl {
     if (w.fp8()) {
       if (kernels::GemvFp8Supported(M, K) && (M == 1 || !options_.fp8_activations)) {
         Trace(op, "Gemv", 1.0 * N * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
-        CUDA_RETURN_IF_ERROR(kernels::LaunchGemvFp8(a, w.codes(), w.scales, d, M, N, K, stream_));
+        ENQUEUE(kernels::LaunchGemvFp8(a, w.codes(), w.scales, d, M, N, K, stream_));
         return absl::OkStatus();
       }
       if (options_.fp8_activations) {
         if (!a_quantized) {
           Trace(op + " (activations to FP8)", "QuantizeRows", 3.0 * M * K + 4.0 * M, 0);
-          CUDA_RETURN_IF_ERROR(kernels::LaunchQuantizeRowsFp8E4M3(a, M, K, ws_.activation_codes,
-                                                                  ws_.activation_scales, stream_));
+          ENQUEUE(kernels::LaunchQuantizeRowsFp8E4M3(a, M, K, ws_.activation_codes,
+                                                     ws_.activation_scales, stream_));
         }
         Trace(op, "gemm", 1.0 * N * K + 1.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
         if (defer) {
-          CUDA_MESSAGE_RETURN_IF_ERROR(
-              gemm_.RunFp8Unscaled(ws_.activation_codes, w.codes(), d, M, N, K, stream_));
+          ENQUEUE_GEMM(gemm_.RunFp8Unscaled(ws_.activation_codes, w.codes(), d, M, N, K, stream_));
           *deferred = {ws_.activation_scales, w.scales};
           return absl::OkStatus();
         }
         Trace(op + " (row and column scales)", "ScaleRowsAndColumns", 8.0 * M * N + 4.0 * (M + N),
               0);
-        CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunFp8(ws_.activation_codes, ws_.activation_scales,
-                                                  w.codes(), w.scales, d, M, N, K, stream_));
+        ENQUEUE_GEMM(gemm_.RunFp8(ws_.activation_codes, ws_.activation_scales, w.codes(), w.scales,
+                                  d, M, N, K, stream_));
         return absl::OkStatus();
       }
       // The codes expand exactly and the row scales multiply the output, as in the GEMV (a bf16
       // rounding of code x scale moved the fixtures' log-probabilities 0.002-0.005 more).
       Trace(op + " (FP8 expanded to bf16)", "Expand", 3.0 * N * K, 0);
-      CUDA_RETURN_IF_ERROR(
+      ENQUEUE(
           kernels::LaunchExpandFp8E4M3(w.codes(), nullptr, N, K, ws_.expanded_weights, stream_));
       Trace(op, "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
-      CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, ws_.expanded_weights, d, M, N, K, stream_));
+      ENQUEUE_GEMM(gemm_.Run(a, ws_.expanded_weights, d, M, N, K, stream_));
       if (defer) {
         *deferred = {nullptr, w.scales};
         return absl::OkStatus();
       }
       Trace(op + " (row scales)", "ScaleRowsAndColumns", 8.0 * M * N + 4.0 * N, 0);
-      CUDA_RETURN_IF_ERROR(kernels::LaunchScaleRowsAndColumns(d, nullptr, w.scales, M, N, stream_));
+      ENQUEUE(kernels::LaunchScaleRowsAndColumns(d, nullptr, w.scales, M, N, stream_));
       return absl::OkStatus();
     }
     const bool gemv = M == 1 && kernels::GemvSupported(M, K) &&
                       (N >= 8192 || options_.gemv_for_narrow_projections);
     Trace(op, gemv ? "Gemv" : "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     if (gemv) {
-      CUDA_RETURN_IF_ERROR(kernels::LaunchGemv(a, w.bf16(), d, M, N, K, stream_));
+      ENQUEUE(kernels::LaunchGemv(a, w.bf16(), d, M, N, K, stream_));
       return absl::OkStatus();
     }
-    CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
+    ENQUEUE_GEMM(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
     return absl::OkStatus();
   }
   // Whether Linear runs these weights on the FP8 tensor cores (W8A8) for M rows of width K.
@@ -291,7 +313,7 @@ class CudaBackend::Impl {
     const int d = config_.hidden_size;
     Trace(op + (quantize ? " (+ FP8 codes)" : ""), "AddRmsNorm",
           double(n) * d * (add_block_out ? 14 : 6) + (quantize ? double(n) * (d + 4) : 0), 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(
+    ENQUEUE(kernels::LaunchAddRmsNorm(
         ws_.residual, add_block_out ? ws_.block_out : nullptr,
         add_block_out ? block_out_scales_ : kernels::InputScales{}, bias, weight, nullptr, n, d,
         config_.rms_norm_eps, ws_.normed, stream_,
@@ -337,6 +359,14 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   use_graphs_ = options.use_cuda_graphs;
   if (options_.num_slots < 0) {
     return absl::InvalidArgumentError("num_slots must be at least 1 (or 0: from device memory)");
+  }
+  for (const std::string& k : options_.ablate_kernels) {
+    if (std::find(std::begin(kAblatableKernels), std::end(kAblatableKernels), k) ==
+        std::end(kAblatableKernels)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ablate_kernels: unknown kernel family '", k,
+                       "' (one of: ", absl::StrJoin(kAblatableKernels, ", "), ")"));
+    }
   }
   if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");
@@ -513,31 +543,31 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only,
   p.gates = ws_.gates;
   p.tail_counters = ws_.tail_counters;
   p.tail_counter_capacity = ws_.tail_counter_capacity;
+  p.stage_before_wait = options_.stage_rglru_decode;
   const double state_bytes = double(n) * (2.0 * L * 4 + 2.0 * (K - 1) * L * 2);
   const bool fused_decode = decode_only && n < options_.rglru_gate_gemm_min_batch;
   if (fused_decode) {
     Trace(at + "RG-LRU decode (conv, gates, scan, tail shift)", "RgLruGate",
           double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecode(p, stream_));
+    ENQUEUE(kernels::LaunchRgLruDecode(p, stream_));
     return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
                   ws_.block_out, n, d, L, &block_out_scales_);
   }
   Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruConv(p, stream_));
+  ENQUEUE(kernels::LaunchRgLruConv(p, stream_));
   Trace(at + "gate GEMM (batched, half)", "gemm",
         double(n) * L * 2 + 2.0 * H * B * 2 * B * 2 + double(n) * 2 * L * 4, 4.0 * n * L * B);
-  CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.RunBatched(ws_.conv_out_half, L, B, w.packed_gates(l),
-                                                int64_t{2} * B * B, ws_.gates, 2 * L, 2 * B, n,
-                                                2 * B, B, H, /*fp16=*/true, stream_));
+  ENQUEUE_GEMM(gemm_.RunBatched(ws_.conv_out_half, L, B, w.packed_gates(l), int64_t{2} * B * B,
+                                ws_.gates, 2 * L, 2 * B, n, 2 * B, B, H, /*fp16=*/true, stream_));
   if (decode_only) {
     Trace(at + "RG-LRU decode finish (gates, step, tail)", "DecodeFinish",
           double(n) * (2 * L * 4 + L * 4 + 2 * L * 4 + L * 2) + state_bytes, 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruDecodeFinish(p, stream_));
+    ENQUEUE(kernels::LaunchRgLruDecodeFinish(p, stream_));
   } else {
     Trace(at + "gate math", "GateMath", double(n) * (2 * L * 4 * 2 + L * 4), 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruGateMath(p, stream_));
+    ENQUEUE(kernels::LaunchRgLruGateMath(p, stream_));
     Trace(at + "scan", "Scan", double(n) * (2 * L * 4 + L * 4 + L * 2) + state_bytes, 2.0 * n * L);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchRgLruScan(p, stream_));
+    ENQUEUE(kernels::LaunchRgLruScan(p, stream_));
   }
   return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
                 ws_.block_out, n, d, L, &block_out_scales_);
@@ -576,9 +606,14 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
   p.part_o = ws_.split_o;
   p.part_ml = ws_.split_ml;
   p.out = ws_.activation;
+  p.decode_writes_ring = decode_only && options_.fuse_decode_ring_write;
   Trace(at + "RoPE", "Rope", double(n) * (H + 2 * KV) * hd * (4 + 2), 0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchRope(p, stream_));
-  if (trace_ != nullptr) {
+  ENQUEUE(kernels::LaunchRope(p, stream_));
+  const bool attention_ablated = Ablated("Attention");
+  const int max_tile_tokens = decode_only ? 1 : prefill_tile_;
+  const kernels::AttentionSideLaunches side = kernels::AttentionSideLaunchesOf(p, max_tile_tokens);
+  const double ring_bytes = double(std::min(n, W)) * KV * hd * 2 * 2 * 2;
+  if (trace_ != nullptr && !attention_ablated) {
     // Each query at position p reads keys max(0, p - W) .. p: K and V rows once per kv head for
     // the whole group (the kernels share them across the group's query heads).
     double keys = 0;
@@ -592,15 +627,23 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
       kv_rows = n;
       for (const kernels::StepEntryRecord& e : meta_.host_entries()) kv_rows += std::min(e.pos0, W);
     }
+    // A decode step's ring write happens inside the attention launch unless a side launch does it.
+    const double ring_in_kernel = p.decode_writes_ring && !side.ring_write ? ring_bytes : 0;
     Trace(at + (decode_only ? "decode attention" : "prefill attention"), "Attention",
-          kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
-    if (p.splits > 1) {
+          kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2 + ring_in_kernel,
+          4.0 * keys * H * hd);
+    if (side.combine) {
       Trace(at + "split combine", "Combine", double(n) * H * p.splits * (hd + 2) * 4, 0);
     }
+    if (side.ring_write) Trace(at + "ring write", "RingWrite", ring_bytes, 0);
   }
-  CUDA_RETURN_IF_ERROR(kernels::LaunchAttention(p, decode_only ? 1 : prefill_tile_, stream_));
-  Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchRingWrite(p, stream_));
+  if (!attention_ablated) {  // with its side launches
+    CUDA_RETURN_IF_ERROR(kernels::LaunchAttention(p, max_tile_tokens, stream_));
+  }
+  if (!p.decode_writes_ring) {
+    Trace(at + "ring write", "RingWrite", ring_bytes, 0);
+    ENQUEUE(kernels::LaunchRingWrite(p, stream_));
+  }
   return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kOProj),
                 ws_.block_out, n, d, H * hd, &block_out_scales_);
 }
@@ -610,8 +653,8 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
   const int d = c.hidden_size, m = c.mlp_width;
   const DeviceWeights& w = *weights_;
   Trace("embedding", "Embed", double(n) * d * (2 + 4), 0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchEmbed(w.embedding(), meta_.tokens(), n, d, EmbeddingScale(c),
-                                            ws_.residual, stream_));
+  ENQUEUE(kernels::LaunchEmbed(w.embedding(), meta_.tokens(), n, d, EmbeddingScale(c), ws_.residual,
+                               stream_));
   const float* pending_bias = nullptr;  // the bias of block_out, added by the next norm
   bool have_block_out = false;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -635,9 +678,8 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
     RETURN_IF_ERROR(Linear(at + "mlp gate|up projection", ws_.normed, w.fused(l, Fusion::kGateUp),
                            ws_.projection, n, 2 * m, d, &gate_up_scales, quantize_channel));
     Trace(at + "GeGLU", "GeGlu", double(n) * m * (2 * 4 + 2), 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchGeGlu(ws_.projection, gate_up_scales,
-                                              w.f32(l, T_::kGateBias), w.f32(l, T_::kUpBias), n, m,
-                                              ws_.activation, stream_));
+    ENQUEUE(kernels::LaunchGeGlu(ws_.projection, gate_up_scales, w.f32(l, T_::kGateBias),
+                                 w.f32(l, T_::kUpBias), n, m, ws_.activation, stream_));
     RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation,
                            w.projection(l, T_::kDownProj), ws_.block_out, n, d, m,
                            &block_out_scales_));
@@ -652,21 +694,20 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
   const loader::ModelConfig& c = config_;
   const int d = c.hidden_size, V = c.vocab_size;
   Trace("head: final norm of the logit rows", "AddRmsNorm", double(nrows) * d * 6, 0);
-  CUDA_RETURN_IF_ERROR(kernels::LaunchAddRmsNorm(
-      ws_.residual, nullptr, kernels::InputScales{}, nullptr, weights_->final_norm(),
-      meta_.rows() + row0, nrows, d, c.rms_norm_eps, ws_.head_in, stream_));
+  ENQUEUE(kernels::LaunchAddRmsNorm(ws_.residual, nullptr, kernels::InputScales{}, nullptr,
+                                    weights_->final_norm(), meta_.rows() + row0, nrows, d,
+                                    c.rms_norm_eps, ws_.head_in, stream_));
   RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in,
                          ProjectionWeights{weights_->output_projection(), nullptr}, ws_.logits,
                          nrows, V, d));
   if (argmax) {
     Trace("head: soft-cap + greedy argmax", "ArgMax", double(nrows) * V * 8, 0);
-    CUDA_RETURN_IF_ERROR(kernels::LaunchSoftCapArgMax(ws_.logits, nrows, V, c.logits_soft_cap,
-                                                      ws_.sampled, ws_.argmax_scratch, stream_));
+    ENQUEUE(kernels::LaunchSoftCapArgMax(ws_.logits, nrows, V, c.logits_soft_cap, ws_.sampled,
+                                         ws_.argmax_scratch, stream_));
     return absl::OkStatus();
   }
   Trace("head: soft-cap", "SoftCap", double(nrows) * V * 8, 0);
-  CUDA_RETURN_IF_ERROR(
-      kernels::LaunchSoftCap(ws_.logits, int64_t{nrows} * V, c.logits_soft_cap, stream_));
+  ENQUEUE(kernels::LaunchSoftCap(ws_.logits, int64_t{nrows} * V, c.logits_soft_cap, stream_));
   return absl::OkStatus();
 }
 

@@ -62,6 +62,10 @@ struct CudaBackendOptions {
   // GEMM (conv, GEMM, an elementwise finish) instead of the fused CUDA-core kernel, which is right
   // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md).
   int rglru_gate_gemm_min_batch = 16;
+  // Below that batch, the fused RG-LRU decode kernel loads everything but the x|y projection's
+  // output before waiting for it (kernels::RgLruParams::stage_before_wait; bit-identical). Off
+  // only to compare in benchmarks.
+  bool stage_rglru_decode = true;
   // One-row (batch 1) projections narrower than 8192 outputs run the split-K GEMV kernel instead
   // of cuBLASLt (wide ones always do). Off only to compare the two in benchmarks.
   bool gemv_for_narrow_projections = true;
@@ -74,6 +78,10 @@ struct CudaBackendOptions {
   // sequence: 64 tokens after a restored prefix are 11 tiles, each walking a 2048-key window)
   // split their keys the same way. Off only to compare in benchmarks.
   bool prefill_attention_key_splits = true;
+  // A decode step's ring write happens in the attention launch (the split combine, or the attention
+  // kernel itself with one split) instead of its own launch: one launch fewer per attention layer,
+  // bit-identical. Off only to compare in benchmarks.
+  bool fuse_decode_ring_write = true;
   // --quantization fp8 (issue 14): the projections held as FP8 E4M3 with one float32 scale per
   // output row, quantized at load (engine/cuda_weights.h). One-token passes read them in the W8A16
   // GEMV; larger ones, with `fp8_activations`, quantize their activations per token and run W8A8
@@ -90,7 +98,19 @@ struct CudaBackendOptions {
   // output projections keep their quantization passes (NOTES.md session 11: GeGLU writing the
   // codes gained nothing). Bit-identical either way; false only to compare (tests, engine_bench).
   bool fuse_fp8_passes = true;
+  // Kernel families left out of every forward pass, by LaunchRecord::kernel name ("AddRmsNorm",
+  // "GeGlu", "Gemv", "Attention" with its split combine, ...; kAblatableKernels): for timing
+  // only (engine_bench --ablate). A graph replay without them says what they cost in the step,
+  // overlap with their neighbours included, which ncu's one-by-one replay cannot. The outputs are
+  // garbage.
+  std::vector<std::string> ablate_kernels;
 };
+
+// The names CudaBackendOptions::ablate_kernels takes.
+inline constexpr const char* kAblatableKernels[] = {
+    "Embed",  "AddRmsNorm", "Gemv",      "gemm",         "QuantizeRows", "ScaleRowsAndColumns",
+    "Expand", "RgLruGate",  "Conv",      "DecodeFinish", "GateMath",     "Scan",
+    "Rope",   "Attention",  "RingWrite", "GeGlu",        "ArgMax",       "SoftCap"};
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).
 bool CudaDeviceAvailable();

@@ -813,67 +813,107 @@ TEST(CudaFp8BatchTest, DecodeBatchIsW8A8LikeItsEmulation) {
   ExpectW8A8LikeItsEmulation(got, all, V, absl::StrCat("FP8 decode batch of ", kBatch));
 }
 
+// Logits of one backend along a fixed path through the kernels: a whole prefill and a chunked
+// one (3-token passes after a prefix: prefill key splits), three sequences of 8 + s tokens in
+// slots 1..3, `steps` decode steps of all three (the batch-3 graph), then `steps` of slot 1 alone
+// (the batch-1 graph). For tests that want two kernel paths to give the same bits.
+std::vector<float> KernelPathLogits(const loader::Checkpoint& checkpoint,
+                                    const engine::CudaBackendOptions& opt,
+                                    const std::vector<int32_t>& text, int steps) {
+  const int V = checkpoint.config().vocab_size;
+  constexpr int kBatch = 3;
+  auto backend = MakeBackend(checkpoint, opt);
+  EXPECT_NE(backend, nullptr);
+  if (backend == nullptr) return {};
+  std::vector<float> got;
+  for (const int chunk : {0, 3}) {
+    const std::vector<float> lp = StepLogProbs(*backend, text, chunk, 0);
+    got.insert(got.end(), lp.begin(), lp.end());
+  }
+  std::vector<float> row(size_t(kBatch) * V);
+  for (int s = 0; s < kBatch; ++s) {
+    StepEntry e{.slot = 1 + s,
+                .position = 0,
+                .tokens = absl::MakeConstSpan(text).subspan(s, 8 + s),
+                .logits = LogitsRequest::kLast};
+    EXPECT_TRUE(backend->Step({&e, 1}, absl::MakeSpan(row).subspan(0, V)).ok());
+    got.insert(got.end(), row.begin(), row.begin() + V);
+  }
+  for (int t = 0; t < steps; ++t) {
+    std::vector<StepEntry> entries;
+    for (int s = 0; s < kBatch; ++s) {
+      entries.push_back({.slot = 1 + s,
+                         .position = 8 + s + t,
+                         .tokens = absl::MakeConstSpan(text).subspan(8 + 2 * s + t, 1),
+                         .logits = LogitsRequest::kLast});
+    }
+    EXPECT_TRUE(backend->Step(entries, absl::MakeSpan(row)).ok());
+    got.insert(got.end(), row.begin(), row.end());
+  }
+  for (int t = 0; t < steps; ++t) {
+    StepEntry e{.slot = 1,
+                .position = 8 + steps + t,
+                .tokens = absl::MakeConstSpan(text).subspan(8 + steps + t, 1),
+                .logits = LogitsRequest::kLast};
+    EXPECT_TRUE(backend->Step({&e, 1}, absl::MakeSpan(row).subspan(0, V)).ok());
+    got.insert(got.end(), row.begin(), row.begin() + V);
+  }
+  return got;
+}
+
+void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b, int V,
+                    const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  ASSERT_FALSE(a.empty()) << what;
+  size_t differing = 0, first = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && differing++ == 0) first = i;
+  }
+  EXPECT_EQ(differing, 0u) << what << ": " << differing << " of " << a.size()
+                           << " values differ, the first at row " << first / V << ": " << a[first]
+                           << " vs " << b[first];
+}
+
 // The W8A8 GEMMs' two passes done inside their neighbours (CudaBackendOptions::fuse_fp8_passes:
 // activations quantized by the norm before, output scales applied by GeGLU, RoPE and the residual
-// add) must change no bit: the same logits in a whole prefill, a chunked one and a decode batch
-// of 3 (W8A8 GEMMs inside the decode graph), for W8A8 and for W8A16's expanded GEMMs.
+// add) must change no bit, for W8A8 and for W8A16's expanded GEMMs.
 TEST(CudaFp8BatchTest, FusedPassesChangeNoBit) {
   SKIP_WITHOUT_GPU();
   auto loaded = LoadCase("demo");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const loader::Checkpoint& checkpoint = *loaded->checkpoint;
-  const int V = checkpoint.config().vocab_size;
-  const std::vector<int32_t>& text = loaded->golden[0].tokens;
   const int steps = SanitizerRun() ? 2 : 4;
-  constexpr int kBatch = 3;
   for (const bool w8a8 : {true, false}) {
     std::vector<float> logits[2];
     for (const bool fused : {false, true}) {
       engine::CudaBackendOptions opt = Fp8Options(w8a8);
       opt.fuse_fp8_passes = fused;
-      auto backend = MakeBackend(checkpoint, opt);
-      ASSERT_NE(backend, nullptr);
-      std::vector<float>& got = logits[fused];
-      for (const int chunk : {0, 3}) {
-        const std::vector<float> lp = StepLogProbs(*backend, text, chunk, 0);
-        got.insert(got.end(), lp.begin(), lp.end());
-      }
-      // Sequences of 8 + s tokens in slots 1..3, then `steps` decode steps of all three.
-      std::vector<float> row(size_t(kBatch) * V);
-      for (int s = 0; s < kBatch; ++s) {
-        StepEntry e{.slot = 1 + s,
-                    .position = 0,
-                    .tokens = absl::MakeConstSpan(text).subspan(s, 8 + s),
-                    .logits = LogitsRequest::kLast};
-        ASSERT_TRUE(backend->Step({&e, 1}, absl::MakeSpan(row).subspan(0, V)).ok());
-        got.insert(got.end(), row.begin(), row.begin() + V);
-      }
-      for (int t = 0; t < steps; ++t) {
-        std::vector<StepEntry> entries;
-        for (int s = 0; s < kBatch; ++s) {
-          entries.push_back({.slot = 1 + s,
-                             .position = 8 + s + t,
-                             .tokens = absl::MakeConstSpan(text).subspan(8 + 2 * s + t, 1),
-                             .logits = LogitsRequest::kLast});
-        }
-        ASSERT_TRUE(backend->Step(entries, absl::MakeSpan(row)).ok());
-        got.insert(got.end(), row.begin(), row.end());
-      }
+      logits[fused] = KernelPathLogits(checkpoint, opt, loaded->golden[0].tokens, steps);
     }
-    const char* mode = w8a8 ? "W8A8" : "W8A16 (expanded GEMMs)";
-    ASSERT_EQ(logits[0].size(), logits[1].size()) << mode;
-    ASSERT_FALSE(logits[0].empty()) << mode;
-    size_t differing = 0, first = 0;
-    for (size_t i = 0; i < logits[0].size(); ++i) {
-      if (std::memcmp(&logits[0][i], &logits[1][i], sizeof(float)) != 0 && differing++ == 0) {
-        first = i;
-      }
-    }
-    EXPECT_EQ(differing, 0u) << mode << ": " << differing << " of " << logits[0].size()
-                             << " values differ, the first at row " << first / V << ": "
-                             << logits[0][first] << " with the passes, " << logits[1][first]
-                             << " fused";
+    ExpectSameBits(logits[0], logits[1], checkpoint.config().vocab_size,
+                   w8a8 ? "W8A8, passes vs fused" : "W8A16 (expanded GEMMs), passes vs fused");
   }
+}
+
+// Session 12's launch changes change no bit either: a decode step's ring written inside the
+// attention launch (fuse_decode_ring_write) and the RG-LRU decode kernel loading all but x|y
+// before its wait (stage_rglru_decode), against the separate ring write and the unstaged kernel.
+TEST(CudaBackendTest, FusedSideLaunchesChangeNoBit) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int steps = SanitizerRun() ? 2 : 4;
+  engine::CudaBackendOptions separate = TestOptions();
+  separate.autotune_gemms = false;  // both backends take the same cuBLASLt algorithms
+  separate.fuse_decode_ring_write = false;
+  separate.stage_rglru_decode = false;
+  engine::CudaBackendOptions fused = separate;
+  fused.fuse_decode_ring_write = true;
+  fused.stage_rglru_decode = true;
+  ExpectSameBits(KernelPathLogits(checkpoint, separate, loaded->golden[0].tokens, steps),
+                 KernelPathLogits(checkpoint, fused, loaded->golden[0].tokens, steps),
+                 checkpoint.config().vocab_size, "separate launches vs fused");
 }
 
 // Issue 14's quality figures on the GPU: the demo model on the fixed text with FP8 weights
