@@ -7,9 +7,13 @@
 //
 // The contract for a kernel launched through LaunchPdl: it calls WaitForPriorGrids() before it
 // reads anything an earlier kernel of the stream writes and before it writes anything an earlier
-// kernel reads (only weights may be read before it), and it calls AllowDependentLaunch() once its
-// own blocks may share the SMs with the next kernel's waiting blocks. Because every such kernel
-// waits for its predecessor's completion, completion is transitive down the stream.
+// kernel reads, and it calls AllowDependentLaunch() once its own blocks may share the SMs with the
+// next kernel's waiting blocks. Because every such kernel waits for its predecessor's completion,
+// completion is transitive down the stream, but what runs before the wait may overlap any kernel
+// since the pass's last copy or memset (each kernel lets the next in before its own wait). So
+// before the wait a kernel reads only what no kernel of the pass writes: weights, the step
+// metadata (copied in before the pass), and state that only this launch touches (the RG-LRU
+// decode kernel's own layer's recurrent state and conv tails, rglru.cu).
 #ifndef GRIFFIN_KERNELS_LAUNCH_CUH_
 #define GRIFFIN_KERNELS_LAUNCH_CUH_
 
