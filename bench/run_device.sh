@@ -6,6 +6,8 @@
 #   bench     engine_bench, 2B full and 9B quick; kernels_bench
 #   load      load time and host memory of a 2B-shaped bf16 checkpoint (bench/load_bench.py)
 #   profile   per-kernel tables of decode and prefill steps under ncu (bench/profile_step.sh)
+#   ablate    what each kernel family costs inside the decode graph (bench/ablation_table.sh;
+#             ABLATE_BATCHES, default 1,64)
 #   peers     the official JAX sampler and Hugging Face transformers at batch 1
 #   portable  kernels_test and cuda_backend_test built by the cuda-ptx80 preset (compute_80 PTX
 #             only, JIT-compiled by the driver; the path an A100/L4/L40S takes), from
@@ -74,6 +76,9 @@ fi
 if has profile; then
   bash bench/profile_step.sh $bundle "$out/profile" 2b ${PROFILE_SHAPES:-decode:1:128 decode:64:4096 decode:256:4096 prefill:1:2048} > "$out/profile.log" 2>&1
   echo "profile rc=$?"; tar czf "$out/profile.tgz" -C "$out" profile && rm -rf "$out/profile"
+fi
+if has ablate; then
+  timeout 400 bash bench/ablation_table.sh $bundle 2b "${ABLATE_BATCHES:-1,64}" 2>&1 | tee "$out/ablate.md"
 fi
 if has peers; then
   timeout ${JAX_TIMEOUT:-240} python3 bench/peers/jax_reference_bench.py .bundle/rg_ref 1 2>&1 | tee "$out/peers.log"
