@@ -824,16 +824,23 @@ void EngineCore::Loop() {
     }
     const absl::Time step_start = absl::Now();
     RunStep(&outputs, &done);
+    // A sticky device error stops the engine before the step's failures are delivered, so no
+    // client sees its request fail while the server still reads as ready.
+    const bool device_failed = !backend_->healthy();
+    if (device_failed) {
+      const absl::Status status = absl::UnavailableError(
+          "the device failed (sticky error); the server stops and must be restarted");
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+        fatal_ = status;
+      }
+      if (options_.on_device_failure) options_.on_device_failure(status);
+    }
     Deliver(&outputs);
     done.clear();
     busy_nanos_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - step_start));
-    if (!backend_->healthy()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-      fatal_ = absl::UnavailableError(
-          "the device failed (sticky error); the server stops and must be restarted");
-      break;
-    }
+    if (device_failed) break;
   }
   // Stopped: everything still queued or running ends UNAVAILABLE.
   std::deque<std::unique_ptr<Seq>> waiting;

@@ -141,9 +141,13 @@ struct EngineOptions {
   // cannot snapshot slots. `model_identity` keys it to the weights (see ModelIdentity).
   PrefixCacheOptions prefix_cache;
   uint64_t model_identity = 0;
-  // Called once, on the engine thread, when the backend stops being healthy (a sticky device
-  // error): the engine has stopped and failed every request UNAVAILABLE; the process should exit
-  // so its supervisor restarts it (OPS-1).
+  // Called once, on the engine thread, the moment the backend stops being healthy (a sticky
+  // device error), before the failed step's outputs go out: the engine already refuses new
+  // requests, and the server drops readiness here, so a client that sees its request fail finds
+  // the server not ready (OPS-1).
+  std::function<void(const absl::Status&)> on_device_failure;
+  // Called once, on the engine thread, after that: the engine has stopped and every request's
+  // last output (UNAVAILABLE) is out; the process should exit so its supervisor restarts it.
   std::function<void(const absl::Status&)> on_fatal;
 };
 

@@ -716,6 +716,43 @@ TEST(EngineFaultTest, StickyDeviceErrorStopsTheEngineAndReportsOnce) {  // OPS-1
   EXPECT_EQ(core->stats().slots_used, 0);
 }
 
+// OPS-1's order: the server must read as not ready before any client hears its request failed,
+// so on_device_failure runs before the failed step's outputs are delivered, and on_fatal only
+// after every request's last output.
+TEST(EngineFaultTest, DeviceFailureIsReportedBeforeTheFailedRequestsHearOfIt) {  // OPS-1
+  auto backend = std::make_unique<FaultInjectingBackend>(std::make_unique<FakeBackend>(2), 1);
+  std::atomic<bool> failure_reported{false}, fatal_reported{false};
+  std::atomic<int> failure_calls{0};
+  std::promise<void> fatal_done;
+  EngineOptions options;
+  options.on_device_failure = [&](const absl::Status& st) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
+    failure_calls.fetch_add(1);
+    failure_reported.store(true);
+  };
+  options.on_fatal = [&](const absl::Status&) {
+    fatal_reported.store(true);
+    fatal_done.set_value();
+  };
+  auto core = MakeChecked(std::move(backend), options);
+  std::promise<std::pair<bool, bool>> seen;  // (failure reported, fatal reported) at the error
+  std::atomic<bool> once{false};
+  auto id = core->Submit(Req({2, 3}, 50), [&](EngineOutput out) {
+    if (!out.status.ok() && !once.exchange(true)) {
+      seen.set_value({failure_reported.load(), fatal_reported.load()});
+    }
+  });
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto at_error = seen.get_future();
+  ASSERT_EQ(at_error.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  const auto [failure_before, fatal_before] = at_error.get();
+  EXPECT_TRUE(failure_before) << "the request heard of the failure before the server did";
+  EXPECT_FALSE(fatal_before) << "on_fatal ran before the request's last output";
+  ASSERT_EQ(fatal_done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  core->Stop();
+  EXPECT_EQ(failure_calls.load(), 1);
+}
+
 TEST(EngineFaultTest, FailedStepFailsItsRequestsAndTheEngineGoesOn) {  // RST-4
   auto fake = std::make_unique<FakeBackend>(2);
   FakeBackend* raw = fake.get();

@@ -678,8 +678,14 @@ int Run() {
                                      ? absl::Seconds(absl::GetFlag(FLAGS_queue_timeout))
                                      : absl::InfiniteDuration();
   engine_options.device_sampling = absl::GetFlag(FLAGS_device_sampling);
+  // OPS-1: not ready the moment the device fails (before the failed requests hear of it), then,
+  // once every request's last output is out, exit non-zero for a restart.
+  engine_options.on_device_failure = [&](const absl::Status&) {
+    state.fatal.store(true);
+    state.ready.store(false);
+    if (health != nullptr) health->SetServingStatus(false);
+  };
   engine_options.on_fatal = [&](const absl::Status& status) {
-    // OPS-1: not ready at once, then exit non-zero for a restart.
     state.fatal.store(true);
     state.ready.store(false);
     if (health != nullptr) health->SetServingStatus(false);
