@@ -82,9 +82,10 @@ __device__ void ShiftTails(const RgLruParams& p, int h, int t_first, int nt) {
   }
 }
 
-// Block = (8 tokens, one gate head, 32 output channels of the head); 256 threads = 32 output lanes
-// x 8 input slices. Every block recomputes the head's conv outputs (cheap: K taps per channel) so
-// the gate mat-vec, the block's only real cost, is spread over H * B/32 blocks even at batch 1.
+// Block = (kTok tokens, one gate head, 32 output channels of the head); 256 threads = 32 output
+// lanes x 8 input slices. Every block recomputes the head's conv outputs (cheap: K taps per
+// channel) so the gate mat-vec, the block's only real cost, is spread over H * B/32 blocks even
+// at batch 1.
 //
 // kStaged (B <= 256 and K <= kStagedTaps: the 2B and 9B shapes): everything that does not depend
 // on the x|y projection is loaded before waiting for it: the gate weights, each token's entry,

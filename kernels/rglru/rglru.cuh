@@ -13,14 +13,15 @@
 // Kernels:
 //  - LaunchRgLruDecode: every entry has exactly one token. One kernel does the conv step with the
 //    slot's tail, both block-diagonal gates, the recurrence and the gelu(y) multiply, and updates the
-//    state in place; grid (ceil(tokens / 8), H, B / 32), 256 threads = 32 output channels x 8 input
-//    slices, so a block shares each gate weight it reads across 8 tokens and batch 1 still spreads
-//    over H * B / 32 blocks. Every block of a head reads the head's whole tail, so only the last
-//    block of the head to finish reading (a counter per (tokens, head): p.tail_counters) shifts
-//    it; without counters a second, tiny kernel does, launched right after (one launch more per
-//    recurrent layer: 18 of a 2B decode step's ~230). Its gate mat-vec runs on CUDA cores: right
-//    at batch 1-8, 22x its floor at batch 64-256. For B <= 256 and K <= 4 all it reads but x|y
-//    is loaded before it waits for the x|y projection (p.stage_before_wait).
+//    state in place; grid (ceil(tokens / T), H, B / 32) with T the smallest of 1, 2, 4, 8 covering
+//    the batch (up to 8), 256 threads = 32 output channels x 8 input slices, so a block shares each
+//    gate weight it reads across T tokens and batch 1 still spreads over H * B / 32 blocks. Every
+//    block of a head reads the head's whole tail, so only the last block of the head to finish
+//    reading (a counter per (tokens, head): p.tail_counters) shifts it; without counters a
+//    second, tiny kernel does, launched right after (one launch more per recurrent layer: 18 of a
+//    2B decode step's ~230). Its gate mat-vec runs on CUDA cores: right at batch 1-8, 22x its
+//    floor at batch 64-256. For B <= 256 and K <= 4 all it reads but x|y is loaded before it
+//    waits for the x|y projection (p.stage_before_wait).
 //  - Decode on the tensor cores (larger batches; the backend's threshold): LaunchRgLruConv, the
 //    prefill path's batched gate GEMM, then LaunchRgLruDecodeFinish: per (token, channel) the
 //    gate math, the recurrence step, gelu(y) and the tail shift in one elementwise kernel.
@@ -67,10 +68,11 @@ struct RgLruParams {
   int64_t conv_offset = 0;  // bytes inside a slot: bf16 [K-1, L]
   int n = 0, num_entries = 0, L = 0, H = 0, K = 4;
   bf16_t* out = nullptr;  // [n, L]
-  // LaunchRgLruDecode: zeroed counters, one per (8 tokens, head), at least ceil(n / 8) * H of
-  // them (tail_counter_capacity). With them the tail shift happens inside the gate kernel (the
-  // last block of each (tokens, head) to finish reading the tails shifts them, and sets its
-  // counter back to zero); without, a second kernel does it.
+  // LaunchRgLruDecode: zeroed counters, one per (block of tokens, head), at least ceil(n / 8) * H
+  // of them (tail_counter_capacity; blocks of fewer tokens come only when n <= 4, one block).
+  // With them the tail shift happens inside the gate kernel (the last block of each (tokens,
+  // head) to finish reading the tails shifts them, and sets its counter back to zero); without,
+  // a second kernel does it.
   unsigned* tail_counters = nullptr;
   int tail_counter_capacity = 0;
   // LaunchRgLruDecode with B <= 256 and K <= 4: everything but x|y (entries, tails, states,
