@@ -5,12 +5,13 @@
 # what remains is not), twice each, alternating, and prints one markdown table of medians and
 # differences. Run on the GPU machine from the repository root:
 #   bench/ablation_table.sh BUNDLE_DIR [MODEL] [BATCHES] [POSITION]
-# BUNDLE_DIR holds engine_bench; MODEL 2b (default) or 9b; BATCHES comma-separated (default 1,64);
-# POSITION 128 (default) or 4096. EXTRA_FLAGS go to every engine_bench run (--quantization=fp8).
+# BUNDLE_DIR holds engine_bench; MODEL 2b (default) or 9b; BATCHES comma-separated (default
+# 1,8,64: from batch 2 cuBLASLt's GEMMs replace the GEMV); POSITION 128 (default) or 4096.
+# EXTRA_FLAGS go to every engine_bench run (--quantization=fp8).
 set -uo pipefail
 bundle=${1:?usage: ablation_table.sh BUNDLE_DIR [MODEL] [BATCHES] [POSITION]}
 model=${2:-2b}
-batches=${3:-1,64}
+batches=${3:-1,8,64}
 position=${4:-128}
 # A family per row; the GEMV and GEMM rows leave out every weight projection (the head included).
 families=(none Gemv gemm AddRmsNorm RgLruGate Conv,DecodeFinish Attention RingWrite Rope GeGlu

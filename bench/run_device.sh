@@ -7,7 +7,7 @@
 #   load      load time and host memory of a 2B-shaped bf16 checkpoint (bench/load_bench.py)
 #   profile   per-kernel tables of decode and prefill steps under ncu (bench/profile_step.sh)
 #   ablate    what each kernel family costs inside the decode graph (bench/ablation_table.sh;
-#             ABLATE_BATCHES, default 1,64)
+#             ABLATE_BATCHES, default 1,8,64)
 #   peers     the official JAX sampler and Hugging Face transformers at batch 1
 #   portable  kernels_test and cuda_backend_test built by the cuda-ptx80 preset (compute_80 PTX
 #             only, JIT-compiled by the driver; the path an A100/L4/L40S takes), from
@@ -78,7 +78,7 @@ if has profile; then
   echo "profile rc=$?"; tar czf "$out/profile.tgz" -C "$out" profile && rm -rf "$out/profile"
 fi
 if has ablate; then
-  timeout 400 bash bench/ablation_table.sh $bundle 2b "${ABLATE_BATCHES:-1,64}" 2>&1 | tee "$out/ablate.md"
+  timeout 400 bash bench/ablation_table.sh $bundle 2b "${ABLATE_BATCHES:-1,8,64}" 2>&1 | tee "$out/ablate.md"
 fi
 if has peers; then
   timeout ${JAX_TIMEOUT:-240} python3 bench/peers/jax_reference_bench.py .bundle/rg_ref 1 2>&1 | tee "$out/peers.log"
