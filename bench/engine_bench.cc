@@ -81,6 +81,8 @@ ABSL_FLAG(bool, stage_rglru_decode, griffin::engine::CudaBackendOptions{}.stage_
 ABSL_FLAG(bool, gemv_for_narrow_projections,
           griffin::engine::CudaBackendOptions{}.gemv_for_narrow_projections,
           "batch-1 projections under 8192 outputs on the split-K GEMV (false: cuBLASLt)");
+ABSL_FLAG(int, gemv_max_rows, griffin::engine::CudaBackendOptions{}.gemv_max_rows,
+          "bf16 projections of up to this many rows (1-8) on the GEMV kernel, the rest cuBLASLt");
 ABSL_FLAG(int, decode_attention_blocks_per_sm,
           griffin::engine::CudaBackendOptions{}.decode_attention_blocks_per_sm,
           "decode attention key splits: blocks wanted per SM");
@@ -123,6 +125,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);
   opt.fuse_fp8_passes = absl::GetFlag(FLAGS_fuse_fp8_passes);
   opt.ablate_kernels = absl::GetFlag(FLAGS_ablate);
+  opt.gemv_max_rows = absl::GetFlag(FLAGS_gemv_max_rows);
   return opt;
 }
 using engine::StepEntry;

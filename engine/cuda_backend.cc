@@ -286,8 +286,8 @@ class CudaBackend::Impl {
       ENQUEUE(kernels::LaunchScaleRowsAndColumns(d, nullptr, w.scales, M, N, stream_));
       return absl::OkStatus();
     }
-    const bool gemv = M == 1 && kernels::GemvSupported(M, K) &&
-                      (N >= 8192 || options_.gemv_for_narrow_projections);
+    const bool gemv = M <= options_.gemv_max_rows && kernels::GemvSupported(M, K) &&
+                      (M > 1 || N >= 8192 || options_.gemv_for_narrow_projections);
     Trace(op, gemv ? "Gemv" : "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     if (gemv) {
       ENQUEUE(kernels::LaunchGemv(a, w.bf16(), d, M, N, K, stream_));
@@ -367,6 +367,10 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
           absl::StrCat("ablate_kernels: unknown kernel family '", k,
                        "' (one of: ", absl::StrJoin(kAblatableKernels, ", "), ")"));
     }
+  }
+  if (options_.gemv_max_rows < 1 || options_.gemv_max_rows > kernels::kGemvMaxM) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gemv_max_rows must be 1 to ", kernels::kGemvMaxM));
   }
   if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");

@@ -69,6 +69,12 @@ struct CudaBackendOptions {
   // One-row (batch 1) projections narrower than 8192 outputs run the split-K GEMV kernel instead
   // of cuBLASLt (wide ones always do). Off only to compare the two in benchmarks.
   bool gemv_for_narrow_projections = true;
+  // bf16 projections of up to this many rows (1-8) run the GEMV kernel, the rest cuBLASLt. The
+  // GEMV re-reads each activation row from L1 per weight vector (at 8 rows 2.6x its one-row
+  // time in isolation, where cuBLASLt at 8 rows streams like the GEMV at one), but it takes part
+  // in programmatic dependent launch and cuBLASLt's kernels do not: this is the switch that
+  // measures what that is worth at batch 2-8 (bench/NOTES.md, session 13).
+  int gemv_max_rows = 1;
   // Decode attention splits each sequence's keys over blocks (flash-decoding) until the pass has
   // up to this many blocks per SM: the tensor-core kernel's decode block fits 2 per SM (99 KB of
   // shared memory, 242 registers a thread at head_dim 256), and one full wave measured best

@@ -36,6 +36,7 @@
 #include "engine/engine_core.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
+#include "kernels/linear/gemv.cuh"
 #include "loader/checkpoint.h"
 #include "tests/golden_data.h"
 
@@ -914,6 +915,33 @@ TEST(CudaBackendTest, FusedSideLaunchesChangeNoBit) {
   ExpectSameBits(KernelPathLogits(checkpoint, separate, loaded->golden[0].tokens, steps),
                  KernelPathLogits(checkpoint, fused, loaded->golden[0].tokens, steps),
                  checkpoint.config().vocab_size, "separate launches vs fused");
+}
+
+// The GEMV kernel for decode batches of 2-8 bf16 rows (gemv_max_rows, a benchmark switch) against
+// cuBLASLt's GEMMs there: the same kernel path through prefill and the batch-3 and batch-1 graphs,
+// within half of §8.4's budget (float32 sums in another order).
+TEST(CudaBackendTest, SmallBatchGemvMatchesCuBlasLt) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int V = checkpoint.config().vocab_size;
+  const int steps = SanitizerRun() ? 2 : 4;
+  engine::CudaBackendOptions gemm = TestOptions();
+  engine::CudaBackendOptions gemv = gemm;
+  gemv.gemv_max_rows = kernels::kGemvMaxM;
+  const std::vector<float> a =
+      LogSoftmaxRows(KernelPathLogits(checkpoint, gemm, loaded->golden[0].tokens, steps), V);
+  const std::vector<float> b =
+      LogSoftmaxRows(KernelPathLogits(checkpoint, gemv, loaded->golden[0].tokens, steps), V);
+  ASSERT_EQ(a.size(), b.size());
+  const Agreement agreement = Compare(b, a, V);
+  EXPECT_LE(agreement.mean_abs, 1e-2);
+  engine::CudaBackendOptions bad = gemm;
+  bad.gemv_max_rows = kernels::kGemvMaxM + 1;
+  const auto refused = CudaBackend::Create(checkpoint, bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("gemv_max_rows"), std::string::npos);
 }
 
 // Issue 14's quality figures on the GPU: the demo model on the fixed text with FP8 weights
