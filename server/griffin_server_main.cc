@@ -685,10 +685,7 @@ int Run() {
     state.ready.store(false);
     if (health != nullptr) health->SetServingStatus(false);
   };
-  engine_options.on_fatal = [&](const absl::Status& status) {
-    state.fatal.store(true);
-    state.ready.store(false);
-    if (health != nullptr) health->SetServingStatus(false);
+  engine_options.on_fatal = [&](const absl::Status& status) {  // readiness already dropped above
     Log(spdlog::level::critical, absl::StrCat("engine stopped: ", status.ToString()));
     kill(getpid(), SIGTERM);
   };
