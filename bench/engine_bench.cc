@@ -59,6 +59,11 @@ ABSL_FLAG(bool, decode_only, false,
           "time the decode steps only (with --decode_batches and --ablate: quick A/B runs)");
 ABSL_FLAG(int, reps, 20, "timed repetitions per figure (median); at least 3");
 ABSL_FLAG(int, serving, 0, "run the engine alone closed loop at this concurrency (0: off)");
+ABSL_FLAG(std::string, backend, "cuda",
+          "--serving: cuda, or simulated (no GPU: each step sleeps for --simulated_step_us; "
+          "griffin-server --backend simulated is its comparison)");
+ABSL_FLAG(std::string, simulated_step_us, "1950,7.4,8.5",
+          "--backend simulated: BASE,PER_DECODE_ROW,PER_PROMPT_TOKEN microseconds a step");
 ABSL_FLAG(int, input_len, 1024, "--serving: prompt tokens per request");
 ABSL_FLAG(int, output_len, 128, "--serving: output tokens per request");
 ABSL_FLAG(int, num_requests, 0, "--serving: requests (0: twice the concurrency)");
@@ -565,6 +570,8 @@ int Profile(const std::string& name, const std::string& kind, int a, int b,
 }
 
 struct ServingArgs {
+  engine::BackendKind backend = engine::BackendKind::kCuda;
+  engine::SimulatedStepTime simulated_step_time;
   int concurrency = 0;
   int input_len = 1024, output_len = 128, num_requests = 0;
   int64_t token_budget = 512;
@@ -579,13 +586,14 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   const engine::CudaBackendOptions paths = KernelPathOptions();
   auto backend = engine::CreateBackendWithRandomWeights(
       c,
-      {.kind = engine::BackendKind::kCuda,
+      {.kind = a.backend,
        .quantization =
            paths.fp8_weights ? engine::WeightQuantization::kFp8 : engine::WeightQuantization::kNone,
        .fp8_activations = paths.fp8_activations,
        .num_slots = a.concurrency,
        .max_batch = a.max_batch,
-       .max_tokens_per_step = a.token_budget},
+       .max_tokens_per_step = a.token_budget,
+       .simulated_step_time = a.simulated_step_time},
       1);
   if (!backend.ok()) {
     std::printf("backend: %s\n", backend.status().ToString().c_str());
@@ -643,9 +651,9 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
-      "engine alone (%s%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
+      "engine alone (%s%s%s), closed loop: concurrency %d, %d requests of %d in / %d out, "
       "token budget %lld, max batch %d: %.1f s, %.0f output tok/s, %.2f req/s, %d failed\n",
-      name.c_str(),
+      name.c_str(), a.backend == engine::BackendKind::kSimulated ? ", simulated backend" : "",
       !paths.fp8_weights ? "" : (paths.fp8_activations ? ", FP8 W8A8" : ", FP8 W8A16"),
       a.concurrency, requests, a.input_len, a.output_len, static_cast<long long>(a.token_budget),
       a.max_batch, seconds, output_tokens / seconds, requests / seconds, failed);
@@ -690,6 +698,25 @@ int main(int argc, char** argv) {
   serving.token_budget = absl::GetFlag(FLAGS_token_budget);
   serving.max_batch = absl::GetFlag(FLAGS_max_batch);
   serving.step_time_target_ms = absl::GetFlag(FLAGS_step_time_target_ms);
+  if (auto b = griffin::engine::ParseBackendKind(absl::GetFlag(FLAGS_backend));
+      !b.ok() || *b == griffin::engine::BackendKind::kCpu) {
+    std::fprintf(stderr, "--backend must be cuda or simulated\n");
+    return 2;
+  } else {
+    serving.backend = *b;
+  }
+  if (auto t = griffin::engine::ParseSimulatedStepTime(absl::GetFlag(FLAGS_simulated_step_us));
+      !t.ok()) {
+    std::fprintf(stderr, "--simulated_step_us: %s\n", std::string(t.status().message()).c_str());
+    return 2;
+  } else {
+    serving.simulated_step_time = *t;
+  }
+  const bool simulated = serving.backend == griffin::engine::BackendKind::kSimulated;
+  if (simulated && (serving.concurrency <= 0 || !absl::GetFlag(FLAGS_profile).empty())) {
+    std::fprintf(stderr, "--backend simulated runs --serving only\n");
+    return 2;
+  }
   const std::string profile = absl::GetFlag(FLAGS_profile);
   std::string kind;
   int profile_a = 0, profile_b = 0;
@@ -706,7 +733,7 @@ int main(int argc, char** argv) {
     }
     kind = parts[0];
   }
-  if (!griffin::engine::CudaDeviceAvailable()) {
+  if (!simulated && !griffin::engine::CudaDeviceAvailable()) {
     std::printf("no CUDA device: engine_bench skipped\n");
     return 0;
   }

@@ -6,18 +6,34 @@
 #  2. bench/serving_sweep.py over gRPC (or $PROTOCOL): peak, 25/50/75/100% of peak and the SLO
 #     rates for 1024/128 and 2048/2048.
 # Run from the repository root on the GPU machine with the binaries bundled in .bundle/cuda
-# (shared/tools/bundle-binaries.sh). Results go to $OUT (or ./out) as serving.tgz plus logs.
+# (shared/tools/bundle-binaries.sh), or BIN=folder for others. Results go to $OUT (or ./out) as
+# serving.tgz plus logs.
+#
+# BACKEND=simulated runs the same comparison on any machine, with no GPU: the server and
+# engine_bench then compute nothing and each step sleeps for SIMULATED_STEP_US (default: 2B on an
+# H200; engine/simulated_backend.h), so what differs between them is the server's own work alone:
+#   BIN=build/cuda-sm90/bin BACKEND=simulated SKIP_SWEEP=1 OVERHEAD_CONCURRENCY=256 \
+#     bench/run_device_serving.sh
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
-B=$PWD/.bundle/cuda
+B=${BIN:-$PWD/.bundle/cuda}
 export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
 PROTOCOL=${PROTOCOL:-grpc}
-SERVER_FLAGS=(--slots 256 --max_batch 256 --token_budget ${TOKEN_BUDGET:-2048} --max_queue 4096)
+BACKEND=${BACKEND:-cuda}
+BACKEND_FLAGS=(--backend $BACKEND)
+[[ $BACKEND == simulated ]] && BACKEND_FLAGS+=(--simulated_step_us ${SIMULATED_STEP_US:-1950,7.4,8.5})
+SERVER_FLAGS=(--slots 256 --max_batch 256 --token_budget ${TOKEN_BUDGET:-2048} --max_queue 4096
+              "${BACKEND_FLAGS[@]}")
 results=/tmp/serving && rm -rf $results && mkdir -p $results
-{ date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; } | tee "$out/env.log"
+EB=$B/engine_bench
+[[ -x $EB ]] || EB=$B/../bench/engine_bench  # a build tree's layout rather than a bundle's
+{ date -u; command -v nvidia-smi > /dev/null &&
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; nproc
+  echo "backend $BACKEND ${SIMULATED_STEP_US:-}"; } | tee "$out/env.log"
 
-python3 bench/make_dummy_model.py /tmp/rg2b > "$out/model.log" 2>&1 || cp -r .bundle/rg2b /tmp/rg2b || exit 1
+PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
+$PYTHON bench/make_dummy_model.py /tmp/rg2b > "$out/model.log" 2>&1 || cp -r .bundle/rg2b /tmp/rg2b || exit 1
 $B/griffin-server --model /tmp/rg2b --load_format dummy "${SERVER_FLAGS[@]}" \
   --http_port 8000 --grpc_port 50051 > "$out/server.log" 2>&1 &
 server=$!
@@ -31,7 +47,7 @@ engine_counters() {
     sub(/\{.*/, "", $1); printf "%s=%s ", $1, $2 }'
 }
 engine_split() {  # engine_split "BEFORE" "AFTER"
-  python3 -c 'import sys
+  $PYTHON -c 'import sys
 b = dict(kv.split("=") for kv in sys.argv[1].split()); a = dict(kv.split("=") for kv in sys.argv[2].split())
 d = {k.split("_")[2]: float(a[k]) - float(b[k]) for k in a}
 s = max(d["steps"], 1)
@@ -46,7 +62,7 @@ if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
       port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
       before=$(engine_counters)
       $B/griffin-bench --protocol $proto --port $port --concurrency $c --num_requests $n \
-        --input_len 1024 --output_len 128 --ignore_eos --progress=false \
+        --input_len 1024 --output_len 128 --ignore_eos --progress=false --warmup_requests 0 \
         --result_json $results/overhead_${proto}_c$c.json > $results/overhead_${proto}_c$c.log 2>&1
       grep -E "Output token throughput|Failed" $results/overhead_${proto}_c$c.log | sed "s/^/$proto c$c: /"
       engine_split "$before" "$(engine_counters)" | sed "s/^/$proto c$c: /"
@@ -54,7 +70,7 @@ if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   done | tee "$out/overhead.log"
 fi
 
-python3 bench/serving_sweep.py --bench $B/griffin-bench --out $results --protocol $PROTOCOL \
+[[ ${SKIP_SWEEP:-0} != 1 ]] && $PYTHON bench/serving_sweep.py --bench $B/griffin-bench --out $results --protocol $PROTOCOL \
   --port $([[ $PROTOCOL == grpc ]] && echo 50051 || echo 8000) \
   --workload ${WORKLOAD_SHORT:-1024:128:8} --workload ${WORKLOAD_LONG:-2048:2048:10} \
   --time_budget ${SWEEP_BUDGET:-300} --max_search_runs ${SEARCH_RUNS:-3} \
@@ -65,8 +81,8 @@ kill -TERM $server; wait $server; echo "server exit $?"
 # The engine alone at the overhead runs' concurrencies (after the server freed the GPU).
 if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
-    $B/engine_bench --serving=$c --num_requests=$((c * 3)) --input_len=1024 --output_len=128 \
-      --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 2>&1 | tail -2
+    $EB --serving=$c --num_requests=$((c * 3)) --input_len=1024 --output_len=128 \
+      --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" 2>&1 | tail -2
   done | tee -a "$out/overhead.log"
 fi
 tar czf "$out/serving.tgz" -C $results .

@@ -35,8 +35,9 @@ CudaBackendOptions ToCudaOptions(const BackendOptions& options) {
 absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name) {
   if (name == "cpu") return BackendKind::kCpu;
   if (name == "cuda") return BackendKind::kCuda;
+  if (name == "simulated") return BackendKind::kSimulated;
   if (name == "auto") return CudaBackendAvailable() ? BackendKind::kCuda : BackendKind::kCpu;
-  return absl::InvalidArgumentError("backend must be cpu, cuda or auto");
+  return absl::InvalidArgumentError("backend must be cpu, cuda, simulated or auto");
 }
 
 absl::StatusOr<WeightQuantization> ParseWeightQuantization(std::string_view name) {
@@ -56,7 +57,15 @@ uint64_t QuantizedModelIdentity(uint64_t model_identity, WeightQuantization quan
 }
 
 std::string_view BackendKindName(BackendKind kind) {
-  return kind == BackendKind::kCuda ? "cuda" : "cpu";
+  switch (kind) {
+    case BackendKind::kCpu:
+      return "cpu";
+    case BackendKind::kCuda:
+      return "cuda";
+    case BackendKind::kSimulated:
+      return "simulated";
+  }
+  return "unknown";
 }
 
 bool CudaBackendAvailable() {
@@ -69,7 +78,7 @@ bool CudaBackendAvailable() {
 
 int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config) {
   // The slot's stride in the backend's pool: no other per-slot overhead.
-  return (kind == BackendKind::kCuda ? StateLayout::ForCuda(config) : StateLayout::ForCpu(config))
+  return (kind == BackendKind::kCpu ? StateLayout::ForCpu(config) : StateLayout::ForCuda(config))
       .slot_bytes();
 }
 
@@ -79,13 +88,26 @@ absl::Status CheckSlotOptions(const BackendOptions& options) {
   if (options.num_slots < 0) return absl::InvalidArgumentError("num_slots must be at least 1");
   if (options.num_slots == 0 && options.kind != BackendKind::kCuda) {
     return absl::InvalidArgumentError(
-        "slots from device memory (num_slots 0) need the CUDA backend; give the CPU backend a "
-        "slot count");
+        "slots from device memory (num_slots 0) need the CUDA backend; give the CPU and simulated "
+        "backends a slot count");
   }
   if (options.num_slots == 0 && options.max_slots < 1) {
     return absl::InvalidArgumentError("max_slots must be at least 1");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateSimulated(const loader::ModelConfig& config,
+                                                         const BackendOptions& options) {
+  if (options.quantization != WeightQuantization::kNone) {
+    return absl::InvalidArgumentError(
+        "the simulated backend holds no weights to quantize: model an FP8 GPU through its step "
+        "time instead");
+  }
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<SimulatedBackend> backend,
+      SimulatedBackend::Create(config, options.num_slots, options.simulated_step_time));
+  return std::unique_ptr<Backend>(std::move(backend));
 }
 
 }  // namespace
@@ -94,6 +116,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
                                                        const BackendOptions& options) {
   RETURN_IF_ERROR(CheckSlotOptions(options));
   switch (options.kind) {
+    case BackendKind::kSimulated:
+      return CreateSimulated(checkpoint.config(), options);
     case BackendKind::kCpu: {
       // FP8 is emulated; with fp8_activations W8A8 on every pass (the GPU's prefill and decode
       // batches; its batch-1 decode is W8A16).
@@ -122,6 +146,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
     const loader::ModelConfig& config, const BackendOptions& options, uint64_t seed) {
   RETURN_IF_ERROR(CheckSlotOptions(options));
+  if (options.kind == BackendKind::kSimulated) return CreateSimulated(config, options);
   if (options.kind != BackendKind::kCuda) {
     return absl::FailedPreconditionError(
         "random (dummy) weights need the CUDA backend; the CPU backend reads a checkpoint");

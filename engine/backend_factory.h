@@ -9,13 +9,17 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/simulated_backend.h"
 #include "loader/checkpoint.h"
 
 namespace griffin::engine {
 
-enum class BackendKind { kCpu, kCuda };
+// kSimulated computes nothing (engine/simulated_backend.h): for measuring the server and the
+// scheduler without a GPU.
+enum class BackendKind { kCpu, kCuda, kSimulated };
 
-// "cpu", "cuda", or "auto" (cuda when CudaBackendAvailable(), else cpu). INVALID_ARGUMENT otherwise.
+// "cpu", "cuda", "simulated", or "auto" (cuda when CudaBackendAvailable(), else cpu; never
+// simulated). INVALID_ARGUMENT otherwise.
 absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name);
 std::string_view BackendKindName(BackendKind kind);
 
@@ -23,7 +27,8 @@ std::string_view BackendKindName(BackendKind kind);
 bool CudaBackendAvailable();
 
 // Device (or host, for the CPU backend) bytes one sequence's state takes on `kind`, including the
-// backend's per-slot overhead: what a memory budget is divided by to get the slot count.
+// backend's per-slot overhead: what a memory budget is divided by to get the slot count. The
+// simulated backend counts what the CUDA backend would hold.
 int64_t StateBytesPerSequence(BackendKind kind, const loader::ModelConfig& config);
 
 // How the projections' weights are held (--quantization): as the checkpoint gives them, or FP8
@@ -57,6 +62,8 @@ struct BackendOptions {
   // The engine's step limits, which size the CUDA backend's workspaces and decode graphs.
   int max_batch = 256;
   int64_t max_tokens_per_step = 4096;
+  // kSimulated only: how long its steps take.
+  SimulatedStepTime simulated_step_time;
 };
 
 // FAILED_PRECONDITION when `kind` is not built in or cannot run this model (checked here, at load,
@@ -65,8 +72,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const loader::Checkpoint&
                                                        const BackendOptions& options);
 
 // Random bf16 weights generated on the device for `config` (vLLM's --load-format dummy): serving
-// benchmarks of published shapes without their checkpoints. CUDA only: FAILED_PRECONDITION for
-// the CPU backend, which reads its weights from a checkpoint.
+// benchmarks of published shapes without their checkpoints. CUDA (and the simulated backend,
+// which reads no weights anyway): FAILED_PRECONDITION for the CPU backend, which reads its
+// weights from a checkpoint.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackendWithRandomWeights(
     const loader::ModelConfig& config, const BackendOptions& options, uint64_t seed);
 

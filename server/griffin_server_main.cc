@@ -57,7 +57,13 @@ ABSL_FLAG(std::string, model, "",
           "model folder (Hugging Face RecurrentGemma layout); default: models/demo if it exists, "
           "else the random-weight test fixture tests/data/griffin");
 ABSL_FLAG(std::string, model_name, "", "name clients use in `model`; default: the folder's name");
-ABSL_FLAG(std::string, backend, "auto", "cpu, cuda, or auto (cuda when a GPU is present)");
+ABSL_FLAG(std::string, backend, "auto",
+          "cpu, cuda, or auto (cuda when a GPU is present); or simulated: computes nothing, each "
+          "step sleeps for --simulated_step_us and returns pseudo-random tokens (for measuring "
+          "the server and the scheduler without a GPU; engine/simulated_backend.h)");
+ABSL_FLAG(std::string, simulated_step_us, "1950,7.4,8.5",
+          "--backend simulated: a step's time as BASE,PER_DECODE_ROW,PER_PROMPT_TOKEN "
+          "microseconds (the default: recurrentgemma-2b in bf16 on one H200)");
 ABSL_FLAG(std::string, quantization, "none",
           "none, or fp8: projection weights in FP8 E4M3 with one scale per output row, "
           "quantized at load (the CUDA backend reads FP8 in its kernels; the CPU backend "
@@ -511,7 +517,14 @@ int Run() {
   if (token_budget < 0) {
     return fail("--token_budget", absl::InvalidArgumentError("must be positive (0: the default)"));
   }
-  if (token_budget == 0) token_budget = *kind == engine::BackendKind::kCuda ? 4096 : 512;
+  if (token_budget == 0) token_budget = *kind == engine::BackendKind::kCpu ? 512 : 4096;
+  engine::SimulatedStepTime simulated_step_time;
+  if (*kind == engine::BackendKind::kSimulated) {
+    absl::StatusOr<engine::SimulatedStepTime> parsed =
+        engine::ParseSimulatedStepTime(absl::GetFlag(FLAGS_simulated_step_us));
+    if (!parsed.ok()) return fail("--simulated_step_us", parsed.status());
+    simulated_step_time = *parsed;
+  }
   const double step_time_target_ms = absl::GetFlag(FLAGS_step_time_target_ms);
   if (!(step_time_target_ms >= 0 && step_time_target_ms <= 1e6)) {
     return fail("--step_time_target_ms",
@@ -605,7 +618,8 @@ int Run() {
       .device_memory_fraction = gpu_memory_utilization,
       .max_slots = absl::GetFlag(FLAGS_max_slots),
       .max_batch = absl::GetFlag(FLAGS_max_batch),
-      .max_tokens_per_step = token_budget};
+      .max_tokens_per_step = token_budget,
+      .simulated_step_time = simulated_step_time};
   absl::StatusOr<std::unique_ptr<engine::Backend>> backend =
       checkpoint != nullptr
           ? engine::CreateBackend(*checkpoint, backend_options)

@@ -314,6 +314,12 @@ def test_bad_model_is_a_startup_error(tmp_path):  # FAILED_PRECONDITION-class er
     (["--gpu_memory_utilization", "1.5"], "--gpu_memory_utilization: INVALID_ARGUMENT: must be in (0, 1]"),
     (["--gpu_memory_utilization", "0"], "--gpu_memory_utilization: INVALID_ARGUMENT: must be in (0, 1]"),
     (["--max_slots", "0"], "--max_slots must be >= 1"),
+    (["--backend", "gpu"], "--backend: INVALID_ARGUMENT: backend must be cpu, cuda, simulated or auto"),
+    (["--backend", "simulated", "--simulated_step_us", "1950,7.4"],
+     "--simulated_step_us: INVALID_ARGUMENT: simulated step time must be BASE,PER_ROW,PER_PROMPT_TOKEN"),
+    (["--backend", "simulated", "--simulated_step_us", "-1,0,0"], "each a number in [0, 1e9]"),
+    (["--backend", "simulated", "--quantization", "fp8"],
+     "the simulated backend holds no weights to quantize"),
 ])
 def test_load_format_errors_are_clear(args, message):
     import subprocess
@@ -323,6 +329,32 @@ def test_load_format_errors_are_clear(args, message):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert message in out.stdout + out.stderr
+
+
+def test_simulated_backend_serves_without_weights():
+    """--backend simulated (no GPU, no compute): the whole server path runs, requests end at
+    max_tokens with the step time it was given, and the same prompt continues the same way."""
+    s = Server("--backend", "simulated", "--simulated_step_us", "300,1,1", "--slots", 4,
+               "--load_format", "dummy")
+    try:
+        body = {"model": s.model, "prompt": "The recurrent state", "max_tokens": 8,
+                "temperature": 0}
+        first = s.session.post(s.url + "/v1/completions", json=body, timeout=30)
+        assert first.status_code == 200, first.text
+        again = s.session.post(s.url + "/v1/completions", json=body, timeout=30).json()
+        out = first.json()
+        assert out["usage"]["completion_tokens"] == 8
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert again["choices"][0]["text"] == out["choices"][0]["text"]
+        metrics = s.session.get(s.url + "/metrics", timeout=5).text
+        steps = [l for l in metrics.splitlines() if l.startswith("griffin_engine_steps_total")]
+        backend = [l for l in metrics.splitlines()
+                   if l.startswith("griffin_engine_backend_seconds_total")]
+        # 2 requests of 8 tokens: at least 16 steps of at least 0.3 ms each on the "device".
+        assert float(steps[0].split()[-1]) >= 16, steps
+        assert float(backend[0].split()[-1]) >= 16 * 300e-6, backend
+    finally:
+        assert s.stop() == 0, s.logs()
 
 
 def test_http_port_is_exclusive_and_backlog_is_large(tiny):

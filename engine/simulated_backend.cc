@@ -1,0 +1,162 @@
+#include "engine/simulated_backend.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status_macros.h"
+#include "engine/state_layout.h"
+
+namespace griffin::engine {
+namespace {
+
+// SplitMix64's finaliser: every input bit moves every output bit.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The first id that is none of the special ids the sampler or the server treat specially.
+int32_t FirstOrdinaryId(const loader::ModelConfig& config) {
+  return std::max({config.pad_token_id, config.eos_token_id, config.bos_token_id}) + 1;
+}
+
+}  // namespace
+
+absl::StatusOr<SimulatedStepTime> ParseSimulatedStepTime(std::string_view text_in) {
+  // Debian's Abseil has its own string_view, distinct from std::string_view.
+  const absl::string_view text(text_in.data(), text_in.size());
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, ',');
+  double us[3];
+  bool ok = parts.size() == 3;
+  for (size_t i = 0; ok && i < 3; ++i) {
+    ok = absl::SimpleAtod(parts[i], &us[i]) && std::isfinite(us[i]) && us[i] >= 0 &&
+         us[i] <= 1e9;  // more than a quarter of an hour a step is a typo
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "simulated step time must be BASE,PER_ROW,PER_PROMPT_TOKEN in microseconds, each a "
+        "number in [0, 1e9] (e.g. 1950,7.4,8.5); got \"",
+        text.substr(0, 64), "\""));
+  }
+  auto micros = [](double v) { return absl::Nanoseconds(std::llround(v * 1e3)); };
+  return SimulatedStepTime{micros(us[0]), micros(us[1]), micros(us[2])};
+}
+
+absl::StatusOr<std::unique_ptr<SimulatedBackend>> SimulatedBackend::Create(
+    const loader::ModelConfig& config, int num_slots, const SimulatedStepTime& time) {
+  if (num_slots < 1) return absl::InvalidArgumentError("num_slots must be at least 1");
+  if (config.pad_token_id < 0 || config.eos_token_id < 0 || config.bos_token_id < 0 ||
+      FirstOrdinaryId(config) >= config.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the simulated backend needs a vocabulary with ids beyond pad, eos and bos; "
+                     "vocab_size is ",
+                     config.vocab_size));
+  }
+  return std::unique_ptr<SimulatedBackend>(new SimulatedBackend(config, num_slots, time));
+}
+
+SimulatedBackend::SimulatedBackend(const loader::ModelConfig& config, int num_slots,
+                                   const SimulatedStepTime& time)
+    : config_(config), time_(time), next_position_(num_slots, 0) {}
+
+int64_t SimulatedBackend::state_bytes_per_sequence() const {
+  return StateLayout::ForCuda(config_).slot_bytes();
+}
+
+int32_t SimulatedBackend::OrdinaryToken(uint64_t hash) const {
+  const int32_t first = FirstOrdinaryId(config_);
+  return first + static_cast<int32_t>(hash % static_cast<uint64_t>(config_.vocab_size - first));
+}
+
+int32_t SimulatedBackend::GreedyToken(int32_t last_token, int64_t position) const {
+  return OrdinaryToken(
+      Mix(static_cast<uint64_t>(position) * 0x100000001b3ull ^ static_cast<uint32_t>(last_token)));
+}
+
+absl::Status SimulatedBackend::Advance(absl::Span<const StepEntry> entries) {
+  RETURN_IF_ERROR(ValidateStepEntries(entries, num_slots(), config_.vocab_size,
+                                      [this](int slot) { return next_position_[slot]; }));
+  int64_t rows = 0, prompt_tokens = 0;
+  for (const StepEntry& e : entries) {
+    if (e.tokens.size() == 1) {
+      ++rows;
+    } else {
+      prompt_tokens += static_cast<int64_t>(e.tokens.size());
+    }
+  }
+  // Sleeping, not spinning: the host work around the step should have the machine's cores, as it
+  // has them while a GPU computes (the CUDA backend's engine thread waits in the driver).
+  std::this_thread::sleep_for(absl::ToChronoNanoseconds(time_.For(rows, prompt_tokens)));
+  for (const StepEntry& e : entries) {
+    next_position_[e.slot] = e.position + static_cast<int64_t>(e.tokens.size());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SimulatedBackend::Step(absl::Span<const StepEntry> entries, absl::Span<float> logits) {
+  const int64_t vocab = config_.vocab_size;
+  if (static_cast<int64_t>(logits.size()) != LogitsRows(entries) * vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("logits hold ", logits.size(), " floats, not ",
+                                                   LogitsRows(entries), " rows of ", vocab));
+  }
+  RETURN_IF_ERROR(Advance(entries));
+  std::fill(logits.begin(), logits.end(), 0.0f);
+  int64_t row = 0;
+  for (const StepEntry& e : entries) {
+    if (e.logits == LogitsRequest::kNone) continue;
+    const size_t first = e.logits == LogitsRequest::kAll ? 0 : e.tokens.size() - 1;
+    for (size_t j = first; j < e.tokens.size(); ++j, ++row) {
+      logits[row * vocab + GreedyToken(e.tokens[j], e.position + static_cast<int64_t>(j))] = 10.0f;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SimulatedBackend::StepSample(absl::Span<const StepEntry> entries,
+                                          absl::Span<const SampleRequest> requests,
+                                          absl::Span<int32_t> tokens) {
+  size_t rows = 0;
+  for (const StepEntry& e : entries) {
+    if (e.logits == LogitsRequest::kAll) {
+      return absl::InvalidArgumentError("StepSample takes kLast or kNone entries only");
+    }
+    rows += e.logits == LogitsRequest::kLast;
+  }
+  if (requests.size() != rows || tokens.size() != rows) {
+    return absl::InvalidArgumentError("one sampling request and one token per kLast entry");
+  }
+  RETURN_IF_ERROR(Advance(entries));
+  size_t row = 0;
+  for (const StepEntry& e : entries) {
+    if (e.logits != LogitsRequest::kLast) continue;
+    const SampleRequest& r = requests[row];
+    const int64_t position = e.position + static_cast<int64_t>(e.tokens.size()) - 1;
+    tokens[row++] =
+        r.params.greedy()
+            ? GreedyToken(e.tokens.back(), position)
+            : OrdinaryToken(Mix(r.params.seed ^ Mix(r.step ^ (uint64_t{0x5eed} << 48))));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SimulatedBackend::ResetSlot(int slot) {
+  if (slot < 0 || slot >= num_slots()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slot ", slot, " out of range [0, ", num_slots(), ")"));
+  }
+  next_position_[slot] = 0;
+  return absl::OkStatus();
+}
+
+int64_t SimulatedBackend::NextPosition(int slot) const {
+  return slot >= 0 && slot < num_slots() ? next_position_[slot] : -1;
+}
+
+}  // namespace griffin::engine
