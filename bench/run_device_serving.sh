@@ -2,7 +2,7 @@
 # The GPU run behind bench/RESULTS.md's serving section: griffin-server with recurrentgemma-2b
 # shapes and random weights (--load_format dummy), driven by griffin-bench.
 #  1. server overhead: the engine alone (engine_bench --serving) vs the server over gRPC and over
-#     HTTP, closed loop at the same concurrencies, 1024-in/128-out;
+#     HTTP, closed loop at the same concurrencies, 1024-in/128-out, alternating within rounds;
 #  2. bench/serving_sweep.py over gRPC (or $PROTOCOL): peak, 25/50/75/100% of peak and the SLO
 #     rates for 1024/128 and 2048/2048.
 # Run from the repository root on the GPU machine with the binaries bundled in .bundle/cuda
@@ -55,17 +55,38 @@ print("engine thread: %d steps, per step %.3f ms busy = %.3f ms forward pass + %
     d["steps"], 1e3 * d["busy"] / s, 1e3 * d["backend"] / s, 1e3 * (d["busy"] - d["backend"]) / s))' "$1" "$2"
 }
 
+# The overhead runs: for each concurrency, OVERHEAD_REPEATS rounds of the engine alone, then the
+# server over gRPC, then over HTTP, all OVERHEAD_INPUT_LEN (1024) in / OVERHEAD_OUTPUT_LEN (128)
+# out, 3 x C requests. The
+# engine alone runs while the server idles (it holds its memory but steps nothing), so that each
+# round's three figures share the GPU's state: separate phases of one call differed by more than
+# the overhead being measured (bench/NOTES.md, session 14).
+overhead_in=${OVERHEAD_INPUT_LEN:-1024} overhead_len=${OVERHEAD_OUTPUT_LEN:-128}
 if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
     n=$((c * 3))
-    for proto in grpc http; do
-      port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
-      before=$(engine_counters)
-      $B/griffin-bench --protocol $proto --port $port --concurrency $c --num_requests $n \
-        --input_len 1024 --output_len 128 --ignore_eos --progress=false --warmup_requests 0 \
-        --result_json $results/overhead_${proto}_c$c.json > $results/overhead_${proto}_c$c.log 2>&1
-      grep -E "Output token throughput|Failed" $results/overhead_${proto}_c$c.log | sed "s/^/$proto c$c: /"
-      engine_split "$before" "$(engine_counters)" | sed "s/^/$proto c$c: /"
+    for round in $(seq 1 ${OVERHEAD_REPEATS:-2}); do
+      $EB --serving=$c --num_requests=$n --input_len=$overhead_in --output_len=$overhead_len \
+        --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" 2>&1 |
+        tail -2 | sed "s/^/engine c$c round $round: /"
+      for proto in grpc http; do
+        port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
+        tag=${proto}_c${c}_r$round
+        before=$(engine_counters)
+        $PYTHON bench/thread_cpu.py snapshot $server > $results/threads_before.json
+        $B/griffin-bench --protocol $proto --port $port --concurrency $c --num_requests $n \
+          --input_len $overhead_in --output_len $overhead_len --ignore_eos --progress=false \
+          --warmup_requests 0 --result_json $results/overhead_$tag.json \
+          > $results/overhead_$tag.log 2>&1
+        $PYTHON bench/thread_cpu.py snapshot $server > $results/threads_after.json
+        grep -E "Output token throughput|Failed" $results/overhead_$tag.log |
+          sed "s/^/$proto c$c round $round: /"
+        engine_split "$before" "$(engine_counters)" | sed "s/^/$proto c$c round $round: /"
+        # The server's CPU by thread over the run (bench/thread_cpu.py), per 1000 output tokens.
+        $PYTHON bench/thread_cpu.py diff $results/threads_before.json \
+          $results/threads_after.json --tokens $((n * overhead_len)) |
+          sed "s/^/$proto c$c round $round: /"
+      done
     done
   done | tee "$out/overhead.log"
 fi
@@ -78,11 +99,4 @@ fi
 curl -s localhost:8000/metrics > $results/metrics.txt
 kill -TERM $server; wait $server; echo "server exit $?"
 
-# The engine alone at the overhead runs' concurrencies (after the server freed the GPU).
-if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
-  for c in ${OVERHEAD_CONCURRENCY:-16 64 256}; do
-    $EB --serving=$c --num_requests=$((c * 3)) --input_len=1024 --output_len=128 \
-      --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" 2>&1 | tail -2
-  done | tee -a "$out/overhead.log"
-fi
 tar czf "$out/serving.tgz" -C $results .

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "base/thread_name.h"
 #include "engine/scheduler.h"
 
 namespace griffin::engine {
@@ -251,6 +252,7 @@ void EngineCore::FlushOutputs() {
 }
 
 void EngineCore::OutputLoop() {
+  SetCurrentThreadName("griffin-output");
   while (true) {
     OutputBatch batch;
     {
@@ -813,6 +815,7 @@ bool EngineCore::RunStep(OutputBatch* outputs, std::vector<std::unique_ptr<Seq>>
 }
 
 void EngineCore::Loop() {
+  SetCurrentThreadName("griffin-engine");
   OutputBatch outputs;
   std::vector<std::unique_ptr<Seq>> done;
   while (true) {

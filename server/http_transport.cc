@@ -37,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "base/thread_name.h"
 #include "spdlog/spdlog.h"
 
 namespace griffin::server {
@@ -987,7 +988,10 @@ absl::Status HttpTransport::Impl::Start() {
   port_ = acceptor_.local_endpoint().port();
   Accept();
   for (int i = 0; i < std::max(1, options_.threads); ++i) {
-    threads_.emplace_back([this] { ioc_.run(); });
+    threads_.emplace_back([this] {
+      SetCurrentThreadName("griffin-http");
+      ioc_.run();
+    });
   }
   return absl::OkStatus();
 }

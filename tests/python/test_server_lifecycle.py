@@ -353,6 +353,10 @@ def test_simulated_backend_serves_without_weights():
         # 2 requests of 8 tokens: at least 16 steps of at least 0.3 ms each on the "device".
         assert float(steps[0].split()[-1]) >= 16, steps
         assert float(backend[0].split()[-1]) >= 16 * 300e-6, backend
+        # The threads a profile or bench/thread_cpu.py tells apart by name.
+        from pathlib import Path
+        names = {p.read_text().strip() for p in Path(f"/proc/{s.proc.pid}/task").glob("*/comm")}
+        assert {"griffin-engine", "griffin-output", "griffin-http"} <= names, names
     finally:
         assert s.stop() == 0, s.logs()
 
