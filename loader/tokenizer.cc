@@ -45,6 +45,15 @@ Tokenizer::Tokenizer(std::unique_ptr<SentencePieceShim> shim) : shim_(std::move(
                    [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   for (const std::string& piece : user_defined_)
     first_bytes_[static_cast<unsigned char>(piece[0])] = true;
+  // Every id's bytes once, in one buffer: the detokenizer asks for one per generated token, and
+  // each answer from SentencePiece's model walks four protobuf lookups scattered over a 256k-piece
+  // vocabulary (a cache miss each; about 6% of griffin-server's CPU at 256 streams, bench/NOTES.md
+  // session 14). The table is a few MB and takes tens of milliseconds at load.
+  token_bytes_end_.reserve(static_cast<size_t>(shim_->piece_size()));
+  for (int id = 0; id < shim_->piece_size(); ++id) {
+    token_bytes_ += ComputeTokenBytes(id);
+    token_bytes_end_.push_back(static_cast<uint32_t>(token_bytes_.size()));
+  }
 }
 
 Tokenizer::~Tokenizer() = default;
@@ -121,7 +130,15 @@ std::string Tokenizer::Decode(absl::Span<const int> ids) const {
   return shim_->Decode(kept);
 }
 
-std::string Tokenizer::TokenBytes(int id) const {
+std::string_view Tokenizer::TokenBytesView(int id) const {
+  if (id < 0 || id >= static_cast<int>(token_bytes_end_.size())) return {};
+  const uint32_t begin = id == 0 ? 0 : token_bytes_end_[id - 1];
+  return std::string_view(token_bytes_).substr(begin, token_bytes_end_[id] - begin);
+}
+
+std::string Tokenizer::TokenBytes(int id) const { return std::string(TokenBytesView(id)); }
+
+std::string Tokenizer::ComputeTokenBytes(int id) const {
   if (id < 0 || id >= shim_->piece_size()) return std::string();
   if (shim_->IsControl(id)) return std::string();
   if (shim_->IsUnknown(id)) return shim_->unk_surface();  // what Decode() writes for it

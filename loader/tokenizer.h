@@ -3,6 +3,7 @@
 #define GRIFFIN_LOADER_TOKENIZER_H_
 
 #include <bitset>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -40,6 +41,8 @@ class Tokenizer {
   // <0xNN> becomes that single byte (so a multi-byte character may span several ids), control
   // and unknown-range ids give "". Concatenating TokenBytes of a continuation gives its text.
   std::string TokenBytes(int id) const;
+  // The same bytes without a copy: valid as long as the tokenizer.
+  std::string_view TokenBytesView(int id) const;
 
   int vocab_size() const;
   // -1 if the piece is not in the vocabulary.
@@ -50,7 +53,12 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::unique_ptr<SentencePieceShim> shim);
+  std::string ComputeTokenBytes(int id) const;
   std::unique_ptr<SentencePieceShim> shim_;
+  // TokenBytes of every id, concatenated; id's end offset at [id], its start at [id - 1] (0 for
+  // id 0).
+  std::string token_bytes_;
+  std::vector<uint32_t> token_bytes_end_;
   std::vector<std::string> user_defined_;  // longest first
   std::bitset<256> first_bytes_;           // bytes a user-defined piece starts with
 };

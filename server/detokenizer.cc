@@ -4,7 +4,7 @@
 
 namespace griffin::server {
 std::string IncrementalDetokenizer::Add(int id) {
-  pending_ += tokenizer_->TokenBytes(id);
+  pending_ += tokenizer_->TokenBytesView(id);
   const size_t complete = CompleteUtf8Prefix(pending_);
   std::string out = SanitizeUtf8(std::string_view(pending_).substr(0, complete));
   pending_.erase(0, complete);
