@@ -1,4 +1,4 @@
-"""bench/make_dummy_model.py and bench/serving_sweep.py, the tools behind bench/RESULTS.md's serving
+"""bench/make_dummy_model.py, bench/serving_sweep.py and bench/thread_cpu.py, the tools behind bench/RESULTS.md's serving
 section: the dummy folder is the published 2B shape with a 256k tokenizer, and the sweep runs its
 whole procedure (peak, Poisson levels, SLO search, summary) against a real CPU server."""
 
@@ -101,3 +101,43 @@ def test_compare_scores_counts_agreement_and_cross_entropy(tmp_path):
     runs["fp8"]["positions"][1]["token"] += 1
     with pytest.raises(ValueError, match="different tokens"):
         compare_scores.compare(runs["base"], runs["fp8"])
+
+
+
+def test_thread_cpu_splits_cpu_by_thread_name(tmp_path):
+    """bench/thread_cpu.py: a live simulated-backend server's threads are found by name, and the
+    difference of two snapshots is summed per name (threads that started in between count from
+    zero), with the per-1000-token column. A process that does not exist is a clear error."""
+    script = ROOT / "bench" / "thread_cpu.py"
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *map(str, args)],
+                              capture_output=True, text=True, timeout=30)
+
+    s = Server("--backend", "simulated", "--simulated_step_us", "200,1,1", "--slots", 2,
+               "--load_format", "dummy")
+    try:
+        live = json.loads(run("snapshot", s.proc.pid).stdout)
+        assert {"griffin-engine", "griffin-output", "griffin-http"} <= {
+            t["name"] for t in live.values()}, live
+        assert all(t["cpu_s"] >= 0 for t in live.values())
+    finally:
+        assert s.stop() == 0, s.logs()
+    before = {"1": {"name": "griffin-engine", "cpu_s": 1.0},
+              "2": {"name": "griffin-http", "cpu_s": 0.5},
+              "3": {"name": "griffin-http", "cpu_s": 0.25}}
+    after = {"1": {"name": "griffin-engine", "cpu_s": 1.5},
+             "2": {"name": "griffin-http", "cpu_s": 1.5},
+             "3": {"name": "griffin-http", "cpu_s": 1.25},
+             "4": {"name": "griffin-output", "cpu_s": 0.25}}  # started after the first snapshot
+    (tmp_path / "b.json").write_text(json.dumps(before))
+    (tmp_path / "a.json").write_text(json.dumps(after))
+    out = run("diff", tmp_path / "b.json", tmp_path / "a.json", "--tokens", 1000).stdout
+    rows = [l.split() for l in out.splitlines()]
+    assert rows[0] == ["thread", "threads", "cpu", "s", "ms/1k", "tok"], out
+    assert rows[1:] == [["griffin-http", "2", "2.00", "2000.0"],
+                        ["griffin-engine", "1", "0.50", "500.0"],
+                        ["griffin-output", "1", "0.25", "250.0"],
+                        ["total", "2.75", "2750.0"]], out
+    missing = run("snapshot", 999999999)
+    assert missing.returncode != 0 and "no process 999999999" in missing.stderr
