@@ -62,6 +62,11 @@ ABSL_FLAG(int, serving, 0, "run the engine alone closed loop at this concurrency
 ABSL_FLAG(std::string, backend, "cuda",
           "--serving: cuda, or simulated (no GPU: each step sleeps for --simulated_step_us; "
           "griffin-server --backend simulated is its comparison)");
+ABSL_FLAG(int64_t, prefix_cache_memory_mib, 0,
+          "--serving: the prefix cache's device tier, as griffin-server's flag (its default: 64); "
+          "with --prefix_cache_host_mib both 0 (the default here) the cache is off");
+ABSL_FLAG(int64_t, prefix_cache_host_mib, 0,
+          "--serving: the prefix cache's host tier, as griffin-server's flag (its default: 1024)");
 ABSL_FLAG(std::string, simulated_step_us, "1950,7.4,8.5",
           "--backend simulated: BASE,PER_DECODE_ROW,PER_PROMPT_TOKEN microseconds a step");
 ABSL_FLAG(int, input_len, 1024, "--serving: prompt tokens per request");
@@ -577,6 +582,7 @@ struct ServingArgs {
   int64_t token_budget = 512;
   int max_batch = 256;
   double step_time_target_ms = 0;
+  int64_t prefix_cache_memory_mib = 0, prefix_cache_host_mib = 0;
 };
 
 // Closed loop through EngineCore; prints output tokens/s and requests/s over the timed requests.
@@ -599,12 +605,22 @@ int RunServing(const std::string& name, const ServingArgs& a) {
     std::printf("backend: %s\n", backend.status().ToString().c_str());
     return 1;
   }
+  // The server's prefix cache, sized as griffin-server sizes it (whole idle slots for the device
+  // tier, snapshots for the host tier), so that its cost can be priced without the server.
+  engine::PrefixCacheOptions cache;
+  if (const engine::StateLayout* layout = (*backend)->state_layout();
+      layout != nullptr && (a.prefix_cache_memory_mib > 0 || a.prefix_cache_host_mib > 0)) {
+    cache.max_device_entries = static_cast<int>(
+        std::min<int64_t>(a.concurrency, (a.prefix_cache_memory_mib << 20) / layout->slot_bytes()));
+    cache.host_bytes = a.prefix_cache_host_mib << 20;
+  }
   auto core = engine::EngineCore::Create(
       std::move(*backend),
       {.token_budget = a.token_budget,
        .max_batch = a.max_batch,
        .max_queue = requests,
-       .step_time_target = absl::Microseconds(std::llround(a.step_time_target_ms * 1e3))});
+       .step_time_target = absl::Microseconds(std::llround(a.step_time_target_ms * 1e3)),
+       .prefix_cache = cache});
   if (!core.ok()) {
     std::printf("engine: %s\n", core.status().ToString().c_str());
     return 1;
@@ -668,6 +684,15 @@ int RunServing(const std::string& name, const ServingArgs& a) {
       absl::ToDoubleMilliseconds(stats.backend_time) / steps,
       absl::ToDoubleMilliseconds(stats.busy_time - stats.backend_time) / steps,
       static_cast<long long>(stats.prefill_capped_steps));
+  if (cache.max_device_entries > 0 || cache.host_bytes > 0) {
+    std::printf(
+        "prefix cache: %d device entries, %lld MiB host: %lld insertions, %lld demotions, "
+        "%lld hits\n",
+        cache.max_device_entries, static_cast<long long>(a.prefix_cache_host_mib),
+        static_cast<long long>(stats.prefix_cache.insertions),
+        static_cast<long long>(stats.prefix_cache.demotions),
+        static_cast<long long>(stats.prefix_cache.hits));
+  }
   return failed == 0 ? 0 : 1;
 }
 
@@ -698,6 +723,12 @@ int main(int argc, char** argv) {
   serving.token_budget = absl::GetFlag(FLAGS_token_budget);
   serving.max_batch = absl::GetFlag(FLAGS_max_batch);
   serving.step_time_target_ms = absl::GetFlag(FLAGS_step_time_target_ms);
+  serving.prefix_cache_memory_mib = absl::GetFlag(FLAGS_prefix_cache_memory_mib);
+  serving.prefix_cache_host_mib = absl::GetFlag(FLAGS_prefix_cache_host_mib);
+  if (serving.prefix_cache_memory_mib < 0 || serving.prefix_cache_host_mib < 0) {
+    std::fprintf(stderr, "--prefix_cache_memory_mib and --prefix_cache_host_mib must be >= 0\n");
+    return 2;
+  }
   if (auto b = griffin::engine::ParseBackendKind(absl::GetFlag(FLAGS_backend));
       !b.ok() || *b == griffin::engine::BackendKind::kCpu) {
     std::fprintf(stderr, "--backend must be cuda or simulated\n");

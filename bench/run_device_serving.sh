@@ -14,6 +14,7 @@
 # H200; engine/simulated_backend.h), so what differs between them is the server's own work alone:
 #   BIN=build/cuda-sm90/bin BACKEND=simulated SKIP_SWEEP=1 OVERHEAD_CONCURRENCY=256 \
 #     bench/run_device_serving.sh
+# SERVER_EXTRA_FLAGS are appended to the server's flags (e.g. --noprefix_cache).
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -24,7 +25,7 @@ BACKEND=${BACKEND:-cuda}
 BACKEND_FLAGS=(--backend $BACKEND)
 [[ $BACKEND == simulated ]] && BACKEND_FLAGS+=(--simulated_step_us ${SIMULATED_STEP_US:-1950,7.4,8.5})
 SERVER_FLAGS=(--slots 256 --max_batch 256 --token_budget ${TOKEN_BUDGET:-2048} --max_queue 4096
-              "${BACKEND_FLAGS[@]}")
+              "${BACKEND_FLAGS[@]}" ${SERVER_EXTRA_FLAGS:-})
 results=/tmp/serving && rm -rf $results && mkdir -p $results
 EB=$B/engine_bench
 [[ -x $EB ]] || EB=$B/../bench/engine_bench  # a build tree's layout rather than a bundle's
@@ -55,8 +56,8 @@ print("engine thread: %d steps, per step %.3f ms busy = %.3f ms forward pass + %
     d["steps"], 1e3 * d["busy"] / s, 1e3 * d["backend"] / s, 1e3 * (d["busy"] - d["backend"]) / s))' "$1" "$2"
 }
 
-# The overhead runs: for each concurrency, OVERHEAD_REPEATS rounds of the engine alone, then the
-# server over gRPC, then over HTTP, all OVERHEAD_INPUT_LEN (1024) in / OVERHEAD_OUTPUT_LEN (128)
+# The overhead runs: for each concurrency, OVERHEAD_REPEATS rounds of the engine alone (without
+# and with the server's prefix cache), then the server over gRPC, then over HTTP, all OVERHEAD_INPUT_LEN (1024) in / OVERHEAD_OUTPUT_LEN (128)
 # out, 3 x C requests. The
 # engine alone runs while the server idles (it holds its memory but steps nothing), so that each
 # round's three figures share the GPU's state: separate phases of one call differed by more than
@@ -69,6 +70,12 @@ if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
       $EB --serving=$c --num_requests=$n --input_len=$overhead_in --output_len=$overhead_len \
         --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" 2>&1 |
         tail -2 | sed "s/^/engine c$c round $round: /"
+      # The engine alone with the server's default prefix cache (64 MiB device, 1 GiB host): on
+      # a simulated device its snapshots were the whole of the server's overhead (session 14).
+      $EB --serving=$c --num_requests=$n --input_len=$overhead_in --output_len=$overhead_len \
+        --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" \
+        --prefix_cache_memory_mib=64 --prefix_cache_host_mib=1024 2>&1 |
+        tail -3 | sed "s/^/engine+cache c$c round $round: /"
       for proto in grpc http; do
         port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
         tag=${proto}_c${c}_r$round

@@ -64,10 +64,62 @@ absl::StatusOr<std::unique_ptr<SimulatedBackend>> SimulatedBackend::Create(
 
 SimulatedBackend::SimulatedBackend(const loader::ModelConfig& config, int num_slots,
                                    const SimulatedStepTime& time)
-    : config_(config), time_(time), next_position_(num_slots, 0) {}
+    : config_(config),
+      layout_(StateLayout::ForCuda(config)),
+      time_(time),
+      next_position_(num_slots, 0) {}
 
-int64_t SimulatedBackend::state_bytes_per_sequence() const {
-  return StateLayout::ForCuda(config_).slot_bytes();
+int64_t SimulatedBackend::state_bytes_per_sequence() const { return layout_.slot_bytes(); }
+
+void SimulatedBackend::Transfer(double bytes_per_s) const {
+  const double seconds = static_cast<double>(layout_.slot_bytes()) / bytes_per_s;
+  const auto duration = absl::ToChronoNanoseconds(time_.copy_latency +
+                                                  absl::Nanoseconds(std::llround(seconds * 1e9)));
+  // A short copy is waited for by spinning, as the CUDA runtime waits for one: a sleep of a few
+  // microseconds wakes tens of microseconds late, which would price a device-to-device slot copy
+  // at several times its cost.
+  if (duration < std::chrono::microseconds(200)) {
+    const auto end = std::chrono::steady_clock::now() + duration;
+    while (std::chrono::steady_clock::now() < end) {
+    }
+  } else {
+    std::this_thread::sleep_for(duration);
+  }
+}
+
+absl::Status SimulatedBackend::CopySlot(int from, int to) {
+  if (from < 0 || from >= num_slots() || to < 0 || to >= num_slots()) {
+    return absl::InvalidArgumentError("slot out of range");
+  }
+  if (from == to) return absl::OkStatus();
+  Transfer(time_.device_copy_bytes_per_s);
+  next_position_[to] = next_position_[from];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SimulatedBackend::SnapshotSlot(int slot, absl::Span<uint8_t> out) {
+  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
+  if (static_cast<int64_t>(out.size()) != layout_.slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
+                                                   " bytes, a slot ", layout_.slot_bytes()));
+  }
+  // The bytes are not written: a GPU's copy engine would fill them without the host's CPU, and
+  // writing megabytes here would charge the host for work it does not do.
+  Transfer(time_.host_link_bytes_per_s);
+  return next_position_[slot];
+}
+
+absl::Status SimulatedBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                                           int64_t next_position) {
+  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
+  if (static_cast<int64_t>(snapshot.size()) != layout_.slot_bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot holds ", snapshot.size(), " bytes, a slot ", layout_.slot_bytes()));
+  }
+  if (next_position < 0) return absl::InvalidArgumentError("negative position");
+  Transfer(time_.host_link_bytes_per_s);
+  next_position_[slot] = next_position;
+  return absl::OkStatus();
 }
 
 int32_t SimulatedBackend::OrdinaryToken(uint64_t hash) const {

@@ -11,8 +11,10 @@
 // unless its own stop ids or strings end it. Step's logits rows are zero except 10.0 at that
 // token, so host and device sampling agree for greedy requests.
 //
-// It keeps no state but each slot's next position, so it cannot snapshot slots (state_layout() is
-// null: the prefix cache stays off, and sessions are refused as on any backend without one).
+// It keeps no state but each slot's next position. Its slots still have the CUDA backend's layout,
+// and copying, saving and restoring one takes the time moving those bytes would (over the device's
+// memory, or the host link), so the prefix cache and sessions cost what they would on the GPU; the
+// saved bytes themselves are left as the caller's buffer had them (only the position matters).
 #ifndef GRIFFIN_ENGINE_SIMULATED_BACKEND_H_
 #define GRIFFIN_ENGINE_SIMULATED_BACKEND_H_
 
@@ -24,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/backend.h"
+#include "engine/state_layout.h"
 #include "loader/model_config.h"
 
 namespace griffin::engine {
@@ -37,6 +40,12 @@ struct SimulatedStepTime {
   absl::Duration base = absl::Microseconds(1950);
   absl::Duration per_row = absl::Nanoseconds(7400);
   absl::Duration per_prompt_token = absl::Nanoseconds(8500);
+
+  // Moving one slot's state: a copy within the device's memory (CopySlot), and a copy to or from
+  // the host (SnapshotSlot, RestoreSlot; page-locked memory over the H200's link).
+  double device_copy_bytes_per_s = 2e12;
+  double host_link_bytes_per_s = 50e9;
+  absl::Duration copy_latency = absl::Microseconds(5);
 
   absl::Duration For(int64_t decode_rows, int64_t prompt_tokens) const {
     return base + per_row * decode_rows + per_prompt_token * prompt_tokens;
@@ -67,6 +76,11 @@ class SimulatedBackend final : public Backend {
                           absl::Span<int32_t> tokens) override;
   absl::Status ResetSlot(int slot) override;
   int64_t NextPosition(int slot) const override;
+  const StateLayout* state_layout() const override { return &layout_; }
+  absl::Status CopySlot(int from, int to) override;
+  absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override;
+  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                           int64_t next_position) override;
 
   // The token a greedy request gets after `last_token` at `position` (Step's logits peak there).
   int32_t GreedyToken(int32_t last_token, int64_t position) const;
@@ -76,8 +90,10 @@ class SimulatedBackend final : public Backend {
   // The checks every step makes, then the modelled wait; advances the slots.
   absl::Status Advance(absl::Span<const StepEntry> entries);
   int32_t OrdinaryToken(uint64_t hash) const;
+  void Transfer(double bytes_per_s) const;
 
   loader::ModelConfig config_;
+  StateLayout layout_;
   SimulatedStepTime time_;
   std::vector<int64_t> next_position_;
 };

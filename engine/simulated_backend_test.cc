@@ -10,6 +10,7 @@
 #include "engine/engine_core.h"
 #include "engine/griffin_model.h"
 #include "engine/sampler.h"
+#include "engine/state_layout.h"
 #include "gtest/gtest.h"
 
 namespace griffin::engine {
@@ -101,7 +102,52 @@ TEST(SimulatedBackendTest, InvalidStepsChangeNothing) {
   EXPECT_EQ(backend->ResetSlot(2).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(backend->ResetSlot(0).ok());
   EXPECT_EQ(backend->NextPosition(0), 0);
-  EXPECT_EQ(backend->state_layout(), nullptr);  // no snapshots: the prefix cache stays off
+}
+
+TEST(SimulatedBackendTest, SlotsCopySaveAndRestoreTheirPositionsInTheirTime) {
+  SimulatedStepTime time = kFast;
+  time.host_link_bytes_per_s = 10e9;  // a 2B slot (17 MB) in about 1.7 ms
+  auto backend = Make(3, time);
+  ASSERT_NE(backend->state_layout(), nullptr);
+  const int64_t bytes = backend->state_layout()->slot_bytes();
+  EXPECT_EQ(bytes, StateLayout::ForCuda(RecurrentGemma2B()).slot_bytes());
+  const std::vector<int32_t> prompt = {5, 6, 7, 8};
+  std::vector<SampleRequest> requests(1);
+  std::vector<int32_t> tokens(1);
+  ASSERT_TRUE(backend
+                  ->StepSample({{.slot = 0, .position = 0, .tokens = prompt}}, requests,
+                               absl::MakeSpan(tokens))
+                  .ok());
+  ASSERT_TRUE(backend->CopySlot(0, 1).ok());
+  EXPECT_EQ(backend->NextPosition(1), 4);
+  std::vector<uint8_t> saved(bytes);
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<int64_t> position = backend->SnapshotSlot(0, absl::MakeSpan(saved));
+  EXPECT_GE(absl::FromChrono(std::chrono::steady_clock::now() - start),
+            absl::Nanoseconds(static_cast<int64_t>(1e9 * bytes / 10e9)));
+  ASSERT_TRUE(position.ok()) << position.status();
+  EXPECT_EQ(*position, 4);
+  ASSERT_TRUE(backend->RestoreSlot(2, saved, 4).ok());
+  EXPECT_EQ(backend->NextPosition(2), 4);
+  // Wrong sizes, slots and positions change nothing.
+  std::vector<uint8_t> short_buffer(bytes - 1);
+  EXPECT_EQ(backend->SnapshotSlot(0, absl::MakeSpan(short_buffer)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->RestoreSlot(1, short_buffer, 9).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->RestoreSlot(1, saved, -1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->RestoreSlot(3, saved, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->CopySlot(0, 3).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->NextPosition(1), 4);
+  // The continuation of a copied slot is the original's.
+  const std::vector<int32_t> next = {tokens[0]};
+  std::vector<int32_t> a(1), b(1);
+  ASSERT_TRUE(
+      backend->StepSample({{.slot = 0, .position = 4, .tokens = next}}, requests, absl::MakeSpan(a))
+          .ok());
+  ASSERT_TRUE(
+      backend->StepSample({{.slot = 2, .position = 4, .tokens = next}}, requests, absl::MakeSpan(b))
+          .ok());
+  EXPECT_EQ(a[0], b[0]);
 }
 
 TEST(SimulatedBackendTest, GreedyTokensDependOnTheSequenceAloneAndAgreeAcrossPaths) {
