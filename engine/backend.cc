@@ -54,6 +54,31 @@ absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_sl
   return absl::OkStatus();
 }
 
+absl::Status ValidateSampleShapes(absl::Span<const StepEntry> entries, size_t requests,
+                                  size_t tokens) {
+  size_t rows = 0;
+  for (const StepEntry& e : entries) {
+    if (e.logits == LogitsRequest::kAll) {
+      return absl::InvalidArgumentError("StepSample takes kLast or kNone entries only");
+    }
+    rows += e.logits == LogitsRequest::kLast;
+  }
+  if (requests != rows || tokens != rows) {
+    return absl::InvalidArgumentError("one sampling request and one token per kLast entry");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSnapshotBuffer(int slot, int num_slots, int64_t slot_bytes,
+                                    size_t buffer_bytes) {
+  if (slot < 0 || slot >= num_slots) return absl::InvalidArgumentError("slot out of range");
+  if (static_cast<int64_t>(buffer_bytes) != slot_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot buffer holds ", buffer_bytes, " bytes, a slot ", slot_bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Backend::CopySlot(int from, int to) {
   if (from < 0 || from >= num_slots() || to < 0 || to >= num_slots()) {
     return absl::InvalidArgumentError("slot out of range");

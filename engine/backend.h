@@ -44,6 +44,16 @@ int64_t LogitsRows(absl::Span<const StepEntry> entries);
 absl::Status ValidateStepEntries(absl::Span<const StepEntry> entries, int num_slots, int vocab_size,
                                  absl::FunctionRef<int64_t(int)> next_position);
 
+// StepSample's shape checks (INVALID_ARGUMENT): kLast or kNone entries only, and exactly one
+// sampling request and one token per kLast entry.
+absl::Status ValidateSampleShapes(absl::Span<const StepEntry> entries, size_t requests,
+                                  size_t tokens);
+
+// SnapshotSlot's and RestoreSlot's checks (INVALID_ARGUMENT): slot in [0, num_slots) and a buffer
+// of exactly slot_bytes.
+absl::Status ValidateSnapshotBuffer(int slot, int num_slots, int64_t slot_bytes,
+                                    size_t buffer_bytes);
+
 // One entry's share of Backend::StepWithPromptLogprobs: the ids its positions are scored against.
 struct PromptLogprobsRequest {
   // targets[j] is scored under the distribution after the entry's tokens[j]; for a prompt chunk,

@@ -149,22 +149,14 @@ absl::Status CpuBackend::CopySlot(int from, int to) {
 }
 
 absl::StatusOr<int64_t> CpuBackend::SnapshotSlot(int slot, absl::Span<uint8_t> out) {
-  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (static_cast<int64_t>(out.size()) != layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
-                                                   " bytes, a slot ", layout_.slot_bytes()));
-  }
+  RETURN_IF_ERROR(ValidateSnapshotBuffer(slot, num_slots(), layout_.slot_bytes(), out.size()));
   std::memcpy(out.data(), Region(slot, 0, layout_.slot_bytes() / sizeof(float)).data(), out.size());
   return next_position_[slot];
 }
 
 absl::Status CpuBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                                      int64_t next_position) {
-  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (static_cast<int64_t>(snapshot.size()) != layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot holds ", snapshot.size(), " bytes, a slot ", layout_.slot_bytes()));
-  }
+  RETURN_IF_ERROR(ValidateSnapshotBuffer(slot, num_slots(), layout_.slot_bytes(), snapshot.size()));
   if (next_position < 0) return absl::InvalidArgumentError("negative position");
   std::memcpy(Region(slot, 0, layout_.slot_bytes() / sizeof(float)).data(), snapshot.data(),
               snapshot.size());

@@ -1030,16 +1030,7 @@ absl::Status CudaBackend::StepSample(absl::Span<const StepEntry> entries,
   if (!impl_->healthy_)
     return absl::InternalError("CUDA backend is unhealthy after a device error");
   RETURN_IF_ERROR(impl_->Validate(entries));
-  size_t rows = 0;
-  for (const StepEntry& e : entries) {
-    if (e.logits == LogitsRequest::kAll) {
-      return absl::InvalidArgumentError("StepSample takes kLast or kNone entries only");
-    }
-    rows += e.logits == LogitsRequest::kLast;
-  }
-  if (requests.size() != rows || tokens.size() != rows) {
-    return absl::InvalidArgumentError("one sampling request and one token per kLast entry");
-  }
+  RETURN_IF_ERROR(ValidateSampleShapes(entries, requests.size(), tokens.size()));
   for (const SampleRequest& r : requests) {
     if (r.params.presence_penalty != 0.0f || r.params.frequency_penalty != 0.0f) {
       return absl::InvalidArgumentError("the GPU sampler has no presence/frequency penalty");
@@ -1139,11 +1130,8 @@ absl::Status CudaBackend::CopySlot(int from, int to) {
 }
 
 absl::StatusOr<int64_t> CudaBackend::SnapshotSlot(int slot, absl::Span<uint8_t> out) {
-  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (static_cast<int64_t>(out.size()) != impl_->layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
-                                                   " bytes, a slot ", impl_->layout_.slot_bytes()));
-  }
+  RETURN_IF_ERROR(
+      ValidateSnapshotBuffer(slot, num_slots(), impl_->layout_.slot_bytes(), out.size()));
   if (!impl_->healthy_)
     return absl::InternalError("CUDA backend is unhealthy after a device error");
   const cudaError_t err = cudaMemcpyAsync(out.data(), impl_->SlotBytes(slot), out.size(),
@@ -1164,11 +1152,8 @@ Backend::SnapshotMemory CudaBackend::AllocateSnapshotMemory(int64_t bytes) {
 
 absl::Status CudaBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                                       int64_t next_position) {
-  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (static_cast<int64_t>(snapshot.size()) != impl_->layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot holds ", snapshot.size(),
-                                                   " bytes, a slot ", impl_->layout_.slot_bytes()));
-  }
+  RETURN_IF_ERROR(
+      ValidateSnapshotBuffer(slot, num_slots(), impl_->layout_.slot_bytes(), snapshot.size()));
   if (next_position < 0 || next_position > (int64_t{1} << 31) - 1) {
     return absl::InvalidArgumentError("position out of range");
   }

@@ -4,18 +4,12 @@
 #include <memory>
 #include <utility>
 
+#include "base/hash.h"
 #include "base/status_macros.h"
 
 namespace griffin::engine {
 
 namespace {
-// splitmix64's finaliser: a cheap, well-mixed 64-bit permutation.
-uint64_t Mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 uint64_t Step(uint64_t h, int32_t token) {
   return Mix64(h ^ (static_cast<uint64_t>(static_cast<uint32_t>(token)) * 0x100000001b3ull));
 }

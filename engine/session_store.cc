@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/hash.h"
 
 namespace griffin::engine {
 
@@ -17,13 +18,6 @@ constexpr char kMagic[8] = {'G', 'R', 'F', 'N', 'S', 'E', 'S', '2'};
 constexpr char kStaleMagic[8] = {'G', 'R', 'F', 'N', 'S', 'E', 'S', '1'};  // before owners
 // A file larger than this is not ours (a 9B slot is 25 MB; tokens are bounded by the context).
 constexpr uint64_t kMaxFileBytes = uint64_t{1} << 32;
-
-uint64_t Mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // Integrity (not authenticity) of a file's bytes: 8 bytes at a time through a 64-bit mixer.
 uint64_t Checksum(const std::string& bytes) {

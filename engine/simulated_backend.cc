@@ -8,19 +8,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/hash.h"
 #include "base/status_macros.h"
 #include "engine/state_layout.h"
 
 namespace griffin::engine {
 namespace {
-
-// SplitMix64's finaliser: every input bit moves every output bit.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // The first id that is none of the special ids the sampler or the server treat specially.
 int32_t FirstOrdinaryId(const loader::ModelConfig& config) {
@@ -98,11 +91,7 @@ absl::Status SimulatedBackend::CopySlot(int from, int to) {
 }
 
 absl::StatusOr<int64_t> SimulatedBackend::SnapshotSlot(int slot, absl::Span<uint8_t> out) {
-  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (static_cast<int64_t>(out.size()) != layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot buffer holds ", out.size(),
-                                                   " bytes, a slot ", layout_.slot_bytes()));
-  }
+  RETURN_IF_ERROR(ValidateSnapshotBuffer(slot, num_slots(), layout_.slot_bytes(), out.size()));
   // The bytes are not written: a GPU's copy engine would fill them without the host's CPU, and
   // writing megabytes here would charge the host for work it does not do.
   Transfer(time_.host_link_bytes_per_s);
@@ -111,12 +100,10 @@ absl::StatusOr<int64_t> SimulatedBackend::SnapshotSlot(int slot, absl::Span<uint
 
 absl::Status SimulatedBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                                            int64_t next_position) {
-  if (slot < 0 || slot >= num_slots()) return absl::InvalidArgumentError("slot out of range");
-  if (static_cast<int64_t>(snapshot.size()) != layout_.slot_bytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot holds ", snapshot.size(), " bytes, a slot ", layout_.slot_bytes()));
+  RETURN_IF_ERROR(ValidateSnapshotBuffer(slot, num_slots(), layout_.slot_bytes(), snapshot.size()));
+  if (next_position < 0 || next_position > (int64_t{1} << 31) - 1) {
+    return absl::InvalidArgumentError("position out of range");  // as the CUDA backend's
   }
-  if (next_position < 0) return absl::InvalidArgumentError("negative position");
   Transfer(time_.host_link_bytes_per_s);
   next_position_[slot] = next_position;
   return absl::OkStatus();
@@ -128,8 +115,8 @@ int32_t SimulatedBackend::OrdinaryToken(uint64_t hash) const {
 }
 
 int32_t SimulatedBackend::GreedyToken(int32_t last_token, int64_t position) const {
-  return OrdinaryToken(
-      Mix(static_cast<uint64_t>(position) * 0x100000001b3ull ^ static_cast<uint32_t>(last_token)));
+  return OrdinaryToken(Mix64(static_cast<uint64_t>(position) * 0x100000001b3ull ^
+                             static_cast<uint32_t>(last_token)));
 }
 
 absl::Status SimulatedBackend::Advance(absl::Span<const StepEntry> entries) {
@@ -174,16 +161,7 @@ absl::Status SimulatedBackend::Step(absl::Span<const StepEntry> entries, absl::S
 absl::Status SimulatedBackend::StepSample(absl::Span<const StepEntry> entries,
                                           absl::Span<const SampleRequest> requests,
                                           absl::Span<int32_t> tokens) {
-  size_t rows = 0;
-  for (const StepEntry& e : entries) {
-    if (e.logits == LogitsRequest::kAll) {
-      return absl::InvalidArgumentError("StepSample takes kLast or kNone entries only");
-    }
-    rows += e.logits == LogitsRequest::kLast;
-  }
-  if (requests.size() != rows || tokens.size() != rows) {
-    return absl::InvalidArgumentError("one sampling request and one token per kLast entry");
-  }
+  RETURN_IF_ERROR(ValidateSampleShapes(entries, requests.size(), tokens.size()));
   RETURN_IF_ERROR(Advance(entries));
   size_t row = 0;
   for (const StepEntry& e : entries) {
@@ -193,7 +171,7 @@ absl::Status SimulatedBackend::StepSample(absl::Span<const StepEntry> entries,
     tokens[row++] =
         r.params.greedy()
             ? GreedyToken(e.tokens.back(), position)
-            : OrdinaryToken(Mix(r.params.seed ^ Mix(r.step ^ (uint64_t{0x5eed} << 48))));
+            : OrdinaryToken(Mix64(r.params.seed ^ Mix64(r.step ^ (uint64_t{0x5eed} << 48))));
   }
   return absl::OkStatus();
 }
