@@ -607,12 +607,12 @@ int RunServing(const std::string& name, const ServingArgs& a) {
   }
   // The server's prefix cache, sized as griffin-server sizes it (whole idle slots for the device
   // tier, snapshots for the host tier), so that its cost can be priced without the server.
-  engine::PrefixCacheOptions cache;
-  if (const engine::StateLayout* layout = (*backend)->state_layout();
-      layout != nullptr && (a.prefix_cache_memory_mib > 0 || a.prefix_cache_host_mib > 0)) {
-    cache.max_device_entries = static_cast<int>(
-        std::min<int64_t>(a.concurrency, (a.prefix_cache_memory_mib << 20) / layout->slot_bytes()));
-    cache.host_bytes = a.prefix_cache_host_mib << 20;
+  engine::PrefixCacheOptions cache;  // off
+  if (const engine::StateLayout* layout = (*backend)->state_layout(); layout != nullptr) {
+    cache =
+        engine::PrefixCacheOptions::ForBudget(layout->slot_bytes(), a.concurrency,
+                                              a.prefix_cache_memory_mib, a.prefix_cache_host_mib)
+            .value_or(engine::PrefixCacheOptions{});
   }
   auto core = engine::EngineCore::Create(
       std::move(*backend),

@@ -9,6 +9,19 @@
 
 namespace griffin::engine {
 
+std::optional<PrefixCacheOptions> PrefixCacheOptions::ForBudget(int64_t slot_bytes, int slots,
+                                                                int64_t device_mib,
+                                                                int64_t host_mib,
+                                                                int64_t block_tokens) {
+  PrefixCacheOptions o;
+  o.block_tokens = block_tokens;
+  o.max_device_entries = static_cast<int>(
+      std::min<int64_t>(slots, (device_mib << 20) / std::max<int64_t>(slot_bytes, 1)));
+  o.host_bytes = host_mib << 20;
+  if (o.max_device_entries <= 0 && o.host_bytes < slot_bytes) return std::nullopt;
+  return o;
+}
+
 namespace {
 uint64_t Step(uint64_t h, int32_t token) {
   return Mix64(h ^ (static_cast<uint64_t>(static_cast<uint32_t>(token)) * 0x100000001b3ull));

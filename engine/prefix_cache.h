@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -40,6 +41,14 @@ struct PrefixCacheOptions {
   int64_t block_tokens = 256;  // prefill snapshots at multiples of this many tokens (>= 1)
   int max_device_entries = 0;  // idle slots the cache may hold at once (device tier)
   int64_t host_bytes = 0;      // host tier capacity (snapshots of state_layout()->slot_bytes())
+
+  // The tiers for memory budgets in MiB, as griffin-server's --prefix_cache_memory_mib and
+  // --prefix_cache_host_mib give them: the device tier in whole idle slots, at most `slots` (it
+  // borrows slots rather than adding any); the host tier in bytes. nullopt when neither tier holds
+  // one slot's state: the cache is then off.
+  static std::optional<PrefixCacheOptions> ForBudget(int64_t slot_bytes, int slots,
+                                                     int64_t device_mib, int64_t host_mib,
+                                                     int64_t block_tokens = 256);
 };
 
 struct PrefixCacheStats {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -206,6 +207,23 @@ TEST_F(PrefixCacheTest, NoRoomAnywhereCachesNothing) {
   EXPECT_EQ(
       cache->Insert(cache->Namespace(""), absl::MakeConstSpan(tokens).subspan(0, 4), 0).code(),
       absl::StatusCode::kInvalidArgument);
+}
+
+// The server's and engine_bench's sizing of the tiers from their MiB budgets.
+TEST(PrefixCacheOptionsTest, ForBudgetCountsWholeSlotsAndIsOffWithoutRoomForOne) {
+  constexpr int64_t kSlot = 17 << 20;  // a 2B slot, rounded
+  std::optional<PrefixCacheOptions> o = PrefixCacheOptions::ForBudget(kSlot, 256, 64, 1024, 128);
+  ASSERT_TRUE(o.has_value());
+  EXPECT_EQ(o->max_device_entries, 3);  // 64 MiB holds three whole 17 MiB slots
+  EXPECT_EQ(o->host_bytes, int64_t{1024} << 20);
+  EXPECT_EQ(o->block_tokens, 128);
+  // Never more device entries than slots: the tier borrows idle slots.
+  EXPECT_EQ(PrefixCacheOptions::ForBudget(kSlot, 2, 1024, 0)->max_device_entries, 2);
+  // Host tier alone, device tier alone, and neither holding one slot.
+  EXPECT_EQ(PrefixCacheOptions::ForBudget(kSlot, 256, 0, 17)->max_device_entries, 0);
+  EXPECT_TRUE(PrefixCacheOptions::ForBudget(kSlot, 256, 17, 0).has_value());
+  EXPECT_FALSE(PrefixCacheOptions::ForBudget(kSlot, 256, 16, 16).has_value());
+  EXPECT_FALSE(PrefixCacheOptions::ForBudget(kSlot, 256, 0, 0).has_value());
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -638,10 +639,6 @@ int Run() {
   // Not extra slots: the engine admits a sequence into any slot, so extra ones would raise
   // concurrency past --slots; it takes a cached slot back at admission instead.
   const bool cache_wanted = absl::GetFlag(FLAGS_prefix_cache);
-  const int cache_slots =
-      cache_wanted ? static_cast<int>(std::min<int64_t>(
-                         slots, (prefix_device_mib << 20) / std::max<int64_t>(state_bytes, 1)))
-                   : 0;
   // Cached prefixes and sessions are keyed to the weights: never restored into another model.
   const uint64_t model_identity = engine::QuantizedModelIdentity(
       checkpoint != nullptr ? engine::ModelIdentity(*checkpoint)
@@ -649,16 +646,16 @@ int Run() {
       *quantization);
   const engine::StateLayout* layout = (*backend)->state_layout();
   engine::EngineOptions engine_options;
-  if (layout != nullptr && cache_wanted) {
-    engine_options.prefix_cache.block_tokens = prefix_block;
-    engine_options.prefix_cache.max_device_entries = cache_slots;
-    engine_options.prefix_cache.host_bytes = prefix_host_mib << 20;
+  const std::optional<engine::PrefixCacheOptions> cache =
+      layout != nullptr && cache_wanted
+          ? engine::PrefixCacheOptions::ForBudget(layout->slot_bytes(), slots, prefix_device_mib,
+                                                  prefix_host_mib, prefix_block)
+          : std::nullopt;
+  const bool cache_on = cache.has_value();
+  if (cache_on) {
+    engine_options.prefix_cache = *cache;
     engine_options.model_identity = model_identity;
   }
-  const bool cache_on =
-      layout != nullptr && cache_wanted &&
-      (cache_slots > 0 || engine_options.prefix_cache.host_bytes >= layout->slot_bytes());
-  if (!cache_on) engine_options.prefix_cache = {};
   std::unique_ptr<engine::SessionStore> sessions;
   if (layout != nullptr && session_mib > 0) {
     engine::SessionStoreOptions so;
@@ -670,11 +667,12 @@ int Run() {
   Log(spdlog::level::info,
       absl::StrCat(
           "prefix cache: ",
-          cache_on ? absl::StrCat("on (", cache_slots, " device entries, ", prefix_host_mib,
-                                  " MiB host, blocks of ", prefix_block, " tokens)")
-                   : (layout == nullptr ? "off (the backend cannot snapshot slots)"
-                      : cache_wanted    ? "off (no memory for it)"
-                                        : "off (--noprefix_cache)"),
+          cache_on
+              ? absl::StrCat("on (", cache->max_device_entries, " device entries, ",
+                             prefix_host_mib, " MiB host, blocks of ", prefix_block, " tokens)")
+              : (layout == nullptr ? "off (the backend cannot snapshot slots)"
+                 : cache_wanted    ? "off (no memory for it)"
+                                   : "off (--noprefix_cache)"),
           "; sessions: ",
           sessions != nullptr
               ? absl::StrCat("on (", session_mib, " MiB, ttl ", session_ttl, " s",
