@@ -16,11 +16,14 @@
 namespace griffin::server {
 namespace {
 
+std::string TokenizerPath() {
+  const char* env = std::getenv("GRIFFIN_TOKENIZER");
+  return env != nullptr ? env : std::string(GRIFFIN_SOURCE_DIR) + "/models/demo/tokenizer.model";
+}
+
 const loader::Tokenizer* SharedTokenizer() {
   static const loader::Tokenizer* tokenizer = [] {
-    const char* env = std::getenv("GRIFFIN_TOKENIZER");
-    const std::string path =
-        env != nullptr ? env : std::string(GRIFFIN_SOURCE_DIR) + "/models/demo/tokenizer.model";
+    const std::string path = TokenizerPath();
     auto loaded = loader::Tokenizer::Load(path);
     if (!loaded.ok()) {
       std::fprintf(stderr, "%s: %s\n", path.c_str(), loaded.status().ToString().c_str());
@@ -50,9 +53,7 @@ void BM_DetokenizeOneToken(benchmark::State& state) {
 BENCHMARK(BM_DetokenizeOneToken);
 
 void BM_TokenizerLoad(benchmark::State& state) {
-  const char* env = std::getenv("GRIFFIN_TOKENIZER");
-  const std::string path =
-      env != nullptr ? env : std::string(GRIFFIN_SOURCE_DIR) + "/models/demo/tokenizer.model";
+  const std::string path = TokenizerPath();
   for (auto _ : state) {
     auto loaded = loader::Tokenizer::Load(path);
     benchmark::DoNotOptimize(loaded.ok());
