@@ -67,6 +67,9 @@ ABSL_FLAG(int64_t, prefix_cache_memory_mib, 0,
           "with --prefix_cache_host_mib both 0 (the default here) the cache is off");
 ABSL_FLAG(int64_t, prefix_cache_host_mib, 0,
           "--serving: the prefix cache's host tier, as griffin-server's flag (its default: 1024)");
+ABSL_FLAG(bool, prefix_cache_sync_host_copies, false,
+          "--serving: the prefix cache waits for each copy to its host tier where it is made, as "
+          "before those copies ran beside the steps (A/B runs)");
 ABSL_FLAG(std::string, simulated_step_us, "1950,7.4,8.5",
           "--backend simulated: BASE,PER_DECODE_ROW,PER_PROMPT_TOKEN microseconds a step");
 ABSL_FLAG(int, input_len, 1024, "--serving: prompt tokens per request");
@@ -583,6 +586,7 @@ struct ServingArgs {
   int max_batch = 256;
   double step_time_target_ms = 0;
   int64_t prefix_cache_memory_mib = 0, prefix_cache_host_mib = 0;
+  bool prefix_cache_sync_host_copies = false;
 };
 
 // Closed loop through EngineCore; prints output tokens/s and requests/s over the timed requests.
@@ -613,6 +617,7 @@ int RunServing(const std::string& name, const ServingArgs& a) {
         engine::PrefixCacheOptions::ForBudget(layout->slot_bytes(), a.concurrency,
                                               a.prefix_cache_memory_mib, a.prefix_cache_host_mib)
             .value_or(engine::PrefixCacheOptions{});
+    cache.asynchronous_host_copies = !a.prefix_cache_sync_host_copies;
   }
   auto core = engine::EngineCore::Create(
       std::move(*backend),
@@ -686,9 +691,10 @@ int RunServing(const std::string& name, const ServingArgs& a) {
       static_cast<long long>(stats.prefill_capped_steps));
   if (cache.max_device_entries > 0 || cache.host_bytes > 0) {
     std::printf(
-        "prefix cache: %d device entries, %lld MiB host: %lld insertions, %lld demotions, "
-        "%lld hits\n",
+        "prefix cache: %d device entries, %lld MiB host, host copies %s: %lld insertions, "
+        "%lld demotions, %lld hits\n",
         cache.max_device_entries, static_cast<long long>(a.prefix_cache_host_mib),
+        cache.asynchronous_host_copies ? "asynchronous" : "synchronous",
         static_cast<long long>(stats.prefix_cache.insertions),
         static_cast<long long>(stats.prefix_cache.demotions),
         static_cast<long long>(stats.prefix_cache.hits));
@@ -725,6 +731,7 @@ int main(int argc, char** argv) {
   serving.step_time_target_ms = absl::GetFlag(FLAGS_step_time_target_ms);
   serving.prefix_cache_memory_mib = absl::GetFlag(FLAGS_prefix_cache_memory_mib);
   serving.prefix_cache_host_mib = absl::GetFlag(FLAGS_prefix_cache_host_mib);
+  serving.prefix_cache_sync_host_copies = absl::GetFlag(FLAGS_prefix_cache_sync_host_copies);
   if (serving.prefix_cache_memory_mib < 0 || serving.prefix_cache_host_mib < 0) {
     std::fprintf(stderr, "--prefix_cache_memory_mib and --prefix_cache_host_mib must be >= 0\n");
     return 2;

@@ -15,6 +15,7 @@
 #   BIN=build/cuda-sm90/bin BACKEND=simulated SKIP_SWEEP=1 OVERHEAD_CONCURRENCY=256 \
 #     bench/run_device_serving.sh
 # SERVER_EXTRA_FLAGS are appended to the server's flags (e.g. --noprefix_cache).
+# OVERHEAD_SYNC_CACHE=1 adds the engine alone with the prefix cache's host copies synchronous.
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -76,6 +77,14 @@ if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
         --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" \
         --prefix_cache_memory_mib=64 --prefix_cache_host_mib=1024 2>&1 |
         tail -3 | sed "s/^/engine+cache c$c round $round: /"
+      # OVERHEAD_SYNC_CACHE=1: also with the cache's host copies waited for where they are made,
+      # as before they ran beside the steps (session 15).
+      [[ ${OVERHEAD_SYNC_CACHE:-0} == 1 ]] &&
+        $EB --serving=$c --num_requests=$n --input_len=$overhead_in --output_len=$overhead_len \
+          --token_budget=${TOKEN_BUDGET:-2048} --max_batch=256 "${BACKEND_FLAGS[@]}" \
+          --prefix_cache_memory_mib=64 --prefix_cache_host_mib=1024 \
+          --prefix_cache_sync_host_copies 2>&1 |
+        tail -3 | sed "s/^/engine+synccache c$c round $round: /"
       for proto in grpc http; do
         port=$([[ $proto == grpc ]] && echo 50051 || echo 8000)
         tag=${proto}_c${c}_r$round

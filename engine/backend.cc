@@ -95,6 +95,11 @@ absl::StatusOr<int64_t> Backend::SnapshotSlot(int slot, absl::Span<uint8_t> out)
   return absl::UnimplementedError("this backend cannot snapshot slots");
 }
 
+absl::StatusOr<Backend::SnapshotTicket> Backend::StartSnapshot(int slot, absl::Span<uint8_t> out) {
+  ASSIGN_OR_RETURN(const int64_t position, SnapshotSlot(slot, out));
+  return SnapshotTicket{.id = 0, .position = position};
+}
+
 absl::Status Backend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                                   int64_t next_position) {
   return absl::UnimplementedError("this backend cannot restore slots");

@@ -170,6 +170,28 @@ class CudaBackend::Impl {
   bool ablated_ = false;  // the launch Trace last named is left out (ENQUEUE)
 
   cudaStream_t stream_ = nullptr;
+  // StartSnapshot's copies to the host: the slot is first copied within the device into a staging
+  // buffer on stream_ (~10 us for a 2B slot), then to the host on copy_stream_ while stream_ goes
+  // on computing. A staging buffer is busy until its event has completed. They are allocated as
+  // snapshots need them, up to kMaxSnapshotStagings: requests that end together demote prefix
+  // cache entries in bursts (tens in one step at 256 streams), and with two buffers the third
+  // demotion of a burst waited for the first's host copy (0.34 ms at 2B): 0.9 ms of host time a
+  // step at 1024 / 128, c256, where 16 left none (simulated, bench/NOTES.md session 15).
+  struct SnapshotStaging {
+    char* bytes = nullptr;
+    cudaEvent_t copied = nullptr;
+    uint64_t id = 0;  // the snapshot it last carried; 0 once its copy is known to be complete
+  };
+  static constexpr int kMaxSnapshotStagings = 16;
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t staged_ = nullptr;  // stream_ reached the end of the latest staging copy
+  std::vector<SnapshotStaging> stagings_;
+  bool stagings_full_ = false;  // no more can be allocated (the cap, or the device's memory)
+  uint64_t last_snapshot_id_ = 0;
+  // A staging buffer free for the next snapshot: one whose copy has completed, else a new one,
+  // else the oldest once its copy completes. Null when none can be had (no memory for even one).
+  absl::StatusOr<SnapshotStaging*> FreeStaging();
+  absl::Status WaitStaging(SnapshotStaging& staging);
   kernels::Gemm gemm_;
   DeviceArena arena_;  // workspace, pool (weights have their own)
   std::unique_ptr<DeviceWeights> weights_;
@@ -349,7 +371,62 @@ CudaBackend::Impl::~Impl() {
   if (sample_params_host_ != nullptr) cudaFreeHost(sample_params_host_);
   if (sample_context_host_ != nullptr) cudaFreeHost(sample_context_host_);
   if (sample_bias_host_ != nullptr) cudaFreeHost(sample_bias_host_);
+  if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
+  for (SnapshotStaging& staging : stagings_) {
+    cudaEventDestroy(staging.copied);
+    cudaFree(staging.bytes);
+  }
+  if (staged_ != nullptr) cudaEventDestroy(staged_);
+  if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+// Allocated on first use, not at start-up: only the prefix cache's demotions need them, and the
+// slot pool was sized from the memory left; when no more fit, snapshots wait for a busy one (or,
+// with none at all, stay synchronous) rather than failing.
+absl::StatusOr<CudaBackend::Impl::SnapshotStaging*> CudaBackend::Impl::FreeStaging() {
+  if (copy_stream_ == nullptr) {
+    CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+    stagings_.reserve(kMaxSnapshotStagings);  // FreeStaging's pointers stay valid
+  }
+  SnapshotStaging* oldest = nullptr;
+  for (SnapshotStaging& s : stagings_) {
+    if (s.id != 0) {
+      const cudaError_t err = cudaEventQuery(s.copied);
+      if (err == cudaErrorNotReady) {
+        if (oldest == nullptr || s.id < oldest->id) oldest = &s;
+        continue;
+      }
+      if (err != cudaSuccess) return CudaError(err, __FILE__, __LINE__);
+      s.id = 0;
+    }
+    return &s;
+  }
+  if (!stagings_full_ && static_cast<int>(stagings_.size()) < kMaxSnapshotStagings) {
+    SnapshotStaging s;
+    if (cudaMalloc(&s.bytes, layout_.slot_bytes()) == cudaSuccess) {
+      if (cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming) != cudaSuccess) {
+        cudaFree(s.bytes);
+        return CudaError(cudaGetLastError(), __FILE__, __LINE__);
+      }
+      stagings_.push_back(s);
+      return &stagings_.back();
+    }
+    cudaGetLastError();  // out of memory is not sticky
+  }
+  stagings_full_ = true;
+  if (oldest == nullptr) return nullptr;
+  RETURN_IF_ERROR(WaitStaging(*oldest));
+  return oldest;
+}
+
+absl::Status CudaBackend::Impl::WaitStaging(SnapshotStaging& staging) {
+  if (staging.id == 0) return absl::OkStatus();
+  const cudaError_t err = cudaEventSynchronize(staging.copied);
+  if (err != cudaSuccess) return Fail(CudaError(err, __FILE__, __LINE__));
+  staging.id = 0;
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
@@ -1139,6 +1216,45 @@ absl::StatusOr<int64_t> CudaBackend::SnapshotSlot(int slot, absl::Span<uint8_t> 
   if (err != cudaSuccess) return impl_->Fail(CudaError(err, __FILE__, __LINE__));
   RETURN_IF_ERROR(impl_->SyncOrFail());
   return impl_->next_position_[slot];
+}
+
+absl::StatusOr<Backend::SnapshotTicket> CudaBackend::StartSnapshot(int slot,
+                                                                   absl::Span<uint8_t> out) {
+  RETURN_IF_ERROR(
+      ValidateSnapshotBuffer(slot, num_slots(), impl_->layout_.slot_bytes(), out.size()));
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
+  Impl& im = *impl_;
+  absl::StatusOr<Impl::SnapshotStaging*> free = im.FreeStaging();
+  if (!free.ok()) return im.Fail(free.status());
+  if (*free == nullptr) {  // not even one staging buffer fits: copy in place
+    ASSIGN_OR_RETURN(const int64_t position, SnapshotSlot(slot, out));
+    return SnapshotTicket{.id = 0, .position = position};
+  }
+  Impl::SnapshotStaging* staging = *free;
+  cudaError_t err = cudaMemcpyAsync(staging->bytes, im.SlotBytes(slot), out.size(),
+                                    cudaMemcpyDeviceToDevice, im.stream_);
+  if (err == cudaSuccess) err = cudaEventRecord(im.staged_, im.stream_);
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(im.copy_stream_, im.staged_, 0);
+  if (err == cudaSuccess) {
+    err = cudaMemcpyAsync(out.data(), staging->bytes, out.size(), cudaMemcpyDeviceToHost,
+                          im.copy_stream_);
+  }
+  if (err == cudaSuccess) err = cudaEventRecord(staging->copied, im.copy_stream_);
+  if (err != cudaSuccess) return im.Fail(CudaError(err, __FILE__, __LINE__));
+  staging->id = ++im.last_snapshot_id_;
+  return SnapshotTicket{.id = staging->id, .position = im.next_position_[slot]};
+}
+
+absl::Status CudaBackend::FinishSnapshot(uint64_t id) {
+  for (Impl::SnapshotStaging& s : impl_->stagings_) {
+    if (s.id == id && id != 0) return impl_->WaitStaging(s);
+  }
+  // Already waited for (its staging buffer was reused only after its copy completed), unless a
+  // device error came first.
+  if (!impl_->healthy_)
+    return absl::InternalError("CUDA backend is unhealthy after a device error");
+  return absl::OkStatus();
 }
 
 Backend::SnapshotMemory CudaBackend::AllocateSnapshotMemory(int64_t bytes) {

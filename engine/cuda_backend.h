@@ -170,6 +170,10 @@ class CudaBackend final : public Backend {
   // Device to device within the pool (no host round trip).
   absl::Status CopySlot(int from, int to) override;
   absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override;
+  // Within the device into a staging buffer on the step stream, then to the host on a copy
+  // stream that runs beside the next steps (synchronous when the staging buffers do not fit).
+  absl::StatusOr<SnapshotTicket> StartSnapshot(int slot, absl::Span<uint8_t> out) override;
+  absl::Status FinishSnapshot(uint64_t id) override;
   absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                            int64_t next_position) override;
   // Page-locked (cudaMallocHost); ordinary memory when pinning fails.

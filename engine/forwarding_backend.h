@@ -44,6 +44,10 @@ class ForwardingBackend : public Backend {
   absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override {
     return inner_->SnapshotSlot(slot, out);
   }
+  absl::StatusOr<SnapshotTicket> StartSnapshot(int slot, absl::Span<uint8_t> out) override {
+    return inner_->StartSnapshot(slot, out);
+  }
+  absl::Status FinishSnapshot(uint64_t id) override { return inner_->FinishSnapshot(id); }
   absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                            int64_t next_position) override {
     return inner_->RestoreSlot(slot, snapshot, next_position);

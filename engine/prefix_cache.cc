@@ -1,6 +1,7 @@
 #include "engine/prefix_cache.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <utility>
 
@@ -61,7 +62,10 @@ PrefixCache::~PrefixCache() {
     return_slot_(e->slot);
     delete e;
   }
-  for (Entry* e : host_lru_) delete e;
+  for (Entry* e : host_lru_) {
+    FinishHostCopy(e).IgnoreError();  // the copy writes into host_memory_, freed after this
+    delete e;
+  }
 }
 
 uint64_t PrefixCache::Namespace(std::string_view cache_salt) const {
@@ -95,7 +99,12 @@ void PrefixCache::Erase(Entry* e) {
     v.erase(std::remove(v.begin(), v.end(), e), v.end());
     if (v.empty()) index_.erase(it);
   }
-  if (e->host_block >= 0) free_blocks_.push_back(e->host_block);
+  if (e->host_block >= 0) {
+    // The block is reused at once: its copy must have landed. A failed copy leaves the backend
+    // unhealthy, and every later call reports that.
+    FinishHostCopy(e).IgnoreError();
+    free_blocks_.push_back(e->host_block);
+  }
   delete e;
 }
 
@@ -109,15 +118,38 @@ bool PrefixCache::MakeHostRoom() {
   return true;
 }
 
-absl::Status PrefixCache::ToHost(Entry* e) {
+absl::Status PrefixCache::SnapshotToHost(int slot, Entry* e) {
   const int block = free_blocks_.back();
-  RETURN_IF_ERROR(backend_->SnapshotSlot(e->slot, HostBlock(block)).status());
+  if (options_.asynchronous_host_copies) {
+    ASSIGN_OR_RETURN(const Backend::SnapshotTicket ticket,
+                     backend_->StartSnapshot(slot, HostBlock(block)));
+    e->host_copy = ticket.id;
+  } else {
+    RETURN_IF_ERROR(backend_->SnapshotSlot(slot, HostBlock(block)).status());
+  }
   free_blocks_.pop_back();
   e->host_block = block;
-  device_lru_.erase(e->lru);
-  e->slot = -1;
   host_lru_.push_front(e);
   e->lru = host_lru_.begin();
+  return absl::OkStatus();
+}
+
+absl::Status PrefixCache::FinishHostCopy(Entry* e) {
+  if (e->host_copy == 0) return absl::OkStatus();
+  const uint64_t id = std::exchange(e->host_copy, 0);
+  return backend_->FinishSnapshot(id);
+}
+
+absl::Status PrefixCache::ToHost(Entry* e) {
+  const int slot = e->slot;
+  device_lru_.erase(e->lru);
+  e->slot = -1;
+  if (absl::Status st = SnapshotToHost(slot, e); !st.ok()) {
+    e->slot = slot;  // still a device entry: back where it was, for the caller to drop
+    device_lru_.push_back(e);
+    e->lru = std::prev(device_lru_.end());
+    return st;
+  }
   return absl::OkStatus();
 }
 
@@ -128,7 +160,6 @@ int PrefixCache::EvictDevice() {
   if (MakeHostRoom() && ToHost(e).ok()) {
     ++stats_.demotions;
   } else {
-    e->slot = slot;  // still a device entry if the snapshot failed
     Erase(e);
     ++stats_.evictions;
   }
@@ -153,6 +184,7 @@ absl::StatusOr<int64_t> PrefixCache::RestoreLongest(uint64_t ns, absl::Span<cons
     if (e->slot >= 0) {
       RETURN_IF_ERROR(backend_->CopySlot(e->slot, slot));
     } else {
+      RETURN_IF_ERROR(FinishHostCopy(e));
       RETURN_IF_ERROR(
           backend_->RestoreSlot(slot, HostBlock(e->host_block), static_cast<int64_t>(len)));
       ++stats_.host_restores;
@@ -199,12 +231,7 @@ absl::Status PrefixCache::Insert(uint64_t ns, absl::Span<const int32_t> tokens, 
     entry->lru = device_lru_.begin();
   } else {
     if (!MakeHostRoom()) return absl::OkStatus();  // no tier can hold it
-    const int block = free_blocks_.back();
-    RETURN_IF_ERROR(backend_->SnapshotSlot(slot, HostBlock(block)).status());
-    free_blocks_.pop_back();
-    entry->host_block = block;
-    host_lru_.push_front(entry.get());
-    entry->lru = host_lru_.begin();
+    RETURN_IF_ERROR(SnapshotToHost(slot, entry.get()));
   }
   index_[Key{hash, static_cast<int64_t>(tokens.size())}].push_back(entry.get());
   entry.release();

@@ -41,6 +41,9 @@ struct PrefixCacheOptions {
   int64_t block_tokens = 256;  // prefill snapshots at multiples of this many tokens (>= 1)
   int max_device_entries = 0;  // idle slots the cache may hold at once (device tier)
   int64_t host_bytes = 0;      // host tier capacity (snapshots of state_layout()->slot_bytes())
+  // Copies to the host tier run beside the next steps (Backend::StartSnapshot) and are waited for
+  // only when the entry is restored or dropped. False: each waits where it is made (for A/B runs).
+  bool asynchronous_host_copies = true;
 
   // The tiers for memory budgets in MiB, as griffin-server's --prefix_cache_memory_mib and
   // --prefix_cache_host_mib give them: the device tier in whole idle slots, at most `slots` (it
@@ -108,6 +111,9 @@ class PrefixCache {
     std::vector<int32_t> tokens;
     int slot = -1;        // device tier
     int host_block = -1;  // host tier: its block of host_memory_
+    // Host tier: the copy into host_block that may still be running (Backend::StartSnapshot's
+    // ticket id; 0 once it has been waited for).
+    uint64_t host_copy = 0;
     std::list<Entry*>::iterator lru;
   };
   using Key = std::pair<uint64_t, int64_t>;  // (prefix hash, length)
@@ -120,6 +126,10 @@ class PrefixCache {
   // Makes room for one host snapshot; false when the host tier cannot hold any.
   bool MakeHostRoom();
   absl::Status ToHost(Entry* e);
+  // Copies `slot` into a free host block (the caller made room) and makes `e` its host entry.
+  absl::Status SnapshotToHost(int slot, Entry* e);
+  // Waits for e's copy to the host to complete.
+  absl::Status FinishHostCopy(Entry* e);
   absl::Span<uint8_t> HostBlock(int block) {
     return absl::MakeSpan(host_memory_.get() + int64_t{block} * snapshot_bytes_,
                           static_cast<size_t>(snapshot_bytes_));

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -9,7 +10,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/cpu_backend.h"
+#include "engine/forwarding_backend.h"
 #include "engine/random_checkpoint.h"
 #include "gtest/gtest.h"
 
@@ -194,6 +197,122 @@ TEST_F(PrefixCacheTest, LruAcrossTiers) {
   // The two most recently used survive (3 and 4 were touched last by the loop above).
   EXPECT_EQ(hit(4), 8);
   EXPECT_EQ(hit(3), 8);
+}
+
+// A backend whose StartSnapshot copies land only when FinishSnapshot is called, and which notes
+// every misuse: a started copy's buffer reused or read before it landed.
+class DeferredCopyBackend : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+
+  absl::StatusOr<SnapshotTicket> StartSnapshot(int slot, absl::Span<uint8_t> out) override {
+    for (const Pending& p : pending_) {
+      if (p.out.data() == out.data()) ++misuses;  // a block still being written, reused
+    }
+    Pending p{.id = ++last_id_, .out = out, .bytes = std::vector<uint8_t>(out.size())};
+    ASSIGN_OR_RETURN(const int64_t position, inner().SnapshotSlot(slot, absl::MakeSpan(p.bytes)));
+    std::fill(out.begin(), out.end(), 0xEE);  // what a restore reads before the copy lands
+    pending_.push_back(std::move(p));
+    return SnapshotTicket{.id = last_id_, .position = position};
+  }
+  absl::Status FinishSnapshot(uint64_t id) override {
+    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+      if (it->id != id) continue;
+      std::copy(it->bytes.begin(), it->bytes.end(), it->out.begin());
+      pending_.erase(it);
+      break;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
+                           int64_t next_position) override {
+    for (const Pending& p : pending_) {
+      if (p.out.data() == snapshot.data()) ++misuses;  // read before its copy landed
+    }
+    return inner().RestoreSlot(slot, snapshot, next_position);
+  }
+  size_t copies_in_flight() const { return pending_.size(); }
+
+  int misuses = 0;
+
+ private:
+  struct Pending {
+    uint64_t id;
+    absl::Span<uint8_t> out;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Pending> pending_;
+  uint64_t last_id_ = 0;
+};
+
+// Copies to the host tier run beside the steps: a demoted entry's slot is reused (here: refilled
+// with another prompt) before its copy has landed, and a later hit still restores the demoted
+// state, never the bytes of a copy in flight; blocks are reused, and the cache destroyed, only
+// after their copies landed.
+TEST_F(PrefixCacheTest, HostCopiesInFlightAreWaitedForBeforeUse) {
+  auto deferred = std::make_unique<DeferredCopyBackend>(std::move(backend_));
+  DeferredCopyBackend* backend = deferred.get();
+  PrefixCacheOptions o;
+  o.block_tokens = 4;
+  o.max_device_entries = 1;
+  o.host_bytes = 2 * backend->state_layout()->slot_bytes();
+  {
+    auto cache = std::make_unique<PrefixCache>(
+        backend, o, /*model_identity=*/1234,
+        [this]() -> int {
+          if (idle_.empty()) return -1;
+          const int s = idle_.back();
+          idle_.pop_back();
+          return s;
+        },
+        [this](int s) { idle_.push_back(s); });
+    const uint64_t ns = cache->Namespace("");
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<std::vector<float>> fresh;
+    for (int i = 0; i < 4; ++i) {
+      prompts.push_back(Tokens(12, 40 + i));
+      StepEntry fill{.slot = 0,
+                     .position = 0,
+                     .tokens = absl::MakeConstSpan(prompts[i]).subspan(0, 8),
+                     .logits = LogitsRequest::kNone};
+      ASSERT_TRUE(backend->Step({&fill, 1}, {}).ok());
+      // Each insertion demotes the previous device entry; with two host blocks the fourth drops
+      // the first, whose block the third's copy may not reuse before that copy has landed.
+      ASSERT_TRUE(cache->Insert(ns, absl::MakeConstSpan(prompts[i]).subspan(0, 8), 0).ok());
+      fresh.emplace_back(config_.vocab_size, NAN);
+      StepEntry rest{
+          .slot = 1, .position = 0, .tokens = absl::MakeConstSpan(prompts[i]).subspan(0, 12)};
+      ASSERT_TRUE(backend->Step({&rest, 1}, absl::MakeSpan(fresh[i])).ok());
+    }
+    EXPECT_EQ(cache->stats().demotions, 3);
+    EXPECT_EQ(cache->stats().evictions, 1);
+    EXPECT_GT(backend->copies_in_flight(), 0u);
+    for (int i : {2, 1}) {  // host entries, their copies possibly still in flight
+      auto got = cache->RestoreLongest(ns, prompts[i], 2);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(*got, 8) << i;
+      std::vector<float> continued(config_.vocab_size, NAN);
+      StepEntry e{
+          .slot = 2, .position = 8, .tokens = absl::MakeConstSpan(prompts[i]).subspan(8, 4)};
+      ASSERT_TRUE(backend->Step({&e, 1}, absl::MakeSpan(continued)).ok());
+      for (int v = 0; v < config_.vocab_size; ++v) {
+        ASSERT_NEAR(continued[v], fresh[i][v], 1e-5) << "prompt " << i;
+      }
+    }
+    // A second pass of insertions recycles every host block.
+    for (int i = 0; i < 4; ++i) {
+      std::vector<int32_t> other = Tokens(8, 90 + i);
+      StepEntry fill{.slot = 0,
+                     .position = 0,
+                     .tokens = absl::MakeConstSpan(other),
+                     .logits = LogitsRequest::kNone};
+      ASSERT_TRUE(backend->Step({&fill, 1}, {}).ok());
+      ASSERT_TRUE(cache->Insert(ns, other, 0).ok());
+    }
+    EXPECT_GT(backend->copies_in_flight(), 0u);
+  }
+  EXPECT_EQ(backend->copies_in_flight(), 0u) << "the cache was destroyed with copies in flight";
+  EXPECT_EQ(backend->misuses, 0);
 }
 
 TEST_F(PrefixCacheTest, NoRoomAnywhereCachesNothing) {

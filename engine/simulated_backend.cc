@@ -64,20 +64,28 @@ SimulatedBackend::SimulatedBackend(const loader::ModelConfig& config, int num_sl
 
 int64_t SimulatedBackend::state_bytes_per_sequence() const { return layout_.slot_bytes(); }
 
-void SimulatedBackend::Transfer(double bytes_per_s) const {
+std::chrono::nanoseconds SimulatedBackend::TransferTime(double bytes_per_s) const {
   const double seconds = static_cast<double>(layout_.slot_bytes()) / bytes_per_s;
-  const auto duration = absl::ToChronoNanoseconds(time_.copy_latency +
-                                                  absl::Nanoseconds(std::llround(seconds * 1e9)));
+  return absl::ToChronoNanoseconds(time_.copy_latency +
+                                   absl::Nanoseconds(std::llround(seconds * 1e9)));
+}
+
+void SimulatedBackend::WaitUntil(std::chrono::steady_clock::time_point end) {
+  const auto now = std::chrono::steady_clock::now();
+  if (end <= now) return;
   // A short copy is waited for by spinning, as the CUDA runtime waits for one: a sleep of a few
   // microseconds wakes tens of microseconds late, which would price a device-to-device slot copy
   // at several times its cost.
-  if (duration < std::chrono::microseconds(200)) {
-    const auto end = std::chrono::steady_clock::now() + duration;
+  if (end - now < std::chrono::microseconds(200)) {
     while (std::chrono::steady_clock::now() < end) {
     }
   } else {
-    std::this_thread::sleep_for(duration);
+    std::this_thread::sleep_until(end);
   }
+}
+
+void SimulatedBackend::Transfer(double bytes_per_s) const {
+  WaitUntil(std::chrono::steady_clock::now() + TransferTime(bytes_per_s));
 }
 
 absl::Status SimulatedBackend::CopySlot(int from, int to) {
@@ -96,6 +104,38 @@ absl::StatusOr<int64_t> SimulatedBackend::SnapshotSlot(int slot, absl::Span<uint
   // writing megabytes here would charge the host for work it does not do.
   Transfer(time_.host_link_bytes_per_s);
   return next_position_[slot];
+}
+
+absl::StatusOr<Backend::SnapshotTicket> SimulatedBackend::StartSnapshot(int slot,
+                                                                        absl::Span<uint8_t> out) {
+  RETURN_IF_ERROR(ValidateSnapshotBuffer(slot, num_slots(), layout_.slot_bytes(), out.size()));
+  constexpr size_t kStagings = 16;  // the CUDA backend's kMaxSnapshotStagings
+  const auto now = std::chrono::steady_clock::now();
+  while (!pending_copies_.empty() && pending_copies_.front().done <= now) {
+    pending_copies_.erase(pending_copies_.begin());  // complete: their buffers are free again
+  }
+  if (pending_copies_.size() == kStagings) {  // every staging buffer busy: wait for the oldest
+    WaitUntil(pending_copies_.front().done);
+    pending_copies_.erase(pending_copies_.begin());
+  }
+  Transfer(time_.device_copy_bytes_per_s);  // into the staging buffer, on the step stream
+  const auto start = pending_copies_.empty()
+                         ? std::chrono::steady_clock::now()
+                         : std::max(std::chrono::steady_clock::now(), pending_copies_.back().done);
+  pending_copies_.push_back(
+      {++last_snapshot_id_, start + TransferTime(time_.host_link_bytes_per_s)});
+  return SnapshotTicket{.id = last_snapshot_id_, .position = next_position_[slot]};
+}
+
+absl::Status SimulatedBackend::FinishSnapshot(uint64_t id) {
+  for (auto it = pending_copies_.begin(); it != pending_copies_.end(); ++it) {
+    if (it->id == id) {
+      WaitUntil(it->done);
+      pending_copies_.erase(it);
+      break;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SimulatedBackend::RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,

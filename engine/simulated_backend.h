@@ -18,6 +18,7 @@
 #ifndef GRIFFIN_ENGINE_SIMULATED_BACKEND_H_
 #define GRIFFIN_ENGINE_SIMULATED_BACKEND_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -79,6 +80,10 @@ class SimulatedBackend final : public Backend {
   const StateLayout* state_layout() const override { return &layout_; }
   absl::Status CopySlot(int from, int to) override;
   absl::StatusOr<int64_t> SnapshotSlot(int slot, absl::Span<uint8_t> out) override;
+  // As the CUDA backend's: a device copy into one of up to 16 staging buffers now, the host copy
+  // in the background, one at a time as on one copy engine.
+  absl::StatusOr<SnapshotTicket> StartSnapshot(int slot, absl::Span<uint8_t> out) override;
+  absl::Status FinishSnapshot(uint64_t id) override;
   absl::Status RestoreSlot(int slot, absl::Span<const uint8_t> snapshot,
                            int64_t next_position) override;
 
@@ -90,7 +95,18 @@ class SimulatedBackend final : public Backend {
   // The checks every step makes, then the modelled wait; advances the slots.
   absl::Status Advance(absl::Span<const StepEntry> entries);
   int32_t OrdinaryToken(uint64_t hash) const;
+  // One slot's bytes at `bytes_per_s`, after the copy latency.
+  std::chrono::nanoseconds TransferTime(double bytes_per_s) const;
   void Transfer(double bytes_per_s) const;
+  static void WaitUntil(std::chrono::steady_clock::time_point end);
+
+  // StartSnapshot's copies in flight: (id, when its host copy ends), at most 16, oldest first.
+  struct PendingCopy {
+    uint64_t id = 0;
+    std::chrono::steady_clock::time_point done;
+  };
+  std::vector<PendingCopy> pending_copies_;
+  uint64_t last_snapshot_id_ = 0;
 
   loader::ModelConfig config_;
   StateLayout layout_;

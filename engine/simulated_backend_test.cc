@@ -150,6 +150,52 @@ TEST(SimulatedBackendTest, SlotsCopySaveAndRestoreTheirPositionsInTheirTime) {
   EXPECT_EQ(a[0], b[0]);
 }
 
+// StartSnapshot costs the host only the device copy into a staging buffer; the host copy's time
+// is paid by whoever waits for it, one copy at a time (one copy engine), and a snapshot that finds
+// all 16 staging buffers busy waits for the oldest.
+TEST(SimulatedBackendTest, StartedSnapshotsCostTheirWaiterTheHostCopy) {
+  SimulatedStepTime time = kFast;
+  time.host_link_bytes_per_s = 20e9;  // a 2B slot (17 MB) in about 0.86 ms
+  auto backend = Make(2, time);
+  const int64_t bytes = backend->state_layout()->slot_bytes();
+  const absl::Duration host_copy = absl::Nanoseconds(static_cast<int64_t>(1e9 * bytes / 20e9));
+  const std::vector<int32_t> prompt = {5, 6, 7};
+  std::vector<SampleRequest> requests(1);
+  std::vector<int32_t> tokens(1);
+  ASSERT_TRUE(backend
+                  ->StepSample({{.slot = 1, .position = 0, .tokens = prompt}}, requests,
+                               absl::MakeSpan(tokens))
+                  .ok());
+  constexpr int kStagings = 16;
+  std::vector<std::vector<uint8_t>> out(kStagings + 1, std::vector<uint8_t>(bytes));
+  std::set<uint64_t> ids;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kStagings; ++i) {
+    absl::StatusOr<Backend::SnapshotTicket> t = backend->StartSnapshot(1, absl::MakeSpan(out[i]));
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->position, 3);
+    EXPECT_NE(t->id, 0u);
+    ids.insert(t->id);
+  }
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kStagings));
+  // One more finds every staging buffer busy: it waits for the first host copy.
+  absl::StatusOr<Backend::SnapshotTicket> last =
+      backend->StartSnapshot(1, absl::MakeSpan(out[kStagings]));
+  ASSERT_TRUE(last.ok());
+  EXPECT_GE(absl::FromChrono(std::chrono::steady_clock::now() - start), host_copy);
+  // Its copy queues behind the others: waiting for it takes them all.
+  ASSERT_TRUE(backend->FinishSnapshot(last->id).ok());
+  EXPECT_GE(absl::FromChrono(std::chrono::steady_clock::now() - start),
+            (kStagings + 1) * host_copy);
+  for (uint64_t id : ids) EXPECT_TRUE(backend->FinishSnapshot(id).ok());
+  EXPECT_TRUE(backend->FinishSnapshot(last->id).ok());  // twice is fine
+  std::vector<uint8_t> short_buffer(bytes - 1);
+  EXPECT_EQ(backend->StartSnapshot(1, absl::MakeSpan(short_buffer)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->StartSnapshot(2, absl::MakeSpan(out[0])).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SimulatedBackendTest, GreedyTokensDependOnTheSequenceAloneAndAgreeAcrossPaths) {
   auto backend = Make(3);
   const loader::ModelConfig& c = backend->config();

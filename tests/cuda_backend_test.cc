@@ -353,6 +353,50 @@ TEST_P(CudaGoldenTest, RestoredAndCopiedSlotsContinueIdentically) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// StartSnapshot's bytes are the slot's state when it was called, even though the slot is reset
+// and refilled with another sequence before the copy is waited for; 20 snapshots in a row (more
+// than the 16 staging buffers, so some wait for a busy one) each hold their own state. A bad slot
+// or size changes nothing.
+TEST_P(CudaGoldenTest, StartedSnapshotsHoldTheStateTheyWereStartedOn) {
+  const GoldenSequence& g = golden_[0];
+  const engine::StateLayout* layout = backend_->state_layout();
+  ASSERT_NE(layout, nullptr);
+  const int64_t bytes = layout->slot_bytes();
+  constexpr int kSnapshots = 20;
+  std::vector<std::vector<uint8_t>> expected(kSnapshots, std::vector<uint8_t>(bytes));
+  // Page-locked, as the prefix cache's host tier: the copies then run beside the steps (to
+  // pageable memory the runtime waits for each).
+  engine::Backend::SnapshotMemory memory = backend_->AllocateSnapshotMemory(kSnapshots * bytes);
+  std::fill_n(memory.get(), kSnapshots * bytes, 0xAB);
+  auto started = [&](int i) { return absl::MakeSpan(memory.get() + i * bytes, bytes); };
+  std::vector<engine::Backend::SnapshotTicket> tickets;
+  for (int i = 0; i < kSnapshots; ++i) {
+    const int len = std::min<int>(g.tokens.size(), 1 + i % 7);
+    StepEntry fill{.slot = 0,
+                   .position = 0,
+                   .tokens = absl::MakeConstSpan(g.tokens).subspan(0, len),
+                   .logits = LogitsRequest::kNone};
+    ASSERT_TRUE(backend_->Step({&fill, 1}, {}).ok());
+    ASSERT_TRUE(backend_->SnapshotSlot(0, absl::MakeSpan(expected[i])).ok());
+    auto ticket = backend_->StartSnapshot(0, started(i));
+    ASSERT_TRUE(ticket.ok()) << ticket.status();
+    EXPECT_EQ(ticket->position, len);
+    tickets.push_back(*ticket);
+    ASSERT_TRUE(backend_->ResetSlot(0).ok());  // the slot moves on before the copy is waited for
+  }
+  for (int i = kSnapshots - 1; i >= 0; --i) {
+    ASSERT_TRUE(backend_->FinishSnapshot(tickets[i].id).ok());
+    ASSERT_TRUE(backend_->FinishSnapshot(tickets[i].id).ok());  // twice is fine
+    EXPECT_TRUE(std::equal(expected[i].begin(), expected[i].end(), started(i).begin()))
+        << "snapshot " << i;
+  }
+  std::vector<uint8_t> short_buffer(bytes - 1);
+  EXPECT_EQ(backend_->StartSnapshot(0, absl::MakeSpan(short_buffer)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->StartSnapshot(8, started(0)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // NUM-1: prompts of mixed lengths prefilled in one step and decoded together give each sequence
 // the greedy tokens it gets alone. GEMM rounding depends on the batch size, so a mismatch is
 // accepted only at a near-tie of the alone run (top-2 within 2e-2); the sequences then diverge.
