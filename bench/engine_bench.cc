@@ -91,6 +91,10 @@ ABSL_FLAG(bool, fuse_decode_ring_write,
           "a decode step's ring write inside the attention launch (compare paths)");
 ABSL_FLAG(bool, stage_rglru_decode, griffin::engine::CudaBackendOptions{}.stage_rglru_decode,
           "the fused RG-LRU decode kernel loads all but x|y before its wait (compare paths)");
+ABSL_FLAG(int, rglru_decode_tokens_per_block,
+          griffin::engine::CudaBackendOptions{}.rglru_decode_tokens_per_block,
+          "tokens per block of the fused RG-LRU decode kernel: 1, 2, 4, 8, or 0 for the "
+          "kernel's own choice (compare paths)");
 ABSL_FLAG(bool, gemv_for_narrow_projections,
           griffin::engine::CudaBackendOptions{}.gemv_for_narrow_projections,
           "batch-1 projections under 8192 outputs on the split-K GEMV (false: cuBLASLt)");
@@ -130,6 +134,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.rglru_gate_gemm_min_batch = absl::GetFlag(FLAGS_rglru_gate_gemm_min_batch);
   opt.gemv_for_narrow_projections = absl::GetFlag(FLAGS_gemv_for_narrow_projections);
   opt.stage_rglru_decode = absl::GetFlag(FLAGS_stage_rglru_decode);
+  opt.rglru_decode_tokens_per_block = absl::GetFlag(FLAGS_rglru_decode_tokens_per_block);
   opt.fuse_decode_ring_write = absl::GetFlag(FLAGS_fuse_decode_ring_write);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);

@@ -449,6 +449,11 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     return absl::InvalidArgumentError(
         absl::StrCat("gemv_max_rows must be 1 to ", kernels::kGemvMaxM));
   }
+  if (const int t = options_.rglru_decode_tokens_per_block;
+      t != 0 && t != 1 && t != 2 && t != 4 && t != 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rglru_decode_tokens_per_block must be 0 (automatic), 1, 2, 4 or 8; got ", t));
+  }
   if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");
   }
@@ -490,7 +495,11 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     ASSIGN_OR_RETURN(ws_.conv_out, arena_.Allocate<float>(N * L));
     ASSIGN_OR_RETURN(ws_.conv_out_half, arena_.Allocate<uint16_t>(N * L));
     ASSIGN_OR_RETURN(ws_.gates, arena_.Allocate<float>(N * 2 * L));
-    ws_.tail_counter_capacity = static_cast<int>((N + 7) / 8 * H);
+    // One per (block of tokens, head) of the fused decode kernel, whose batches stay below
+    // rglru_gate_gemm_min_batch: enough for blocks of one token there, of eight beyond.
+    ws_.tail_counter_capacity = static_cast<int>(
+        std::max<int64_t>((N + 7) / 8, std::min<int64_t>(N, options_.rglru_gate_gemm_min_batch)) *
+        H);
     ASSIGN_OR_RETURN(ws_.tail_counters, arena_.Allocate<unsigned>(ws_.tail_counter_capacity));
     CUDA_RETURN_IF_ERROR(cudaMemsetAsync(ws_.tail_counters, 0,
                                          sizeof(unsigned) * ws_.tail_counter_capacity, stream_));
@@ -625,6 +634,7 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only,
   p.tail_counters = ws_.tail_counters;
   p.tail_counter_capacity = ws_.tail_counter_capacity;
   p.stage_before_wait = options_.stage_rglru_decode;
+  p.tokens_per_block = options_.rglru_decode_tokens_per_block;
   const double state_bytes = double(n) * (2.0 * L * 4 + 2.0 * (K - 1) * L * 2);
   const bool fused_decode = decode_only && n < options_.rglru_gate_gemm_min_batch;
   if (fused_decode) {

@@ -60,12 +60,17 @@ struct CudaBackendOptions {
   bool autotune_gemms = true;
   // Decode batches of at least this many tokens run the RG-LRU gates as one batched tensor-core
   // GEMM (conv, GEMM, an elementwise finish) instead of the fused CUDA-core kernel, which is right
-  // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md).
+  // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md). The GEMM path's
+  // step at batch 16 (2.28 ms) beat the fused kernel's at 12 and 15 (2.46-2.49 ms at its best
+  // tokens per block; session 15), so the crossover is likely lower: not moved until measured.
   int rglru_gate_gemm_min_batch = 16;
   // Below that batch, the fused RG-LRU decode kernel loads everything but the x|y projection's
   // output before waiting for it (kernels::RgLruParams::stage_before_wait; bit-identical). Off
   // only to compare in benchmarks.
   bool stage_rglru_decode = true;
+  // Tokens each block of that kernel takes: 1, 2, 4 or 8; 0 lets the kernel choose
+  // (kernels::DefaultRgLruDecodeTokensPerBlock). Bit-identical; for comparing in benchmarks.
+  int rglru_decode_tokens_per_block = 0;
   // One-row (batch 1) projections narrower than 8192 outputs run the split-K GEMV kernel instead
   // of cuBLASLt (wide ones always do). Off only to compare the two in benchmarks.
   bool gemv_for_narrow_projections = true;

@@ -9,11 +9,11 @@
 namespace griffin::kernels {
 namespace {
 
-// Tokens per block of the fused decode kernel: the smallest power of two covering the batch, up
-// to 8 (the kernel is templated on it; at batch 1 the 8-token kernel ran 8x the gate arithmetic and
-// code it needed, and a launch that runs once per step is fetched cold from the instruction cache:
-// ncu's top stall, "no instruction", session 12).
-constexpr int kTokensPerBlock = 8;
+// Tokens per block of the fused decode kernel, at most 8 (the kernel is templated on it: at batch
+// 1 the 8-token kernel ran 8x the gate arithmetic and code it needed, and a launch that runs once
+// per step is fetched cold from the instruction cache: ncu's top stall, "no instruction", session
+// 12). DefaultRgLruDecodeTokensPerBlock picks it for a batch.
+constexpr int kMaxTokensPerBlock = 8;
 constexpr int kLanes = 32;
 constexpr int kSlices = 8;
 constexpr int kGateThreads = kLanes * kSlices;
@@ -540,13 +540,32 @@ cudaError_t LaunchGate(const RgLruParams& p, cudaStream_t stream) {
 
 template <bool kStaged>
 cudaError_t LaunchGateForBatch(const RgLruParams& p, cudaStream_t stream) {
-  if (p.n == 1) return LaunchGate<kStaged, 1>(p, stream);
-  if (p.n == 2) return LaunchGate<kStaged, 2>(p, stream);
-  if (p.n <= 4) return LaunchGate<kStaged, 4>(p, stream);
-  return LaunchGate<kStaged, kTokensPerBlock>(p, stream);
+  switch (p.tokens_per_block > 0 ? p.tokens_per_block : DefaultRgLruDecodeTokensPerBlock(p.n)) {
+    case 1:
+      return LaunchGate<kStaged, 1>(p, stream);
+    case 2:
+      return LaunchGate<kStaged, 2>(p, stream);
+    case 4:
+      return LaunchGate<kStaged, 4>(p, stream);
+    case kMaxTokensPerBlock:
+      return LaunchGate<kStaged, kMaxTokensPerBlock>(p, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace
+
+// Measured (engine_bench, 2B, H200, session 15; bench/NOTES.md): the step is fastest with the
+// tokens in two or three blocks, not one. One block of n tokens keeps 80 blocks busy for n
+// tokens of gate arithmetic and a one-warp recurrence per token (batch 8: 0.61 ms of its 2.60 ms
+// step, ablation); one token a block reads the head's gate weights n times. At 2, 4 and 8
+// tokens, 1, 2 and 4 a block: 2.11 / 2.145 / 2.24 ms against 2.16 / 2.22 / 2.60 with one block.
+int DefaultRgLruDecodeTokensPerBlock(int n) {
+  if (n <= 2) return 1;
+  if (n <= 4) return 2;
+  return 4;
+}
 
 cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;

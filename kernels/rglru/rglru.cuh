@@ -68,8 +68,8 @@ struct RgLruParams {
   int64_t conv_offset = 0;  // bytes inside a slot: bf16 [K-1, L]
   int n = 0, num_entries = 0, L = 0, H = 0, K = 4;
   bf16_t* out = nullptr;  // [n, L]
-  // LaunchRgLruDecode: zeroed counters, one per (block of tokens, head), at least ceil(n / 8) * H
-  // of them (tail_counter_capacity; blocks of fewer tokens come only when n <= 4, one block).
+  // LaunchRgLruDecode: zeroed counters, one per (block of tokens, head): ceil(n / tokens per
+  // block) * H of them (tail_counter_capacity; fewer, and a second kernel shifts the tails).
   // With them the tail shift happens inside the gate kernel (the last block of each (tokens,
   // head) to finish reading the tails shifts them, and sets its counter back to zero); without,
   // a second kernel does it.
@@ -79,6 +79,10 @@ struct RgLruParams {
   // biases) is loaded before waiting for the x|y projection. false takes the general path, which
   // loads them after it; the two are bit-identical (the kernel test compares them).
   bool stage_before_wait = true;
+  // LaunchRgLruDecode: tokens a block takes, 1, 2, 4 or 8 (every block also reads the head's
+  // whole gate weights, so more tokens a block means fewer reads but longer blocks); 0: the
+  // default, DefaultRgLruDecodeTokensPerBlock(n). Bit-identical whatever the choice.
+  int tokens_per_block = 0;
   // Prefill only.
   float* c = nullptr;          // [n, L] conv output (float32)
   uint16_t* c_half = nullptr;  // [n, L] conv output as IEEE half, the gate GEMM's input
@@ -96,6 +100,8 @@ cudaError_t LaunchPackGateWeights(const bf16_t* gx_w, const bf16_t* ga_w, int H,
                                   uint16_t* out, cudaStream_t stream);
 
 cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream);
+// The tokens per block LaunchRgLruDecode takes for n tokens when the params leave it at 0.
+int DefaultRgLruDecodeTokensPerBlock(int n);
 // One token per entry; after LaunchRgLruConv and the batched gate GEMM into p.gates.
 cudaError_t LaunchRgLruDecodeFinish(const RgLruParams& p, cudaStream_t stream);
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream);

@@ -4,6 +4,8 @@
 // two runs against the whole (KER-2 a).
 #include <cmath>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/geglu/geglu_reference.h"
@@ -16,6 +18,22 @@
 
 namespace griffin::kernels::testing {
 namespace {
+
+// "" when a and b are equal bit for bit, else where they first differ and how (gtest prints only
+// a vector's first elements, which may all agree).
+template <typename T>
+std::string FirstDifference(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return absl::StrCat("sizes ", a.size(), " and ", b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) {
+      int64_t count = 0;
+      for (size_t j = i; j < a.size(); ++j) count += std::memcmp(&a[j], &b[j], sizeof(T)) != 0;
+      return absl::StrCat("element ", i, ": ", static_cast<double>(a[i]), " vs ",
+                          static_cast<double>(b[i]), "; ", count, " of ", a.size(), " differ");
+    }
+  }
+  return "";
+}
 
 void RgLruCase(int L, int H, int K) {
   const int B = L / H;
@@ -67,6 +85,7 @@ void RgLruCase(int L, int H, int K) {
     kGemmDecode
   };
   // xy_scales: xy_in is an FP8 GEMM's unscaled output and the kernels apply its scales.
+  int tokens_per_block = 0;  // RgLruParams::tokens_per_block of the fused decode paths
   auto run = [&](Path path, const HostLayout& l, const std::vector<float>& xy_in,
                  std::vector<char>& pool_io, std::vector<float>& out, InputScales xy_scales = {}) {
     Dev<float> d_xy(xy_in), d_c(size_t(l.n) * L), d_gates(size_t(l.n) * 2 * L);
@@ -100,7 +119,8 @@ void RgLruCase(int L, int H, int K) {
     p.c = d_c.get();
     p.c_half = d_cb.get();
     p.gates = d_gates.get();
-    const int counters = (l.n + 7) / 8 * H;
+    p.tokens_per_block = tokens_per_block;
+    const int counters = l.n * H;  // enough at one token a block
     Dev<unsigned> d_counters(counters);
     ASSERT_EQ(cudaMemset(d_counters.get(), 0, counters * sizeof(unsigned)), cudaSuccess);
     if (path == Path::kFusedDecode || path == Path::kFusedDecodeTailKernel ||
@@ -244,7 +264,7 @@ void RgLruCase(int L, int H, int K) {
 
   // The staged decode kernel (everything but x|y loaded before the wait) == the unstaged one, bit
   // for bit: outputs, states and tails, at each kernel's tokens per block (1, 2, 4, 8 and two
-  // blocks of 8).
+  // blocks of 8), and at every tokens per block chosen explicitly.
   for (const int count : {1, 2, 3, 11}) {
     HostLayout many;
     std::vector<char> pool_many(size_t(count) * slot_stride);
@@ -261,6 +281,20 @@ void RgLruCase(int L, int H, int K) {
     run(Path::kFusedDecodeUnstaged, many, xym, pool_b, out_b);
     ASSERT_EQ(out_a, out_b) << count << " tokens: staged and unstaged decode outputs differ";
     ASSERT_EQ(pool_a, pool_b) << count << " tokens: staged and unstaged states or tails differ";
+    // Every choice of tokens per block gives the same bits, staged and unstaged.
+    for (const int tpb : {1, 2, 4, 8}) {
+      tokens_per_block = tpb;
+      for (Path path : {Path::kFusedDecode, Path::kFusedDecodeUnstaged}) {
+        std::vector<char> pool_c = pool_many;
+        std::vector<float> out_c;
+        run(path, many, xym, pool_c, out_c);
+        ASSERT_EQ(FirstDifference(out_c, out_a), "")
+            << count << " tokens, " << tpb << " a block: outputs differ";
+        ASSERT_EQ(FirstDifference(pool_c, pool_a), "")
+            << count << " tokens, " << tpb << " a block: states differ";
+      }
+    }
+    tokens_per_block = 0;
   }
 
   // Every path reading an FP8 GEMM's unscaled x|y with its scales == the same path on the output of
@@ -283,9 +317,10 @@ void RgLruCase(int L, int H, int K) {
     std::vector<float> out_a, out_b;
     run(path, l, scaled, pool_a, out_a);
     run(path, l, raw, pool_b, out_b, scales.get());
-    ASSERT_EQ(out_a, out_b) << "path " << int(path)
-                            << ": outputs differ with the scales on reading";
-    ASSERT_EQ(pool_a, pool_b) << "path " << int(path) << ": states or tails differ";
+    ASSERT_EQ(FirstDifference(out_a, out_b), "")
+        << "path " << int(path) << ": outputs differ with the scales on reading";
+    ASSERT_EQ(FirstDifference(pool_a, pool_b), "")
+        << "path " << int(path) << ": states or tails differ";
   }
 
   // Chunked scan == whole scan (entry 2 cut in two runs), outputs and final state.
