@@ -39,13 +39,16 @@ class PrefixCacheTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  std::unique_ptr<PrefixCache> MakeCache(int device_entries, int host_entries) {
+  // A cache over `backend` (default: backend_) that borrows from idle_.
+  std::unique_ptr<PrefixCache> MakeCache(int device_entries, int host_entries,
+                                         Backend* backend = nullptr) {
+    if (backend == nullptr) backend = backend_.get();
     PrefixCacheOptions o;
     o.block_tokens = 4;
     o.max_device_entries = device_entries;
-    o.host_bytes = host_entries * backend_->state_layout()->slot_bytes();
+    o.host_bytes = host_entries * backend->state_layout()->slot_bytes();
     return std::make_unique<PrefixCache>(
-        backend_.get(), o, /*model_identity=*/1234,
+        backend, o, /*model_identity=*/1234,
         [this]() -> int {
           if (idle_.empty()) return -1;
           const int s = idle_.back();
@@ -252,20 +255,8 @@ class DeferredCopyBackend : public ForwardingBackend {
 TEST_F(PrefixCacheTest, HostCopiesInFlightAreWaitedForBeforeUse) {
   auto deferred = std::make_unique<DeferredCopyBackend>(std::move(backend_));
   DeferredCopyBackend* backend = deferred.get();
-  PrefixCacheOptions o;
-  o.block_tokens = 4;
-  o.max_device_entries = 1;
-  o.host_bytes = 2 * backend->state_layout()->slot_bytes();
   {
-    auto cache = std::make_unique<PrefixCache>(
-        backend, o, /*model_identity=*/1234,
-        [this]() -> int {
-          if (idle_.empty()) return -1;
-          const int s = idle_.back();
-          idle_.pop_back();
-          return s;
-        },
-        [this](int s) { idle_.push_back(s); });
+    auto cache = MakeCache(/*device=*/1, /*host=*/2, backend);
     const uint64_t ns = cache->Namespace("");
     std::vector<std::vector<int32_t>> prompts;
     std::vector<std::vector<float>> fresh;
