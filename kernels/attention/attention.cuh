@@ -82,6 +82,10 @@ const char* CanImplementAttention(int H, int KV, int hd, int rotary);
 // (and before any graph capture).
 cudaError_t PrepareAttentionKernels();
 cudaError_t LaunchRope(const AttentionParams& p, cudaStream_t stream);
+// LaunchRope's passes of at least this many tokens run a block per token (its sines and cosines
+// computed once for all heads), shorter ones a block per token and head (decode batches: enough
+// blocks to spread over the GPU).
+inline constexpr int kRopeTokensForBlockPerToken = 128;
 cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
 // The launches LaunchAttention makes after the attention kernel for these parameters: the split
 // combine (splits > 1) and the ring write (decode_writes_ring, which neither the kernel nor the

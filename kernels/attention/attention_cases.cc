@@ -211,12 +211,14 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
 }
 
 // RoPE reading an FP8 GEMM's unscaled q|k|v with its scales: q, k and v must equal, bit for bit,
-// those of the separate scaling pass followed by plain RoPE, and match ref::ApplyRope.
-void RopeScaledInputCase(int H, int KV, int hd, bool with_rows) {
+// those of the separate scaling pass followed by plain RoPE, and match ref::ApplyRope. A long pass
+// (a block per token) or a short one (a block per token and head).
+void RopeScaledInputCase(int H, int KV, int hd, bool with_rows, bool long_pass) {
   const int rotary = hd / 2, width = (H + 2 * KV) * hd;
   HostLayout lay;
   lay.Add(3, 0, 0);
   lay.Add(1, 1, 700);
+  if (long_pass) lay.Add(kRopeTokensForBlockPerToken, 2, 5000);
   const int n = lay.n;
   auto qkv = Random(size_t(n) * width);
   ScalesOnDevice scales(n, width, with_rows);
@@ -313,12 +315,16 @@ std::vector<OpCase> MakeAttentionCases() {
                        s.heavy, [s, mode] { AttentionCase(s.H, s.KV, s.hd, s.W, mode); }});
     }
   }
-  for (bool with_rows : {true, false}) {
-    cases.push_back({"rope.scaled_input",
-                     absl::StrCat("H10 KV1 hd256", with_rows ? "" : " cols only"),
-                     "ref::ApplyRope on the scaled q|k|v; the scaling pass + plain RoPE",
-                     "bf16 rounding 2^-8; bit-identical to the pass", false,
-                     [with_rows] { RopeScaledInputCase(10, 1, 256, with_rows); }});
+  for (bool long_pass : {false, true}) {
+    for (bool with_rows : {true, false}) {
+      cases.push_back(
+          {"rope.scaled_input",
+           absl::StrCat("H10 KV1 hd256", with_rows ? "" : " cols only",
+                        long_pass ? " block per token" : ""),
+           "ref::ApplyRope on the scaled q|k|v; the scaling pass + plain RoPE",
+           "bf16 rounding 2^-8; bit-identical to the pass", false,
+           [with_rows, long_pass] { RopeScaledInputCase(10, 1, 256, with_rows, long_pass); }});
+    }
   }
   return cases;
 }
