@@ -349,10 +349,16 @@ __global__ void ConvKernel(RgLruParams p) {
   // The run's own inputs first, all loads in flight at once (they depend on no entry): the loop
   // below waited on one load per token, plus the token's entry record, and ran at 2.2-4.4x its
   // byte floor (bench/PROFILE.md, session 8).
+  // Straight-line loads (past the run's end, the last token again): loads under a per-token
+  // branch, as XY's scale check and the bounds test made them, were issued one at a time, each
+  // waited on before the next (1 x 2048: 737 us against 413 before the scales, PROFILE.md).
   float xs[kRun];
 #pragma unroll
-  for (int u = 0; u < kRun; ++u) {
-    xs[u] = t_first + u < t_end ? RoundBf16(XY(p, t_first + u, ch) + p.bx[ch]) : 0.0f;
+  for (int u = 0; u < kRun; ++u) xs[u] = p.xy[int64_t{min(t_first + u, t_end - 1)} * 2 * L + ch];
+  const float x_bias = p.bx[ch];
+#pragma unroll
+  for (int u = 0; u < kRun; ++u) {  // (the row scales end with the pass too)
+    xs[u] = RoundBf16(ApplyScales(xs[u], p.xy_scales, min(t_first + u, t_end - 1), ch) + x_bias);
   }
   StepEntryRecord en = EntryOfToken(p.layout, t_first);
 #pragma unroll
@@ -451,10 +457,17 @@ __global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLru
     for (int t0 = t_begin; t0 < t_end; t0 += kScanUnroll) {
       float a[kScanUnroll], xn[kScanUnroll];
 #pragma unroll
-      for (int u = 0; u < kScanUnroll; ++u) {
-        const int t = t0 + u;
-        a[u] = t < t_end ? gcol[int64_t{t} * 2 * L] : 1.0f;
-        xn[u] = t < t_end ? gcol[int64_t{t} * 2 * L + B] : 0.0f;
+      for (int u = 0; u < kScanUnroll; ++u) {  // straight-line loads, as in phase 3
+        const int64_t t = min(t0 + u, t_end - 1);
+        a[u] = gcol[t * 2 * L];
+        xn[u] = gcol[t * 2 * L + B];
+      }
+#pragma unroll
+      for (int u = 0; u < kScanUnroll; ++u) {  // steps past the chunk's end change nothing
+        if (t0 + u >= t_end) {
+          a[u] = 1.0f;
+          xn[u] = 0.0f;
+        }
       }
 #pragma unroll
       for (int u = 0; u < kScanUnroll; ++u) {
@@ -481,23 +494,25 @@ __global__ void __launch_bounds__(kScanLanes* kScanChunks) RgLruScanKernel(RgLru
   if (!live) return;
   h = s_h[chunk][lane];
   bf16* out = reinterpret_cast<bf16*>(p.out);
+  const float y_bias = p.by[ch];
   for (int t0 = t_begin; t0 < t_end; t0 += kScanUnroll) {
+    // Straight-line loads, as in ConvKernel (past the chunk's end, its last token again); the
+    // scales, when there are any, after them.
     float a[kScanUnroll], xn[kScanUnroll], y[kScanUnroll];
 #pragma unroll
     for (int u = 0; u < kScanUnroll; ++u) {
-      const int t = t0 + u;
-      if (t < t_end) {
-        a[u] = gcol[int64_t{t} * 2 * L];
-        xn[u] = gcol[int64_t{t} * 2 * L + B];
-        y[u] = XY(p, t, L + ch);
-      }
+      const int64_t t = min(t0 + u, t_end - 1);
+      a[u] = gcol[t * 2 * L];
+      xn[u] = gcol[t * 2 * L + B];
+      y[u] = p.xy[t * 2 * L + L + ch];
     }
 #pragma unroll
     for (int u = 0; u < kScanUnroll; ++u) {
       const int t = t0 + u;
       if (t < t_end) {
         h = __fadd_rn(__fmul_rn(a[u], h), xn[u]);
-        out[int64_t{t} * L + ch] = ToB(h * GeluTanh(y[u] + p.by[ch]));
+        const float yv = ApplyScales(y[u], p.xy_scales, t, L + ch);
+        out[int64_t{t} * L + ch] = ToB(h * GeluTanh(yv + y_bias));
       }
     }
   }
