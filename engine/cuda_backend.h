@@ -60,9 +60,11 @@ struct CudaBackendOptions {
   bool autotune_gemms = true;
   // Decode batches of at least this many tokens run the RG-LRU gates as one batched tensor-core
   // GEMM (conv, GEMM, an elementwise finish) instead of the fused CUDA-core kernel, which is right
-  // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md). The GEMM path's
-  // step at batch 16 (2.28 ms) beat the fused kernel's at 12 and 15 (2.46-2.49 ms at its best
-  // tokens per block; session 15), so the crossover is likely lower: not moved until measured.
+  // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md). Decode graphs
+  // exist for power-of-two batches (and max_decode_batch), so with max_decode_batch >= 16 a
+  // batch of 9-15 runs the 16 graph and this path; the threshold matters only for a
+  // max_decode_batch of 9-15, where the fused kernel at 12-15 (2.46-2.49 ms) loses to this path
+  // at 16 (2.24-2.28; sessions 15-16). Not moved: this path at 12-15 tokens was not measured.
   int rglru_gate_gemm_min_batch = 16;
   // Below that batch, the fused RG-LRU decode kernel loads everything but the x|y projection's
   // output before waiting for it (kernels::RgLruParams::stage_before_wait; bit-identical). Off
