@@ -98,6 +98,11 @@ ABSL_FLAG(int, rglru_decode_tokens_per_block,
 ABSL_FLAG(bool, gemv_for_narrow_projections,
           griffin::engine::CudaBackendOptions{}.gemv_for_narrow_projections,
           "batch-1 projections under 8192 outputs on the split-K GEMV (false: cuBLASLt)");
+ABSL_FLAG(int, gemm_geglu_min_rows, griffin::engine::CudaBackendOptions{}.gemm_geglu_min_rows,
+          "passes of at least this many tokens run the up GEMM, then the gate GEMM with GeGLU in "
+          "its epilogue (Hopper, CUTLASS); 0: the fused gate|up GEMM and the GeGLU pass");
+ABSL_FLAG(int, gemm_geglu_config, griffin::engine::CudaBackendOptions{}.gemm_geglu_config,
+          "tile shape of that kernel (kernels::GemmGeGluConfig)");
 ABSL_FLAG(int, gemv_max_rows, griffin::engine::CudaBackendOptions{}.gemv_max_rows,
           "bf16 projections of up to this many rows (1-8) on the GEMV kernel, the rest cuBLASLt");
 ABSL_FLAG(int, decode_attention_blocks_per_sm,
@@ -144,6 +149,8 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.fuse_fp8_passes = absl::GetFlag(FLAGS_fuse_fp8_passes);
   opt.ablate_kernels = absl::GetFlag(FLAGS_ablate);
   opt.gemv_max_rows = absl::GetFlag(FLAGS_gemv_max_rows);
+  opt.gemm_geglu_min_rows = absl::GetFlag(FLAGS_gemm_geglu_min_rows);
+  opt.gemm_geglu_config = absl::GetFlag(FLAGS_gemm_geglu_config);
   return opt;
 }
 using engine::StepEntry;

@@ -18,6 +18,7 @@
 #include "kernels/geglu/geglu.cuh"
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
+#include "kernels/linear/gemm_geglu.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
 #include "kernels/norm/rmsnorm.cuh"
@@ -146,6 +147,56 @@ int Main() {
     Bench(
         name, [&] { (void)gemm.Run(a, wt, out, M, N, K, 0); },
         2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+  }
+  // The MLP's first half two ways: the fused gate|up GEMM and the GeGLU pass (what the backend
+  // runs below gemm_geglu_min_rows), and the up GEMM + the gate GEMM with GeGLU in its epilogue
+  // (each compiled tile shape). Bytes: the least either must move (weights, x, the bf16 output).
+  int device = 0;
+  CHECK_CUDA(cudaGetDevice(&device));
+  for (int M : {256, 512, 1024, 2048, 4096, 8192}) {
+    const int N = 2 * m, K = d;
+    bf16_t* a = Buf<bf16_t>(int64_t(M) * K);
+    bf16_t* wt = Buf<bf16_t>(int64_t(N) * K, 0.02f);
+    float* gu = Buf<float>(int64_t(M) * N);
+    float* b = Buf<float>(m, 0.1f);
+    bf16_t* out = Buf<bf16_t>(int64_t(M) * m);
+    const double bytes = 2.0 * N * K + 2.0 * M * K + 2.0 * M * m, flops = 2.0 * M * N * K;
+    std::snprintf(name, sizeof name, "mlp gate|up %d x %d x %d: cuBLASLt gemm + geglu pass", M, N,
+                  K);
+    Bench(
+        name,
+        [&] {
+          (void)gemm.Run(a, wt, gu, M, N, K, 0);
+          CHECK_CUDA(LaunchGeGlu(gu, {}, b, b, M, m, out, 0));
+        },
+        bytes, flops);
+    if (!GemmGeGluSupported(device, M, m, K)) continue;
+    for (int config = 0; config < kGemmGeGluConfigs; ++config) {
+      std::snprintf(name, sizeof name,
+                    "mlp gate|up %d x %d x %d: cuBLASLt up gemm + gate gemm with geglu, config %d",
+                    M, N, K, config);
+      Bench(
+          name,
+          [&] {
+            (void)gemm.Run(a, wt + int64_t(m) * K, gu, M, m, K, 0);
+            CHECK_CUDA(LaunchGemmGeGlu(a, wt, b, gu, b, M, m, K, out, 0,
+                                       static_cast<GemmGeGluConfig>(config)));
+          },
+          bytes, flops);
+      std::snprintf(name, sizeof name, "gate gemm with geglu %d x %d x %d, config %d", M, m, K,
+                    config);
+      Bench(
+          name,
+          [&] {
+            CHECK_CUDA(LaunchGemmGeGlu(a, wt, b, gu, b, M, m, K, out, 0,
+                                       static_cast<GemmGeGluConfig>(config)));
+          },
+          2.0 * m * K + 2.0 * M * K + 6.0 * M * m, 2.0 * M * m * K);
+    }
+    std::snprintf(name, sizeof name, "cuBLASLt gemm %d x %d x %d (up)", M, m, K);
+    Bench(
+        name, [&] { (void)gemm.Run(a, wt + int64_t(m) * K, gu, M, m, K, 0); },
+        2.0 * m * K + 2.0 * M * K + 4.0 * M * m, 2.0 * M * m * K);
   }
   for (int M : {1, 8}) {
     const int N = 2 * m, K = d;

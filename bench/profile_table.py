@@ -41,9 +41,20 @@ def read_ncu(path):
 LIBRARY = re.compile(r"nvjet|cublas|cutlass|xmma|splitKreduce|gemmSN|gemv2")
 
 
+# Our kernels built from CUTLASS templates: their names are cutlass::device_kernel<...>, told
+# apart by a type of ours among the template arguments.
+OWN_CUTLASS = {"GemmGeGlu": "GeluTanhOp"}
+
+
 def own(name):
     """Our kernels (ncu abbreviates namespaces, so match what cuBLASLt's are called instead)."""
-    return LIBRARY.search(name) is None
+    return LIBRARY.search(name) is None or any(tag in name for tag in OWN_CUTLASS.values())
+
+
+def is_kind(kind, name):
+    """Whether kernel `name` is of the trace's kernel family `kind`."""
+    tag = OWN_CUTLASS.get(kind)
+    return tag in name if tag else kind in base(name)
 
 
 def base(name):
@@ -66,14 +77,14 @@ def join(trace, kernels):
             if i == start:
                 sys.exit(f"record {n} ({rec['op']}): expected a cuBLASLt kernel, got {kernels[i][0][:80] if i < len(kernels) else 'nothing'}")
             continue
-        if i >= len(kernels) or not own(kernels[i][0]) or rec["kernel"] not in base(kernels[i][0]):
+        if i >= len(kernels) or not own(kernels[i][0]) or not is_kind(rec["kernel"], kernels[i][0]):
             got = kernels[i][0][:100] if i < len(kernels) else "nothing"
             sys.exit(f"record {n} ({rec['op']}): expected a {rec['kernel']} kernel, got {got}")
         times[n] += kernels[i][1]
         names[n].append(kernels[i][0])
         i += 1
         next_kernel = trace[n + 1]["kernel"] if n + 1 < len(trace) else None
-        while (i < len(kernels) and own(kernels[i][0]) and rec["kernel"] in base(kernels[i][0])
+        while (i < len(kernels) and own(kernels[i][0]) and is_kind(rec["kernel"], kernels[i][0])
                and next_kernel != rec["kernel"]):
             times[n] += kernels[i][1]
             names[n].append(kernels[i][0])

@@ -13,6 +13,10 @@
 #   --cuda   also the CUDA 13.0 toolkit (nvcc, the CUDA runtime, cuBLAS) from NVIDIA's apt
 #            repository for Debian 12 or Ubuntu 24.04, unless nvcc is already installed.
 #
+# Wherever nvcc is (or --cuda installs it), both modes also install CUTLASS's headers (PyPI's
+# nvidia-cutlass, deploy/requirements-cuda.txt) into that virtual environment: the Hopper GEMM
+# with GeGLU in its epilogue compiles from them (kernels/CMakeLists.txt).
+#
 # Supported: Debian 12 and Ubuntu 24.04 (the package names below exist in both). Elsewhere the same
 # packages are tried, with a warning. Idempotent: a second run checks and installs nothing (about a
 # second). Needs root or sudo only when something is missing.
@@ -76,6 +80,10 @@ test_pkgs=(
 
 pkgs=("${serve_pkgs[@]}")
 if [[ $mode == test ]]; then pkgs+=("${test_pkgs[@]}"); fi
+# A CUDA build takes CUTLASS's headers from PyPI, through a virtual environment.
+want_cutlass=$cuda
+if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then want_cutlass=1; fi
+if ((want_cutlass)) && [[ $mode == serve ]]; then pkgs+=(python3 python3-venv); fi
 
 sudo=""
 if [[ $(id -u) != 0 ]]; then sudo="sudo"; fi
@@ -133,25 +141,39 @@ if ((cuda)); then
   fi
 fi
 
-# Python packages of the tests and train/, in the project's virtual environment.
-if [[ $mode == test ]]; then
-  venv=${GRIFFIN_VENV:-$root/.venv}
-  python=${PYTHON:-python3}
-  req="$root/deploy/requirements-test.txt"
-  stamp="$venv/.griffin-requirements"
+# Python packages in the project's virtual environment (never the system's Python).
+venv=${GRIFFIN_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+ensure_venv() {
   if ! "$venv/bin/python" -c '' 2>/dev/null; then
     # Missing, or made by a Python that is gone: make it afresh.
     echo "install-deps: creating the virtual environment $venv ($python -m venv)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
   fi
-  # pip runs again only when requirements-test.txt or the environment's Python changes.
+}
+# pip_install REQUIREMENTS STAMP WHAT [PIP ARGS...]: pip runs again only when the requirements
+# file or the environment's Python changes.
+pip_install() {
+  local req=$1 stamp="$venv/$2" what=$3 want
+  shift 3
   want="$(sha256sum "$req" | cut -c1-16) $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')"
   if [[ ! -e $stamp || $(cat "$stamp") != "$want" ]]; then
-    echo "install-deps: installing the Python test packages into $venv (deploy/requirements-test.txt)"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+    echo "install-deps: installing $what into $venv (${req#"$root"/})"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" -r "$req"
     echo "$want" >"$stamp"
   else
-    echo "install-deps: Python test packages present in $venv"
+    echo "install-deps: $what present in $venv"
   fi
+}
+if ((want_cutlass)); then
+  ensure_venv
+  # --no-deps: the package's Python side (cuda-python, scipy, ...) is not what the build uses.
+  pip_install "$root/deploy/requirements-cuda.txt" .griffin-requirements-cuda "CUTLASS's headers" \
+    --no-deps
+fi
+# The tests' and train/'s packages.
+if [[ $mode == test ]]; then
+  ensure_venv
+  pip_install "$root/deploy/requirements-test.txt" .griffin-requirements "the Python test packages"
 fi

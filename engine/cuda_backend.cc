@@ -24,6 +24,7 @@
 #include "kernels/geglu/geglu.cuh"
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
+#include "kernels/linear/gemm_geglu.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
 #include "kernels/norm/rmsnorm.cuh"
@@ -170,6 +171,7 @@ class CudaBackend::Impl {
   bool ablated_ = false;  // the launch Trace last named is left out (ENQUEUE)
 
   cudaStream_t stream_ = nullptr;
+  int device_ = 0;  // the device current when Init ran (the engine's)
   // StartSnapshot's copies to the host: the slot is first copied within the device into a staging
   // buffer on stream_ (~10 us for a 2B slot), then to the host on copy_stream_ while stream_ goes
   // on computing. A staging buffer is busy until its event has completed. They are allocated as
@@ -318,6 +320,20 @@ class CudaBackend::Impl {
     ENQUEUE_GEMM(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
     return absl::OkStatus();
   }
+  // Whether layer l's MLP runs the up GEMM and then the gate GEMM with GeGLU in its epilogue
+  // (CudaBackendOptions::gemm_geglu_min_rows) for a pass of n tokens.
+  bool GateGemmTakesGeGlu(ProjectionWeights gate_up, int l, int n) const {
+    const int d = config_.hidden_size, m = config_.mlp_width;
+    if (gate_up.fp8() || options_.gemm_geglu_min_rows == 0 || n < options_.gemm_geglu_min_rows) {
+      return false;
+    }
+    // The kernel's TMA loads want 16-byte-aligned rows and bases.
+    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    return kernels::GemmGeGluSupported(device_, n, m, d) && aligned(gate_up.data) &&
+           aligned(gate_up.bf16() + int64_t{m} * d) && aligned(ws_.normed) &&
+           aligned(ws_.projection) && aligned(ws_.activation) &&
+           aligned(weights_->f32(l, T_::kGateBias)) && aligned(weights_->f32(l, T_::kUpBias));
+  }
   // Whether Linear runs these weights on the FP8 tensor cores (W8A8) for M rows of width K.
   bool RunsW8A8(ProjectionWeights w, int M, int K) const {
     return w.fp8() && options_.fp8_activations && !(M == 1 && kernels::GemvFp8Supported(M, K));
@@ -454,6 +470,12 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     return absl::InvalidArgumentError(
         absl::StrCat("rglru_decode_tokens_per_block must be 0 (automatic), 1, 2, 4 or 8; got ", t));
   }
+  if (options_.gemm_geglu_min_rows < 0 || options_.gemm_geglu_config < 0 ||
+      options_.gemm_geglu_config >= kernels::kGemmGeGluConfigs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gemm_geglu_min_rows must be >= 0 and gemm_geglu_config 0 to ",
+                     kernels::kGemmGeGluConfigs - 1));
+  }
   if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");
   }
@@ -476,6 +498,7 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     return absl::InvalidArgumentError("decode_attention_blocks_per_sm must be at least 1");
   }
   split_tokens_ = options_.decode_attention_blocks_per_sm * sms;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device_));
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
@@ -765,12 +788,27 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
     const bool quantize_channel = QuantizesInputOf(w.fused(l, Fusion::kGateUp), n);
     RETURN_IF_ERROR(AddRmsNorm(at + "residual add + channel norm", true, pending_bias,
                                w.f32(l, T_::kChannelNorm), n, quantize_channel));
-    kernels::InputScales gate_up_scales;
-    RETURN_IF_ERROR(Linear(at + "mlp gate|up projection", ws_.normed, w.fused(l, Fusion::kGateUp),
-                           ws_.projection, n, 2 * m, d, &gate_up_scales, quantize_channel));
-    Trace(at + "GeGLU", "GeGlu", double(n) * m * (2 * 4 + 2), 0);
-    ENQUEUE(kernels::LaunchGeGlu(ws_.projection, gate_up_scales, w.f32(l, T_::kGateBias),
-                                 w.f32(l, T_::kUpBias), n, m, ws_.activation, stream_));
+    const ProjectionWeights gate_up = w.fused(l, Fusion::kGateUp);
+    if (GateGemmTakesGeGlu(gate_up, l, n)) {
+      // Rows [0, m) of the fused matrix are the gate's, [m, 2m) the up projection's.
+      const bf16_t* gate_w = gate_up.bf16();
+      RETURN_IF_ERROR(Linear(at + "mlp up projection", ws_.normed,
+                             ProjectionWeights{gate_w + int64_t{m} * d, nullptr}, ws_.projection, n,
+                             m, d));
+      Trace(at + "mlp gate projection + GeGLU", "GemmGeGlu",
+            2.0 * m * d + 2.0 * n * d + double(n) * m * (4 + 2), 2.0 * n * m * d);
+      ENQUEUE(kernels::LaunchGemmGeGlu(
+          ws_.normed, gate_w, w.f32(l, T_::kGateBias), ws_.projection, w.f32(l, T_::kUpBias), n, m,
+          d, ws_.activation, stream_,
+          static_cast<kernels::GemmGeGluConfig>(options_.gemm_geglu_config)));
+    } else {
+      kernels::InputScales gate_up_scales;
+      RETURN_IF_ERROR(Linear(at + "mlp gate|up projection", ws_.normed, gate_up, ws_.projection, n,
+                             2 * m, d, &gate_up_scales, quantize_channel));
+      Trace(at + "GeGLU", "GeGlu", double(n) * m * (2 * 4 + 2), 0);
+      ENQUEUE(kernels::LaunchGeGlu(ws_.projection, gate_up_scales, w.f32(l, T_::kGateBias),
+                                   w.f32(l, T_::kUpBias), n, m, ws_.activation, stream_));
+    }
     RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation,
                            w.projection(l, T_::kDownProj), ws_.block_out, n, d, m,
                            &block_out_scales_));

@@ -82,6 +82,19 @@ struct CudaBackendOptions {
   // in programmatic dependent launch and cuBLASLt's kernels do not: this is the switch that
   // measures what that is worth at batch 2-8 (bench/NOTES.md, session 13).
   int gemv_max_rows = 1;
+  // Passes of at least this many tokens (prefill chunks) run the MLP's gate|up projection as two
+  // GEMMs: up through cuBLASLt, then gate with GeGLU in its epilogue (kernels/linear/
+  // gemm_geglu.cuh: CUTLASS on Hopper), which saves the GeGLU pass and half of the float32
+  // gate|up round trip. bf16 weights only, and only where GemmGeGluSupported (an sm_90a build
+  // with CUTLASS, on a compute capability 9.0 GPU); 0 turns it off. Measured (session 17,
+  // against the fused cuBLASLt GEMM + the pass): kernels_bench 5-7% faster at 1024-4096 rows,
+  // even at 512, slower at 256 and below (decode batches), where cuBLASLt's one GEMM streams the
+  // weights better than two; engine_bench prefill 1 x 2048 -0.4 to -0.6 ms, 16 x 2048 -1.5 to
+  // -2%, the first token of a 512-token prompt unchanged to +0.05 ms.
+  int gemm_geglu_min_rows = 1024;
+  // Which of the kernel's compiled tile shapes (kernels::GemmGeGluConfig; 0 is the default
+  // kGemmGeGluDefaultConfig); for benchmarks.
+  int gemm_geglu_config = 0;
   // Decode attention splits each sequence's keys over blocks (flash-decoding) until the pass has
   // up to this many blocks per SM: the tensor-core kernel's decode block fits 2 per SM (99 KB of
   // shared memory, 242 registers a thread at head_dim 256), and one full wave measured best
@@ -123,7 +136,8 @@ struct CudaBackendOptions {
 inline constexpr const char* kAblatableKernels[] = {
     "Embed",  "AddRmsNorm", "Gemv",      "gemm",         "QuantizeRows", "ScaleRowsAndColumns",
     "Expand", "RgLruGate",  "Conv",      "DecodeFinish", "GateMath",     "Scan",
-    "Rope",   "Attention",  "RingWrite", "GeGlu",        "ArgMax",       "SoftCap"};
+    "Rope",   "Attention",  "RingWrite", "GeGlu",        "GemmGeGlu",    "ArgMax",
+    "SoftCap"};
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).
 bool CudaDeviceAvailable();

@@ -36,6 +36,7 @@
 #include "engine/engine_core.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
+#include "kernels/linear/gemm_geglu.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "loader/checkpoint.h"
 #include "tests/golden_data.h"
@@ -986,6 +987,64 @@ TEST(CudaBackendTest, SmallBatchGemvMatchesCuBlasLt) {
   const auto refused = CudaBackend::Create(checkpoint, bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("gemv_max_rows"), std::string::npos);
+}
+
+// The MLP as the up GEMM and the gate GEMM with GeGLU in its epilogue (gemm_geglu_min_rows; on
+// by default for passes of 1024 tokens and more) against the fused gate|up GEMM and the GeGLU
+// pass, through every pass of the kernel path (min rows 1: the decode graphs too), within half of
+// §8.4's budget: the same float32 math, the gate's sums in another order.
+TEST(CudaBackendTest, GateGemmWithGeGluMatchesGeGluPass) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const loader::ModelConfig& c = checkpoint.config();
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  if (!kernels::GemmGeGluSupported(device, 1, c.mlp_width, c.hidden_size)) {
+    GTEST_SKIP() << "the gate GEMM with GeGLU needs an sm_90a build with CUTLASS on a compute "
+                    "capability 9.0 GPU";
+  }
+  const int V = c.vocab_size;
+  const int steps = SanitizerRun() ? 2 : 4;
+  engine::CudaBackendOptions pass = TestOptions();
+  pass.gemm_geglu_min_rows = 0;
+  engine::CudaBackendOptions fused = pass;
+  fused.gemm_geglu_min_rows = 1;
+  const std::vector<float> a =
+      LogSoftmaxRows(KernelPathLogits(checkpoint, pass, loaded->golden[0].tokens, steps), V);
+  const std::vector<float> b =
+      LogSoftmaxRows(KernelPathLogits(checkpoint, fused, loaded->golden[0].tokens, steps), V);
+  ASSERT_EQ(a.size(), b.size());
+  const Agreement agreement = Compare(b, a, V);
+  std::printf("gate GEMM + GeGLU vs GeGLU pass: mean |dlogprob| %.3g\n", agreement.mean_abs);
+  EXPECT_LE(agreement.mean_abs, 1e-2);
+  // The logits may be bit-identical (cuBLASLt's algorithm can sum in CUTLASS's order), so the
+  // launch trace says which path ran: every layer's MLP through the new kernel, and no GeGLU pass.
+  for (const bool on : {false, true}) {
+    auto backend = MakeBackend(checkpoint, on ? fused : pass);
+    ASSERT_NE(backend, nullptr);
+    std::vector<engine::LaunchRecord> trace;
+    backend->set_launch_trace(&trace);
+    StepLogProbs(*backend, loaded->golden[0].tokens, 0, 0);
+    int kernel = 0, geglu_pass = 0;
+    for (const engine::LaunchRecord& r : trace) {
+      kernel += r.kernel == "GemmGeGlu";
+      geglu_pass += r.kernel == "GeGlu";
+    }
+    // Every layer of every pass (the text takes several passes of max_tokens_per_step).
+    const int ran = on ? kernel : geglu_pass, other = on ? geglu_pass : kernel;
+    EXPECT_GT(ran, 0) << (on ? "fused" : "pass");
+    EXPECT_EQ(ran % c.num_layers, 0) << (on ? "fused" : "pass");
+    EXPECT_EQ(other, 0) << (on ? "fused" : "pass");
+  }
+  for (const int config : {-1, kernels::kGemmGeGluConfigs}) {
+    engine::CudaBackendOptions bad = pass;
+    bad.gemm_geglu_config = config;
+    const auto refused = CudaBackend::Create(checkpoint, bad);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("gemm_geglu_config"), std::string::npos);
+  }
 }
 
 // Issue 14's quality figures on the GPU: the demo model on the fixed text with FP8 weights

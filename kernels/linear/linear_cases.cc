@@ -1,13 +1,16 @@
 // Cases for kernels/linear (cuBLASLt GEMM, decode GEMV) in the op registry. The reference is the
 // float64 sum of the same bf16 products (ref::Linear is its float32 form).
 #include <cmath>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/numeric.h"
+#include "kernels/geglu/geglu_reference.h"
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
+#include "kernels/linear/gemm_geglu.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/linear/linear_reference.h"
 #include "kernels/testing/device_buffer.h"
@@ -168,6 +171,47 @@ void GemmFp8Case(int M, int N, int K) {
   std::printf("gemm_fp8 %dx%dx%d: worst |error| / sum|a w| %.3g\n", M, N, K, worst);
 }
 
+// The gate GEMM with GeGLU in its epilogue against the float64 gate sums put through
+// ref::GeluTanh, times the float32 up input plus its bias. The gate's float32 accumulation error
+// (CheckProduct's bound) passes through gelu (slope below 1.13) and the product with |up|; then
+// the bf16 rounding of the output (2^-8 relative, as the GeGLU pass).
+void GemmGeGluCase(int n, int m, int k, GemmGeGluConfig config) {
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  if (!GemmGeGluSupported(device, n, m, k)) {
+    GTEST_SKIP() << "needs an sm_90a build with CUTLASS on a compute capability 9.0 GPU";
+  }
+  EXPECT_EQ(
+      LaunchGemmGeGlu(nullptr, nullptr, nullptr, nullptr, nullptr, n, 12, k, nullptr, 0, config),
+      cudaErrorNotSupported)
+      << "m = 12: rows of 24 bytes, which the TMA loads cannot take";
+  auto x = RoundBf16(Random(size_t(n) * k)), w = RoundBf16(Random(size_t(m) * k, 0.05f));
+  auto up = Random(size_t(n) * m, 2.0f), bg = Random(m, 0.1f), bu = Random(m, 0.1f);
+  Dev<bf16_t> dx(ToBf16(x)), dw(ToBf16(w));
+  Dev<float> dup(up), dbg(bg), dbu(bu);
+  Dev<bf16_t> out(size_t(n) * m);
+  ASSERT_EQ(LaunchGemmGeGlu(dx.get(), dw.get(), dbg.get(), dup.get(), dbu.get(), n, m, k, out.get(),
+                            0, config),
+            cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto got = FromBf16(out.Get(size_t(n) * m));
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < m; ++i) {
+      double gate = 0, mag = 0;
+      for (int j = 0; j < k; ++j) {
+        gate += double(x[size_t(t) * k + j]) * w[size_t(i) * k + j];
+        mag += std::abs(double(x[size_t(t) * k + j]) * w[size_t(i) * k + j]);
+      }
+      const double u = double(up[size_t(t) * m + i]) + bu[i];
+      const double ref = double(ref::GeluTanh(float(gate + bg[i]))) * u;
+      const double gate_error = 1e-7 * k * mag / 8 + 1e-6 * mag + 1e-6;
+      ASSERT_NEAR(got[size_t(t) * m + i], ref,
+                  1.13 * gate_error * std::abs(u) + std::abs(ref) * 0.0040 + 1e-6)
+          << n << "x" << m << "x" << k << " at " << t << "," << i;
+    }
+  }
+}
+
 std::vector<OpCase> MakeLinearCases() {
   std::vector<OpCase> cases;
   for (int M : {1, 7, 63, 65, 300}) {
@@ -232,6 +276,18 @@ std::vector<OpCase> MakeLinearCases() {
                          "float32 accumulation bound + 5e-4 sum|a w| (FP8 MMA partial sums)",
                          M * N * K > 20'000'000, [=] { GemmFp8Case(M, N, K); }});
       }
+    }
+  }
+  // Tails in every dimension (n and m off the 128 x 128 tiles, k off the 64-wide
+  // k-tile), one row, and the model's MLP at a chunk of 130 tokens; each compiled tile shape.
+  for (const auto& [n, m, k] : std::vector<std::tuple<int, int, int>>{
+           {1, 8, 64}, {5, 264, 40}, {130, 520, 2560}, {300, 264, 72}, {130, 7680, 2560}}) {
+    for (int config = 0; config < kGemmGeGluConfigs; ++config) {
+      cases.push_back({"gemm_geglu", absl::StrCat(n, "x", m, "x", k, " config", config),
+                       "ref::GeluTanh(float64 gate sum + b_gate) * (up + b_up)",
+                       "gate sum's float32 bound x 1.13 |up| + bf16 rounding 2^-8 relative",
+                       int64_t{n} * m * k > 20'000'000,
+                       [=] { GemmGeGluCase(n, m, k, static_cast<GemmGeGluConfig>(config)); }});
     }
   }
   return cases;
