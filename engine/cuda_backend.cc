@@ -327,12 +327,10 @@ class CudaBackend::Impl {
     if (gate_up.fp8() || options_.gemm_geglu_min_rows == 0 || n < options_.gemm_geglu_min_rows) {
       return false;
     }
-    // The kernel's TMA loads want 16-byte-aligned rows and bases.
-    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    return kernels::GemmGeGluSupported(device_, n, m, d) && aligned(gate_up.data) &&
-           aligned(gate_up.bf16() + int64_t{m} * d) && aligned(ws_.normed) &&
-           aligned(ws_.projection) && aligned(ws_.activation) &&
-           aligned(weights_->f32(l, T_::kGateBias)) && aligned(weights_->f32(l, T_::kUpBias));
+    return kernels::GemmGeGluSupported(device_, n, m, d) &&
+           kernels::GemmGeGluAligned({gate_up.data, ws_.normed, ws_.projection, ws_.activation,
+                                      weights_->f32(l, T_::kGateBias),
+                                      weights_->f32(l, T_::kUpBias)});
   }
   // Whether Linear runs these weights on the FP8 tensor cores (W8A8) for M rows of width K.
   bool RunsW8A8(ProjectionWeights w, int M, int K) const {

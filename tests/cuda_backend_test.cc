@@ -907,6 +907,20 @@ std::vector<float> KernelPathLogits(const loader::Checkpoint& checkpoint,
   return got;
 }
 
+// The log-probabilities of KernelPathLogits under `b` against those under `a`.
+Agreement KernelPathAgreement(const loader::Checkpoint& checkpoint,
+                              const engine::CudaBackendOptions& a,
+                              const engine::CudaBackendOptions& b, const std::vector<int32_t>& text,
+                              int steps) {
+  const int V = checkpoint.config().vocab_size;
+  const std::vector<float> lp_a = LogSoftmaxRows(KernelPathLogits(checkpoint, a, text, steps), V);
+  const std::vector<float> lp_b = LogSoftmaxRows(KernelPathLogits(checkpoint, b, text, steps), V);
+  EXPECT_EQ(lp_a.size(), lp_b.size());
+  EXPECT_FALSE(lp_a.empty());
+  if (lp_a.size() != lp_b.size() || lp_a.empty()) return Agreement{.mean_abs = 1e30};
+  return Compare(lp_b, lp_a, V);
+}
+
 void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b, int V,
                     const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
@@ -970,18 +984,12 @@ TEST(CudaBackendTest, SmallBatchGemvMatchesCuBlasLt) {
   auto loaded = LoadCase("demo");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const loader::Checkpoint& checkpoint = *loaded->checkpoint;
-  const int V = checkpoint.config().vocab_size;
   const int steps = SanitizerRun() ? 2 : 4;
   engine::CudaBackendOptions gemm = TestOptions();
   engine::CudaBackendOptions gemv = gemm;
   gemv.gemv_max_rows = kernels::kGemvMaxM;
-  const std::vector<float> a =
-      LogSoftmaxRows(KernelPathLogits(checkpoint, gemm, loaded->golden[0].tokens, steps), V);
-  const std::vector<float> b =
-      LogSoftmaxRows(KernelPathLogits(checkpoint, gemv, loaded->golden[0].tokens, steps), V);
-  ASSERT_EQ(a.size(), b.size());
-  const Agreement agreement = Compare(b, a, V);
-  EXPECT_LE(agreement.mean_abs, 1e-2);
+  EXPECT_LE(KernelPathAgreement(checkpoint, gemm, gemv, loaded->golden[0].tokens, steps).mean_abs,
+            1e-2);
   engine::CudaBackendOptions bad = gemm;
   bad.gemv_max_rows = kernels::kGemvMaxM + 1;
   const auto refused = CudaBackend::Create(checkpoint, bad);
@@ -1005,18 +1013,13 @@ TEST(CudaBackendTest, GateGemmWithGeGluMatchesGeGluPass) {
     GTEST_SKIP() << "the gate GEMM with GeGLU needs an sm_90a build with CUTLASS on a compute "
                     "capability 9.0 GPU";
   }
-  const int V = c.vocab_size;
   const int steps = SanitizerRun() ? 2 : 4;
   engine::CudaBackendOptions pass = TestOptions();
   pass.gemm_geglu_min_rows = 0;
   engine::CudaBackendOptions fused = pass;
   fused.gemm_geglu_min_rows = 1;
-  const std::vector<float> a =
-      LogSoftmaxRows(KernelPathLogits(checkpoint, pass, loaded->golden[0].tokens, steps), V);
-  const std::vector<float> b =
-      LogSoftmaxRows(KernelPathLogits(checkpoint, fused, loaded->golden[0].tokens, steps), V);
-  ASSERT_EQ(a.size(), b.size());
-  const Agreement agreement = Compare(b, a, V);
+  const Agreement agreement =
+      KernelPathAgreement(checkpoint, pass, fused, loaded->golden[0].tokens, steps);
   std::printf("gate GEMM + GeGLU vs GeGLU pass: mean |dlogprob| %.3g\n", agreement.mean_abs);
   EXPECT_LE(agreement.mean_abs, 1e-2);
   // The logits may be bit-identical (cuBLASLt's algorithm can sum in CUTLASS's order), so the

@@ -15,6 +15,9 @@
 #ifndef GRIFFIN_KERNELS_LINEAR_GEMM_GEGLU_CUH_
 #define GRIFFIN_KERNELS_LINEAR_GEMM_GEGLU_CUH_
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "kernels/types.h"
 
 namespace griffin::kernels {
@@ -33,11 +36,20 @@ inline constexpr GemmGeGluConfig kGemmGeGluDefaultConfig = GemmGeGluConfig::kPin
 
 // Whether this build has the kernel (an sm_90a build with CUTLASS) and the device runs it (compute
 // capability 9.0), and the shape suits its TMA loads: k and m multiples of 8 (16-byte rows of
-// bf16) and 16-byte-aligned pointers. Host only.
+// bf16). Host only.
 bool GemmGeGluSupported(int device, int n, int m, int k);
 
+// Whether the launch's pointers suit its TMA loads and bias reads: every base 16-byte aligned.
+inline bool GemmGeGluAligned(std::initializer_list<const void*> pointers) {
+  for (const void* p : pointers) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
 // Enqueues the kernel on `stream` with programmatic dependent launch. cudaErrorNotSupported when
-// GemmGeGluSupported is false; cudaErrorInvalidValue on a shape CUTLASS rejects.
+// GemmGeGluSupported or GemmGeGluAligned is false; cudaErrorInvalidValue on a shape CUTLASS
+// rejects.
 cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
                             const float* up, const float* b_up, int n, int m, int k, bf16_t* out,
                             cudaStream_t stream, GemmGeGluConfig config = kGemmGeGluDefaultConfig);

@@ -170,8 +170,6 @@ const DeviceInfo& InfoFor(int device) {
   return infos[device];
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 bool GemmGeGluSupported(int device, int n, int m, int k) {
@@ -184,8 +182,8 @@ cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* 
                             cudaStream_t stream, GemmGeGluConfig config) {
   int device = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  if (!GemmGeGluSupported(device, n, m, k) || !Aligned16(x) || !Aligned16(w_gate) ||
-      !Aligned16(up) || !Aligned16(out) || !Aligned16(b_gate) || !Aligned16(b_up)) {
+  if (!GemmGeGluSupported(device, n, m, k) ||
+      !GemmGeGluAligned({x, w_gate, b_gate, up, b_up, out})) {
     return cudaErrorNotSupported;
   }
   const int sms = InfoFor(device).sm_count;
