@@ -103,6 +103,10 @@ ABSL_FLAG(int, gemm_geglu_min_rows, griffin::engine::CudaBackendOptions{}.gemm_g
           "its epilogue (Hopper, CUTLASS); 0: the fused gate|up GEMM and the GeGLU pass");
 ABSL_FLAG(int, gemm_geglu_config, griffin::engine::CudaBackendOptions{}.gemm_geglu_config,
           "tile shape of that kernel (kernels::GemmGeGluConfig)");
+ABSL_FLAG(int, cudnn_attention_min_tokens,
+          griffin::engine::CudaBackendOptions{}.cudnn_attention_min_tokens,
+          "prefill passes of at least this many tokens, every sequence from position 0, run "
+          "their attention through cuDNN where it loads; 0: the project's kernel always");
 ABSL_FLAG(int, gemv_max_rows, griffin::engine::CudaBackendOptions{}.gemv_max_rows,
           "bf16 projections of up to this many rows (1-8) on the GEMV kernel, the rest cuBLASLt");
 ABSL_FLAG(int, decode_attention_blocks_per_sm,
@@ -151,6 +155,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.gemv_max_rows = absl::GetFlag(FLAGS_gemv_max_rows);
   opt.gemm_geglu_min_rows = absl::GetFlag(FLAGS_gemm_geglu_min_rows);
   opt.gemm_geglu_config = absl::GetFlag(FLAGS_gemm_geglu_config);
+  opt.cudnn_attention_min_tokens = absl::GetFlag(FLAGS_cudnn_attention_min_tokens);
   return opt;
 }
 using engine::StepEntry;
@@ -517,6 +522,7 @@ int Run(const std::string& name, bool quick, int reps) {
       "\nfixed device bytes (workspaces, logits buffer, scratch slot, cuBLASLt workspace): %.2f "
       "GB; weights %.2f GB\n",
       backend->fixed_device_bytes() / 1e9, m.weight_bytes / 1e9);
+  std::printf("prefill attention: %s\n", backend->prefill_attention_library().c_str());
   return failures;
 }
 

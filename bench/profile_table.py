@@ -46,6 +46,10 @@ LIBRARY = re.compile(r"nvjet|cublas|cutlass|xmma|splitKreduce|gemmSN|gemv2")
 OWN_CUTLASS = {"GemmGeGlu": "GeluTanhOp"}
 
 
+# Trace kinds that are a library call running kernels of the library's own naming.
+LIBRARY_KINDS = {"CudnnAttention"}
+
+
 def own(name):
     """Our kernels (ncu abbreviates namespaces, so match what cuBLASLt's are called instead)."""
     return LIBRARY.search(name) is None or any(tag in name for tag in OWN_CUTLASS.values())
@@ -76,6 +80,20 @@ def join(trace, kernels):
                 i += 1
             if i == start:
                 sys.exit(f"record {n} ({rec['op']}): expected a cuBLASLt kernel, got {kernels[i][0][:80] if i < len(kernels) else 'nothing'}")
+            continue
+        if rec["kernel"] in LIBRARY_KINDS:
+            # A library's launch (cuDNN's attention): whatever kernels it ran, up to the next
+            # record's own kernel.
+            start = i
+            nxt = trace[n + 1]["kernel"] if n + 1 < len(trace) else None
+            while i < len(kernels) and not (nxt is not None and nxt not in LIBRARY_KINDS
+                                            and nxt != "gemm" and own(kernels[i][0])
+                                            and is_kind(nxt, kernels[i][0])):
+                times[n] += kernels[i][1]
+                names[n].append(kernels[i][0])
+                i += 1
+            if i == start:
+                sys.exit(f"record {n} ({rec['op']}): expected a {rec['kernel']} kernel")
             continue
         if i >= len(kernels) or not own(kernels[i][0]) or not is_kind(rec["kernel"], kernels[i][0]):
             got = kernels[i][0][:100] if i < len(kernels) else "nothing"

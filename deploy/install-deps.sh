@@ -13,9 +13,10 @@
 #   --cuda   also the CUDA 13.0 toolkit (nvcc, the CUDA runtime, cuBLAS) from NVIDIA's apt
 #            repository for Debian 12 or Ubuntu 24.04, unless nvcc is already installed.
 #
-# Wherever nvcc is (or --cuda installs it), both modes also install CUTLASS's headers (PyPI's
-# nvidia-cutlass, deploy/requirements-cuda.txt) into that virtual environment: the Hopper GEMM
-# with GeGLU in its epilogue compiles from them (kernels/CMakeLists.txt).
+# Wherever nvcc is (or --cuda installs it), both modes also install CUTLASS's headers, cuDNN's
+# frontend and cuDNN (PyPI: deploy/requirements-cuda.txt) into that virtual environment: the
+# Hopper GEMM with GeGLU in its epilogue compiles from CUTLASS, prefill attention loads cuDNN at
+# run time (kernels/CMakeLists.txt).
 #
 # Supported: Debian 12 and Ubuntu 24.04 (the package names below exist in both). Elsewhere the same
 # packages are tried, with a warning. Idempotent: a second run checks and installs nothing (about a
@@ -166,14 +167,14 @@ pip_install() {
     echo "install-deps: $what present in $venv"
   fi
 }
-if ((want_cutlass)); then
-  ensure_venv
-  # --no-deps: the package's Python side (cuda-python, scipy, ...) is not what the build uses.
-  pip_install "$root/deploy/requirements-cuda.txt" .griffin-requirements-cuda "CUTLASS's headers" \
-    --no-deps
-fi
-# The tests' and train/'s packages.
+# The tests' and train/'s packages (first: torch brings a cuDNN that the next step then keeps).
 if [[ $mode == test ]]; then
   ensure_venv
   pip_install "$root/deploy/requirements-test.txt" .griffin-requirements "the Python test packages"
+fi
+if ((want_cutlass)); then
+  ensure_venv
+  # --no-deps: the packages' Python sides (cuda-python, scipy, ...) are not what the build uses.
+  pip_install "$root/deploy/requirements-cuda.txt" .griffin-requirements-cuda \
+    "CUTLASS's and cuDNN's headers, cuDNN" --no-deps
 fi

@@ -7,7 +7,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -122,6 +124,10 @@ class Backend {
   // engine stops and the process must be restarted (RELIABILITY.md OPS-1). A failed step on a
   // healthy backend fails only that step's requests (RST-4).
   virtual bool healthy() const { return true; }
+
+  // Lines for the server's startup log about choices made at creation (which library runs what,
+  // and why not where an option asked for one). Empty by default.
+  virtual std::vector<std::string> StartupNotes() const { return {}; }
 
   // Whether StepSample works: the backend samples next to the logits, so a step returns one id per
   // row instead of rows of vocab_size floats (on a GPU, 1 MB per row of a 256k vocabulary).

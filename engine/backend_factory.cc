@@ -26,6 +26,7 @@ CudaBackendOptions ToCudaOptions(const BackendOptions& options) {
       static_cast<int>(std::max<int64_t>(options.max_tokens_per_step, options.max_batch));
   cuda.fp8_weights = options.quantization == WeightQuantization::kFp8;
   cuda.fp8_activations = options.fp8_activations;
+  cuda.cudnn_attention_min_tokens = options.cudnn_attention_min_tokens;
   return cuda;
 }
 

@@ -62,6 +62,9 @@ struct BackendOptions {
   // The engine's step limits, which size the CUDA backend's workspaces and decode graphs.
   int max_batch = 256;
   int64_t max_tokens_per_step = 4096;
+  // CUDA only: fresh prefill passes of at least this many tokens run their attention through
+  // cuDNN (CudaBackendOptions::cudnn_attention_min_tokens); 0: the project's kernel always.
+  int cudnn_attention_min_tokens = 0;
   // kSimulated only: how long its steps take.
   SimulatedStepTime simulated_step_time;
 };

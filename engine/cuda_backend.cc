@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/cuda_status.h"
 #include "base/status_macros.h"
@@ -21,6 +22,7 @@
 #include "engine/slot_budget.h"
 #include "engine/state_layout.h"
 #include "kernels/attention/attention.cuh"
+#include "kernels/attention/attention_cudnn.h"
 #include "kernels/geglu/geglu.cuh"
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
@@ -50,6 +52,9 @@ using T_ = LayerTensor;
 
 constexpr int kMaxKeySplits = kernels::kMaxAttentionSplits;
 constexpr size_t kGemmWorkspaceBytes = 64 << 20;
+// cuDNN's attention graphs at 2B's and 9B's shapes asked for none (session 18); a graph that wants
+// more than this is refused and its passes run our kernel.
+constexpr size_t kCudnnAttentionWorkspaceBytes = 16 << 20;
 constexpr int kSampleContextCapacity = 1 << 22;  // token ids of all rows' repetition contexts
 // Left free when slots are sized from device memory: what the device allocates after the pool
 // (decode graphs' executables, kernel modules loaded lazily at their first launch, cuBLASLt's
@@ -195,6 +200,11 @@ class CudaBackend::Impl {
   absl::StatusOr<SnapshotStaging*> FreeStaging();
   absl::Status WaitStaging(SnapshotStaging& staging);
   kernels::Gemm gemm_;
+  // Fresh prefill passes' attention (CudaBackendOptions::cudnn_attention_min_tokens); when not
+  // ready(), cudnn_attention_status_ says why.
+  kernels::CudnnAttention cudnn_attention_;
+  std::string cudnn_attention_status_;
+  bool cudnn_pass_ = false;  // the pass being enqueued runs its attention through cuDNN
   DeviceArena arena_;  // workspace, pool (weights have their own)
   std::unique_ptr<DeviceWeights> weights_;
   char* pool_ = nullptr;  // num_slots + 1 (the scratch slot pads decode buckets) slots
@@ -240,6 +250,21 @@ class CudaBackend::Impl {
     const int fit =
         static_cast<int>(max_split_partials_ / (int64_t{meta_.num_tokens()} * config_.num_heads));
     return std::max(1, std::min(splits, fit));
+  }
+  // Whether the prefill pass packed in meta_ (n tokens) takes cuDNN's attention: long enough, every
+  // sequence from position 0 (no keys in the ring), and a graph for its shape (built on first use
+  // of a bucket; one that cuDNN refuses stays refused). Uploads the pass's lengths if so.
+  bool SelectCudnnAttention(int n) {
+    if (!cudnn_attention_.ready() || options_.cudnn_attention_min_tokens == 0 ||
+        n < options_.cudnn_attention_min_tokens) {
+      return false;
+    }
+    std::vector<int> lengths;
+    for (const kernels::StepEntryRecord& e : meta_.host_entries()) {
+      if (e.pos0 != 0) return false;
+      lengths.push_back(e.len);
+    }
+    return cudnn_attention_.SetPass(lengths, stream_).empty();
   }
   // Every launch of a forward pass is named here first: for the profile's launch trace, and to
   // leave it out when its family is ablated (the ENQUEUE macros read ablated_).
@@ -474,6 +499,9 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
         absl::StrCat("gemm_geglu_min_rows must be >= 0 and gemm_geglu_config 0 to ",
                      kernels::kGemmGeGluConfigs - 1));
   }
+  if (options_.cudnn_attention_min_tokens < 0) {
+    return absl::InvalidArgumentError("cudnn_attention_min_tokens must be >= 0 (0: off)");
+  }
   if (options_.max_tokens_per_step < 1 || options_.max_decode_batch < 1) {
     return absl::InvalidArgumentError("max_tokens_per_step and max_decode_batch must be positive");
   }
@@ -500,6 +528,16 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
+  if (!attention) {
+    cudnn_attention_status_ = "no attention layers";
+  } else if (options_.cudnn_attention_min_tokens == 0) {
+    cudnn_attention_status_ = "off (cudnn_attention_min_tokens 0)";
+  } else {
+    // A pass holds at most max_tokens_ sequences (one token each at the least).
+    cudnn_attention_status_ = cudnn_attention_.Init(
+        H, KV, hd, c.attention_window, static_cast<float>(std::pow(static_cast<double>(hd), -0.5)),
+        max_tokens_, kCudnnAttentionWorkspaceBytes);
+  }
 
   const int64_t N = max_tokens_;
   const int64_t projection_width =
@@ -721,6 +759,19 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
   p.decode_writes_ring = decode_only && options_.fuse_decode_ring_write;
   Trace(at + "RoPE", "Rope", double(n) * (H + 2 * KV) * hd * (4 + 2), 0);
   ENQUEUE(kernels::LaunchRope(p, stream_));
+  if (cudnn_pass_) {
+    double keys = 0;  // as below: each query sees itself and up to W keys before it
+    for (const kernels::StepEntryRecord& e : meta_.host_entries()) {
+      for (int k = 0; k < e.len; ++k) keys += std::min(k, W) + 1;
+    }
+    Trace(at + "prefill attention (cuDNN)", "CudnnAttention",
+          double(n) * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
+    ENQUEUE_GEMM(cudnn_attention_.Run(p.q, p.k, p.v, p.out, stream_));
+    Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
+    ENQUEUE(kernels::LaunchRingWrite(p, stream_));
+    return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kOProj),
+                  ws_.block_out, n, d, H * hd, &block_out_scales_);
+  }
   const bool attention_ablated = Ablated("Attention");
   const int max_tile_tokens = decode_only ? 1 : prefill_tile_;
   const kernels::AttentionSideLaunches side = kernels::AttentionSideLaunchesOf(p, max_tile_tokens);
@@ -761,6 +812,7 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
 }
 
 absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
+  cudnn_pass_ = !decode_only && SelectCudnnAttention(n);
   const loader::ModelConfig& c = config_;
   const int d = c.hidden_size, m = c.mlp_width;
   const DeviceWeights& w = *weights_;
@@ -1125,7 +1177,19 @@ int64_t CudaBackend::state_bytes_per_sequence() const { return impl_->layout_.sl
 const StateLayout* CudaBackend::state_layout() const { return &impl_->layout_; }
 int64_t CudaBackend::fixed_device_bytes() const {
   return impl_->arena_.bytes() - impl_->layout_.slot_bytes() * impl_->options_.num_slots +
-         static_cast<int64_t>(kGemmWorkspaceBytes);
+         static_cast<int64_t>(kGemmWorkspaceBytes) +
+         (impl_->cudnn_attention_.ready() ? int64_t{kCudnnAttentionWorkspaceBytes} : 0);
+}
+std::string CudaBackend::prefill_attention_library() const {
+  const Impl& impl = *impl_;
+  if (!impl.cudnn_attention_.ready())
+    return "own kernel (cuDNN: " + impl.cudnn_attention_status_ + ")";
+  const kernels::CudnnAttention& cudnn = impl.cudnn_attention_;
+  return absl::StrCat("cuDNN ", cudnn.version(), " (fresh passes of at least ",
+                      impl.options_.cudnn_attention_min_tokens, " tokens",
+                      cudnn.plan_name().empty() ? "" : "; engine ", cudnn.plan_name(), "; ",
+                      cudnn.graphs_built(), " graphs built in ",
+                      absl::StrFormat("%.3f", cudnn.build_seconds()), " s), own kernel otherwise");
 }
 int64_t CudaBackend::weight_bytes() const { return impl_->weights_->bytes(); }
 void CudaBackend::set_use_cuda_graphs(bool use) { impl_->use_graphs_ = use; }

@@ -95,6 +95,14 @@ struct CudaBackendOptions {
   // Which of the kernel's compiled tile shapes (kernels::GemmGeGluConfig; 0 is the default
   // kGemmGeGluDefaultConfig); for benchmarks.
   int gemm_geglu_config = 0;
+  // Prefill passes of at least this many tokens in which every sequence starts at position 0 run
+  // their attention through cuDNN's fused flash attention (kernels/attention/attention_cudnn.h)
+  // instead of the project's kernel, where cuDNN loads (its version and why not: the backend's
+  // prefill_attention_library()); 0 turns it off. Off by default: measured faster (session 18,
+  // bench/NOTES.md: 1 x 2048 -0.6 ms, 16 x 2048 -3.4% from 1024 tokens), but compute-sanitizer's
+  // racecheck reports hazards inside cuDNN 9.19's kernel that we cannot inspect, and a kernel a
+  // sanitizer flags does not become the default (1024 is the measured threshold to opt in with).
+  int cudnn_attention_min_tokens = 0;
   // Decode attention splits each sequence's keys over blocks (flash-decoding) until the pass has
   // up to this many blocks per SM: the tensor-core kernel's decode block fits 2 per SM (99 KB of
   // shared memory, 242 registers a thread at head_dim 256), and one full wave measured best
@@ -134,10 +142,10 @@ struct CudaBackendOptions {
 
 // The names CudaBackendOptions::ablate_kernels takes.
 inline constexpr const char* kAblatableKernels[] = {
-    "Embed",  "AddRmsNorm", "Gemv",      "gemm",         "QuantizeRows", "ScaleRowsAndColumns",
-    "Expand", "RgLruGate",  "Conv",      "DecodeFinish", "GateMath",     "Scan",
-    "Rope",   "Attention",  "RingWrite", "GeGlu",        "GemmGeGlu",    "ArgMax",
-    "SoftCap"};
+    "Embed",   "AddRmsNorm",    "Gemv",      "gemm",         "QuantizeRows", "ScaleRowsAndColumns",
+    "Expand",  "RgLruGate",     "Conv",      "DecodeFinish", "GateMath",     "Scan",
+    "Rope",    "Attention",     "RingWrite", "GeGlu",        "GemmGeGlu",    "ArgMax",
+    "SoftCap", "CudnnAttention"};
 
 // True when a CUDA device is visible (cudaGetDeviceCount succeeds with at least one device).
 bool CudaDeviceAvailable();
@@ -186,6 +194,13 @@ class CudaBackend final : public Backend {
                                       absl::Span<const PromptLogprobsRequest> requests, int top_k,
                                       absl::Span<float> logits,
                                       const PromptLogprobsOutput& out) override;
+
+  // Which kernel runs the attention of fresh prefill passes: "cuDNN <version> (passes of at least
+  // N tokens)", or the project's kernel and why cuDNN is not used.
+  std::string prefill_attention_library() const;
+  std::vector<std::string> StartupNotes() const override {
+    return {"prefill attention: " + prefill_attention_library()};
+  }
 
   const StateLayout* state_layout() const override;
   // Device to device within the pool (no host round trip).

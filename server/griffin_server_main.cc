@@ -74,6 +74,11 @@ ABSL_FLAG(bool, fp8_activations, true,
           "their activations to FP8 per token and run W8A8 GEMMs on the FP8 tensor cores (the CPU "
           "backend emulates W8A8 on every pass); false keeps activations in bf16 (W8A16: closer "
           "to bf16, slower on the GPU above 8 tokens a pass; bench/RESULTS.md)");
+ABSL_FLAG(int, cudnn_attention_min_tokens, 0,
+          "CUDA backend: fresh prefill passes (every prompt from position 0) of at least this many "
+          "tokens run their attention through cuDNN's fused attention, loaded at run time (0: the "
+          "project's kernel always; 1024 is where it measured faster: bench/RESULTS.md, "
+          "session 18). Off by default while compute-sanitizer's racecheck flags cuDNN's kernel");
 ABSL_FLAG(
     std::string, load_format, "safetensors",
     "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "
@@ -620,6 +625,7 @@ int Run() {
       .max_slots = absl::GetFlag(FLAGS_max_slots),
       .max_batch = absl::GetFlag(FLAGS_max_batch),
       .max_tokens_per_step = token_budget,
+      .cudnn_attention_min_tokens = absl::GetFlag(FLAGS_cudnn_attention_min_tokens),
       .simulated_step_time = simulated_step_time};
   absl::StatusOr<std::unique_ptr<engine::Backend>> backend =
       checkpoint != nullptr
@@ -628,6 +634,7 @@ int Run() {
   if (!backend.ok()) return fail(absl::StrCat(loading, ": backend"), backend.status());
   const std::string backend_name((*backend)->name());
   slots = (*backend)->num_slots();
+  for (const std::string& note : (*backend)->StartupNotes()) Log(spdlog::level::info, note);
   if (slots_from_device_memory) {
     Log(spdlog::level::info,
         absl::StrFormat("slots: %d from --gpu_memory_utilization %.2f (%.1f MiB each, at most "

@@ -611,6 +611,30 @@ TEST_P(CudaGoldenTest, EngineSamplesOnTheDeviceLikeOnTheHost) {
   }
 }
 
+// Whole prefills in one pass with their attention through cuDNN (cudnn_attention_min_tokens 1,
+// every golden sequence fresh), against the reference within §8.4's budget. Skipped where cuDNN
+// does not load (a model without attention layers has nothing to run there).
+TEST_P(CudaGoldenTest, CudnnPrefillAttentionMatchesReference) {
+  engine::CudaBackendOptions opt = TestOptions();
+  opt.max_tokens_per_step = 1024;
+  opt.cudnn_attention_min_tokens = 1;
+  auto backend = MakeBackend(*checkpoint_, opt);
+  ASSERT_NE(backend, nullptr);
+  const std::string library = backend->prefill_attention_library();
+  if (library.rfind("cuDNN", 0) != 0) GTEST_SKIP() << library;
+  for (const GoldenSequence& g : golden_) {
+    ASSERT_LE(g.tokens.size(), size_t{1024});
+    std::vector<engine::LaunchRecord> trace;
+    backend->set_launch_trace(&trace);
+    const std::vector<float> got = StepLogProbs(*backend, g.tokens, 0, 1);
+    backend->set_launch_trace(nullptr);
+    int cudnn_launches = 0;
+    for (const engine::LaunchRecord& r : trace) cudnn_launches += r.kernel == "CudnnAttention";
+    EXPECT_EQ(cudnn_launches, checkpoint_->config().num_attention_layers());
+    ExpectWithinSpec(got, g, "cuDNN prefill");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGoldenTest,
                          ::testing::Values("griffin", "hawk", "attnfirst", "demo"));
 
@@ -995,6 +1019,64 @@ TEST(CudaBackendTest, SmallBatchGemvMatchesCuBlasLt) {
   const auto refused = CudaBackend::Create(checkpoint, bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("gemv_max_rows"), std::string::npos);
+}
+
+// Fresh prefill passes with their attention through cuDNN's fused attention
+// (cudnn_attention_min_tokens) against the project's kernel: the demo prompt in one pass (565
+// tokens, past the model's 256-key window) and one pass packing four fresh prompts of different
+// lengths, within half of §8.4's budget (cuDNN rounds P to bf16 where ours rounds it to half, and
+// sums in another order). The launch trace says which path ran. Skipped where cuDNN does not load.
+TEST(CudaBackendTest, CudnnPrefillAttentionMatchesOwnKernel) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const loader::ModelConfig& c = checkpoint.config();
+  const int V = c.vocab_size;
+  engine::CudaBackendOptions own = TestOptions();
+  own.max_tokens_per_step = 1024;  // the whole prompt in one pass
+  own.cudnn_attention_min_tokens = 0;
+  engine::CudaBackendOptions cudnn = own;
+  cudnn.cudnn_attention_min_tokens = 1;
+  const std::vector<int32_t>& text = loaded->golden[0].tokens;
+  ASSERT_GT(text.size(), size_t{c.attention_window + 1});
+  const int lengths[] = {300, 7, 41, 1};
+  std::vector<float> logprobs[2];
+  for (const bool on : {false, true}) {
+    auto backend = MakeBackend(checkpoint, on ? cudnn : own);
+    ASSERT_NE(backend, nullptr);
+    const std::string library = backend->prefill_attention_library();
+    if (on && library.rfind("cuDNN", 0) != 0) GTEST_SKIP() << library;
+    std::vector<engine::LaunchRecord> trace;
+    backend->set_launch_trace(&trace);
+    std::vector<float> got = StepLogProbs(*backend, text, 0, 0);
+    std::vector<StepEntry> entries;
+    int first = 0;
+    for (int s = 0; s < 4; ++s) {
+      entries.push_back({.slot = 1 + s,
+                         .position = 0,
+                         .tokens = absl::MakeConstSpan(text).subspan(first, lengths[s]),
+                         .logits = LogitsRequest::kLast});
+      first += lengths[s];
+    }
+    std::vector<float> rows(size_t(4) * V);
+    ASSERT_TRUE(backend->Step(entries, absl::MakeSpan(rows)).ok());
+    got.insert(got.end(), rows.begin(), rows.end());
+    logprobs[on] = LogSoftmaxRows(got, V);
+    int cudnn_launches = 0;
+    for (const engine::LaunchRecord& r : trace) cudnn_launches += r.kernel == "CudnnAttention";
+    // Both steps are one fresh pass each: every attention layer of both through cuDNN.
+    EXPECT_EQ(cudnn_launches, on ? 2 * c.num_attention_layers() : 0) << library;
+  }
+  const Agreement agreement = Compare(logprobs[1], logprobs[0], V);
+  std::printf("cuDNN prefill attention vs own kernel: mean |dlogprob| %.3g, max %.3g, top-1 %.4f\n",
+              agreement.mean_abs, agreement.max_abs, agreement.top1);
+  EXPECT_LE(agreement.mean_abs, 1e-2);
+  engine::CudaBackendOptions bad = own;
+  bad.cudnn_attention_min_tokens = -1;
+  const auto refused = CudaBackend::Create(checkpoint, bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("cudnn_attention_min_tokens"), std::string::npos);
 }
 
 // The MLP as the up GEMM and the gate GEMM with GeGLU in its epilogue (gemm_geglu_min_rows; on
