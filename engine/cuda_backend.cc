@@ -51,6 +51,10 @@ using kernels::bf16_t;
 using T_ = LayerTensor;
 
 constexpr int kMaxKeySplits = kernels::kMaxAttentionSplits;
+// The softmax scale of q.k (SPEC.md: head_dim^-1/2), for both attention paths.
+float AttentionScale(int head_dim) {
+  return static_cast<float>(std::pow(static_cast<double>(head_dim), -0.5));
+}
 constexpr size_t kGemmWorkspaceBytes = 64 << 20;
 // cuDNN's attention graphs at 2B's and 9B's shapes asked for none (session 18); a graph that wants
 // more than this is refused and its passes run our kernel.
@@ -534,9 +538,9 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     cudnn_attention_status_ = "off (cudnn_attention_min_tokens 0)";
   } else {
     // A pass holds at most max_tokens_ sequences (one token each at the least).
-    cudnn_attention_status_ = cudnn_attention_.Init(
-        H, KV, hd, c.attention_window, static_cast<float>(std::pow(static_cast<double>(hd), -0.5)),
-        max_tokens_, kCudnnAttentionWorkspaceBytes);
+    cudnn_attention_status_ =
+        cudnn_attention_.Init(H, KV, hd, c.attention_window, AttentionScale(hd), max_tokens_,
+                              kCudnnAttentionWorkspaceBytes);
   }
 
   const int64_t N = max_tokens_;
@@ -751,7 +755,7 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
   p.W = W;
   p.rotary = c.rotary_dim();
   p.theta = c.rope_theta;
-  p.scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
+  p.scale = AttentionScale(hd);
   p.splits = decode_only ? KeySplits(n) : PrefillKeySplits();
   p.part_o = ws_.split_o;
   p.part_ml = ws_.split_ml;
@@ -759,22 +763,14 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
   p.decode_writes_ring = decode_only && options_.fuse_decode_ring_write;
   Trace(at + "RoPE", "Rope", double(n) * (H + 2 * KV) * hd * (4 + 2), 0);
   ENQUEUE(kernels::LaunchRope(p, stream_));
-  if (cudnn_pass_) {
-    double keys = 0;  // as below: each query sees itself and up to W keys before it
-    for (const kernels::StepEntryRecord& e : meta_.host_entries()) {
-      for (int k = 0; k < e.len; ++k) keys += std::min(k, W) + 1;
-    }
-    Trace(at + "prefill attention (cuDNN)", "CudnnAttention",
-          double(n) * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2, 4.0 * keys * H * hd);
-    ENQUEUE_GEMM(cudnn_attention_.Run(p.q, p.k, p.v, p.out, stream_));
-    Trace(at + "ring write", "RingWrite", double(std::min(n, W)) * KV * hd * 2 * 2 * 2, 0);
-    ENQUEUE(kernels::LaunchRingWrite(p, stream_));
-    return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kOProj),
-                  ws_.block_out, n, d, H * hd, &block_out_scales_);
-  }
-  const bool attention_ablated = Ablated("Attention");
+  // A fresh prefill pass may run cuDNN's kernel instead (SelectCudnnAttention): the same math and
+  // bytes, no side launches (its pass writes the ring below, as every prefill pass does).
+  const char* family = cudnn_pass_ ? "CudnnAttention" : "Attention";
+  const bool attention_ablated = Ablated(family);
   const int max_tile_tokens = decode_only ? 1 : prefill_tile_;
-  const kernels::AttentionSideLaunches side = kernels::AttentionSideLaunchesOf(p, max_tile_tokens);
+  const kernels::AttentionSideLaunches side =
+      cudnn_pass_ ? kernels::AttentionSideLaunches{}
+                  : kernels::AttentionSideLaunchesOf(p, max_tile_tokens);
   const double ring_bytes = double(std::min(n, W)) * KV * hd * 2 * 2 * 2;
   if (trace_ != nullptr && !attention_ablated) {
     // Each query at position p reads keys max(0, p - W) .. p: K and V rows once per kv head for
@@ -792,15 +788,19 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
     }
     // A decode step's ring write happens inside the attention launch unless a side launch does it.
     const double ring_in_kernel = p.decode_writes_ring && !side.ring_write ? ring_bytes : 0;
-    Trace(at + (decode_only ? "decode attention" : "prefill attention"), "Attention",
-          kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2 + ring_in_kernel,
+    Trace(at + (decode_only   ? "decode attention"
+                : cudnn_pass_ ? "prefill attention (cuDNN)"
+                              : "prefill attention"),
+          family, kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2 + ring_in_kernel,
           4.0 * keys * H * hd);
     if (side.combine) {
       Trace(at + "split combine", "Combine", double(n) * H * p.splits * (hd + 2) * 4, 0);
     }
     if (side.ring_write) Trace(at + "ring write", "RingWrite", ring_bytes, 0);
   }
-  if (!attention_ablated) {  // with its side launches
+  if (!attention_ablated && cudnn_pass_) {
+    CUDA_MESSAGE_RETURN_IF_ERROR(cudnn_attention_.Run(p.q, p.k, p.v, p.out, stream_));
+  } else if (!attention_ablated) {  // with its side launches
     CUDA_RETURN_IF_ERROR(kernels::LaunchAttention(p, max_tile_tokens, stream_));
   }
   if (!p.decode_writes_ring) {
