@@ -58,6 +58,9 @@ ABSL_FLAG(std::vector<std::string>, decode_batches, {},
 ABSL_FLAG(bool, decode_only, false,
           "time the decode steps only (with --decode_batches and --ablate: quick A/B runs)");
 ABSL_FLAG(int, reps, 20, "timed repetitions per figure (median); at least 3");
+ABSL_FLAG(std::vector<std::string>, prefill_lengths, {"2048"},
+          "one-prompt prefill figures (prefill 1 x T, time to first token) for these lengths, "
+          "before 16 x 2048");
 ABSL_FLAG(int, serving, 0, "run the engine alone closed loop at this concurrency (0: off)");
 ABSL_FLAG(std::string, backend, "cuda",
           "--serving: cuda, or simulated (no GPU: each step sleeps for --simulated_step_us; "
@@ -126,6 +129,10 @@ ABSL_FLAG(bool, fuse_fp8_passes, griffin::engine::CudaBackendOptions{}.fuse_fp8_
 ABSL_FLAG(bool, prefill_attention_key_splits,
           griffin::engine::CudaBackendOptions{}.prefill_attention_key_splits,
           "short prefill passes split their attention keys over blocks (compare paths)");
+ABSL_FLAG(bool, prefill_attention_split_long_tiles,
+          griffin::engine::CudaBackendOptions{}.prefill_attention_split_long_tiles,
+          "prefill passes that fill the GPU unevenly cut their longest attention tiles in two "
+          "key parts (compare paths)");
 
 ABSL_FLAG(std::vector<std::string>, ablate, {},
           "kernel families left out of every pass, comma-separated (AddRmsNorm, GeGlu, Gemv, "
@@ -147,6 +154,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.fuse_decode_ring_write = absl::GetFlag(FLAGS_fuse_decode_ring_write);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
+  opt.prefill_attention_split_long_tiles = absl::GetFlag(FLAGS_prefill_attention_split_long_tiles);
   opt.fp8_weights = *engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization)) ==
                     engine::WeightQuantization::kFp8;  // checked in main
   opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);
@@ -298,9 +306,18 @@ int Run(const std::string& name, bool quick, int reps) {
 
   if (absl::GetFlag(FLAGS_decode_only)) return failures;
 
-  // Prefill and time to first token.
-  for (int S : {1, 16}) {
-    const int T = 2048;
+  // Prefill and time to first token: one prompt of each --prefill_lengths, then 16 x 2048.
+  std::vector<std::pair<int, int>> prefill_shapes;
+  for (const std::string& v : absl::GetFlag(FLAGS_prefill_lengths)) {
+    int T = 0;
+    if (!absl::SimpleAtoi(v, &T) || T < 1 || T > 16 * 2048) {
+      std::fprintf(stderr, "--prefill_lengths: '%s' is not a length of 1 to 32768\n", v.c_str());
+      return failures + 1;
+    }
+    prefill_shapes.push_back({1, T});
+  }
+  prefill_shapes.push_back({16, 2048});
+  for (const auto& [S, T] : prefill_shapes) {
     std::vector<StepEntry> entries(S);
     std::vector<engine::SampleRequest> req(S);
     for (auto& r : req) r.params.temperature = 0.0f;
@@ -327,7 +344,7 @@ int Run(const std::string& name, bool quick, int reps) {
     std::printf("| prefill %d x %d | %.1f ms (%.0f tok/s) | %.1f ms (%.0f tok/s) | %.2f |\n", S, T,
                 t * 1e3, S * T / t, floor * 1e3, S * T / floor, t / floor);
     if (S == 1) {
-      std::printf("| time to first token, 1 x 2048 prompt | %.1f ms | %.1f ms | %.2f |\n", t * 1e3,
+      std::printf("| time to first token, 1 x %d prompt | %.1f ms | %.1f ms | %.2f |\n", T, t * 1e3,
                   floor * 1e3, t / floor);
     }
     std::fflush(stdout);

@@ -107,6 +107,9 @@ struct Workspace {
   bf16_t *q = nullptr, *k = nullptr, *v = nullptr;  // attention: this pass's q, k, v
   float* split_o = nullptr;    // [split tokens, H, splits, hd] decode partial outputs
   float* split_ml = nullptr;   // [split tokens, H, splits, 2] their max and sum
+  // Tickets of cut prefill tiles (AttentionParams::tile_counters): one per token of the partials'
+  // span and kv head, zero between launches.
+  unsigned* tile_counters = nullptr;
   bf16_t* head_in = nullptr;   // [rows, d] final norm of the rows the head computes
   float* logits = nullptr;     // [rows, V]
   int32_t* sampled = nullptr;  // [rows] argmax / sampled token per row
@@ -173,6 +176,8 @@ class CudaBackend::Impl {
   int max_rows_ = 0;      // logits rows per head pass
   int prefill_tile_ = 1;  // attention prefill tile (query tokens)
   int split_tokens_ = 0;  // decode attention blocks wanted: SMs x decode_attention_blocks_per_sm
+  int sms_ = 0;
+  kernels::AttentionPrefillBlock prefill_block_;  // the tensor-core kernel's, or {0, 0}
   int64_t max_split_partials_ = 0;  // (token, head, split) rows ws_.split_o holds
   bool healthy_ = true;
   bool use_graphs_ = true;
@@ -254,6 +259,22 @@ class CudaBackend::Impl {
     const int fit =
         static_cast<int>(max_split_partials_ / (int64_t{meta_.num_tokens()} * config_.num_heads));
     return std::max(1, std::min(splits, fit));
+  }
+  // Cuts the longest attention tiles of the prefill pass packed in meta_ where that shortens it
+  // (prefill_attention_split_long_tiles): only for the tensor-core kernel, only where the keys
+  // are not split evenly instead, within the partials buffer.
+  void SplitLongTiles() {
+    if (!options_.prefill_attention_split_long_tiles || prefill_block_.blocks_per_sm == 0 ||
+        PrefillKeySplits() > 1) {
+      return;
+    }
+    TilePartPolicy policy;
+    policy.window = config_.attention_window;
+    policy.key_tile = prefill_block_.key_tile;
+    policy.slots = sms_ * prefill_block_.blocks_per_sm;
+    policy.kv_heads = config_.num_kv_heads;
+    policy.max_split_span = static_cast<int>(max_split_partials_ / (2 * config_.num_heads));
+    meta_.SplitLongTiles(policy);
   }
   // Whether the prefill pass packed in meta_ (n tokens) takes cuDNN's attention: long enough, every
   // sequence from position 0 (no keys in the ring), and a graph for its shape (built on first use
@@ -528,9 +549,13 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     return absl::InvalidArgumentError("decode_attention_blocks_per_sm must be at least 1");
   }
   split_tokens_ = options_.decode_attention_blocks_per_sm * sms;
+  sms_ = sms;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device_));
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  if (attention) CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
+  if (attention) {
+    CUDA_RETURN_IF_ERROR(kernels::PrepareAttentionKernels());
+    prefill_block_ = kernels::AttentionPrefillBlockOf(H, KV, hd, prefill_tile_);
+  }
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
   if (!attention) {
     cudnn_attention_status_ = "no attention layers";
@@ -584,6 +609,10 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     max_split_partials_ = partials;
     ASSIGN_OR_RETURN(ws_.split_o, arena_.Allocate<float>(partials * hd));
     ASSIGN_OR_RETURN(ws_.split_ml, arena_.Allocate<float>(partials * 2));
+    const int64_t tickets = partials / (2 * H) * KV;  // a cut tile's tokens span partials / 2H
+    ASSIGN_OR_RETURN(ws_.tile_counters, arena_.Allocate<unsigned>(std::max<int64_t>(tickets, 1)));
+    CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        ws_.tile_counters, 0, sizeof(unsigned) * std::max<int64_t>(tickets, 1), stream_));
   }
   const int64_t rows = max_rows_;
   ASSIGN_OR_RETURN(ws_.head_in, arena_.Allocate<bf16_t>(rows * d));
@@ -756,7 +785,10 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
   p.rotary = c.rotary_dim();
   p.theta = c.rope_theta;
   p.scale = AttentionScale(hd);
-  p.splits = decode_only ? KeySplits(n) : PrefillKeySplits();
+  p.split_tiles = !decode_only && meta_.split_tiles();
+  p.splits = decode_only ? KeySplits(n) : p.split_tiles ? 1 : PrefillKeySplits();
+  p.partial_first_token = p.split_tiles ? meta_.split_first_token() : 0;
+  p.tile_counters = ws_.tile_counters;
   p.part_o = ws_.split_o;
   p.part_ml = ws_.split_ml;
   p.out = ws_.activation;
@@ -788,9 +820,10 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
     }
     // A decode step's ring write happens inside the attention launch unless a side launch does it.
     const double ring_in_kernel = p.decode_writes_ring && !side.ring_write ? ring_bytes : 0;
-    Trace(at + (decode_only   ? "decode attention"
-                : cudnn_pass_ ? "prefill attention (cuDNN)"
-                              : "prefill attention"),
+    Trace(at + (decode_only     ? "decode attention"
+                : cudnn_pass_   ? "prefill attention (cuDNN)"
+                : p.split_tiles ? "prefill attention, long tiles cut"
+                                : "prefill attention"),
           family, kv_rows * KV * hd * 2 * 2 + double(n) * H * hd * 2 * 2 + ring_in_kernel,
           4.0 * keys * H * hd);
     if (side.combine) {
@@ -1093,7 +1126,11 @@ absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
       }
     }
     // A pass of one-token pieces runs the split-key decode kernels.
-    if (pure_decode) meta_.UseOneTokenTiles();
+    if (pure_decode) {
+      meta_.UseOneTokenTiles();
+    } else if (config_.num_attention_layers() > 0) {
+      SplitLongTiles();
+    }
     RETURN_IF_ERROR(meta_.Upload(stream_));
     RETURN_IF_ERROR(EnqueueForward(n, pure_decode));
     const int rows = meta_.num_rows();

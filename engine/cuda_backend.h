@@ -112,6 +112,10 @@ struct CudaBackendOptions {
   // sequence: 64 tokens after a restored prefix are 11 tiles, each walking a 2048-key window)
   // split their keys the same way. Off only to compare in benchmarks.
   bool prefill_attention_key_splits = true;
+  // Prefill passes whose tiles fill the GPU unevenly (one prompt of 1,800-2,300 tokens at 2B:
+  // the latest tiles see the most keys and bound the pass) cut their longest tiles in two key
+  // parts, launched longest first (engine/attention_tile_plan.h). Off only to compare.
+  bool prefill_attention_split_long_tiles = true;
   // A decode step's ring write happens in the attention launch (the split combine, or the attention
   // kernel itself with one split) instead of its own launch: one launch fewer per attention layer,
   // bit-identical. Off only to compare in benchmarks.

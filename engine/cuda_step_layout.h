@@ -3,7 +3,8 @@
 //   tokens     int32 [n]             the token ids, entries flattened in order
 //   tok_entry  int32 [n]             each token's entry
 //   entries    StepEntryRecord [E]   {start, len, slot, pos0} per entry (a prefill piece or a token)
-//   tiles      QueryTile [T]         attention work units: runs of one entry's consecutive tokens
+//   tiles      QueryTile [T]         attention work units: runs of one entry's consecutive tokens,
+//                                    possibly cut in two key parts (SplitLongTiles)
 //   rows       int32 [R]             tokens whose logits the head computes, in output order
 // packed back to back in one pinned host buffer and uploaded with one copy. A pass packed with
 // capacities fixed per decode bucket always lands at the same device addresses, which the
@@ -14,9 +15,11 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/attention_tile_plan.h"
 #include "kernels/types.h"
 
 namespace griffin::engine {
@@ -43,6 +46,14 @@ class StepMetadata {
   void ClearRows() { num_rows_ = 0; }
   // Replaces the tiles with one per token (decode tiles: the split-key decode kernels).
   void UseOneTokenTiles();
+  // Cuts the longest tiles in two key parts where PlanAttentionTileParts finds it pays (a prefill
+  // pass of few tiles; attention_tile_plan.h), reordering the tiles longest last. At most as many
+  // tile records as tokens of capacity.
+  void SplitLongTiles(TilePartPolicy policy);
+  // Whether some tiles are parts (QueryTile::part), and the first token of a cut tile (the
+  // partial rows start there: AttentionParams::partial_first_token).
+  bool split_tiles() const { return split_tiles_; }
+  int split_first_token() const { return split_first_token_; }
 
   // The pass's entries as packed on the host (profiles count the keys each one reads).
   absl::Span<const kernels::StepEntryRecord> host_entries() const {
@@ -75,8 +86,8 @@ class StepMetadata {
   void Place(int n, int e, int t, int r);
 
   int max_tokens_ = 0;
-  int32_t* scratch_ = nullptr;    // pinned, 9 * max_tokens words: the sections while packing
-  int32_t* send_ = nullptr;       // pinned, 9 * max_tokens words: the sections as placed, copied
+  int32_t* scratch_ = nullptr;    // pinned, 11 * max_tokens words: the sections while packing
+  int32_t* send_ = nullptr;       // pinned, 11 * max_tokens words: the sections as placed, copied
   int32_t* rows_send_ = nullptr;  // pinned, max_tokens words: UploadRows' own source, so it never
                                   // overwrites bytes an earlier Upload's copy may still read
   int32_t* device_ = nullptr;
@@ -84,6 +95,9 @@ class StepMetadata {
   int32_t *tokens_ = nullptr, *tok_entry_ = nullptr, *rows_ = nullptr;
   kernels::StepEntryRecord* entries_ = nullptr;
   kernels::QueryTile* tiles_ = nullptr;
+  std::vector<int64_t> tile_positions_;  // host only: each tile's first query position
+  bool split_tiles_ = false;
+  int split_first_token_ = 0;
   int fixed_capacity_ = 0;
   int num_tokens_ = 0, num_entries_ = 0, num_tiles_ = 0, num_rows_ = 0;
   int64_t tokens_at_ = 0, tok_entry_at_ = 0, entries_at_ = 0, tiles_at_ = 0, rows_at_ = 0,

@@ -65,6 +65,13 @@ __device__ __forceinline__ KeyRange SplitKeyRange(KeyRange all, int splits, int 
   const int lo = all.lo + split * per;
   return {lo, min(all.hi, lo + per)};
 }
+// The keys a tile record's block reads: the queries' range, or one part of it (QueryTile::part).
+__device__ __forceinline__ KeyRange TileKeys(const QueryTile& tile, int q_first, int window) {
+  const KeyRange all = KeysOfQueries(q_first, tile.count, window);
+  if (tile.part < 0) return all;
+  return tile.part == 0 ? KeyRange{all.lo, min(all.hi, tile.key_split)}
+                        : KeyRange{max(all.lo, tile.key_split), all.hi};
+}
 // Whether query position qp sees key position kp (causal, within the window).
 __device__ __forceinline__ bool Visible(int qp, int kp, int window) {
   return kp <= qp && qp - kp <= window;

@@ -41,11 +41,17 @@ static_assert(sizeof(StepEntryRecord) == 16, "the device reads entries as 16-byt
 // Arrays of records handed to kernels must start on 16 bytes (engine/cuda_step_layout.cc places
 // them so; cudaMalloc'ed arrays are).
 
-// A tile of consecutive query tokens of one entry (the attention kernels' work unit).
-struct QueryTile {
+// A tile of consecutive query tokens of one entry (the attention kernels' work unit). A tile may
+// be cut into two parts by key position (part 0: its keys before key_split, part 1: the rest), each
+// a record of its own: a block per part, both writing partial results that the split combine
+// merges (a prefill pass whose latest tiles would otherwise bound it; engine/attention_tile_plan.h).
+struct alignas(16) QueryTile {
   int32_t first_token;
   int32_t count;
+  int32_t part = -1;  // -1: the tile's whole key range
+  int32_t key_split = 0;
 };
+static_assert(sizeof(QueryTile) == 16, "the device reads tiles as 16-byte records");
 
 // The step's token layout, shared by every sequence-aware kernel.
 struct TokenLayout {

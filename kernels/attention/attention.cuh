@@ -15,7 +15,11 @@
 //   block holds every query head of the group for every token of the tile (K/V read once per
 //   group), keys in tiles of 32 or 64 staged in shared memory.
 //   Decode (one-token tiles) may split the key range over `splits` blocks (flash-decoding): each
-//   writes a partial (m, l, o) and LaunchAttentionCombine merges them.
+//   writes a partial (m, l, o) and LaunchAttentionCombine merges them. A prefill pass may instead
+//   cut its longest tiles into two key parts, a record each (QueryTile::part, split_tiles): both
+//   parts' blocks write their partials, and the one that ends second merges the other's into its
+//   own and writes the output (no combine launch; the sums are the same bits whichever ends
+//   first).
 //   Accumulation float32; the ring is read before the step writes it.
 //   With head_dim one of 16, 32, 64, 128, 256 and at most 128 query heads per kv head, prefill
 //   and decode tiles both run on the tensor cores (one FlashAttention-2-style kernel, mma.sync
@@ -57,9 +61,17 @@ struct AttentionParams {
   int n = 0, H = 0, KV = 1, hd = 0, W = 0, rotary = 0;
   float theta = 10000.0f;
   float scale = 1.0f;
-  int splits = 1;            // key splits per tile (decode); each writes a partial
-  float* part_o = nullptr;   // [n, H, splits, hd]
-  float* part_ml = nullptr;  // [n, H, splits, 2]
+  int splits = 1;  // key splits per tile (grid z); each writes a partial
+  // Some tile records are parts of a tile (QueryTile::part; only with splits == 1): each (token,
+  // head) of a cut tile has two partial rows, one per part, from partial_first_token on (the
+  // buffer holds only the span of the cut tiles), and tile_counters one ticket per (cut tile's
+  // first token - partial_first_token, kv head), zero between launches (the part that ends
+  // second resets it).
+  bool split_tiles = false;
+  int partial_first_token = 0;
+  unsigned* tile_counters = nullptr;
+  float* part_o = nullptr;   // [n, H, splits, hd]; cut tiles [n - partial_first_token, H, 2, hd]
+  float* part_ml = nullptr;  // [n, H, splits, 2]; cut tiles [n - partial_first_token, H, 2, 2]
   bf16_t* out = nullptr;     // [n, H hd]
   // A decode step (every entry one token): the ring write happens in the launches before it, in
   // place of LaunchRingWrite: the split combine (block of head g G writes kv head g's row) or,
@@ -77,6 +89,13 @@ int AttentionMaxTileTokens(int H, int KV, int hd);
 // 64 rows gets the kernel's smaller block).
 int AttentionPrefillTileTokens(int H, int KV, int hd);
 const char* CanImplementAttention(int H, int KV, int hd, int rotary);
+// The tensor-core kernel's block for prefill tiles of up to max_tile_tokens tokens: keys it
+// stages per step and blocks an SM holds at once; {0, 0} where these sizes take the scalar
+// kernel. After PrepareAttentionKernels.
+struct AttentionPrefillBlock {
+  int key_tile = 0, blocks_per_sm = 0;
+};
+AttentionPrefillBlock AttentionPrefillBlockOf(int H, int KV, int hd, int max_tile_tokens);
 
 // Raises the attention kernel's shared-memory limit; call once per process before launching
 // (and before any graph capture).

@@ -39,6 +39,10 @@ float RopeTolerance(const float* in, int d, int rotary, int pos, float out) {
 // Mode 4 also runs with the ring written inside the attention launch (decode_writes_ring).
 // 5: cuDNN's fused attention on fresh sequences (attention_cudnn.h): skipped where cuDNN does not
 // load; a shape it refuses fails.
+// 6: prefill tiles, every other one cut into two key parts (QueryTile::part) at a third of its
+// keys (not on a key tile's edge), the records out of order, partials from the first cut token;
+// launched 8 more times on the same tickets: the same bits each time (whichever part ends second
+// merges) and every ticket back at zero.
 void AttentionCase(int H, int KV, int hd, int W, int mode) {
   ASSERT_EQ(PrepareAttentionKernels(), cudaSuccess);
   const int rotary = hd / 2;
@@ -68,17 +72,32 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
 
   {
     const int prefill_tile = AttentionPrefillTileTokens(H, KV, hd);
-    const int tile = mode == 0 || mode == 3 ? prefill_tile
-                     : mode == 2            ? std::max(1, prefill_tile / 2)
-                                            : 1;
+    const bool cut = mode == 6;
+    const int tile = mode == 0 || mode == 3 || cut ? prefill_tile
+                     : mode == 2                   ? std::max(1, prefill_tile / 2)
+                                                   : 1;
     std::vector<QueryTile> tiles;
+    int first_cut = n;
     for (size_t e = 0; e < es.size(); ++e) {
       for (int k = 0; k < es[e].len; k += tile) {
-        tiles.push_back({lay.entries[e].start + k, std::min(tile, es[e].len - k)});
+        const int count = std::min(tile, es[e].len - k), first = lay.entries[e].start + k;
+        const int lo = std::max(0, es[e].pos0 + k - W), hi = es[e].pos0 + k + count;
+        if (!cut || tiles.size() % 2 == 1 || hi - lo < 2) {
+          tiles.push_back({first, count});
+          continue;
+        }
+        const int split = lo + std::max(1, (hi - lo) / 3);
+        tiles.push_back({first, count, 1, split});
+        tiles.push_back({first, count, 0, split});
+        first_cut = std::min(first_cut, first);
       }
     }
+    if (cut) std::reverse(tiles.begin(), tiles.end());
     const int splits = mode == 1 || mode == 4 ? 3 : mode == 3 ? 4 : 1;
-    Dev<float> d_qkv(qkv), part_o(size_t(n) * H * splits * hd), part_ml(size_t(n) * H * splits * 2);
+    const int partial_rows = cut ? 2 : splits;
+    Dev<float> d_qkv(qkv), part_o(size_t(n) * H * partial_rows * hd),
+        part_ml(size_t(n) * H * partial_rows * 2);
+    Dev<unsigned> tickets(std::vector<unsigned>(size_t(n) * KV, 0u));
     Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd),
         dout(size_t(n) * H * hd);
     Dev<int32_t> d_te(lay.tok_entry);
@@ -105,6 +124,9 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
     p.theta = 10000.0f;
     p.scale = 1.0f / std::sqrt(float(hd));
     p.splits = splits;
+    p.split_tiles = cut;
+    p.partial_first_token = cut ? first_cut : 0;
+    p.tile_counters = tickets.get();
     p.part_o = part_o.get();
     p.part_ml = part_ml.get();
     p.out = dout.get();
@@ -130,6 +152,21 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
       }
     } else {
       ASSERT_EQ(LaunchAttention(p, tile, 0), cudaSuccess);
+    }
+    if (cut) {
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::vector<bf16_t> first = dout.Get(size_t(n) * H * hd);
+      Dev<bf16_t> again(size_t(n) * H * hd);
+      AttentionParams p2 = p;
+      p2.out = again.get();
+      for (int run = 0; run < 8; ++run) {
+        ASSERT_EQ(LaunchAttention(p2, tile, 0), cudaSuccess);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        ASSERT_TRUE(again.Get(first.size()) == first) << "run " << run << " differs";
+      }
+      const std::vector<unsigned> left = tickets.Get(size_t(n) * KV);
+      ASSERT_EQ(std::count(left.begin(), left.end(), 0u), std::ptrdiff_t(left.size()))
+          << "a cut tile's ticket was not reset";
     }
     ASSERT_EQ(LaunchRingWrite(p, 0), cudaSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -329,12 +366,14 @@ std::vector<OpCase> MakeAttentionCases() {
         Size{10, 1, 256, 300, false}, Size{16, 1, 256, 300, true}, Size{8, 2, 64, 300, false}}) {
     // The head sizes the tensor-core kernel is compiled for (attention_mma.cu).
     const bool mma = s.hd >= 16 && s.hd <= 256 && (s.hd & (s.hd - 1)) == 0;
-    for (int mode : {0, 1, 2, 3, 4, 5}) {
+    for (int mode : {0, 1, 2, 3, 4, 5, 6}) {
       if ((mode == 2 || mode == 5) && !mma) continue;
       const char* path =
           mode == 0   ? (mma ? "attention.prefill_mma" : "attention.prefill_scalar")
           : mode == 2 ? "attention.prefill_mma_half_tile"
           : mode == 3 ? (mma ? "attention.prefill_mma_split" : "attention.prefill_scalar_split")
+          : mode == 6
+              ? (mma ? "attention.prefill_mma_cut_tiles" : "attention.prefill_scalar_cut_tiles")
           : mode == 4 ? (mma ? "attention.decode_step_mma" : "attention.decode_step_scalar")
           : mode == 5 ? "attention.prefill_cudnn"
                       : (mma ? "attention.decode_mma" : "attention.decode_scalar");

@@ -34,6 +34,7 @@ bool MmaEligible(int H, int KV, int hd);
 cudaError_t PrepareMma();
 // With p.decode_writes_ring and one split, each block writes its token's ring row at the end.
 cudaError_t LaunchMma(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream);
+AttentionPrefillBlock MmaBlockOf(int H, int KV, int hd, int max_tile_tokens);
 
 // D += A.B on the tensor cores, m16n8k16, float32 accumulate; A row-major, B column-major, in the
 // PTX fragment layout (per thread: rows g, g + 8 and columns 2 tig, 2 tig + 1 of each 8-wide part).
@@ -69,6 +70,43 @@ __device__ __forceinline__ uint4 Bf16x8ToHalf(const uint4& v) {
     w[u] = Pack(__float2half_rn(f.x), __float2half_rn(f.y));
   }
   return out;
+}
+
+// The two parts of a cut tile (QueryTile::part): each part's block writes its rows' partial (o, m,
+// l), then SecondPartOfTile fences those writes and takes the tile's ticket; the block that takes
+// it second resets it (zero for the next launch) and merges the other part's rows into its own
+// (the threadfence-reduction pattern; the first part's writes were fenced before its ticket).
+__device__ __forceinline__ bool SecondPartOfTile(unsigned* ticket) {
+  __shared__ unsigned taken;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) taken = atomicAdd(ticket, 1u);
+  __syncthreads();
+  const bool second = taken != 0;
+  if (second) {
+    if (threadIdx.x == 0) *ticket = 0;
+    __threadfence();
+  }
+  return second;
+}
+// A row's weights for its two parts' partials, maxima m0 and m1 (log2 domain when `log2`, else
+// natural): m = max, s_i = e^(m_i - m), 0 for a part that saw no key of the row (m_i = -inf).
+__device__ __forceinline__ void PartWeights(float m0, float m1, bool log2, float& s0, float& s1) {
+  const float m = fmaxf(m0, m1);
+  s0 = m0 == -INFINITY ? 0.0f : log2 ? exp2f(m0 - m) : expf(m0 - m);
+  s1 = m1 == -INFINITY ? 0.0f : log2 ? exp2f(m1 - m) : expf(m1 - m);
+}
+// x0 s0 + x1 s1 in part order with no fused multiply-add: the same bits whichever part's block
+// computes it.
+__device__ __forceinline__ float MergeParts(float x0, float s0, float x1, float s1) {
+  return __fadd_rn(__fmul_rn(x0, s0), __fmul_rn(x1, s1));
+}
+// Partial row of (step token t, head) for part `part` of a cut tile.
+__device__ __forceinline__ int64_t CutTileRow(const AttentionParams& p, int t, int head, int part) {
+  return (int64_t{t - p.partial_first_token} * p.H + head) * 2 + part;
+}
+__device__ __forceinline__ unsigned* CutTileTicket(const AttentionParams& p, int t0, int kvh) {
+  return p.tile_counters + int64_t{t0 - p.partial_first_token} * p.KV + kvh;
 }
 
 // Writes token t's key and value of kv head g into its slot's ring (a decode step's token: one

@@ -34,15 +34,24 @@ bool UsesMma(const AttentionParams& p, int max_tile_tokens) {
 }
 }  // namespace
 
+AttentionPrefillBlock AttentionPrefillBlockOf(int H, int KV, int hd, int max_tile_tokens) {
+  if (!MmaEligible(H, KV, hd) || max_tile_tokens * (H / KV) > kMmaRows) return {};
+  return MmaBlockOf(H, KV, hd, max_tile_tokens);
+}
+
 AttentionSideLaunches AttentionSideLaunchesOf(const AttentionParams& p, int max_tile_tokens) {
   // A decode step's ring: the combine writes it after a split pass, the tensor-core kernel after
-  // one split; only the scalar kernel with one split leaves it to LaunchRingWrite.
+  // one split; only the scalar kernel with one split leaves it to LaunchRingWrite. (Cut tiles
+  // merge inside the kernel: no combine.)
   const bool split = p.splits > 1;
   return {split, p.decode_writes_ring && !split && !UsesMma(p, max_tile_tokens)};
 }
 
 cudaError_t LaunchAttention(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream) {
   if (p.num_tiles <= 0) return cudaSuccess;
+  if (p.split_tiles && (p.splits != 1 || p.tile_counters == nullptr || p.decode_writes_ring)) {
+    return cudaErrorInvalidValue;  // cut tiles: one split each, their tickets, prefill only
+  }
   const AttentionSideLaunches side = AttentionSideLaunchesOf(p, max_tile_tokens);
   AttentionParams q = p;  // what the attention kernel itself does
   if (side.ring_write) q.decode_writes_ring = false;

@@ -88,9 +88,9 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionMmaKernel(AttentionParam
   const int kvh = blockIdx.y, split = blockIdx.z, R = nq * G;
   const StepEntryRecord en = EntryOfToken(p.layout, t0);
   const int qpos_first = TokenPosition(en, t0);
+  const KeyRange tile_keys = TileKeys(tile_rec, qpos_first, W);
   const KeyRange keys =
-      p.splits == 1 ? KeysOfQueries(qpos_first, nq, W)
-                    : SplitKeyRange(KeysOfQueries(qpos_first, nq, W), p.splits, split, kKeys);
+      p.splits == 1 ? tile_keys : SplitKeyRange(tile_keys, p.splits, split, kKeys);
   const KvRows krows{reinterpret_cast<const bf16*>(p.k),
                      SlotRegion<const bf16>(p.state, en.slot, p.k_offset),
                      en,
@@ -296,7 +296,68 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionMmaKernel(AttentionParam
       p.part_ml[2 * part_b] = m_b * kLn2;
       p.part_ml[2 * part_b + 1] = l_b;
     }
-  } else if (warp_active) {
+  }
+  if (tile_rec.part >= 0) {  // a cut tile (splits == 1): partials, then the second part merges
+    const int part = tile_rec.part, other = 1 - part;
+    const int64_t row_a = CutTileRow(p, t0 + ra / G, kvh * G + ra % G, 0);
+    const int64_t row_b = CutTileRow(p, t0 + rb / G, kvh * G + rb % G, 0);
+    if (warp_active) {
+#pragma unroll
+      for (int i = 0; i < kOTiles; ++i) {
+        if (ra < R)
+          *reinterpret_cast<float2*>(p.part_o + (row_a + part) * kHd + i * 8 + 2 * tig) =
+              make_float2(o[i][0], o[i][1]);
+        if (rb < R)
+          *reinterpret_cast<float2*>(p.part_o + (row_b + part) * kHd + i * 8 + 2 * tig) =
+              make_float2(o[i][2], o[i][3]);
+      }
+      if (tig == 0 && ra < R) {  // m stays in the log2 domain: only this kernel reads it
+        p.part_ml[2 * (row_a + part)] = m_a;
+        p.part_ml[2 * (row_a + part) + 1] = l_a;
+      }
+      if (tig == 0 && rb < R) {
+        p.part_ml[2 * (row_b + part)] = m_b;
+        p.part_ml[2 * (row_b + part) + 1] = l_b;
+      }
+    }
+    if (!SecondPartOfTile(CutTileTicket(p, t0, kvh))) return;
+    if (warp_active) {
+      // Each thread reads back exactly the values its counterpart in the other block wrote.
+      float s0a = 0, s1a = 0, s0b = 0, s1b = 0;
+      if (ra < R) {
+        const float mo = __ldcg(p.part_ml + 2 * (row_a + other));
+        const float lo = __ldcg(p.part_ml + 2 * (row_a + other) + 1);
+        PartWeights(part == 0 ? m_a : mo, part == 0 ? mo : m_a, true, s0a, s1a);
+        l_a = part == 0 ? MergeParts(l_a, s0a, lo, s1a) : MergeParts(lo, s0a, l_a, s1a);
+      }
+      if (rb < R) {
+        const float mo = __ldcg(p.part_ml + 2 * (row_b + other));
+        const float lo = __ldcg(p.part_ml + 2 * (row_b + other) + 1);
+        PartWeights(part == 0 ? m_b : mo, part == 0 ? mo : m_b, true, s0b, s1b);
+        l_b = part == 0 ? MergeParts(l_b, s0b, lo, s1b) : MergeParts(lo, s0b, l_b, s1b);
+      }
+#pragma unroll
+      for (int i = 0; i < kOTiles; ++i) {
+        if (ra < R) {
+          const float2 x = __ldcg(
+              reinterpret_cast<const float2*>(p.part_o + (row_a + other) * kHd + i * 8 + 2 * tig));
+          o[i][0] =
+              part == 0 ? MergeParts(o[i][0], s0a, x.x, s1a) : MergeParts(x.x, s0a, o[i][0], s1a);
+          o[i][1] =
+              part == 0 ? MergeParts(o[i][1], s0a, x.y, s1a) : MergeParts(x.y, s0a, o[i][1], s1a);
+        }
+        if (rb < R) {
+          const float2 x = __ldcg(
+              reinterpret_cast<const float2*>(p.part_o + (row_b + other) * kHd + i * 8 + 2 * tig));
+          o[i][2] =
+              part == 0 ? MergeParts(o[i][2], s0b, x.x, s1b) : MergeParts(x.x, s0b, o[i][2], s1b);
+          o[i][3] =
+              part == 0 ? MergeParts(o[i][3], s0b, x.y, s1b) : MergeParts(x.y, s0b, o[i][3], s1b);
+        }
+      }
+    }
+  }
+  if (p.splits == 1 && warp_active) {
     bf16* out = reinterpret_cast<bf16*>(p.out);
     const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
     bf16* out_a = out + (int64_t{t0 + ra / G} * H + kvh * G + ra % G) * kHd + 2 * tig;
@@ -373,6 +434,28 @@ cudaError_t PrepareMma() {
     });
   }
   return err;
+}
+
+AttentionPrefillBlock MmaBlockOf(int H, int KV, int hd, int max_tile_tokens) {
+  AttentionPrefillBlock block;
+  const bool small = max_tile_tokens * (H / KV) <= kSmallWarps * 16;
+  WithHeadDim(hd, [&](auto head_dim) {
+    constexpr int kHd = decltype(head_dim)::value;
+    int per_sm = 0;
+    if (small) {
+      block.key_tile = kSmallKeys;
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &per_sm, AttentionMmaKernel<kSmallWarps, kSmallKeys, kHd>, kSmallWarps * 32,
+          MmaLayout<kSmallWarps, kSmallKeys, kHd>::kTotal);
+    } else {
+      block.key_tile = kLargeKeys;
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &per_sm, AttentionMmaKernel<kLargeWarps, kLargeKeys, kHd>, kLargeWarps * 32,
+          MmaLayout<kLargeWarps, kLargeKeys, kHd>::kTotal);
+    }
+    block.blocks_per_sm = per_sm;
+  });
+  return block;
 }
 
 cudaError_t LaunchMma(const AttentionParams& p, int max_tile_tokens, cudaStream_t stream) {

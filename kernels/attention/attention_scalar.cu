@@ -18,7 +18,8 @@ __global__ void AttentionKernel(AttentionParams p) {
   AllowDependentLaunch();
   WaitForPriorGrids();
   const int tile = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
-  const int t0 = p.tiles[tile].first_token, nq = p.tiles[tile].count;
+  const QueryTile tile_rec = p.tiles[tile];
+  const int t0 = tile_rec.first_token, nq = tile_rec.count;
   const int hd = p.hd, H = p.H, W = p.W;
   const int G = H / p.KV, R = nq * G;
   const int kstride = hd + 2, sstride = kKeyTile + 1;
@@ -33,7 +34,7 @@ __global__ void AttentionKernel(AttentionParams p) {
 
   const StepEntryRecord en = EntryOfToken(p.layout, t0);
   const int qpos_first = TokenPosition(en, t0);
-  const KeyRange keys = SplitKeyRange(KeysOfQueries(qpos_first, nq, W), p.splits, split, kKeyTile);
+  const KeyRange keys = SplitKeyRange(TileKeys(tile_rec, qpos_first, W), p.splits, split, kKeyTile);
   const KvRows krows{reinterpret_cast<const bf16*>(p.k),
                      SlotRegion<const bf16>(p.state, en.slot, p.k_offset),
                      en,
@@ -142,6 +143,35 @@ __global__ void AttentionKernel(AttentionParams p) {
     __syncthreads();
   }
 
+  if (tile_rec.part >= 0) {  // a cut tile (splits == 1): partials, then the second part merges
+    const int part = tile_rec.part, other = 1 - part;
+    for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
+      const int r = idx / hd, d = idx - r * hd;
+      const int64_t row = CutTileRow(p, t0 + r / G, kvh * G + r % G, part);
+      p.part_o[row * hd + d] = os[idx];
+      if (d == 0) {
+        p.part_ml[2 * row] = m[r];
+        p.part_ml[2 * row + 1] = l[r];
+      }
+    }
+    if (!SecondPartOfTile(CutTileTicket(p, t0, kvh))) return;
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {  // weights into corr (part 0), sc (part 1)
+      const int64_t row = CutTileRow(p, t0 + r / G, kvh * G + r % G, other);
+      const float mo = __ldcg(p.part_ml + 2 * row), lo = __ldcg(p.part_ml + 2 * row + 1);
+      float s0, s1;
+      PartWeights(part == 0 ? m[r] : mo, part == 0 ? mo : m[r], false, s0, s1);
+      l[r] = part == 0 ? MergeParts(l[r], s0, lo, s1) : MergeParts(lo, s0, l[r], s1);
+      corr[r] = s0;
+      sc[r * sstride] = s1;
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
+      const int r = idx / hd, d = idx - r * hd;
+      const float x = __ldcg(p.part_o + CutTileRow(p, t0 + r / G, kvh * G + r % G, other) * hd + d);
+      os[idx] = part == 0 ? MergeParts(os[idx], corr[r], x, sc[r * sstride])
+                          : MergeParts(x, corr[r], os[idx], sc[r * sstride]);
+    }
+  }
   for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
     const int r = idx / hd, d = idx - r * hd;
     const int qi = r / G, g = r - qi * G;
