@@ -3,8 +3,8 @@
 # shapes and random weights (--load_format dummy), driven by griffin-bench.
 #  1. server overhead: the engine alone (engine_bench --serving) vs the server over gRPC and over
 #     HTTP, closed loop at the same concurrencies, 1024-in/128-out, alternating within rounds;
-#  2. bench/serving_sweep.py over gRPC (or $PROTOCOL): peak, 25/50/75/100% of peak and the SLO
-#     rates for 1024/128 and 2048/2048.
+#  2. bench/serving_sweep.py over gRPC (or $PROTOCOL, or each of $PROTOCOLS): peak, 25/50/75/100%
+#     of peak and the SLO rates for 1024/128 and 2048/2048 (WORKLOAD_SHORT, WORKLOAD_LONG).
 # Run from the repository root on the GPU machine with the binaries bundled in .bundle/cuda
 # (shared/tools/bundle-binaries.sh), or BIN=folder for others. Results go to $OUT (or ./out) as
 # serving.tgz plus logs.
@@ -107,11 +107,19 @@ if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   done | tee "$out/overhead.log"
 fi
 
-[[ ${SKIP_SWEEP:-0} != 1 ]] && $PYTHON bench/serving_sweep.py --bench $B/griffin-bench --out $results --protocol $PROTOCOL \
-  --port $([[ $PROTOCOL == grpc ]] && echo 50051 || echo 8000) \
-  --workload ${WORKLOAD_SHORT:-1024:128:8} --workload ${WORKLOAD_LONG:-2048:2048:10} \
-  --time_budget ${SWEEP_BUDGET:-300} --max_search_runs ${SEARCH_RUNS:-3} \
-  --bench_arg=--token_id_range=10:255999 2>&1 | tail -40 | tee "$out/sweep.log"
+# The sweep, once per protocol of $PROTOCOLS (default: $PROTOCOL) against the same server; an
+# empty WORKLOAD_SHORT or WORKLOAD_LONG leaves that workload out.
+workloads=()
+[[ -n ${WORKLOAD_SHORT-1024:128:8} ]] && workloads+=(--workload ${WORKLOAD_SHORT-1024:128:8})
+[[ -n ${WORKLOAD_LONG-2048:2048:10} ]] && workloads+=(--workload ${WORKLOAD_LONG-2048:2048:10})
+if [[ ${SKIP_SWEEP:-0} != 1 ]]; then
+  for proto in ${PROTOCOLS:-$PROTOCOL}; do
+    $PYTHON bench/serving_sweep.py --bench $B/griffin-bench --out $results --protocol $proto \
+      --port $([[ $proto == grpc ]] && echo 50051 || echo 8000) "${workloads[@]}" \
+      --time_budget ${SWEEP_BUDGET:-300} --max_search_runs ${SEARCH_RUNS:-3} \
+      --bench_arg=--token_id_range=10:255999 2>&1 | tail -40 | tee -a "$out/sweep.log"
+  done
+fi
 curl -s localhost:8000/metrics > $results/metrics.txt
 kill -TERM $server; wait $server; echo "server exit $?"
 
