@@ -106,6 +106,8 @@ ABSL_FLAG(int, gemm_geglu_min_rows, griffin::engine::CudaBackendOptions{}.gemm_g
           "its epilogue (Hopper, CUTLASS); 0: the fused gate|up GEMM and the GeGLU pass");
 ABSL_FLAG(int, gemm_geglu_config, griffin::engine::CudaBackendOptions{}.gemm_geglu_config,
           "tile shape of that kernel (kernels::GemmGeGluConfig)");
+ABSL_FLAG(bool, gemm_geglu_up_bf16, griffin::engine::CudaBackendOptions{}.gemm_geglu_up_bf16,
+          "the up GEMM before the gate GEMM with GeGLU writes bf16, not float32 (compare paths)");
 ABSL_FLAG(int, cudnn_attention_min_tokens,
           griffin::engine::CudaBackendOptions{}.cudnn_attention_min_tokens,
           "prefill passes of at least this many tokens, every sequence from position 0, run "
@@ -154,6 +156,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.fuse_decode_ring_write = absl::GetFlag(FLAGS_fuse_decode_ring_write);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
+  opt.gemm_geglu_up_bf16 = absl::GetFlag(FLAGS_gemm_geglu_up_bf16);
   opt.prefill_attention_split_long_tiles = absl::GetFlag(FLAGS_prefill_attention_split_long_tiles);
   opt.fp8_weights = *engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization)) ==
                     engine::WeightQuantization::kFp8;  // checked in main

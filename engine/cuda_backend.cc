@@ -875,15 +875,27 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
     if (GateGemmTakesGeGlu(gate_up, l, n)) {
       // Rows [0, m) of the fused matrix are the gate's, [m, 2m) the up projection's.
       const bf16_t* gate_w = gate_up.bf16();
-      RETURN_IF_ERROR(Linear(at + "mlp up projection", ws_.normed,
-                             ProjectionWeights{gate_w + int64_t{m} * d, nullptr}, ws_.projection, n,
-                             m, d));
-      Trace(at + "mlp gate projection + GeGLU", "GemmGeGlu",
-            2.0 * m * d + 2.0 * n * d + double(n) * m * (4 + 2), 2.0 * n * m * d);
-      ENQUEUE(kernels::LaunchGemmGeGlu(
-          ws_.normed, gate_w, w.f32(l, T_::kGateBias), ws_.projection, w.f32(l, T_::kUpBias), n, m,
-          d, ws_.activation, stream_,
-          static_cast<kernels::GemmGeGluConfig>(options_.gemm_geglu_config)));
+      const bf16_t* up_w = gate_w + int64_t{m} * d;
+      const auto config = static_cast<kernels::GemmGeGluConfig>(options_.gemm_geglu_config);
+      if (options_.gemm_geglu_up_bf16) {
+        bf16_t* up = reinterpret_cast<bf16_t*>(ws_.projection);
+        Trace(at + "mlp up projection (bf16 out)", "gemm",
+              2.0 * m * d + 2.0 * n * d + 2.0 * double(n) * m, 2.0 * n * m * d);
+        ENQUEUE_GEMM(gemm_.RunBf16Out(ws_.normed, up_w, up, n, m, d, stream_));
+        Trace(at + "mlp gate projection + GeGLU", "GemmGeGlu",
+              2.0 * m * d + 2.0 * n * d + double(n) * m * (2 + 2), 2.0 * n * m * d);
+        ENQUEUE(kernels::LaunchGemmGeGlu(ws_.normed, gate_w, w.f32(l, T_::kGateBias), up,
+                                         w.f32(l, T_::kUpBias), n, m, d, ws_.activation, stream_,
+                                         config));
+      } else {
+        RETURN_IF_ERROR(Linear(at + "mlp up projection", ws_.normed,
+                               ProjectionWeights{up_w, nullptr}, ws_.projection, n, m, d));
+        Trace(at + "mlp gate projection + GeGLU", "GemmGeGlu",
+              2.0 * m * d + 2.0 * n * d + double(n) * m * (4 + 2), 2.0 * n * m * d);
+        ENQUEUE(kernels::LaunchGemmGeGlu(ws_.normed, gate_w, w.f32(l, T_::kGateBias),
+                                         ws_.projection, w.f32(l, T_::kUpBias), n, m, d,
+                                         ws_.activation, stream_, config));
+      }
     } else {
       kernels::InputScales gate_up_scales;
       RETURN_IF_ERROR(Linear(at + "mlp gate|up projection", ws_.normed, gate_up, ws_.projection, n,

@@ -95,6 +95,10 @@ struct CudaBackendOptions {
   // Which of the kernel's compiled tile shapes (kernels::GemmGeGluConfig; 0 is the default
   // kGemmGeGluDefaultConfig); for benchmarks.
   int gemm_geglu_config = 0;
+  // The up GEMM before it writes bf16 instead of float32 (one more rounding, 2^-9 relative,
+  // inside SPEC.md §8.4's bf16 activations): half the bytes it writes and the gate GEMM's epilogue
+  // reads, 63 MB a layer at 2048 tokens each way.
+  bool gemm_geglu_up_bf16 = true;
   // Prefill passes of at least this many tokens in which every sequence starts at position 0 run
   // their attention through cuDNN's fused flash attention (kernels/attention/attention_cudnn.h)
   // instead of the project's kernel, where cuDNN loads (its version and why not: the backend's

@@ -19,7 +19,7 @@ struct Gemm::Plan {
   bool tuned = false;
   // D = A . W^T with `algo` (Run, RunBatched, RunFp8 and Tune all launch through here).
   cublasStatus_t Matmul(void* handle, const cublasLtMatmulAlgo_t& with, const void* a_data,
-                        const void* w_data, float* d_data, void* workspace, size_t workspace_bytes,
+                        const void* w_data, void* d_data, void* workspace, size_t workspace_bytes,
                         cudaStream_t stream) const {
     const float alpha = 1.0f, beta = 0.0f;
     return cublasLtMatmul(static_cast<cublasLtHandle_t>(handle), desc, &alpha, w_data, a, a_data, b,
@@ -62,8 +62,8 @@ std::string Gemm::Init(size_t workspace_bytes) {
 
 std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
                           int64_t stride_a, int64_t stride_w, int64_t stride_d, Inputs inputs,
-                          Plan** out) {
-  auto key = std::make_tuple(M, N, K, lda, ldd, stride_a, batch, inputs);
+                          Plan** out, bool bf16_out) {
+  auto key = std::make_tuple(M, N, K, lda, ldd, stride_a, batch, inputs, bf16_out);
   const cudaDataType_t in_type = inputs == Inputs::kFp16  ? CUDA_R_16F
                                  : inputs == Inputs::kFp8 ? CUDA_R_8F_E4M3
                                                           : CUDA_R_16BF;
@@ -83,7 +83,9 @@ std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t
   // Column-major views: W is [K, N] (ld K) used transposed; A is [K, M] (ld K); D is [N, M] (ld N).
   st = cublasLtMatrixLayoutCreate(&plan->a, in_type, K, N, ldw);
   if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&plan->b, in_type, K, M, lda);
-  if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, N, M, ldd);
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatrixLayoutCreate(&plan->d, bf16_out ? CUDA_R_16BF : CUDA_R_32F, N, M, ldd);
+  }
   if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatrixLayoutCreate", st);
   if (batch > 1) {
     const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
@@ -134,6 +136,19 @@ std::string Gemm::Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, 
   return "";
 }
 
+std::string Gemm::RunBf16Out(const bf16_t* a, const bf16_t* w, bf16_t* d, int M, int N, int K,
+                             cudaStream_t stream) {
+  if (M <= 0) return "";
+  Plan* plan = nullptr;
+  std::string err = GetPlan(M, N, K, Inputs::kBf16, &plan, /*bf16_out=*/true);
+  if (!err.empty()) return err;
+  if (!plan->tuned) Tune(plan, a, w, d, stream);
+  const cublasStatus_t st =
+      plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(bf16 out)", st);
+  return "";
+}
+
 std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* w,
                              int64_t stride_w, float* d, int64_t ldd, int64_t stride_d, int M,
                              int N, int K, int batch, bool fp16, cudaStream_t stream) {
@@ -180,7 +195,7 @@ std::string Gemm::RunFp8(const uint8_t* a, const float* a_scales, const uint8_t*
   return "";
 }
 
-void Gemm::Tune(Plan* plan, const void* a, const void* w, float* d, cudaStream_t stream) {
+void Gemm::Tune(Plan* plan, const void* a, const void* w, void* d, cudaStream_t stream) {
   plan->tuned = true;
   cudaEvent_t start, stop;
   if (cudaEventCreate(&start) != cudaSuccess) return;

@@ -37,6 +37,11 @@ class Gemm {
   // Empty string on success, else a fixed message with the cuBLAS status number.
   std::string Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                   cudaStream_t stream);
+  // The same product written as bf16, each float32 sum rounded once (cuBLASLt converts in its
+  // epilogue): the MLP's up projection when the gate GEMM's epilogue reads it back
+  // (gemm_geglu.cuh), half the bytes both ways.
+  std::string RunBf16Out(const bf16_t* a, const bf16_t* w, bf16_t* d, int M, int N, int K,
+                         cudaStream_t stream);
   // `batch` independent products D_b = A_b . W_b^T with explicit leading dimensions (elements,
   // row-major rows) and batch strides (elements): the RG-LRU block-diagonal gates of all heads in
   // one call (A_b = the head's conv columns, W_b = the head's [2B, B] gate weights).
@@ -60,19 +65,20 @@ class Gemm {
  private:
   struct Plan;
   enum class Inputs { kBf16, kFp16, kFp8 };
-  std::string GetPlan(int M, int N, int K, Inputs inputs, Plan** plan) {
-    return GetPlan(M, N, K, K, K, N, 1, 0, 0, 0, inputs, plan);
+  std::string GetPlan(int M, int N, int K, Inputs inputs, Plan** plan, bool bf16_out = false) {
+    return GetPlan(M, N, K, K, K, N, 1, 0, 0, 0, inputs, plan, bf16_out);
   }
   std::string GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
                       int64_t stride_a, int64_t stride_w, int64_t stride_d, Inputs inputs,
-                      Plan** plan);
-  void Tune(Plan* plan, const void* a, const void* w, float* d, cudaStream_t stream);
+                      Plan** plan, bool bf16_out = false);
+  void Tune(Plan* plan, const void* a, const void* w, void* d, cudaStream_t stream);
   bool autotune_ = false;
 
   void* handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int, Inputs>, std::unique_ptr<Plan>>
+  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int, Inputs, bool>,
+           std::unique_ptr<Plan>>
       plans_;
 };
 

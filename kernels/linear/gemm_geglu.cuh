@@ -4,9 +4,10 @@
 //   out[t, i] = bf16( gelu_tanh(sum_k x[t, k] w_gate[i, k] + b_gate[i]) * (up[t, i] + b_up[i]) )
 //
 // x bf16 [n, k] row-major, w_gate bf16 [m, k] row-major (the gate rows of the fused [gate; up]
-// matrix), up float32 [n, m] (the up projection, unbiased, as the cuBLASLt GEMM wrote it), biases
-// float32 [m], out bf16 [n, m]. Float32 math and one bf16 rounding, as kernels/geglu does after
-// the fused gate|up GEMM; only the gate sums' order differs (another GEMM algorithm).
+// matrix), up float32 or bf16 [n, m] (the up projection, unbiased, as the cuBLASLt GEMM wrote it),
+// biases float32 [m], out bf16 [n, m]. Float32 math and one bf16 rounding (two with a bf16 up),
+// as kernels/geglu does after the fused gate|up GEMM; only the gate sums' order differs (another
+// GEMM algorithm).
 //
 // Why: with the fused gate|up GEMM, a prefill chunk writes 2m float32 columns per token that the
 // GeGLU pass reads back (8 of the 10 bytes per output GeGLU moves). Splitting off the up GEMM and
@@ -52,6 +53,11 @@ inline bool GemmGeGluAligned(std::initializer_list<const void*> pointers) {
 // rejects.
 cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
                             const float* up, const float* b_up, int n, int m, int k, bf16_t* out,
+                            cudaStream_t stream, GemmGeGluConfig config = kGemmGeGluDefaultConfig);
+// The same with the up projection in bf16 (Gemm::RunBf16Out): half the bytes the epilogue reads
+// and the up GEMM writes, for one more rounding (up's, 2^-9 relative, before its bias).
+cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
+                            const bf16_t* up, const float* b_up, int n, int m, int k, bf16_t* out,
                             cudaStream_t stream, GemmGeGluConfig config = kGemmGeGluDefaultConfig);
 
 }  // namespace griffin::kernels

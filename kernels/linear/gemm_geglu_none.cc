@@ -11,5 +11,9 @@ cudaError_t LaunchGemmGeGlu(const bf16_t*, const bf16_t*, const float*, const fl
                             int, int, int, bf16_t*, cudaStream_t, GemmGeGluConfig) {
   return cudaErrorNotSupported;
 }
+cudaError_t LaunchGemmGeGlu(const bf16_t*, const bf16_t*, const float*, const bf16_t*, const float*,
+                            int, int, int, bf16_t*, cudaStream_t, GemmGeGluConfig) {
+  return cudaErrorNotSupported;
+}
 
 }  // namespace griffin::kernels

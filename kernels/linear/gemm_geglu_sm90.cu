@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <mutex>
+#include <type_traits>
 
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
@@ -49,7 +50,10 @@ struct GeluTanhOp<cutlass::Array<T, N>> {
 
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
-template <class TileShape, class ClusterShape, class MainloopSchedule, class EpilogueSchedule>
+// UpT: the up projection's element, float (as the fused gate|up GEMM writes it) or bf16 (half
+// the bytes: cuBLASLt rounds it once, Gemm::RunBf16Out).
+template <class TileShape, class ClusterShape, class MainloopSchedule, class EpilogueSchedule,
+          class UpT>
 struct GeGluGemm {
   // The bias vectors, one value per output column, broadcast down the rows.
   using ColumnBias = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, _0>>;
@@ -58,9 +62,9 @@ struct GeGluGemm {
       fusion::Sm90EVT<fusion::Sm90Compute<GeluTanhOp, float, float, kRound>,
                       fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float, float, kRound>,
                                       fusion::Sm90AccFetch, ColumnBias>>;
-  // up + b_up, up read as the epilogue's source matrix C
+  // up + b_up, up read as the epilogue's source matrix C (converted to float first)
   using Up = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float, float, kRound>,
-                             fusion::Sm90SrcFetch<float>, ColumnBias>;
+                             fusion::Sm90SrcFetch<UpT>, ColumnBias>;
   // bf16(gate * up)
   using Tree =
       fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, cutlass::bfloat16_t, float, kRound>,
@@ -68,9 +72,9 @@ struct GeGluGemm {
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, float,
-      cutlass::layout::RowMajor, 4, cutlass::bfloat16_t, cutlass::layout::RowMajor, 8,
-      EpilogueSchedule, Tree>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, UpT, cutlass::layout::RowMajor,
+      16 / sizeof(UpT), cutlass::bfloat16_t, cutlass::layout::RowMajor, 8, EpilogueSchedule,
+      Tree>::CollectiveOp;
 
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::bfloat16_t,
@@ -85,8 +89,9 @@ struct GeGluGemm {
   using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static cudaError_t Run(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
-                         const float* up, const float* b_up, int n, int m, int k, bf16_t* out,
+                         const void* up_data, const float* b_up, int n, int m, int k, bf16_t* out,
                          int device, int sm_count, cudaStream_t stream) {
+    const auto* up = static_cast<const UpT*>(up_data);
     using StrideA = typename Kernel::StrideA;
     using StrideB = typename Kernel::StrideB;
     using StrideC = typename Kernel::StrideC;
@@ -140,12 +145,15 @@ using PingpongEpilogue = cutlass::epilogue::TmaWarpSpecialized;
 // the up GEMM + this kernel at 2048 rows, against ping-pong 128 x 128): cooperative 128 x 256
 // 1.32x and 256 x 128 1.11x the time (their epilogue stalls both groups), ping-pong 64 x 256
 // 1.28x.
+template <class UpT>
 using Pingpong128x128 =
-    GeGluGemm<Shape<_128, _128, _64>, Shape<_1, _1, _1>, Pingpong, PingpongEpilogue>;
+    GeGluGemm<Shape<_128, _128, _64>, Shape<_1, _1, _1>, Pingpong, PingpongEpilogue, UpT>;
+template <class UpT>
 using Pingpong128x128M2 =
-    GeGluGemm<Shape<_128, _128, _64>, Shape<_2, _1, _1>, Pingpong, PingpongEpilogue>;
+    GeGluGemm<Shape<_128, _128, _64>, Shape<_2, _1, _1>, Pingpong, PingpongEpilogue, UpT>;
+template <class UpT>
 using Pingpong128x128N2 =
-    GeGluGemm<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, PingpongEpilogue>;
+    GeGluGemm<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, PingpongEpilogue, UpT>;
 
 struct DeviceInfo {
   int major = 0, minor = 0, sm_count = 0;
@@ -177,25 +185,44 @@ bool GemmGeGluSupported(int device, int n, int m, int k) {
   return info.major == 9 && info.minor == 0 && n > 0 && m > 0 && k > 0 && m % 8 == 0 && k % 8 == 0;
 }
 
-cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
-                            const float* up, const float* b_up, int n, int m, int k, bf16_t* out,
-                            cudaStream_t stream, GemmGeGluConfig config) {
+namespace {
+template <class UpT>
+cudaError_t LaunchWithUp(const bf16_t* x, const bf16_t* w_gate, const float* b_gate, const UpT* up,
+                         const float* b_up, int n, int m, int k, bf16_t* out, cudaStream_t stream,
+                         GemmGeGluConfig config) {
   int device = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   if (!GemmGeGluSupported(device, n, m, k) ||
       !GemmGeGluAligned({x, w_gate, b_gate, up, b_up, out})) {
     return cudaErrorNotSupported;
   }
+  using Up = std::conditional_t<std::is_same_v<UpT, float>, float, cutlass::bfloat16_t>;
   const int sms = InfoFor(device).sm_count;
   switch (config) {
     case GemmGeGluConfig::kPingpong128x128:
-      return Pingpong128x128::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms, stream);
+      return Pingpong128x128<Up>::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms,
+                                      stream);
     case GemmGeGluConfig::kPingpong128x128M2:
-      return Pingpong128x128M2::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms, stream);
+      return Pingpong128x128M2<Up>::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms,
+                                        stream);
     case GemmGeGluConfig::kPingpong128x128N2:
-      return Pingpong128x128N2::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms, stream);
+      return Pingpong128x128N2<Up>::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms,
+                                        stream);
   }
   return cudaErrorInvalidValue;
+}
+}  // namespace
+
+cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
+                            const float* up, const float* b_up, int n, int m, int k, bf16_t* out,
+                            cudaStream_t stream, GemmGeGluConfig config) {
+  return LaunchWithUp(x, w_gate, b_gate, up, b_up, n, m, k, out, stream, config);
+}
+
+cudaError_t LaunchGemmGeGlu(const bf16_t* x, const bf16_t* w_gate, const float* b_gate,
+                            const bf16_t* up, const float* b_up, int n, int m, int k, bf16_t* out,
+                            cudaStream_t stream, GemmGeGluConfig config) {
+  return LaunchWithUp(x, w_gate, b_gate, up, b_up, n, m, k, out, stream, config);
 }
 
 }  // namespace griffin::kernels

@@ -54,6 +54,29 @@ void GemmCase(int M, int N, int K) {
   CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
 }
 
+// Gemm::RunBf16Out: the float64 product within the float32 bound plus the output's bf16
+// rounding (2^-9 relative, with margin).
+void GemmBf16OutCase(int M, int N, int K) {
+  Gemm gemm;
+  ASSERT_EQ(gemm.Init(32 << 20), "");
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w)), out(size_t(M) * N);
+  ASSERT_EQ(gemm.RunBf16Out(da.get(), dw.get(), out.get(), M, N, K, 0), "");
+  const std::vector<float> got = FromBf16(out.Get(size_t(M) * N));
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      double sum = 0, mag = 0;
+      for (int q = 0; q < K; ++q) {
+        sum += double(a[size_t(i) * K + q]) * w[size_t(j) * K + q];
+        mag += std::abs(double(a[size_t(i) * K + q]) * w[size_t(j) * K + q]);
+      }
+      ASSERT_NEAR(got[size_t(i) * N + j], sum,
+                  1e-7 * K * mag / 8 + 1e-6 * mag + std::abs(sum) * 0.0040 + 1e-6)
+          << M << "x" << N << "x" << K << " at " << i << "," << j;
+    }
+  }
+}
+
 // split 0: the split LaunchGemv picks.
 void GemvCase(int M, int N, int K, int split = 0) {
   auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
@@ -175,23 +198,28 @@ void GemmFp8Case(int M, int N, int K) {
 // ref::GeluTanh, times the float32 up input plus its bias. The gate's float32 accumulation error
 // (CheckProduct's bound) passes through gelu (slope below 1.13) and the product with |up|; then
 // the bf16 rounding of the output (2^-8 relative, as the GeGLU pass).
-void GemmGeGluCase(int n, int m, int k, GemmGeGluConfig config) {
+// up_bf16: the up projection handed over in bf16 (the reference then reads the same rounded
+// values).
+void GemmGeGluCase(int n, int m, int k, GemmGeGluConfig config, bool up_bf16) {
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   if (!GemmGeGluSupported(device, n, m, k)) {
     GTEST_SKIP() << "needs an sm_90a build with CUTLASS on a compute capability 9.0 GPU";
   }
-  EXPECT_EQ(
-      LaunchGemmGeGlu(nullptr, nullptr, nullptr, nullptr, nullptr, n, 12, k, nullptr, 0, config),
-      cudaErrorNotSupported)
+  EXPECT_EQ(LaunchGemmGeGlu(nullptr, nullptr, nullptr, static_cast<const float*>(nullptr), nullptr,
+                            n, 12, k, nullptr, 0, config),
+            cudaErrorNotSupported)
       << "m = 12: rows of 24 bytes, which the TMA loads cannot take";
   auto x = RoundBf16(Random(size_t(n) * k)), w = RoundBf16(Random(size_t(m) * k, 0.05f));
   auto up = Random(size_t(n) * m, 2.0f), bg = Random(m, 0.1f), bu = Random(m, 0.1f);
-  Dev<bf16_t> dx(ToBf16(x)), dw(ToBf16(w));
+  if (up_bf16) up = RoundBf16(up);
+  Dev<bf16_t> dx(ToBf16(x)), dw(ToBf16(w)), dup_bf16(ToBf16(up));
   Dev<float> dup(up), dbg(bg), dbu(bu);
   Dev<bf16_t> out(size_t(n) * m);
-  ASSERT_EQ(LaunchGemmGeGlu(dx.get(), dw.get(), dbg.get(), dup.get(), dbu.get(), n, m, k, out.get(),
-                            0, config),
+  ASSERT_EQ(up_bf16 ? LaunchGemmGeGlu(dx.get(), dw.get(), dbg.get(), dup_bf16.get(), dbu.get(), n,
+                                      m, k, out.get(), 0, config)
+                    : LaunchGemmGeGlu(dx.get(), dw.get(), dbg.get(), dup.get(), dbu.get(), n, m, k,
+                                      out.get(), 0, config),
             cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const auto got = FromBf16(out.Get(size_t(n) * m));
@@ -221,6 +249,12 @@ std::vector<OpCase> MakeLinearCases() {
                          kTolerance, M * N * K > 20'000'000, [=] { GemmCase(M, N, K); }});
       }
     }
+  }
+  for (const auto& [M, N, K] :
+       std::vector<std::tuple<int, int, int>>{{1, 8, 16}, {65, 264, 2560}, {300, 520, 72}}) {
+    cases.push_back({"gemm_bf16_out", absl::StrCat(M, "x", N, "x", K),
+                     "float64 sum of bf16 products", "float32 bound + bf16 rounding 2^-8 relative",
+                     false, [=] { GemmBf16OutCase(M, N, K); }});
   }
   for (int M = 1; M <= kGemvMaxM; ++M) {
     for (int N : {1, 7, 300}) {
@@ -283,11 +317,15 @@ std::vector<OpCase> MakeLinearCases() {
   for (const auto& [n, m, k] : std::vector<std::tuple<int, int, int>>{
            {1, 8, 64}, {5, 264, 40}, {130, 520, 2560}, {300, 264, 72}, {130, 7680, 2560}}) {
     for (int config = 0; config < kGemmGeGluConfigs; ++config) {
-      cases.push_back({"gemm_geglu", absl::StrCat(n, "x", m, "x", k, " config", config),
-                       "ref::GeluTanh(float64 gate sum + b_gate) * (up + b_up)",
-                       "gate sum's float32 bound x 1.13 |up| + bf16 rounding 2^-8 relative",
-                       int64_t{n} * m * k > 20'000'000,
-                       [=] { GemmGeGluCase(n, m, k, static_cast<GemmGeGluConfig>(config)); }});
+      for (const bool up_bf16 : {false, true}) {
+        cases.push_back({up_bf16 ? "gemm_geglu_up_bf16" : "gemm_geglu",
+                         absl::StrCat(n, "x", m, "x", k, " config", config),
+                         "ref::GeluTanh(float64 gate sum + b_gate) * (up + b_up)",
+                         "gate sum's float32 bound x 1.13 |up| + bf16 rounding 2^-8 relative",
+                         int64_t{n} * m * k > 20'000'000, [=] {
+                           GemmGeGluCase(n, m, k, static_cast<GemmGeGluConfig>(config), up_bf16);
+                         }});
+      }
     }
   }
   return cases;
