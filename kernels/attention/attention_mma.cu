@@ -275,51 +275,38 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionMmaKernel(AttentionParam
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
   }
-  if (p.splits > 1 && warp_active) {  // unnormalised partials; m in natural log
-    const int64_t part_a = (int64_t{t0 + ra / G} * H + kvh * G + ra % G) * p.splits + split;
-    const int64_t part_b = (int64_t{t0 + rb / G} * H + kvh * G + rb % G) * p.splits + split;
+  // Unnormalised partial rows (o, m, l) at row indices idx_a / idx_b of the partials buffer;
+  // m_scale takes m from the log2 domain of the softmax to what the reader expects.
+  auto store_partials = [&](int64_t idx_a, int64_t idx_b, float m_scale) {
 #pragma unroll
     for (int i = 0; i < kOTiles; ++i) {
       if (ra < R)
-        *reinterpret_cast<float2*>(p.part_o + part_a * kHd + i * 8 + 2 * tig) =
+        *reinterpret_cast<float2*>(p.part_o + idx_a * kHd + i * 8 + 2 * tig) =
             make_float2(o[i][0], o[i][1]);
       if (rb < R)
-        *reinterpret_cast<float2*>(p.part_o + part_b * kHd + i * 8 + 2 * tig) =
+        *reinterpret_cast<float2*>(p.part_o + idx_b * kHd + i * 8 + 2 * tig) =
             make_float2(o[i][2], o[i][3]);
     }
-    constexpr float kLn2 = 0.6931471805599453f;
     if (tig == 0 && ra < R) {
-      p.part_ml[2 * part_a] = m_a * kLn2;
-      p.part_ml[2 * part_a + 1] = l_a;
+      p.part_ml[2 * idx_a] = m_a * m_scale;
+      p.part_ml[2 * idx_a + 1] = l_a;
     }
     if (tig == 0 && rb < R) {
-      p.part_ml[2 * part_b] = m_b * kLn2;
-      p.part_ml[2 * part_b + 1] = l_b;
+      p.part_ml[2 * idx_b] = m_b * m_scale;
+      p.part_ml[2 * idx_b + 1] = l_b;
     }
+  };
+  if (p.splits > 1 && warp_active) {  // the split combine reads m in natural log
+    constexpr float kLn2 = 0.6931471805599453f;
+    store_partials((int64_t{t0 + ra / G} * H + kvh * G + ra % G) * p.splits + split,
+                   (int64_t{t0 + rb / G} * H + kvh * G + rb % G) * p.splits + split, kLn2);
   }
   if (tile_rec.part >= 0) {  // a cut tile (splits == 1): partials, then the second part merges
     const int part = tile_rec.part, other = 1 - part;
     const int64_t row_a = CutTileRow(p, t0 + ra / G, kvh * G + ra % G, 0);
     const int64_t row_b = CutTileRow(p, t0 + rb / G, kvh * G + rb % G, 0);
-    if (warp_active) {
-#pragma unroll
-      for (int i = 0; i < kOTiles; ++i) {
-        if (ra < R)
-          *reinterpret_cast<float2*>(p.part_o + (row_a + part) * kHd + i * 8 + 2 * tig) =
-              make_float2(o[i][0], o[i][1]);
-        if (rb < R)
-          *reinterpret_cast<float2*>(p.part_o + (row_b + part) * kHd + i * 8 + 2 * tig) =
-              make_float2(o[i][2], o[i][3]);
-      }
-      if (tig == 0 && ra < R) {  // m stays in the log2 domain: only this kernel reads it
-        p.part_ml[2 * (row_a + part)] = m_a;
-        p.part_ml[2 * (row_a + part) + 1] = l_a;
-      }
-      if (tig == 0 && rb < R) {
-        p.part_ml[2 * (row_b + part)] = m_b;
-        p.part_ml[2 * (row_b + part) + 1] = l_b;
-      }
-    }
+    // m stays in the log2 domain: only this kernel reads it
+    if (warp_active) store_partials(row_a + part, row_b + part, 1.0f);
     if (!SecondPartOfTile(CutTileTicket(p, t0, kvh))) return;
     if (warp_active) {
       // Each thread reads back exactly the values its counterpart in the other block wrote.
