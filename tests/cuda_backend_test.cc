@@ -1042,7 +1042,9 @@ TEST(CudaBackendTest, CudnnPrefillAttentionMatchesOwnKernel) {
   const std::vector<int32_t>& text = loaded->golden[0].tokens;
   // Past the window (the whole prompt and the first packed one), except in sanitizer runs, which
   // cut the text to a few tokens.
-  if (!SanitizerRun()) ASSERT_GT(text.size(), size_t{2} * (c.attention_window + 1));
+  if (!SanitizerRun()) {
+    ASSERT_GT(text.size(), size_t{2} * (c.attention_window + 1));
+  }
   const int T = static_cast<int>(text.size());
   const int lengths[] = {T / 2, 1, T / 4, T - T / 2 - 1 - T / 4};
   std::vector<float> logprobs[2];
@@ -1087,8 +1089,9 @@ TEST(CudaBackendTest, CudnnPrefillAttentionMatchesOwnKernel) {
 // against whole tiles: 2B's attention shapes (10 heads of 256, one kv head, a 2048-key window) in
 // a model of one recurrent and one attention block with random weights and a 1,024-word
 // vocabulary, one 2,048-token prompt in one pass (171 tiles of 12 tokens: on an H200's 132 SMs the
-// latest tiles are cut). Every position's log-probabilities within half of §8.4's budget (a cut
-// tile's two parts are merged from their partials: another order of sums); the launch trace names
+// latest tiles are cut). Every position's log-probabilities close to whole tiles' (a cut tile's two
+// parts are merged from their partials: another order of sums), within bounds set between what the
+// built merge gives and what a broken one gives (below); the launch trace names
 // the cut pass. Skipped where the pass is not cut (a GPU whose SMs hold the tiles evenly) and
 // under compute-sanitizer (the kernel cases run the cut tiles there, far quicker).
 TEST(CudaBackendTest, CutLongAttentionTilesMatchWholeTiles) {
@@ -1125,7 +1128,11 @@ TEST(CudaBackendTest, CutLongAttentionTilesMatchWholeTiles) {
   const Agreement agreement = Compare(logprobs[1], logprobs[0], V);
   std::printf("cut attention tiles vs whole: mean |dlogprob| %.3g, max %.3g, top-1 %.4f\n",
               agreement.mean_abs, agreement.max_abs, agreement.top1);
-  EXPECT_LE(agreement.mean_abs, 1e-2);
+  // Session 20 (H200): 3.1e-4 mean and 8.9e-3 max as built; 2.7e-3 and 0.097 with the merge
+  // broken (the second part's weight zero: a part's keys dropped) passed half of §8.4's budget
+  // (1e-2), which random weights over 2,048 keys barely feel. Bounds ~3x from either.
+  EXPECT_LE(agreement.mean_abs, 1e-3);
+  EXPECT_LE(agreement.max_abs, 3e-2);
 }
 
 // The MLP as the up GEMM and the gate GEMM with GeGLU in its epilogue (gemm_geglu_min_rows; on
