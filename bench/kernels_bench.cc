@@ -381,6 +381,12 @@ int Main() {
     std::snprintf(name, sizeof name, "rg-lru prefill gate math, %d x %d", seqs, T);
     Bench(
         name, [&] { CHECK_CUDA(LaunchRgLruGateMath(p, 0)); }, n * double(L) * (8 + 4 + 8), 0);
+    p.vector_gate_math = false;
+    std::snprintf(name, sizeof name, "rg-lru prefill gate math, %d x %d, one channel a thread",
+                  seqs, T);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRgLruGateMath(p, 0)); }, n * double(L) * (8 + 4 + 8), 0);
+    p.vector_gate_math = true;
     std::snprintf(name, sizeof name, "rg-lru prefill scan, %d x %d", seqs, T);
     Bench(
         name, [&] { CHECK_CUDA(LaunchRgLruScan(p, 0)); }, n * double(L) * (8 + 4 + 4 + 2), 0);
@@ -464,6 +470,10 @@ int Main() {
       p.splits = chosen;
     }
     std::snprintf(name, sizeof name, "rope, %d tokens", n);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRope(p, 0)); }, n * double(H + 2) * hd * 6, 0);
+    p.vector_rope = false;
+    std::snprintf(name, sizeof name, "rope, %d tokens, one element a thread", n);
     Bench(
         name, [&] { CHECK_CUDA(LaunchRope(p, 0)); }, n * double(H + 2) * hd * 6, 0);
   }

@@ -77,6 +77,10 @@ struct AttentionParams {
   // place of LaunchRingWrite: the split combine (block of head g G writes kv head g's row) or,
   // with one split, the attention kernel's block itself; each reads nothing of the ring after.
   bool decode_writes_ring = false;
+  // LaunchRope: four elements a thread (float4 loads, 8-byte stores) where hd % 4 == 0, rotary %
+  // 8 == 0 and the arrays are aligned; false keeps one element a thread. Bit-identical (the
+  // rope.scaled_input cases compare them).
+  bool vector_rope = true;
 };
 
 // Most key splits a launch may ask for (the combine keeps one weight per split on chip).

@@ -299,7 +299,7 @@ void RopeScaledInputCase(int H, int KV, int hd, bool with_rows, bool long_pass) 
   Dev<int32_t> d_te(lay.tok_entry);
   Dev<StepEntryRecord> d_en(lay.entries);
   auto run = [&](InputScales sc, std::vector<bf16_t>* q, std::vector<bf16_t>* k,
-                 std::vector<bf16_t>* v) {
+                 std::vector<bf16_t>* v, bool vector_rope = true) {
     Dev<bf16_t> dq(size_t(n) * H * hd), dk(size_t(n) * KV * hd), dv(size_t(n) * KV * hd);
     AttentionParams p;
     p.qkv = d_qkv.get();
@@ -314,6 +314,7 @@ void RopeScaledInputCase(int H, int KV, int hd, bool with_rows, bool long_pass) 
     p.hd = hd;
     p.rotary = rotary;
     p.theta = 10000.0f;
+    p.vector_rope = vector_rope;
     ASSERT_EQ(LaunchRope(p, 0), cudaSuccess);
     *q = dq.Get(size_t(n) * H * hd);
     *k = dk.Get(size_t(n) * KV * hd);
@@ -349,6 +350,11 @@ void RopeScaledInputCase(int H, int KV, int hd, bool with_rows, bool long_pass) 
   ASSERT_EQ(q2, q) << "q: scales on reading differ from the pass";
   ASSERT_EQ(k2, k) << "k: scales on reading differ from the pass";
   ASSERT_EQ(v2, v) << "v: scales on reading differ from the pass";
+  std::vector<bf16_t> q3, k3, v3;  // one element a thread (AttentionParams::vector_rope = false)
+  run(InputScales{}, &q3, &k3, &v3, /*vector_rope=*/false);
+  ASSERT_EQ(q3, q2) << "q: one element a thread differs from four";
+  ASSERT_EQ(k3, k2) << "k: one element a thread differs from four";
+  ASSERT_EQ(v3, v2) << "v: one element a thread differs from four";
 }
 
 std::vector<OpCase> MakeAttentionCases() {

@@ -89,6 +89,10 @@ struct RgLruParams {
   float* gates = nullptr;      // [n, 2L]: per head h, columns h*2B .. h*2B+B input gate,
                                // then B recurrence-gate columns (the batched GEMM's output);
                                // LaunchRgLruGateMath overwrites them with a_eff and xn
+  // LaunchRgLruGateMath: four channels a thread with float4 loads where B % 4 == 0 and the
+  // arrays are 16-byte aligned; false keeps one channel a thread. Bit-identical (the kernel test
+  // compares them).
+  bool vector_gate_math = true;
 };
 
 // Empty string when the sizes are supported, else the reason.

@@ -77,8 +77,11 @@ void RgLruCase(int L, int H, int K) {
   // kFusedDecode: the gate kernel shifting the tails itself (counters); kFusedDecodeTailKernel:
   // the tail shift as a second kernel; kFusedDecodeUnstaged: the gate kernel loading the tails,
   // states and biases after the wait (RgLruParams::stage_before_wait = false).
+  // kPrefillScalarGateMath: the prefill path with the gate math one channel a thread
+  // (RgLruParams::vector_gate_math = false).
   enum class Path {
     kPrefill,
+    kPrefillScalarGateMath,
     kFusedDecode,
     kFusedDecodeTailKernel,
     kFusedDecodeUnstaged,
@@ -120,6 +123,7 @@ void RgLruCase(int L, int H, int K) {
     p.c_half = d_cb.get();
     p.gates = d_gates.get();
     p.tokens_per_block = tokens_per_block;
+    p.vector_gate_math = path != Path::kPrefillScalarGateMath;
     const int counters = l.n * H;  // enough at one token a block
     Dev<unsigned> d_counters(counters);
     ASSERT_EQ(cudaMemset(d_counters.get(), 0, counters * sizeof(unsigned)), cudaSuccess);
@@ -155,6 +159,15 @@ void RgLruCase(int L, int H, int K) {
   std::vector<char> pool_prefill = pool_host;
   std::vector<float> out;
   run(Path::kPrefill, lay, xy, pool_prefill, out);
+  {  // the gate math four channels a thread (where B % 4 == 0) == one, bit for bit
+    std::vector<char> pool_scalar = pool_host;
+    std::vector<float> out_scalar;
+    run(Path::kPrefillScalarGateMath, lay, xy, pool_scalar, out_scalar);
+    ASSERT_EQ(FirstDifference(out_scalar, out), "")
+        << "gate math: float4 and scalar outputs differ";
+    ASSERT_EQ(FirstDifference(pool_scalar, pool_prefill), "")
+        << "gate math: float4 and scalar states or tails differ";
+  }
 
   // CPU reference per entry, on the same bf16-rounded conv inputs.
   for (int e = 0; e < 3; ++e) {
