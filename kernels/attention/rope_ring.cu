@@ -7,47 +7,30 @@ namespace griffin::kernels {
 namespace {
 
 // A rotary pair (x_i, x_{i+half}) turned by the angle: (x_i cos - x_{i+half} sin, x_{i+half} cos
-// + x_i sin), each rounding spelled out so that both kernels below give the same bits.
+// + x_i sin), each rounding spelled out so that both paths below give the same bits.
 __device__ __forceinline__ float2 Rotate(float first, float second, float sn, float cs) {
   return make_float2(__fmaf_rn(first, cs, -__fmul_rn(second, sn)),
                      __fmaf_rn(second, cs, __fmul_rn(first, sn)));
 }
 
-// Block = (token, `heads_per_block` heads of q|k|v); threads over the heads' elements. The
-// angles depend on the position alone: the block computes each rotary pair's sine and cosine once
-// into shared memory and every head of the token reuses them (with a block per head, powf, sinf
-// and cosf ran once per head and element: 4x the kernel's byte floor at 1 x 2048, PROFILE.md).
-// The position comes from the step layout, which is in place before the step's first kernel, so
-// the table is built before waiting for the q|k|v projection.
-__global__ void RopeKernel(AttentionParams p, int heads_per_block) {
-  extern __shared__ float rope_table[];  // [half] sines, then [half] cosines
-  AllowDependentLaunch();
-  const int t = blockIdx.x;
-  const int hd = p.hd, H = p.H, KV = p.KV;
-  const int head0 = blockIdx.y * heads_per_block;
-  const int heads = min(heads_per_block, H + 2 * KV - head0);
-  const int half = p.rotary / 2;
-  const bool rotates = head0 < H + KV;  // v heads only: no table
-  if (rotates) {
-    const int pos = TokenPosition(EntryOfToken(p.layout, t), t);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.rotary);
-      const float inv_frequency = 1.0f / powf(p.theta, exponent);
-      const float angle = static_cast<float>(pos) * inv_frequency;
-      rope_table[i] = sinf(angle);
-      rope_table[half + i] = cosf(angle);
-    }
-    __syncthreads();
-  }
-  WaitForPriorGrids();
-  const int width = (H + 2 * KV) * hd;
-  const float* qkv_row = p.qkv + int64_t{t} * width;
+__device__ __forceinline__ bf16* RopeOutputRow(const AttentionParams& p, int t, int head) {
+  const int H = p.H, KV = p.KV;
+  return head < H        ? reinterpret_cast<bf16*>(p.q) + (int64_t{t} * H + head) * p.hd
+         : head < H + KV ? reinterpret_cast<bf16*>(p.k) + (int64_t{t} * KV + head - H) * p.hd
+                         : reinterpret_cast<bf16*>(p.v) + (int64_t{t} * KV + head - H - KV) * p.hd;
+}
+
+// One element a thread: element d of a rotating head loads its pair's two values.
+__device__ __forceinline__ void RopeElements(const AttentionParams& p, int t, int head0, int heads,
+                                             const float* rope_table) {
+  const int hd = p.hd, half = p.rotary / 2;
+  const float* qkv_row = p.qkv + int64_t{t} * (p.H + 2 * p.KV) * hd;
   for (int e = threadIdx.x; e < heads * hd; e += blockDim.x) {
     const int head = head0 + e / hd, d = e - (e / hd) * hd;
     const int col0 = head * hd;
     const float* hrow = qkv_row + col0;
     float val = ApplyScales(hrow[d], p.qkv_scales, t, col0 + d);
-    if (head < H + KV && d < p.rotary) {
+    if (head < p.H + p.KV && d < p.rotary) {
       const int i = d < half ? d : d - half;
       const float sn = rope_table[i], cs = rope_table[half + i];
       const float first = ApplyScales(hrow[i], p.qkv_scales, t, col0 + i);
@@ -55,22 +38,10 @@ __global__ void RopeKernel(AttentionParams p, int heads_per_block) {
       const float2 turned = Rotate(first, second, sn, cs);
       val = d < half ? turned.x : turned.y;
     }
-    if (head < H) {
-      reinterpret_cast<bf16*>(p.q)[(int64_t{t} * H + head) * hd + d] = ToB(val);
-    } else if (head < H + KV) {
-      reinterpret_cast<bf16*>(p.k)[(int64_t{t} * KV + head - H) * hd + d] = ToB(val);
-    } else {
-      reinterpret_cast<bf16*>(p.v)[(int64_t{t} * KV + head - H - KV) * hd + d] = ToB(val);
-    }
+    RopeOutputRow(p, t, head)[d] = ToB(val);
   }
 }
 
-// RopeKernel with four elements a thread: float4 loads of the projection, 8-byte bf16 stores. A
-// rotating head's first rotary half takes its quads with their partners in the second half (8
-// outputs a thread; the second half's own slots idle), the rest of the head plain quads. The
-// scalar kernel loads each rotated element three times, as floats, and stores bf16 one at a
-// time: 3.4x its byte floor at 1 x 2048 (PROFILE.md, session 19). Same math per element. Needs
-// hd % 4 == 0 and rotary % 8 == 0 (LaunchRope checks).
 __device__ __forceinline__ void StoreBf16x4(bf16* dst, float a, float b, float c, float d) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
   uint2 packed;
@@ -89,38 +60,21 @@ __device__ __forceinline__ float4 ScaledQuad(const float* row, const InputScales
   return v;
 }
 
-__global__ void RopeKernel4(AttentionParams p, int heads_per_block) {
-  extern __shared__ float rope_table[];  // [half] sines, then [half] cosines
-  AllowDependentLaunch();
-  const int t = blockIdx.x;
-  const int hd = p.hd, H = p.H, KV = p.KV;
-  const int head0 = blockIdx.y * heads_per_block;
-  const int heads = min(heads_per_block, H + 2 * KV - head0);
-  const int half = p.rotary / 2;
-  const bool rotates = head0 < H + KV;
-  if (rotates) {
-    const int pos = TokenPosition(EntryOfToken(p.layout, t), t);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.rotary);
-      const float inv_frequency = 1.0f / powf(p.theta, exponent);
-      const float angle = static_cast<float>(pos) * inv_frequency;
-      rope_table[i] = sinf(angle);
-      rope_table[half + i] = cosf(angle);
-    }
-    __syncthreads();
-  }
-  WaitForPriorGrids();
-  const int width = (H + 2 * KV) * hd;
-  const float* qkv_row = p.qkv + int64_t{t} * width;
-  const int quads = hd / 4;
+// Four elements a thread: float4 loads of the projection, 8-byte bf16 stores. A rotating head's
+// first rotary half takes its quads with their partners in the second half (8 outputs a thread;
+// the second half's own slots idle), the rest of the head plain quads. One element a thread
+// loads each rotated element three times, as floats, and stores bf16 two bytes at a time: 3.4x
+// its byte floor at 1 x 2048 (PROFILE.md, session 19), 1.5x this way (session 20). Same math per
+// element. Needs hd % 4 == 0 and rotary % 8 == 0 (LaunchRope checks).
+__device__ __forceinline__ void RopeQuads(const AttentionParams& p, int t, int head0, int heads,
+                                          const float* rope_table) {
+  const int hd = p.hd, half = p.rotary / 2, quads = hd / 4;
+  const float* qkv_row = p.qkv + int64_t{t} * (p.H + 2 * p.KV) * hd;
   for (int e = threadIdx.x; e < heads * quads; e += blockDim.x) {
     const int head = head0 + e / quads, d = 4 * (e - (e / quads) * quads);
-    const bool rotating = head < H + KV;
+    const bool rotating = head < p.H + p.KV;
     if (rotating && d >= half && d < p.rotary) continue;  // done with its partner below
-    bf16* out = head < H ? reinterpret_cast<bf16*>(p.q) + (int64_t{t} * H + head) * hd
-                : head < H + KV
-                    ? reinterpret_cast<bf16*>(p.k) + (int64_t{t} * KV + head - H) * hd
-                    : reinterpret_cast<bf16*>(p.v) + (int64_t{t} * KV + head - H - KV) * hd;
+    bf16* out = RopeOutputRow(p, t, head);
     const int col0 = head * hd;
     const float4 first = ScaledQuad(qkv_row, p.qkv_scales, t, col0 + d);
     if (!rotating || d >= p.rotary) {
@@ -136,6 +90,39 @@ __global__ void RopeKernel4(AttentionParams p, int heads_per_block) {
     const float2 r3 = Rotate(first.w, second.w, sn.w, cs.w);
     StoreBf16x4(out + d, r0.x, r1.x, r2.x, r3.x);
     StoreBf16x4(out + d + half, r0.y, r1.y, r2.y, r3.y);
+  }
+}
+
+// Block = (token, `heads_per_block` heads of q|k|v); threads over the heads' elements, one or four
+// (kQuads) at a time. The angles depend on the position alone: the block computes each rotary
+// pair's sine and cosine once into shared memory and every head of the token reuses them (with a
+// block per head, powf, sinf and cosf ran once per head and element: 4x the kernel's byte floor at
+// 1 x 2048, PROFILE.md). The position comes from the step layout, which is in place before the
+// step's first kernel, so the table is built before waiting for the q|k|v projection.
+template <bool kQuads>
+__global__ void RopeKernel(AttentionParams p, int heads_per_block) {
+  extern __shared__ float rope_table[];  // [half] sines, then [half] cosines
+  AllowDependentLaunch();
+  const int t = blockIdx.x;
+  const int head0 = blockIdx.y * heads_per_block;
+  const int heads = min(heads_per_block, p.H + 2 * p.KV - head0);
+  const int half = p.rotary / 2;
+  if (head0 < p.H + p.KV) {  // v heads only: no table
+    const int pos = TokenPosition(EntryOfToken(p.layout, t), t);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.rotary);
+      const float inv_frequency = 1.0f / powf(p.theta, exponent);
+      const float angle = static_cast<float>(pos) * inv_frequency;
+      rope_table[i] = sinf(angle);
+      rope_table[half + i] = cosf(angle);
+    }
+    __syncthreads();
+  }
+  WaitForPriorGrids();
+  if constexpr (kQuads) {
+    RopeQuads(p, t, head0, heads, rope_table);
+  } else {
+    RopeElements(p, t, head0, heads, rope_table);
   }
 }
 
@@ -184,7 +171,7 @@ cudaError_t LaunchRope(const AttentionParams& p, cudaStream_t stream) {
   };
   const bool quads = p.vector_rope && p.hd % 4 == 0 && p.rotary % 8 == 0 && aligned(p.qkv, 16) &&
                      aligned(p.q, 8) && aligned(p.k, 8) && aligned(p.v, 8);
-  const auto kernel = quads ? RopeKernel4 : RopeKernel;
+  const auto kernel = quads ? RopeKernel<true> : RopeKernel<false>;
   if (p.n < kRopeTokensForBlockPerToken) {
     const int lanes = quads ? p.hd / 4 : p.hd;
     const int threads = lanes < 128 ? 32 * ((lanes + 31) / 32) : 128;
