@@ -125,27 +125,26 @@ std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t
 
 std::string Gemm::Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                       cudaStream_t stream) {
-  if (M <= 0) return "";
-  Plan* plan = nullptr;
-  std::string err = GetPlan(M, N, K, Inputs::kBf16, &plan);
-  if (!err.empty()) return err;
-  if (!plan->tuned) Tune(plan, a, w, d, stream);
-  const cublasStatus_t st =
-      plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
-  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul", st);
-  return "";
+  return RunBf16Inputs(a, w, d, M, N, K, /*bf16_out=*/false, stream);
 }
 
 std::string Gemm::RunBf16Out(const bf16_t* a, const bf16_t* w, bf16_t* d, int M, int N, int K,
                              cudaStream_t stream) {
+  return RunBf16Inputs(a, w, d, M, N, K, /*bf16_out=*/true, stream);
+}
+
+std::string Gemm::RunBf16Inputs(const bf16_t* a, const bf16_t* w, void* d, int M, int N, int K,
+                                bool bf16_out, cudaStream_t stream) {
   if (M <= 0) return "";
   Plan* plan = nullptr;
-  std::string err = GetPlan(M, N, K, Inputs::kBf16, &plan, /*bf16_out=*/true);
+  std::string err = GetPlan(M, N, K, Inputs::kBf16, &plan, bf16_out);
   if (!err.empty()) return err;
   if (!plan->tuned) Tune(plan, a, w, d, stream);
   const cublasStatus_t st =
       plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
-  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(bf16 out)", st);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    return Fail(bf16_out ? "cublasLtMatmul(bf16 out)" : "cublasLtMatmul", st);
+  }
   return "";
 }
 

@@ -71,6 +71,9 @@ class Gemm {
   std::string GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
                       int64_t stride_a, int64_t stride_w, int64_t stride_d, Inputs inputs,
                       Plan** plan, bool bf16_out = false);
+  // Run and RunBf16Out: D (float32 or bf16) = A . W^T on bf16 inputs.
+  std::string RunBf16Inputs(const bf16_t* a, const bf16_t* w, void* d, int M, int N, int K,
+                            bool bf16_out, cudaStream_t stream);
   void Tune(Plan* plan, const void* a, const void* w, void* d, cudaStream_t stream);
   bool autotune_ = false;
 

@@ -24,9 +24,11 @@ constexpr const char* kTolerance =
 
 // `got` against the float64 product within the naive-sum bound plus `relative` x sum|a w| (the
 // inputs' own rounding: 1e-6 for bf16 inputs given exactly, more where the kernel quantizes
-// them). Returns the worst |error| / sum|a w| seen.
+// them) plus `output_relative` x |product| (the output's own rounding, where it is not float32).
+// Returns the worst |error| / sum|a w| seen.
 double CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
-                    const std::vector<float>& got, int M, int N, int K, double relative = 1e-6) {
+                    const std::vector<float>& got, int M, int N, int K, double relative = 1e-6,
+                    double output_relative = 0) {
   double worst = 0;
   for (int i = 0; i < M; ++i) {
     for (int o = 0; o < N; ++o) {
@@ -36,7 +38,8 @@ double CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
         mag += std::abs(double(a[size_t(i) * K + k]) * w[size_t(o) * K + k]);
       }
       worst = std::max(worst, std::abs(got[size_t(i) * N + o] - ref) / (mag + 1e-30));
-      EXPECT_NEAR(got[size_t(i) * N + o], ref, 1e-7 * K * mag / 8 + relative * mag + 1e-6)
+      EXPECT_NEAR(got[size_t(i) * N + o], ref,
+                  1e-7 * K * mag / 8 + relative * mag + output_relative * std::abs(ref) + 1e-6)
           << M << "x" << N << "x" << K << " at " << i << "," << o;
       if (::testing::Test::HasFailure()) return worst;
     }
@@ -44,37 +47,22 @@ double CheckProduct(const std::vector<float>& a, const std::vector<float>& w,
   return worst;
 }
 
-void GemmCase(int M, int N, int K) {
+// bf16_out: Gemm::RunBf16Out, whose output is rounded once more (bf16: 2^-9 relative, with
+// margin).
+void GemmCase(int M, int N, int K, bool bf16_out = false) {
   Gemm gemm;
   ASSERT_EQ(gemm.Init(32 << 20), "");
   auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
   Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  if (bf16_out) {
+    Dev<bf16_t> out(size_t(M) * N);
+    ASSERT_EQ(gemm.RunBf16Out(da.get(), dw.get(), out.get(), M, N, K, 0), "");
+    CheckProduct(a, w, FromBf16(out.Get(size_t(M) * N)), M, N, K, 1e-6, 0.0040);
+    return;
+  }
   Dev<float> out(size_t(M) * N);
   ASSERT_EQ(gemm.Run(da.get(), dw.get(), out.get(), M, N, K, 0), "");
   CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K);
-}
-
-// Gemm::RunBf16Out: the float64 product within the float32 bound plus the output's bf16
-// rounding (2^-9 relative, with margin).
-void GemmBf16OutCase(int M, int N, int K) {
-  Gemm gemm;
-  ASSERT_EQ(gemm.Init(32 << 20), "");
-  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
-  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w)), out(size_t(M) * N);
-  ASSERT_EQ(gemm.RunBf16Out(da.get(), dw.get(), out.get(), M, N, K, 0), "");
-  const std::vector<float> got = FromBf16(out.Get(size_t(M) * N));
-  for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) {
-      double sum = 0, mag = 0;
-      for (int q = 0; q < K; ++q) {
-        sum += double(a[size_t(i) * K + q]) * w[size_t(j) * K + q];
-        mag += std::abs(double(a[size_t(i) * K + q]) * w[size_t(j) * K + q]);
-      }
-      ASSERT_NEAR(got[size_t(i) * N + j], sum,
-                  1e-7 * K * mag / 8 + 1e-6 * mag + std::abs(sum) * 0.0040 + 1e-6)
-          << M << "x" << N << "x" << K << " at " << i << "," << j;
-    }
-  }
 }
 
 // split 0: the split LaunchGemv picks.
@@ -254,7 +242,7 @@ std::vector<OpCase> MakeLinearCases() {
        std::vector<std::tuple<int, int, int>>{{1, 8, 16}, {65, 264, 2560}, {300, 520, 72}}) {
     cases.push_back({"gemm_bf16_out", absl::StrCat(M, "x", N, "x", K),
                      "float64 sum of bf16 products", "float32 bound + bf16 rounding 2^-8 relative",
-                     false, [=] { GemmBf16OutCase(M, N, K); }});
+                     false, [=] { GemmCase(M, N, K, /*bf16_out=*/true); }});
   }
   for (int M = 1; M <= kGemvMaxM; ++M) {
     for (int N : {1, 7, 300}) {
