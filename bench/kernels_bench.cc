@@ -2,6 +2,7 @@
 // each must move and the achieved bandwidth (against 4.3 TB/s, PERF.md) or FLOP rate (790 TFLOP/s).
 // Median of --reps timed launches (CUDA events) after 5 warm-ups, inputs random (never zeros).
 //   kernels_bench [--reps=50] [--filter=SUBSTRING]
+#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -242,6 +243,97 @@ int Main() {
           double(N) * K + 4.0 * N + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     }
   }
+  // Which cuBLASLt algorithm a decode GEMM should run: Gemm::Tune times its heuristic's first 8
+  // back to back, the weights warm in L2 after the first launch, while a step reads them from
+  // HBM. Here the first 32 candidates (split-K configurations among them), each timed warm and
+  // cold: the heuristic's first choice, the warm winner and the cold winner, all timed cold.
+  for (int M : {256, 1024}) {
+    for (const auto& [what, shape] : projections) {
+      const auto [N, K] = shape;
+      if (N > 65536) continue;
+      std::snprintf(name, sizeof name, "cuBLASLt candidates %d x %d x %d (%s)", M, N, K, what);
+      const std::string filter = absl::GetFlag(FLAGS_filter);
+      if (!filter.empty() && std::string(name).find(filter) == std::string::npos) continue;
+      bf16_t* a = Buf<bf16_t>(int64_t(M) * K, 0.5f);
+      bf16_t* wb = Buf<bf16_t>(int64_t(N) * K, 0.02f);
+      float* out = Buf<float>(int64_t(M) * N);
+      const size_t ws_bytes = 32 << 20;
+      void* ws = Buf<char>(ws_bytes);
+      cublasLtHandle_t lt;
+      cublasLtCreate(&lt);
+      cublasLtMatmulDesc_t desc;
+      cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+      const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+      cublasLtMatrixLayout_t la, lb, ld;
+      cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, K, N, K);
+      cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, K, M, K);
+      cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, N, M, N);
+      cublasLtMatmulPreference_t pref;
+      cublasLtMatmulPreferenceCreate(&pref);
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                           &ws_bytes, sizeof ws_bytes);
+      cublasLtMatmulHeuristicResult_t results[32];
+      int found = 0;
+      cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 32, results, &found);
+      const float one = 1.0f, zero = 0.0f;
+      auto run = [&](const cublasLtMatmulAlgo_t& algo) {
+        return cublasLtMatmul(lt, desc, &one, wb, la, a, lb, &zero, out, ld, out, ld, &algo, ws,
+                              ws_bytes, 0) == CUBLAS_STATUS_SUCCESS;
+      };
+      int first = -1, warm_best = -1, cold_best = -1;
+      double first_ms = 0, warm_ms = 1e30, cold_ms = 1e30;
+      for (int i = 0; i < found; ++i) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS || !run(results[i].algo)) continue;
+        CHECK_CUDA(cudaDeviceSynchronize());
+        // Warm: three launches back to back after one, as Gemm::Tune times them.
+        cudaEvent_t e0, e1;
+        cudaEventCreate(&e0);
+        cudaEventCreate(&e1);
+        run(results[i].algo);
+        cudaEventRecord(e0);
+        for (int r = 0; r < 3; ++r) run(results[i].algo);
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float warm = 0;
+        cudaEventElapsedTime(&warm, e0, e1);
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        const double cold = TimeMs([&] { run(results[i].algo); });
+        if (first < 0) {
+          first = i;
+          first_ms = cold;
+        }
+        if (warm / 3 < warm_ms) {
+          warm_ms = warm / 3;
+          warm_best = i;
+        }
+        if (cold < cold_ms) {
+          cold_ms = cold;
+          cold_best = i;
+        }
+      }
+      if (first < 0) {
+        std::printf("| %s | no algorithm |\n", name);
+        continue;
+      }
+      const double bytes = 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, flops = 2.0 * M * N * K;
+      char row[200];
+      std::snprintf(row, sizeof row, "%s: heuristic's first (of %d)", name, found);
+      Report(row, first_ms, bytes, flops);
+      std::snprintf(row, sizeof row, "%s: warm winner #%d, timed cold", name, warm_best);
+      Report(row, TimeMs([&] { run(results[warm_best].algo); }), bytes, flops);
+      std::snprintf(row, sizeof row, "%s: cold winner #%d", name, cold_best);
+      Report(row, cold_ms, bytes, flops);
+      cublasLtMatmulPreferenceDestroy(pref);
+      cublasLtMatrixLayoutDestroy(la);
+      cublasLtMatrixLayoutDestroy(lb);
+      cublasLtMatrixLayoutDestroy(ld);
+      cublasLtMatmulDescDestroy(desc);
+      cublasLtDestroy(lt);
+    }
+  }
   // W8A8 on the FP8 tensor cores (cuBLASLt, per-row scales on both operands) beside bf16
   // cuBLASLt, for the batches above the GEMV's; the activations' quantization is its own row.
   for (const auto& [what, shape] : projections) {
@@ -326,6 +418,58 @@ int Main() {
     Bench(
         name, [&] { CHECK_CUDA(LaunchRgLruDecode(p, 0)); },
         2.0 * H * 256 * 256 * 2 + n * double(L) * (8 + 2 + 8 + 12), n * double(L) * 4 * 256);
+  }
+  // RG-LRU decode on the tensor-core path (batch >= rglru_gate_gemm_min_batch): the conv and the
+  // finish kernel, four channels a thread and one.
+  for (int n : {64, 256, 1024}) {
+    const int K = 4;
+    const int64_t stride = int64_t(L) * 4 + int64_t(K - 1) * L * 2;
+    RgLruParams p;
+    p.xy = Buf<float>(int64_t(n) * 2 * L);
+    p.bx = Buf<float>(L, 0.1f);
+    p.by = Buf<float>(L, 0.1f);
+    p.conv_w = Buf<float>(int64_t(L) * K, 0.5f);
+    p.conv_b = Buf<float>(L, 0.1f);
+    p.gx_b = Buf<float>(L, 0.1f);
+    p.ga_b = Buf<float>(L, 0.1f);
+    p.a_param = Buf<float>(L, 0.5f, -4.0f);
+    std::vector<int32_t> te(n);
+    std::vector<StepEntryRecord> en(n);
+    for (int i = 0; i < n; ++i) {
+      te[i] = i;
+      en[i] = {i, 1, i, 100};
+    }
+    int32_t* dte = Buf<int32_t>(n);
+    auto* den = reinterpret_cast<StepEntryRecord*>(Buf<int32_t>(4 * n));
+    CHECK_CUDA(cudaMemcpy(dte, te.data(), n * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(den, en.data(), 16 * n, cudaMemcpyHostToDevice));
+    char* pool = reinterpret_cast<char*>(Buf<float>(stride * n / 4 + 1));
+    CHECK_CUDA(cudaMemset(pool, 0, stride * n));
+    p.layout = {dte, den};
+    p.state = {pool, stride};
+    p.lru_offset = 0;
+    p.conv_offset = int64_t(L) * 4;
+    p.n = n;
+    p.num_entries = n;
+    p.L = L;
+    p.H = H;
+    p.K = K;
+    p.out = Buf<bf16_t>(int64_t(n) * L);
+    p.c = Buf<float>(int64_t(n) * L);
+    p.c_half = reinterpret_cast<uint16_t*>(Buf<bf16_t>(int64_t(n) * L));
+    p.gates = Buf<float>(int64_t(n) * 2 * L);
+    for (const bool vector : {true, false}) {
+      p.vector_decode = vector;
+      const char* how = vector ? "four channels a thread" : "one channel a thread";
+      std::snprintf(name, sizeof name, "rg-lru decode conv, %d tokens, %s", n, how);
+      Bench(
+          name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); },
+          n * double(L) * (4 + 2 * (K - 1) + 4 + 2), 0);
+      std::snprintf(name, sizeof name, "rg-lru decode finish, %d tokens, %s", n, how);
+      Bench(
+          name, [&] { CHECK_CUDA(LaunchRgLruDecodeFinish(p, 0)); },
+          n * double(L) * (8 + 4 + 8 + 8 + 2 + 2 * (K - 2) * 2 + 2), 0);
+    }
   }
   for (int seqs : {1, 16}) {
     const int T = 2048, n = seqs * T, K = 4;
@@ -477,10 +621,22 @@ int Main() {
     Bench(
         name, [&] { CHECK_CUDA(LaunchRope(p, 0)); }, n * double(H + 2) * hd * 6, 0);
   }
-  for (int rows : {1, 64, 256}) {
+  for (int rows : {1, 64, 256, 1024}) {
     float* logits = Buf<float>(int64_t(rows) * V, 3.0f);
     int32_t* tok = Buf<int32_t>(rows);
     int32_t* scratch = Buf<int32_t>(int64_t(rows) * kArgMaxParts * 3);
+    int32_t* write_flag = Buf<int32_t>(1);
+    for (const int32_t write : {1, 0}) {
+      CHECK_CUDA(cudaMemcpy(write_flag, &write, 4, cudaMemcpyHostToDevice));
+      std::snprintf(name, sizeof name, "soft-cap + argmax %d x %d, %s", rows, V,
+                    write ? "capped rows written back" : "tokens only");
+      Bench(
+          name,
+          [&] {
+            CHECK_CUDA(LaunchSoftCapArgMax(logits, rows, V, 30.0f, tok, scratch, 0, write_flag));
+          },
+          rows * double(V) * (write ? 8 : 4), 0);
+    }
     std::snprintf(name, sizeof name, "soft-cap %d x %d", rows, V);
     Bench(
         name, [&] { CHECK_CUDA(LaunchSoftCap(logits, int64_t(rows) * V, 30.0f, 0)); },

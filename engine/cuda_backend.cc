@@ -415,6 +415,12 @@ class CudaBackend::Impl {
   absl::Status EnqueueHead(int row0, int nrows, bool argmax);
   // Sampling parameters of step rows [row0, row0 + n) to the device.
   absl::Status UploadSampling(absl::Span<const SampleRequest> requests, int row0, int n);
+  // Whether a step wants only greedy tokens from the head: nothing reads its logits afterwards
+  // (no sampling, no prompt scores, no copy to the host), so the greedy head may leave them
+  // uncapped (StepMetadata::SetLogitsReadAfterHead).
+  bool GreedyTokensOnly(bool all_greedy, const int32_t* tokens_out) const {
+    return all_greedy && tokens_out != nullptr && scoring_ == nullptr;
+  }
   // After a head over step rows [row0, row0 + n): sample (if asked) and copy results out.
   absl::Status Consume(absl::Span<const SampleRequest> requests, bool all_greedy, int row0, int n,
                        bool argmax_done, float* logits_out, int32_t* tokens_out);
@@ -925,9 +931,10 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
                          ProjectionWeights{weights_->output_projection(), nullptr}, ws_.logits,
                          nrows, V, d));
   if (argmax) {
-    Trace("head: soft-cap + greedy argmax", "ArgMax", double(nrows) * V * 8, 0);
+    Trace("head: soft-cap + greedy argmax", "ArgMax",
+          double(nrows) * V * (meta_.logits_read_after_head() ? 8 : 4), 0);
     ENQUEUE(kernels::LaunchSoftCapArgMax(ws_.logits, nrows, V, c.logits_soft_cap, ws_.sampled,
-                                         ws_.argmax_scratch, stream_));
+                                         ws_.argmax_scratch, stream_, meta_.write_capped_logits()));
     return absl::OkStatus();
   }
   Trace("head: soft-cap", "SoftCap", double(nrows) * V * 8, 0);
@@ -1085,6 +1092,7 @@ absl::Status CudaBackend::Impl::RunDecodeGraph(absl::Span<const StepEntry> entri
   const int E = static_cast<int>(entries.size());
   const int bucket = graphs_.BucketFor(E);
   PackDecodeBucket(entries, bucket);
+  meta_.SetLogitsReadAfterHead(!GreedyTokensOnly(all_greedy, tokens_out));
   RETURN_IF_ERROR(meta_.Upload(stream_));
   RETURN_IF_ERROR(graphs_.Launch(bucket, stream_));
   // Rows of the graph are entries; copy out those that asked for logits.
@@ -1143,6 +1151,7 @@ absl::Status CudaBackend::Impl::RunPasses(absl::Span<const StepEntry> entries,
     } else if (config_.num_attention_layers() > 0) {
       SplitLongTiles();
     }
+    meta_.SetLogitsReadAfterHead(!GreedyTokensOnly(all_greedy, tokens_out));
     RETURN_IF_ERROR(meta_.Upload(stream_));
     RETURN_IF_ERROR(EnqueueForward(n, pure_decode));
     const int rows = meta_.num_rows();

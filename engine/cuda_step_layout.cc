@@ -25,12 +25,13 @@ int64_t Round4(int64_t words) { return (words + 3) / 4 * 4; }
 constexpr size_t kEntryWords = sizeof(kernels::StepEntryRecord) / 4;
 constexpr size_t kTileWords = sizeof(kernels::QueryTile) / 4;
 constexpr size_t kWordsPerToken = 1 + 1 + kEntryWords + kTileWords + 1;
+constexpr size_t kHeadFlagWords = 4;
 }  // namespace
 
 absl::Status StepMetadata::Init(int max_tokens) {
   max_tokens_ = static_cast<int>(Round4(max_tokens));
   max_tokens = max_tokens_;
-  const size_t words = kWordsPerToken * max_tokens;
+  const size_t words = kHeadFlagWords + kWordsPerToken * max_tokens;
   CUDA_RETURN_IF_ERROR(cudaMallocHost(&scratch_, words * 4));
   CUDA_RETURN_IF_ERROR(cudaMallocHost(&send_, words * 4));
   CUDA_RETURN_IF_ERROR(cudaMallocHost(&rows_send_, size_t(max_tokens) * 4));
@@ -47,7 +48,8 @@ absl::Status StepMetadata::Init(int max_tokens) {
 }
 
 void StepMetadata::Place(int n, int e, int t, int r) {
-  tokens_at_ = 0;
+  head_flags_at_ = 0;
+  tokens_at_ = kHeadFlagWords;
   tok_entry_at_ = tokens_at_ + Round4(n);
   entries_at_ = tok_entry_at_ + Round4(n);
   tiles_at_ = entries_at_ + int64_t{kEntryWords} * e;
@@ -60,6 +62,7 @@ void StepMetadata::Begin(int fixed_capacity) {
   num_tokens_ = num_entries_ = num_tiles_ = num_rows_ = 0;
   split_tiles_ = false;
   split_first_token_ = 0;
+  head_flags_[0] = 1;
   if (fixed_capacity > 0) Place(fixed_capacity, fixed_capacity, fixed_capacity, fixed_capacity);
 }
 
@@ -117,6 +120,7 @@ void StepMetadata::SplitLongTiles(TilePartPolicy policy) {
 
 absl::Status StepMetadata::Upload(cudaStream_t stream) {
   if (fixed_capacity_ == 0) Place(num_tokens_, num_entries_, num_tiles_, num_rows_);
+  std::memcpy(send_ + head_flags_at_, head_flags_, sizeof head_flags_);
   std::memcpy(send_ + tokens_at_, tokens_, size_t(num_tokens_) * 4);
   std::memcpy(send_ + tok_entry_at_, tok_entry_, size_t(num_tokens_) * 4);
   std::memcpy(send_ + entries_at_, entries_,

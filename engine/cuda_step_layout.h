@@ -6,6 +6,8 @@
 //   tiles      QueryTile [T]         attention work units: runs of one entry's consecutive tokens,
 //                                    possibly cut in two key parts (SplitLongTiles)
 //   rows       int32 [R]             tokens whose logits the head computes, in output order
+//   head flags int32 [4]             [0]: whether the greedy head writes the capped logits back
+//                                    (LaunchSoftCapArgMax's write_capped)
 // packed back to back in one pinned host buffer and uploaded with one copy. A pass packed with
 // capacities fixed per decode bucket always lands at the same device addresses, which the
 // bucket's CUDA graph captured.
@@ -44,6 +46,10 @@ class StepMetadata {
   // The head computes logits for step token `token` (rows in the order they are added).
   void AddRow(int token) { rows_[num_rows_++] = token; }
   void ClearRows() { num_rows_ = 0; }
+  // Whether something reads the logits after the greedy head's tokens (sampling, scores, a copy
+  // to the host); when not, the head leaves them uncapped and moves half the bytes. Begin sets it.
+  void SetLogitsReadAfterHead(bool read) { head_flags_[0] = read ? 1 : 0; }
+  bool logits_read_after_head() const { return head_flags_[0] != 0; }
   // Replaces the tiles with one per token (decode tiles: the split-key decode kernels).
   void UseOneTokenTiles();
   // Cuts the longest tiles in two key parts where PlanAttentionTileParts finds it pays (a prefill
@@ -80,6 +86,7 @@ class StepMetadata {
     return reinterpret_cast<const kernels::QueryTile*>(device_ + tiles_at_);
   }
   const int32_t* rows() const { return device_ + rows_at_; }
+  const int32_t* write_capped_logits() const { return device_ + head_flags_at_; }
 
  private:
   // Section offsets (in int32 words) for capacities n (tokens), e (entries), t (tiles), r (rows).
@@ -100,8 +107,9 @@ class StepMetadata {
   int split_first_token_ = 0;
   int fixed_capacity_ = 0;
   int num_tokens_ = 0, num_entries_ = 0, num_tiles_ = 0, num_rows_ = 0;
-  int64_t tokens_at_ = 0, tok_entry_at_ = 0, entries_at_ = 0, tiles_at_ = 0, rows_at_ = 0,
-          used_ = 0;
+  int32_t head_flags_[4] = {1, 0, 0, 0};
+  int64_t head_flags_at_ = 0, tokens_at_ = 0, tok_entry_at_ = 0, entries_at_ = 0, tiles_at_ = 0,
+          rows_at_ = 0, used_ = 0;
 };
 
 }  // namespace griffin::engine

@@ -101,10 +101,16 @@ __device__ int RowArgMax(const float* row, int V, int* s_flag, Best* s_best) {
 
 // Stage 1: block (row, chunk) finds the best of its chunk and the chunk's flags
 // (bit 0: NaN or +inf seen, bit 1: something finite seen).
-// kSoftCap: the logits are soft-capped in place on the way (the values LaunchSoftCap writes), so a
-// greedy head reads its rows once for both instead of twice.
-template <bool kSoftCap>
-__global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap, int32_t* scratch) {
+// kSoftCap: the logits are soft-capped on the way (the values LaunchSoftCap writes), so a greedy
+// head reads its rows once for both instead of twice; they are written back unless
+// `write_capped` points at 0 (nobody reads the logits after the tokens: a greedy decode step
+// then moves half the bytes; at batch 1024 the pass read and wrote 2 GB at 1.8x its floor).
+// kVec4 (V and the chunk multiples of 4): float4 loads, four in flight per thread before any is
+// used (one scalar load in flight per thread left the pass latency-bound). Every element still
+// meets Better(), whose result does not depend on the order, so both paths give the same token.
+template <bool kSoftCap, bool kVec4>
+__global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap,
+                                    const int32_t* write_capped, int32_t* scratch) {
   AllowDependentLaunch();
   WaitForPriorGrids();
   __shared__ int s_flag;
@@ -112,20 +118,45 @@ __global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap, 
   const int row = blockIdx.x, part = blockIdx.y, parts = gridDim.y;
   float* r = logits + int64_t{row} * V;
   const int begin = part * chunk, end = min(V, begin + chunk);
+  const bool write = kSoftCap && (write_capped == nullptr || *write_capped != 0);
   Best best{-INFINITY, -1};
   bool bad = false, finite = false;
-  for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    float v = r[i];
-    if constexpr (kSoftCap) {
-      v = tanhf(v / cap) * cap;
-      r[i] = v;
-    }
+  const auto visit = [&](int i, float v) {
     if (isnan(v) || v == INFINITY) {
       bad = true;
-      continue;
+      return;
     }
     finite |= isfinite(v);
     best = Better(best, Best{v, i});
+  };
+  const auto capped = [cap](float v) { return kSoftCap ? tanhf(v / cap) * cap : v; };
+  if constexpr (kVec4) {
+    float4* r4 = reinterpret_cast<float4*>(r);
+    const int end4 = end >> 2, step = blockDim.x;
+    for (int j = (begin >> 2) + threadIdx.x; j < end4; j += 4 * step) {
+      float4 q[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        if (j + u * step < end4) q[u] = r4[j + u * step];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int jj = j + u * step;
+        if (jj >= end4) break;
+        q[u] = make_float4(capped(q[u].x), capped(q[u].y), capped(q[u].z), capped(q[u].w));
+        if (write) r4[jj] = q[u];
+        visit(4 * jj, q[u].x);
+        visit(4 * jj + 1, q[u].y);
+        visit(4 * jj + 2, q[u].z);
+        visit(4 * jj + 3, q[u].w);
+      }
+    }
+  } else {
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+      const float v = capped(r[i]);
+      if (write) r[i] = v;
+      visit(i, v);
+    }
   }
   if (threadIdx.x == 0) s_flag = 0;
   __syncthreads();
@@ -427,14 +458,17 @@ cudaError_t LaunchSoftCap(float* logits, int64_t count, float cap, cudaStream_t 
 }
 
 namespace {
-cudaError_t ArgMaxStages(float* logits, int rows, int V, float cap, int32_t* tokens,
-                         int32_t* scratch, cudaStream_t stream) {
+cudaError_t ArgMaxStages(float* logits, int rows, int V, float cap, const int32_t* write_capped,
+                         int32_t* tokens, int32_t* scratch, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   const int parts = std::max(1, std::min(kArgMaxParts, (V + 4095) / 4096));
-  const int chunk = (V + parts - 1) / parts;
-  const cudaError_t err =
-      LaunchPdl(cap > 0.0f ? ArgMaxPartialKernel<true> : ArgMaxPartialKernel<false>,
-                dim3(rows, parts), dim3(256), 0, stream, logits, V, chunk, cap, scratch);
+  const int chunk = ((V + parts - 1) / parts + 3) / 4 * 4;  // float4 boundaries (kVec4)
+  const bool vec4 = V % 4 == 0 && chunk % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+  const auto kernel =
+      cap > 0.0f ? (vec4 ? ArgMaxPartialKernel<true, true> : ArgMaxPartialKernel<true, false>)
+                 : (vec4 ? ArgMaxPartialKernel<false, true> : ArgMaxPartialKernel<false, false>);
+  const cudaError_t err = LaunchPdl(kernel, dim3(rows, parts), dim3(256), 0, stream, logits, V,
+                                    chunk, cap, write_capped, scratch);
   if (err != cudaSuccess) return err;
   return LaunchPdl(ArgMaxFinalKernel, dim3(rows), dim3(32), 0, stream, parts,
                    static_cast<const int32_t*>(scratch), tokens);
@@ -444,12 +478,13 @@ cudaError_t ArgMaxStages(float* logits, int rows, int V, float cap, int32_t* tok
 cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
                          cudaStream_t stream) {
   // Without the cap the kernel only reads the rows.
-  return ArgMaxStages(const_cast<float*>(logits), rows, V, 0.0f, tokens, scratch, stream);
+  return ArgMaxStages(const_cast<float*>(logits), rows, V, 0.0f, nullptr, tokens, scratch, stream);
 }
 
 cudaError_t LaunchSoftCapArgMax(float* logits, int rows, int V, float cap, int32_t* tokens,
-                                int32_t* scratch, cudaStream_t stream) {
-  return ArgMaxStages(logits, rows, V, cap, tokens, scratch, stream);
+                                int32_t* scratch, cudaStream_t stream,
+                                const int32_t* write_capped) {
+  return ArgMaxStages(logits, rows, V, cap, write_capped, tokens, scratch, stream);
 }
 
 cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* params,

@@ -7,6 +7,10 @@
 //   then one warp per row; `scratch` holds rows * kArgMaxParts * 3 int32.
 // LaunchSoftCapArgMax: LaunchSoftCap then LaunchArgMax over the rows, in one pass over them (the
 //   capped values written back are LaunchSoftCap's, bit for bit); cap <= 0: LaunchArgMax.
+//   `write_capped` (device, may be null: write): when it holds 0 the capped values are not
+//   written back and the rows keep the uncapped logits; the tokens are the same. A flag in device
+//   memory rather than an argument so that one CUDA graph serves steps that need the logits
+//   afterwards (sampling, log-probabilities) and steps that need only the greedy tokens.
 // LaunchSample: per row, vLLM's order: repetition penalty over the row's context ids, temperature,
 //   top-k, top-p, min-p, then one draw from Philox4x32-10 keyed by (seed, step) as engine/sampler.cc.
 //   Top-k and top-p are found without sorting: a bisection on the threshold (at most 40 / 32 passes
@@ -31,7 +35,8 @@ inline constexpr int kArgMaxParts = 64;
 cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, int32_t* scratch,
                          cudaStream_t stream);
 cudaError_t LaunchSoftCapArgMax(float* logits, int rows, int V, float cap, int32_t* tokens,
-                                int32_t* scratch, cudaStream_t stream);
+                                int32_t* scratch, cudaStream_t stream,
+                                const int32_t* write_capped = nullptr);
 
 // One logit_bias entry: `bias` added to the row's logit of `id` before anything else (OpenAI).
 struct LogitBias {

@@ -285,6 +285,18 @@ void SoftCapArgMaxCase(int V, float cap) {
   EXPECT_EQ(tok_fused.Get(rows), tok_separate.Get(rows));
   const auto a = fused.Get(logits.size()), b = separate.Get(logits.size());
   ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  // The device flag: 1 writes as above, 0 leaves the rows as they were; the tokens never change.
+  for (const int32_t write : {1, 0}) {
+    Dev<float> flagged(logits);
+    Dev<int32_t> flag(std::vector<int32_t>{write}), tok(rows);
+    ASSERT_EQ(
+        LaunchSoftCapArgMax(flagged.get(), rows, V, cap, tok.get(), scratch.get(), 0, flag.get()),
+        cudaSuccess);
+    EXPECT_EQ(tok.Get(rows), tok_separate.Get(rows)) << "write flag " << write;
+    const auto c = flagged.Get(logits.size());
+    const float* want = write == 1 ? b.data() : logits.data();
+    ASSERT_EQ(0, std::memcmp(c.data(), want, c.size() * sizeof(float))) << "write flag " << write;
+  }
 }
 
 std::vector<OpCase> MakeLogitsCases() {
@@ -296,14 +308,15 @@ std::vector<OpCase> MakeLogitsCases() {
                        [count, cap] { SoftCapCase(count, cap); }});
     }
   }
-  for (int V : {1, 33, 4099, 256000}) {
+  // 4099 and 33: the scalar loads; 4100 and 256000: float4 loads (V % 4 == 0).
+  for (int V : {1, 33, 4099, 4100, 256000}) {
     for (float cap : {30.0f, 0.0f}) {
       cases.push_back({"softcap_argmax", absl::StrCat("V", V, " cap", cap, " rows3"),
                        "LaunchSoftCap then LaunchArgMax", "exact (tokens and capped rows)", false,
                        [V, cap] { SoftCapArgMaxCase(V, cap); }});
     }
   }
-  for (int V : {1, 33, 1023, 1025, 256000}) {
+  for (int V : {1, 33, 1023, 1025, 4100, 256000}) {
     cases.push_back({"argmax", absl::StrCat("V", V, " rows4"),
                      "ref::ArgMax; NaN row -> -1; ties -> lowest", "exact", false,
                      [V] { ArgMaxAndSamplingFlagNonFinite(V); }});

@@ -50,6 +50,57 @@ __device__ __forceinline__ float ConvInput(const RgLruParams& p, const bf16* tai
   return ToF(tail[int64_t{p.K - 1 + k} * p.L + ch]);
 }
 
+// One channel's conv output from its input x and the K - 1 before it (prev[s]: s tokens before),
+// in the reference's order (s = 0 first); every conv path calls this, so all give the same bits.
+template <int kMaxK>
+__device__ __forceinline__ float ConvSum(const float (&w)[kMaxK], float x,
+                                         const float (&prev)[kMaxK], int K, float bias) {
+  float acc = 0.0f;
+  acc += w[0] * x;
+#pragma unroll
+  for (int s = 1; s < kMaxK; ++s) {
+    if (s < K) acc += w[s] * prev[s];
+  }
+  return acc + bias;
+}
+
+// One channel of a decode step after the gates: the recurrence step and the gated output.
+struct StepOut {
+  float h;
+  bf16 out;
+};
+__device__ __forceinline__ StepOut RecurrenceStep(float gx_sum, float ga_sum, float c,
+                                                  float softplus_a, bool reset, float h_old,
+                                                  float y) {
+  const GateOut o = GateMath(gx_sum, ga_sum, c, softplus_a, reset);
+  const float hv = __fadd_rn(__fmul_rn(o.a_eff, h_old), o.xn);
+  return {hv, ToB(hv * GeluTanh(y))};
+}
+
+// Four consecutive columns of token t's x|y row (col % 4 == 0), scaled as XY scales one.
+__device__ __forceinline__ float4 XY4(const RgLruParams& p, int64_t t, int col) {
+  const float4 v = *reinterpret_cast<const float4*>(p.xy + t * 2 * p.L + col);
+  return make_float4(
+      ApplyScales(v.x, p.xy_scales, t, col), ApplyScales(v.y, p.xy_scales, t, col + 1),
+      ApplyScales(v.z, p.xy_scales, t, col + 2), ApplyScales(v.w, p.xy_scales, t, col + 3));
+}
+__device__ __forceinline__ float Lane(const float4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+// Four bf16 as one 8-byte word, and back.
+__device__ __forceinline__ void Unpack4(uint2 u, float (&f)[4]) {
+  const bf16* b = reinterpret_cast<const bf16*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) f[i] = ToF(b[i]);
+}
+__device__ __forceinline__ uint2 Pack4(const bf16 (&b)[4]) {
+  uint2 u;
+  bf16* d = reinterpret_cast<bf16*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) d[i] = b[i];
+  return u;
+}
+
 // The tail shift of a decode step (drop each slot's oldest conv input, append this token's) is
 // done by the last of the gridDim.z blocks of (these tokens, head h) to have read the tails: each
 // block counts itself in once its reads are done, and the one that completes the count writes.
@@ -374,20 +425,72 @@ __global__ void ConvKernel(RgLruParams p) {
         prev[s] = s < K ? ConvInput(p, tail, en.start, k - s, ch) : 0.0f;
     }
     const float x = xs[u];
-    // Same order of accumulation as the reference and the decode gate kernel: s = 0 first.
-    float acc = 0.0f;
-    acc += w[0] * x;
-#pragma unroll
-    for (int s = 1; s < kMaxK; ++s) {
-      if (s < K) acc += w[s] * prev[s];
-    }
+    const float c = ConvSum(w, x, prev, K, bias);
 #pragma unroll
     for (int s = kMaxK - 1; s > 1; --s) prev[s] = prev[s - 1];
     prev[1] = x;
-    const float c = acc + bias;
     p.c[int64_t{t} * L + ch] = c;
     reinterpret_cast<__half*>(p.c_half)[int64_t{t} * L + ch] = __float2half_rn(c);
   }
+}
+
+// The conv of a pass of short entries (decode: one token each), four channels a thread: one
+// channel a thread ran at 4.8x its byte floor at batch 1024 and 7x at 256 (PROFILE.md, session
+// 21), each thread waiting on 4-byte loads behind a chain of dependent ones. Here each load moves
+// 8 or 16 bytes, and the entry and the slot's tail rows are read before waiting for the x|y
+// projection (nothing earlier in the step writes them: this layer's finish kernel, which shifts
+// the tails, runs after this one). Block = one token; the same ConvSum per channel as ConvKernel.
+__global__ void ConvKernel4(RgLruParams p) {
+  constexpr int kMaxK = 8;
+  const int L = p.L, K = p.K, t = blockIdx.x;
+  const int ch = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
+  AllowDependentLaunch();
+  if (ch >= L) return;
+  float w[4][kMaxK];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int s = 0; s < kMaxK; ++s) w[i][s] = s < K ? p.conv_w[(ch + i) * K + (K - 1 - s)] : 0.0f;
+  }
+  const float4 bias = __ldg(reinterpret_cast<const float4*>(p.conv_b + ch));
+  const float4 x_bias = __ldg(reinterpret_cast<const float4*>(p.bx + ch));
+  const StepEntryRecord en = EntryOfToken(p.layout, t);
+  const int k = t - en.start;
+  const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
+  float prev[4][kMaxK];
+#pragma unroll
+  for (int s = 1; s < kMaxK; ++s) {
+    float f[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (s < K && k - s < 0) {
+      Unpack4(*reinterpret_cast<const uint2*>(tail + int64_t{K - 1 + k - s} * L + ch), f);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) prev[i][s] = f[i];
+  }
+  WaitForPriorGrids();
+#pragma unroll
+  for (int s = 1; s < kMaxK; ++s) {  // inputs of this pass (an entry's earlier tokens)
+    if (s < K && k - s >= 0) {
+      const float4 v = XY4(p, en.start + k - s, ch);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) prev[i][s] = RoundBf16(Lane(v, i) + Lane(x_bias, i));
+    }
+  }
+  const float4 xv = XY4(p, t, ch);
+  float c[4];
+  __half ch_half[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float x = RoundBf16(Lane(xv, i) + Lane(x_bias, i));
+    c[i] = ConvSum(w[i], x, prev[i], K, Lane(bias, i));
+    ch_half[i] = __float2half_rn(c[i]);
+  }
+  *reinterpret_cast<float4*>(p.c + int64_t{t} * L + ch) = make_float4(c[0], c[1], c[2], c[3]);
+  uint2 hh;
+  __half* hp = reinterpret_cast<__half*>(&hh);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) hp[i] = ch_half[i];
+  *reinterpret_cast<uint2*>(reinterpret_cast<__half*>(p.c_half) + int64_t{t} * L + ch) = hh;
 }
 
 // Decode only, after RgLruGateKernel (every block of a head reads the tails in it): drop the
@@ -423,14 +526,68 @@ __global__ void DecodeFinishKernel(RgLruParams p) {
   bf16* tail = reinterpret_cast<bf16*>(base + p.conv_offset);
   const int hh = ch / B, j = ch - hh * B;
   const float* g = p.gates + int64_t{t} * 2 * L + hh * 2 * B + j;
-  const GateOut o = GateMath(g[0] + p.gx_b[ch], g[B] + p.ga_b[ch], p.c[int64_t{t} * L + ch],
-                             Softplus(p.a_param[ch]), reset);
-  const float hv = __fadd_rn(__fmul_rn(o.a_eff, state[ch]), o.xn);
-  state[ch] = hv;
-  reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] =
-      ToB(hv * GeluTanh(XY(p, t, L + ch) + p.by[ch]));
+  const StepOut o =
+      RecurrenceStep(g[0] + p.gx_b[ch], g[B] + p.ga_b[ch], p.c[int64_t{t} * L + ch],
+                     Softplus(p.a_param[ch]), reset, state[ch], XY(p, t, L + ch) + p.by[ch]);
+  state[ch] = o.h;
+  reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = o.out;
   for (int r = 0; r + 1 < K - 1; ++r) tail[int64_t{r} * L + ch] = tail[int64_t{r + 1} * L + ch];
   if (K > 1) tail[int64_t{K - 2} * L + ch] = ToB(XY(p, t, ch) + p.bx[ch]);
+}
+
+// DecodeFinishKernel four channels a thread (B % 4 == 0): every load and store 8 or 16 bytes, and
+// what no kernel of the step writes before this one (the entry, the slot's state and tail rows,
+// the parameters) loaded before waiting for the gate GEMM. One channel a thread ran at 1.8x its
+// byte floor at batch 1024 and 2.3x at 256 (PROFILE.md, session 21).
+__global__ void DecodeFinishKernel4(RgLruParams p) {
+  constexpr int kMaxK = 8;
+  AllowDependentLaunch();
+  const int t = blockIdx.x;
+  const int L = p.L, B = L / p.H, K = p.K;
+  const int ch = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
+  if (ch >= L) return;
+  const StepEntryRecord en = EntryOfToken(p.layout, t);
+  const bool reset = TokenPosition(en, t) == 0;
+  char* base = p.state.pool + en.slot * p.state.slot_stride;
+  float4* state = reinterpret_cast<float4*>(base + p.lru_offset) + ch / 4;
+  bf16* tail = reinterpret_cast<bf16*>(base + p.conv_offset);
+  const float4 h_old = *state;
+  uint2 kept[kMaxK];  // tail rows 1 .. K - 2, which move down one row
+#pragma unroll
+  for (int r = 1; r < kMaxK - 1; ++r) {
+    if (r < K - 1) kept[r] = *reinterpret_cast<const uint2*>(tail + int64_t{r} * L + ch);
+  }
+  const float4 gx_b = __ldg(reinterpret_cast<const float4*>(p.gx_b + ch));
+  const float4 ga_b = __ldg(reinterpret_cast<const float4*>(p.ga_b + ch));
+  const float4 a_param = __ldg(reinterpret_cast<const float4*>(p.a_param + ch));
+  const float4 bx = __ldg(reinterpret_cast<const float4*>(p.bx + ch));
+  const float4 by = __ldg(reinterpret_cast<const float4*>(p.by + ch));
+  WaitForPriorGrids();
+  const int hh = ch / B, j = ch - hh * B;
+  const float* g = p.gates + int64_t{t} * 2 * L + hh * 2 * B + j;
+  const float4 gx = *reinterpret_cast<const float4*>(g);
+  const float4 ga = *reinterpret_cast<const float4*>(g + B);
+  const float4 c = *reinterpret_cast<const float4*>(p.c + int64_t{t} * L + ch);
+  const float4 x = XY4(p, t, ch);
+  const float4 y = XY4(p, t, L + ch);
+  float h[4];
+  bf16 out[4], shifted_in[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const StepOut o =
+        RecurrenceStep(Lane(gx, i) + Lane(gx_b, i), Lane(ga, i) + Lane(ga_b, i), Lane(c, i),
+                       Softplus(Lane(a_param, i)), reset, Lane(h_old, i), Lane(y, i) + Lane(by, i));
+    h[i] = o.h;
+    out[i] = o.out;
+    shifted_in[i] = ToB(Lane(x, i) + Lane(bx, i));
+  }
+  *state = make_float4(h[0], h[1], h[2], h[3]);
+  *reinterpret_cast<uint2*>(reinterpret_cast<bf16*>(p.out) + int64_t{t} * L + ch) = Pack4(out);
+#pragma unroll
+  for (int r = 1; r < kMaxK - 1; ++r) {
+    if (r < K - 1) *reinterpret_cast<uint2*>(tail + int64_t{r - 1} * L + ch) = kept[r];
+  }
+  if (K > 1) *reinterpret_cast<uint2*>(tail + int64_t{K - 2} * L + ch) = Pack4(shifted_in);
 }
 
 // Chunked scan: block = (entry, 32 channels), threads = 32 channels x kScanChunks time chunks.
@@ -589,8 +746,26 @@ cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   return staged ? LaunchGateForBatch<true>(p, stream) : LaunchGateForBatch<false>(p, stream);
 }
 
+namespace {
+bool Aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
+// Whether the four-channel decode kernels apply (RgLruParams::vector_decode).
+bool VectorDecode(const RgLruParams& p) {
+  return p.vector_decode && p.L % 4 == 0 && (p.L / p.H) % 4 == 0 && Aligned16(p.xy) &&
+         Aligned16(p.c) && Aligned16(p.c_half) && Aligned16(p.bx) && Aligned16(p.by) &&
+         Aligned16(p.conv_b) && Aligned16(p.gates) && Aligned16(p.gx_b) && Aligned16(p.ga_b) &&
+         Aligned16(p.a_param) && Aligned16(p.out) && Aligned16(p.state.pool) &&
+         p.state.slot_stride % 16 == 0 && p.lru_offset % 16 == 0 && p.conv_offset % 8 == 0;
+}
+constexpr int kVectorThreads = 128;
+}  // namespace
+
 cudaError_t LaunchRgLruDecodeFinish(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
+  if (VectorDecode(p)) {
+    return LaunchPdl(DecodeFinishKernel4,
+                     dim3(p.n, (p.L / 4 + kVectorThreads - 1) / kVectorThreads),
+                     dim3(kVectorThreads), 0, stream, p);
+  }
   return LaunchPdl(DecodeFinishKernel, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }
 
@@ -680,6 +855,10 @@ cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
     return LaunchPdl(ConvKernel<kPrefillRun>,
                      dim3((p.n + kPrefillRun - 1) / kPrefillRun, (p.L + 255) / 256), dim3(256), 0,
                      stream, p);
+  }
+  if (VectorDecode(p)) {
+    return LaunchPdl(ConvKernel4, dim3(p.n, (p.L / 4 + kVectorThreads - 1) / kVectorThreads),
+                     dim3(kVectorThreads), 0, stream, p);
   }
   return LaunchPdl(ConvKernel<1>, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }

@@ -77,15 +77,16 @@ void RgLruCase(int L, int H, int K) {
   // kFusedDecode: the gate kernel shifting the tails itself (counters); kFusedDecodeTailKernel:
   // the tail shift as a second kernel; kFusedDecodeUnstaged: the gate kernel loading the tails,
   // states and biases after the wait (RgLruParams::stage_before_wait = false).
-  // kPrefillScalarGateMath: the prefill path with the gate math one channel a thread
-  // (RgLruParams::vector_gate_math = false).
+  // kPrefillScalar / kGemmDecodeScalar: those paths with every kernel one channel a thread
+  // (RgLruParams::vector_gate_math and vector_decode false).
   enum class Path {
     kPrefill,
-    kPrefillScalarGateMath,
+    kPrefillScalar,
     kFusedDecode,
     kFusedDecodeTailKernel,
     kFusedDecodeUnstaged,
-    kGemmDecode
+    kGemmDecode,
+    kGemmDecodeScalar
   };
   // xy_scales: xy_in is an FP8 GEMM's unscaled output and the kernels apply its scales.
   int tokens_per_block = 0;  // RgLruParams::tokens_per_block of the fused decode paths
@@ -123,7 +124,8 @@ void RgLruCase(int L, int H, int K) {
     p.c_half = d_cb.get();
     p.gates = d_gates.get();
     p.tokens_per_block = tokens_per_block;
-    p.vector_gate_math = path != Path::kPrefillScalarGateMath;
+    p.vector_gate_math = path != Path::kPrefillScalar;
+    p.vector_decode = path != Path::kPrefillScalar && path != Path::kGemmDecodeScalar;
     const int counters = l.n * H;  // enough at one token a block
     Dev<unsigned> d_counters(counters);
     ASSERT_EQ(cudaMemset(d_counters.get(), 0, counters * sizeof(unsigned)), cudaSuccess);
@@ -144,7 +146,7 @@ void RgLruCase(int L, int H, int K) {
       ASSERT_EQ(gemm.RunBatched(d_cb.get(), L, B, d_packed.get(), int64_t{2} * B * B, d_gates.get(),
                                 2 * L, 2 * B, l.n, 2 * B, B, H, true, 0),
                 "");
-      if (path == Path::kGemmDecode) {
+      if (path == Path::kGemmDecode || path == Path::kGemmDecodeScalar) {
         ASSERT_EQ(LaunchRgLruDecodeFinish(p, 0), cudaSuccess);
       } else {
         ASSERT_EQ(LaunchRgLruGateMath(p, 0), cudaSuccess);
@@ -162,11 +164,27 @@ void RgLruCase(int L, int H, int K) {
   {  // the gate math four channels a thread (where B % 4 == 0) == one, bit for bit
     std::vector<char> pool_scalar = pool_host;
     std::vector<float> out_scalar;
-    run(Path::kPrefillScalarGateMath, lay, xy, pool_scalar, out_scalar);
+    run(Path::kPrefillScalar, lay, xy, pool_scalar, out_scalar);
     ASSERT_EQ(FirstDifference(out_scalar, out), "")
         << "gate math: float4 and scalar outputs differ";
     ASSERT_EQ(FirstDifference(pool_scalar, pool_prefill), "")
         << "gate math: float4 and scalar states or tails differ";
+  }
+  {  // a pass of short entries (the conv's decode kernel, an entry of two tokens reading its
+     // first from the pass), four channels a thread == one, bit for bit
+    HostLayout shorts;
+    shorts.Add(2, 1, pos0[1]);
+    shorts.Add(1, 2, pos0[2]);
+    shorts.Add(1, 0, pos0[0]);
+    const std::vector<float> xy_s(xy.begin(), xy.begin() + size_t(shorts.n) * 2 * L);
+    std::vector<char> pool_v = pool_host, pool_s = pool_host;
+    std::vector<float> out_v, out_s;
+    run(Path::kPrefill, shorts, xy_s, pool_v, out_v);
+    run(Path::kPrefillScalar, shorts, xy_s, pool_s, out_s);
+    ASSERT_EQ(FirstDifference(out_s, out_v), "")
+        << "short entries: vector and scalar outputs differ";
+    ASSERT_EQ(FirstDifference(pool_s, pool_v), "")
+        << "short entries: vector and scalar states or tails differ";
   }
 
   // CPU reference per entry, on the same bf16-rounded conv inputs.
@@ -292,6 +310,16 @@ void RgLruCase(int L, int H, int K) {
     std::vector<float> out_a, out_b;
     run(Path::kFusedDecode, many, xym, pool_a, out_a);
     run(Path::kFusedDecodeUnstaged, many, xym, pool_b, out_b);
+    {  // the GEMM path's conv and finish four channels a thread == one, bit for bit
+      std::vector<char> pool_v = pool_many, pool_s = pool_many;
+      std::vector<float> out_v, out_s;
+      run(Path::kGemmDecode, many, xym, pool_v, out_v);
+      run(Path::kGemmDecodeScalar, many, xym, pool_s, out_s);
+      ASSERT_EQ(FirstDifference(out_s, out_v), "")
+          << count << " tokens: GEMM decode outputs differ";
+      ASSERT_EQ(FirstDifference(pool_s, pool_v), "")
+          << count << " tokens: GEMM decode states or tails differ";
+    }
     ASSERT_EQ(out_a, out_b) << count << " tokens: staged and unstaged decode outputs differ";
     ASSERT_EQ(pool_a, pool_b) << count << " tokens: staged and unstaged states or tails differ";
     // Every choice of tokens per block gives the same bits, staged and unstaged.
