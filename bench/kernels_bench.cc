@@ -419,8 +419,8 @@ int Main() {
         name, [&] { CHECK_CUDA(LaunchRgLruDecode(p, 0)); },
         2.0 * H * 256 * 256 * 2 + n * double(L) * (8 + 2 + 8 + 12), n * double(L) * 4 * 256);
   }
-  // RG-LRU decode on the tensor-core path (batch >= rglru_gate_gemm_min_batch): the conv and the
-  // finish kernel, four channels a thread and one.
+  // RG-LRU decode on the tensor-core path (batch >= rglru_gate_gemm_min_batch): the conv, and the
+  // finish kernel four channels a thread and one.
   for (int n : {64, 256, 1024}) {
     const int K = 4;
     const int64_t stride = int64_t(L) * 4 + int64_t(K - 1) * L * 2;
@@ -458,13 +458,13 @@ int Main() {
     p.c = Buf<float>(int64_t(n) * L);
     p.c_half = reinterpret_cast<uint16_t*>(Buf<bf16_t>(int64_t(n) * L));
     p.gates = Buf<float>(int64_t(n) * 2 * L);
+    std::snprintf(name, sizeof name, "rg-lru decode conv, %d tokens", n);
+    Bench(
+        name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); }, n * double(L) * (4 + 2 * (K - 1) + 4 + 2),
+        0);
     for (const bool vector : {true, false}) {
       p.vector_decode = vector;
       const char* how = vector ? "four channels a thread" : "one channel a thread";
-      std::snprintf(name, sizeof name, "rg-lru decode conv, %d tokens, %s", n, how);
-      Bench(
-          name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); },
-          n * double(L) * (4 + 2 * (K - 1) + 4 + 2), 0);
       std::snprintf(name, sizeof name, "rg-lru decode finish, %d tokens, %s", n, how);
       Bench(
           name, [&] { CHECK_CUDA(LaunchRgLruDecodeFinish(p, 0)); },

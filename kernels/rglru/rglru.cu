@@ -87,12 +87,7 @@ __device__ __forceinline__ float4 XY4(const RgLruParams& p, int64_t t, int col) 
 __device__ __forceinline__ float Lane(const float4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
-// Four bf16 as one 8-byte word, and back.
-__device__ __forceinline__ void Unpack4(uint2 u, float (&f)[4]) {
-  const bf16* b = reinterpret_cast<const bf16*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) f[i] = ToF(b[i]);
-}
+// Four bf16 as one 8-byte word.
 __device__ __forceinline__ uint2 Pack4(const bf16 (&b)[4]) {
   uint2 u;
   bf16* d = reinterpret_cast<bf16*>(&u);
@@ -434,65 +429,6 @@ __global__ void ConvKernel(RgLruParams p) {
   }
 }
 
-// The conv of a pass of short entries (decode: one token each), four channels a thread: one
-// channel a thread ran at 4.8x its byte floor at batch 1024 and 7x at 256 (PROFILE.md, session
-// 21), each thread waiting on 4-byte loads behind a chain of dependent ones. Here each load moves
-// 8 or 16 bytes, and the entry and the slot's tail rows are read before waiting for the x|y
-// projection (nothing earlier in the step writes them: this layer's finish kernel, which shifts
-// the tails, runs after this one). Block = one token; the same ConvSum per channel as ConvKernel.
-__global__ void ConvKernel4(RgLruParams p) {
-  constexpr int kMaxK = 8;
-  const int L = p.L, K = p.K, t = blockIdx.x;
-  const int ch = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
-  AllowDependentLaunch();
-  if (ch >= L) return;
-  float w[4][kMaxK];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int s = 0; s < kMaxK; ++s) w[i][s] = s < K ? p.conv_w[(ch + i) * K + (K - 1 - s)] : 0.0f;
-  }
-  const float4 bias = __ldg(reinterpret_cast<const float4*>(p.conv_b + ch));
-  const float4 x_bias = __ldg(reinterpret_cast<const float4*>(p.bx + ch));
-  const StepEntryRecord en = EntryOfToken(p.layout, t);
-  const int k = t - en.start;
-  const bf16* tail = SlotRegion<const bf16>(p.state, en.slot, p.conv_offset);
-  float prev[4][kMaxK];
-#pragma unroll
-  for (int s = 1; s < kMaxK; ++s) {
-    float f[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (s < K && k - s < 0) {
-      Unpack4(*reinterpret_cast<const uint2*>(tail + int64_t{K - 1 + k - s} * L + ch), f);
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) prev[i][s] = f[i];
-  }
-  WaitForPriorGrids();
-#pragma unroll
-  for (int s = 1; s < kMaxK; ++s) {  // inputs of this pass (an entry's earlier tokens)
-    if (s < K && k - s >= 0) {
-      const float4 v = XY4(p, en.start + k - s, ch);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) prev[i][s] = RoundBf16(Lane(v, i) + Lane(x_bias, i));
-    }
-  }
-  const float4 xv = XY4(p, t, ch);
-  float c[4];
-  __half ch_half[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float x = RoundBf16(Lane(xv, i) + Lane(x_bias, i));
-    c[i] = ConvSum(w[i], x, prev[i], K, Lane(bias, i));
-    ch_half[i] = __float2half_rn(c[i]);
-  }
-  *reinterpret_cast<float4*>(p.c + int64_t{t} * L + ch) = make_float4(c[0], c[1], c[2], c[3]);
-  uint2 hh;
-  __half* hp = reinterpret_cast<__half*>(&hh);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) hp[i] = ch_half[i];
-  *reinterpret_cast<uint2*>(reinterpret_cast<__half*>(p.c_half) + int64_t{t} * L + ch) = hh;
-}
-
 // Decode only, after RgLruGateKernel (every block of a head reads the tails in it): drop the
 // oldest conv input of each slot's tail and append this token's. Grid (tokens, channel blocks): one
 // block per token waited on ten dependent load rounds per thread at L = 2560.
@@ -748,13 +684,13 @@ cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
 
 namespace {
 bool Aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
-// Whether the four-channel decode kernels apply (RgLruParams::vector_decode).
+// Whether the four-channel decode finish applies (RgLruParams::vector_decode).
 bool VectorDecode(const RgLruParams& p) {
   return p.vector_decode && p.L % 4 == 0 && (p.L / p.H) % 4 == 0 && Aligned16(p.xy) &&
-         Aligned16(p.c) && Aligned16(p.c_half) && Aligned16(p.bx) && Aligned16(p.by) &&
-         Aligned16(p.conv_b) && Aligned16(p.gates) && Aligned16(p.gx_b) && Aligned16(p.ga_b) &&
-         Aligned16(p.a_param) && Aligned16(p.out) && Aligned16(p.state.pool) &&
-         p.state.slot_stride % 16 == 0 && p.lru_offset % 16 == 0 && p.conv_offset % 8 == 0;
+         Aligned16(p.c) && Aligned16(p.bx) && Aligned16(p.by) && Aligned16(p.gates) &&
+         Aligned16(p.gx_b) && Aligned16(p.ga_b) && Aligned16(p.a_param) && Aligned16(p.out) &&
+         Aligned16(p.state.pool) && p.state.slot_stride % 16 == 0 && p.lru_offset % 16 == 0 &&
+         p.conv_offset % 8 == 0;
 }
 constexpr int kVectorThreads = 128;
 }  // namespace
@@ -848,17 +784,15 @@ cudaError_t LaunchRgLruGateMath(const RgLruParams& p, cudaStream_t stream) {
 cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
   // One channel per thread: the tail loads are latency-bound (6.7x the byte floor at batch 256
-  // with four channels per thread, bench/PROFILE.md). Runs of 16 tokens when entries are longer
+  // with four channels per thread, bench/PROFILE.md; measured again in session 21 with the
+  // entry and tails loaded before the wait: 12.5 against 11.2 us at 256 tokens, 35.0 against
+  // 29.4 at 1024, bench/NOTES.md). Runs of 16 tokens when entries are longer
   // than a token on average (prefill).
   constexpr int kPrefillRun = 16;
   if (p.n >= 2 * p.num_entries) {
     return LaunchPdl(ConvKernel<kPrefillRun>,
                      dim3((p.n + kPrefillRun - 1) / kPrefillRun, (p.L + 255) / 256), dim3(256), 0,
                      stream, p);
-  }
-  if (VectorDecode(p)) {
-    return LaunchPdl(ConvKernel4, dim3(p.n, (p.L / 4 + kVectorThreads - 1) / kVectorThreads),
-                     dim3(kVectorThreads), 0, stream, p);
   }
   return LaunchPdl(ConvKernel<1>, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }

@@ -93,10 +93,9 @@ struct RgLruParams {
   // arrays are 16-byte aligned; false keeps one channel a thread. Bit-identical (the kernel test
   // compares them).
   bool vector_gate_math = true;
-  // LaunchRgLruConv for passes of short entries (decode) and LaunchRgLruDecodeFinish: four
-  // channels a thread, 8- and 16-byte loads, the entry, tails and states loaded before waiting
-  // for the previous kernel, where L % 4 == 0 and the arrays are 16-byte aligned; false keeps one
-  // channel a thread. Bit-identical (the kernel test compares them).
+  // LaunchRgLruDecodeFinish: four channels a thread, 8- and 16-byte loads, the entry, tails and
+  // states loaded before waiting for the gate GEMM, where B % 4 == 0 and the arrays are 16-byte
+  // aligned; false keeps one channel a thread. Bit-identical (the kernel test compares them).
   bool vector_decode = true;
 };
 
