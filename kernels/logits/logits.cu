@@ -12,12 +12,17 @@ namespace {
 
 constexpr int kRowThreads = 1024;
 
+// Every soft-cap on the device is this expression, so the kernels that skip it for values that
+// cannot win (ArgMaxPartialKernel's tokens-only path) and the exhaustive monotonicity check
+// (LaunchCountSoftCapInversions) see the same bits as LaunchSoftCap.
+__device__ __forceinline__ float Capped(float v, float cap) { return tanhf(v / cap) * cap; }
+
 __global__ void SoftCapKernel(float* logits, int64_t count, float cap) {
   AllowDependentLaunch();
   WaitForPriorGrids();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
        i += int64_t{gridDim.x} * blockDim.x) {
-    logits[i] = tanhf(logits[i] / cap) * cap;
+    logits[i] = Capped(logits[i], cap);
   }
 }
 
@@ -108,6 +113,14 @@ __device__ int RowArgMax(const float* row, int V, int* s_flag, Best* s_best) {
 // kVec4 (V and the chunk multiples of 4): float4 loads, four in flight per thread before any is
 // used (one scalar load in flight per thread left the pass latency-bound). Every element still
 // meets Better(), whose result does not depend on the order, so both paths give the same token.
+// When nothing is written back the argmax skips what cannot win. Without the cap a thread keeps
+// its running raw maximum (it meets its elements in increasing index order, so a later element
+// wins only when strictly larger). With the cap and float4 loads, only values near each warp
+// round's raw maximum are capped (below); that rests on the device's cap being monotone up to
+// kSoftCapInversionSlack (tanhf is not quite: LaunchCountSoftCapInversions finds one backward
+// step a sign, which the kernel test bounds). Elements of equal capped value keep the lowest index
+// exactly as before. At 1024 rows of 256000 the tanhf and division on every element had made the
+// pass 2.8x its read-only floor (bench/NOTES.md session 21).
 template <bool kSoftCap, bool kVec4>
 __global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap,
                                     const int32_t* write_capped, int32_t* scratch) {
@@ -129,8 +142,87 @@ __global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap,
     finite |= isfinite(v);
     best = Better(best, Best{v, i});
   };
-  const auto capped = [cap](float v) { return kSoftCap ? tanhf(v / cap) * cap : v; };
-  if constexpr (kVec4) {
+  const auto capped = [cap](float v) { return kSoftCap ? Capped(v, cap) : v; };
+  if (!write && (kVec4 || !kSoftCap)) {
+    // NaN fails `v > raw_max`, +inf passes it but flags the row, -inf never passes: with nothing
+    // flagged, something finite was seen exactly when a record was set.
+    float raw_max = -INFINITY;
+    const auto record = [&](int i, float v) {
+      bad |= !(v < INFINITY);
+      if (v > raw_max) {
+        raw_max = v;
+        const float c = capped(v);
+        if (c > best.v) best = Best{c, i};
+      }
+    };
+    if constexpr (kVec4 && kSoftCap) {
+      // Per warp and load round: the raw maximum m over the warp's 1024 values (uniform after the
+      // shuffles), then the cap only of values above a bound t under which nothing can cap to
+      // capped(m) or above: t = m less 2^-12 of |m|, checked (capped(t) + the slack < capped(m):
+      // every value <= t caps to at most capped(t) + the slack), so a value that caps above
+      // capped(m) while raw below it is in the window and capped too. Where the cap saturates and
+      // the check fails, every value is capped. (Capping a thread's running raw maxima instead
+      // left most values capped: a thread meets ~16 values of a row, nearly every one some lane's
+      // running maximum; 0.51 ms at 1024 rows against the plain argmax's 0.25.)
+      const float4* r4 = reinterpret_cast<const float4*>(r);
+      const int end4 = end >> 2, step = blockDim.x;
+      // Eight float4 a lane a round (a 4096-value chunk in one round of 128 lanes): the two caps
+      // of the window check are paid per round, and per value they were half the pass's work
+      // with four (0.367 ms at 1024 rows; session 22).
+      constexpr int kLoads = 8;
+      for (int base = begin >> 2; base < end4; base += kLoads * step) {  // the same rounds a lane
+        const int j = base + threadIdx.x;
+        float v[4 * kLoads];
+#pragma unroll
+        for (int u = 0; u < kLoads; ++u) {
+          float4 q = make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+          if (j + u * step < end4) q = r4[j + u * step];
+          v[4 * u] = q.x;
+          v[4 * u + 1] = q.y;
+          v[4 * u + 2] = q.z;
+          v[4 * u + 3] = q.w;
+        }
+        float m = -INFINITY;
+#pragma unroll
+        for (int e = 0; e < 4 * kLoads; ++e) {
+          bad |= !(v[e] < INFINITY);
+          m = fmaxf(m, v[e]);  // NaN is flagged above and skipped here
+        }
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (!(m > -INFINITY && m < INFINITY)) continue;  // nothing finite, or +inf (flagged)
+        const float t = m - fmaxf(fabsf(m) * 0x1p-12f, FLT_MIN);
+        const bool window = Capped(t, cap) + kSoftCapInversionSlack * cap < Capped(m, cap);
+#pragma unroll
+        for (int e = 0; e < 4 * kLoads; ++e) {
+          if (window ? v[e] > t : v[e] > -INFINITY) {  // NaN and the padding fail both
+            best = Better(best, Best{Capped(v[e], cap), 4 * (j + (e >> 2) * step) + (e & 3)});
+          }
+        }
+      }
+    } else if constexpr (kVec4) {  // no cap: one comparison a value
+      const float4* r4 = reinterpret_cast<const float4*>(r);
+      const int end4 = end >> 2, step = blockDim.x;
+      for (int j = (begin >> 2) + threadIdx.x; j < end4; j += 4 * step) {
+        float4 q[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          if (j + u * step < end4) q[u] = r4[j + u * step];
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int jj = j + u * step;
+          if (jj >= end4) break;
+          record(4 * jj, q[u].x);
+          record(4 * jj + 1, q[u].y);
+          record(4 * jj + 2, q[u].z);
+          record(4 * jj + 3, q[u].w);
+        }
+      }
+    } else {
+      for (int i = begin + threadIdx.x; i < end; i += blockDim.x) record(i, r[i]);
+    }
+    finite = best.i >= 0;
+  } else if constexpr (kVec4) {
     float4* r4 = reinterpret_cast<float4*>(r);
     const int end4 = end >> 2, step = blockDim.x;
     for (int j = (begin >> 2) + threadIdx.x; j < end4; j += 4 * step) {
@@ -175,6 +267,31 @@ __global__ void ArgMaxPartialKernel(float* logits, int V, int chunk, float cap,
     out[0] = __float_as_int(b.v);
     out[1] = b.i;
     out[2] = s_flag;
+  }
+}
+
+// Pairs of adjacent floats (u, u + 1 as bit patterns, both signs) whose capped values are out of
+// order; each thread walks a run of 64 and reuses the value it capped last. stats: [0] the count,
+// [1] the largest backward step (float bits; non-negative floats order as their bits), [2] the
+// smallest |x| of such a pair (float bits).
+__global__ void CountSoftCapInversionsKernel(float cap, uint32_t* stats) {
+  constexpr uint32_t kRun = 64, kInf = 0x7F800000u;
+  const uint64_t first = (blockIdx.x * uint64_t{blockDim.x} + threadIdx.x) * kRun;
+  if (first >= kInf) return;
+  const uint32_t last = static_cast<uint32_t>(min(first + kRun, uint64_t{kInf}));
+  float pos = Capped(__uint_as_float(static_cast<uint32_t>(first)), cap);
+  float neg = Capped(-__uint_as_float(static_cast<uint32_t>(first)), cap);
+  for (uint32_t u = static_cast<uint32_t>(first); u < last; ++u) {
+    const float next = __uint_as_float(u + 1);  // the last is +inf: the cap's limit is in range
+    const float pos_next = Capped(next, cap), neg_next = Capped(-next, cap);
+    if (!(pos_next >= pos) || !(neg_next <= neg)) {
+      const float gap = fmaxf(pos - pos_next, neg_next - neg);
+      atomicAdd(&stats[0], 1u);
+      atomicMax(&stats[1], __float_as_uint(gap));
+      atomicMin(&stats[2], u);
+    }
+    pos = pos_next;
+    neg = neg_next;
   }
 }
 
@@ -467,7 +584,7 @@ cudaError_t ArgMaxStages(float* logits, int rows, int V, float cap, const int32_
   const auto kernel =
       cap > 0.0f ? (vec4 ? ArgMaxPartialKernel<true, true> : ArgMaxPartialKernel<true, false>)
                  : (vec4 ? ArgMaxPartialKernel<false, true> : ArgMaxPartialKernel<false, false>);
-  const cudaError_t err = LaunchPdl(kernel, dim3(rows, parts), dim3(256), 0, stream, logits, V,
+  const cudaError_t err = LaunchPdl(kernel, dim3(rows, parts), dim3(128), 0, stream, logits, V,
                                     chunk, cap, write_capped, scratch);
   if (err != cudaSuccess) return err;
   return LaunchPdl(ArgMaxFinalKernel, dim3(rows), dim3(32), 0, stream, parts,
@@ -485,6 +602,20 @@ cudaError_t LaunchSoftCapArgMax(float* logits, int rows, int V, float cap, int32
                                 int32_t* scratch, cudaStream_t stream,
                                 const int32_t* write_capped) {
   return ArgMaxStages(logits, rows, V, cap, write_capped, tokens, scratch, stream);
+}
+
+cudaError_t LaunchCountSoftCapInversions(float cap, uint32_t* stats, cudaStream_t stream) {
+  if (cap <= 0.0f) return cudaErrorInvalidValue;
+  const uint32_t init[3] = {0, 0, 0x7F800000u};
+  cudaError_t err = cudaMemcpyAsync(stats, init, sizeof(init), cudaMemcpyHostToDevice, stream);
+  if (err != cudaSuccess) return err;
+  err = cudaStreamSynchronize(stream);  // `init` is on this stack
+  if (err != cudaSuccess) return err;
+  constexpr int kThreads = 256;
+  constexpr uint64_t kPerBlock = uint64_t{kThreads} * 64;
+  const auto blocks = static_cast<unsigned>((uint64_t{0x7F800000u} + kPerBlock - 1) / kPerBlock);
+  CountSoftCapInversionsKernel<<<blocks, kThreads, 0, stream>>>(cap, stats);
+  return cudaGetLastError();
 }
 
 cudaError_t LaunchSample(float* logits, int rows, int V, const SampleRowParams* params,

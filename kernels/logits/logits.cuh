@@ -11,6 +11,13 @@
 //   written back and the rows keep the uncapped logits; the tokens are the same. A flag in device
 //   memory rather than an argument so that one CUDA graph serves steps that need the logits
 //   afterwards (sampling, log-probabilities) and steps that need only the greedy tokens.
+//   Without the write the pass caps only values near each warp's raw maximum, which gives the
+//   same tokens as long as the device's soft-cap never steps back by more than
+//   kSoftCapInversionSlack * cap between a float and a larger one:
+// LaunchCountSoftCapInversions (a test's check of that premise): over the pairs of adjacent
+//   floats x < y, both signs, whose capped values come out in the wrong order (cap > 0), writes
+//   stats[0] their count, stats[1] the largest backward step and stats[2] the smallest |x| (both
+//   as float bits).
 // LaunchSample: per row, vLLM's order: repetition penalty over the row's context ids, temperature,
 //   top-k, top-p, min-p, then one draw from Philox4x32-10 keyed by (seed, step) as engine/sampler.cc.
 //   Top-k and top-p are found without sorting: a bisection on the threshold (at most 40 / 32 passes
@@ -37,6 +44,8 @@ cudaError_t LaunchArgMax(const float* logits, int rows, int V, int32_t* tokens, 
 cudaError_t LaunchSoftCapArgMax(float* logits, int rows, int V, float cap, int32_t* tokens,
                                 int32_t* scratch, cudaStream_t stream,
                                 const int32_t* write_capped = nullptr);
+inline constexpr float kSoftCapInversionSlack = 0x1p-20f;
+cudaError_t LaunchCountSoftCapInversions(float cap, uint32_t* stats, cudaStream_t stream);
 
 // One logit_bias entry: `bias` added to the row's logit of `id` before anything else (OpenAI).
 struct LogitBias {

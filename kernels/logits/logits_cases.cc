@@ -299,6 +299,69 @@ void SoftCapArgMaxCase(int V, float cap) {
   }
 }
 
+// Values that differ before the cap but not after it: the tokens-only pass (flag 0) skips the cap
+// for values below a thread's running raw maximum, and must still give the lowest index among equal
+// capped values, not the raw argmax. Each row puts the raw maximum after a smaller raw value of the
+// same capped value: far apart (other chunks), a float4 step of 256 apart (the same thread, a later
+// load), in the same float4, a lower-index run of equal capped values around a smaller one, and
+// two values where the cap saturates (other warps; the pass then caps every value of the round).
+void SoftCapArgMaxTiesCase(int V) {
+  const float cap = 30.0f;
+  struct Tie {
+    int first, then;
+  };
+  // Chunks hold at least 2052 elements for these V, so 8 and 1032 share chunk 0 and a thread.
+  // The last row: far apart raw values where the cap saturates (both cap to 30 exactly).
+  const std::vector<Tie> ties = {{V / 5, V - 7}, {8, 8 + 1024}, {16, 17}, {3, 5}, {100, 2000}};
+  const int rows = static_cast<int>(ties.size());
+  auto logits = Random(size_t(rows) * V, 3.0f);  // far below 90 at every V
+  for (int r = 0; r < rows; ++r) {
+    float* row = logits.data() + size_t(r) * V;
+    // Near 90 adjacent floats cap to the same value (the cap's slope there is 0.01).
+    row[ties[r].first] = r == 4 ? 500.0f : 90.0f;
+    row[ties[r].then] = r == 4 ? 1000.0f : std::nextafter(90.0f, 100.0f);
+    if (r == 3) row[4] = std::nextafter(90.0f, 0.0f);  // smaller raw, between them, same capped
+  }
+  Dev<int32_t> scratch(size_t(rows) * kArgMaxParts * 3), tok_separate(rows);
+  Dev<float> separate(logits);
+  ASSERT_EQ(LaunchSoftCap(separate.get(), int64_t{rows} * V, cap, 0), cudaSuccess);
+  ASSERT_EQ(LaunchArgMax(separate.get(), rows, V, tok_separate.get(), scratch.get(), 0),
+            cudaSuccess);
+  const auto want = tok_separate.Get(rows);
+  for (int r = 0; r < rows; ++r) {
+    // The case means something only if the capped values tie where the raw ones do not.
+    const int first = r == 3 ? 3 : ties[r].first;
+    ASSERT_EQ(want[r], first) << "row " << r << ": the capped values do not tie";
+    ASSERT_EQ(ref::ArgMax(absl::MakeConstSpan(logits).subspan(size_t(r) * V, V)), ties[r].then);
+  }
+  for (const int32_t write : {1, 0}) {
+    Dev<float> flagged(logits);
+    Dev<int32_t> flag(std::vector<int32_t>{write}), tok(rows);
+    ASSERT_EQ(
+        LaunchSoftCapArgMax(flagged.get(), rows, V, cap, tok.get(), scratch.get(), 0, flag.get()),
+        cudaSuccess);
+    EXPECT_EQ(tok.Get(rows), want) << "write flag " << write;
+  }
+}
+
+// The premise of the tokens-only pass: from a float to any larger one the device's soft-cap falls
+// back by at most kSoftCapInversionSlack * cap (tanhf is not monotone everywhere: session 22 found
+// two backward steps, one a sign, for every cap tried).
+void SoftCapMonotoneCase(float cap) {
+  Dev<uint32_t> stats(3);
+  ASSERT_EQ(LaunchCountSoftCapInversions(cap, stats.get(), 0), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto got = stats.Get(3);
+  float gap, at;
+  std::memcpy(&gap, &got[1], 4);
+  std::memcpy(&at, &got[2], 4);
+  std::printf(
+      "soft-cap %g: %u backward steps, the largest %g (%g of the slack), the first at |x| %g\n",
+      cap, got[0], gap, gap / (kSoftCapInversionSlack * cap), at);
+  // Between any x <= y the cap falls back by at most the sum of the steps between them.
+  EXPECT_LE(float(got[0]) * gap, kSoftCapInversionSlack * cap) << "cap " << cap;
+}
+
 std::vector<OpCase> MakeLogitsCases() {
   std::vector<OpCase> cases;
   for (int64_t count : {1, 1023, 256000 * 3 + 5}) {
@@ -315,6 +378,18 @@ std::vector<OpCase> MakeLogitsCases() {
                        "LaunchSoftCap then LaunchArgMax", "exact (tokens and capped rows)", false,
                        [V, cap] { SoftCapArgMaxCase(V, cap); }});
     }
+  }
+  for (int V : {4099, 4100, 256000}) {
+    cases.push_back({"softcap_argmax", absl::StrCat("V", V, " capped ties"),
+                     "LaunchSoftCap then LaunchArgMax", "exact (tokens)", false,
+                     [V] { SoftCapArgMaxTiesCase(V); }});
+  }
+  for (float cap : {30.0f, 1.0f, 50.5f}) {
+    // Heavy: four billion caps, no memory access worth sanitizing.
+    cases.push_back({"softcap_monotone", absl::StrCat("cap", cap, " every float"),
+                     "adjacent floats in order up to the slack",
+                     "sum of backward steps <= kSoftCapInversionSlack * cap", true,
+                     [cap] { SoftCapMonotoneCase(cap); }});
   }
   for (int V : {1, 33, 1023, 1025, 4100, 256000}) {
     cases.push_back({"argmax", absl::StrCat("V", V, " rows4"),
