@@ -429,6 +429,33 @@ __global__ void ConvKernel(RgLruParams p) {
   }
 }
 
+// The decode conv (one token per entry, so token t is entry t: entries are in token order) with
+// the conv width a constant: the general ConvKernel<1> issued an instruction nearly every cycle
+// on every scheduler (ncu at 1024 tokens: 0.75 issued warps per scheduler per cycle, 18% of the
+// DRAM bandwidth, 34 us) on runtime-width loops, 64-bit index arithmetic and the run logic it
+// does not need here. The entry and tail rows are loaded before waiting for the x|y projection
+// (nothing in the step writes them before this kernel). ConvSum as every path: the same bits.
+template <int kK>
+__global__ void ConvDecodeKernel(RgLruParams p) {
+  AllowDependentLaunch();
+  const int L = p.L, t = blockIdx.x;
+  const int ch = blockIdx.y * blockDim.x + threadIdx.x;
+  if (ch >= L) return;
+  float w[kK], prev[kK];
+#pragma unroll
+  for (int s = 0; s < kK; ++s) w[s] = p.conv_w[ch * kK + (kK - 1 - s)];
+  const float bias = p.conv_b[ch], x_bias = p.bx[ch];
+  const bf16* tail = SlotRegion<const bf16>(p.state, LoadEntry(p.layout, t).slot, p.conv_offset);
+  prev[0] = 0.0f;
+#pragma unroll
+  for (int s = 1; s < kK; ++s) prev[s] = ToF(tail[(kK - 1 - s) * L + ch]);
+  WaitForPriorGrids();
+  const float x = RoundBf16(XY(p, t, ch) + x_bias);
+  const float c = ConvSum(w, x, prev, kK, bias);
+  p.c[int64_t{t} * L + ch] = c;
+  reinterpret_cast<__half*>(p.c_half)[int64_t{t} * L + ch] = __float2half_rn(c);
+}
+
 // Decode only, after RgLruGateKernel (every block of a head reads the tails in it): drop the
 // oldest conv input of each slot's tail and append this token's. Grid (tokens, channel blocks): one
 // block per token waited on ten dependent load rounds per thread at L = 2560.
@@ -793,6 +820,9 @@ cudaError_t LaunchRgLruConv(const RgLruParams& p, cudaStream_t stream) {
     return LaunchPdl(ConvKernel<kPrefillRun>,
                      dim3((p.n + kPrefillRun - 1) / kPrefillRun, (p.L + 255) / 256), dim3(256), 0,
                      stream, p);
+  }
+  if (p.specialized_decode_conv && p.K == 4 && p.n == p.num_entries) {
+    return LaunchPdl(ConvDecodeKernel<4>, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
   }
   return LaunchPdl(ConvKernel<1>, dim3(p.n, (p.L + 255) / 256), dim3(256), 0, stream, p);
 }

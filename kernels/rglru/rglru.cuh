@@ -97,6 +97,10 @@ struct RgLruParams {
   // states loaded before waiting for the gate GEMM, where B % 4 == 0 and the arrays are 16-byte
   // aligned; false keeps one channel a thread. Bit-identical (the kernel test compares them).
   bool vector_decode = true;
+  // LaunchRgLruConv with one token per entry and K = 4: a kernel for exactly that (the conv width
+  // a constant, the entry and tails loaded before the wait); false keeps the general kernel.
+  // Bit-identical (the kernel test compares them).
+  bool specialized_decode_conv = true;
 };
 
 // Empty string when the sizes are supported, else the reason.

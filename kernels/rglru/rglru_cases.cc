@@ -78,7 +78,8 @@ void RgLruCase(int L, int H, int K) {
   // the tail shift as a second kernel; kFusedDecodeUnstaged: the gate kernel loading the tails,
   // states and biases after the wait (RgLruParams::stage_before_wait = false).
   // kPrefillScalar / kGemmDecodeScalar: those paths with every kernel one channel a thread
-  // (RgLruParams::vector_gate_math and vector_decode false).
+  // (RgLruParams::vector_gate_math and vector_decode false) and, for decode, the general conv
+  // (specialized_decode_conv false).
   enum class Path {
     kPrefill,
     kPrefillScalar,
@@ -126,6 +127,7 @@ void RgLruCase(int L, int H, int K) {
     p.tokens_per_block = tokens_per_block;
     p.vector_gate_math = path != Path::kPrefillScalar;
     p.vector_decode = path != Path::kPrefillScalar && path != Path::kGemmDecodeScalar;
+    p.specialized_decode_conv = path != Path::kGemmDecodeScalar;
     const int counters = l.n * H;  // enough at one token a block
     Dev<unsigned> d_counters(counters);
     ASSERT_EQ(cudaMemset(d_counters.get(), 0, counters * sizeof(unsigned)), cudaSuccess);
@@ -294,7 +296,7 @@ void RgLruCase(int L, int H, int K) {
     std::vector<float> out_a, out_b;
     run(Path::kFusedDecode, many, xym, pool_a, out_a);
     run(Path::kFusedDecodeUnstaged, many, xym, pool_b, out_b);
-    {  // the GEMM path's finish four channels a thread == one, bit for bit
+    {  // the GEMM path's specialised conv and four-channel finish == the general kernels, bit for bit
       std::vector<char> pool_v = pool_many, pool_s = pool_many;
       std::vector<float> out_v, out_s;
       run(Path::kGemmDecode, many, xym, pool_v, out_v);
