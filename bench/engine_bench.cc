@@ -104,6 +104,8 @@ ABSL_FLAG(bool, gemv_for_narrow_projections,
 ABSL_FLAG(int, gemm_geglu_min_rows, griffin::engine::CudaBackendOptions{}.gemm_geglu_min_rows,
           "passes of at least this many tokens run the up GEMM, then the gate GEMM with GeGLU in "
           "its epilogue (Hopper, CUTLASS); 0: the fused gate|up GEMM and the GeGLU pass");
+ABSL_FLAG(bool, gemm_tune_cold, griffin::engine::CudaBackendOptions{}.gemm_tune_cold,
+          "the decode GEMMs' autotuning times each candidate after emptying the L2");
 ABSL_FLAG(int, gemm_geglu_config, griffin::engine::CudaBackendOptions{}.gemm_geglu_config,
           "tile shape of that kernel (kernels::GemmGeGluConfig)");
 ABSL_FLAG(bool, gemm_geglu_up_bf16, griffin::engine::CudaBackendOptions{}.gemm_geglu_up_bf16,
@@ -166,6 +168,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.gemv_max_rows = absl::GetFlag(FLAGS_gemv_max_rows);
   opt.gemm_geglu_min_rows = absl::GetFlag(FLAGS_gemm_geglu_min_rows);
   opt.gemm_geglu_config = absl::GetFlag(FLAGS_gemm_geglu_config);
+  opt.gemm_tune_cold = absl::GetFlag(FLAGS_gemm_tune_cold);
   opt.cudnn_attention_min_tokens = absl::GetFlag(FLAGS_cudnn_attention_min_tokens);
   return opt;
 }

@@ -563,6 +563,7 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     prefill_block_ = kernels::AttentionPrefillBlockOf(H, KV, hd, prefill_tile_);
   }
   CUDA_MESSAGE_RETURN_IF_ERROR(gemm_.Init(kGemmWorkspaceBytes));
+  gemm_.set_tune_cold(options_.gemm_tune_cold);
   if (!attention) {
     cudnn_attention_status_ = "no attention layers";
   } else if (options_.cudnn_attention_min_tokens == 0) {

@@ -58,6 +58,9 @@ struct CudaBackendOptions {
   // Time up to 8 cuBLASLt algorithms per decode GEMM shape while capturing the graphs (off: the
   // heuristic's first choice; compute-sanitizer runs, where each launch costs milliseconds).
   bool autotune_gemms = true;
+  // That tuning times each candidate with its weights out of L2, as a decode step meets them
+  // (kernels::Gemm::set_tune_cold; decode batch 256 -0.13 to -0.19 ms, session 22).
+  bool gemm_tune_cold = true;
   // Decode batches of at least this many tokens run the RG-LRU gates as one batched tensor-core
   // GEMM (conv, GEMM, an elementwise finish) instead of the fused CUDA-core kernel, which is right
   // at batch 1-8 and 22x its floor at 64-256 (bench/PROFILE.md, bench/NOTES.md). Decode graphs

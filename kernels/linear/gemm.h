@@ -33,7 +33,13 @@ class Gemm {
   // While set, the first Run of each new shape times up to 8 of the heuristic's candidate
   // algorithms on the call's own buffers (3 launches each, CUDA events) and keeps the fastest.
   // Only for shapes that repeat (decode buckets, set during start-up); never while capturing.
-  void set_autotune(bool on) { autotune_ = on; }
+  // Turning it off frees what tuning held (the L2 flush buffer).
+  void set_autotune(bool on);
+  // With autotune: time each candidate after a read of twice the L2, so that it meets its weights
+  // in HBM as it does in a decode step, rather than back to back from L2 (a warm winner lost to
+  // the cold one by up to 8% in kernels_bench; decode batch 256 -0.13 to -0.19 ms: bench/NOTES.md
+  // session 22).
+  void set_tune_cold(bool on) { tune_cold_ = on; }
   // Empty string on success, else a fixed message with the cuBLAS status number.
   std::string Run(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
                   cudaStream_t stream);
@@ -75,7 +81,14 @@ class Gemm {
   std::string RunBf16Inputs(const bf16_t* a, const bf16_t* w, void* d, int M, int N, int K,
                             bool bf16_out, cudaStream_t stream);
   void Tune(Plan* plan, const void* a, const void* w, void* d, cudaStream_t stream);
+  // Reads flush_ (twice the L2) on `stream`; allocates it the first time.
+  bool FlushL2(cudaStream_t stream);
+  void FreeFlush();
   bool autotune_ = false;
+  bool tune_cold_ = false;
+  float* flush_ = nullptr;  // while autotuning cold: flush_rows_ rows of 1 MiB, zeros
+  int32_t* flush_scratch_ = nullptr;
+  int flush_rows_ = 0;
 
   void* handle_ = nullptr;
   void* workspace_ = nullptr;
