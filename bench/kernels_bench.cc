@@ -245,9 +245,10 @@ int Main() {
   }
   // Which cuBLASLt algorithm a decode GEMM should run: Gemm::Tune times its heuristic's first 8
   // back to back, the weights warm in L2 after the first launch, while a step reads them from
-  // HBM. Here the first 32 candidates (split-K configurations among them), each timed warm and
-  // cold: the heuristic's first choice, the warm winner and the cold winner, all timed cold.
-  for (int M : {256, 1024}) {
+  // HBM. Here the heuristic's candidates (it returns 8), each timed warm and cold: the heuristic's
+  // first choice, the warm winner and the cold winner, all timed cold; then split-K variants of
+  // them, timed cold.
+  for (int M : {64, 256, 1024}) {
     for (const auto& [what, shape] : projections) {
       const auto [N, K] = shape;
       if (N > 65536) continue;
@@ -318,14 +319,61 @@ int Main() {
         std::printf("| %s | no algorithm |\n", name);
         continue;
       }
+      // Split-K variants of every candidate that supports it: at M = 256 the narrow projections
+      // (N = 2560) make 20-40 output tiles for 132 SMs, so most SMs stream no weights. Measured
+      // slower than the unsplit winner in every shape at M = 64-1024 (session 22), so Gemm's
+      // tuning does not offer them.
+      double split_ms = 1e30;
+      char split_label[96] = "none";
+      int variants = 0;
+      for (int i = 0; i < found; ++i) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        int32_t splitk_support = 0;
+        uint32_t schemes = 0;
+        size_t written = 0;
+        cublasLtMatmulAlgoCapGetAttribute(&results[i].algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT,
+                                          &splitk_support, sizeof splitk_support, &written);
+        cublasLtMatmulAlgoCapGetAttribute(&results[i].algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK,
+                                          &schemes, sizeof schemes, &written);
+        if (splitk_support == 0) continue;
+        for (const int32_t split : {2, 3, 4, 6, 8}) {
+          if (K / split < 256) continue;
+          for (const uint32_t scheme : {uint32_t{CUBLASLT_REDUCTION_SCHEME_INPLACE},
+                                        uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}}) {
+            if ((schemes & scheme) == 0) continue;
+            cublasLtMatmulAlgo_t algo = results[i].algo;
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split,
+                                                 sizeof split);
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                                 &scheme, sizeof scheme);
+            cublasLtMatmulHeuristicResult_t check;
+            if (cublasLtMatmulAlgoCheck(lt, desc, la, lb, ld, ld, &algo, &check) !=
+                    CUBLAS_STATUS_SUCCESS ||
+                check.workspaceSize > ws_bytes || !run(algo)) {
+              continue;
+            }
+            CHECK_CUDA(cudaDeviceSynchronize());
+            ++variants;
+            const double cold = TimeMs([&] { run(algo); });
+            if (cold < split_ms) {
+              split_ms = cold;
+              std::snprintf(split_label, sizeof split_label, "#%d split %d %s", i, split,
+                            scheme == CUBLASLT_REDUCTION_SCHEME_INPLACE ? "in place" : "float32");
+            }
+          }
+        }
+      }
       const double bytes = 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, flops = 2.0 * M * N * K;
-      char row[200];
+      char row[240];
       std::snprintf(row, sizeof row, "%s: heuristic's first (of %d)", name, found);
       Report(row, first_ms, bytes, flops);
       std::snprintf(row, sizeof row, "%s: warm winner #%d, timed cold", name, warm_best);
       Report(row, TimeMs([&] { run(results[warm_best].algo); }), bytes, flops);
       std::snprintf(row, sizeof row, "%s: cold winner #%d", name, cold_best);
       Report(row, cold_ms, bytes, flops);
+      std::snprintf(row, sizeof row, "%s: split-K cold winner %s (of %d variants)", name,
+                    split_label, variants);
+      if (variants > 0) Report(row, split_ms, bytes, flops);
       cublasLtMatmulPreferenceDestroy(pref);
       cublasLtMatrixLayoutDestroy(la);
       cublasLtMatrixLayoutDestroy(lb);
@@ -425,10 +473,15 @@ int Main() {
           2.0 * H * 256 * 256 * 2 + n * double(L) * (8 + 2 + 8 + 12), n * double(L) * 4 * 256);
     }
     if (n == 1) continue;
-    std::snprintf(name, sizeof name, "rg-lru decode conv, %d tokens", n);
-    Bench(
-        name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); }, n * double(L) * (4 + 2 * (K - 1) + 4 + 2),
-        0);
+    for (const bool specialized : {true, false}) {
+      p.specialized_decode_conv = specialized;
+      std::snprintf(name, sizeof name, "rg-lru decode conv, %d tokens, %s", n,
+                    specialized ? "width-4 kernel" : "general kernel");
+      Bench(
+          name, [&] { CHECK_CUDA(LaunchRgLruConv(p, 0)); },
+          n * double(L) * (4 + 2 * (K - 1) + 4 + 2), 0);
+    }
+    p.specialized_decode_conv = true;
     for (const bool vector : {true, false}) {
       p.vector_decode = vector;
       const char* how = vector ? "four channels a thread" : "one channel a thread";
