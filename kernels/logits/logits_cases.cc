@@ -299,8 +299,8 @@ void SoftCapArgMaxCase(int V, float cap) {
   }
 }
 
-// Values that differ before the cap but not after it: the tokens-only pass (flag 0) skips the cap
-// for values below a thread's running raw maximum, and must still give the lowest index among equal
+// Values that differ before the cap but not after it: the tokens-only pass (flag 0) caps only the
+// values near each warp round's raw maximum, and must still give the lowest index among equal
 // capped values, not the raw argmax. Each row puts the raw maximum after a smaller raw value of the
 // same capped value: far apart (other chunks), a float4 step of 256 apart (the same thread, a later
 // load), in the same float4, a lower-index run of equal capped values around a smaller one, and
