@@ -104,6 +104,11 @@ ABSL_FLAG(bool, gemv_for_narrow_projections,
 ABSL_FLAG(int, gemm_geglu_min_rows, griffin::engine::CudaBackendOptions{}.gemm_geglu_min_rows,
           "passes of at least this many tokens run the up GEMM, then the gate GEMM with GeGLU in "
           "its epilogue (Hopper, CUTLASS); 0: the fused gate|up GEMM and the GeGLU pass");
+ABSL_FLAG(int, split_k_max_rows, griffin::engine::CudaBackendOptions{}.split_k_max_rows,
+          "passes of 2 to this many tokens split the projections into the residual stream over "
+          "K (0: off)");
+ABSL_FLAG(int, split_k_parts, griffin::engine::CudaBackendOptions{}.split_k_parts,
+          "parts of those splits: 0 tuned per shape, n forced where K allows");
 ABSL_FLAG(bool, gemm_tune_cold, griffin::engine::CudaBackendOptions{}.gemm_tune_cold,
           "the decode GEMMs' autotuning times each candidate after emptying the L2");
 ABSL_FLAG(int, gemm_geglu_config, griffin::engine::CudaBackendOptions{}.gemm_geglu_config,
@@ -169,6 +174,8 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.gemm_geglu_min_rows = absl::GetFlag(FLAGS_gemm_geglu_min_rows);
   opt.gemm_geglu_config = absl::GetFlag(FLAGS_gemm_geglu_config);
   opt.gemm_tune_cold = absl::GetFlag(FLAGS_gemm_tune_cold);
+  opt.split_k_max_rows = absl::GetFlag(FLAGS_split_k_max_rows);
+  opt.split_k_parts = absl::GetFlag(FLAGS_split_k_parts);
   opt.cudnn_attention_min_tokens = absl::GetFlag(FLAGS_cudnn_attention_min_tokens);
   return opt;
 }

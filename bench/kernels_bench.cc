@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -380,6 +381,47 @@ int Main() {
       cublasLtMatrixLayoutDestroy(ld);
       cublasLtMatmulDescDestroy(desc);
       cublasLtDestroy(lt);
+    }
+  }
+  // Split-K as strided-batched parts (Gemm::RunSplitK), each split's algorithm tuned cold as the
+  // backend tunes it, for the projections the next norm adds to the residual stream (down, the
+  // output projections); then the norm reading the parts, and which split ChooseSplitK keeps.
+  for (int M : {64, 128, 256, 512, 1024}) {
+    for (const auto& [what, N, K] : {std::tuple<const char*, int, int>{"down", d, m},
+                                     std::tuple<const char*, int, int>{"out", d, L}}) {
+      std::snprintf(name, sizeof name, "split-K %d x %d x %d (%s)", M, N, K, what);
+      const std::string filter = absl::GetFlag(FLAGS_filter);
+      if (!filter.empty() && std::string(name).find(filter) == std::string::npos) continue;
+      bf16_t* a = Buf<bf16_t>(int64_t(M) * K, 0.5f);
+      bf16_t* wb = Buf<bf16_t>(int64_t(N) * K, 0.02f);
+      float* parts_out = Buf<float>(8 * int64_t(M) * N);
+      Gemm split;
+      if (!split.Init(64 << 20).empty()) return 1;
+      split.set_autotune(true);
+      split.set_tune_cold(true);
+      for (int parts = 1; parts <= 8; ++parts) {
+        if (!Gemm::SplitKAllowed(K, parts)) continue;
+        if (!split.RunSplitK(a, wb, parts_out, M, N, K, parts, 0).empty()) continue;  // tunes
+        std::snprintf(name, sizeof name, "split-K %d x %d x %d (%s), %d parts", M, N, K, what,
+                      parts);
+        Report(name, TimeMs([&] { (void)split.RunSplitK(a, wb, parts_out, M, N, K, parts, 0); }),
+               2.0 * N * K + 2.0 * M * K + 4.0 * M * N * parts, 2.0 * M * N * K);
+        float* x = Buf<float>(int64_t(M) * N);
+        float* bias = Buf<float>(N, 0.1f);
+        bf16_t* normed = Buf<bf16_t>(int64_t(M) * N);
+        std::snprintf(name, sizeof name, "  add+rmsnorm %d x %d reading %d parts", M, N, parts);
+        Report(name, TimeMs([&] {
+                 CHECK_CUDA(LaunchAddRmsNorm(x, parts_out, {}, bias, bias, nullptr, M, N, 1e-6f,
+                                             normed, 0, {}, parts));
+               }),
+               M * double(N) * (4 * 2 + 4 * parts + 2), 0);
+      }
+      Gemm chooser;
+      if (!chooser.Init(64 << 20).empty()) return 1;
+      chooser.set_autotune(true);
+      chooser.set_tune_cold(true);
+      std::printf("| split-K %d x %d x %d (%s): ChooseSplitK keeps %d of up to 8 |\n", M, N, K,
+                  what, chooser.ChooseSplitK(a, wb, parts_out, M, N, K, 8, 0));
     }
   }
   // W8A8 on the FP8 tensor cores (cuBLASLt, per-row scales on both operands) beside bf16

@@ -222,6 +222,9 @@ class CudaBackend::Impl {
   // Scales of block_out's contents the next residual add applies (an FP8 GEMM left it unscaled:
   // Linear's `deferred`); empty otherwise.
   kernels::InputScales block_out_scales_;
+  // How many partial products block_out holds ([parts][n][d]: LinearToBlockOut's split-K GEMM),
+  // which the next residual add sums.
+  int block_out_parts_ = 1;
   StepMetadata meta_;
   kernels::SampleRowParams* sample_params_host_ = nullptr;  // pinned [rows]
   int32_t* sample_context_host_ = nullptr;                  // pinned [kSampleContextCapacity]
@@ -370,6 +373,31 @@ class CudaBackend::Impl {
     ENQUEUE_GEMM(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
     return absl::OkStatus();
   }
+  // A projection of M rows into ws_.block_out (width d), which the next AddRmsNorm adds to the
+  // residual stream: as Linear, or at decode-sized passes split over K into block_out_parts_
+  // partial products that the norm sums (CudaBackendOptions::split_k_max_rows, split_k_parts).
+  absl::Status LinearToBlockOut(const std::string& op, const bf16_t* a, ProjectionWeights w, int M,
+                                int K) {
+    const int d = config_.hidden_size;
+    block_out_parts_ = 1;
+    int parts = 1;
+    const bool gemv = M <= options_.gemv_max_rows;
+    if (!w.fp8() && !gemv && M <= options_.split_k_max_rows) {
+      parts =
+          options_.split_k_parts == 0
+              ? gemm_.ChooseSplitK(a, w.bf16(), ws_.block_out, M, d, K,
+                                   CudaBackendOptions::kTunedSplitKParts, stream_)
+              : (kernels::Gemm::SplitKAllowed(K, options_.split_k_parts) ? options_.split_k_parts
+                                                                         : 1);
+    }
+    if (parts <= 1) return Linear(op, a, w, ws_.block_out, M, d, K, &block_out_scales_);
+    block_out_scales_ = {};
+    Trace(op + " (split-K)", "gemm", 2.0 * d * K + 2.0 * M * K + 4.0 * M * d * parts,
+          2.0 * M * d * K);
+    ENQUEUE_GEMM(gemm_.RunSplitK(a, w.bf16(), ws_.block_out, M, d, K, parts, stream_));
+    block_out_parts_ = parts;
+    return absl::OkStatus();
+  }
   // Whether layer l's MLP runs the up GEMM and then the gate GEMM with GeGLU in its epilogue
   // (CudaBackendOptions::gemm_geglu_min_rows) for a pass of n tokens.
   bool GateGemmTakesGeGlu(ProjectionWeights gate_up, int l, int n) const {
@@ -397,14 +425,18 @@ class CudaBackend::Impl {
   absl::Status AddRmsNorm(const std::string& op, bool add_block_out, const float* bias,
                           const float* weight, int n, bool quantize = false) {
     const int d = config_.hidden_size;
-    Trace(op + (quantize ? " (+ FP8 codes)" : ""), "AddRmsNorm",
-          double(n) * d * (add_block_out ? 14 : 6) + (quantize ? double(n) * (d + 4) : 0), 0);
+    const int parts = add_block_out ? block_out_parts_ : 1;
+    Trace(
+        op + (quantize ? " (+ FP8 codes)" : ""), "AddRmsNorm",
+        double(n) * d * (add_block_out ? 10 + 4 * parts : 6) + (quantize ? double(n) * (d + 4) : 0),
+        0);
     ENQUEUE(kernels::LaunchAddRmsNorm(
         ws_.residual, add_block_out ? ws_.block_out : nullptr,
         add_block_out ? block_out_scales_ : kernels::InputScales{}, bias, weight, nullptr, n, d,
         config_.rms_norm_eps, ws_.normed, stream_,
         quantize ? kernels::Fp8Rows{ws_.activation_codes, ws_.activation_scales}
-                 : kernels::Fp8Rows{}));
+                 : kernels::Fp8Rows{},
+        parts));
     return absl::OkStatus();
   }
   absl::Status EnqueueForward(int n, bool decode_only);
@@ -530,6 +562,12 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
         absl::StrCat("gemm_geglu_min_rows must be >= 0 and gemm_geglu_config 0 to ",
                      kernels::kGemmGeGluConfigs - 1));
   }
+  if (options_.split_k_max_rows < 0 || options_.split_k_parts < 0 ||
+      options_.split_k_parts > CudaBackendOptions::kMaxSplitKParts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("split_k_max_rows must be >= 0 (0: off) and split_k_parts 0 (tuned) to ",
+                     CudaBackendOptions::kMaxSplitKParts));
+  }
   if (options_.cudnn_attention_min_tokens < 0) {
     return absl::InvalidArgumentError("cudnn_attention_min_tokens must be >= 0 (0: off)");
   }
@@ -582,7 +620,12 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   const int64_t activation_width =
       std::max({int64_t{m}, recurrent ? int64_t{L} : 0, attention ? int64_t{H} * hd : 0});
   ASSIGN_OR_RETURN(ws_.residual, arena_.Allocate<float>(N * d));
-  ASSIGN_OR_RETURN(ws_.block_out, arena_.Allocate<float>(N * d));
+  // A decode pass's split-K parts (LinearToBlockOut) as well as a whole pass's rows.
+  const int64_t max_parts =
+      options_.split_k_parts > 0 ? options_.split_k_parts : CudaBackendOptions::kTunedSplitKParts;
+  const int64_t block_out_rows =
+      std::max<int64_t>(N, max_parts * std::min<int64_t>(N, options_.split_k_max_rows));
+  ASSIGN_OR_RETURN(ws_.block_out, arena_.Allocate<float>(block_out_rows * d));
   ASSIGN_OR_RETURN(ws_.normed, arena_.Allocate<bf16_t>(N * d));
   ASSIGN_OR_RETURN(ws_.projection, arena_.Allocate<float>(N * projection_width));
   ASSIGN_OR_RETURN(ws_.activation, arena_.Allocate<bf16_t>(N * activation_width));
@@ -740,8 +783,8 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only,
     Trace(at + "RG-LRU decode (conv, gates, scan, tail shift)", "RgLruGate",
           double(n) * (2 * L * 4 + L * 2) + 2.0 * H * B * B * 2 + state_bytes, 4.0 * n * L * B);
     ENQUEUE(kernels::LaunchRgLruDecode(p, stream_));
-    return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
-                  ws_.block_out, n, d, L, &block_out_scales_);
+    return LinearToBlockOut(at + "output projection", ws_.activation,
+                            w.projection(l, T_::kLinearOut), n, L);
   }
   Trace(at + "conv", "Conv", double(n) * (L * 4 + L * 4 + L * 2), 2.0 * n * L * K);
   ENQUEUE(kernels::LaunchRgLruConv(p, stream_));
@@ -759,8 +802,8 @@ absl::Status CudaBackend::Impl::RecurrentBlock(int l, int n, bool decode_only,
     Trace(at + "scan", "Scan", double(n) * (2 * L * 4 + L * 4 + L * 2) + state_bytes, 2.0 * n * L);
     ENQUEUE(kernels::LaunchRgLruScan(p, stream_));
   }
-  return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
-                ws_.block_out, n, d, L, &block_out_scales_);
+  return LinearToBlockOut(at + "output projection", ws_.activation, w.projection(l, T_::kLinearOut),
+                          n, L);
 }
 
 absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
@@ -847,8 +890,8 @@ absl::Status CudaBackend::Impl::AttentionBlock(int l, int n, bool decode_only,
     Trace(at + "ring write", "RingWrite", ring_bytes, 0);
     ENQUEUE(kernels::LaunchRingWrite(p, stream_));
   }
-  return Linear(at + "output projection", ws_.activation, w.projection(l, T_::kOProj),
-                ws_.block_out, n, d, H * hd, &block_out_scales_);
+  return LinearToBlockOut(at + "output projection", ws_.activation, w.projection(l, T_::kOProj), n,
+                          H * hd);
 }
 
 absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
@@ -911,9 +954,8 @@ absl::Status CudaBackend::Impl::EnqueueForward(int n, bool decode_only) {
       ENQUEUE(kernels::LaunchGeGlu(ws_.projection, gate_up_scales, w.f32(l, T_::kGateBias),
                                    w.f32(l, T_::kUpBias), n, m, ws_.activation, stream_));
     }
-    RETURN_IF_ERROR(Linear(at + "mlp down projection", ws_.activation,
-                           w.projection(l, T_::kDownProj), ws_.block_out, n, d, m,
-                           &block_out_scales_));
+    RETURN_IF_ERROR(LinearToBlockOut(at + "mlp down projection", ws_.activation,
+                                     w.projection(l, T_::kDownProj), n, m));
     pending_bias = w.f32(l, T_::kDownBias);
     have_block_out = true;
   }

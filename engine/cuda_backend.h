@@ -85,6 +85,23 @@ struct CudaBackendOptions {
   // in programmatic dependent launch and cuBLASLt's kernels do not: this is the switch that
   // measures what that is worth at batch 2-8 (bench/NOTES.md, session 13).
   int gemv_max_rows = 1;
+  // Passes of 2 to this many tokens (decode batches) run the projections whose output the next
+  // norm adds to the residual stream (the MLP's down projection, the recurrent and attention
+  // output projections) as split-K GEMMs whose partial products that norm adds up
+  // (kernels::Gemm::RunSplitK): 2560 outputs make only 20-40 of cuBLASLt's output tiles at these
+  // batches for 132 SMs. bf16 weights on cuBLASLt only (not the GEMV, not FP8); 0 turns it off.
+  int split_k_max_rows = 512;
+  // Parts per split: 0 lets the decode GEMMs' tuning choose 1 or kTunedSplitKParts per shape
+  // (kernels::Gemm::ChooseSplitK; without autotune_gemms nothing splits, and passes outside the
+  // decode graphs split only where a decode bucket of their size chose to); n forces n parts (up to
+  // kMaxSplitKParts) wherever K splits into n slices of whole 16-byte vectors
+  // (kernels::Gemm::SplitKAllowed), for tests and benchmarks. Measured (kernels_bench, session 23,
+  // 64-256 rows): the GEMMs take as long in 8 parts as in 2 while each part costs the norm a load
+  // round, and the tuning's single cold launches cannot tell 2 from 5 parts apart, so it chooses
+  // between none and two.
+  int split_k_parts = 0;
+  static constexpr int kTunedSplitKParts = 2;
+  static constexpr int kMaxSplitKParts = 8;
   // Passes of at least this many tokens (prefill chunks) run the MLP's gate|up projection as two
   // GEMMs: up through cuBLASLt, then gate with GeGLU in its epilogue (kernels/linear/
   // gemm_geglu.cuh: CUTLASS on Hopper), which saves the GeGLU pass and half of the float32

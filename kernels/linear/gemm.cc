@@ -18,6 +18,7 @@ struct Gemm::Plan {
   cublasLtMatmulAlgo_t algo;
   std::vector<cublasLtMatmulAlgo_t> candidates;
   bool tuned = false;
+  float best_ms = -1.0f;  // Tune's time of `algo` (a launch), once tuned
   // D = A . W^T with `algo` (Run, RunBatched, RunFp8 and Tune all launch through here).
   cublasStatus_t Matmul(void* handle, const cublasLtMatmulAlgo_t& with, const void* a_data,
                         const void* w_data, void* d_data, void* workspace, size_t workspace_bytes,
@@ -109,7 +110,8 @@ std::string Gemm::Init(size_t workspace_bytes) {
 std::string Gemm::GetPlan(int M, int N, int K, int64_t lda, int64_t ldw, int64_t ldd, int batch,
                           int64_t stride_a, int64_t stride_w, int64_t stride_d, Inputs inputs,
                           Plan** out, bool bf16_out) {
-  auto key = std::make_tuple(M, N, K, lda, ldd, stride_a, batch, inputs, bf16_out);
+  auto key = std::make_tuple(M, N, K, lda, ldw, ldd, stride_a, stride_w, stride_d, batch, inputs,
+                             bf16_out);
   const cudaDataType_t in_type = inputs == Inputs::kFp16  ? CUDA_R_16F
                                  : inputs == Inputs::kFp8 ? CUDA_R_8F_E4M3
                                                           : CUDA_R_16BF;
@@ -208,6 +210,64 @@ std::string Gemm::RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, c
   return "";
 }
 
+bool Gemm::SplitKAllowed(int K, int parts) {
+  return parts >= 1 && K % parts == 0 && (K / parts) % 8 == 0;
+}
+
+Gemm::Plan* Gemm::SplitKPlan(int M, int N, int K, int parts, std::string* err) {
+  Plan* plan = nullptr;
+  const int slice = K / parts;
+  *err = parts == 1 ? GetPlan(M, N, K, Inputs::kBf16, &plan)
+                    : GetPlan(M, N, slice, K, K, N, parts, slice, slice, int64_t{M} * N,
+                              Inputs::kBf16, &plan);
+  return err->empty() ? plan : nullptr;
+}
+
+std::string Gemm::RunSplitK(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
+                            int parts, cudaStream_t stream) {
+  if (M <= 0) return "";
+  if (!SplitKAllowed(K, parts)) return "GEMM split-K: K must split into slices of 8k columns";
+  std::string err;
+  Plan* plan = SplitKPlan(M, N, K, parts, &err);
+  if (plan == nullptr) return err;
+  if (!plan->tuned) Tune(plan, a, w, d, stream);
+  const cublasStatus_t st =
+      plan->Matmul(handle_, plan->algo, a, w, d, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return Fail("cublasLtMatmul(split-K)", st);
+  return "";
+}
+
+int Gemm::ChooseSplitK(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K,
+                       int max_parts, cudaStream_t stream) {
+  const auto key = std::make_tuple(M, N, K, max_parts);
+  auto it = split_k_choice_.find(key);
+  if (it != split_k_choice_.end()) return it->second;
+  if (!autotune_ || M <= 0) return 1;
+  // Each part beyond the first costs its reader M x N floats more, charged at HBM speed (4.3 TB/s,
+  // shared/PERF.md), and a dependent load round: the residual add + norm measured +0.3 us a part
+  // at 64 rows and +0.5-0.6 at 256 (kernels_bench, session 23), where the GEMM's own time is flat
+  // from 2 to 8 parts within noise; without the round, the tuning took 5-8 parts at 64 rows and
+  // the norms cost more than the split saved.
+  const double ms_per_part = 0.3e-3 + 4.0 * M * N / 4.3e9;
+  int best_parts = 1;
+  double best = 1e30;
+  for (int parts = 1; parts <= max_parts; ++parts) {
+    if (!SplitKAllowed(K, parts)) continue;
+    std::string err;
+    Plan* plan = SplitKPlan(M, N, K, parts, &err);
+    if (plan == nullptr) continue;
+    if (plan->best_ms < 0.0f) Tune(plan, a, w, d, stream);
+    if (plan->best_ms < 0.0f) continue;  // no candidate ran
+    const double cost = plan->best_ms + ms_per_part * (parts - 1);
+    if (cost < best) {
+      best = cost;
+      best_parts = parts;
+    }
+  }
+  split_k_choice_.emplace(key, best_parts);
+  return best_parts;
+}
+
 std::string Gemm::RunFp8Unscaled(const uint8_t* a, const uint8_t* w, float* d, int M, int N, int K,
                                  cudaStream_t stream) {
   if (M <= 0) return "";
@@ -266,6 +326,7 @@ void Gemm::Tune(Plan* plan, const void* a, const void* w, void* d, cudaStream_t 
     if (ok && total < best) {
       best = total;
       plan->algo = algo;
+      plan->best_ms = total / 3;
     }
   }
   cudaEventDestroy(start);

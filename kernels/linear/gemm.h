@@ -56,6 +56,25 @@ class Gemm {
   std::string RunBatched(const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* w,
                          int64_t stride_w, float* d, int64_t ldd, int64_t stride_d, int M, int N,
                          int K, int batch, bool fp16, cudaStream_t stream);
+  // Split-K: the product as `parts` float32 partial products D_p = A[:, Kp:K(p+1)) .
+  // W[:, Kp:K(p+1))^T over consecutive slices of K / parts columns, written one after another
+  // ([parts][M][N]); the reader adds them up (LaunchAddRmsNorm's delta_parts). One strided-batched
+  // cuBLASLt launch, no reduction pass: at decode batches of 64-512 rows the 2560-wide
+  // projections make only 20-40 output tiles for 132 SMs, and each part adds as many (bench/
+  // NOTES.md session 23; cuBLASLt's own split-K algorithms reduce in a pass of their own and
+  // measured slower, session 22). SplitKAllowed(K, parts) must hold.
+  std::string RunSplitK(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K, int parts,
+                        cudaStream_t stream);
+  // Slices of whole 16-byte vectors: K % parts == 0 and (K / parts) % 8 == 0.
+  static bool SplitKAllowed(int K, int parts);
+  // How many parts RunSplitK should take for this shape, at most `max_parts`. While autotuning,
+  // the first call of a shape times every allowed split (each with its own tuned algorithm, on
+  // the call's buffers: d must hold max_parts x M x N floats) and keeps the fastest, each part
+  // beyond the first charged what its reader pays more (M x N floats at HBM speed and a load
+  // round of 0.3 us). Afterwards the
+  // kept choice; a shape never tuned takes 1 (no split).
+  int ChooseSplitK(const bf16_t* a, const bf16_t* w, float* d, int M, int N, int K, int max_parts,
+                   cudaStream_t stream);
   // W8A8 on the FP8 tensor cores (issue 14): A [M, K] and W [N, K] as E4M3 bytes, each row with
   // its float32 scale (`a_scales` [M], `w_scales` [N]), D[m, n] = a_scales[m] * w_scales[n] *
   // sum_k A[m, k] W[n, k] in float32 (the scales applied by a pass over D after the GEMM).
@@ -80,7 +99,9 @@ class Gemm {
   // Run and RunBf16Out: D (float32 or bf16) = A . W^T on bf16 inputs.
   std::string RunBf16Inputs(const bf16_t* a, const bf16_t* w, void* d, int M, int N, int K,
                             bool bf16_out, cudaStream_t stream);
+  // Times the plan's candidates, keeps the fastest in plan->algo and its time in plan->best_ms.
   void Tune(Plan* plan, const void* a, const void* w, void* d, cudaStream_t stream);
+  Plan* SplitKPlan(int M, int N, int K, int parts, std::string* err);
   // Reads flush_ (twice the L2) on `stream`; allocates it the first time.
   bool FlushL2(cudaStream_t stream);
   void FreeFlush();
@@ -93,9 +114,11 @@ class Gemm {
   void* handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int, Inputs, bool>,
+  std::map<std::tuple<int, int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int,
+                      Inputs, bool>,
            std::unique_ptr<Plan>>
       plans_;
+  std::map<std::tuple<int, int, int, int>, int> split_k_choice_;  // (M, N, K, max_parts) -> parts
 };
 
 }  // namespace griffin::kernels

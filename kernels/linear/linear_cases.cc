@@ -1,5 +1,6 @@
 // Cases for kernels/linear (cuBLASLt GEMM, decode GEMV) in the op registry. The reference is the
 // float64 sum of the same bf16 products (ref::Linear is its float32 form).
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <utility>
@@ -243,6 +244,44 @@ void GemmGeGluCase(int n, int m, int k, GemmGeGluConfig config, bool up_bf16) {
   }
 }
 
+// Split-K (Gemm::RunSplitK): the parts summed in order compute the product; with `max_parts`
+// the split comes from ChooseSplitK's timing (autotune on) and must be one RunSplitK takes. A
+// split that does not cut K into 8-column slices is refused.
+void GemmSplitKCase(int M, int N, int K, int parts, int max_parts = 0) {
+  Gemm gemm;
+  ASSERT_EQ(gemm.Init(32 << 20), "");
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  Dev<float> out(size_t(std::max(parts, max_parts)) * M * N);
+  if (max_parts > 0) {
+    EXPECT_EQ(gemm.ChooseSplitK(da.get(), dw.get(), out.get(), M, N, K, max_parts, 0), 1)
+        << "a shape never tuned splits";
+    Gemm tuned;
+    ASSERT_EQ(tuned.Init(32 << 20), "");
+    tuned.set_autotune(true);
+    tuned.set_tune_cold(true);
+    parts = tuned.ChooseSplitK(da.get(), dw.get(), out.get(), M, N, K, max_parts, 0);
+    tuned.set_autotune(false);
+    ASSERT_GE(parts, 1);
+    ASSERT_LE(parts, max_parts);
+    ASSERT_TRUE(Gemm::SplitKAllowed(K, parts)) << parts;
+    EXPECT_EQ(tuned.ChooseSplitK(da.get(), dw.get(), out.get(), M, N, K, max_parts, 0), parts)
+        << "the choice is kept";
+    ASSERT_EQ(tuned.RunSplitK(da.get(), dw.get(), out.get(), M, N, K, parts, 0), "");
+  } else {
+    ASSERT_EQ(gemm.RunSplitK(da.get(), dw.get(), out.get(), M, N, K, parts, 0), "");
+  }
+  const auto partials = out.Get(size_t(parts) * M * N);
+  std::vector<float> sum(partials.begin(), partials.begin() + size_t(M) * N);
+  for (int p = 1; p < parts; ++p) {
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += partials[size_t(p) * M * N + i];
+  }
+  CheckProduct(a, w, sum, M, N, K);
+  EXPECT_FALSE(Gemm::SplitKAllowed(K, 0));
+  EXPECT_FALSE(Gemm::SplitKAllowed(K, 7 * K));
+  EXPECT_NE(gemm.RunSplitK(da.get(), dw.get(), out.get(), M, N, K, 7 * K, 0), "");
+}
+
 std::vector<OpCase> MakeLinearCases() {
   std::vector<OpCase> cases;
   for (int M : {1, 7, 63, 65, 300}) {
@@ -267,6 +306,18 @@ std::vector<OpCase> MakeLinearCases() {
                      "float64 sum of bf16 products", kTolerance, true,
                      [=] { GemmTunedCase(96, 1024, 4096, cold); }});
   }
+  // The decode projections into the residual stream (2560 = 320 x 8, 7680 = 960 x 8), and
+  // demo-sized slices of 72 and 96 columns.
+  for (const auto& [M, N, K, parts] : std::vector<std::tuple<int, int, int, int>>{
+           {64, 257, 2560, 5}, {256, 264, 7680, 3}, {33, 288, 288, 4}, {3, 288, 864, 9}}) {
+    cases.push_back({"gemm_split_k", absl::StrCat(M, "x", N, "x", K, " parts", parts),
+                     "float64 sum of bf16 products", kTolerance, false,
+                     [=] { GemmSplitKCase(M, N, K, parts); }});
+  }
+  // Heavy as the tuned cases above.
+  cases.push_back({"gemm_split_k", "256x2560x2560 tuned up to 8 parts",
+                   "float64 sum of bf16 products", kTolerance, true,
+                   [] { GemmSplitKCase(256, 2560, 2560, 1, 8); }});
   for (int M = 1; M <= kGemvMaxM; ++M) {
     for (int N : {1, 7, 300}) {
       for (int K : {8, 248, 264, 2560, 7680}) {

@@ -78,6 +78,43 @@ void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true)
   }
 }
 
+// delta as a split GEMM's `parts` partial sums ([parts][rows][d]): the residual must be exactly
+// x + (((p0 + p1) + ...) + bias), the output as rmsnorm's; and the launch refuses parts with the
+// gathering form or without a delta.
+void AddRmsNormPartsCase(int d, int rows, int parts) {
+  auto x = Random(size_t(rows) * d), partials = Random(size_t(parts) * rows * d);
+  auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
+  Dev<float> dx(x), dd(partials), db(bias), dw(w);
+  Dev<bf16_t> out(size_t(rows) * d);
+  ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
+                             d, 1e-6f, out.get(), 0, {}, parts),
+            cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> sum(x.size()), ref(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    float delta = partials[i];
+    for (int p = 1; p < parts; ++p) delta += partials[p * x.size() + i];
+    sum[i] = x[i] + (delta + bias[i % d]);
+  }
+  ref::RmsNorm(sum, w, 1e-6f, rows, absl::MakeSpan(ref));
+  const auto got_x = dx.Get(x.size());
+  const auto got = FromBf16(out.Get(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(got_x[i], sum[i]) << "residual i=" << i;
+    ASSERT_NEAR(got[i], ref[i], std::abs(ref[i]) * 0.0040f + 1e-5f * std::sqrt(float(d))) << i;
+  }
+  Dev<int32_t> gather(std::vector<int32_t>(rows, 0));
+  EXPECT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), gather.get(),
+                             rows, d, 1e-6f, out.get(), 0, {}, parts),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchAddRmsNorm(dx.get(), nullptr, InputScales{}, db.get(), dw.get(), nullptr, rows, d,
+                             1e-6f, out.get(), 0, {}, parts),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
+                             d, 1e-6f, out.get(), 0, {}, 0),
+            cudaErrorInvalidValue);
+}
+
 // The output also as FP8 codes and row scales for the next W8A8 GEMM: bit for bit what
 // LaunchQuantizeRowsFp8E4M3 makes of the bf16 output, which itself must not change. Widths the
 // float4 kernel cannot quantize are refused.
@@ -149,6 +186,15 @@ std::vector<OpCase> MakeNormCases() {
                        "ref::RmsNorm of the scaled delta; the scaling pass + plain kernel",
                        "as rmsnorm; bit-identical to the pass", false,
                        [d, with_rows] { AddRmsNormCase(d, 3, true, with_rows); }});
+    }
+  }
+  // A split GEMM's parts (2560: float4 kernel; 257: strided).
+  for (int d : {2560, 257}) {
+    for (int parts : {2, 5}) {
+      cases.push_back({"rmsnorm.split_delta", absl::StrCat("d", d, " rows33 parts", parts),
+                       "ref::RmsNorm of x + the parts' sum + bias",
+                       "residual exact (the parts summed in order); output as rmsnorm", false,
+                       [d, parts] { AddRmsNormPartsCase(d, 33, parts); }});
     }
   }
   // 2560 and 4096: quantized by the float4 kernel; 4100 and 2564 are refused.

@@ -10,8 +10,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void AddRmsNormKernel(float* x, const float* delta, InputScales sc, const float* bias,
-                                 const float* w, const int32_t* gather, int d, float eps,
-                                 bf16* out) {
+                                 const float* w, const int32_t* gather, int d, float eps, bf16* out,
+                                 int delta_parts, int64_t part_stride) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   WaitForPriorGrids();
   __shared__ float scratch[32];
@@ -22,8 +22,10 @@ __global__ void AddRmsNormKernel(float* x, const float* delta, InputScales sc, c
   if (delta != nullptr && gather == nullptr) {
     const float* dr = delta + in_row * d;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
+      float sum = dr[i];
+      for (int p = 1; p < delta_parts; ++p) sum += dr[p * part_stride + i];
       const float v =
-          xr[i] + (ApplyScales(dr[i], sc, in_row, i) + (bias != nullptr ? bias[i] : 0.0f));
+          xr[i] + (ApplyScales(sum, sc, in_row, i) + (bias != nullptr ? bias[i] : 0.0f));
       xr[i] = v;
       sum_sq += v * v;
     }
@@ -43,7 +45,8 @@ __global__ void AddRmsNormKernel(float* x, const float* delta, InputScales sc, c
 // (bench/PROFILE.md); this one is a single round.
 __global__ void AddRmsNormVec4Kernel(float* x, const float* delta, InputScales sc,
                                      const float* bias, const float* w, const int32_t* gather,
-                                     int d, float eps, bf16* out, Fp8Rows quantized) {
+                                     int d, float eps, bf16* out, Fp8Rows quantized,
+                                     int delta_parts, int64_t part_stride) {
   AllowDependentLaunch();  // the next projection's GEMV may start streaming its weights
   WaitForPriorGrids();
   __shared__ float scratch[32];
@@ -56,7 +59,16 @@ __global__ void AddRmsNormVec4Kernel(float* x, const float* delta, InputScales s
     v = *xr;
     wv = reinterpret_cast<const float4*>(w)[i];
     if (delta != nullptr && gather == nullptr) {
-      float4 dv = reinterpret_cast<const float4*>(delta + in_row * d)[i];
+      const float4* dr = reinterpret_cast<const float4*>(delta + in_row * d) + i;
+      float4 dv = *dr;
+      // A split GEMM's parts: at most a handful (Gemm::ChooseSplitK), loads issued together.
+      for (int p = 1; p < delta_parts; ++p) {
+        const float4 part = dr[p * part_stride / 4];
+        dv.x += part.x;
+        dv.y += part.y;
+        dv.z += part.z;
+        dv.w += part.w;
+      }
       if (sc.any()) {
         dv = make_float4(
             ApplyScales(dv.x, sc, in_row, 4 * i), ApplyScales(dv.y, sc, in_row, 4 * i + 1),
@@ -112,9 +124,13 @@ bool AddRmsNormQuantizes(int d) { return d % 16 == 0 && d <= 4 * 1024; }
 
 cudaError_t LaunchAddRmsNorm(float* x, const float* delta, InputScales delta_scales,
                              const float* bias, const float* w, const int32_t* gather, int rows,
-                             int d, float eps, bf16_t* out, cudaStream_t stream,
-                             Fp8Rows quantized) {
+                             int d, float eps, bf16_t* out, cudaStream_t stream, Fp8Rows quantized,
+                             int delta_parts) {
   if (rows <= 0) return cudaSuccess;
+  if (delta_parts < 1 || (delta_parts > 1 && (delta == nullptr || gather != nullptr))) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t part_stride = int64_t{rows} * d;
   const uintptr_t aligned = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(delta) |
                             reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(w) |
                             reinterpret_cast<uintptr_t>(quantized.codes);
@@ -127,11 +143,11 @@ cudaError_t LaunchAddRmsNorm(float* x, const float* delta, InputScales delta_sca
   if (vec4) {
     const int threads = (d / 4 + 31) / 32 * 32;
     return LaunchPdl(AddRmsNormVec4Kernel, dim3(rows), dim3(threads), 0, stream, x, delta,
-                     delta_scales, bias, w, gather, d, eps, reinterpret_cast<bf16*>(out),
-                     quantized);
+                     delta_scales, bias, w, gather, d, eps, reinterpret_cast<bf16*>(out), quantized,
+                     delta_parts, part_stride);
   }
   return LaunchPdl(AddRmsNormKernel, dim3(rows), dim3(kThreads), 0, stream, x, delta, delta_scales,
-                   bias, w, gather, d, eps, reinterpret_cast<bf16*>(out));
+                   bias, w, gather, d, eps, reinterpret_cast<bf16*>(out), delta_parts, part_stride);
 }
 
 cudaError_t LaunchEmbed(const bf16_t* table, const int32_t* tokens, int n, int d, float scale,

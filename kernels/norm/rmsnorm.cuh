@@ -10,6 +10,8 @@
 // `quantized` (optional, only where AddRmsNormQuantizes(d)): the output rows also as E4M3 codes and
 // row scales, bit for bit what LaunchQuantizeRowsFp8E4M3 makes of `out` (the next W8A8 GEMM's
 // input without a pass of its own; kernels/linear/fp8_codes.cuh).
+// `delta_parts` (>= 1): delta holds that many partial sums one after another ([parts][rows][d], a
+// split-K GEMM's output: Gemm::RunSplitK), added up in order (((p0 + p1) + p2) ...) before the bias.
 // Layouts: x, delta float32 [rows, d] row-major; bias, w float32 [d]; out bf16 [rows, d].
 // Accumulation: float32 (block reduction of squares). One block per row: d / 4 threads holding a
 // float4 each when d % 4 == 0, d <= 4096 and the float rows are 16-byte aligned (the model's
@@ -29,7 +31,7 @@ bool AddRmsNormQuantizes(int d);
 cudaError_t LaunchAddRmsNorm(float* x, const float* delta, InputScales delta_scales,
                              const float* bias, const float* w, const int32_t* gather, int rows,
                              int d, float eps, bf16_t* out, cudaStream_t stream,
-                             Fp8Rows quantized = {});
+                             Fp8Rows quantized = {}, int delta_parts = 1);
 
 cudaError_t LaunchEmbed(const bf16_t* table, const int32_t* tokens, int n, int d, float scale,
                         float* x, cudaStream_t stream);
