@@ -110,8 +110,9 @@ struct CudaBackendOptions {
   // against the fused cuBLASLt GEMM + the pass): kernels_bench 5-7% faster at 1024-4096 rows,
   // even at 512, slower at 256 and below (decode batches), where cuBLASLt's one GEMM streams the
   // weights better than two; engine_bench prefill 1 x 2048 -0.4 to -0.6 ms, 16 x 2048 -1.5 to
-  // -2%, the first token of a 512-token prompt unchanged to +0.05 ms.
-  int gemm_geglu_min_rows = 1024;
+  // -2%. With the up GEMM writing bf16 (session 20) the first token of a 512-token prompt gains
+  // too: 5.16-5.24 ms at 512 against 5.33-5.37 at 1024 (session 23), hence 512.
+  int gemm_geglu_min_rows = 512;
   // Which of the kernel's compiled tile shapes (kernels::GemmGeGluConfig; 0 is the default
   // kGemmGeGluDefaultConfig); for benchmarks.
   int gemm_geglu_config = 0;

@@ -1137,7 +1137,7 @@ TEST(CudaBackendTest, CutLongAttentionTilesMatchWholeTiles) {
 }
 
 // The MLP as the up GEMM and the gate GEMM with GeGLU in its epilogue (gemm_geglu_min_rows; on
-// by default for passes of 1024 tokens and more) against the fused gate|up GEMM and the GeGLU
+// by default for passes of 512 tokens and more) against the fused gate|up GEMM and the GeGLU
 // pass, through every pass of the kernel path (min rows 1: the decode graphs too), within half of
 // §8.4's budget: the same float32 math, the gate's sums in another order (and, with the up
 // projection in bf16, one more rounding).
