@@ -386,9 +386,14 @@ int Main() {
   // Split-K as strided-batched parts (Gemm::RunSplitK), each split's algorithm tuned cold as the
   // backend tunes it, for the projections the next norm adds to the residual stream (down, the
   // output projections); then the norm reading the parts, and which split ChooseSplitK keeps.
+  // The projections that feed other kernels (x|y, q|k|v, gate|up) are there to say what a split
+  // would give them; their readers do not sum parts.
   for (int M : {64, 128, 256, 512, 1024}) {
     for (const auto& [what, N, K] : {std::tuple<const char*, int, int>{"down", d, m},
-                                     std::tuple<const char*, int, int>{"out", d, L}}) {
+                                     std::tuple<const char*, int, int>{"out", d, L},
+                                     std::tuple<const char*, int, int>{"x|y", 2 * L, d},
+                                     std::tuple<const char*, int, int>{"q|k|v", (H + 2) * hd, d},
+                                     std::tuple<const char*, int, int>{"gate|up", 2 * m, d}}) {
       std::snprintf(name, sizeof name, "split-K %d x %d x %d (%s)", M, N, K, what);
       const std::string filter = absl::GetFlag(FLAGS_filter);
       if (!filter.empty() && std::string(name).find(filter) == std::string::npos) continue;
@@ -406,6 +411,7 @@ int Main() {
                       parts);
         Report(name, TimeMs([&] { (void)split.RunSplitK(a, wb, parts_out, M, N, K, parts, 0); }),
                2.0 * N * K + 2.0 * M * K + 4.0 * M * N * parts, 2.0 * M * N * K);
+        if (N != d) continue;  // only the residual stream's projections have the norm as reader
         float* x = Buf<float>(int64_t(M) * N);
         float* bias = Buf<float>(N, 0.1f);
         bf16_t* normed = Buf<bf16_t>(int64_t(M) * N);

@@ -1214,7 +1214,10 @@ TEST(CudaBackendTest, SplitKProjectionsMatchWholeGemms) {
   const int steps = SanitizerRun() ? 2 : 4;
   engine::CudaBackendOptions whole = TestOptions();
   whole.split_k_max_rows = 0;
-  for (const int parts : {2, 3}) {
+  // Under the sanitizers one split (each backend captures its decode graphs: racecheck did not
+  // finish this test with seven backends in 230 s) and no trace pass.
+  const std::vector<int> splits = SanitizerRun() ? std::vector<int>{3} : std::vector<int>{2, 3};
+  for (const int parts : splits) {
     engine::CudaBackendOptions split = TestOptions();
     split.split_k_max_rows = 4096;
     split.split_k_parts = parts;
@@ -1227,6 +1230,7 @@ TEST(CudaBackendTest, SplitKProjectionsMatchWholeGemms) {
   }
   // The launch trace says the split ran: in every layer, once into each residual add.
   for (const bool on : {false, true}) {
+    if (SanitizerRun()) break;
     engine::CudaBackendOptions opt = whole;
     if (on) {
       opt.split_k_max_rows = 4096;
