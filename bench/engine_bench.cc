@@ -92,6 +92,14 @@ ABSL_FLAG(
 ABSL_FLAG(bool, fuse_decode_ring_write,
           griffin::engine::CudaBackendOptions{}.fuse_decode_ring_write,
           "a decode step's ring write inside the attention launch (compare paths)");
+ABSL_FLAG(int, prefetch_gemm_max_rows, griffin::engine::CudaBackendOptions{}.prefetch_gemm_max_rows,
+          "bf16 projections of up to this many rows on CUTLASS's GEMM with weight prefetch "
+          "(0: cuBLASLt; compare paths)");
+ABSL_FLAG(float, prefetch_gemm_overlap, griffin::engine::CudaBackendOptions{}.prefetch_gemm_overlap,
+          "the prefetch GEMM's share of K tiles loaded before its successor may launch");
+ABSL_FLAG(int, prefetch_gemm_rows_per_block,
+          griffin::engine::CudaBackendOptions{}.prefetch_gemm_rows_per_block,
+          "the prefetch GEMM's activation rows per block: 16, 32, 64, 128 or 0 (automatic)");
 ABSL_FLAG(bool, stage_rglru_decode, griffin::engine::CudaBackendOptions{}.stage_rglru_decode,
           "the fused RG-LRU decode kernel loads all but x|y before its wait (compare paths)");
 ABSL_FLAG(int, rglru_decode_tokens_per_block,
@@ -161,6 +169,9 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.stage_rglru_decode = absl::GetFlag(FLAGS_stage_rglru_decode);
   opt.rglru_decode_tokens_per_block = absl::GetFlag(FLAGS_rglru_decode_tokens_per_block);
   opt.fuse_decode_ring_write = absl::GetFlag(FLAGS_fuse_decode_ring_write);
+  opt.prefetch_gemm_max_rows = absl::GetFlag(FLAGS_prefetch_gemm_max_rows);
+  opt.prefetch_gemm_overlap = absl::GetFlag(FLAGS_prefetch_gemm_overlap);
+  opt.prefetch_gemm_rows_per_block = absl::GetFlag(FLAGS_prefetch_gemm_rows_per_block);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
   opt.gemm_geglu_up_bf16 = absl::GetFlag(FLAGS_gemm_geglu_up_bf16);

@@ -21,6 +21,7 @@
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemm_geglu.cuh"
+#include "kernels/linear/gemm_prefetch.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
 #include "kernels/norm/rmsnorm.cuh"
@@ -428,6 +429,44 @@ int Main() {
       chooser.set_tune_cold(true);
       std::printf("| split-K %d x %d x %d (%s): ChooseSplitK keeps %d of up to 8 |\n", M, N, K,
                   what, chooser.ChooseSplitK(a, wb, parts_out, M, N, K, 8, 0));
+    }
+  }
+  // CUTLASS's GEMM with weight prefetch (gemm_prefetch.cuh) beside cuBLASLt (tuned cold, as the
+  // backend tunes) at decode batches, each timed back to back: the prefetch GEMM's launches start
+  // early and overlap the one before, cuBLASLt's wait for it (a decode step's neighbours differ;
+  // engine_bench --prefetch_gemm_max_rows measures that).
+  int bench_device = 0;
+  CHECK_CUDA(cudaGetDevice(&bench_device));
+  for (int M : {8, 16, 32, 64, 128, 256}) {
+    for (const auto& [what, N, K] : {std::tuple<const char*, int, int>{"down", d, m},
+                                     std::tuple<const char*, int, int>{"out", d, L},
+                                     std::tuple<const char*, int, int>{"x|y", 2 * L, d},
+                                     std::tuple<const char*, int, int>{"q|k|v", (H + 2) * hd, d},
+                                     std::tuple<const char*, int, int>{"gate|up", 2 * m, d}}) {
+      std::snprintf(name, sizeof name, "prefetch GEMM %d x %d x %d (%s)", M, N, K, what);
+      const std::string filter = absl::GetFlag(FLAGS_filter);
+      if (!filter.empty() && std::string(name).find(filter) == std::string::npos) continue;
+      if (!PrefetchGemmSupported(bench_device, M, N, K)) continue;
+      bf16_t* a = Buf<bf16_t>(int64_t(M) * K, 0.5f);
+      bf16_t* wb = Buf<bf16_t>(int64_t(N) * K, 0.02f);
+      float* out = Buf<float>(int64_t(M) * N);
+      const double bytes = 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, flops = 2.0 * M * N * K;
+      for (const int rows : {16, 32, 64, 128}) {
+        if (rows < M / 4 || rows > 2 * M) continue;  // blocks of 16 rows for 256 is no contender
+        const PrefetchGemmParams params{0.5f, rows};
+        std::snprintf(name, sizeof name, "prefetch GEMM %d x %d x %d (%s), %d rows a block", M, N,
+                      K, what, rows);
+        Report(name,
+               TimeMs([&] { CHECK_CUDA(LaunchPrefetchGemm(a, wb, out, M, N, K, params, 0)); }),
+               bytes, flops);
+      }
+      Gemm tuned;
+      if (!tuned.Init(64 << 20).empty()) return 1;
+      tuned.set_autotune(true);
+      tuned.set_tune_cold(true);
+      if (!tuned.Run(a, wb, out, M, N, K, 0).empty()) continue;  // tunes
+      std::snprintf(name, sizeof name, "prefetch GEMM %d x %d x %d (%s): cuBLASLt", M, N, K, what);
+      Report(name, TimeMs([&] { (void)tuned.Run(a, wb, out, M, N, K, 0); }), bytes, flops);
     }
   }
   // W8A8 on the FP8 tensor cores (cuBLASLt, per-row scales on both operands) beside bf16

@@ -27,6 +27,7 @@
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemm_geglu.cuh"
+#include "kernels/linear/gemm_prefetch.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/logits/logits.cuh"
 #include "kernels/norm/rmsnorm.cuh"
@@ -363,15 +364,31 @@ class CudaBackend::Impl {
       ENQUEUE(kernels::LaunchScaleRowsAndColumns(d, nullptr, w.scales, M, N, stream_));
       return absl::OkStatus();
     }
-    const bool gemv = M <= options_.gemv_max_rows && kernels::GemvSupported(M, K) &&
+    // The prefetch GEMM is CUTLASS's: "gemm", the library's kernel names, for the profile's join.
+    const bool prefetch = PrefetchGemmTakes(w, M, N, K);
+    const bool gemv = !prefetch && M <= options_.gemv_max_rows && kernels::GemvSupported(M, K) &&
                       (M > 1 || N >= 8192 || options_.gemv_for_narrow_projections);
-    Trace(op, gemv ? "Gemv" : "gemm", 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+    Trace(op + (prefetch ? " (prefetch GEMM)" : ""), gemv ? "Gemv" : "gemm",
+          2.0 * N * K + 2.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
     if (gemv) {
       ENQUEUE(kernels::LaunchGemv(a, w.bf16(), d, M, N, K, stream_));
       return absl::OkStatus();
     }
+    if (prefetch) {
+      ENQUEUE(kernels::LaunchPrefetchGemm(
+          a, w.bf16(), d, M, N, K,
+          {options_.prefetch_gemm_overlap, options_.prefetch_gemm_rows_per_block}, stream_));
+      return absl::OkStatus();
+    }
     ENQUEUE_GEMM(gemm_.Run(a, w.bf16(), d, M, N, K, stream_));
     return absl::OkStatus();
+  }
+  // Whether Linear runs these bf16 weights on the GEMM with weight prefetch for M rows
+  // (CudaBackendOptions::prefetch_gemm_max_rows).
+  bool PrefetchGemmTakes(ProjectionWeights w, int M, int N, int K) const {
+    return !w.fp8() && M <= options_.prefetch_gemm_max_rows &&
+           N <= CudaBackendOptions::kPrefetchGemmMaxColumns &&
+           kernels::PrefetchGemmSupported(device_, M, N, K);
   }
   // A projection of M rows into ws_.block_out (width d), which the next AddRmsNorm adds to the
   // residual stream: as Linear, or at decode-sized passes split over K into block_out_parts_
@@ -382,7 +399,7 @@ class CudaBackend::Impl {
     block_out_parts_ = 1;
     int parts = 1;
     const bool gemv = M <= options_.gemv_max_rows;
-    if (!w.fp8() && !gemv && M <= options_.split_k_max_rows) {
+    if (!w.fp8() && !gemv && M <= options_.split_k_max_rows && !PrefetchGemmTakes(w, M, d, K)) {
       parts =
           options_.split_k_parts == 0
               ? gemm_.ChooseSplitK(a, w.bf16(), ws_.block_out, M, d, K,
@@ -567,6 +584,15 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
     return absl::InvalidArgumentError(
         absl::StrCat("split_k_max_rows must be >= 0 (0: off) and split_k_parts 0 (tuned) to ",
                      CudaBackendOptions::kMaxSplitKParts));
+  }
+  const int rows_per_block = options_.prefetch_gemm_rows_per_block;
+  if (options_.prefetch_gemm_max_rows < 0 || options_.prefetch_gemm_overlap > 1.0f ||
+      (rows_per_block != 0 && rows_per_block != 16 && rows_per_block != 32 &&
+       rows_per_block != 64 && rows_per_block != 128)) {
+    return absl::InvalidArgumentError(
+        "prefetch_gemm_max_rows must be >= 0 (0: off), prefetch_gemm_overlap at most 1 "
+        "(negative: no early launch), prefetch_gemm_rows_per_block 0 (automatic), 16, 32, 64 or "
+        "128");
   }
   if (options_.cudnn_attention_min_tokens < 0) {
     return absl::InvalidArgumentError("cudnn_attention_min_tokens must be >= 0 (0: off)");

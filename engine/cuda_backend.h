@@ -79,7 +79,9 @@ struct CudaBackendOptions {
   // One-row (batch 1) projections narrower than 8192 outputs run the split-K GEMV kernel instead
   // of cuBLASLt (wide ones always do). Off only to compare the two in benchmarks.
   bool gemv_for_narrow_projections = true;
-  // bf16 projections of up to this many rows (1-8) run the GEMV kernel, the rest cuBLASLt. The
+  // bf16 projections of up to this many rows (1-8) that the prefetch GEMM below does not take
+  // (the head; every projection with prefetch_gemm_max_rows 0 or without that kernel) run the
+  // GEMV kernel, the rest cuBLASLt. The
   // GEMV re-reads each activation row from L1 per weight vector (at 8 rows 2.6x its one-row
   // time in isolation, where cuBLASLt at 8 rows streams like the GEMV at one), but it takes part
   // in programmatic dependent launch and cuBLASLt's kernels do not: this is the switch that
@@ -100,6 +102,20 @@ struct CudaBackendOptions {
   // round, and the tuning's single cold launches cannot tell 2 from 5 parts apart, so it chooses
   // between none and two.
   int split_k_parts = 0;
+  // bf16 projections of at most this many rows (decode batches, batch 1 included) run CUTLASS's
+  // GEMM with weight prefetch (kernels/linear/gemm_prefetch.cuh) instead of the GEMV or cuBLASLt:
+  // it starts while the kernel before it runs and loads its weights meanwhile, where a cuBLASLt
+  // launch waits for its predecessor to end (and it is not split over K: the split's launch cost
+  // is what this removes). The head (more than kPrefetchGemmMaxColumns outputs) keeps the GEMV or
+  // cuBLASLt. Measured (bench/NOTES.md session 24): batch 1-64 -0.15 to -0.25 ms a step; batch
+  // 128-256 slower than cuBLASLt (+0.14 / +0.57 ms), hence 64. 0: off; where the build has none
+  // (no sm_90a, no CUTLASS example 63), the GEMV and cuBLASLt as before.
+  int prefetch_gemm_max_rows = 64;
+  static constexpr int kPrefetchGemmMaxColumns = 32768;
+  // The share of its K tiles loaded before the kernel after it may launch (negative: none), and
+  // its activation rows per block (0: the kernel's choice) (kernels::PrefetchGemmParams).
+  float prefetch_gemm_overlap = 0.5f;
+  int prefetch_gemm_rows_per_block = 0;
   static constexpr int kTunedSplitKParts = 2;
   static constexpr int kMaxSplitKParts = 8;
   // Passes of at least this many tokens (prefill chunks) run the MLP's gate|up projection as two

@@ -39,6 +39,7 @@
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "kernels/linear/gemm_geglu.cuh"
+#include "kernels/linear/gemm_prefetch.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "loader/checkpoint.h"
 #include "tests/golden_data.h"
@@ -1012,6 +1013,7 @@ TEST(CudaBackendTest, SmallBatchGemvMatchesCuBlasLt) {
   const loader::Checkpoint& checkpoint = *loaded->checkpoint;
   const int steps = SanitizerRun() ? 2 : 4;
   engine::CudaBackendOptions gemm = TestOptions();
+  gemm.prefetch_gemm_max_rows = 0;  // which takes these batches before both
   engine::CudaBackendOptions gemv = gemm;
   gemv.gemv_max_rows = kernels::kGemvMaxM;
   EXPECT_LE(KernelPathAgreement(checkpoint, gemm, gemv, loaded->golden[0].tokens, steps).mean_abs,
@@ -1021,6 +1023,66 @@ TEST(CudaBackendTest, SmallBatchGemvMatchesCuBlasLt) {
   const auto refused = CudaBackend::Create(checkpoint, bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("gemv_max_rows"), std::string::npos);
+}
+
+// Decode batches on CUTLASS's GEMM with weight prefetch (prefetch_gemm_max_rows) against
+// cuBLASLt and the GEMV: the same kernel path through prefill and the batch-3 and batch-1 graphs,
+// within half of §8.4's budget (float32 sums in another order; session 24, H200: mean 6.1e-5,
+// max 0.034). The launch trace of a batch-3 decode step names the prefetch GEMMs.
+TEST(CudaBackendTest, PrefetchGemmMatchesCuBlasLt) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int steps = SanitizerRun() ? 2 : 4;
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  const loader::ModelConfig& c = checkpoint.config();
+  if (!kernels::PrefetchGemmSupported(device, 3, c.hidden_size, c.hidden_size)) {
+    GTEST_SKIP() << "this build or device has no prefetch GEMM (sm_90 with CUTLASS's example 63)";
+  }
+  engine::CudaBackendOptions cublas = TestOptions();
+  cublas.prefetch_gemm_max_rows = 0;
+  engine::CudaBackendOptions prefetch = cublas;
+  prefetch.prefetch_gemm_max_rows = 256;  // every block size (16 to 128 rows)
+  const Agreement agreement =
+      KernelPathAgreement(checkpoint, cublas, prefetch, loaded->golden[0].tokens, steps);
+  std::printf("prefetch GEMM vs cuBLASLt: mean |dlogprob| %.3g, max %.3g\n", agreement.mean_abs,
+              agreement.max_abs);
+  EXPECT_LE(agreement.mean_abs, 1e-2);
+  if (!SanitizerRun()) {
+    auto backend = MakeBackend(checkpoint, prefetch);
+    ASSERT_NE(backend, nullptr);
+    const std::vector<int32_t>& text = loaded->golden[0].tokens;
+    std::vector<float> row(size_t(3) * c.vocab_size);
+    for (int s = 0; s < 3; ++s) {
+      StepEntry e{.slot = 1 + s,
+                  .position = 0,
+                  .tokens = absl::MakeConstSpan(text).subspan(s, 8),
+                  .logits = LogitsRequest::kLast};
+      ASSERT_TRUE(backend->Step({&e, 1}, absl::MakeSpan(row).subspan(0, c.vocab_size)).ok());
+    }
+    std::vector<StepEntry> entries;
+    for (int s = 0; s < 3; ++s) {
+      entries.push_back({.slot = 1 + s,
+                         .position = 8,
+                         .tokens = absl::MakeConstSpan(text).subspan(8 + s, 1),
+                         .logits = LogitsRequest::kLast});
+    }
+    std::vector<engine::LaunchRecord> trace;
+    backend->set_launch_trace(&trace);
+    ASSERT_TRUE(backend->Step(entries, absl::MakeSpan(row)).ok());
+    backend->set_launch_trace(nullptr);
+    int prefetched = 0;
+    for (const engine::LaunchRecord& r : trace)
+      prefetched += absl::EndsWith(r.op, "(prefetch GEMM)");
+    EXPECT_GE(prefetched, 2 * c.num_layers) << "every layer's projections, at least two each";
+  }
+  engine::CudaBackendOptions bad = cublas;
+  bad.prefetch_gemm_max_rows = -1;
+  const auto refused = CudaBackend::Create(checkpoint, bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("prefetch_gemm"), std::string::npos);
 }
 
 // Fresh prefill passes with their attention through cuDNN's fused attention
@@ -1214,11 +1276,13 @@ TEST(CudaBackendTest, SplitKProjectionsMatchWholeGemms) {
   const int steps = SanitizerRun() ? 2 : 4;
   engine::CudaBackendOptions whole = TestOptions();
   whole.split_k_max_rows = 0;
+  // Decode batches below 65 rows take the prefetch GEMM, which is never split: cuBLASLt here.
+  whole.prefetch_gemm_max_rows = 0;
   // Under the sanitizers one split (each backend captures its decode graphs: racecheck did not
   // finish this test with seven backends in 230 s) and no trace pass.
   const std::vector<int> splits = SanitizerRun() ? std::vector<int>{3} : std::vector<int>{2, 3};
   for (const int parts : splits) {
-    engine::CudaBackendOptions split = TestOptions();
+    engine::CudaBackendOptions split = whole;
     split.split_k_max_rows = 4096;
     split.split_k_parts = parts;
     const Agreement agreement =

@@ -24,6 +24,7 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/util/packed_stride.hpp"
 #include "kernels/common.cuh"
+#include "kernels/linear/cutlass_run.cuh"
 #include "kernels/linear/gemm_geglu.cuh"
 
 namespace griffin::kernels {
@@ -120,20 +121,7 @@ struct GeGluGemm {
     args.hw_info.device_id = device;
     args.hw_info.sm_count = sm_count;
 
-    Device gemm;
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
-    // The persistent tile scheduler needs no workspace for a plain (non-split) GEMM.
-    if (Device::get_workspace_size(args) != 0) return cudaErrorInvalidValue;
-    if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) {
-      return cudaErrorInvalidValue;
-    }
-    const cutlass::Status status = gemm.run(stream, /*cuda_adapter=*/nullptr,
-                                            /*launch_with_pdl=*/true);
-    if (status != cutlass::Status::kSuccess) {
-      const cudaError_t error = cudaGetLastError();
-      return error != cudaSuccess ? error : cudaErrorLaunchFailure;
-    }
-    return cudaSuccess;
+    return RunCutlassGemm<Device>(args, stream);
   }
 };
 

@@ -12,6 +12,7 @@
 #include "kernels/linear/fp8_weights.cuh"
 #include "kernels/linear/gemm.h"
 #include "kernels/linear/gemm_geglu.cuh"
+#include "kernels/linear/gemm_prefetch.cuh"
 #include "kernels/linear/gemv.cuh"
 #include "kernels/linear/linear_reference.h"
 #include "kernels/testing/device_buffer.h"
@@ -282,6 +283,27 @@ void GemmSplitKCase(int M, int N, int K, int parts, int max_parts = 0) {
   EXPECT_NE(gemm.RunSplitK(da.get(), dw.get(), out.get(), M, N, K, 7 * K, 0), "");
 }
 
+// The decode GEMM with weight prefetch (gemm_prefetch.cuh): the product Gemm::Run computes, with
+// the launch's early-start settings; one guard row past m stays NaN (the TMA store clips there).
+void GemmPrefetchCase(int M, int N, int K, PrefetchGemmParams params) {
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  if (!PrefetchGemmSupported(device, M, N, K)) {
+    GTEST_SKIP() << "this build or device has no prefetch GEMM (sm_90 with CUTLASS's example 63)";
+  }
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  Dev<float> out(std::vector<float>(size_t(M + 1) * N, std::nanf("")));
+  ASSERT_EQ(LaunchPrefetchGemm(da.get(), dw.get(), out.get(), M, N, K, params, 0), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> got = out.Get(size_t(M + 1) * N);
+  for (int o = 0; o < N; ++o) {
+    ASSERT_TRUE(std::isnan(got[size_t(M) * N + o])) << "written past row " << M << " at " << o;
+  }
+  got.resize(size_t(M) * N);
+  CheckProduct(a, w, got, M, N, K);
+}
+
 std::vector<OpCase> MakeLinearCases() {
   std::vector<OpCase> cases;
   for (int M : {1, 7, 63, 65, 300}) {
@@ -388,6 +410,25 @@ std::vector<OpCase> MakeLinearCases() {
                            GemmGeGluCase(n, m, k, static_cast<GemmGeGluConfig>(config), up_bf16);
                          }});
       }
+    }
+  }
+  // Each block size with rows past its tile, n and k off the 64-wide tiles, and 2B's decode
+  // projections (x|y at 64 rows, down at 256); early start as the backend launches it, and none.
+  for (const auto& [M, N, K, rows] :
+       std::vector<std::tuple<int, int, int, int>>{{1, 64, 64, 0},
+                                                   {3, 260, 72, 16},
+                                                   {20, 260, 72, 16},
+                                                   {33, 300, 136, 32},
+                                                   {65, 300, 2560, 64},
+                                                   {130, 264, 7680, 128},
+                                                   {64, 5120, 2560, 0},
+                                                   {256, 2560, 7680, 0}}) {
+    for (const float overlap : {0.5f, -1.0f}) {
+      const PrefetchGemmParams params{overlap, rows};
+      cases.push_back({"gemm_prefetch",
+                       absl::StrCat(M, "x", N, "x", K, " rows ", rows, " overlap ", overlap),
+                       "float64 sum of bf16 products", kTolerance, int64_t{M} * N * K > 200'000'000,
+                       [=] { GemmPrefetchCase(M, N, K, params); }});
     }
   }
   return cases;

@@ -1,0 +1,151 @@
+// See gemm_prefetch.cuh. Compiled for sm_90a only, with CUTLASS's headers and its example 63's
+// kernel layer and collective (kernels/CMakeLists.txt); builds without them compile
+// gemm_prefetch_none.cc instead.
+//
+// Example 63 ships its builder for FP8 inputs only; the collective and the kernel are written for
+// any TMA-loadable element, so the mainloop is spelt out here the way the builder would spell it,
+// with bf16 operands (K-major both: the weights' [n, k] rows and the activations' [m, k] rows).
+
+// The kernel's griddepcontrol instructions (wait, launch_dependents) are compiled in only with this.
+#define CUTLASS_ENABLE_GDC_FOR_SM90 1
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+
+#include "collective/builder.hpp"
+#include "collective/dispatch_policy_extra.hpp"
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/util/packed_stride.hpp"
+#include "kernel/sm90_gemm_tma_warpspecialized_with_prefetch.hpp"
+#include "kernels/linear/cutlass_run.cuh"
+#include "kernels/linear/gemm_prefetch.cuh"
+
+namespace griffin::kernels {
+namespace {
+
+using namespace cute;  // NOLINT: CUTLASS's shape vocabulary (Shape, _64, ...)
+
+// kTokens: activation rows per block (CUTLASS's N tile: the wgmma's N). 64 output columns per block (one
+// consumer warp group's wgmma rows), 64 K elements per stage (128-byte swizzled bf16 rows).
+template <int kTokens>
+struct PrefetchGemm {
+  using TileShape = Shape<_64, Int<kTokens>, _64>;
+  using ClusterShape = Shape<_1, _1, _1>;  // example 63 supports no larger cluster
+  using Element = cutlass::bfloat16_t;
+  using LayoutW = cutlass::layout::RowMajor;     // CUTLASS A: [n, k], k contiguous
+  using LayoutX = cutlass::layout::ColumnMajor;  // CUTLASS B: [k, m] with k contiguous
+  using LayoutD = cutlass::layout::ColumnMajor;  // D^T [n, m] column-major = D [m, n] row-major
+  using Schedule = cutlass::gemm::KernelTmaWarpSpecializedFP8FastAccumWithPrefetchAndSplitDMA;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, 4, float,
+      LayoutD, 4, cutlass::epilogue::TmaWarpSpecialized>::CollectiveOp;
+
+  static constexpr auto kMajorW = cute::GMMA::Major::K;
+  static constexpr auto kMajorX = cute::GMMA::Major::K;
+  using TiledMma = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, TileShape, kMajorW, kMajorX>(),
+      Layout<Shape<_1, _1, _1>>{}));
+  using SmemLayoutAtomW =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<
+               kMajorW, Element, decltype(get<0>(TileShape{})), decltype(get<2>(TileShape{}))>());
+  using SmemLayoutAtomX =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<
+               kMajorX, Element, decltype(get<1>(TileShape{})), decltype(get<2>(TileShape{}))>());
+  static constexpr int kStages =
+      cutlass::gemm::collective::detail::compute_stage_count_or_override_prefetch<
+          cutlass::gemm::collective::detail::sm90_smem_capacity_bytes, Element, Element, TileShape>(
+          cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+              sizeof(typename Epilogue::SharedStorage))>{});
+  using Mainloop = cutlass::gemm::collective::CollectiveMma<
+      cutlass::gemm::MainloopSm90TmaGmmaWarpSpecializedWithPrefetch<kStages, ClusterShape,
+                                                                    Schedule>,
+      TileShape, Element, cutlass::gemm::TagToStrideA_t<LayoutW>, Element,
+      cutlass::gemm::TagToStrideB_t<LayoutX>, TiledMma, cute::SM90_TMA_LOAD, SmemLayoutAtomW, void,
+      cute::identity, cute::SM90_TMA_LOAD, SmemLayoutAtomX, void, cute::identity>;
+  using Kernel =
+      cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static cudaError_t Run(const bf16_t* a, const bf16_t* w, float* d, int m, int n, int k,
+                         const PrefetchGemmParams& params, cudaStream_t stream) {
+    using StrideA = typename Kernel::StrideA;
+    using StrideB = typename Kernel::StrideB;
+    using StrideC = typename Kernel::StrideC;
+    using StrideD = typename Kernel::StrideD;
+    typename Device::Arguments args;
+    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
+    args.problem_shape = {n, m, k, 1};
+    args.mainloop.ptr_A = reinterpret_cast<const Element*>(w);
+    args.mainloop.dA = cutlass::make_cute_packed_stride(StrideA{}, make_shape(n, k, 1));
+    args.mainloop.ptr_B = reinterpret_cast<const Element*>(a);
+    args.mainloop.dB = cutlass::make_cute_packed_stride(StrideB{}, make_shape(m, k, 1));
+    args.mainloop.overlap_ratio = params.overlap_ratio;
+    args.mainloop.prefetch_ratio = -1.0f;  // no L2 prefetch warp (gemm_prefetch.cuh says why)
+    args.epilogue.thread.alpha = 1.0f;
+    args.epilogue.thread.beta = 0.0f;
+    args.epilogue.ptr_C = nullptr;
+    args.epilogue.dC = cutlass::make_cute_packed_stride(StrideC{}, make_shape(n, m, 1));
+    args.epilogue.ptr_D = d;
+    args.epilogue.dD = cutlass::make_cute_packed_stride(StrideD{}, make_shape(n, m, 1));
+    return RunCutlassGemm<Device>(args, stream);
+  }
+};
+
+bool IsSm90(int device) {
+  static std::mutex mu;
+  static int known[64] = {};  // 0 unknown, 1 yes, 2 no
+  if (device < 0 || device >= 64) return false;
+  std::lock_guard<std::mutex> lock(mu);
+  if (known[device] == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    known[device] = major == 9 && minor == 0 ? 1 : 2;
+  }
+  return known[device] == 1;
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+bool PrefetchGemmSupported(int device, int m, int n, int k) {
+  return IsSm90(device) && m >= 1 && n >= 4 && k >= 8 && k % 8 == 0 && n % 4 == 0;
+}
+
+cudaError_t LaunchPrefetchGemm(const bf16_t* a, const bf16_t* w, float* d, int m, int n, int k,
+                               const PrefetchGemmParams& params, cudaStream_t stream) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || !PrefetchGemmSupported(device, m, n, k) ||
+      !Aligned16(a) || !Aligned16(w) || !Aligned16(d)) {
+    return cudaErrorInvalidValue;
+  }
+  const int rows = params.rows_per_block != 0 ? params.rows_per_block
+                   : m <= 16                  ? 16
+                   : m <= 32                  ? 32
+                   : m <= 64                  ? 64
+                                              : 128;
+  switch (rows) {
+    case 16:
+      return PrefetchGemm<16>::Run(a, w, d, m, n, k, params, stream);
+    case 32:
+      return PrefetchGemm<32>::Run(a, w, d, m, n, k, params, stream);
+    case 64:
+      return PrefetchGemm<64>::Run(a, w, d, m, n, k, params, stream);
+    case 128:
+      return PrefetchGemm<128>::Run(a, w, d, m, n, k, params, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace griffin::kernels
