@@ -1088,8 +1088,9 @@ TEST(CudaBackendTest, PrefetchGemmMatchesCuBlasLt) {
 // Fresh prefill passes with their attention through cuDNN's fused attention
 // (cudnn_attention_min_tokens) against the project's kernel: the demo prompt in one pass (565
 // tokens, past the model's 256-key window) and one pass packing the same text as four fresh
-// prompts of different lengths (282, 1, 141, 141), within half of §8.4's budget (cuDNN rounds P to bf16 where ours rounds it to half, and
-// sums in another order). The launch trace says which path ran. Skipped where cuDNN does not load.
+// prompts of different lengths (282, 1, 141, 141), within half of §8.4's budget (cuDNN rounds P
+// to bf16 where ours rounds it to half, and sums in another order). The launch trace says which
+// path ran. Skipped where cuDNN does not load.
 TEST(CudaBackendTest, CudnnPrefillAttentionMatchesOwnKernel) {
   SKIP_WITHOUT_GPU();
   auto loaded = LoadCase("demo");

@@ -6,7 +6,8 @@
 // any TMA-loadable element, so the mainloop is spelt out here the way the builder would spell it,
 // with bf16 operands (K-major both: the weights' [n, k] rows and the activations' [m, k] rows).
 
-// The kernel's griddepcontrol instructions (wait, launch_dependents) are compiled in only with this.
+// The kernel's griddepcontrol instructions (wait, launch_dependents) are compiled in only with
+// this.
 #define CUTLASS_ENABLE_GDC_FOR_SM90 1
 
 #include <cuda_runtime.h>
@@ -32,8 +33,9 @@ namespace {
 
 using namespace cute;  // NOLINT: CUTLASS's shape vocabulary (Shape, _64, ...)
 
-// kTokens: activation rows per block (CUTLASS's N tile: the wgmma's N). 64 output columns per block (one
-// consumer warp group's wgmma rows), 64 K elements per stage (128-byte swizzled bf16 rows).
+// kTokens: activation rows per block (CUTLASS's N tile: the wgmma's N). 64 output columns per
+// block (one consumer warp group's wgmma rows), 64 K elements per stage (128-byte swizzled bf16
+// rows).
 template <int kTokens>
 struct PrefetchGemm {
   using TileShape = Shape<_64, Int<kTokens>, _64>;
