@@ -12,7 +12,6 @@
 
 #include <cuda_runtime.h>
 
-#include <mutex>
 #include <type_traits>
 
 #include "cute/tensor.hpp"
@@ -143,34 +142,11 @@ template <class UpT>
 using Pingpong128x128N2 =
     GeGluGemm<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, PingpongEpilogue, UpT>;
 
-struct DeviceInfo {
-  int major = 0, minor = 0, sm_count = 0;
-};
-
-// The current device's properties, queried once per device (the engine uses one).
-const DeviceInfo& InfoFor(int device) {
-  static std::mutex mu;
-  static DeviceInfo infos[64];
-  static bool known[64] = {};
-  std::lock_guard<std::mutex> lock(mu);
-  if (device < 0 || device >= 64) {
-    static const DeviceInfo none;
-    return none;
-  }
-  if (!known[device]) {
-    cudaDeviceGetAttribute(&infos[device].major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&infos[device].minor, cudaDevAttrComputeCapabilityMinor, device);
-    cudaDeviceGetAttribute(&infos[device].sm_count, cudaDevAttrMultiProcessorCount, device);
-    known[device] = true;
-  }
-  return infos[device];
-}
-
 }  // namespace
 
 bool GemmGeGluSupported(int device, int n, int m, int k) {
-  const DeviceInfo& info = InfoFor(device);
-  return info.major == 9 && info.minor == 0 && n > 0 && m > 0 && k > 0 && m % 8 == 0 && k % 8 == 0;
+  return CutlassDeviceInfo::Of(device).sm90() && n > 0 && m > 0 && k > 0 && m % 8 == 0 &&
+         k % 8 == 0;
 }
 
 namespace {
@@ -185,7 +161,7 @@ cudaError_t LaunchWithUp(const bf16_t* x, const bf16_t* w_gate, const float* b_g
     return cudaErrorNotSupported;
   }
   using Up = std::conditional_t<std::is_same_v<UpT, float>, float, cutlass::bfloat16_t>;
-  const int sms = InfoFor(device).sm_count;
+  const int sms = CutlassDeviceInfo::Of(device).sm_count;
   switch (config) {
     case GemmGeGluConfig::kPingpong128x128:
       return Pingpong128x128<Up>::Run(x, w_gate, b_gate, up, b_up, n, m, k, out, device, sms,

@@ -8,8 +8,8 @@
 // predecessor ends nor lets its successor start early. This kernel is CUTLASS's Hopper GEMM with
 // weight prefetch (CUTLASS example 63, shipped with PyPI's nvidia-cutlass; its headers are used
 // as they are): a non-persistent warp-specialized wgmma kernel, launched with programmatic
-// dependent launch, whose weight-loading warp fills shared memory (and a prefetch warp the L2)
-// while the activations' warp waits in griddepcontrol.wait; it lets its own successor launch
+// dependent launch, whose weight-loading warp fills shared memory while the activations' warp
+// waits in griddepcontrol.wait; it lets its own successor launch
 // once `overlap_ratio` of its K tiles are loaded. Weights are the CUTLASS problem's A operand
 // (64 output columns per block, one consumer warp group), the activations its B (16 to 128 rows
 // per block).

@@ -13,7 +13,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
 
 #include "collective/builder.hpp"
 #include "collective/dispatch_policy_extra.hpp"
@@ -102,26 +101,13 @@ struct PrefetchGemm {
   }
 };
 
-bool IsSm90(int device) {
-  static std::mutex mu;
-  static int known[64] = {};  // 0 unknown, 1 yes, 2 no
-  if (device < 0 || device >= 64) return false;
-  std::lock_guard<std::mutex> lock(mu);
-  if (known[device] == 0) {
-    int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-    known[device] = major == 9 && minor == 0 ? 1 : 2;
-  }
-  return known[device] == 1;
-}
-
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
 bool PrefetchGemmSupported(int device, int m, int n, int k) {
-  return IsSm90(device) && m >= 1 && n >= 4 && k >= 8 && k % 8 == 0 && n % 4 == 0;
+  return CutlassDeviceInfo::Of(device).sm90() && m >= 1 && n >= 4 && k >= 8 && k % 8 == 0 &&
+         n % 4 == 0;
 }
 
 cudaError_t LaunchPrefetchGemm(const bf16_t* a, const bf16_t* w, float* d, int m, int n, int k,
