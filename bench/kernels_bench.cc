@@ -437,7 +437,7 @@ int Main() {
   // engine_bench --prefetch_gemm_max_rows measures that).
   int bench_device = 0;
   CHECK_CUDA(cudaGetDevice(&bench_device));
-  for (int M : {8, 16, 32, 64, 128, 256}) {
+  for (int M : {1, 8, 16, 32, 64, 128, 256}) {
     for (const auto& [what, N, K] : {std::tuple<const char*, int, int>{"down", d, m},
                                      std::tuple<const char*, int, int>{"out", d, L},
                                      std::tuple<const char*, int, int>{"x|y", 2 * L, d},
@@ -452,13 +452,27 @@ int Main() {
       float* out = Buf<float>(int64_t(M) * N);
       const double bytes = 2.0 * N * K + 2.0 * M * K + 4.0 * M * N, flops = 2.0 * M * N * K;
       for (const int rows : {16, 32, 64, 128}) {
-        if (rows < M / 4 || rows > 2 * M) continue;  // blocks of 16 rows for 256 is no contender
-        const PrefetchGemmParams params{0.5f, rows};
+        // Blocks of 16 rows for 256 are no contender, nor blocks of 128 for 8.
+        if (rows < M / 4 || rows > std::max(16, 2 * M)) continue;
+        const PrefetchGemmParams params{0.5f, rows, 1};
         std::snprintf(name, sizeof name, "prefetch GEMM %d x %d x %d (%s), %d rows a block", M, N,
                       K, what, rows);
         Report(name,
                TimeMs([&] { CHECK_CUDA(LaunchPrefetchGemm(a, wb, out, M, N, K, params, 0)); }),
                bytes, flops);
+      }
+      if (N == d) {  // the residual stream's projections: split over K, for the norm to sum
+        float* parts_out = Buf<float>(4 * int64_t(M) * N);
+        for (const int parts : {2, 3, 4}) {
+          if (!Gemm::SplitKAllowed(K, parts)) continue;
+          const PrefetchGemmParams params{0.5f, 0, parts};
+          std::snprintf(name, sizeof name, "prefetch GEMM %d x %d x %d (%s), %d K parts", M, N, K,
+                        what, parts);
+          Report(name, TimeMs([&] {
+                   CHECK_CUDA(LaunchPrefetchGemm(a, wb, parts_out, M, N, K, params, 0));
+                 }),
+                 bytes + 4.0 * M * N * (parts - 1), flops);
+        }
       }
       Gemm tuned;
       if (!tuned.Init(64 << 20).empty()) return 1;

@@ -16,6 +16,8 @@
 #ifndef GRIFFIN_KERNELS_LINEAR_GEMM_PREFETCH_CUH_
 #define GRIFFIN_KERNELS_LINEAR_GEMM_PREFETCH_CUH_
 
+#include <cstdint>
+
 #include "kernels/types.h"
 
 namespace griffin::kernels {
@@ -26,6 +28,13 @@ struct PrefetchGemmParams {
   // Activation rows per block: 16, 32, 64 or 128; 0 chooses the smallest that covers m, up to
   // 128.
   int rows_per_block = 0;
+  // Split-K: the product as k_parts float32 partial products over consecutive slices of k / k_parts
+  // columns, written one after another into d ([k_parts][m][n]), for a reader that adds them
+  // (LaunchAddRmsNorm's delta_parts), as Gemm::RunSplitK. Each part is a batch of CUTLASS's
+  // problem (grid z): a projection with few output columns (2560 at 2B: 40 blocks of 64) gets
+  // k_parts times the blocks streaming its weights. Needs k % k_parts == 0 and (k / k_parts) % 8
+  // == 0 (Gemm::SplitKAllowed).
+  int k_parts = 1;
 };
 // Example 63's third warp, which pulls weights into L2 ahead of the mainloop (its
 // `prefetch_ratio`), is always off here: slower in every decode shape measured (kernels_bench,
@@ -38,6 +47,15 @@ struct PrefetchGemmParams {
 bool PrefetchGemmSupported(int device, int m, int n, int k);
 cudaError_t LaunchPrefetchGemm(const bf16_t* a, const bf16_t* w, float* d, int m, int n, int k,
                                const PrefetchGemmParams& params, cudaStream_t stream);
+
+// W8A8 on the FP8 tensor cores, the same kernel with E4M3 operands (example 63's own case):
+// D[m, n] = sum_k A[m, k] W[n, k] over the codes, unscaled, as Gemm::RunFp8Unscaled (the reader
+// applies the row and column scales, types.h InputScales). k % 16 == 0; blocks of up to 64 rows
+// (only those are compiled), so at most kPrefetchGemmFp8MaxRows rows with automatic blocks.
+inline constexpr int kPrefetchGemmFp8MaxRows = 64;
+bool PrefetchGemmFp8Supported(int device, int m, int n, int k);
+cudaError_t LaunchPrefetchGemmFp8(const uint8_t* a, const uint8_t* w, float* d, int m, int n, int k,
+                                  const PrefetchGemmParams& params, cudaStream_t stream);
 
 }  // namespace griffin::kernels
 

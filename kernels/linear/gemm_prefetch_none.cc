@@ -12,4 +12,11 @@ cudaError_t LaunchPrefetchGemm(const bf16_t*, const bf16_t*, float*, int, int, i
   return cudaErrorNotSupported;
 }
 
+bool PrefetchGemmFp8Supported(int, int, int, int) { return false; }
+
+cudaError_t LaunchPrefetchGemmFp8(const uint8_t*, const uint8_t*, float*, int, int, int,
+                                  const PrefetchGemmParams&, cudaStream_t) {
+  return cudaErrorNotSupported;
+}
+
 }  // namespace griffin::kernels

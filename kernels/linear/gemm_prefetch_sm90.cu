@@ -33,13 +33,13 @@ namespace {
 using namespace cute;  // NOLINT: CUTLASS's shape vocabulary (Shape, _64, ...)
 
 // kTokens: activation rows per block (CUTLASS's N tile: the wgmma's N). 64 output columns per
-// block (one consumer warp group's wgmma rows), 64 K elements per stage (128-byte swizzled bf16
-// rows).
-template <int kTokens>
+// block (one consumer warp group's wgmma rows), 128 bytes of K per stage (128-byte swizzled rows:
+// 64 bf16 or 128 E4M3 elements). Element: bf16, or E4M3 for W8A8 (the output left unscaled).
+template <int kTokens, class ElementT = cutlass::bfloat16_t>
 struct PrefetchGemm {
-  using TileShape = Shape<_64, Int<kTokens>, _64>;
-  using ClusterShape = Shape<_1, _1, _1>;  // example 63 supports no larger cluster
-  using Element = cutlass::bfloat16_t;
+  using Element = ElementT;
+  using TileShape = Shape<_64, Int<kTokens>, Int<128 / int(sizeof(Element))>>;
+  using ClusterShape = Shape<_1, _1, _1>;        // example 63 supports no larger cluster
   using LayoutW = cutlass::layout::RowMajor;     // CUTLASS A: [n, k], k contiguous
   using LayoutX = cutlass::layout::ColumnMajor;  // CUTLASS B: [k, m] with k contiguous
   using LayoutD = cutlass::layout::ColumnMajor;  // D^T [n, m] column-major = D [m, n] row-major
@@ -76,32 +76,48 @@ struct PrefetchGemm {
       cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
-  static cudaError_t Run(const bf16_t* a, const bf16_t* w, float* d, int m, int n, int k,
+  static cudaError_t Run(const void* a, const void* w, float* d, int m, int n, int k,
                          const PrefetchGemmParams& params, cudaStream_t stream) {
     using StrideA = typename Kernel::StrideA;
     using StrideB = typename Kernel::StrideB;
     using StrideC = typename Kernel::StrideC;
     using StrideD = typename Kernel::StrideD;
+    // Split-K as a batch of k_parts problems over K slices: part p reads columns [p ks, (p + 1)
+    // ks) of both operands (the batch stride is the slice's width, the row stride all of k) and
+    // writes its own [m][n] block of d.
+    const int parts = params.k_parts, ks = k / parts;
     typename Device::Arguments args;
-    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = {n, m, k, 1};
-    args.mainloop.ptr_A = reinterpret_cast<const Element*>(w);
+    args.mode = parts == 1 ? cutlass::gemm::GemmUniversalMode::kGemm
+                           : cutlass::gemm::GemmUniversalMode::kBatched;
+    args.problem_shape = {n, m, ks, parts};
+    args.mainloop.ptr_A = static_cast<const Element*>(w);
     args.mainloop.dA = cutlass::make_cute_packed_stride(StrideA{}, make_shape(n, k, 1));
-    args.mainloop.ptr_B = reinterpret_cast<const Element*>(a);
+    cute::get<2>(args.mainloop.dA) = ks;
+    args.mainloop.ptr_B = static_cast<const Element*>(a);
     args.mainloop.dB = cutlass::make_cute_packed_stride(StrideB{}, make_shape(m, k, 1));
+    cute::get<2>(args.mainloop.dB) = ks;
     args.mainloop.overlap_ratio = params.overlap_ratio;
     args.mainloop.prefetch_ratio = -1.0f;  // no L2 prefetch warp (gemm_prefetch.cuh says why)
     args.epilogue.thread.alpha = 1.0f;
     args.epilogue.thread.beta = 0.0f;
     args.epilogue.ptr_C = nullptr;
-    args.epilogue.dC = cutlass::make_cute_packed_stride(StrideC{}, make_shape(n, m, 1));
+    args.epilogue.dC = cutlass::make_cute_packed_stride(StrideC{}, make_shape(n, m, parts));
     args.epilogue.ptr_D = d;
-    args.epilogue.dD = cutlass::make_cute_packed_stride(StrideD{}, make_shape(n, m, 1));
+    args.epilogue.dD = cutlass::make_cute_packed_stride(StrideD{}, make_shape(n, m, parts));
     return RunCutlassGemm<Device>(args, stream);
   }
 };
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The block size for m rows: the smallest of 16, 32, 64 that covers them, else 128.
+int RowsPerBlock(const PrefetchGemmParams& params, int m) {
+  return params.rows_per_block != 0 ? params.rows_per_block
+         : m <= 16                  ? 16
+         : m <= 32                  ? 32
+         : m <= 64                  ? 64
+                                    : 128;
+}
 
 }  // namespace
 
@@ -113,16 +129,13 @@ bool PrefetchGemmSupported(int device, int m, int n, int k) {
 cudaError_t LaunchPrefetchGemm(const bf16_t* a, const bf16_t* w, float* d, int m, int n, int k,
                                const PrefetchGemmParams& params, cudaStream_t stream) {
   int device = 0;
+  const int parts = params.k_parts;
   if (cudaGetDevice(&device) != cudaSuccess || !PrefetchGemmSupported(device, m, n, k) ||
-      !Aligned16(a) || !Aligned16(w) || !Aligned16(d)) {
+      !Aligned16(a) || !Aligned16(w) || !Aligned16(d) || parts < 1 || k % parts != 0 ||
+      (k / parts) % 8 != 0) {
     return cudaErrorInvalidValue;
   }
-  const int rows = params.rows_per_block != 0 ? params.rows_per_block
-                   : m <= 16                  ? 16
-                   : m <= 32                  ? 32
-                   : m <= 64                  ? 64
-                                              : 128;
-  switch (rows) {
+  switch (RowsPerBlock(params, m)) {
     case 16:
       return PrefetchGemm<16>::Run(a, w, d, m, n, k, params, stream);
     case 32:
@@ -133,6 +146,31 @@ cudaError_t LaunchPrefetchGemm(const bf16_t* a, const bf16_t* w, float* d, int m
       return PrefetchGemm<128>::Run(a, w, d, m, n, k, params, stream);
     default:
       return cudaErrorInvalidValue;
+  }
+}
+
+bool PrefetchGemmFp8Supported(int device, int m, int n, int k) {
+  return CutlassDeviceInfo::Of(device).sm90() && m >= 1 && n >= 4 && k >= 16 && k % 16 == 0 &&
+         n % 4 == 0;
+}
+
+cudaError_t LaunchPrefetchGemmFp8(const uint8_t* a, const uint8_t* w, float* d, int m, int n, int k,
+                                  const PrefetchGemmParams& params, cudaStream_t stream) {
+  using E4M3 = cutlass::float_e4m3_t;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || !PrefetchGemmFp8Supported(device, m, n, k) ||
+      !Aligned16(a) || !Aligned16(w) || !Aligned16(d)) {
+    return cudaErrorInvalidValue;
+  }
+  switch (RowsPerBlock(params, m)) {
+    case 16:
+      return PrefetchGemm<16, E4M3>::Run(a, w, d, m, n, k, params, stream);
+    case 32:
+      return PrefetchGemm<32, E4M3>::Run(a, w, d, m, n, k, params, stream);
+    case 64:
+      return PrefetchGemm<64, E4M3>::Run(a, w, d, m, n, k, params, stream);
+    default:
+      return cudaErrorInvalidValue;  // 128-row blocks are not compiled for FP8
   }
 }
 

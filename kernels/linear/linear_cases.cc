@@ -285,6 +285,7 @@ void GemmSplitKCase(int M, int N, int K, int parts, int max_parts = 0) {
 
 // The decode GEMM with weight prefetch (gemm_prefetch.cuh): the product Gemm::Run computes, with
 // the launch's early-start settings; one guard row past m stays NaN (the TMA store clips there).
+// With k_parts, the parts summed in order (as the norm adds them) against the whole product.
 void GemmPrefetchCase(int M, int N, int K, PrefetchGemmParams params) {
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
@@ -293,15 +294,48 @@ void GemmPrefetchCase(int M, int N, int K, PrefetchGemmParams params) {
   }
   auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K));
   Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
-  Dev<float> out(std::vector<float>(size_t(M + 1) * N, std::nanf("")));
+  const size_t rows = size_t(M) * params.k_parts;
+  Dev<float> out(std::vector<float>((rows + 1) * N, std::nanf("")));
   ASSERT_EQ(LaunchPrefetchGemm(da.get(), dw.get(), out.get(), M, N, K, params, 0), cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<float> got = out.Get(size_t(M + 1) * N);
+  const std::vector<float> got = out.Get((rows + 1) * N);
   for (int o = 0; o < N; ++o) {
-    ASSERT_TRUE(std::isnan(got[size_t(M) * N + o])) << "written past row " << M << " at " << o;
+    ASSERT_TRUE(std::isnan(got[rows * N + o])) << "written past row " << rows << " at " << o;
   }
-  got.resize(size_t(M) * N);
-  CheckProduct(a, w, got, M, N, K);
+  std::vector<float> sum(got.begin(), got.begin() + size_t(M) * N);
+  for (int p = 1; p < params.k_parts; ++p) {
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += got[size_t(p) * M * N + i];
+  }
+  CheckProduct(a, w, sum, M, N, K);
+}
+
+// The prefetch GEMM on E4M3 codes (LaunchPrefetchGemmFp8): the unscaled sums, scaled here by the
+// rows' scales, against the float64 product of the dequantized operands (as GemmFp8Case).
+void GemmPrefetchFp8Case(int M, int N, int K, int rows) {
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  if (!PrefetchGemmFp8Supported(device, M, N, K)) {
+    GTEST_SKIP() << "this build or device has no prefetch GEMM (sm_90 with CUTLASS's example 63)";
+  }
+  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K, 0.05f));
+  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
+  Dev<uint8_t> a8(size_t(M) * K), w8(size_t(N) * K);
+  Dev<float> a_scales(M), w_scales(N), out(size_t(M) * N);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(da.get(), M, K, a8.get(), a_scales.get(), 0), cudaSuccess);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), N, K, w8.get(), w_scales.get(), 0), cudaSuccess);
+  ASSERT_EQ(LaunchPrefetchGemmFp8(a8.get(), w8.get(), out.get(), M, N, K, {0.5f, rows}, 0),
+            cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> as(M), ws(N);
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(a), M, K, absl::MakeSpan(as));
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(w), N, K, absl::MakeSpan(ws));
+  const std::vector<float> device_as = a_scales.Get(M), device_ws = w_scales.Get(N);
+  std::vector<float> got = out.Get(size_t(M) * N);
+  for (int i = 0; i < M; ++i) {
+    for (int o = 0; o < N; ++o) got[size_t(i) * N + o] *= device_as[i] * device_ws[o];
+  }
+  const double worst = CheckProduct(a, w, got, M, N, K, 5e-4);
+  std::printf("gemm_prefetch_fp8 %dx%dx%d: worst |error| / sum|a w| %.3g\n", M, N, K, worst);
 }
 
 std::vector<OpCase> MakeLinearCases() {
@@ -424,12 +458,26 @@ std::vector<OpCase> MakeLinearCases() {
                                                    {64, 5120, 2560, 0},
                                                    {256, 2560, 7680, 0}}) {
     for (const float overlap : {0.5f, -1.0f}) {
-      const PrefetchGemmParams params{overlap, rows};
+      const PrefetchGemmParams params{overlap, rows, 1};
       cases.push_back({"gemm_prefetch",
                        absl::StrCat(M, "x", N, "x", K, " rows ", rows, " overlap ", overlap),
                        "float64 sum of bf16 products", kTolerance, int64_t{M} * N * K > 200'000'000,
                        [=] { GemmPrefetchCase(M, N, K, params); }});
     }
+  }
+  // Split over K: 2 and 3 parts of 2B's output projection at 1 and 64 rows, down's at 8.
+  for (const auto& [M, N, K, parts] : std::vector<std::tuple<int, int, int, int>>{
+           {1, 2560, 2560, 2}, {64, 2560, 2560, 2}, {8, 2560, 7680, 3}, {3, 264, 144, 2}}) {
+    const PrefetchGemmParams params{0.5f, 0, parts};
+    cases.push_back({"gemm_prefetch_split_k", absl::StrCat(M, "x", N, "x", K, " parts ", parts),
+                     "float64 sum of bf16 products (parts summed in order)", kTolerance, false,
+                     [=] { GemmPrefetchCase(M, N, K, params); }});
+  }
+  for (const auto& [M, N, K, rows] : std::vector<std::tuple<int, int, int, int>>{
+           {2, 2560, 2560, 0}, {20, 264, 144, 32}, {64, 2560, 7680, 0}, {3, 300, 16, 16}}) {
+    cases.push_back({"gemm_prefetch_fp8", absl::StrCat(M, "x", N, "x", K, " rows ", rows),
+                     kFp8Reference, kTolerance, false,
+                     [=] { GemmPrefetchFp8Case(M, N, K, rows); }});
   }
   return cases;
 }
