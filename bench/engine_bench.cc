@@ -100,6 +100,12 @@ ABSL_FLAG(float, prefetch_gemm_overlap, griffin::engine::CudaBackendOptions{}.pr
 ABSL_FLAG(int, prefetch_gemm_rows_per_block,
           griffin::engine::CudaBackendOptions{}.prefetch_gemm_rows_per_block,
           "the prefetch GEMM's activation rows per block: 16, 32, 64, 128 or 0 (automatic)");
+ABSL_FLAG(int, prefetch_gemm_split_k_parts,
+          griffin::engine::CudaBackendOptions{}.prefetch_gemm_split_k_parts,
+          "the prefetch GEMM's projections into the residual stream split over K into at most "
+          "this many parts (1: no split)");
+ABSL_FLAG(bool, prefetch_gemm_fp8, griffin::engine::CudaBackendOptions{}.prefetch_gemm_fp8,
+          "FP8 W8A8 projections of up to --prefetch_gemm_max_rows rows on the prefetch GEMM");
 ABSL_FLAG(bool, stage_rglru_decode, griffin::engine::CudaBackendOptions{}.stage_rglru_decode,
           "the fused RG-LRU decode kernel loads all but x|y before its wait (compare paths)");
 ABSL_FLAG(int, rglru_decode_tokens_per_block,
@@ -172,6 +178,8 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.prefetch_gemm_max_rows = absl::GetFlag(FLAGS_prefetch_gemm_max_rows);
   opt.prefetch_gemm_overlap = absl::GetFlag(FLAGS_prefetch_gemm_overlap);
   opt.prefetch_gemm_rows_per_block = absl::GetFlag(FLAGS_prefetch_gemm_rows_per_block);
+  opt.prefetch_gemm_split_k_parts = absl::GetFlag(FLAGS_prefetch_gemm_split_k_parts);
+  opt.prefetch_gemm_fp8 = absl::GetFlag(FLAGS_prefetch_gemm_fp8);
   opt.decode_attention_blocks_per_sm = absl::GetFlag(FLAGS_decode_attention_blocks_per_sm);
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
   opt.gemm_geglu_up_bf16 = absl::GetFlag(FLAGS_gemm_geglu_up_bf16);

@@ -226,6 +226,7 @@ class CudaBackend::Impl {
   // How many partial products block_out holds ([parts][n][d]: LinearToBlockOut's split-K GEMM),
   // which the next residual add sums.
   int block_out_parts_ = 1;
+  int64_t block_out_rows_ = 0;  // ws_.block_out's capacity: parts x rows of every split it takes
   StepMetadata meta_;
   kernels::SampleRowParams* sample_params_host_ = nullptr;  // pinned [rows]
   int32_t* sample_context_host_ = nullptr;                  // pinned [kSampleContextCapacity]
@@ -337,7 +338,21 @@ class CudaBackend::Impl {
           ENQUEUE(kernels::LaunchQuantizeRowsFp8E4M3(a, M, K, ws_.activation_codes,
                                                      ws_.activation_scales, stream_));
         }
-        Trace(op, "gemm", 1.0 * N * K + 1.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+        // The prefetch GEMM on E4M3 codes leaves d unscaled, so only where the reader scales.
+        const bool prefetch = defer && options_.prefetch_gemm_fp8 &&
+                              M <= options_.prefetch_gemm_max_rows &&
+                              M <= kernels::kPrefetchGemmFp8MaxRows &&
+                              N <= CudaBackendOptions::kPrefetchGemmMaxColumns &&
+                              kernels::PrefetchGemmFp8Supported(device_, M, N, K);
+        Trace(op + (prefetch ? " (prefetch GEMM)" : ""), "gemm",
+              1.0 * N * K + 1.0 * M * K + 4.0 * M * N, 2.0 * M * N * K);
+        if (prefetch) {
+          ENQUEUE(kernels::LaunchPrefetchGemmFp8(
+              ws_.activation_codes, w.codes(), d, M, N, K,
+              {options_.prefetch_gemm_overlap, options_.prefetch_gemm_rows_per_block}, stream_));
+          *deferred = {ws_.activation_scales, w.scales};
+          return absl::OkStatus();
+        }
         if (defer) {
           ENQUEUE_GEMM(gemm_.RunFp8Unscaled(ws_.activation_codes, w.codes(), d, M, N, K, stream_));
           *deferred = {ws_.activation_scales, w.scales};
@@ -390,6 +405,22 @@ class CudaBackend::Impl {
            N <= CudaBackendOptions::kPrefetchGemmMaxColumns &&
            kernels::PrefetchGemmSupported(device_, M, N, K);
   }
+  // The most parts, at most prefetch_gemm_split_k_parts, that K splits into on the prefetch GEMM
+  // (2B's down projection 3, its output projections 2: 2560 is no multiple of 3); 1: none.
+  int PrefetchGemmSplitKParts(int K) const {
+    for (int parts = options_.prefetch_gemm_split_k_parts; parts > 1; --parts) {
+      if (kernels::Gemm::SplitKAllowed(K, parts)) return parts;
+    }
+    return 1;
+  }
+  // Init sizes ws_.block_out for every split LinearToBlockOut takes; a split past it would write
+  // over the workspaces after it (one arena: no sanitizer sees that), so it is an error instead.
+  absl::Status CheckBlockOutFits(int M, int parts) const {
+    if (int64_t{M} * parts <= block_out_rows_) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("split-K of ", M, " rows into ", parts,
+                                            " parts exceeds the residual workspace's ",
+                                            block_out_rows_, " rows"));
+  }
   // A projection of M rows into ws_.block_out (width d), which the next AddRmsNorm adds to the
   // residual stream: as Linear, or at decode-sized passes split over K into block_out_parts_
   // partial products that the norm sums (CudaBackendOptions::split_k_max_rows, split_k_parts).
@@ -407,7 +438,21 @@ class CudaBackend::Impl {
               : (kernels::Gemm::SplitKAllowed(K, options_.split_k_parts) ? options_.split_k_parts
                                                                          : 1);
     }
+    const int prefetch_parts = PrefetchGemmSplitKParts(K);
+    if (prefetch_parts > 1 && PrefetchGemmTakes(w, M, d, K)) {
+      RETURN_IF_ERROR(CheckBlockOutFits(M, prefetch_parts));
+      block_out_scales_ = {};
+      Trace(op + " (prefetch GEMM, split-K)", "gemm",
+            2.0 * d * K + 2.0 * M * K + 4.0 * M * d * prefetch_parts, 2.0 * M * d * K);
+      ENQUEUE(kernels::LaunchPrefetchGemm(
+          a, w.bf16(), ws_.block_out, M, d, K,
+          {options_.prefetch_gemm_overlap, options_.prefetch_gemm_rows_per_block, prefetch_parts},
+          stream_));
+      block_out_parts_ = prefetch_parts;
+      return absl::OkStatus();
+    }
     if (parts <= 1) return Linear(op, a, w, ws_.block_out, M, d, K, &block_out_scales_);
+    RETURN_IF_ERROR(CheckBlockOutFits(M, parts));
     block_out_scales_ = {};
     Trace(op + " (split-K)", "gemm", 2.0 * d * K + 2.0 * M * K + 4.0 * M * d * parts,
           2.0 * M * d * K);
@@ -586,13 +631,19 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
                      CudaBackendOptions::kMaxSplitKParts));
   }
   const int rows_per_block = options_.prefetch_gemm_rows_per_block;
+  if (options_.prefetch_gemm_split_k_parts < 1 ||
+      options_.prefetch_gemm_split_k_parts > CudaBackendOptions::kMaxSplitKParts) {
+    return absl::InvalidArgumentError(absl::StrCat("prefetch_gemm_split_k_parts must be 1 to ",
+                                                   CudaBackendOptions::kMaxSplitKParts));
+  }
   if (options_.prefetch_gemm_max_rows < 0 || options_.prefetch_gemm_overlap > 1.0f ||
       (rows_per_block != 0 && rows_per_block != 16 && rows_per_block != 32 &&
-       rows_per_block != 64 && rows_per_block != 128)) {
+       rows_per_block != 64 && rows_per_block != 128) ||
+      (options_.prefetch_gemm_fp8 && options_.fp8_weights && rows_per_block == 128)) {
     return absl::InvalidArgumentError(
         "prefetch_gemm_max_rows must be >= 0 (0: off), prefetch_gemm_overlap at most 1 "
         "(negative: no early launch), prefetch_gemm_rows_per_block 0 (automatic), 16, 32, 64 or "
-        "128");
+        "128 (not 128 for FP8 weights on it)");
   }
   if (options_.cudnn_attention_min_tokens < 0) {
     return absl::InvalidArgumentError("cudnn_attention_min_tokens must be >= 0 (0: off)");
@@ -646,12 +697,15 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
   const int64_t activation_width =
       std::max({int64_t{m}, recurrent ? int64_t{L} : 0, attention ? int64_t{H} * hd : 0});
   ASSIGN_OR_RETURN(ws_.residual, arena_.Allocate<float>(N * d));
-  // A decode pass's split-K parts (LinearToBlockOut) as well as a whole pass's rows.
+  // A decode pass's split-K parts (LinearToBlockOut: cuBLASLt's up to split_k_max_rows rows, the
+  // prefetch GEMM's up to prefetch_gemm_max_rows) as well as a whole pass's rows.
   const int64_t max_parts =
       options_.split_k_parts > 0 ? options_.split_k_parts : CudaBackendOptions::kTunedSplitKParts;
-  const int64_t block_out_rows =
-      std::max<int64_t>(N, max_parts * std::min<int64_t>(N, options_.split_k_max_rows));
-  ASSIGN_OR_RETURN(ws_.block_out, arena_.Allocate<float>(block_out_rows * d));
+  block_out_rows_ =
+      std::max<int64_t>({N, max_parts * std::min<int64_t>(N, options_.split_k_max_rows),
+                         options_.prefetch_gemm_split_k_parts *
+                             std::min<int64_t>(N, options_.prefetch_gemm_max_rows)});
+  ASSIGN_OR_RETURN(ws_.block_out, arena_.Allocate<float>(block_out_rows_ * d));
   ASSIGN_OR_RETURN(ws_.normed, arena_.Allocate<bf16_t>(N * d));
   ASSIGN_OR_RETURN(ws_.projection, arena_.Allocate<float>(N * projection_width));
   ASSIGN_OR_RETURN(ws_.activation, arena_.Allocate<bf16_t>(N * activation_width));

@@ -105,17 +105,34 @@ struct CudaBackendOptions {
   // bf16 projections of at most this many rows (decode batches, batch 1 included) run CUTLASS's
   // GEMM with weight prefetch (kernels/linear/gemm_prefetch.cuh) instead of the GEMV or cuBLASLt:
   // it starts while the kernel before it runs and loads its weights meanwhile, where a cuBLASLt
-  // launch waits for its predecessor to end (and it is not split over K: the split's launch cost
-  // is what this removes). The head (more than kPrefetchGemmMaxColumns outputs) keeps the GEMV or
-  // cuBLASLt. Measured (bench/NOTES.md session 24): batch 1-64 -0.15 to -0.25 ms a step; batch
-  // 128-256 slower than cuBLASLt (+0.14 / +0.57 ms), hence 64. 0: off; where the build has none
-  // (no sm_90a, no CUTLASS example 63), the GEMV and cuBLASLt as before.
-  int prefetch_gemm_max_rows = 64;
+  // launch waits for its predecessor to end. The head (more than kPrefetchGemmMaxColumns outputs)
+  // keeps the GEMV or cuBLASLt. Measured (bench/NOTES.md sessions 24-26): batch 1-64 -0.15 to
+  // -0.25 ms a step; batch 128 slower than cuBLASLt whole (+0.14 ms) but faster with the split
+  // below (2.51 against 2.62-2.64 ms, session 26); batch 256 slower either way (+0.1 to +0.6 ms),
+  // hence 128. 0: off; where the build has none (no sm_90a, no CUTLASS example 63), the GEMV and
+  // cuBLASLt as before.
+  int prefetch_gemm_max_rows = 128;
   static constexpr int kPrefetchGemmMaxColumns = 32768;
   // The share of its K tiles loaded before the kernel after it may launch (negative: none), and
   // its activation rows per block (0: the kernel's choice) (kernels::PrefetchGemmParams).
   float prefetch_gemm_overlap = 0.5f;
   int prefetch_gemm_rows_per_block = 0;
+  // The projections into the residual stream (down, the output projections) on the prefetch GEMM
+  // split over K into at most this many parts that the next norm adds (kernels::
+  // PrefetchGemmParams::k_parts): 2560 outputs are 40 blocks of 64 columns, each streaming up to
+  // 1 MB of weights. Each projection takes the most parts up to this that its K splits into
+  // slices of whole 16-byte vectors (kernels::Gemm::SplitKAllowed); 1: no split. Measured
+  // (2B, bench/NOTES.md sessions 25-26): at most 3 (down in 3, the output projections in 2)
+  // against none, session 26: batch 1 1.80-1.93 against 1.93-2.16 ms, 8 1.96-2.01 against
+  // 2.01-2.10, 64 2.13 against 2.19-2.22; at most 2 and 4 in between or worse (session 25). 9B
+  // batch 64 +0.04 ms (its 4096 outputs are 64 blocks already), batch 1 -0.03.
+  int prefetch_gemm_split_k_parts = 3;
+  // FP8 weights with fp8_activations and fuse_fp8_passes: the W8A8 projections of up to
+  // prefetch_gemm_max_rows rows (at most kernels::kPrefetchGemmFp8MaxRows; above the W8A16 GEMV's
+  // one row) on the same kernel with E4M3 operands, the output left unscaled for its reader
+  // (kernels::LaunchPrefetchGemmFp8). Measured (session 26, two rounds): batch 2 1.60-1.61
+  // against 1.83-1.88 ms, 8 1.82-1.83 against 1.97-2.00, 64 1.93-1.95 against 2.08-2.11.
+  bool prefetch_gemm_fp8 = true;
   static constexpr int kTunedSplitKParts = 2;
   static constexpr int kMaxSplitKParts = 8;
   // Passes of at least this many tokens (prefill chunks) run the MLP's gate|up projection as two
