@@ -1,6 +1,7 @@
 """bench/make_dummy_model.py, bench/serving_sweep.py and bench/thread_cpu.py, the tools behind bench/RESULTS.md's serving
 section: the dummy folder is the published 2B shape with a 256k tokenizer, and the sweep runs its
-whole procedure (peak, Poisson levels, SLO search, summary) against a real CPU server."""
+whole procedure (peak, Poisson levels, SLO search, summary) against a real CPU server. Also the
+decode A/B tools (bench/ab_decode.sh, bench/ab_table.py), against a stand-in engine_bench."""
 
 import json
 import os
@@ -141,3 +142,56 @@ def test_thread_cpu_splits_cpu_by_thread_name(tmp_path):
                         ["total", "2.75", "2750.0"]], out
     missing = run("snapshot", 999999999)
     assert missing.returncode != 0 and "no process 999999999" in missing.stderr
+
+
+def test_ab_decode_rotates_variants_and_tables_them(tmp_path):
+    """bench/ab_decode.sh and bench/ab_table.py, behind RESULTS.md's A/B figures, against a stand-in
+    engine_bench that prints a variant's figures (its --ms flag), records the order it ran in, and
+    fails for --fail: each round starts with the next variant, every figure lands in the log under
+    its variant and round, a failed run is logged and makes both scripts exit 1, and the table
+    holds each variant's rounds and its median over the base's."""
+    calls = tmp_path / "calls"
+    stand_in = tmp_path / "engine_bench"
+    stand_in.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {calls}
+ms=
+for a in "$@"; do
+  case $a in --ms=*) ms=${{a#--ms=}} ;; --fail) echo "INTERNAL: no device"; exit 3 ;; esac
+done
+echo "warming up"
+echo "| decode step, batch 1, position 128 | $ms ms (1 tok/s) | 1.260 ms (794 tok/s) | 1.00 |"
+echo "| decode step, batch 64, position 4096 | 2$ms ms (1 tok/s) | 1.523 ms (1 tok/s) | 1.00 |"
+""")
+    stand_in.chmod(0o755)
+    log = tmp_path / "out" / "ab.log"
+    env = dict(os.environ, ENGINE_BENCH=str(stand_in), AB_FLAGS="--common")
+    run = subprocess.run(["bash", str(ROOT / "bench" / "ab_decode.sh"), str(tmp_path), str(log), "2",
+                          "base=--ms=2.0", "new=--ms=1.5 --extra", "broken=--fail"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert calls.read_text().splitlines() == [
+        "--common --ms=2.0", "--common --ms=1.5 --extra", "--common --fail",
+        "--common --ms=1.5 --extra", "--common --fail", "--common --ms=2.0"]
+    lines = log.read_text().splitlines()
+    assert "base r1: | decode step, batch 1, position 128 | 2.0 ms (1 tok/s) | 1.260 ms (794 tok/s) | 1.00 |" in lines
+    assert "new r2: | decode step, batch 64, position 4096 | 21.5 ms (1 tok/s) | 1.523 ms (1 tok/s) | 1.00 |" in lines
+    assert [l for l in lines if l.startswith("broken")] == [
+        "broken r1: failed (rc 3): INTERNAL: no device", "broken r2: failed (rc 3): INTERNAL: no device"]
+    assert len(lines) == 2 * 2 * 2 + 2
+
+    table = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"), str(log),
+                            "--ratio", "base"], capture_output=True, text=True, timeout=30)
+    assert table.returncode == 1, table.stderr
+    rows = table.stdout.splitlines()
+    assert rows[0] == "| batch, position | base | new | broken | new / base | broken / base |"
+    assert rows[2] == "| 1, 128 | 2.000, 2.000 | 1.500, 1.500 | - | 0.750 | - |"
+    assert rows[3] == "| 64, 4096 | 22.000, 22.000 | 21.500, 21.500 | - | 0.977 | - |"
+    assert "broken r2: failed (rc 3): INTERNAL: no device" in rows
+
+    bad = subprocess.run(["bash", str(ROOT / "bench" / "ab_decode.sh"), str(tmp_path), str(log), "2",
+                          "no flags"], capture_output=True, text=True, timeout=30, env=env)
+    assert bad.returncode == 2 and "NAME=FLAGS" in bad.stderr
+    (tmp_path / "garbled.log").write_text("base r1: | prefill 1 x 2048 | 10 ms\n")
+    garbled = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"),
+                              str(tmp_path / "garbled.log")], capture_output=True, text=True, timeout=30)
+    assert garbled.returncode == 1 and "no decode figure" in garbled.stderr
