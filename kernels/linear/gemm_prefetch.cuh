@@ -51,7 +51,8 @@ cudaError_t LaunchPrefetchGemm(const bf16_t* a, const bf16_t* w, float* d, int m
 // W8A8 on the FP8 tensor cores, the same kernel with E4M3 operands (example 63's own case):
 // D[m, n] = sum_k A[m, k] W[n, k] over the codes, unscaled, as Gemm::RunFp8Unscaled (the reader
 // applies the row and column scales, types.h InputScales). k % 16 == 0; blocks of up to 64 rows
-// (only those are compiled), so at most kPrefetchGemmFp8MaxRows rows with automatic blocks.
+// (only those are compiled), so at most kPrefetchGemmFp8MaxRows rows with automatic blocks; no
+// split over K (params.k_parts 1: nothing reads FP8 parts).
 inline constexpr int kPrefetchGemmFp8MaxRows = 64;
 bool PrefetchGemmFp8Supported(int device, int m, int n, int k);
 cudaError_t LaunchPrefetchGemmFp8(const uint8_t* a, const uint8_t* w, float* d, int m, int n, int k,

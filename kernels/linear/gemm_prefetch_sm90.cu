@@ -159,7 +159,7 @@ cudaError_t LaunchPrefetchGemmFp8(const uint8_t* a, const uint8_t* w, float* d, 
   using E4M3 = cutlass::float_e4m3_t;
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || !PrefetchGemmFp8Supported(device, m, n, k) ||
-      !Aligned16(a) || !Aligned16(w) || !Aligned16(d)) {
+      !Aligned16(a) || !Aligned16(w) || !Aligned16(d) || params.k_parts != 1) {
     return cudaErrorInvalidValue;
   }
   switch (RowsPerBlock(params, m)) {
