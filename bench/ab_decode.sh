@@ -5,6 +5,8 @@
 # 22 is this: the same binary, the change switched off by flag, several rounds.
 #   bench/ab_decode.sh BUNDLE_DIR LOG ROUNDS NAME=FLAGS...
 # e.g. bench/ab_decode.sh .bundle/cuda $OUT/ab.log 3 new= "s24=--prefetch_gemm_split_k_parts=1"
+# FLAGS that start with @DIR run DIR/engine_bench instead of BUNDLE_DIR's: an A/B of two builds
+# (a kernel change with no flag to switch it off), e.g. "old=@.bundle/old" new=.
 # AB_FLAGS: the flags of every run (default: 2B, batches 1-1024, 10 repetitions); AB_TIMEOUT: the
 # seconds one run may take (default 60). Appends to LOG one line per figure, "NAME rR: | decode
 # step, batch B, position P | ...", and "NAME rR: failed (rc N)" for a run that failed or printed
@@ -31,8 +33,15 @@ for ((r = 1; r <= rounds; ++r)); do
   for ((j = 0; j < n; ++j)); do
     i=$(((r - 1 + j) % n))
     name=${names[i]}
-    # shellcheck disable=SC2086  # both flag strings hold several words
-    out=$(timeout "${AB_TIMEOUT:-60}" "$bench" $common ${flags[i]} 2>&1)
+    # shellcheck disable=SC2206  # the flag string holds several words
+    words=(${flags[i]})
+    exe=$bench
+    if [[ ${words[0]:-} == @?* ]]; then
+      exe=${words[0]#@}/engine_bench
+      words=("${words[@]:1}")
+    fi
+    # shellcheck disable=SC2086  # the common flags hold several words
+    out=$(timeout "${AB_TIMEOUT:-60}" "$exe" $common "${words[@]}" 2>&1)
     rc=$?
     figures=$(grep '^| decode step' <<< "$out")
     if ((rc != 0)) || [[ -z $figures ]]; then

@@ -195,3 +195,32 @@ echo "| decode step, batch 64, position 4096 | 2$ms ms (1 tok/s) | 1.523 ms (1 t
     garbled = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"),
                               str(tmp_path / "garbled.log")], capture_output=True, text=True, timeout=30)
     assert garbled.returncode == 1 and "no decode figure" in garbled.stderr
+
+
+def test_ab_decode_runs_a_variant_from_another_build(tmp_path):
+    """A variant whose flags start with @DIR runs DIR/engine_bench (an A/B of two builds), the
+    other variants the bundle's; a missing build is a failed run, not a silent skip."""
+    calls = tmp_path / "calls"
+    for build, ms in (("new", "1.5"), ("old", "2.0")):
+        (tmp_path / build).mkdir()
+        stand_in = tmp_path / build / "engine_bench"
+        stand_in.write_text(f"""#!/usr/bin/env bash
+echo "{build} $*" >> {calls}
+echo "| decode step, batch 1, position 128 | {ms} ms (1 tok/s) | 1.260 ms (794 tok/s) | 1.00 |"
+""")
+        stand_in.chmod(0o755)
+    log = tmp_path / "ab.log"
+    env = dict(os.environ, AB_FLAGS="--common")
+    env.pop("ENGINE_BENCH", None)
+    run = subprocess.run(["bash", str(ROOT / "bench" / "ab_decode.sh"), str(tmp_path / "new"),
+                          str(log), "1", "new=--x", f"old=@{tmp_path / 'old'} --y",
+                          f"gone=@{tmp_path / 'gone'}"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert calls.read_text().splitlines() == ["new --common --x", "old --common --y"]
+    lines = log.read_text().splitlines()
+    assert lines[0] == ("new r1: | decode step, batch 1, position 128 | 1.5 ms (1 tok/s) | "
+                        "1.260 ms (794 tok/s) | 1.00 |")
+    assert lines[1] == ("old r1: | decode step, batch 1, position 128 | 2.0 ms (1 tok/s) | "
+                        "1.260 ms (794 tok/s) | 1.00 |")
+    assert lines[2].startswith("gone r1: failed (rc 127)"), lines
