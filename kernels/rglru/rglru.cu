@@ -131,7 +131,10 @@ __device__ void ShiftTails(const RgLruParams& p, int h, int t_first, int nt) {
 // Block = (kTok tokens, one gate head, 32 output channels of the head); 256 threads = 32 output
 // lanes x 8 input slices. Every block recomputes the head's conv outputs (cheap: K taps per
 // channel) so the gate mat-vec, the block's only real cost, is spread over H * B/32 blocks even
-// at batch 1.
+// at batch 1. Phase 3 (the gates and the recurrence) runs token tt on slice tt's warp: the tokens
+// are different sequences, so the warps run them side by side where one warp looped over them
+// (at batch 8 that serial loop made the kernel 0.24 ms of the step, twice batch 1's; ablation,
+// PROFILE.md session 27).
 //
 // kStaged (B <= 256 and K <= kStagedTaps: the 2B and 9B shapes): everything that does not depend
 // on the x|y projection is loaded before waiting for it: the gate weights, each token's entry,
@@ -144,6 +147,7 @@ __device__ void ShiftTails(const RgLruParams& p, int h, int t_first, int nt) {
 // layout is copied in before the step's first kernel.
 template <bool kStaged, int kTok>
 __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
+  static_assert(kTok <= kSlices, "phase 3 runs one token per slice");
   extern __shared__ float smem[];
   const int L = p.L, H = p.H, B = L / H, K = p.K;
   float* c_smem = smem;             // [kTok][B], rounded to half
@@ -154,7 +158,12 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
   const int nt = min(kTok, p.n - t_first);
   const int lane = threadIdx.x % kLanes, slice = threadIdx.x / kLanes;
   const int j = blockIdx.z * kLanes + lane;
-  const int ch_out = h * B + j;  // phase 3's channel (slice 0, j < B)
+  const int ch_out = h * B + j;  // phase 3's channel (j < B)
+  // Phase 3's token in the block (tt3 < nt). One token a block keeps it a constant: as slice, the
+  // 1-token kernel took 271 us a step under ncu at batch 1, as a constant 244, and 183 before
+  // phase 3 was spread (session 27; no longer a default, bench/NOTES.md).
+  const int tt3 = kTok == 1 ? 0 : slice;
+  const bool runs_phase3 = (kTok == 1 ? slice == 0 : tt3 < nt) && j < B;
   const bf16* wx = reinterpret_cast<const bf16*>(p.gx_w) + int64_t{h} * B * B + j;
   const bf16* wa = reinterpret_cast<const bf16*>(p.ga_w) + int64_t{h} * B * B + j;
 
@@ -173,16 +182,15 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
     }
   }
   // kStaged: phase 1's (token, channel) pairs of this thread are idx = threadIdx.x + u * 256;
-  // their slots and older conv inputs, and phase 3's states and per-channel constants.
+  // their slots and older conv inputs, and phase 3's state and per-channel constants.
   constexpr int kPairs = kStaged ? kTok : 1;
   constexpr int kOld = kStaged ? kStagedTaps - 1 : 1;
-  constexpr int kToks = kStaged ? kTok : 1;
   int pair_slot[kPairs];
   float pair_old[kPairs][kOld];  // [u][s - 1]: the input s tokens back (tail row K - 1 - s)
   float pair_x[kPairs];          // this token's conv input, for the tail shift
-  float state_pre[kToks];
-  bool reset_pre[kToks];
-  int state_slot[kToks];
+  float state_pre = 0.0f;
+  bool reset_pre = false;
+  int state_slot = 0;
   float gx_bias = 0.0f, ga_bias = 0.0f, y_bias = 0.0f, softplus_a = 0.0f;
   if constexpr (kStaged) {
 #pragma unroll
@@ -202,36 +210,26 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
         }
       }
     }
-    if (slice == 0 && j < B) {
+    if (runs_phase3) {
       gx_bias = p.gx_b[ch_out];
       ga_bias = p.ga_b[ch_out];
       y_bias = p.by[ch_out];
       softplus_a = Softplus(p.a_param[ch_out]);
-#pragma unroll
-      for (int tt = 0; tt < kToks; ++tt) {
-        state_pre[tt] = 0.0f;
-        reset_pre[tt] = false;
-        state_slot[tt] = 0;
-        if (tt < nt) {
-          const int t = t_first + tt;
-          const StepEntryRecord en = EntryOfToken(p.layout, t);
-          state_slot[tt] = en.slot;
-          reset_pre[tt] = TokenPosition(en, t) == 0;
-          state_pre[tt] = SlotRegion<const float>(p.state, en.slot, p.lru_offset)[ch_out];
-        }
-      }
+      const int t = t_first + tt3;
+      const StepEntryRecord en = EntryOfToken(p.layout, t);
+      state_slot = en.slot;
+      reset_pre = TokenPosition(en, t) == 0;
+      state_pre = SlotRegion<const float>(p.state, en.slot, p.lru_offset)[ch_out];
     }
   }
   AllowDependentLaunch();
   WaitForPriorGrids();
 
   // Phase 1: conv outputs of all the head's channels for the block's tokens.
-  float y_pre[kToks];
+  float y_pre = 0.0f;
   if constexpr (kStaged) {
-    if (slice == 0 && j < B) {  // phase 3's y, in the same round of loads as the conv inputs
-#pragma unroll
-      for (int tt = 0; tt < kToks; ++tt) y_pre[tt] = tt < nt ? XY(p, t_first + tt, L + ch_out) : 0;
-    }
+    // Phase 3's y, in the same round of loads as the conv inputs.
+    if (runs_phase3) y_pre = XY(p, t_first + tt3, L + ch_out);
 #pragma unroll
     for (int u = 0; u < kPairs; ++u) {
       const int idx = threadIdx.x + u * kGateThreads;
@@ -328,48 +326,43 @@ __global__ void __launch_bounds__(kGateThreads) RgLruGateKernel(RgLruParams p) {
     red[((1 * kSlices + slice) * kTok + tt) * kLanes + lane] = ga[tt];
   }
   __syncthreads();
-  if (slice != 0 || j >= B) return;
+  if (!runs_phase3) return;
 
-  // Phase 3 (one warp): sum the slices in a fixed order, then the gates and the recurrence.
+  // Phase 3 (token tt3 on slice tt3's warp): sum the slices in a fixed order, then the gates and
+  // the recurrence.
   const int ch = ch_out;
+  const int tt = tt3;
+  const int t = t_first + tt;
   if constexpr (!kStaged) {
     gx_bias = p.gx_b[ch];
     ga_bias = p.ga_b[ch];
     y_bias = p.by[ch];
     softplus_a = Softplus(p.a_param[ch]);
   }
-#pragma unroll
-  for (int tt = 0; tt < kTok; ++tt) {
-    if (tt >= nt) break;
-    float sx = 0.0f, sa = 0.0f;
-    for (int sl = 0; sl < kSlices; ++sl) {
-      sx += red[((0 * kSlices + sl) * kTok + tt) * kLanes + lane];
-      sa += red[((1 * kSlices + sl) * kTok + tt) * kLanes + lane];
-    }
-    const int t = t_first + tt;
-    int slot;
-    bool reset;
-    float h_old, y;
-    float* state;
-    if constexpr (kStaged) {
-      slot = state_slot[tt];
-      reset = reset_pre[tt];
-      state = SlotRegion<float>(p.state, slot, p.lru_offset);
-      h_old = state_pre[tt];
-      y = y_pre[tt];
-    } else {
-      const StepEntryRecord en = EntryOfToken(p.layout, t);
-      slot = en.slot;
-      reset = TokenPosition(en, t) == 0;
-      state = SlotRegion<float>(p.state, slot, p.lru_offset);
-      h_old = state[ch];
-      y = XY(p, t, L + ch);
-    }
-    const GateOut g = GateMath(sx + gx_bias, sa + ga_bias, c_full[tt * B + j], softplus_a, reset);
-    const float hv = __fadd_rn(__fmul_rn(g.a_eff, h_old), g.xn);
-    state[ch] = hv;
-    reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(y + y_bias));
+  float sx = 0.0f, sa = 0.0f;
+  for (int sl = 0; sl < kSlices; ++sl) {
+    sx += red[((0 * kSlices + sl) * kTok + tt) * kLanes + lane];
+    sa += red[((1 * kSlices + sl) * kTok + tt) * kLanes + lane];
   }
+  bool reset;
+  float h_old, y;
+  float* state;
+  if constexpr (kStaged) {
+    reset = reset_pre;
+    state = SlotRegion<float>(p.state, state_slot, p.lru_offset);
+    h_old = state_pre;
+    y = y_pre;
+  } else {
+    const StepEntryRecord en = EntryOfToken(p.layout, t);
+    reset = TokenPosition(en, t) == 0;
+    state = SlotRegion<float>(p.state, en.slot, p.lru_offset);
+    h_old = state[ch];
+    y = XY(p, t, L + ch);
+  }
+  const GateOut g = GateMath(sx + gx_bias, sa + ga_bias, c_full[tt * B + j], softplus_a, reset);
+  const float hv = __fadd_rn(__fmul_rn(g.a_eff, h_old), g.xn);
+  state[ch] = hv;
+  reinterpret_cast<bf16*>(p.out)[int64_t{t} * L + ch] = ToB(hv * GeluTanh(y + y_bias));
 }
 
 // Conv: c for every token and channel (reads the tails, writes nothing in the slots). A thread
@@ -691,16 +684,13 @@ cudaError_t LaunchGateForBatch(const RgLruParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// Measured (engine_bench, 2B, H200, session 15; bench/NOTES.md): the step is fastest with the
-// tokens in two or three blocks, not one. One block of n tokens keeps 80 blocks busy for n
-// tokens of gate arithmetic and a one-warp recurrence per token (batch 8: 0.61 ms of its 2.60 ms
-// step, ablation); one token a block reads the head's gate weights n times. At 2, 4 and 8
-// tokens, 1, 2 and 4 a block: 2.11 / 2.145 / 2.24 ms against 2.16 / 2.22 / 2.60 with one block.
-int DefaultRgLruDecodeTokensPerBlock(int n) {
-  if (n <= 2) return 1;
-  if (n <= 4) return 2;
-  return 4;
-}
+// Measured (engine_bench, 2B, H200; bench/NOTES.md sessions 15 and 27): one block of n tokens
+// keeps 80 blocks busy for n tokens of gate arithmetic; one token a block reads the head's gate
+// weights n times. Session 15 (one warp ran phase 3's tokens in turn) chose 1, 2 and 4 a block
+// at 1-2, 3-4 and 5-15 tokens. With phase 3 over the warps (session 27), 2 a block up to 4
+// tokens and 4 from 5: batch 1 1.705 ms against 1.733, 2 1.716 / 1.725, 4 1.789 / 1.812, 8
+// 1.851 / 1.898; 8 a block was slower at 4-8 tokens (+4%), 1 a block slower everywhere.
+int DefaultRgLruDecodeTokensPerBlock(int n) { return n <= 4 ? 2 : 4; }
 
 cudaError_t LaunchRgLruDecode(const RgLruParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
