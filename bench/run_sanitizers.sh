@@ -15,8 +15,11 @@
 #       behind it, and the summary names exactly the tests that did not finish.
 #   SANITIZE_SHARDS_<binary>_<tool> / SANITIZE_SHARDS_<binary> / SANITIZE_SHARDS = N:
 #       gtest's own sharding into N processes (default 1).
-# Jobs start in the order: racecheck's first (the slowest tool), then the tests named by
-# SANITIZE_FIRST (a gtest filter, e.g. the tests known to take longest), then the rest.
+# Jobs start round-robin over the (tool, binary) pairs, racecheck's first in each round (the
+# slowest tool); each pair's jobs keep their order: the tests named by SANITIZE_FIRST (a gtest
+# filter, e.g. the tests known to take longest), then the rest. A deadline then cuts every
+# tool's last tests, not whole tools (session 27: with every racecheck job queued first, its slow
+# tests filled a 476 s run and the other three tools never started).
 set -uo pipefail
 bundle=${1:?usage: run_sanitizers.sh BUNDLE_DIR OUT_DIR [TIMEOUT_S]}
 out=${2:?usage: run_sanitizers.sh BUNDLE_DIR OUT_DIR [TIMEOUT_S]}
@@ -74,6 +77,10 @@ for tool in "${tools[@]}"; do
     fi
   done
 done
+
+# Round-robin: each job's rank within its (tool, binary) pair, then the order written above.
+awk '{ print ++rank[$1 " " $2], NR, $0 }' "$jobs_file" | sort -k1,1n -k2,2n | cut -d' ' -f3- \
+  > "$jobs_file.tmp" && mv "$jobs_file.tmp" "$jobs_file"
 
 # SANITIZE_DEADLINE_S: a bound on the whole run (a device call's limit): a job gets what is left
 # of it (at most TIMEOUT_S), one that would get under 10 s is skipped, and the summary is still

@@ -224,3 +224,41 @@ echo "| decode step, batch 1, position 128 | {ms} ms (1 tok/s) | 1.260 ms (794 t
     assert lines[1] == ("old r1: | decode step, batch 1, position 128 | 2.0 ms (1 tok/s) | "
                         "1.260 ms (794 tok/s) | 1.00 |")
     assert lines[2].startswith("gone r1: failed (rc 127)"), lines
+
+
+def test_run_sanitizers_interleaves_the_tools_jobs(tmp_path):
+    """bench/run_sanitizers.sh starts its jobs round-robin over the (tool, binary) pairs, each
+    pair's tests in order, so that a deadline cuts every tool's last tests rather than whole
+    tools; against a stand-in compute-sanitizer that records what it was asked to run, one job
+    at a time."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for binary in ("kernels_test", "cuda_backend_test"):
+        stand_in = bundle / binary
+        stand_in.write_text("""#!/usr/bin/env bash
+for a in "$@"; do [[ $a == --gtest_list_tests ]] && printf 'Suite.\\n  a\\n  b\\n' && exit 0; done
+exit 0
+""")
+        stand_in.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    sanitizer = bin_dir / "compute-sanitizer"
+    sanitizer.write_text(f"""#!/usr/bin/env bash
+tool=; while (($#)); do [[ $1 == --tool ]] && tool=$2; last=$1; shift; done
+echo "$tool $(basename "$last") $GTEST_FILTER" >> {calls}
+echo "========= ERROR SUMMARY: 0 errors"
+""")
+    sanitizer.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_JOBS="1",
+               SANITIZE_PER_TEST="1", SANITIZE_TOOLS="racecheck memcheck",
+               SANITIZE_BINARIES="kernels_test cuda_backend_test")
+    run = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                          str(tmp_path / "out"), "30"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert (tmp_path / "out" / "summary.txt").exists(), run.stdout + run.stderr
+    assert calls.read_text().splitlines() == [
+        "racecheck kernels_test Suite.a", "racecheck cuda_backend_test Suite.a",
+        "memcheck kernels_test Suite.a", "memcheck cuda_backend_test Suite.a",
+        "racecheck kernels_test Suite.b", "racecheck cuda_backend_test Suite.b",
+        "memcheck kernels_test Suite.b", "memcheck cuda_backend_test Suite.b"]
