@@ -81,6 +81,9 @@ struct AttentionParams {
   // 8 == 0 and the arrays are aligned; false keeps one element a thread. Bit-identical (the
   // rope.scaled_input cases compare them).
   bool vector_rope = true;
+  // LaunchAttentionCombine: a warp per (token, head) row where it can (no ring write, hd <= 256);
+  // false keeps a block per row. Bit-identical (the attention cases compare them).
+  bool warp_combine = true;
 };
 
 // Most key splits a launch may ask for (the combine keeps one weight per split on chip).

@@ -39,6 +39,8 @@ float RopeTolerance(const float* in, int d, int rotary, int pos, float out) {
 // Mode 4 also runs with the ring written inside the attention launch (decode_writes_ring).
 // 5: cuDNN's fused attention on fresh sequences (attention_cudnn.h): skipped where cuDNN does not
 // load; a shape it refuses fails.
+// Modes 1, 3 and 4 also run the split combine's block per row (warp_combine false) on the same
+// partials: the same bits as its warp per row.
 // 6: prefill tiles, every other one cut into two key parts (QueryTile::part) at a third of its
 // keys (not on a key tile's edge), the records out of order, partials from the first cut token;
 // launched 8 more times on the same tickets: the same bits each time (whichever part ends second
@@ -152,6 +154,17 @@ void AttentionCase(int H, int KV, int hd, int W, int mode) {
       }
     } else {
       ASSERT_EQ(LaunchAttention(p, tile, 0), cudaSuccess);
+    }
+    if (splits > 1) {  // the combine's warp per row against its block per row: the same bits
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      Dev<bf16_t> block_rows(size_t(n) * H * hd);
+      AttentionParams pb = p;
+      pb.warp_combine = false;
+      pb.out = block_rows.get();
+      ASSERT_EQ(LaunchAttentionCombine(pb, 0), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_TRUE(block_rows.Get(size_t(n) * H * hd) == dout.Get(size_t(n) * H * hd))
+          << "the combine's warp per row and block per row differ";
     }
     if (cut) {
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
