@@ -114,6 +114,13 @@ run_job() {  # run_job TOOL BINARY NAME FILTER
     timeout "$budget" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 3 "$bundle/$bin" \
     > "$base.log" 2>&1
   local rc=$?
+  # A test that makes no CUDA call (OpRegistryTest's) leaves compute-sanitizer nothing to check: it
+  # exits 255 after the test passed (session 28, memcheck). Nothing was checked and nothing failed.
+  if ((rc == 255)) && grep -q "terminated before first instrumented API call" "$base.log" &&
+      grep -qE "^\[  PASSED  \] 1 test" "$base.log"; then
+    echo "(run_sanitizers.sh: no CUDA call to check; counted as a pass)" >> "$base.log"
+    rc=0
+  fi
   echo "$rc $((SECONDS - start))" > "$base.rc"
 }
 export -f run_job

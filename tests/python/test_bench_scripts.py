@@ -226,6 +226,48 @@ echo "| decode step, batch 1, position 128 | {ms} ms (1 tok/s) | 1.260 ms (794 t
     assert lines[2].startswith("gone r1: failed (rc 127)"), lines
 
 
+def test_run_sanitizers_passes_a_test_that_makes_no_cuda_call(tmp_path):
+    """compute-sanitizer exits 255 ("Target application terminated before first instrumented API
+    call") for a test that makes no CUDA call, after the test passed: run_sanitizers.sh counts
+    that job as a pass, but not the same exit status without the message, nor with a failed
+    test."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    stand_in = bundle / "kernels_test"
+    stand_in.write_text("""#!/usr/bin/env bash
+for a in "$@"; do [[ $a == --gtest_list_tests ]] && printf 'Suite.\\n  a\\n' && exit 0; done
+exit 0
+""")
+    stand_in.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sanitizer = bin_dir / "compute-sanitizer"
+
+    def run(gtest_line, message):
+        sanitizer.write_text(f"""#!/usr/bin/env bash
+echo "========= COMPUTE-SANITIZER"
+echo "{gtest_line}"
+echo "{message}"
+exit 255
+""")
+        sanitizer.chmod(0o755)
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
+                   SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test")
+        done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                               str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
+        return done.returncode, (out / "summary.txt").read_text()
+
+    no_call = "========= Error: Target application terminated before first instrumented API call"
+    rc, summary = run("[  PASSED  ] 1 test.", no_call)
+    assert rc == 0, summary
+    assert summary.splitlines()[1].split()[:3] == ["memcheck", "kernels_test", "0"], summary
+    rc, summary = run("[  PASSED  ] 1 test.", "========= Error: something else")
+    assert rc == 1 and summary.splitlines()[1].split()[2] == "255", summary
+    rc, summary = run("[  FAILED  ] Suite.a", no_call)
+    assert rc == 1 and summary.splitlines()[1].split()[2] == "255", summary
+
+
 def test_run_sanitizers_interleaves_the_tools_jobs(tmp_path):
     """bench/run_sanitizers.sh starts its jobs round-robin over the (tool, binary) pairs, each
     pair's tests in order, so that a deadline cuts every tool's last tests rather than whole
