@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An A/B of decode-step settings in one device call: engine_bench --decode_only once per variant
+# An A/B of decode-step (or prefill) settings in one device call: engine_bench once per variant
 # and round, the variants' order rotated each round (round r starts with variant r), so that no
 # variant always runs first on a cold machine. Every comparison in bench/RESULTS.md since session
 # 22 is this: the same binary, the change switched off by flag, several rounds.
@@ -7,10 +7,13 @@
 # e.g. bench/ab_decode.sh .bundle/cuda $OUT/ab.log 3 new= "s24=--prefetch_gemm_split_k_parts=1"
 # FLAGS that start with @DIR run DIR/engine_bench instead of BUNDLE_DIR's: an A/B of two builds
 # (a kernel change with no flag to switch it off), e.g. "old=@.bundle/old" new=.
-# AB_FLAGS: the flags of every run (default: 2B, batches 1-1024, 10 repetitions); AB_TIMEOUT: the
-# seconds one run may take (default 60). Appends to LOG one line per figure, "NAME rR: | decode
-# step, batch B, position P | ...", and "NAME rR: failed (rc N)" for a run that failed or printed
-# no figure; bench/ab_table.py LOG makes the table. Exits non-zero when any run failed.
+# AB_FLAGS: the flags of every run (default: 2B decode, batches 1-1024, 10 repetitions; for
+# prefill, e.g. "--model=2b --quick --decode_batches=1 --prefill_lengths=512,2048 --reps=20");
+# AB_TIMEOUT: the seconds one run may take (default 60). Appends to LOG one line per figure
+# ("NAME rR: | decode step, batch B, position P | ...", "NAME rR: | prefill S x T | ...", "NAME
+# rR: | time to first token, T prompt, R restored + P prefilled | ..."), and "NAME rR: failed (rc
+# N)" for a run that failed or printed no figure; bench/ab_table.py LOG makes the table. Exits
+# non-zero when any run failed.
 set -uo pipefail
 bundle=${1:?usage: ab_decode.sh BUNDLE_DIR LOG ROUNDS NAME=FLAGS...}
 log=${2:?usage: ab_decode.sh BUNDLE_DIR LOG ROUNDS NAME=FLAGS...}
@@ -43,7 +46,8 @@ for ((r = 1; r <= rounds; ++r)); do
     # shellcheck disable=SC2086  # the common flags hold several words
     out=$(timeout "${AB_TIMEOUT:-60}" "$exe" $common "${words[@]}" 2>&1)
     rc=$?
-    figures=$(grep '^| decode step' <<< "$out")
+    figures=$(grep -E '^\| (decode step|prefill [0-9]+ x [0-9]+ |time to first token, [0-9]+ prompt, )' \
+      <<< "$out")
     if ((rc != 0)) || [[ -z $figures ]]; then
       echo "$name r$r: failed (rc $rc): $(tail -n 1 <<< "$out")" >> "$log"
       status=1

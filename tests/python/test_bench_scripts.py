@@ -161,6 +161,9 @@ done
 echo "warming up"
 echo "| decode step, batch 1, position 128 | $ms ms (1 tok/s) | 1.260 ms (794 tok/s) | 1.00 |"
 echo "| decode step, batch 64, position 4096 | 2$ms ms (1 tok/s) | 1.523 ms (1 tok/s) | 1.00 |"
+echo "| prefill 1 x 512 | 5.1 ms (${{ms/./}}000 tok/s) | 2.6 ms (193695 tok/s) | 2.00 |"
+echo "| time to first token, 1 x 512 prompt | 5.1 ms | 2.6 ms | 2.00 |"
+echo "| time to first token, 2048 prompt, 1984 restored + 64 prefilled | 3$ms ms | full prefill 17.61 ms | 0.285 |"
 """)
     stand_in.chmod(0o755)
     log = tmp_path / "out" / "ab.log"
@@ -177,15 +180,21 @@ echo "| decode step, batch 64, position 4096 | 2$ms ms (1 tok/s) | 1.523 ms (1 t
     assert "new r2: | decode step, batch 64, position 4096 | 21.5 ms (1 tok/s) | 1.523 ms (1 tok/s) | 1.00 |" in lines
     assert [l for l in lines if l.startswith("broken")] == [
         "broken r1: failed (rc 3): INTERNAL: no device", "broken r2: failed (rc 3): INTERNAL: no device"]
-    assert len(lines) == 2 * 2 * 2 + 2
+    assert "new r1: | prefill 1 x 512 | 5.1 ms (15000 tok/s) | 2.6 ms (193695 tok/s) | 2.00 |" in lines
+    assert not [l for l in lines if "1 x 512 prompt" in l], "the TTFT line that repeats prefill's"
+    assert len(lines) == 2 * 2 * 4 + 2
 
     table = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"), str(log),
                             "--ratio", "base"], capture_output=True, text=True, timeout=30)
     assert table.returncode == 1, table.stderr
     rows = table.stdout.splitlines()
-    assert rows[0] == "| batch, position | base | new | broken | new / base | broken / base |"
+    assert rows[0] == ("| shape (decode: batch, position) | base | new | broken | new / base | "
+                       "broken / base |")
     assert rows[2] == "| 1, 128 | 2.000, 2.000 | 1.500, 1.500 | - | 0.750 | - |"
     assert rows[3] == "| 64, 4096 | 22.000, 22.000 | 21.500, 21.500 | - | 0.977 | - |"
+    # prefill's time from its tok/s (512 / 20000 and 512 / 15000 tok/s), then the restored prefix
+    assert rows[4] == "| prefill 1 x 512 | 25.600, 25.600 | 34.133, 34.133 | - | 1.333 | - |"
+    assert rows[5] == "| 1984 restored + 64 | 32.000, 32.000 | 31.500, 31.500 | - | 0.984 | - |"
     assert "broken r2: failed (rc 3): INTERNAL: no device" in rows
 
     bad = subprocess.run(["bash", str(ROOT / "bench" / "ab_decode.sh"), str(tmp_path), str(log), "2",
@@ -194,7 +203,7 @@ echo "| decode step, batch 64, position 4096 | 2$ms ms (1 tok/s) | 1.523 ms (1 t
     (tmp_path / "garbled.log").write_text("base r1: | prefill 1 x 2048 | 10 ms\n")
     garbled = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"),
                               str(tmp_path / "garbled.log")], capture_output=True, text=True, timeout=30)
-    assert garbled.returncode == 1 and "no decode figure" in garbled.stderr
+    assert garbled.returncode == 1 and "holds no figure" in garbled.stderr
 
 
 def test_ab_decode_runs_a_variant_from_another_build(tmp_path):
