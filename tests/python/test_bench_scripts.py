@@ -277,6 +277,45 @@ exit 255
     assert rc == 1 and summary.splitlines()[1].split()[2] == "255", summary
 
 
+def test_run_sanitizers_lists_every_test_of_a_long_list(tmp_path):
+    """One job per test for every test the binary lists, however long the list: 1,200 names of
+    ~80 bytes (more than a pipe's 64 KB) lost tests at random when membership was tested with
+    `printf | grep -q` under pipefail (grep's early exit killed printf with SIGPIPE); and
+    SANITIZE_FIRST's tests first, without adding tests the filter leaves out."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    stand_in = bundle / "kernels_test"
+    name = "a_kernel_case_with_a_name_as_long_as_a_parameterized_one_of_the_registry_"
+    stand_in.write_text(f"""#!/usr/bin/env bash
+filter=
+for a in "$@"; do [[ $a == --gtest_filter=* ]] && filter=${{a#--gtest_filter=}}; done
+for a in "$@"; do
+  if [[ $a == --gtest_list_tests ]]; then
+    echo "Suite."
+    if [[ $filter != "*" ]]; then printf '  {name}1199\\n  outside\\n'; exit 0; fi
+    for ((i = 0; i < 1200; ++i)); do printf '  {name}%d\\n' $i; done
+    exit 0
+  fi
+done
+exit 0
+""")
+    stand_in.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "compute-sanitizer").write_text("#!/usr/bin/env bash\nexit 0\n")
+    (bin_dir / "compute-sanitizer").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
+               SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
+               SANITIZE_DEADLINE_S="0", SANITIZE_FIRST="Suite.first")
+    subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                    str(tmp_path / "out"), "30"], capture_output=True, text=True, timeout=120,
+                   env=env)
+    jobs = [l.split()[2] for l in (tmp_path / "out" / "jobs.txt").read_text().splitlines()]
+    assert len(jobs) == 1200 and len(set(jobs)) == 1200, len(jobs)
+    assert jobs[:2] == [f"Suite.{name}1199", f"Suite.{name}0"], jobs[:2]
+    assert "Suite.outside" not in jobs
+
+
 def test_run_sanitizers_interleaves_the_tools_jobs(tmp_path):
     """bench/run_sanitizers.sh starts its jobs round-robin over the (tool, binary) pairs, each
     pair's tests in order, so that a deadline cuts every tool's last tests rather than whole
