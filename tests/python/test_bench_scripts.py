@@ -235,31 +235,39 @@ echo "| decode step, batch 1, position 128 | {ms} ms (1 tok/s) | 1.260 ms (794 t
     assert lines[2].startswith("gone r1: failed (rc 127)"), lines
 
 
+def _executable(path, text):
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def _gtest_bundle(tmp_path, binaries, tests):
+    """A bundle of stand-in gtest binaries that list `tests` under Suite. and run nothing."""
+    listing = "".join(f"  {t}\\n" for t in tests)
+    for binary in binaries:
+        _executable(tmp_path / "bundle" / binary, f"""#!/usr/bin/env bash
+for a in "$@"; do [[ $a == --gtest_list_tests ]] && printf 'Suite.\\n{listing}' && exit 0; done
+exit 0
+""")
+    return tmp_path / "bundle"
+
+
 def test_run_sanitizers_passes_a_test_that_makes_no_cuda_call(tmp_path):
     """compute-sanitizer exits 255 ("Target application terminated before first instrumented API
     call") for a test that makes no CUDA call, after the test passed: run_sanitizers.sh counts
     that job as a pass, but not the same exit status without the message, nor with a failed
     test."""
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    stand_in = bundle / "kernels_test"
-    stand_in.write_text("""#!/usr/bin/env bash
-for a in "$@"; do [[ $a == --gtest_list_tests ]] && printf 'Suite.\\n  a\\n' && exit 0; done
-exit 0
-""")
-    stand_in.chmod(0o755)
+    bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    sanitizer = bin_dir / "compute-sanitizer"
 
     def run(gtest_line, message):
-        sanitizer.write_text(f"""#!/usr/bin/env bash
+        _executable(bin_dir / "compute-sanitizer", f"""#!/usr/bin/env bash
 echo "========= COMPUTE-SANITIZER"
 echo "{gtest_line}"
 echo "{message}"
 exit 255
 """)
-        sanitizer.chmod(0o755)
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
         env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
                    SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test")
@@ -283,10 +291,8 @@ def test_run_sanitizers_lists_every_test_of_a_long_list(tmp_path):
     `printf | grep -q` under pipefail (grep's early exit killed printf with SIGPIPE); and
     SANITIZE_FIRST's tests first, without adding tests the filter leaves out."""
     bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    stand_in = bundle / "kernels_test"
     name = "a_kernel_case_with_a_name_as_long_as_a_parameterized_one_of_the_registry_"
-    stand_in.write_text(f"""#!/usr/bin/env bash
+    _executable(bundle / "kernels_test", f"""#!/usr/bin/env bash
 filter=
 for a in "$@"; do [[ $a == --gtest_filter=* ]] && filter=${{a#--gtest_filter=}}; done
 for a in "$@"; do
@@ -299,11 +305,8 @@ for a in "$@"; do
 done
 exit 0
 """)
-    stand_in.chmod(0o755)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "compute-sanitizer").write_text("#!/usr/bin/env bash\nexit 0\n")
-    (bin_dir / "compute-sanitizer").chmod(0o755)
+    _executable(bin_dir / "compute-sanitizer", "#!/usr/bin/env bash\nexit 0\n")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
                SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
                SANITIZE_DEADLINE_S="0", SANITIZE_FIRST="Suite.first")
@@ -321,25 +324,14 @@ def test_run_sanitizers_interleaves_the_tools_jobs(tmp_path):
     pair's tests in order, so that a deadline cuts every tool's last tests rather than whole
     tools; against a stand-in compute-sanitizer that records what it was asked to run, one job
     at a time."""
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    for binary in ("kernels_test", "cuda_backend_test"):
-        stand_in = bundle / binary
-        stand_in.write_text("""#!/usr/bin/env bash
-for a in "$@"; do [[ $a == --gtest_list_tests ]] && printf 'Suite.\\n  a\\n  b\\n' && exit 0; done
-exit 0
-""")
-        stand_in.chmod(0o755)
+    bundle = _gtest_bundle(tmp_path, ["kernels_test", "cuda_backend_test"], ["a", "b"])
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     calls = tmp_path / "calls"
-    sanitizer = bin_dir / "compute-sanitizer"
-    sanitizer.write_text(f"""#!/usr/bin/env bash
+    _executable(bin_dir / "compute-sanitizer", f"""#!/usr/bin/env bash
 tool=; while (($#)); do [[ $1 == --tool ]] && tool=$2; last=$1; shift; done
 echo "$tool $(basename "$last") $GTEST_FILTER" >> {calls}
 echo "========= ERROR SUMMARY: 0 errors"
 """)
-    sanitizer.chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_JOBS="1",
                SANITIZE_PER_TEST="1", SANITIZE_TOOLS="racecheck memcheck",
                SANITIZE_BINARIES="kernels_test cuda_backend_test")
