@@ -46,8 +46,9 @@ for ((r = 1; r <= rounds; ++r)); do
     # shellcheck disable=SC2086  # the common flags hold several words
     out=$(timeout "${AB_TIMEOUT:-60}" "$exe" $common "${words[@]}" 2>&1)
     rc=$?
+    # Not the eager step's line (", launched eagerly": its own graph's time beside it, no A/B).
     figures=$(grep -E '^\| (decode step|prefill [0-9]+ x [0-9]+ |time to first token, [0-9]+ prompt, )' \
-      <<< "$out")
+      <<< "$out" | grep -v ', launched eagerly |')
     if ((rc != 0)) || [[ -z $figures ]]; then
       echo "$name r$r: failed (rc $rc): $(tail -n 1 <<< "$out")" >> "$log"
       status=1

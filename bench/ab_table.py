@@ -19,6 +19,8 @@ LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.+-]+) r(?P<round>\d+): (?P<rest>.*)$")
 FIGURE = re.compile(
     r"^\| decode step, batch (?P<batch>\d+), position (?P<position>\d+) \| (?P<ms>[\d.]+) ms")
 PREFILL = re.compile(r"^\| prefill (?P<s>\d+) x (?P<t>\d+) \| [\d.]+ ms \((?P<tps>\d+) tok/s\)")
+# A step launched eagerly beside its own graph (logs before session 29 kept it): no A/B figure.
+EAGER = re.compile(r"^\| decode step, batch \d+, position \d+, launched eagerly \|")
 RESTORED = re.compile(r"^\| time to first token, \d+ prompt, (?P<restored>\d+) restored \+ "
                       r"(?P<prefilled>\d+) prefilled \| (?P<ms>[\d.]+) ms")
 
@@ -55,6 +57,8 @@ def read(lines):
         if rest.startswith("failed"):
             failures.append(line)
             figures.setdefault(m["name"], {})
+            continue
+        if EAGER.match(rest):
             continue
         figure = shape_and_ms(rest)
         if figure is None:

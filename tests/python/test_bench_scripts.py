@@ -163,6 +163,7 @@ echo "| decode step, batch 1, position 128 | $ms ms (1 tok/s) | 1.260 ms (794 to
 echo "| decode step, batch 64, position 4096 | 2$ms ms (1 tok/s) | 1.523 ms (1 tok/s) | 1.00 |"
 echo "| prefill 1 x 512 | 5.1 ms (${{ms/./}}000 tok/s) | 2.6 ms (193695 tok/s) | 2.00 |"
 echo "| time to first token, 1 x 512 prompt | 5.1 ms | 2.6 ms | 2.00 |"
+echo "| decode step, batch 1, position 128, launched eagerly | 1.910 ms | its CUDA graph 1.776 ms | 1.08 |"
 echo "| time to first token, 2048 prompt, 1984 restored + 64 prefilled | 3$ms ms | full prefill 17.61 ms | 0.285 |"
 """)
     stand_in.chmod(0o755)
@@ -182,6 +183,7 @@ echo "| time to first token, 2048 prompt, 1984 restored + 64 prefilled | 3$ms ms
         "broken r1: failed (rc 3): INTERNAL: no device", "broken r2: failed (rc 3): INTERNAL: no device"]
     assert "new r1: | prefill 1 x 512 | 5.1 ms (15000 tok/s) | 2.6 ms (193695 tok/s) | 2.00 |" in lines
     assert not [l for l in lines if "1 x 512 prompt" in l], "the TTFT line that repeats prefill's"
+    assert not [l for l in lines if "launched eagerly" in l], "the eager step beside its graph"
     assert len(lines) == 2 * 2 * 4 + 2
 
     table = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"), str(log),
@@ -204,6 +206,14 @@ echo "| time to first token, 2048 prompt, 1984 restored + 64 prefilled | 3$ms ms
     garbled = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"),
                               str(tmp_path / "garbled.log")], capture_output=True, text=True, timeout=30)
     assert garbled.returncode == 1 and "holds no figure" in garbled.stderr
+    # Logs written before ab_decode.sh dropped the eager step's line still table.
+    (tmp_path / "eager.log").write_text(
+        "base r1: | decode step, batch 1, position 128 | 2.0 ms (1 tok/s) | 1.2 ms | 1.6 |\n"
+        "base r1: | decode step, batch 1, position 128, launched eagerly | 1.910 ms | its CUDA "
+        "graph 1.776 ms | 1.08 |\n")
+    eager = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_table.py"),
+                            str(tmp_path / "eager.log")], capture_output=True, text=True, timeout=30)
+    assert eager.returncode == 0 and "| 1, 128 | 2.000 |" in eager.stdout, eager.stdout + eager.stderr
 
 
 def test_ab_decode_runs_a_variant_from_another_build(tmp_path):
