@@ -152,6 +152,10 @@ ABSL_FLAG(bool, fuse_fp8_passes, griffin::engine::CudaBackendOptions{}.fuse_fp8_
 ABSL_FLAG(bool, prefill_attention_key_splits,
           griffin::engine::CudaBackendOptions{}.prefill_attention_key_splits,
           "short prefill passes split their attention keys over blocks (compare paths)");
+ABSL_FLAG(int, norm_vectors_per_thread,
+          griffin::engine::CudaBackendOptions{}.norm_vectors_per_thread,
+          "residual add + RMSNorm: float4s a thread (0: the kernel's choice by rows, 1 or 2; "
+          "compare paths)");
 ABSL_FLAG(bool, prefill_attention_split_long_tiles,
           griffin::engine::CudaBackendOptions{}.prefill_attention_split_long_tiles,
           "prefill passes that fill the GPU unevenly cut their longest attention tiles in two "
@@ -184,6 +188,7 @@ engine::CudaBackendOptions KernelPathOptions() {
   opt.prefill_attention_key_splits = absl::GetFlag(FLAGS_prefill_attention_key_splits);
   opt.gemm_geglu_up_bf16 = absl::GetFlag(FLAGS_gemm_geglu_up_bf16);
   opt.prefill_attention_split_long_tiles = absl::GetFlag(FLAGS_prefill_attention_split_long_tiles);
+  opt.norm_vectors_per_thread = absl::GetFlag(FLAGS_norm_vectors_per_thread);
   opt.fp8_weights = *engine::ParseWeightQuantization(absl::GetFlag(FLAGS_quantization)) ==
                     engine::WeightQuantization::kFp8;  // checked in main
   opt.fp8_activations = absl::GetFlag(FLAGS_fp8_activations);

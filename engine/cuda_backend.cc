@@ -498,7 +498,7 @@ class CudaBackend::Impl {
         config_.rms_norm_eps, ws_.normed, stream_,
         quantize ? kernels::Fp8Rows{ws_.activation_codes, ws_.activation_scales}
                  : kernels::Fp8Rows{},
-        parts));
+        parts, options_.norm_vectors_per_thread));
     return absl::OkStatus();
   }
   absl::Status EnqueueForward(int n, bool decode_only);
@@ -617,6 +617,11 @@ absl::Status CudaBackend::Impl::Init(const loader::ModelConfig& config,
       t != 0 && t != 1 && t != 2 && t != 4 && t != 8) {
     return absl::InvalidArgumentError(
         absl::StrCat("rglru_decode_tokens_per_block must be 0 (automatic), 1, 2, 4 or 8; got ", t));
+  }
+  if (options_.norm_vectors_per_thread < 0 || options_.norm_vectors_per_thread > 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("norm_vectors_per_thread must be 0 (the kernel's), 1 or 2; got ",
+                     options_.norm_vectors_per_thread));
   }
   if (options_.gemm_geglu_min_rows < 0 || options_.gemm_geglu_config < 0 ||
       options_.gemm_geglu_config >= kernels::kGemmGeGluConfigs) {
@@ -1049,7 +1054,8 @@ absl::Status CudaBackend::Impl::EnqueueHead(int row0, int nrows, bool argmax) {
   Trace("head: final norm of the logit rows", "AddRmsNorm", double(nrows) * d * 6, 0);
   ENQUEUE(kernels::LaunchAddRmsNorm(ws_.residual, nullptr, kernels::InputScales{}, nullptr,
                                     weights_->final_norm(), meta_.rows() + row0, nrows, d,
-                                    c.rms_norm_eps, ws_.head_in, stream_));
+                                    c.rms_norm_eps, ws_.head_in, stream_, {}, 1,
+                                    options_.norm_vectors_per_thread));
   RETURN_IF_ERROR(Linear("head: output projection", ws_.head_in,
                          ProjectionWeights{weights_->output_projection(), nullptr}, ws_.logits,
                          nrows, V, d));

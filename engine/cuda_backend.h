@@ -174,6 +174,10 @@ struct CudaBackendOptions {
   // the latest tiles see the most keys and bound the pass) cut their longest tiles in two key
   // parts, launched longest first (engine/attention_tile_plan.h). Off only to compare.
   bool prefill_attention_split_long_tiles = true;
+  // The residual add + RMSNorm's float4 kernel: 1 float4 a thread (a row's block of d / 4
+  // threads), 2 (d / 8 threads, twice the blocks an SM holds), 0 the kernel's choice by the
+  // pass's rows (kernels::LaunchAddRmsNorm). 1 and 2 only to compare in benchmarks.
+  int norm_vectors_per_thread = 0;
   // A decode step's ring write happens in the attention launch (the split combine, or the attention
   // kernel itself with one split) instead of its own launch: one launch fewer per attention layer,
   // bit-identical. Off only to compare in benchmarks.

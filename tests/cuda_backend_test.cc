@@ -1006,6 +1006,29 @@ TEST(CudaBackendTest, FusedSideLaunchesChangeNoBit) {
                  checkpoint.config().vocab_size, "separate launches vs fused");
 }
 
+// The residual add + RMSNorm with two float4s a thread (norm_vectors_per_thread 2; the kernel's
+// own choice for passes of more rows than one wave holds) against one: the same kernel path
+// through prefill and the decode graphs, within half of §8.4's budget (the sum of squares in
+// another order; one bf16 rounding apart at most); a third choice is refused.
+TEST(CudaBackendTest, TwoVectorNormMatchesOneVector) {
+  SKIP_WITHOUT_GPU();
+  auto loaded = LoadCase("demo");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const loader::Checkpoint& checkpoint = *loaded->checkpoint;
+  const int steps = SanitizerRun() ? 2 : 4;
+  engine::CudaBackendOptions one = TestOptions();
+  one.norm_vectors_per_thread = 1;
+  engine::CudaBackendOptions two = one;
+  two.norm_vectors_per_thread = 2;
+  EXPECT_LE(KernelPathAgreement(checkpoint, one, two, loaded->golden[0].tokens, steps).mean_abs,
+            1e-2);
+  engine::CudaBackendOptions bad = one;
+  bad.norm_vectors_per_thread = 3;
+  const auto refused = CudaBackend::Create(checkpoint, bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("norm_vectors_per_thread"), std::string::npos);
+}
+
 // The GEMV kernel for decode batches of 2-8 bf16 rows (gemv_max_rows, a benchmark switch) against
 // cuBLASLt's GEMMs there: the same kernel path through prefill and the batch-3 and batch-1 graphs,
 // within half of §8.4's budget (float32 sums in another order).

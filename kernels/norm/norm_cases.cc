@@ -13,7 +13,8 @@ namespace {
 
 // scaled: delta is an FP8 GEMM's unscaled output and the kernel applies its scales as it reads;
 // the residual and output must equal, bit for bit, the separate scaling pass + plain kernel's.
-void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true) {
+// vecs: LaunchAddRmsNorm's vectors_per_thread (2: two float4s a thread on the float4 path).
+void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true, int vecs = 0) {
   auto x = Random(size_t(rows) * d), delta = Random(size_t(rows) * d);
   auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
   ScalesOnDevice scales(rows, d, with_rows);
@@ -30,7 +31,7 @@ void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true)
   Dev<float> dx(x), dd(raw), db(bias), dw(w);
   Dev<bf16_t> out(size_t(rows) * d);
   ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), scaled ? scales.get() : InputScales{}, db.get(),
-                             dw.get(), nullptr, rows, d, 1e-6f, out.get(), 0),
+                             dw.get(), nullptr, rows, d, 1e-6f, out.get(), 0, {}, 1, vecs),
             cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> sum(x.size()), ref(x.size());
@@ -54,7 +55,7 @@ void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true)
               cudaSuccess);
     Dev<bf16_t> out2(size_t(rows) * d);
     ASSERT_EQ(LaunchAddRmsNorm(dx2.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr,
-                               rows, d, 1e-6f, out2.get(), 0),
+                               rows, d, 1e-6f, out2.get(), 0, {}, 1, vecs),
               cudaSuccess);
     ASSERT_EQ(dx2.Get(x.size()), got_x) << "residual: scales on reading differ from the pass";
     ASSERT_EQ(out2.Get(x.size()), got_bits) << "output: scales on reading differ from the pass";
@@ -66,7 +67,7 @@ void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true)
   Dev<int32_t> dg(gather);
   Dev<bf16_t> out2(size_t(rows) * d);
   ASSERT_EQ(LaunchAddRmsNorm(dx.get(), nullptr, InputScales{}, nullptr, dw.get(), dg.get(), rows, d,
-                             1e-6f, out2.get(), 0),
+                             1e-6f, out2.get(), 0, {}, 1, vecs),
             cudaSuccess);
   const auto got2 = FromBf16(out2.Get(x.size()));
   for (int r = 0; r < rows; ++r) {
@@ -81,13 +82,13 @@ void AddRmsNormCase(int d, int rows, bool scaled = false, bool with_rows = true)
 // delta as a split GEMM's `parts` partial sums ([parts][rows][d]): the residual must be exactly
 // x + (((p0 + p1) + ...) + bias), the output as rmsnorm's; and the launch refuses parts with the
 // gathering form or without a delta.
-void AddRmsNormPartsCase(int d, int rows, int parts) {
+void AddRmsNormPartsCase(int d, int rows, int parts, int vecs = 0) {
   auto x = Random(size_t(rows) * d), partials = Random(size_t(parts) * rows * d);
   auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
   Dev<float> dx(x), dd(partials), db(bias), dw(w);
   Dev<bf16_t> out(size_t(rows) * d);
   ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
-                             d, 1e-6f, out.get(), 0, {}, parts),
+                             d, 1e-6f, out.get(), 0, {}, parts, vecs),
             cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> sum(x.size()), ref(x.size());
@@ -118,7 +119,7 @@ void AddRmsNormPartsCase(int d, int rows, int parts) {
 // The output also as FP8 codes and row scales for the next W8A8 GEMM: bit for bit what
 // LaunchQuantizeRowsFp8E4M3 makes of the bf16 output, which itself must not change. Widths the
 // float4 kernel cannot quantize are refused.
-void AddRmsNormQuantizedCase(int d, int rows) {
+void AddRmsNormQuantizedCase(int d, int rows, int vecs = 0) {
   auto x = Random(size_t(rows) * d), delta = Random(size_t(rows) * d);
   auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
   if (!AddRmsNormQuantizes(d)) {
@@ -136,11 +137,14 @@ void AddRmsNormQuantizedCase(int d, int rows) {
   Dev<uint8_t> codes(size_t(rows) * d), codes2(size_t(rows) * d);
   Dev<float> scales(rows), scales2(rows);
   ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
-                             d, 1e-6f, out.get(), 0, {codes.get(), scales.get()}),
+                             d, 1e-6f, out.get(), 0, {codes.get(), scales.get()}, 1, vecs),
             cudaSuccess);
   ASSERT_EQ(LaunchAddRmsNorm(dx2.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
-                             d, 1e-6f, out2.get(), 0),
+                             d, 1e-6f, out2.get(), 0, {}, 1, vecs),
             cudaSuccess);
+  EXPECT_EQ(LaunchAddRmsNorm(dx2.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr, rows,
+                             d, 1e-6f, out2.get(), 0, {}, 1, 3),
+            cudaErrorInvalidValue);
   ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(out2.get(), rows, d, codes2.get(), scales2.get(), 0),
             cudaSuccess);
   ASSERT_EQ(out.Get(size_t(rows) * d), out2.Get(size_t(rows) * d)) << "bf16 output changed";
@@ -168,6 +172,30 @@ void EmbedCase(int vocab, int d, int n) {
   }
 }
 
+// vectors_per_thread 0, the launch's own choice: one float4 a thread while the rows' blocks are
+// all resident at once, two beyond. Bit for bit the forced form's output at the wave's rows and
+// one more, where the two forms differ (else the comparison could not tell them apart).
+void AddRmsNormAutomaticCase(int d) {
+  const int wave = AddRmsNormRowsPerWave(d);
+  ASSERT_GT(wave, 0) << "d " << d << " takes the float4 kernel";
+  for (const int rows : {wave, wave + 1}) {
+    const auto x = Random(size_t(rows) * d), delta = Random(size_t(rows) * d);
+    const auto bias = Random(d, 0.1f), w = Random(d, 0.2f);
+    std::vector<bf16_t> bits[3];
+    for (int vecs = 0; vecs < 3; ++vecs) {
+      Dev<float> dx(x), dd(delta), db(bias), dw(w);
+      Dev<bf16_t> out(size_t(rows) * d);
+      ASSERT_EQ(LaunchAddRmsNorm(dx.get(), dd.get(), InputScales{}, db.get(), dw.get(), nullptr,
+                                 rows, d, 1e-6f, out.get(), 0, {}, 1, vecs),
+                cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      bits[vecs] = out.Get(size_t(rows) * d);
+    }
+    ASSERT_NE(bits[1], bits[2]) << rows << " rows: one and two float4s a thread agree bit for bit";
+    ASSERT_EQ(bits[0], bits[rows > wave ? 2 : 1]) << rows << " rows, a wave of " << wave;
+  }
+}
+
 std::vector<OpCase> MakeNormCases() {
   std::vector<OpCase> cases;
   // 4 and 2560..4096 take the float4 kernel; 4100 (too wide) and the odd widths the strided one.
@@ -177,6 +205,29 @@ std::vector<OpCase> MakeNormCases() {
                        "residual exact; output bf16 rounding 2^-8 relative + d * 2^-24", false,
                        [d, rows] { AddRmsNormCase(d, rows); }});
     }
+  }
+  // Two float4s a thread (vectors_per_thread 2): 2564 has an odd count of vectors (the last
+  // thread's second one past the row), 512 rows a prefill pass's; 7 takes the strided kernel.
+  for (int d : {4, 7, 2560, 2564, 4096}) {
+    for (int rows : {1, 33, 512}) {
+      cases.push_back({"rmsnorm.two_vectors", absl::StrCat("d", d, " rows", rows), "ref::RmsNorm",
+                       "as rmsnorm", false,
+                       [d, rows] { AddRmsNormCase(d, rows, false, true, 2); }});
+    }
+  }
+  cases.push_back({"rmsnorm.two_vectors", "d2560 rows3 scaled", "ref::RmsNorm of the scaled delta",
+                   "as rmsnorm; bit-identical to the pass", false,
+                   [] { AddRmsNormCase(2560, 3, true, true, 2); }});
+  cases.push_back({"rmsnorm.two_vectors", "d2560 rows33 parts3", "ref::RmsNorm of the parts' sum",
+                   "residual exact; output as rmsnorm", false,
+                   [] { AddRmsNormPartsCase(2560, 33, 3, 2); }});
+  cases.push_back({"rmsnorm.two_vectors", "d2560 rows33 quantized",
+                   "LaunchQuantizeRowsFp8E4M3 of its own bf16 output", "bit-identical", false,
+                   [] { AddRmsNormQuantizedCase(2560, 33, 2); }});
+  for (int d : {2560, 4096}) {
+    cases.push_back({"rmsnorm.vectors_automatic", absl::StrCat("d", d),
+                     "the forced one- or two-vector launch", "bit-identical", false,
+                     [d] { AddRmsNormAutomaticCase(d); }});
   }
   // The FP8 GEMM's scales applied on reading (2560: float4 kernel; 4100: strided).
   for (int d : {2560, 4100}) {

@@ -15,7 +15,9 @@
 // Layouts: x, delta float32 [rows, d] row-major; bias, w float32 [d]; out bf16 [rows, d].
 // Accumulation: float32 (block reduction of squares). One block per row: d / 4 threads holding a
 // float4 each when d % 4 == 0, d <= 4096 and the float rows are 16-byte aligned (the model's
-// widths), else 256 threads striding the row.
+// widths), else 256 threads striding the row. `vectors_per_thread` 2: d / 8 threads holding two
+// float4s each on the float4 path (another order of the sum of squares), 1: one; 0 (automatic):
+// two where `rows` exceeds AddRmsNormRowsPerWave(d), else one; others are refused.
 // Tolerance: float32 rounding of the sum of squares, then one bf16 rounding of the output
 // (relative 2^-8), so |out - ref| <= 2^-8 |ref| + d * 2^-24 * |ref|.
 //
@@ -28,10 +30,15 @@
 namespace griffin::kernels {
 
 bool AddRmsNormQuantizes(int d);
+// Rows of width d whose float4 kernel's one-vector blocks the current device holds at once (0
+// where d takes the strided kernel or the device cannot be queried).
+int AddRmsNormRowsPerWave(int d);
+
 cudaError_t LaunchAddRmsNorm(float* x, const float* delta, InputScales delta_scales,
                              const float* bias, const float* w, const int32_t* gather, int rows,
                              int d, float eps, bf16_t* out, cudaStream_t stream,
-                             Fp8Rows quantized = {}, int delta_parts = 1);
+                             Fp8Rows quantized = {}, int delta_parts = 1,
+                             int vectors_per_thread = 0);
 
 cudaError_t LaunchEmbed(const bf16_t* table, const int32_t* tokens, int n, int d, float scale,
                         float* x, cudaStream_t stream);
