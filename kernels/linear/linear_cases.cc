@@ -323,6 +323,11 @@ void GemmPrefetchFp8Case(int M, int N, int K, int rows) {
   Dev<float> a_scales(M), w_scales(N), out(size_t(M) * N);
   ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(da.get(), M, K, a8.get(), a_scales.get(), 0), cudaSuccess);
   ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), N, K, w8.get(), w_scales.get(), 0), cudaSuccess);
+  // The kernel loads its weights before it waits on the grid ahead of it (the engine's weights
+  // never change after loading), so they must be complete before it launches. Without this wait
+  // the case failed once under memcheck (session 29, call 2: one sum 1% off); the weights'
+  // quantization just before it is the only write it could read early.
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   // No split over K on E4M3 operands: refused before anything runs.
   ASSERT_EQ(LaunchPrefetchGemmFp8(a8.get(), w8.get(), out.get(), M, N, K, {0.5f, rows, 2}, 0),
             cudaErrorInvalidValue);
