@@ -354,3 +354,27 @@ echo "========= ERROR SUMMARY: 0 errors"
         "memcheck kernels_test Suite.a", "memcheck cuda_backend_test Suite.a",
         "racecheck kernels_test Suite.b", "racecheck cuda_backend_test Suite.b",
         "memcheck kernels_test Suite.b", "memcheck cuda_backend_test Suite.b"]
+
+
+def test_run_sanitizers_writes_its_summary_inside_the_deadline(tmp_path):
+    """SANITIZE_DEADLINE_S counts from the script's start, less a few seconds for the summary:
+    under a `timeout` of the same length (a device call's pattern), a job that would run past it
+    is cut and the summary is still written. Counted from after the tests were listed (here 3 s
+    of listing), the job overran the timeout and the script died without a summary (session 29,
+    call 4)."""
+    bundle = tmp_path / "bundle"
+    _executable(bundle / "kernels_test", """#!/usr/bin/env bash
+for a in "$@"; do [[ $a == --gtest_list_tests ]] && sleep 3 && printf 'Suite.\\n  slow\\n'; done
+exit 0
+""")
+    bin_dir = tmp_path / "bin"
+    _executable(bin_dir / "compute-sanitizer", "#!/usr/bin/env bash\nexec sleep 60\n")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
+               SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
+               SANITIZE_DEADLINE_S="20")
+    run = subprocess.run(["timeout", "20", "bash", str(ROOT / "bench" / "run_sanitizers.sh"),
+                          str(bundle), str(tmp_path / "out"), "60"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    summary = tmp_path / "out" / "summary.txt"
+    assert run.returncode != 124 and summary.exists(), run.stdout + run.stderr
+    assert "did not finish: Suite.slow (rc 124" in summary.read_text(), summary.read_text()
