@@ -378,3 +378,32 @@ exit 0
     summary = tmp_path / "out" / "summary.txt"
     assert run.returncode != 124 and summary.exists(), run.stdout + run.stderr
     assert "did not finish: Suite.slow (rc 124" in summary.read_text(), summary.read_text()
+
+
+def test_run_sanitizers_fails_on_hazards_past_the_print_limit(tmp_path):
+    """Racecheck counts the hazards past its print limit without showing them: run_sanitizers.sh
+    cannot tell whose they are, so it reports them as unclassified and fails the run; the same
+    log with every hazard shown (all in a library kernel) passes. Session 29: cuDNN's report
+    filled five kernels_test shards' limit, and the summary would have said "ours 0"."""
+    bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
+    bin_dir = tmp_path / "bin"
+
+    def run(displayed, errors):
+        _executable(bin_dir / "compute-sanitizer", f"""#!/usr/bin/env bash
+echo "========= Error: Potential RAW hazard detected at __shared__ 0x47f in block (9,0,0) :"
+echo "=========     Write Thread (0,0,0) at cudnn_generated_fort_native_sdpa_sm90_kernel0_0+0x6bd0"
+echo "[  PASSED  ] 1 test."
+echo "========= RACECHECK SUMMARY: {displayed} hazards displayed ({errors} errors, 0 warnings)"
+exit 3
+""")
+        out = tmp_path / f"out{displayed}"
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
+                   SANITIZE_TOOLS="racecheck", SANITIZE_BINARIES="kernels_test")
+        done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                               str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
+        return done.returncode, (out / "summary.txt").read_text().splitlines()[1]
+
+    rc, line = run(1, 1)
+    assert rc == 0 and "ours 0, library 1;" in line, line
+    rc, line = run(1, 36064)
+    assert rc == 1 and "ours 0, library 1, not displayed 36063 (unclassified);" in line, line
