@@ -407,3 +407,43 @@ exit 3
     assert rc == 0 and "ours 0, library 1;" in line, line
     rc, line = run(1, 36064)
     assert rc == 1 and "ours 0, library 1, not displayed 36063 (unclassified);" in line, line
+
+
+def test_run_sanitizers_leaves_the_library_kernels_out_of_racecheck(tmp_path):
+    """Racecheck gets a --kernel-name-exclude filter for the libraries' generated kernels
+    (cuBLASLt's nvjet, cuDNN's attention: their reports flooded 2B-shaped tests past the print
+    limit, session 29) and the summary says which; the other tools get none, and an empty
+    SANITIZE_RACECHECK_EXCLUDE analyses every kernel."""
+    bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
+    bin_dir = tmp_path / "bin"
+    calls = tmp_path / "calls"
+    _executable(bin_dir / "compute-sanitizer", f"""#!/usr/bin/env bash
+printf '%s\\t' "$@" >> {calls}; echo >> {calls}
+echo "[  PASSED  ] 1 test."
+""")
+
+    def run(**settings):
+        calls.write_text("")
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
+                   SANITIZE_TOOLS="racecheck memcheck", SANITIZE_BINARIES="kernels_test",
+                   SANITIZE_JOBS="1")
+        env.pop("SANITIZE_RACECHECK_EXCLUDE", None)
+        env.update(settings)
+        done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                               str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        by_tool = {line.split("\t")[1]: line.split("\t") for line in calls.read_text().splitlines()}
+        return by_tool, (out / "summary.txt").read_text()
+
+    by_tool, summary = run()
+    racecheck = by_tool["racecheck"]
+    assert racecheck[racecheck.index("--kernel-name-exclude") + 1] == "regex=nvjet|cudnn", racecheck
+    assert "--kernel-name-exclude" not in by_tool["memcheck"], by_tool
+    assert "did not analyse the kernels matching: regex=nvjet|cudnn" in summary, summary
+    by_tool, summary = run(SANITIZE_RACECHECK_EXCLUDE="")
+    assert "--kernel-name-exclude" not in by_tool["racecheck"], by_tool
+    assert "did not analyse the kernels matching: (none)" in summary, summary
+    by_tool, _ = run(SANITIZE_RACECHECK_EXCLUDE="kns=sm90_xmma")
+    racecheck = by_tool["racecheck"]
+    assert racecheck[racecheck.index("--kernel-name-exclude") + 1] == "kns=sm90_xmma", racecheck
