@@ -32,11 +32,22 @@ limit=${3:-420}
 deadline=$(($(date +%s) + ${SANITIZE_DEADLINE_S:-1000000000} - 5))
 default_racecheck_exclude='regex=nvjet|cudnn'
 mkdir -p "$out"
-cs=$(command -v compute-sanitizer || true)
+# COMPUTE_SANITIZER: the tool to run, e.g. a newer one than the machine's CUDA carries
+# (bench/bundle_sanitizer.sh); else the one on PATH, else CUDA's.
+cs=${COMPUTE_SANITIZER:-}
+if [[ -n $cs && ! -x $cs ]]; then
+  echo "COMPUTE_SANITIZER=$cs is not an executable" | tee "$out/summary.txt"
+  exit 2
+fi
+[[ -n $cs ]] || cs=$(command -v compute-sanitizer || true)
 for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
   [[ -z $cs && -x $c ]] && cs=$c
 done
 [[ -n $cs ]] || { echo "compute-sanitizer not found" | tee "$out/summary.txt"; exit 2; }
+# Its version heads the summary: racecheck's false positives on Hopper's mbarrier and warp-group
+# synchronization were fixed release by release (2025.4 to 2026.3), so a report is read against
+# the tool that made it.
+cs_version=$(timeout 30 "$cs" --version 2>&1 | grep -m1 -E "^Version" || echo "version unknown")
 export GRIFFIN_SOURCE_DIR=${GRIFFIN_SOURCE_DIR:-$PWD}
 # The tests cut their largest shapes and sequences under sanitizers (kernels_test's heavy cases,
 # cuda_backend_test's sequences beyond 24 tokens, 16 under racecheck): every kernel still runs, in
@@ -151,6 +162,7 @@ xargs -P "${SANITIZE_JOBS:-0}" -L 1 bash -c 'run_job "$@"' _ < "$jobs_file"
 status=0
 summary_file=$out/summary.txt
 {
+  echo "$cs: $cs_version"
   printf '%-10s %-18s %4s  %s\n' tool binary rc "sanitizer summary; gtest result"
   for tool in "${tools[@]}"; do
     for bin in "${binaries[@]}"; do

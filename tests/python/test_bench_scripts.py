@@ -263,6 +263,11 @@ exit 0
     return tmp_path / "bundle"
 
 
+def _summary_row(summary, tool):
+    """run_sanitizers.sh's summary line for `tool` (after the tool's version and the header)."""
+    return next(line for line in summary.splitlines() if line.startswith(tool + " "))
+
+
 def test_run_sanitizers_passes_a_test_that_makes_no_cuda_call(tmp_path):
     """compute-sanitizer exits 255 ("Target application terminated before first instrumented API
     call") for a test that makes no CUDA call, after the test passed: run_sanitizers.sh counts
@@ -288,11 +293,12 @@ exit 255
     no_call = "========= Error: Target application terminated before first instrumented API call"
     rc, summary = run("[  PASSED  ] 1 test.", no_call)
     assert rc == 0, summary
-    assert summary.splitlines()[1].split()[:3] == ["memcheck", "kernels_test", "0"], summary
+    row = _summary_row(summary, "memcheck")
+    assert row.split()[:3] == ["memcheck", "kernels_test", "0"], summary
     rc, summary = run("[  PASSED  ] 1 test.", "========= Error: something else")
-    assert rc == 1 and summary.splitlines()[1].split()[2] == "255", summary
+    assert rc == 1 and _summary_row(summary, "memcheck").split()[2] == "255", summary
     rc, summary = run("[  FAILED  ] Suite.a", no_call)
-    assert rc == 1 and summary.splitlines()[1].split()[2] == "255", summary
+    assert rc == 1 and _summary_row(summary, "memcheck").split()[2] == "255", summary
 
 
 def test_run_sanitizers_lists_every_test_of_a_long_list(tmp_path):
@@ -338,6 +344,7 @@ def test_run_sanitizers_interleaves_the_tools_jobs(tmp_path):
     bin_dir = tmp_path / "bin"
     calls = tmp_path / "calls"
     _executable(bin_dir / "compute-sanitizer", f"""#!/usr/bin/env bash
+[[ $1 == --version ]] && exit 0
 tool=; while (($#)); do [[ $1 == --tool ]] && tool=$2; last=$1; shift; done
 echo "$tool $(basename "$last") $GTEST_FILTER" >> {calls}
 echo "========= ERROR SUMMARY: 0 errors"
@@ -368,7 +375,8 @@ for a in "$@"; do [[ $a == --gtest_list_tests ]] && sleep 3 && printf 'Suite.\\n
 exit 0
 """)
     bin_dir = tmp_path / "bin"
-    _executable(bin_dir / "compute-sanitizer", "#!/usr/bin/env bash\nexec sleep 60\n")
+    _executable(bin_dir / "compute-sanitizer",
+                "#!/usr/bin/env bash\n[[ $1 == --version ]] && exit 0\nexec sleep 60\n")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
                SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
                SANITIZE_DEADLINE_S="20")
@@ -401,7 +409,7 @@ exit 3
                    SANITIZE_TOOLS="racecheck", SANITIZE_BINARIES="kernels_test")
         done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
                                str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
-        return done.returncode, (out / "summary.txt").read_text().splitlines()[1]
+        return done.returncode, _summary_row((out / "summary.txt").read_text(), "racecheck")
 
     rc, line = run(1, 1)
     assert rc == 0 and "ours 0, library 1;" in line, line
@@ -447,3 +455,70 @@ echo "[  PASSED  ] 1 test."
     by_tool, _ = run(SANITIZE_RACECHECK_EXCLUDE="kns=sm90_xmma")
     racecheck = by_tool["racecheck"]
     assert racecheck[racecheck.index("--kernel-name-exclude") + 1] == "kns=sm90_xmma", racecheck
+
+
+def test_run_sanitizers_runs_the_tool_compute_sanitizer_names(tmp_path):
+    """COMPUTE_SANITIZER picks the tool (a newer one bundled by bench/bundle_sanitizer.sh) over
+    the one on PATH, the summary starts with its version, and a path that is not an executable
+    stops the run with a clear line rather than falling back unseen."""
+    bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
+    tool = _executable(tmp_path / "newer" / "compute-sanitizer", """#!/usr/bin/env bash
+[[ $1 == --version ]] && printf 'NVIDIA (R) Compute Sanitizer\\nVersion 2099.1.0.0 (fake)\\n' && exit
+echo "[  PASSED  ] 1 test."
+""")
+    bin_dir = tmp_path / "bin"
+    _executable(bin_dir / "compute-sanitizer", "#!/usr/bin/env bash\nexit 7\n")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
+               SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
+               COMPUTE_SANITIZER=str(tool))
+    run = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                          str(tmp_path / "out"), "30"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert run.returncode == 0, summary
+    assert summary.splitlines()[0] == f"{tool}: Version 2099.1.0.0 (fake)", summary
+    env["COMPUTE_SANITIZER"] = str(tmp_path / "missing")
+    run = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                          str(tmp_path / "out2"), "30"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert run.returncode == 2 and "is not an executable" in run.stdout, run.stdout + run.stderr
+
+
+def test_bundle_sanitizer_unpacks_the_tool_from_its_wheel(tmp_path):
+    """bench/bundle_sanitizer.sh unpacks the compute-sanitizer folder of NVIDIA's wheel with the
+    files' modes (the executables must run on the GPU machine), leaves the documentation and
+    headers out, and refuses a wheel without the tool."""
+    import zipfile
+
+    def wheel(name, entries):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as z:
+            for entry, text, mode in entries:
+                info = zipfile.ZipInfo(entry)
+                info.external_attr = mode << 16
+                z.writestr(info, text)
+        return path
+
+    prefix = "nvidia/cu13/compute-sanitizer/"
+    good = wheel("good.whl", [
+        ("nvidia/cu13/bin/compute-sanitizer", "#!/bin/sh\n", 0o755),
+        (prefix + "compute-sanitizer", "#!/bin/sh\necho 'Version 2099.1.0.0 (fake)'\n", 0o755),
+        (prefix + "libsanitizer-collection.so", "library", 0o644),
+        (prefix + "docs/index.html", "<html/>", 0o644),
+        (prefix + "include/sanitizer.h", "", 0o644)])
+    env = dict(os.environ, SANITIZER_WHEEL=str(good))
+    run = subprocess.run(["bash", str(ROOT / "bench" / "bundle_sanitizer.sh"),
+                          str(tmp_path / "bundle")], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip() == "Version 2099.1.0.0 (fake)"
+    unpacked = tmp_path / "bundle" / "compute-sanitizer"
+    assert sorted(p.name for p in unpacked.iterdir()) == ["compute-sanitizer",
+                                                          "libsanitizer-collection.so"]
+    assert os.access(unpacked / "compute-sanitizer", os.X_OK)
+
+    env["SANITIZER_WHEEL"] = str(wheel("empty.whl", [(prefix + "docs/index.html", "", 0o644)]))
+    run = subprocess.run(["bash", str(ROOT / "bench" / "bundle_sanitizer.sh"),
+                          str(tmp_path / "bundle2")], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert run.returncode != 0 and "holds no executable" in run.stderr, run.stdout + run.stderr
