@@ -177,25 +177,52 @@ void QuantizeFp8Case(int rows, int cols) {
   }
 }
 
-// W8A8: both operands quantized per row as the backend does (weights at load, activations per
-// pass, the same kernel), the reference the float64 sum over the dequantized rows. The tensor
-// cores' FP8 products are exact; the tolerance allows float32 accumulation in any order plus the
-// limited-precision partial sums of Hopper's FP8 MMA that cuBLASLt promotes to float32.
+// The operands of a W8A8 product (activations [M, K], weights [N, K]), both quantized per row on
+// the device as the backend does (weights at load, activations per pass: the same kernel), and
+// their host copies replaced by the dequantized rows (ref::QuantizeRowsFp8E4M3) that the float64
+// reference multiplies.
+struct Fp8Operands {
+  Fp8Operands(int M, int N, int K)
+      : a(RoundBf16(Random(size_t(M) * K))),
+        w(RoundBf16(Random(size_t(N) * K, 0.05f))),
+        a8(size_t(M) * K),
+        w8(size_t(N) * K),
+        a_scales(M),
+        w_scales(N) {}
+  std::vector<float> a, w;
+  Dev<uint8_t> a8, w8;
+  Dev<float> a_scales, w_scales;
+};
+
+void QuantizeFp8Operands(int M, int N, int K, Fp8Operands& ops) {
+  Dev<bf16_t> da(ToBf16(ops.a)), dw(ToBf16(ops.w));
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(da.get(), M, K, ops.a8.get(), ops.a_scales.get(), 0),
+            cudaSuccess);
+  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), N, K, ops.w8.get(), ops.w_scales.get(), 0),
+            cudaSuccess);
+  // Complete before any GEMM launches: the prefetch GEMM loads its weights before it waits on the
+  // grid ahead of it (the engine's weights never change after loading). Without this wait its
+  // case failed once under memcheck (session 29, call 2: one sum 1% off).
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> as(M), ws(N);
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(ops.a), M, K, absl::MakeSpan(as));
+  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(ops.w), N, K, absl::MakeSpan(ws));
+}
+
+// W8A8 through cuBLASLt (Gemm::RunFp8), the reference the float64 sum over the dequantized rows.
+// The tensor cores' FP8 products are exact; the tolerance allows float32 accumulation in any
+// order plus the limited-precision partial sums of Hopper's FP8 MMA that cuBLASLt promotes to
+// float32.
 void GemmFp8Case(int M, int N, int K) {
   Gemm gemm;
   ASSERT_EQ(gemm.Init(32 << 20), "");
-  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K, 0.05f));
-  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
-  Dev<uint8_t> a8(size_t(M) * K), w8(size_t(N) * K);
-  Dev<float> a_scales(M), w_scales(N), out(size_t(M) * N);
-  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(da.get(), M, K, a8.get(), a_scales.get(), 0), cudaSuccess);
-  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), N, K, w8.get(), w_scales.get(), 0), cudaSuccess);
-  ASSERT_EQ(gemm.RunFp8(a8.get(), a_scales.get(), w8.get(), w_scales.get(), out.get(), M, N, K, 0),
+  Fp8Operands ops(M, N, K);
+  ASSERT_NO_FATAL_FAILURE(QuantizeFp8Operands(M, N, K, ops));
+  Dev<float> out(size_t(M) * N);
+  ASSERT_EQ(gemm.RunFp8(ops.a8.get(), ops.a_scales.get(), ops.w8.get(), ops.w_scales.get(),
+                        out.get(), M, N, K, 0),
             "");
-  std::vector<float> as(M), ws(N);
-  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(a), M, K, absl::MakeSpan(as));
-  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(w), N, K, absl::MakeSpan(ws));
-  const double worst = CheckProduct(a, w, out.Get(size_t(M) * N), M, N, K, 5e-4);
+  const double worst = CheckProduct(ops.a, ops.w, out.Get(size_t(M) * N), M, N, K, 5e-4);
   std::printf("gemm_fp8 %dx%dx%d: worst |error| / sum|a w| %.3g\n", M, N, K, worst);
 }
 
@@ -317,32 +344,22 @@ void GemmPrefetchFp8Case(int M, int N, int K, int rows) {
   if (!PrefetchGemmFp8Supported(device, M, N, K)) {
     GTEST_SKIP() << "this build or device has no prefetch GEMM (sm_90 with CUTLASS's example 63)";
   }
-  auto a = RoundBf16(Random(size_t(M) * K)), w = RoundBf16(Random(size_t(N) * K, 0.05f));
-  Dev<bf16_t> da(ToBf16(a)), dw(ToBf16(w));
-  Dev<uint8_t> a8(size_t(M) * K), w8(size_t(N) * K);
-  Dev<float> a_scales(M), w_scales(N), out(size_t(M) * N);
-  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(da.get(), M, K, a8.get(), a_scales.get(), 0), cudaSuccess);
-  ASSERT_EQ(LaunchQuantizeRowsFp8E4M3(dw.get(), N, K, w8.get(), w_scales.get(), 0), cudaSuccess);
-  // The kernel loads its weights before it waits on the grid ahead of it (the engine's weights
-  // never change after loading), so they must be complete before it launches. Without this wait
-  // the case failed once under memcheck (session 29, call 2: one sum 1% off); the weights'
-  // quantization just before it is the only write it could read early.
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  Fp8Operands ops(M, N, K);
+  ASSERT_NO_FATAL_FAILURE(QuantizeFp8Operands(M, N, K, ops));
+  Dev<float> out(size_t(M) * N);
   // No split over K on E4M3 operands: refused before anything runs.
-  ASSERT_EQ(LaunchPrefetchGemmFp8(a8.get(), w8.get(), out.get(), M, N, K, {0.5f, rows, 2}, 0),
-            cudaErrorInvalidValue);
-  ASSERT_EQ(LaunchPrefetchGemmFp8(a8.get(), w8.get(), out.get(), M, N, K, {0.5f, rows}, 0),
+  ASSERT_EQ(
+      LaunchPrefetchGemmFp8(ops.a8.get(), ops.w8.get(), out.get(), M, N, K, {0.5f, rows, 2}, 0),
+      cudaErrorInvalidValue);
+  ASSERT_EQ(LaunchPrefetchGemmFp8(ops.a8.get(), ops.w8.get(), out.get(), M, N, K, {0.5f, rows}, 0),
             cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<float> as(M), ws(N);
-  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(a), M, K, absl::MakeSpan(as));
-  ref::QuantizeRowsFp8E4M3(absl::MakeSpan(w), N, K, absl::MakeSpan(ws));
-  const std::vector<float> device_as = a_scales.Get(M), device_ws = w_scales.Get(N);
+  const std::vector<float> device_as = ops.a_scales.Get(M), device_ws = ops.w_scales.Get(N);
   std::vector<float> got = out.Get(size_t(M) * N);
   for (int i = 0; i < M; ++i) {
     for (int o = 0; o < N; ++o) got[size_t(i) * N + o] *= device_as[i] * device_ws[o];
   }
-  const double worst = CheckProduct(a, w, got, M, N, K, 5e-4);
+  const double worst = CheckProduct(ops.a, ops.w, got, M, N, K, 5e-4);
   std::printf("gemm_prefetch_fp8 %dx%dx%d: worst |error| / sum|a w| %.3g\n", M, N, K, worst);
 }
 
