@@ -263,6 +263,18 @@ exit 0
     return tmp_path / "bundle"
 
 
+def _run_sanitizers(bundle, out, bin_dir, *, limit=30, timeout=60, wrap=(), **settings):
+    """bench/run_sanitizers.sh BUNDLE OUT LIMIT with bin_dir's stand-in compute-sanitizer first on
+    PATH, one process a test, and `settings` as its environment; the caller's own SANITIZE_* and
+    COMPUTE_SANITIZER settings never leak in. `wrap`: a command to run it under (`timeout N`)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SANITIZE_") and k != "COMPUTE_SANITIZER"}
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1", **settings)
+    return subprocess.run([*wrap, "bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
+                           str(out), str(limit)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
 def _summary_row(summary, tool):
     """run_sanitizers.sh's summary line for `tool` (after the tool's version and the header)."""
     return next(line for line in summary.splitlines() if line.startswith(tool + " "))
@@ -284,10 +296,8 @@ echo "{message}"
 exit 255
 """)
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
-        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
-                   SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test")
-        done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                               str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
+        done = _run_sanitizers(bundle, out, bin_dir, SANITIZE_TOOLS="memcheck",
+                               SANITIZE_BINARIES="kernels_test")
         return done.returncode, (out / "summary.txt").read_text()
 
     no_call = "========= Error: Target application terminated before first instrumented API call"
@@ -323,12 +333,9 @@ exit 0
 """)
     bin_dir = tmp_path / "bin"
     _executable(bin_dir / "compute-sanitizer", "#!/usr/bin/env bash\nexit 0\n")
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
-               SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
-               SANITIZE_DEADLINE_S="0", SANITIZE_FIRST="Suite.first")
-    subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                    str(tmp_path / "out"), "30"], capture_output=True, text=True, timeout=120,
-                   env=env)
+    _run_sanitizers(bundle, tmp_path / "out", bin_dir, timeout=120, SANITIZE_TOOLS="memcheck",
+                    SANITIZE_BINARIES="kernels_test", SANITIZE_DEADLINE_S="0",
+                    SANITIZE_FIRST="Suite.first")
     jobs = [l.split()[2] for l in (tmp_path / "out" / "jobs.txt").read_text().splitlines()]
     assert len(jobs) == 1200 and len(set(jobs)) == 1200, len(jobs)
     assert jobs[:2] == [f"Suite.{name}1199", f"Suite.{name}0"], jobs[:2]
@@ -349,12 +356,9 @@ tool=; while (($#)); do [[ $1 == --tool ]] && tool=$2; last=$1; shift; done
 echo "$tool $(basename "$last") $GTEST_FILTER" >> {calls}
 echo "========= ERROR SUMMARY: 0 errors"
 """)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_JOBS="1",
-               SANITIZE_PER_TEST="1", SANITIZE_TOOLS="racecheck memcheck",
-               SANITIZE_BINARIES="kernels_test cuda_backend_test")
-    run = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                          str(tmp_path / "out"), "30"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    run = _run_sanitizers(bundle, tmp_path / "out", bin_dir, SANITIZE_JOBS="1",
+                          SANITIZE_TOOLS="racecheck memcheck",
+                          SANITIZE_BINARIES="kernels_test cuda_backend_test")
     assert (tmp_path / "out" / "summary.txt").exists(), run.stdout + run.stderr
     assert calls.read_text().splitlines() == [
         "racecheck kernels_test Suite.a", "racecheck cuda_backend_test Suite.a",
@@ -377,12 +381,9 @@ exit 0
     bin_dir = tmp_path / "bin"
     _executable(bin_dir / "compute-sanitizer",
                 "#!/usr/bin/env bash\n[[ $1 == --version ]] && exit 0\nexec sleep 60\n")
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
-               SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
-               SANITIZE_DEADLINE_S="20")
-    run = subprocess.run(["timeout", "20", "bash", str(ROOT / "bench" / "run_sanitizers.sh"),
-                          str(bundle), str(tmp_path / "out"), "60"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    run = _run_sanitizers(bundle, tmp_path / "out", bin_dir, limit=60, wrap=("timeout", "20"),
+                          SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
+                          SANITIZE_DEADLINE_S="20")
     summary = tmp_path / "out" / "summary.txt"
     assert run.returncode != 124 and summary.exists(), run.stdout + run.stderr
     assert "did not finish: Suite.slow (rc 124" in summary.read_text(), summary.read_text()
@@ -405,10 +406,8 @@ echo "========= RACECHECK SUMMARY: {displayed} hazards displayed ({errors} error
 exit 3
 """)
         out = tmp_path / f"out{displayed}"
-        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
-                   SANITIZE_TOOLS="racecheck", SANITIZE_BINARIES="kernels_test")
-        done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                               str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
+        done = _run_sanitizers(bundle, out, bin_dir, SANITIZE_TOOLS="racecheck",
+                               SANITIZE_BINARIES="kernels_test")
         return done.returncode, _summary_row((out / "summary.txt").read_text(), "racecheck")
 
     rc, line = run(1, 1)
@@ -433,13 +432,8 @@ echo "[  PASSED  ] 1 test."
     def run(**settings):
         calls.write_text("")
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
-        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
-                   SANITIZE_TOOLS="racecheck memcheck", SANITIZE_BINARIES="kernels_test",
-                   SANITIZE_JOBS="1")
-        env.pop("SANITIZE_RACECHECK_EXCLUDE", None)
-        env.update(settings)
-        done = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                               str(out), "30"], capture_output=True, text=True, timeout=60, env=env)
+        done = _run_sanitizers(bundle, out, bin_dir, SANITIZE_TOOLS="racecheck memcheck",
+                               SANITIZE_BINARIES="kernels_test", SANITIZE_JOBS="1", **settings)
         assert done.returncode == 0, done.stdout + done.stderr
         by_tool = {line.split("\t")[1]: line.split("\t") for line in calls.read_text().splitlines()}
         return by_tool, (out / "summary.txt").read_text()
@@ -463,24 +457,21 @@ def test_run_sanitizers_runs_the_tool_compute_sanitizer_names(tmp_path):
     stops the run with a clear line rather than falling back unseen."""
     bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
     tool = _executable(tmp_path / "newer" / "compute-sanitizer", """#!/usr/bin/env bash
-[[ $1 == --version ]] && printf 'NVIDIA (R) Compute Sanitizer\\nVersion 2099.1.0.0 (fake)\\n' && exit
+if [[ $1 == --version ]]; then
+  echo "NVIDIA (R) Compute Sanitizer"; echo "Version 2099.1.0.0 (fake)"; exit
+fi
 echo "[  PASSED  ] 1 test."
 """)
     bin_dir = tmp_path / "bin"
     _executable(bin_dir / "compute-sanitizer", "#!/usr/bin/env bash\nexit 7\n")
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SANITIZE_PER_TEST="1",
-               SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test",
-               COMPUTE_SANITIZER=str(tool))
-    run = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                          str(tmp_path / "out"), "30"], capture_output=True, text=True,
-                         timeout=60, env=env)
+    settings = dict(SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test")
+    run = _run_sanitizers(bundle, tmp_path / "out", bin_dir, COMPUTE_SANITIZER=str(tool),
+                          **settings)
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert run.returncode == 0, summary
     assert summary.splitlines()[0] == f"{tool}: Version 2099.1.0.0 (fake)", summary
-    env["COMPUTE_SANITIZER"] = str(tmp_path / "missing")
-    run = subprocess.run(["bash", str(ROOT / "bench" / "run_sanitizers.sh"), str(bundle),
-                          str(tmp_path / "out2"), "30"], capture_output=True, text=True,
-                         timeout=60, env=env)
+    run = _run_sanitizers(bundle, tmp_path / "out2", bin_dir,
+                          COMPUTE_SANITIZER=str(tmp_path / "missing"), **settings)
     assert run.returncode == 2 and "is not an executable" in run.stdout, run.stdout + run.stderr
 
 
