@@ -13,7 +13,7 @@
 #             only, JIT-compiled by the driver; the path an A100/L4/L40S takes), from
 #             .bundle/cuda-ptx80, in parallel with the tests and sanitizers
 # Run from the repository root on the GPU machine, with the binaries bundled in .bundle/cuda
-# (shared/tools/bundle-binaries.sh) and, for peers, the reference's recurrentgemma/ package in
+# (shared/tools/bundle-binaries.sh; sanitizer_control with the test binaries) and, for peers, the reference's recurrentgemma/ package in
 # .bundle/rg_ref (never committed). Logs go to $OUT (or ./out).
 #   bench/run_device.sh tests sanitize bench load
 set -uo pipefail
@@ -22,6 +22,13 @@ mkdir -p "$out"
 stages=${*:-tests sanitize bench load profile peers}
 has() { [[ " $stages " == *" $1 "* ]]; }
 bundle=.bundle/cuda
+# The sanitizers' tool: a newer compute-sanitizer where bench/bundle_sanitizer.sh put one in
+# .bundle/san (carried as it is), else the machine's. Session 31: the machine's 2025.3 reports races
+# in cuDNN's and cuBLASLt's kernels that 2026.4 does not, both reporting sanitizer_control's.
+newer_sanitizer=.bundle/san/compute-sanitizer/compute-sanitizer
+if [[ -z ${COMPUTE_SANITIZER:-} && -x $newer_sanitizer ]]; then
+  export COMPUTE_SANITIZER=$PWD/$newer_sanitizer
+fi
 export LD_LIBRARY_PATH=$PWD/$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export GRIFFIN_SOURCE_DIR=$PWD PYTHONUNBUFFERED=1
 {

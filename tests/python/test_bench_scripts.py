@@ -416,11 +416,10 @@ exit 3
     assert rc == 1 and "ours 0, library 1, not displayed 36063 (unclassified);" in line, line
 
 
-def test_run_sanitizers_leaves_the_library_kernels_out_of_racecheck(tmp_path):
-    """Racecheck gets a --kernel-name-exclude filter for the libraries' generated kernels
-    (cuBLASLt's nvjet, cuDNN's attention: their reports flooded 2B-shaped tests past the print
-    limit, session 29) and the summary says which; the other tools get none, and an empty
-    SANITIZE_RACECHECK_EXCLUDE analyses every kernel."""
+def test_run_sanitizers_analyses_every_kernel_unless_told(tmp_path):
+    """Racecheck analyses every kernel, the libraries' included: compute-sanitizer 2025.3 failed
+    cuBLASLt's kernels when told to leave them out (session 31). SANITIZE_RACECHECK_EXCLUDE passes
+    a --kernel-name-exclude filter to racecheck only, and the summary says which."""
     bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
     bin_dir = tmp_path / "bin"
     calls = tmp_path / "calls"
@@ -435,20 +434,67 @@ echo "[  PASSED  ] 1 test."
         done = _run_sanitizers(bundle, out, bin_dir, SANITIZE_TOOLS="racecheck memcheck",
                                SANITIZE_BINARIES="kernels_test", SANITIZE_JOBS="1", **settings)
         assert done.returncode == 0, done.stdout + done.stderr
-        by_tool = {line.split("\t")[1]: line.split("\t") for line in calls.read_text().splitlines()}
+        by_tool = {line.split("\t")[1]: line.split("\t") for line in calls.read_text().splitlines()
+                   if not line.startswith("--version")}
         return by_tool, (out / "summary.txt").read_text()
 
     by_tool, summary = run()
+    assert "--kernel-name-exclude" not in by_tool["racecheck"], by_tool
+    assert "did not analyse the kernels matching: (none)" in summary, summary
+    by_tool, summary = run(SANITIZE_RACECHECK_EXCLUDE="regex=nvjet|cudnn")
     racecheck = by_tool["racecheck"]
     assert racecheck[racecheck.index("--kernel-name-exclude") + 1] == "regex=nvjet|cudnn", racecheck
     assert "--kernel-name-exclude" not in by_tool["memcheck"], by_tool
     assert "did not analyse the kernels matching: regex=nvjet|cudnn" in summary, summary
-    by_tool, summary = run(SANITIZE_RACECHECK_EXCLUDE="")
-    assert "--kernel-name-exclude" not in by_tool["racecheck"], by_tool
-    assert "did not analyse the kernels matching: (none)" in summary, summary
-    by_tool, _ = run(SANITIZE_RACECHECK_EXCLUDE="kns=sm90_xmma")
-    racecheck = by_tool["racecheck"]
-    assert racecheck[racecheck.index("--kernel-name-exclude") + 1] == "kns=sm90_xmma", racecheck
+
+
+def test_run_sanitizers_checks_racecheck_against_a_known_race(tmp_path):
+    """With sanitizer_control in the bundle, racecheck first runs its known race and its clean
+    twin: a tool that reports the race and not the twin passes; one that misses the race (or
+    flags the twin) fails the run whatever the tests say, and the summary says why. Without the
+    control the summary says it did not run."""
+    bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a"])
+    bin_dir = tmp_path / "bin"
+
+    def run(race_errors, clean_errors, control=True):
+        _executable(bin_dir / "compute-sanitizer", f"""#!/usr/bin/env bash
+[[ $1 == --version ]] && exit 0
+errors=0
+for a in "$@"; do
+  [[ $a == race ]] && errors={race_errors}
+  [[ $a == clean ]] && errors={clean_errors}
+done
+echo "[  PASSED  ] 1 test."
+if ((errors == 1)); then
+  echo "========= RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)"; exit 3
+elif ((errors > 1)); then
+  echo "========= RACECHECK SUMMARY: $errors hazards displayed ($errors errors, 0 warnings)"; exit 3
+fi
+echo "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)"
+""")
+        control_binary = bundle / "sanitizer_control"
+        if control:
+            _executable(control_binary, "#!/usr/bin/env bash\nexit 0\n")
+        elif control_binary.exists():
+            control_binary.unlink()
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        done = _run_sanitizers(bundle, out, bin_dir, SANITIZE_TOOLS="racecheck",
+                               SANITIZE_BINARIES="kernels_test")
+        summary = (out / "summary.txt").read_text()
+        return done.returncode, next(line for line in summary.splitlines()
+                                     if line.startswith("control"))
+
+    rc, line = run(1, 0)
+    assert rc == 0 and "race rc 3, 1 reported; clean rc 0, 0 reported;" in line, line
+    assert "the known race reported, the clean kernel not" in line, line
+    rc, line = run(7, 0)
+    assert rc == 0 and "race rc 3, 7 reported;" in line, line
+    rc, line = run(0, 0)
+    assert rc == 1 and "race rc 0, 0 reported;" in line and "FAILED" in line, line
+    rc, line = run(1, 2)
+    assert rc == 1 and "clean rc 3, 2 reported;" in line and "FAILED" in line, line
+    rc, line = run(1, 0, control=False)
+    assert rc == 0 and "not run (no sanitizer_control in" in line, line
 
 
 def test_run_sanitizers_runs_the_tool_compute_sanitizer_names(tmp_path):
