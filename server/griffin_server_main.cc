@@ -74,11 +74,12 @@ ABSL_FLAG(bool, fp8_activations, true,
           "their activations to FP8 per token and run W8A8 GEMMs on the FP8 tensor cores (the CPU "
           "backend emulates W8A8 on every pass); false keeps activations in bf16 (W8A16: closer "
           "to bf16, slower on the GPU above 8 tokens a pass; bench/RESULTS.md)");
-ABSL_FLAG(int, cudnn_attention_min_tokens, 0,
+ABSL_FLAG(int, cudnn_attention_min_tokens,
+          griffin::engine::BackendOptions{}.cudnn_attention_min_tokens,
           "CUDA backend: fresh prefill passes (every prompt from position 0) of at least this many "
-          "tokens run their attention through cuDNN's fused attention, loaded at run time (0: the "
-          "project's kernel always; 1024 is where it measured faster: bench/RESULTS.md, "
-          "session 18). Off by default while compute-sanitizer's racecheck flags cuDNN's kernel");
+          "tokens run their attention through cuDNN's fused attention where cuDNN loads at run "
+          "time (0: the project's kernel always; from 512 tokens it measured faster: "
+          "bench/RESULTS.md, session 31)");
 ABSL_FLAG(
     std::string, load_format, "safetensors",
     "safetensors (the model folder's weights) or dummy (random bf16 weights made on the GPU "

@@ -1267,6 +1267,7 @@ TEST(CudaBackendTest, CutLongAttentionTilesMatchWholeTiles) {
   for (int t = 0; t < T; ++t) prompt[t] = (t * 7919 + 13) % V;
   engine::CudaBackendOptions whole = TestOptions();
   whole.max_tokens_per_step = T;
+  whole.cudnn_attention_min_tokens = 0;  // the project's kernel, whose tiles this cuts
   whole.prefill_attention_split_long_tiles = false;
   engine::CudaBackendOptions cut = whole;
   cut.prefill_attention_split_long_tiles = true;

@@ -9,12 +9,15 @@
 // FlashAttention-2-style kernel (attention_mma.cu, mma.sync from cp.async tiles) takes 170 us
 // at 1 x 2048. Ours stays for what this graph does not express: passes that continue a sequence
 // (its earlier keys are in the per-slot ring), short passes (where cuDNN measured no faster), and
-// decode. It is also still the default (CudaBackendOptions::cudnn_attention_min_tokens is 0):
-// compute-sanitizer's racecheck reports a shared-memory race inside every fast cuDNN 9.19 engine
+// decode. It runs fresh passes of 512 tokens and more by default
+// (CudaBackendOptions::cudnn_attention_min_tokens) since session 31. Until then it was opt-in:
+// compute-sanitizer 2025.3's racecheck reports a shared-memory race inside every fast cuDNN engine
 // for this graph (a 16-byte value thread 0 writes late in the kernel, other warps read at the top
-// of it); the one engine racecheck passes is no faster than ours. Memcheck, initcheck and synccheck
-// (given room for the kernel's barriers: --num-cuda-barriers) are clean, and 16 repeated runs give
-// the same bits. GRIFFIN_CUDNN_ATTENTION_PLAN=i picks cuDNN's i-th engine, for such comparisons.
+// of it), which 2026.4 does not, on the same cases, while both report a known race
+// (bench/sanitizer_control.cu); the tool's release notes list its Hopper mbarrier false positives
+// as fixed. Memcheck, initcheck and synccheck (given room for the kernel's barriers:
+// --num-cuda-barriers) are clean, and 16 repeated runs give the same bits.
+// GRIFFIN_CUDNN_ATTENTION_PLAN=i picks cuDNN's i-th engine, for such comparisons.
 //
 // Numerics: Q.K^T and P.V on the bf16 tensor cores with float32 accumulation and a float32 online
 // softmax; P is rounded to bf16 (ours rounds it to half), so the tolerance against the float64
