@@ -187,7 +187,18 @@ if [[ " ${tools[*]} " == *" racecheck "* ]]; then
     control_line="control: racecheck's not run (no sanitizer_control in $bundle)"
   fi
 fi
+# Host memory while the jobs run, every 2 s: session 31's racecheck processes over the 2B-shaped
+# backend tests were killed (exit 9) at 8-14 jobs at once, and nothing recorded whether the
+# machine had run out; the summary gives the lowest MemAvailable seen.
+memory_log=$out/memavailable_kib.log
+(while :; do
+  awk '/^MemAvailable:/ { print $2 }' /proc/meminfo 2>/dev/null
+  sleep 2
+done > "$memory_log") &
+sampler=$!
 xargs -P "${SANITIZE_JOBS:-0}" -L 1 bash -c 'run_job "$@"' _ < "$jobs_file"
+kill "$sampler" 2>/dev/null
+wait "$sampler" 2>/dev/null
 
 status=0
 [[ $control_line == *FAILED* ]] && status=1
@@ -213,7 +224,12 @@ summary_file=$out/summary.txt
         if grep -qE "^\[  PASSED  \]" "$job_log" 2>/dev/null; then
           passed=$((passed + 1))
         else
-          unfinished+=("$name (rc $job_rc, $seconds s)")
+          # Session 31's tests that stopped mid-run ("process didn't terminate successfully")
+          # exited 9: SIGKILL's number, which the kernel's out-of-memory killer sends (read it
+          # with the host memory line); 137 is the shell's form of the same.
+          killed=
+          [[ $job_rc == 9 || $job_rc == 137 ]] && killed=", SIGKILL's number: likely killed"
+          unfinished+=("$name (rc $job_rc$killed, $seconds s)")
         fi
       done < "$jobs_file"
       ((jobs == 0)) && continue
@@ -254,6 +270,13 @@ summary_file=$out/summary.txt
     exclude=${SANITIZE_RACECHECK_EXCLUDE:-}
     echo "racecheck did not analyse the kernels matching: ${exclude:-(none)}" \
       "(SANITIZE_RACECHECK_EXCLUDE)"
+  fi
+  total_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo 2>/dev/null)
+  lowest_kib=$(sort -n "$memory_log" 2>/dev/null | head -n 1)
+  if [[ -n $total_kib && -n $lowest_kib ]]; then
+    echo "host memory: lowest MemAvailable $((lowest_kib / 1024)) MiB of $((total_kib / 1024))" \
+      "MiB ($(wc -l < "$memory_log") samples, one every 2 s; SANITIZE_JOBS" \
+      "${SANITIZE_JOBS:-0}, 0: all at once)"
   fi
   echo
   echo "seconds per job (slowest first):"

@@ -5,6 +5,7 @@ decode A/B tools (bench/ab_decode.sh, bench/ab_table.py), against a stand-in eng
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -495,6 +496,34 @@ echo "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)"
     assert rc == 1 and "clean rc 3, 2 reported;" in line and "FAILED" in line, line
     rc, line = run(1, 0, control=False)
     assert rc == 0 and "not run (no sanitizer_control in" in line, line
+
+
+def test_run_sanitizers_says_which_jobs_were_killed_and_how_low_memory_ran(tmp_path):
+    """A test that ends with exit 9 (SIGKILL's number, what the out-of-memory killer sends;
+    session 31's racecheck runs lost 15 tests so) is marked as likely killed, and the summary
+    gives the lowest host
+    MemAvailable seen while the jobs ran; the memory sampler ends with the script (a lingering
+    one would hold the captured output open past the timeout)."""
+    bundle = _gtest_bundle(tmp_path, ["kernels_test"], ["a", "b"])
+    bin_dir = tmp_path / "bin"
+    _executable(bin_dir / "compute-sanitizer", """#!/usr/bin/env bash
+[[ $1 == --version ]] && exit 0
+if [[ $GTEST_FILTER == Suite.b ]]; then
+  echo "========= Error: process didn't terminate successfully"; exit 9
+fi
+sleep 3
+echo "[  PASSED  ] 1 test."
+""")
+    done = _run_sanitizers(bundle, tmp_path / "out", bin_dir, timeout=30,
+                           SANITIZE_TOOLS="memcheck", SANITIZE_BINARIES="kernels_test")
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert done.returncode == 1, summary
+    assert "did not finish: Suite.b (rc 9, SIGKILL's number: likely killed," in summary, summary
+    assert "Suite.a" not in summary.split("did not finish")[1].splitlines()[0], summary
+    memory = next(line for line in summary.splitlines() if line.startswith("host memory:"))
+    lowest, total = (int(v) for v in re.findall(r"(\d+) MiB", memory)[:2])
+    assert 0 < lowest <= total, memory
+    assert int(re.search(r"\((\d+) samples", memory).group(1)) >= 1, memory
 
 
 def test_run_sanitizers_runs_the_tool_compute_sanitizer_names(tmp_path):
