@@ -83,6 +83,12 @@ absl::Status ValidatePromptLogprobs(absl::Span<const StepEntry> entries,
                                     absl::Span<const PromptLogprobsRequest> requests, int top_k,
                                     int vocab, size_t logits_size, const PromptLogprobsOutput& out);
 
+// The CUDA backend's default for the fewest tokens of a fresh prefill pass whose attention runs
+// through cuDNN (CudaBackendOptions::cudnn_attention_min_tokens, and BackendOptions' for the
+// server, which builds without CUDA too): from 512 tokens it measured faster (bench/NOTES.md,
+// session 31).
+inline constexpr int kDefaultCudnnAttentionMinTokens = 512;
+
 // One row's request to sample on the device (Backend::StepSample).
 // The most logit_bias entries a request sampled on the device may carry (OpenAI allows 300);
 // requests with more are sampled on the host.

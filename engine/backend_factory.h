@@ -63,9 +63,8 @@ struct BackendOptions {
   int max_batch = 256;
   int64_t max_tokens_per_step = 4096;
   // CUDA only: fresh prefill passes of at least this many tokens run their attention through
-  // cuDNN (CudaBackendOptions::cudnn_attention_min_tokens, whose default this repeats: this
-  // header builds without CUDA); 0: the project's kernel always.
-  int cudnn_attention_min_tokens = 512;
+  // cuDNN (CudaBackendOptions::cudnn_attention_min_tokens); 0: the project's kernel always.
+  int cudnn_attention_min_tokens = kDefaultCudnnAttentionMinTokens;
   // kSimulated only: how long its steps take.
   SimulatedStepTime simulated_step_time;
 };
