@@ -120,7 +120,7 @@ run_job() {  # run_job TOOL BINARY NAME FILTER
   # Racecheck analyses every kernel, the libraries' included. SANITIZE_RACECHECK_EXCLUDE passes a
   # --kernel-name-exclude filter (e.g. regex=nvjet|cudnn), but not by default: under
   # compute-sanitizer 2025.3 the excluded cuBLASLt kernels failed with "Internal Sanitizer Error:
-  # The Sanitizer failed to handle a hardware exception" in 59 of 62 backend tests (session 31).
+  # The Sanitizer failed to handle a hardware exception" in 58 of 62 backend tests (session 31).
   # What made the exclusion look needed, cuBLASLt's and cuDNN's flood of reports, is 2025.3's:
   # 2026.4 (bench/bundle_sanitizer.sh) analyses the same cases and reports nothing, while both
   # versions report the control's known race.
