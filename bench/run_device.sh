@@ -14,7 +14,8 @@
 #             .bundle/cuda-ptx80, in parallel with the tests and sanitizers
 # Run from the repository root on the GPU machine, with the binaries bundled in .bundle/cuda
 # (shared/tools/bundle-binaries.sh; sanitizer_control with the test binaries) and, for peers, the
-# reference's recurrentgemma/ package in .bundle/rg_ref (never committed). Logs go to $OUT (or ./out).
+# reference's recurrentgemma/ package in .bundle/rg_ref (never committed). Logs go to $OUT (or
+# ./out).
 #   bench/run_device.sh tests sanitize bench load
 set -uo pipefail
 out=${OUT:-out}

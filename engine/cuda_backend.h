@@ -158,9 +158,10 @@ struct CudaBackendOptions {
   // instead of the project's kernel, where cuDNN loads (its version and why not: the backend's
   // prefill_attention_library()); 0 turns it off. 512 by default (kDefaultCudnnAttentionMinTokens,
   // engine/backend.h): measured faster from 512 tokens (session 31, bench/NOTES.md: 1 x 512
-  // -0.7%, 1 x 1024 -3.0%, 1 x 2048 -3.3%, 16 x 2048 -3.0%). It was off until then because compute-sanitizer 2025.3's racecheck reported hazards
-  // in cuDNN's kernel; 2026.4 analyses the same cases and reports none, while both report the
-  // known race of bench/sanitizer_control.cu (session 31).
+  // -0.7%, 1 x 1024 -3.0%, 1 x 2048 -3.3%, 16 x 2048 -3.0%). It was off until then because
+  // compute-sanitizer 2025.3's racecheck reported hazards in cuDNN's kernel; 2026.4 analyses the
+  // same cases and reports none, while both report the known race of bench/sanitizer_control.cu
+  // (session 31).
   int cudnn_attention_min_tokens = kDefaultCudnnAttentionMinTokens;
   // Decode attention splits each sequence's keys over blocks (flash-decoding) until the pass has
   // up to this many blocks per SM: the tensor-core kernel's decode block fits 2 per SM (99 KB of
